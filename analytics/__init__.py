@@ -1,0 +1,8 @@
+"""What WhatsApp Business Platform traffic costs, why, and what it would cost if you messaged differently.
+
+Follow one message through the modules in this order: `ingest` (files to canonical messages),
+`markets` (phone to Meta market), `rules` (the billing rules as data), `reference` (the plain
+state machine that is the oracle), `charges` (the fast engine), then `cli`.
+"""
+
+__version__ = "0.1.0"

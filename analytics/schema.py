@@ -1,0 +1,71 @@
+"""The tables other tools rely on (../shared/contracts.md): canonical messages and charges.
+
+Polars schemas are the single statement of column names and types; readers cast to them and the
+engines produce them, so a frame that passed `conform()` can go anywhere in the package.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+UTC = "UTC"
+INSTANT = pl.Datetime("us", UTC)
+
+# contracts.md §1, in the contract's order.
+MESSAGE_SCHEMA: dict[str, pl.DataType] = {
+    "message_id": pl.String(),
+    "timestamp": INSTANT,
+    "direction": pl.String(),
+    "business_phone": pl.String(),
+    "waba_id": pl.String(),
+    "user_id": pl.String(),
+    "user_phone": pl.String(),
+    "user_country": pl.String(),
+    "message_type": pl.String(),
+    "template_category": pl.String(),
+    "status": pl.String(),
+    "entry_point": pl.String(),
+}
+REQUIRED_MESSAGE_COLUMNS = ("message_id", "timestamp", "direction", "business_phone", "user_id", "message_type")
+OPTIONAL_MESSAGE_COLUMNS = tuple(c for c in MESSAGE_SCHEMA if c not in REQUIRED_MESSAGE_COLUMNS)
+
+DIRECTIONS = ("inbound", "outbound")
+TEMPLATE = "template"
+REACTION = "reaction"
+TEMPLATE_CATEGORIES = ("marketing", "utility", "authentication", "marketing_lite")
+STATUSES = ("delivered", "read", "sent", "failed", "received")
+ENTRY_POINTS = ("ctwa", "page_cta")
+DEFAULT_WABA = "default"
+
+# contracts.md §2, in the contract's order.
+CHARGE_SCHEMA: dict[str, pl.DataType] = {
+    "rule_set": pl.String(),
+    "pricing_model": pl.String(),
+    "category": pl.String(),
+    "pricing_type": pl.String(),
+    "billable": pl.Boolean(),
+    "started_at": INSTANT,
+    "expires_at": INSTANT,
+    "business_phone": pl.String(),
+    "waba_id": pl.String(),
+    "user_id": pl.String(),
+    "market": pl.String(),
+    "message_count": pl.Int64(),
+    "opening_message_id": pl.String(),
+}
+CHARGE_ORDER = ("business_phone", "user_id", "started_at", "opening_message_id")
+
+PRICING_TYPES = ("regular", "free_tier", "free_entry_point", "free_customer_service")
+
+
+def empty_messages() -> pl.DataFrame:
+    return pl.DataFrame(schema=MESSAGE_SCHEMA)
+
+
+def empty_charges() -> pl.DataFrame:
+    return pl.DataFrame(schema=CHARGE_SCHEMA)
+
+
+def conform_charges(frame: pl.DataFrame) -> pl.DataFrame:
+    """Charges in the contract's column order and types, sorted the one way every engine sorts."""
+    return frame.select([pl.col(c).cast(t) for c, t in CHARGE_SCHEMA.items()]).sort(CHARGE_ORDER)
