@@ -1,0 +1,529 @@
+"""The production billing engine: canonical messages in, charges (contracts.md §2) out.
+
+It computes exactly what `analytics.reference` computes (property tests hold it to that), without a
+Python loop over messages or users. Why the work is split the way it is:
+
+- **Per key, in Polars** (`kernel`). Everything of billing-rules.md §2–5 except the monthly
+  counters depends only on one (business_phone, user_id) key's own messages, in order. Polars
+  window functions over the sorted key (forward fills, cumulative counts) give customer service
+  windows, free-entry-point offers and each message's open conversations in a few vectorised
+  passes. The kernel takes any frame of whole keys and returns one row per charge candidate, so
+  it runs unchanged on one key, one hash bucket of a big file, or one Spark partition.
+- **Across keys, in DuckDB SQL** (`queries/free_tiers.sql`). Free tiers count charges per WABA or
+  business number per month in delivery order: a window function over all charges, which DuckDB
+  runs in parallel and spills to disk when it must.
+
+The only sequential part of the rules is the fixed 24 h (or 72 h) conversation: a conversation
+opened at `s` absorbs what comes before `s + 24 h`, and the next message after that opens the next
+one, so whether a message opens depends on the previous opening, not on the previous message.
+`_chain_starts` solves it without a per-message loop: a gap of a full window between two
+eligible messages always starts a new conversation, which cuts each key into bursts; a burst
+shorter than one window is one conversation; only the rare bursts longer than a window are
+resolved by a loop over *rounds* (each round opens the next conversation of every long burst at
+once, vectorised), so the number of rounds is the largest number of back-to-back conversations
+in one burst, not the number of messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import duckdb
+import polars as pl
+
+from analytics import markets, rules, schema
+from analytics.resources import query
+from analytics.rules import BillingConfig
+
+_US = 1_000_000  # microseconds per second: times are Int64 microseconds inside the kernel
+_SLOT_CODES = {"marketing": 1, "utility": 2, "authentication": 3}
+_SLOT_NAMES = {v: k for k, v in _SLOT_CODES.items()}
+_FREE_TIER_SIZES = {
+    "cbp-2022": rules.CBP_2022_FREE_CONVERSATIONS,
+    "cbp-2023-service": rules.CBP_2023_FREE_SERVICE_CONVERSATIONS,
+    "pmp-2026-10-service": rules.PMP_2026_FREE_SERVICE_MESSAGES,
+}
+
+
+def bill(
+    messages: pl.DataFrame | pl.LazyFrame,
+    config: BillingConfig | None = None,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pl.DataFrame:
+    """Charges for canonical messages (already validated and deduplicated by `analytics.ingest`)."""
+    config = config or BillingConfig()
+    candidates = kernel(messages, config)
+    return apply_free_tiers(candidates, con=con)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 1: one key's messages in billing order, with local time and rule set (§1, §2 Order).
+
+
+def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.DataFrame:
+    """Messages that can matter, sorted by key and §2 order, with the columns the kernel needs.
+
+    Failed outbound messages are dropped here: §2 says they are ignored entirely.
+    """
+    frame = messages.lazy() if isinstance(messages, pl.DataFrame) else messages
+    frame = _with_user_country(frame)
+    local = _local_time(config)
+    frame = (
+        frame.filter(~((pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed")))
+        .with_columns(
+            local_time=local,
+            waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA),
+            direction_rank=pl.col("direction").replace_strict(rules.DIRECTION_RANK, return_dtype=pl.UInt8),
+        )
+        .with_columns(local_date=pl.col("local_time").dt.date())
+        .with_columns(rule_set=_rule_set_expr(config))
+        .collect()
+    )
+    frame = _in_billing_order(frame)
+    _refuse_unsupported_dates(frame)
+    is_template = pl.col("message_type") == schema.TEMPLATE
+    billed_category = pl.col("template_category").replace(rules.BILLED_CATEGORY)
+    return frame.with_columns(
+        key=(pl.col("key_hash") != pl.col("key_hash").shift(1)).fill_null(True).cum_sum().cast(pl.UInt32),
+        seq=pl.int_range(pl.len(), dtype=pl.UInt32),
+        t=pl.col("timestamp").dt.epoch("us"),
+        inbound=pl.col("direction") == "inbound",
+        outbound=pl.col("direction") == "outbound",
+        is_template=is_template,
+        is_reaction=pl.col("message_type") == schema.REACTION,
+        slot=pl.when(is_template).then(billed_category.replace_strict(_SLOT_CODES, default=None, return_dtype=pl.UInt8)),
+        billed_category=pl.when(is_template).then(billed_category).otherwise(pl.lit("service")),
+        takes_entry_point=(pl.col("direction") == "inbound") & pl.col("entry_point").is_not_null(),
+    )
+
+
+def _with_user_country(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Countries that ingest derived are kept; only rows still without one are looked up."""
+    missing = pl.col("user_country").is_null()
+    return pl.concat([frame.filter(~missing), markets.with_user_country(frame.filter(missing))])
+
+
+def _in_billing_order(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sorted by key, then §2 order. Keys are grouped by a 64-bit hash of (business_phone, user_id),
+    which sorts about three times faster than the two strings; should two keys ever share a hash,
+    the frame is sorted by the strings themselves instead, so a collision costs time, not truth."""
+    order = ["timestamp", "direction_rank", "message_id"]
+    hashed = frame.with_columns(key_hash=pl.struct("business_phone", "user_id").hash()).sort(["key_hash", *order])
+    same_hash = pl.col("key_hash") == pl.col("key_hash").shift(1)
+    other_key = (pl.col("business_phone") != pl.col("business_phone").shift(1)) | (
+        pl.col("user_id") != pl.col("user_id").shift(1)
+    )
+    if not hashed.select((same_hash & other_key).any()).item():
+        return hashed
+    by_strings = frame.sort(["business_phone", "user_id", *order])
+    return by_strings.with_columns(key_hash=pl.struct("business_phone", "user_id").rank("dense").cast(pl.UInt64))
+
+
+def _local_time(config: BillingConfig) -> pl.Expr:
+    """Wall-clock time in the message's WABA time zone (§2 Months, §1 switch instants)."""
+
+    def in_zone(tz: str) -> pl.Expr:
+        return pl.col("timestamp").dt.convert_time_zone(tz).dt.replace_time_zone(None)
+
+    local = in_zone(config.timezone)
+    for waba_id, tz in config.waba_timezones.items():
+        local = pl.when(pl.col("waba_id") == waba_id).then(in_zone(tz)).otherwise(local)
+    return local
+
+
+def _rule_set_expr(config: BillingConfig) -> pl.Expr:
+    if config.rules is not None:
+        return pl.lit(config.rules)
+    expr = pl.lit(None, dtype=pl.String)
+    for rule_set in rules.rule_sets():  # oldest first, so later switches overwrite earlier ones
+        expr = pl.when(pl.col("local_date") >= rule_set.effective_from).then(pl.lit(rule_set.name)).otherwise(expr)
+    return expr
+
+
+def _refuse_unsupported_dates(frame: pl.DataFrame) -> None:
+    early = frame.filter(pl.col("rule_set").is_null())
+    if early.height:
+        first = early.row(0, named=True)
+        raise ValueError(
+            f"message {first['message_id']} at {first['timestamp']} is before {rules.first_supported_date()} in its "
+            f"WABA time zone: notification-based pricing is not modelled (analytics.ingest quarantines such rows)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Step 2: the per-key kernel (§2–5 without the monthly counters).
+
+
+def kernel(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.DataFrame:
+    """Charge candidates for whole keys: one row per conversation (CBP) or charged message (PMP).
+
+    Pricing types that depend on a monthly counter are left as `free_tier_counter` (which
+    counter) for `apply_free_tiers`; everything else is final.
+    """
+    m = prepare(messages, config)
+    if m.height == 0:
+        return _empty_candidates()
+    m = _customer_service_window(m)
+    m = _free_entry_points(m, config)
+    m = _cbp_2022_conversations(m)
+    m = _cbp_2023_conversations(m)
+    return _charge_candidates(m, config)
+
+
+def _ffill(value: pl.Expr, segment: str = "key") -> pl.Expr:
+    """The latest non-null `value` at or before each message within its segment (a key, or a key's
+    FEP epoch): segments are contiguous in billing order, so two plain forward fills do it, one of
+    the value and one of the segment it came from, instead of a grouped window."""
+    came_from = pl.when(value.is_not_null()).then(pl.col(segment)).forward_fill()
+    return pl.when(came_from == pl.col(segment)).then(value.forward_fill())
+
+
+def _bfill(value: pl.Expr, segment: str = "key") -> pl.Expr:
+    """The next non-null `value` at or after each message within its segment."""
+    came_from = pl.when(value.is_not_null()).then(pl.col(segment)).backward_fill()
+    return pl.when(came_from == pl.col(segment)).then(value.backward_fill())
+
+
+def _customer_service_window(m: pl.DataFrame) -> pl.DataFrame:
+    """§2 CSW: open at t iff t < (latest inbound at or before t in order) + 24 h."""
+    csw = rules.CUSTOMER_SERVICE_WINDOW // dt.timedelta(microseconds=1)
+    last_inbound = _ffill(pl.when(pl.col("inbound")).then(pl.col("t")))
+    return m.with_columns(csw_open=(pl.col("t") < last_inbound + csw).fill_null(False))
+
+
+def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+    """§2 FEP: offers, the outbound message that takes one up, and the 72 h windows they open.
+
+    An offer (inbound with entry_point) is taken up by the first outbound message after it, if
+    that comes within 24 h; a later entry-point message replaces the offer. Take-ups inside an
+    open FEP window open nothing (rules.FEP_REOPENS_INSIDE_OPEN_WINDOW), so openings are a chain
+    over take-ups with the FEP window's length. `fep_epoch` counts the FEP windows opened so far:
+    an opening closes every other conversation of the key (§2 Precedence), so a conversation only
+    absorbs messages of its own epoch.
+    """
+    offer_window = rules.FEP_OFFER_WINDOW // dt.timedelta(microseconds=1)
+    fep_window = config.fep_window // dt.timedelta(microseconds=1)
+    offer_t = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("t")))
+    offer_seq = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("seq")))
+    previous_outbound_seq = _ffill(pl.when(pl.col("outbound")).then(pl.col("seq"))).shift(1)
+    previous_outbound_seq = pl.when(pl.col("key") == pl.col("key").shift(1)).then(previous_outbound_seq)
+    m = m.with_columns(
+        takes_offer=(
+            pl.col("outbound")
+            & offer_t.is_not_null()
+            & (previous_outbound_seq.is_null() | (previous_outbound_seq < offer_seq))
+            & (pl.col("t") < offer_t + offer_window)
+        ).fill_null(False)
+    )
+    fep_open = _chain_starts(m, "takes_offer", ["key"], fep_window)
+    if rules.FEP_REOPENS_INSIDE_OPEN_WINDOW:
+        fep_open = m["takes_offer"]
+    m = m.with_columns(fep_open=fep_open)
+    fep_start = _ffill(pl.when(pl.col("fep_open")).then(pl.col("t")))
+    return m.with_columns(
+        in_fep=(pl.col("outbound") & (pl.col("t") < fep_start + fep_window)).fill_null(False),
+        fep_opener=_ffill(pl.when(pl.col("fep_open")).then(pl.col("seq"))),
+        fep_rule_set=_ffill(pl.when(pl.col("fep_open")).then(pl.col("rule_set"))),
+        epoch=((pl.col("key") != pl.col("key").shift(1)).fill_null(True) | pl.col("fep_open")).cum_sum(),
+        next_fep_t=_bfill(pl.when(pl.col("fep_open")).then(pl.col("t"))),
+    )
+
+
+def _cbp_2022_conversations(m: pl.DataFrame) -> pl.DataFrame:
+    """§3: one slot per key. Its last conversation carries over into later rule sets (§5 Crossover)."""
+    window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
+    m = m.with_columns(
+        eligible_2022=pl.col("outbound") & ~pl.col("in_fep") & (pl.col("rule_set") == "cbp-2022")
+    )
+    m = m.with_columns(opens_2022=_chain_starts(m, "eligible_2022", ["epoch"], window))
+    opened_at = _ffill(pl.when(pl.col("opens_2022")).then(pl.col("t")), "epoch")
+    return m.with_columns(
+        conversation_2022=_ffill(pl.when(pl.col("opens_2022")).then(pl.col("seq")), "epoch"),
+        in_2022=(pl.col("outbound") & ~pl.col("in_fep") & (pl.col("t") < opened_at + window)).fill_null(False),
+    )
+
+
+def _cbp_2023_conversations(m: pl.DataFrame) -> pl.DataFrame:
+    """§4: a slot per template category, and service conversations for what no slot absorbs.
+
+    Template chains are independent per category. A non-template opens a service conversation
+    only when no conversation of any category is open, so service openings are a chain over the
+    non-templates that no template conversation covers. A conversation keeps absorbing after a
+    switch to PMP (§5 Crossover): the `open_*` flags are computed for every later message.
+    """
+    window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
+    free = pl.col("outbound") & ~pl.col("in_fep") & ~pl.col("in_2022")
+    m = m.with_columns(eligible_2023=free & (pl.col("rule_set") == "cbp-2023"))
+    m = m.with_columns(
+        opens_slot=_chain_starts(
+            m.with_columns(e=pl.col("eligible_2023") & pl.col("is_template")), "e", ["epoch", "slot"], window
+        )
+    )
+    for name, code in _SLOT_CODES.items():
+        opener = pl.col("opens_slot") & (pl.col("slot") == code)
+        opened_at = _ffill(pl.when(opener).then(pl.col("t")), "epoch")
+        m = m.with_columns(
+            _ffill(pl.when(opener).then(pl.col("seq")), "epoch").alias(f"{name}_conversation"),
+            ((pl.col("t") < opened_at + window) & free).fill_null(False).alias(f"{name}_open"),
+        )
+    any_template_open = pl.any_horizontal([f"{name}_open" for name in _SLOT_CODES])
+    m = m.with_columns(
+        e=pl.col("eligible_2023") & ~pl.col("is_template") & ~any_template_open
+    )
+    m = m.with_columns(opens_service=_chain_starts(m, "e", ["epoch"], window)).drop("e")
+    service_opener = pl.col("opens_service")
+    service_opened_at = _ffill(pl.when(service_opener).then(pl.col("t")), "epoch")
+    return m.with_columns(
+        service_conversation=_ffill(pl.when(service_opener).then(pl.col("seq")), "epoch"),
+        service_open=((pl.col("t") < service_opened_at + window) & free).fill_null(False),
+    )
+
+
+def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: int) -> pl.Series:
+    """Which eligible messages open a fixed-length window, greedily in order within each group.
+
+    The first eligible message opens; every later one inside [start, start + window) is absorbed;
+    the first one at or after start + window opens the next. See the module docstring.
+    """
+    rows = (
+        m.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), *group, "t", eligible)
+        .filter(pl.col(eligible))
+        .sort([*group, "row"])
+    )
+    opens = pl.Series("opens", [False] * m.height, dtype=pl.Boolean)
+    if rows.height == 0:
+        return opens
+    new_group = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in group]).fill_null(True)
+    rows = rows.with_columns(
+        burst=(new_group | (pl.col("t") - pl.col("t").shift(1) >= window)).fill_null(True).cum_sum()
+    )
+    first_in_burst = rows["burst"] != rows["burst"].shift(1).fill_null(-1)
+    last_in_burst = rows["burst"] != rows["burst"].shift(-1).fill_null(-1)
+    rows = rows.with_columns(
+        burst_start=pl.when(first_in_burst).then(pl.col("t")).forward_fill(),
+        burst_end=pl.when(last_in_burst).then(pl.col("t")).backward_fill(),
+    )
+    opening_rows = [rows.filter(first_in_burst)["row"]]
+    # Bursts longer than one window hold several conversations: open them round by round.
+    pending = rows.filter((pl.col("burst_end") - pl.col("burst_start") >= window) & ~first_in_burst)
+    pending = pending.filter(pl.col("t") >= pl.col("burst_start") + window)
+    while pending.height:
+        first = pending["burst"] != pending["burst"].shift(1).fill_null(-1)
+        pending = pending.with_columns(opened_at=pl.when(first).then(pl.col("t")).forward_fill())
+        opening_rows.append(pending.filter(first)["row"])
+        pending = pending.filter(pl.col("t") >= pl.col("opened_at") + window)
+    opening = pl.concat(opening_rows)
+    return opens.scatter(opening, True)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 3: rows, categories and pricing types (§3–5), before the monthly counters.
+
+
+def _charge_candidates(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+    window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
+    fep_window = config.fep_window // dt.timedelta(microseconds=1)
+    is_pmp = pl.col("rule_set").str.starts_with("pmp")
+    fep_is_cbp = pl.col("fep_rule_set").str.starts_with("cbp")
+    m = m.with_columns(conversation=_conversation_of(m))
+
+    message_counts = (
+        m.filter(pl.col("conversation").is_not_null()).group_by("conversation").agg(message_count=pl.len())
+    )
+    cbp_openers = (
+        m.filter(
+            (pl.col("fep_open") & fep_is_cbp)
+            | pl.col("opens_2022")
+            | pl.col("opens_slot")
+            | pl.col("opens_service")
+        )
+        .join(message_counts, left_on="seq", right_on="conversation", how="left")
+        .with_columns(
+            category=pl.when(pl.col("fep_open"))
+            .then(pl.lit(rules.FEP_CATEGORY))
+            .when(pl.col("opens_2022"))
+            .then(pl.when(pl.col("csw_open")).then(pl.lit("user_initiated")).otherwise(pl.lit("business_initiated")))
+            .when(pl.col("opens_service"))
+            .then(pl.lit("service"))
+            .otherwise(pl.col("slot").replace_strict(_SLOT_NAMES, return_dtype=pl.String)),
+            expires_at=pl.min_horizontal(
+                pl.col("t") + pl.when(pl.col("fep_open")).then(fep_window).otherwise(window),
+                pl.when(pl.col("fep_open")).then(None).otherwise(pl.col("next_fep_t")),
+            ),
+        )
+        .with_columns(
+            pricing_type=pl.when(pl.col("fep_open"))
+            .then(pl.lit("free_entry_point"))
+            .when(
+                (pl.col("category") == "service")
+                & (pl.col("local_date") >= rules.SERVICE_CONVERSATIONS_FREE_FROM)
+            )
+            .then(pl.lit("free_customer_service"))
+            .otherwise(pl.lit("regular")),
+            free_tier_counter=pl.when(pl.col("fep_open"))
+            .then(None)
+            .when(pl.col("rule_set") == "cbp-2022")
+            .then(pl.lit("cbp-2022"))
+            .when(
+                (pl.col("category") == "service")
+                & (pl.col("local_date") < rules.SERVICE_CONVERSATIONS_FREE_FROM)
+            )
+            .then(pl.lit("cbp-2023-service")),
+        )
+    )
+
+    pmp_in_fep = pl.col("in_fep") & ~fep_is_cbp
+    pmp_charged = pl.col("outbound") & is_pmp & ~pl.col("in_fep") & pl.col("conversation").is_null()
+    pmp_rows = (
+        m.filter(pmp_in_fep | pmp_charged)
+        .with_columns(
+            category=pl.col("billed_category"),
+            expires_at=pl.lit(None, dtype=pl.Int64),
+            message_count=pl.lit(1, dtype=pl.UInt32),
+        )
+        .with_columns(
+            pricing_type=pl.when(pl.col("in_fep"))
+            .then(pl.lit("free_entry_point"))
+            .when(pl.col("is_reaction"))
+            .then(pl.lit("free_customer_service"))
+            .when(pl.col("category") == "service")
+            .then(pl.when(pl.col("rule_set") == "pmp-2025").then(pl.lit("free_customer_service")).otherwise(pl.lit("regular")))
+            .when((pl.col("category") == "utility") & (pl.col("rule_set") == "pmp-2025") & pl.col("csw_open"))
+            .then(pl.lit("free_customer_service"))
+            .otherwise(pl.lit("regular")),
+            free_tier_counter=pl.when(
+                ~pl.col("in_fep")
+                & ~pl.col("is_reaction")
+                & (pl.col("category") == "service")
+                & (pl.col("rule_set") == "pmp-2026-10")
+            ).then(pl.lit("pmp-2026-10-service")),
+        )
+    )
+    columns = [
+        "rule_set",
+        "category",
+        "pricing_type",
+        "free_tier_counter",
+        "t",
+        "expires_at",
+        "business_phone",
+        "waba_id",
+        "user_id",
+        "user_country",
+        "local_date",
+        "local_time",
+        "message_count",
+        "message_id",
+    ]
+    rows = pl.concat(
+        [cbp_openers.select(columns), pmp_rows.select(columns)], how="vertical_relaxed"
+    )
+    rows = _authentication_international(rows, config)
+    rows = markets.with_market(rows, country="user_country", date="local_date", out="market")
+    return rows.select(
+        "rule_set",
+        pricing_model=pl.when(pl.col("rule_set").str.starts_with("pmp")).then(pl.lit("PMP")).otherwise(pl.lit("CBP")),
+        category="category",
+        pricing_type="pricing_type",
+        started_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone(schema.UTC),
+        expires_at=pl.from_epoch("expires_at", time_unit="us").dt.replace_time_zone(schema.UTC),
+        business_phone="business_phone",
+        waba_id="waba_id",
+        user_id="user_id",
+        market="market",
+        message_count=pl.col("message_count").cast(pl.Int64),
+        opening_message_id="message_id",
+        free_tier_counter="free_tier_counter",
+        free_tier_scope=pl.when(pl.col("free_tier_counter") == "pmp-2026-10-service")
+        .then(pl.col("business_phone"))
+        .otherwise(pl.col("waba_id")),
+        local_month=pl.col("local_date").dt.truncate("1mo"),
+    )
+
+
+def _conversation_of(m: pl.DataFrame) -> pl.Series:
+    """The position (`seq`) of the message that opened the CBP conversation each outbound message
+    is attributed to: the FEP window of a CBP opener first, then a carried cbp-2022 conversation,
+    then the template's own slot, then (non-templates) the earliest-opened open conversation
+    (§4.3), which is the one with the lowest position since positions follow billing order."""
+    fep_is_cbp = pl.col("fep_rule_set").str.starts_with("cbp")
+    own_slot = pl.lit(None, dtype=pl.UInt32)
+    for name, code in _SLOT_CODES.items():
+        own_slot = pl.when((pl.col("slot") == code) & pl.col(f"{name}_open")).then(
+            pl.col(f"{name}_conversation")
+        ).otherwise(own_slot)
+    earliest_open = pl.min_horizontal(
+        [pl.when(pl.col(f"{c}_open")).then(pl.col(f"{c}_conversation")) for c in [*_SLOT_CODES, "service"]]
+    )
+    return m.select(
+        pl.when(pl.col("in_fep") & fep_is_cbp)
+        .then(pl.col("fep_opener"))
+        .when(pl.col("in_fep"))
+        .then(None)
+        .when(pl.col("in_2022"))
+        .then(pl.col("conversation_2022"))
+        .when(pl.col("is_template"))
+        .then(own_slot)
+        .otherwise(earliest_open)
+    ).to_series()
+
+
+def _authentication_international(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+    """§4.5: authentication to a user abroad, from the business's start date for that country."""
+    setting = config.authentication_international
+    if not setting.start_dates:
+        return rows
+    starts = pl.DataFrame(
+        {"user_country": list(setting.start_dates), "auth_international_from": list(setting.start_dates.values())},
+        schema={"user_country": pl.String, "auth_international_from": pl.Date},
+    )
+    applies = (
+        (pl.col("category") == rules.AUTH)
+        & (pl.col("local_date") >= pl.col("auth_international_from")).fill_null(False)
+        & (pl.col("user_country") != pl.lit(setting.home_country, dtype=pl.String)).fill_null(True)
+    )
+    return (
+        rows.join(starts, on="user_country", how="left")
+        .with_columns(category=pl.when(applies).then(pl.lit(rules.AUTH_INTERNATIONAL)).otherwise(pl.col("category")))
+        .drop("auth_international_from")
+    )
+
+
+def _empty_candidates() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            **schema.CHARGE_SCHEMA,
+            "free_tier_counter": pl.String,
+            "free_tier_scope": pl.String,
+            "local_month": pl.Date,
+        }
+    ).drop("billable")
+
+
+# --------------------------------------------------------------------------------------------
+# Step 4: the monthly counters, across keys (§3.3, §4.4, §5).
+
+
+def apply_free_tiers(candidates: pl.DataFrame, *, con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
+    """Final charges: the charges a monthly counter decides go through `queries/free_tiers.sql`
+    (a window over all keys, which DuckDB parallelises and spills); the rest are already final."""
+    counted = candidates.filter(pl.col("free_tier_counter").is_not_null())
+    if counted.height:
+        con = con or duckdb.connect()
+        con.register("counted_charges", counted)
+        try:
+            params = {
+                "cbp_2022_free": _FREE_TIER_SIZES["cbp-2022"],
+                "cbp_2023_free_service": _FREE_TIER_SIZES["cbp-2023-service"],
+                "pmp_2026_free_service": _FREE_TIER_SIZES["pmp-2026-10-service"],
+            }
+            decided = con.sql(query("free_tiers"), params=params).pl()
+        finally:
+            con.unregister("counted_charges")
+        counted = counted.drop("pricing_type").join(decided, on="opening_message_id", how="left")
+    charges = pl.concat(
+        [candidates.filter(pl.col("free_tier_counter").is_null()), counted.select(candidates.columns)]
+    )
+    return schema.conform_charges(charges.with_columns(billable=pl.col("pricing_type") == "regular"))
