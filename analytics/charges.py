@@ -39,11 +39,6 @@ from analytics.rules import BillingConfig
 _US = 1_000_000  # microseconds per second: times are Int64 microseconds inside the kernel
 _SLOT_CODES = {"marketing": 1, "utility": 2, "authentication": 3}
 _SLOT_NAMES = {v: k for k, v in _SLOT_CODES.items()}
-_FREE_TIER_SIZES = {
-    "cbp-2022": rules.CBP_2022_FREE_CONVERSATIONS,
-    "cbp-2023-service": rules.CBP_2023_FREE_SERVICE_CONVERSATIONS,
-    "pmp-2026-10-service": rules.PMP_2026_FREE_SERVICE_MESSAGES,
-}
 
 
 def bill(
@@ -71,8 +66,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.
     frame = _with_user_country(frame)
     local = _local_time(config)
     frame = (
-        frame.filter(~((pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed")))
-        .with_columns(
+        frame.with_columns(
             local_time=local,
             waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA),
             direction_rank=pl.col("direction").replace_strict(rules.DIRECTION_RANK, return_dtype=pl.UInt8),
@@ -81,8 +75,10 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.
         .with_columns(rule_set=_rule_set_expr(config))
         .collect()
     )
-    frame = _in_billing_order(frame)
-    _refuse_unsupported_dates(frame)
+    _refuse_what_cannot_be_billed(frame)
+    frame = _in_billing_order(
+        frame.filter(~((pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed")))
+    )
     is_template = pl.col("message_type") == schema.TEMPLATE
     billed_category = pl.col("template_category").replace(rules.BILLED_CATEGORY)
     return frame.with_columns(
@@ -142,13 +138,23 @@ def _rule_set_expr(config: BillingConfig) -> pl.Expr:
     return expr
 
 
-def _refuse_unsupported_dates(frame: pl.DataFrame) -> None:
+def _refuse_what_cannot_be_billed(frame: pl.DataFrame) -> None:
+    """Rows `analytics.ingest` would have quarantined are an error here, never silently skipped."""
     early = frame.filter(pl.col("rule_set").is_null())
     if early.height:
         first = early.row(0, named=True)
         raise ValueError(
             f"message {first['message_id']} at {first['timestamp']} is before {rules.first_supported_date()} in its "
             f"WABA time zone: notification-based pricing is not modelled (analytics.ingest quarantines such rows)"
+        )
+    uncategorised = frame.filter(
+        (pl.col("message_type") == schema.TEMPLATE) & ~pl.col("template_category").is_in(schema.TEMPLATE_CATEGORIES).fill_null(False)
+    )
+    if uncategorised.height:
+        first = uncategorised.row(0, named=True)
+        raise ValueError(
+            f"template message {first['message_id']} has category {first['template_category']!r}: expected one of "
+            f"{', '.join(schema.TEMPLATE_CATEGORIES)} (analytics.ingest quarantines such rows)"
         )
 
 
@@ -515,9 +521,9 @@ def apply_free_tiers(candidates: pl.DataFrame, *, con: duckdb.DuckDBPyConnection
         con.register("counted_charges", counted)
         try:
             params = {
-                "cbp_2022_free": _FREE_TIER_SIZES["cbp-2022"],
-                "cbp_2023_free_service": _FREE_TIER_SIZES["cbp-2023-service"],
-                "pmp_2026_free_service": _FREE_TIER_SIZES["pmp-2026-10-service"],
+                "cbp_2022_free": rules.CBP_2022_FREE_CONVERSATIONS,
+                "cbp_2023_free_service": rules.CBP_2023_FREE_SERVICE_CONVERSATIONS,
+                "pmp_2026_free_service": rules.PMP_2026_FREE_SERVICE_MESSAGES,
             }
             decided = con.sql(query("free_tiers"), params=params).pl()
         finally:

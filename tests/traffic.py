@@ -1,0 +1,131 @@
+"""Readable traffic for tests: one key's messages, written as hours from a start instant.
+
+```python
+traffic = Traffic(start="2024-03-04T00:00:00Z")
+traffic.template(0, "marketing").user(4).text(5)      # m0001, m0002, m0003
+charges = bill(traffic.frame())
+assert rows(charges)[0] == ("marketing", "regular", True, traffic.at(0), traffic.at(24), 2, "m0001", "cbp-2023")
+```
+
+Message ids default to `<id_prefix><counter>` zero-padded in insertion order, so their byte-wise
+order (billing-rules.md §2 Order) is the order they were written in. Give keys that are billed
+together different `id_prefix`es (`merge` refuses repeated ids).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from analytics import schema
+
+Hours = float | dt.timedelta
+
+# The columns a test asserts, in this order (contracts.md §2).
+ROW_COLUMNS = ("category", "pricing_type", "billable", "started_at", "expires_at", "message_count", "opening_message_id", "rule_set")
+
+
+def instant(text: str) -> dt.datetime:
+    """An ISO 8601 instant with its offset (`2025-06-30T20:00:00Z`), as an aware UTC datetime."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"instant {text!r} has no offset: write it with Z or +hh:mm")
+    return value.astimezone(dt.timezone.utc)
+
+
+class Traffic:
+    """The messages of one (business_phone, user_id) key, built in the order they are written."""
+
+    def __init__(
+        self,
+        start: str = "2024-03-04T00:00:00Z",
+        business_phone: str = "B1",
+        user_id: str = "393330000001",
+        *,
+        waba_id: str = schema.DEFAULT_WABA,
+        user_country: str | None = "IT",
+        id_prefix: str = "m",
+    ):
+        self.start = instant(start)
+        self.business_phone = business_phone
+        self.user_id = user_id
+        self.waba_id = waba_id
+        self.user_country = user_country
+        self.id_prefix = id_prefix
+        self.rows: list[dict[str, object]] = []
+
+    def at(self, h: Hours) -> dt.datetime:
+        """The instant `h` hours (or a timedelta) after the start."""
+        return self.start + (h if isinstance(h, dt.timedelta) else dt.timedelta(hours=h))
+
+    @property
+    def last_id(self) -> str:
+        return str(self.rows[-1]["message_id"])
+
+    def user(self, h: Hours, entry_point: str | None = None, message_id: str | None = None) -> Traffic:
+        """An inbound message; `entry_point` `ctwa` or `page_cta` makes a free entry point offer."""
+        return self._add(h, message_id, direction="inbound", message_type="text", status="received", entry_point=entry_point)
+
+    def template(self, h: Hours, category: str, message_id: str | None = None) -> Traffic:
+        """A delivered template of `category` (marketing, utility, authentication, marketing_lite)."""
+        return self._add(h, message_id, direction="outbound", message_type=schema.TEMPLATE, template_category=category)
+
+    def text(self, h: Hours, message_id: str | None = None) -> Traffic:
+        """A delivered non-template message."""
+        return self._add(h, message_id, direction="outbound", message_type="text")
+
+    def reaction(self, h: Hours, message_id: str | None = None) -> Traffic:
+        """A delivered reaction (a non-template message, §5)."""
+        return self._add(h, message_id, direction="outbound", message_type=schema.REACTION)
+
+    def failed_template(self, h: Hours, category: str, message_id: str | None = None) -> Traffic:
+        """A template whose delivery failed: never billed, opens nothing (§2 Delivery)."""
+        return self._add(h, message_id, direction="outbound", message_type=schema.TEMPLATE, template_category=category, status="failed")
+
+    def frame(self) -> pl.DataFrame:
+        """The canonical messages (contracts.md §1), in the order written."""
+        return pl.DataFrame(self.rows, schema=schema.MESSAGE_SCHEMA)
+
+    def _add(
+        self,
+        h: Hours,
+        message_id: str | None,
+        *,
+        direction: str,
+        message_type: str,
+        template_category: str | None = None,
+        status: str = "delivered",
+        entry_point: str | None = None,
+    ) -> Traffic:
+        self.rows.append(
+            {
+                "message_id": message_id if message_id is not None else f"{self.id_prefix}{len(self.rows) + 1:04d}",
+                "timestamp": self.at(h),
+                "direction": direction,
+                "business_phone": self.business_phone,
+                "waba_id": self.waba_id,
+                "user_id": self.user_id,
+                "user_phone": None,
+                "user_country": self.user_country,
+                "message_type": message_type,
+                "template_category": template_category,
+                "status": status,
+                "entry_point": entry_point,
+            }
+        )
+        return self
+
+
+def merge(*traffics: Traffic) -> pl.DataFrame:
+    """Several keys' traffic as one canonical frame; message ids must not repeat across keys."""
+    frame = pl.concat([t.frame() for t in traffics]) if traffics else schema.empty_messages()
+    repeated = frame["message_id"].filter(frame["message_id"].is_duplicated()).unique().to_list()
+    if repeated:
+        raise ValueError(f"message ids repeat across keys: {sorted(repeated)[:5]}; give each Traffic its own id_prefix")
+    return frame
+
+
+def rows(charges: pl.DataFrame, columns: tuple[str, ...] = ROW_COLUMNS) -> list[tuple[object, ...]]:
+    """The charges as tuples of `columns` (default: what a test asserts), in the table's order."""
+    return charges.select(columns).rows()
