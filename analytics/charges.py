@@ -513,23 +513,29 @@ def _empty_candidates() -> pl.DataFrame:
 
 
 def apply_free_tiers(candidates: pl.DataFrame, *, con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
-    """Final charges: the charges a monthly counter decides go through `queries/free_tiers.sql`
-    (a window over all keys, which DuckDB parallelises and spills); the rest are already final."""
+    """Final charges, sorted. Only the charges a monthly counter decides go through
+    `queries/free_tiers.sql` (a window over all keys, which DuckDB parallelises and spills when it
+    must); the others are final already and stay in Polars."""
     counted = candidates.filter(pl.col("free_tier_counter").is_not_null())
+    final = candidates.filter(pl.col("free_tier_counter").is_null()).with_columns(
+        billable=pl.col("pricing_type") == "regular"
+    )
     if counted.height:
         con = con or duckdb.connect()
         con.register("counted_charges", counted)
         try:
-            params = {
-                "cbp_2022_free": rules.CBP_2022_FREE_CONVERSATIONS,
-                "cbp_2023_free_service": rules.CBP_2023_FREE_SERVICE_CONVERSATIONS,
-                "pmp_2026_free_service": rules.PMP_2026_FREE_SERVICE_MESSAGES,
-            }
-            decided = con.sql(query("free_tiers"), params=params).pl()
+            decided = con.sql(query("free_tiers"), params=free_tier_parameters()).pl()
         finally:
             con.unregister("counted_charges")
-        counted = counted.drop("pricing_type").join(decided, on="opening_message_id", how="left")
-    charges = pl.concat(
-        [candidates.filter(pl.col("free_tier_counter").is_null()), counted.select(candidates.columns)]
-    )
-    return schema.conform_charges(charges.with_columns(billable=pl.col("pricing_type") == "regular"))
+        columns = list(schema.CHARGE_SCHEMA)
+        final = pl.concat([final.select(columns), decided.select(columns)], how="vertical_relaxed")
+    return schema.conform_charges(final)
+
+
+def free_tier_parameters() -> dict[str, int]:
+    """The free units a month of each counter, read from `analytics.rules` when a run starts."""
+    return {
+        "cbp_2022_free": rules.CBP_2022_FREE_CONVERSATIONS,
+        "cbp_2023_free_service": rules.CBP_2023_FREE_SERVICE_CONVERSATIONS,
+        "pmp_2026_free_service": rules.PMP_2026_FREE_SERVICE_MESSAGES,
+    }
