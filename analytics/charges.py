@@ -527,8 +527,8 @@ def apply_free_tiers(candidates: pl.DataFrame, *, con: duckdb.DuckDBPyConnection
             decided = con.sql(query("free_tiers"), params=free_tier_parameters()).pl()
         finally:
             con.unregister("counted_charges")
-        columns = list(schema.CHARGE_SCHEMA)
-        final = pl.concat([final.select(columns), decided.select(columns)], how="vertical_relaxed")
+        typed = [pl.col(c).cast(t) for c, t in schema.CHARGE_SCHEMA.items()]  # DuckDB says Etc/UTC
+        final = pl.concat([final.select(typed), decided.select(typed)])
     return schema.conform_charges(final)
 
 
