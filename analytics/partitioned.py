@@ -1,0 +1,127 @@
+"""Billing inputs larger than memory: the same kernel, one hash bucket of whole keys at a time.
+
+Keys are independent except for the monthly counters (billing-rules.md §2 Key), so a file of any
+size is billed in three passes, each with bounded memory:
+
+1. DuckDB splits the canonical messages into buckets by a hash of (business_phone, user_id),
+   written as Parquet (`queries/bucket_messages.sql`); DuckDB spills to disk if it must.
+2. Each bucket goes through `charges.kernel` in Polars; the charges that no monthly counter
+   decides are final and written out, the counted ones are set aside.
+3. `queries/free_tiers.sql` decides the counted charges across all buckets, and each bucket's
+   output gets its decided charges back.
+
+The output is sorted by key and time within each bucket, buckets in order: deterministic for the
+same input and bucket size, but not one global sort (that would cost a sort of every charge).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from analytics import charges, schema
+from analytics.resources import query
+from analytics.rules import BillingConfig
+
+ROWS_PER_BUCKET = 2_000_000  # about 1.5 GB of kernel state: the 3 GB target at 10 M leaves room
+
+
+@dataclass(frozen=True)
+class PartitionedRun:
+    messages: int
+    buckets: int
+    charges: int
+
+
+def bill_parquet(
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    config: BillingConfig | None = None,
+    *,
+    rows_per_bucket: int = ROWS_PER_BUCKET,
+    workdir: str | Path | None = None,
+    memory_limit: str = "4GB",
+) -> PartitionedRun:
+    """Bill canonical-message Parquet files (validated, e.g. by `wa-analytics ingest`) into `output`
+    (`.parquet` or `.csv`), never holding more than one bucket of messages in memory."""
+    config = config or BillingConfig()
+    scratch = Path(tempfile.mkdtemp(prefix="wa-analytics-", dir=workdir))
+    try:
+        con = duckdb.connect(
+            config={"memory_limit": memory_limit, "temp_directory": str(scratch / "spill"), "preserve_insertion_order": False}
+        )
+        files = [str(p) for p in inputs]
+        messages = con.sql("SELECT count(*) FROM read_parquet($files)", params={"files": files}).fetchall()[0][0]
+        buckets = max(1, math.ceil(messages / rows_per_bucket))
+        con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
+            str(scratch / "messages"), partition_by=["bucket"], write_partition_columns=False
+        )
+        for bucket in range(buckets):
+            _bill_bucket(scratch, bucket, config)
+        _decide_free_tiers(con, scratch)
+        written = _write_output(scratch, buckets, Path(output))
+        con.close()
+        return PartitionedRun(messages=messages, buckets=buckets, charges=written)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _bill_bucket(scratch: Path, bucket: int, config: BillingConfig) -> None:
+    folder = scratch / "messages" / f"bucket={bucket}"
+    if not folder.exists():  # a hash bucket that no key fell into
+        return
+    candidates = charges.kernel(pl.scan_parquet(folder / "*.parquet"), config)
+    counted = pl.col("free_tier_counter").is_not_null()
+    (scratch / "final").mkdir(exist_ok=True)
+    (scratch / "counted").mkdir(exist_ok=True)
+    candidates.filter(~counted).with_columns(billable=pl.col("pricing_type") == "regular").select(
+        list(schema.CHARGE_SCHEMA)
+    ).write_parquet(scratch / "final" / f"{bucket}.parquet")
+    candidates.filter(counted).with_columns(bucket=pl.lit(bucket)).write_parquet(scratch / "counted" / f"{bucket}.parquet")
+
+
+def _decide_free_tiers(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
+    counted = sorted(str(p) for p in (scratch / "counted").glob("*.parquet"))
+    if not counted:
+        return
+    con.read_parquet(counted).create_view("counted_charges")
+    decided = con.sql(query("free_tiers"), params=charges.free_tier_parameters())
+    decided.write_parquet(str(scratch / "decided.parquet"))
+
+
+def _write_output(scratch: Path, buckets: int, output: Path) -> int:
+    """Each bucket's final charges with its decided counted charges, sorted, appended in order."""
+    decided_path = scratch / "decided.parquet"
+    decided = pl.scan_parquet(decided_path) if decided_path.exists() else None
+    parts = []
+    for bucket in range(buckets):
+        final_path = scratch / "final" / f"{bucket}.parquet"
+        if not final_path.exists():
+            continue
+        part = pl.read_parquet(final_path)
+        counted_path = scratch / "counted" / f"{bucket}.parquet"
+        if decided is not None and counted_path.exists():
+            ids = pl.read_parquet(counted_path, columns=["opening_message_id"])
+            own = decided.join(ids.lazy(), on="opening_message_id", how="semi").collect()
+            part = pl.concat([part, own.select([pl.col(c).cast(t) for c, t in schema.CHARGE_SCHEMA.items()])])
+        path = scratch / "sorted" / f"{bucket:06d}.parquet"
+        path.parent.mkdir(exist_ok=True)
+        schema.conform_charges(part).write_parquet(path)
+        parts.append(path)
+    combined = (
+        pl.concat([pl.scan_parquet(p) for p in parts]) if parts else schema.empty_charges().lazy()
+    )
+    if output.suffix == ".parquet":
+        combined.sink_parquet(output)
+    elif output.name.endswith(".csv"):
+        combined.sink_csv(output)
+    else:
+        raise ValueError(f"{output}: write charges to a .parquet or .csv file")
+    return pl.scan_parquet(parts).select(pl.len()).collect().item() if parts else 0
