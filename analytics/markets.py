@@ -1,0 +1,287 @@
+"""From a user's phone number to Meta's pricing market (billing-rules.md §2, Market).
+
+Meta prices a message by the market of the user it goes to: the country calling code of the user's
+phone, and inside +1 the area code (809, 829, 849 Dominican Republic; 658, 876 Jamaica; 787, 939
+Puerto Rico, all `Rest of Latin America`; every other +1 number `North America`). Which country is
+in which market, and since when, is Meta's region table, shipped as data/markets/regions.csv
+(pricing-research.md §4.0); the dated changes (Zimbabwe 2025-10-01, nine new markets 2026-10-01)
+are rows of that table, not code. Phones are parsed with `phonenumbers`, never prefix tables,
+except for the +1 area codes that Meta's own table names.
+
+Inputs have hundreds of millions of messages but far fewer users, so the frame functions parse each
+distinct phone once and map the answers back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+from collections.abc import Callable
+from functools import cache, lru_cache
+from typing import TypeVar
+
+import phonenumbers
+import polars as pl
+
+from analytics.resources import resource
+
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+
+OTHER_MARKET = "Other"  # §2: every country Meta's table does not list
+UNKNOWN_MARKET = "Unknown"  # no phone and no country: not a Meta market, shown so it is never priced silently
+
+NANP_CALLING_CODE = 1
+_SEPARATORS = re.compile(r"[\s\-()]")  # what people type inside a phone number
+_PHONE_LIKE = r"^\+?\d{7,15}$"  # E.164 allows at most 15 digits; shorter than 7 is no user's phone
+_PHONE_LIKE_RE = re.compile(_PHONE_LIKE)
+_NON_GEOGRAPHIC = {"001", phonenumbers.UNKNOWN_REGION}  # +800, +882, ... and unassigned codes
+
+REGION_SCHEMA = {
+    "country": pl.String(),
+    "country_name": pl.String(),
+    "calling_code": pl.String(),
+    "market": pl.String(),
+    "effective_from": pl.Date(),
+    "effective_until": pl.Date(),
+    "status": pl.String(),
+    "source": pl.String(),
+}
+
+
+# --- Meta's region table -------------------------------------------------------------------------
+
+
+@cache
+def region_table() -> pl.DataFrame:
+    """Meta's region table (data/markets/regions.csv): one row per country and period, §2."""
+    shipped = resource("data", "markets", "regions.csv").read_bytes()
+    return pl.read_csv(io.BytesIO(shipped), schema=REGION_SCHEMA).sort("country", "effective_from", nulls_last=False)
+
+
+@cache
+def _periods() -> dict[str, tuple[tuple[dt.date | None, dt.date | None, str], ...]]:
+    """country -> its (effective_from, effective_until, market) periods, oldest first."""
+    periods: dict[str, list[tuple[dt.date | None, dt.date | None, str]]] = {}
+    for row in region_table().iter_rows(named=True):
+        periods.setdefault(row["country"], []).append((row["effective_from"], row["effective_until"], row["market"]))
+    return {country: tuple(rows) for country, rows in periods.items()}
+
+
+@cache
+def _nanp_area_codes() -> dict[str, str]:
+    """+1 area code -> country, for the +1 countries Meta's table lists by area code (DO, JM, PR)."""
+    area_codes = {}
+    for row in region_table().iter_rows(named=True):
+        for dial_code in row["calling_code"].split("|"):
+            calling_code, _, area_code = dial_code.partition("-")
+            if calling_code == str(NANP_CALLING_CODE) and area_code:
+                area_codes[area_code] = row["country"]
+    return area_codes
+
+
+@cache
+def _calling_code_home() -> dict[str, str]:
+    """Unlisted territory -> the listed country whose calling code it shares (Jersey -> GB, Bahamas -> US).
+
+    Meta assigns markets by calling code (§2: "all other +1 numbers North America"), so a territory
+    without a row of its own takes the market of its code's main country, not `Other`.
+    """
+    listed = set(_periods())
+    homes = {}
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        home = phonenumbers.region_code_for_country_code(phonenumbers.country_code_for_region(region))
+        if region not in listed and home in listed and home != region:
+            homes[region] = home
+    return homes
+
+
+@cache
+def _change_dates() -> tuple[dt.date, ...]:
+    """The dates on which some country changes market, oldest first."""
+    table = region_table()
+    dates = pl.concat([table["effective_from"], table["effective_until"]]).drop_nulls().unique().sort()
+    return tuple(dates.to_list())
+
+
+MARKETS: tuple[str, ...] = tuple(sorted({*region_table()["market"].to_list(), OTHER_MARKET}))
+"""Every market name Meta's table knows on any date (rate cards are checked against it)."""
+
+
+# --- Phone to country ----------------------------------------------------------------------------
+
+
+def phone_digits(phone: str | None) -> str | None:
+    """The digits of a phone number written with or without `+` and separators; None if it is not one."""
+    if phone is None:
+        return None
+    compact = _SEPARATORS.sub("", phone.strip())
+    return compact.lstrip("+") if _PHONE_LIKE_RE.match(compact) else None
+
+
+def country_of_phone(phone: str | None) -> str | None:
+    """ISO 3166-1 alpha-2 country of a user's phone (`393331234567`, `+1 809 555 0100`), §2.
+
+    None for what is not a phone number: a business-scoped user id (`US.13491208655302741918`), an
+    empty value, a non-geographic code (+800, +882).
+    """
+    digits = phone_digits(phone)
+    return None if digits is None else _country_of_digits(digits)
+
+
+@lru_cache(maxsize=1 << 18)
+def _country_of_digits(digits: str) -> str | None:
+    try:
+        number = phonenumbers.parse("+" + digits)
+    except phonenumbers.NumberParseException:
+        return None
+    if number.country_code == NANP_CALLING_CODE:
+        country = _nanp_country(number)
+    else:
+        country = _region_of(number)
+    return None if country in _NON_GEOGRAPHIC else country
+
+
+def _region_of(number: phonenumbers.PhoneNumber) -> str:
+    """The region phonenumbers gives; for numbers it cannot validate (synthetic, new ranges), the
+    region whose leading digits match inside a shared calling code (+7 7xx Kazakhstan), else the
+    calling code's main country."""
+    return (
+        phonenumbers.region_code_for_number(number)
+        or _region_by_leading_digits(number)
+        or phonenumbers.region_code_for_country_code(number.country_code)
+    )
+
+
+def _region_by_leading_digits(number: phonenumbers.PhoneNumber) -> str | None:
+    national = phonenumbers.national_significant_number(number)
+    for region in phonenumbers.region_codes_for_country_code(number.country_code):
+        leading_digits = phonenumbers.PhoneMetadata.metadata_for_region(region).leading_digits
+        if leading_digits and re.match(leading_digits, national):
+            return region
+    return None
+
+
+def _nanp_country(number: phonenumbers.PhoneNumber) -> str:
+    """+1: Meta's area codes decide DO, JM, PR, valid or not; any other area code is not one of them."""
+    area_code = phonenumbers.national_significant_number(number)[:3]
+    by_area_code = _nanp_area_codes()
+    if area_code in by_area_code:
+        return by_area_code[area_code]
+    region = _region_of(number)
+    return phonenumbers.region_code_for_country_code(NANP_CALLING_CODE) if region in by_area_code.values() else region
+
+
+def _per_distinct(function: Callable[[str], str | None]) -> Callable[[pl.Series], pl.Series]:
+    """A column function that calls `function` once per distinct non-null value and maps back."""
+
+    def apply(values: pl.Series) -> pl.Series:
+        distinct = values.drop_nulls().unique()
+        answers = pl.Series([function(v) for v in distinct.to_list()], dtype=pl.String)
+        return values.replace_strict(distinct, answers, default=None, return_dtype=pl.String)
+
+    return apply
+
+
+def _through_distinct(frame: Frame, keys: list[str], derived: pl.Expr, out: str) -> Frame:
+    """`frame` with `out` = `derived`, computed once per distinct combination of `keys` and joined back.
+
+    Messages outnumber users by orders of magnitude: the work (parsing, table look-ups, string
+    clean-up) is done on the few distinct keys. Row order is restored by a row index rather than the
+    join's `maintain_order`, which polars' streaming engine runs very slowly on low-cardinality keys
+    such as (country, date).
+    """
+    row, computed = "__row", f"__{out}"
+    lookup = frame.lazy().select(keys).unique().with_columns(derived.alias(computed))
+    joined = frame.lazy().with_row_index(row).join(lookup, on=keys, how="left", nulls_equal=True)
+    result = joined.sort(row).with_columns(pl.col(computed).alias(out)).drop(row, computed)
+    return result.collect() if isinstance(frame, pl.DataFrame) else result
+
+
+def _country_of_phones(phones: pl.Expr) -> pl.Expr:
+    return phones.map_batches(_per_distinct(_country_of_digits), return_dtype=pl.String, is_elementwise=True)
+
+
+def _phone_digits_expr(column: str, names: list[str]) -> pl.Expr:
+    """Digits of `column` where it looks like a phone number (7–15 digits, optional +), else null."""
+    if column not in names:
+        return pl.lit(None, dtype=pl.String)
+    compact = pl.col(column).str.strip_chars().str.replace_all(_SEPARATORS.pattern, "")
+    return pl.when(compact.str.contains(_PHONE_LIKE)).then(compact.str.strip_chars_start("+"))
+
+
+def _given_country(names: list[str]) -> pl.Expr:
+    if "user_country" not in names:
+        return pl.lit(None, dtype=pl.String)
+    given = pl.col("user_country").str.strip_chars().str.to_uppercase()
+    return pl.when(given != "").then(given)
+
+
+def with_user_country(frame: Frame) -> Frame:
+    """`user_country` from the user's phone where one is known, else the given one upper-cased (§2).
+
+    The phone is `user_phone`, else `user_id` when it is a wa_id (phone digits); a phone's country
+    wins over a given `user_country` (contracts.md §1: that column is used only when no phone is
+    known). Each distinct phone is parsed once.
+    """
+    names = frame.collect_schema().names()
+    keys = [c for c in ("user_id", "user_phone", "user_country") if c in names]
+    phone = pl.coalesce(_phone_digits_expr("user_phone", names), _phone_digits_expr("user_id", names))
+    country = pl.coalesce(_country_of_phones(phone), _given_country(names))
+    if not keys:
+        return frame.with_columns(user_country=country)
+    return _through_distinct(frame, keys, country, "user_country")
+
+
+# --- Country to market ---------------------------------------------------------------------------
+
+
+def _normalised_country(country: str | None) -> str | None:
+    code = (country or "").strip().upper()
+    return _calling_code_home().get(code, code) or None
+
+
+def market_of(country: str | None, on: dt.date) -> str:
+    """Meta's market for a user of `country` on the date `on` (WABA time zone), §2.
+
+    `Other` for a country Meta's table does not list; `UNKNOWN_MARKET` when the country is not known.
+    """
+    code = _normalised_country(country)
+    if code is None:
+        return UNKNOWN_MARKET
+    for effective_from, effective_until, market in _periods().get(code, ()):
+        if (effective_from is None or effective_from <= on) and (effective_until is None or on < effective_until):
+            return market
+    return OTHER_MARKET
+
+
+@cache
+def _market_periods() -> tuple[tuple[dt.date | None, dict[str, str]], ...]:
+    """(until, country -> market) for each stretch of dates between two changes of the table."""
+    starts = [dt.date.min, *_change_dates()]
+    untils = [*starts[1:], None]
+    return tuple((until, {c: market_of(c, start) for c in _periods()}) for start, until in zip(starts, untils))
+
+
+def market_expr(country: pl.Expr, on: pl.Expr) -> pl.Expr:
+    """`market_of` as a polars expression over a country column and a `pl.Date` column.
+
+    The table changes on a few dates only, so each stretch between two changes is one
+    country -> market mapping; a null date gives a null market (no date, no market).
+    """
+    code = country.str.strip_chars().str.to_uppercase().replace(_calling_code_home())
+    market = pl.when(code.is_null() | (code == "")).then(pl.lit(UNKNOWN_MARKET))
+    market = market.when(on.is_null()).then(pl.lit(None, dtype=pl.String))
+    *dated, (_, latest) = _market_periods()
+    for until, mapping in dated:
+        market = market.when(on < until).then(_mapped(code, mapping))
+    return market.otherwise(_mapped(code, latest))
+
+
+def _mapped(code: pl.Expr, mapping: dict[str, str]) -> pl.Expr:
+    return code.replace_strict(mapping, default=pl.lit(OTHER_MARKET), return_dtype=pl.String)
+
+
+def with_market(frame: Frame, *, country: str = "user_country", date: str = "local_date", out: str = "market") -> Frame:
+    """Add `out`, the market of `country` on `date` (a `pl.Date` column): `market_of`, vectorised, §2."""
+    return _through_distinct(frame, [country, date], market_expr(pl.col(country), pl.col(date)), out)
