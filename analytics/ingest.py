@@ -1,0 +1,959 @@
+"""Files to canonical messages (contracts.md §1): read, validate, quarantine, count.
+
+Follow a file through this module in order:
+
+1. **Read** (`read_raw`), by extension, into a *raw canonical* lazy frame: every column of
+   `schema.MESSAGE_SCHEMA` as text, plus `source_file`, `source_row` and `problem` (what the reader
+   found wrong with the row, null when fine). CSV (`.csv`, `.csv.gz`) and Parquet are scanned
+   lazily, so files larger than memory stream through. JSON (`.json`, `.jsonl`, `.ndjson`) is parsed
+   whole in Python; one whose first value is a Meta webhook payload goes to `analytics.webhooks`,
+   otherwise it holds canonical records (a JSON array of objects, or one object a line).
+   Column names are matched without regard to case or surrounding spaces; optional columns may be
+   absent (null); other columns are ignored and named in the run summary. A missing required column,
+   an unreadable file or an unknown extension raises `InputError`.
+   `source_row` is the line number for CSV (the header is line 1; a quoted value spanning lines
+   shifts the rows after it) and JSONL, the 1-based row for Parquet, the 1-based position in a JSON
+   array.
+2. **Validate** (`validate`): values are trimmed (empty is missing) and put in canonical form, or
+   the row goes to the quarantine with exactly one reason, the first that applies in this order:
+
+   1. the reader's `problem` (a CSV row with more values than the header, a webhook it cannot use, …)
+   2. `MISSING_VALUE`: a required value (§1) is missing
+   3. `NO_TIME_ZONE`: an ISO 8601 timestamp without offset (never guessed, §1)
+   4. `BAD_TIMESTAMP`: neither ISO 8601 with offset or `Z` nor Unix seconds
+   5. `before_first_supported()`: before 2022-02-01 00:00 in `timezone` (billing-rules.md §1)
+   6. `UNKNOWN_DIRECTION`: not `inbound` or `outbound` (any case)
+   7. `TEMPLATE_WITHOUT_CATEGORY`, then 8. `UNKNOWN_CATEGORY` (templates only)
+   9. `UNKNOWN_STATUS`; 10. `UNKNOWN_ENTRY_POINT` (inbound only)
+   11. `CONFLICTING_DUPLICATE`: another row with the same message_id has different canonical
+       values (all such rows go, since none can be trusted over the others; a row quarantined for
+       its own reason takes no part)
+
+   Rows that pass all of these and repeat a message_id with the same canonical values (webhook
+   retries; "2024-05-01T10:00:00+02:00" and "1714550400" are the same instant) are kept once, the
+   first in input order, and counted in `duplicates_dropped`. Canonical form: timestamps as UTC
+   instants (fractions kept to the microsecond), `direction`, `message_type`, `template_category`,
+   `status` and `entry_point` lower-cased, `user_country` upper-cased, empty `waba_id` is
+   `default`. A category on a non-template and an entry point on an outbound message mean nothing
+   to billing (§1): they are set to null and counted in the run summary's notes. Rows with no value
+   at all (blank lines, `,,,,`) are not messages: they are skipped and counted in the notes.
+3. **Locate and pseudonymise** (`read_messages`): `markets.with_user_country` fills `user_country`
+   from the phone; with a key, `pseudonymise` replaces user ids and phones (also in the quarantine).
+4. **Count** (`IngestSummary`): rows read = used + duplicates dropped + quarantined, always.
+
+`read_messages` returns lazy frames: the input files are scanned again whenever they are collected
+or written (`write_frame` streams them to disk). Before returning, it scans the inputs to find
+repeated message_ids (memory: one entry per distinct message_id, not per row) and again to count,
+so a file that breaks mid-way raises `InputError` there, not later.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import polars as pl
+
+from analytics import markets, webhooks
+from analytics.errors import InputError, UsageError
+from analytics.pseudonymise import pseudonymise
+from analytics.rules import first_supported_date
+from analytics.schema import (
+    DEFAULT_WABA,
+    DIRECTIONS,
+    ENTRY_POINTS,
+    MESSAGE_SCHEMA,
+    REQUIRED_MESSAGE_COLUMNS,
+    STATUSES,
+    TEMPLATE,
+    TEMPLATE_CATEGORIES,
+)
+
+MESSAGE_COLUMNS = tuple(MESSAGE_SCHEMA)
+SOURCE_COLUMNS = ("source_file", "source_row")
+RAW_SCHEMA: dict[str, pl.DataType] = {
+    **{column: pl.String() for column in MESSAGE_COLUMNS},
+    "source_file": pl.String(),
+    "source_row": pl.Int64(),
+    "problem": pl.String(),
+}
+QUARANTINE_COLUMNS = ("source_file", "source_row", "reason", *MESSAGE_COLUMNS)
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet",)
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+INPUT_SUFFIXES = (*CSV_SUFFIXES, *PARQUET_SUFFIXES, *JSON_SUFFIXES)
+OUTPUT_SUFFIXES = (*CSV_SUFFIXES, *PARQUET_SUFFIXES)
+CSV_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%:z"  # ISO 8601 with offset: what the readers read back
+
+# Quarantine reasons (module docstring, step 2), in the order they are checked.
+TOO_MANY_VALUES = "row has more values than the header has columns: quote values that contain commas"
+MISSING_VALUE = "missing required value: "  # followed by the columns
+NO_TIME_ZONE = "timestamp has no time zone: write it with an offset such as +01:00 or Z"
+BAD_TIMESTAMP = (
+    "timestamp is not a time: write ISO 8601 with an offset (2024-05-01T09:30:00+02:00, 2024-05-01T07:30:00Z) "
+    "or Unix seconds (1714548600)"
+)
+UNKNOWN_DIRECTION = "unknown direction: use inbound (user to business) or outbound"
+_CATEGORIES = f"{', '.join(TEMPLATE_CATEGORIES[:-1])} or {TEMPLATE_CATEGORIES[-1]}"
+TEMPLATE_WITHOUT_CATEGORY = f"template without category: add template_category ({_CATEGORIES})"
+UNKNOWN_CATEGORY = f"unknown template_category: use {_CATEGORIES}"
+UNKNOWN_STATUS = f"unknown status: use {', '.join(STATUSES)}, or leave it empty"
+UNKNOWN_ENTRY_POINT = f"unknown entry_point: use {' or '.join(ENTRY_POINTS)}, or leave it empty"
+CONFLICTING_DUPLICATE = "conflicting duplicate of message_id"  # the summary's key; rows get the details
+ROWS_NAMED_PER_CONFLICT = 5
+
+
+def before_first_supported() -> str:
+    return f"before {first_supported_date().isoformat()}: notification-based pricing is not modelled"
+
+
+# Internal columns of the labelled frame.
+_POSITION, _RAW, _INSTANT, _NO_ZONE, _REASON = "_position", "_raw", "_instant", "_no_zone", "_reason"
+_ISO_PARTS = "_iso_parts"
+_KIND, _OUTCOME, _BLANK = "_reason_kind", "_outcome", "_blank"
+_ENTRY_POINT_IGNORED, _CATEGORY_IGNORED = "_entry_point_ignored", "_category_ignored"
+_ROW_INDEX, _OVERFLOW = "_row_index", "_overflow"
+USED, DUPLICATE, QUARANTINED, BLANK = "used", "duplicate", "quarantined", "blank"
+
+
+# --- 1. Read -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """One input file as raw canonical rows, with what the reader has to say about it."""
+
+    path: str
+    kind: str  # CSV, Parquet, JSON records, webhook JSON
+    frame: pl.LazyFrame  # RAW_SCHEMA
+    notes: tuple[str, ...] = ()
+    billing: pl.DataFrame | None = None
+
+
+def read_raw(
+    path: str | Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
+) -> RawInput:
+    """The raw canonical rows of one file, by its extension (module docstring, step 1)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in INPUT_SUFFIXES:
+        raise InputError(
+            f"unknown file type '{suffix or path.name}'",
+            path=str(path),
+            fix=f"Give CSV, Parquet or JSON files ({', '.join(INPUT_SUFFIXES)})",
+        )
+    if not path.is_file():
+        problem = "is a directory" if path.is_dir() else "no such file"
+        raise InputError(problem, path=str(path), fix="Check the path")
+    if suffix in CSV_SUFFIXES:
+        return scan_canonical_csv(path)
+    if suffix in PARQUET_SUFFIXES:
+        return scan_canonical_parquet(path)
+    return read_json(path, send_log=send_log, templates=templates)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".csv.gz" if name.endswith(".csv.gz") else path.suffix.lower()
+
+
+def _column_name(name: str) -> str:
+    return name.replace("\ufeff", "").strip().lower()
+
+
+def _canonical_positions(path: Path, names: Sequence[str]) -> tuple[dict[str, int], tuple[str, ...]]:
+    """canonical column -> position in `names`, and the names that are ignored; InputError if unusable."""
+    positions: dict[str, int] = {}
+    ignored = []
+    for position, name in enumerate(names):
+        column = _column_name(name)
+        if column in positions:
+            raise InputError(f"column '{column}' appears twice", path=str(path), fix="Keep one of them")
+        if column in MESSAGE_SCHEMA:
+            positions[column] = position
+        elif column not in SOURCE_COLUMNS:  # our own quarantine and outputs carry these
+            ignored.append(name.strip() or "(unnamed)")
+    missing = [c for c in REQUIRED_MESSAGE_COLUMNS if c not in positions]
+    if missing:
+        found = ", ".join(n.strip() for n in names[:20]) + (", ..." if len(names) > 20 else "") or "none"
+        problem = "has none of the canonical message columns" if len(missing) == len(REQUIRED_MESSAGE_COLUMNS) else (
+            f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+        )
+        raise InputError(
+            f"{problem} (found: {found})",
+            path=str(path),
+            fix=f"Add or rename the columns; every input needs {', '.join(REQUIRED_MESSAGE_COLUMNS)} (contracts.md §1)",
+        )
+    return positions, tuple(ignored)
+
+
+def _ignored_note(path: Path, ignored: Sequence[str]) -> tuple[str, ...]:
+    if not ignored:
+        return ()
+    return (f"{path}: ignored column{'s' if len(ignored) > 1 else ''} not in the canonical table: {', '.join(ignored)}",)
+
+
+def _empty_input(path: Path, kind: str) -> RawInput:
+    return RawInput(str(path), kind, pl.LazyFrame(schema=RAW_SCHEMA), notes=(f"{path}: the file is empty",))
+
+
+def _raw_frame(frame: pl.LazyFrame, path: Path, columns: dict[str, pl.Expr], row: pl.Expr, problem: pl.Expr) -> pl.LazyFrame:
+    """RAW_SCHEMA from the reader's expressions; canonical columns it lacks are null."""
+    return frame.select(
+        *[columns.get(c, pl.lit(None)).cast(pl.String).alias(c) for c in MESSAGE_COLUMNS],
+        pl.lit(str(path), pl.String).alias("source_file"),
+        row.cast(pl.Int64).alias("source_row"),
+        problem.cast(pl.String).alias("problem"),
+    )
+
+
+def scan_canonical_csv(path: Path) -> RawInput:
+    """A canonical CSV, scanned lazily, every value as text; `source_row` is the line number."""
+    header = _csv_header(path)
+    if header is None:
+        return _empty_input(path, "CSV")
+    positions, ignored = _canonical_positions(path, header)
+    by_position = {f"_{i}": pl.String() for i in range(len(header))}
+    # One column more than the header catches rows with too many values, instead of failing the file.
+    scan = pl.scan_csv(
+        path,
+        has_header=False,
+        skip_rows=1,
+        schema={**by_position, _OVERFLOW: pl.String()},
+        missing_columns="insert",
+        truncate_ragged_lines=True,
+        row_index_name=_ROW_INDEX,
+        row_index_offset=2,
+    )
+    frame = _raw_frame(
+        scan,
+        path,
+        {column: pl.col(f"_{position}") for column, position in positions.items()},
+        row=pl.col(_ROW_INDEX),
+        problem=pl.when(pl.col(_OVERFLOW).is_not_null()).then(pl.lit(TOO_MANY_VALUES)),
+    )
+    return RawInput(str(path), "CSV", frame, notes=_ignored_note(path, ignored))
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The header row of a CSV (gzip or not); None for an empty file."""
+    try:
+        with (gzip.open(path, "rb") if _suffix(path) == ".csv.gz" else open(path, "rb")) as binary:
+            lines = (line.decode("utf-8-sig" if number == 0 else "utf-8") for number, line in enumerate(binary))
+            header = next(csv.reader(lines), None)  # decodes only the header's lines
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"cannot read the header as CSV ({error})", path=str(path), fix="Give a UTF-8 CSV file") from None
+    if header is None or not any(name.strip() for name in header):
+        return None
+    return header
+
+
+def scan_canonical_parquet(path: Path) -> RawInput:
+    """A canonical Parquet file, scanned lazily; values become text the validator reads back."""
+    try:
+        scan = pl.scan_parquet(path, row_index_name=_ROW_INDEX, row_index_offset=1)
+        schema = scan.collect_schema()
+    except (OSError, pl.exceptions.PolarsError) as error:
+        raise InputError(f"cannot read as Parquet ({_first_line(error)})", path=str(path)) from None
+    names = [n for n in schema.names() if n != _ROW_INDEX]
+    positions, ignored = _canonical_positions(path, names)
+    columns = {column: _as_text(path, names[position], schema[names[position]]) for column, position in positions.items()}
+    frame = _raw_frame(scan, path, columns, row=pl.col(_ROW_INDEX), problem=pl.lit(None))
+    return RawInput(str(path), "Parquet", frame, notes=_ignored_note(path, ignored))
+
+
+def _as_text(path: Path, name: str, dtype: pl.DataType) -> pl.Expr:
+    """A Parquet column as the text a CSV would hold; zone-less datetimes stay zone-less (quarantined)."""
+    column = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is None:
+            return column.dt.strftime("%Y-%m-%dT%H:%M:%S%.f")
+        return column.dt.convert_time_zone("UTC").dt.strftime(CSV_DATETIME_FORMAT)
+    if isinstance(dtype, pl.Date):
+        return column.dt.strftime("%Y-%m-%d")
+    if dtype.is_nested() or isinstance(dtype, pl.Binary | pl.Object):
+        raise InputError(
+            f"column '{name}' holds {dtype}, not text", path=str(path), fix="Store canonical columns as text or numbers"
+        )
+    return column.cast(pl.String)
+
+
+def read_json(
+    path: Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
+) -> RawInput:
+    """Webhook payloads (to `analytics.webhooks`) or canonical records, by the file's first value."""
+    text = _json_text(path)
+    if not text.strip():
+        return _empty_input(path, "JSON")
+    document, first = _first_json_value(path, text)
+    if webhooks.looks_like_webhook(first):
+        rows = webhooks.read_webhooks(path, send_log=send_log, templates=templates)
+        notes = tuple(
+            f"{path}: skipped {count:,} webhook change{'s' if count > 1 else ''} of field '{name}' (not message traffic)"
+            for name, count in sorted(rows.skipped.items())
+        )
+        return RawInput(str(path), "webhook JSON", conform_raw(rows.messages.lazy()), notes=notes, billing=rows.billing)
+    records = _array_records(path, document) if document is not None else _line_records(text)
+    return _json_records_input(path, records)
+
+
+def _json_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except OSError as error:
+        raise InputError(f"cannot read the file ({error.strerror or error})", path=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", path=str(path), fix="Save the file as UTF-8") from None
+
+
+def _first_json_value(path: Path, text: str) -> tuple[Any, Any]:
+    """(the whole document, or None for one value a line; the file's first value, None if unreadable).
+
+    `.jsonl`/`.ndjson` are always one value a line; a `.json` file is one document, or one value a
+    line when that is what it holds.
+    """
+    first_line = next(line for line in text.splitlines() if line.strip())
+    if _suffix(path) == ".json":
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            if _loads_or_none(first_line) is None:
+                raise InputError(
+                    f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})",
+                    path=str(path),
+                    fix="Give a JSON array of objects, or one JSON object a line (JSONL)",
+                ) from None
+        else:
+            return document, (document[0] if isinstance(document, list) and document else document)
+    return None, _loads_or_none(first_line)  # a broken first line is quarantined with the others
+
+
+def _loads_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
+_Record = tuple[int, dict[str, Any] | None, str | None]  # (source_row, record, problem)
+
+
+def _array_records(path: Path, document: Any) -> Iterator[_Record]:
+    if isinstance(document, dict):
+        document = [document]
+    if not isinstance(document, list):
+        raise InputError("expected a JSON array of objects, or one object a line (JSONL)", path=str(path))
+    for position, item in enumerate(document, start=1):
+        yield (position, item, None) if isinstance(item, dict) else (position, None, "array item is not a JSON object")
+
+
+def _line_records(text: str) -> Iterator[_Record]:
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield line_number, None, f"line is not valid JSON ({error.msg} at column {error.colno})"
+            continue
+        yield (line_number, value, None) if isinstance(value, dict) else (line_number, None, "line is not a JSON object")
+
+
+def _json_records_input(path: Path, records: Iterable[_Record]) -> RawInput:
+    """Canonical records as a raw frame; a required key no record has is a missing column."""
+    rows, keys = [], Counter[str]()
+    for source_row, record, problem in records:
+        row = dict.fromkeys(MESSAGE_COLUMNS) | {"source_row": source_row, "problem": problem}
+        for key, value in (record or {}).items():
+            column = _column_name(str(key))
+            keys[key if column not in MESSAGE_SCHEMA else column] += 1
+            if column in MESSAGE_SCHEMA:
+                row[column], value_problem = _json_text_value(column, value)
+                row["problem"] = row["problem"] or value_problem
+        rows.append(row)
+    ignored: tuple[str, ...] = ()
+    if keys:  # records with keys must have the required ones; only broken lines are quarantined as such
+        _, ignored = _canonical_positions(path, list(keys))
+    frame = pl.DataFrame(rows, schema={c: RAW_SCHEMA[c] for c in (*MESSAGE_COLUMNS, "source_row", "problem")})
+    frame = frame.with_columns(source_file=pl.lit(str(path))).select(list(RAW_SCHEMA))
+    notes = _ignored_note(path, ignored) + (() if rows else (f"{path}: no records",))
+    return RawInput(str(path), "JSON records", frame.lazy(), notes=notes)
+
+
+def _json_text_value(column: str, value: Any) -> tuple[str | None, str | None]:
+    """A JSON value as the text a CSV would hold, or a problem for lists and objects."""
+    if value is None:
+        return None, None
+    if isinstance(value, dict | list):
+        return None, f"{column} is a JSON {'object' if isinstance(value, dict) else 'list'}, expected text or a number"
+    if isinstance(value, bool):
+        return ("true" if value else "false"), None
+    return str(value), None
+
+
+def conform_raw(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Exactly RAW_SCHEMA, in order; absent message columns and `problem` are null."""
+    names = frame.collect_schema().names()
+    return frame.select(
+        (pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in RAW_SCHEMA.items()
+    )
+
+
+# --- 2. Validate ---------------------------------------------------------------------------------
+
+
+def validate(raw: pl.LazyFrame, *, timezone: str = "UTC") -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(messages in exactly MESSAGE_SCHEMA, quarantine) from raw canonical rows (docstring, step 2).
+
+    The quarantine has `source_file`, `source_row`, `reason` and the raw values as read.
+    """
+    labelled = label(raw, timezone=timezone)
+    return messages_of(labelled), quarantine_of(labelled)
+
+
+def label(raw: pl.LazyFrame, *, timezone: str = "UTC") -> pl.LazyFrame:
+    """Every raw row with its canonical values, its outcome (used, duplicate, quarantined, blank) and reason.
+
+    Scans `raw` once now to find repeated message_ids (`repeated_messages`); the rest stays lazy.
+    """
+    trimmed = (
+        conform_raw(raw)
+        .with_row_index(_POSITION)
+        .with_columns(pl.struct(MESSAGE_COLUMNS).alias(_RAW))
+        .with_columns(_trimmed(c) for c in MESSAGE_COLUMNS)
+        .with_columns(pl.col("timestamp").str.extract_groups(_ISO).alias(_ISO_PARTS))
+    )
+    checked = trimmed.with_columns(
+        pl.coalesce(_iso_instant(pl.col(_ISO_PARTS)), _unix_instant(pl.col("timestamp"))).alias(_INSTANT),
+        _has_no_zone(pl.col(_ISO_PARTS)).alias(_NO_ZONE),
+        *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point")],
+        pl.col("user_country").str.to_uppercase(),
+        pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
+    ).with_columns(_row_reason(_first_supported_instant(timezone)).alias(_REASON))
+    checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS)
+    return _resolve_duplicates(checked, repeated_messages(checked))
+
+
+def _trimmed(column: str) -> pl.Expr:
+    value = pl.col(column).str.strip_chars()
+    return pl.when(value != "").then(value).alias(column)
+
+
+# ISO 8601 date, hour and minute, optional seconds and fraction, optional zone (Z, +hh, +hhmm, +hh:mm).
+_ISO = (
+    r"^(?<date>\d{4}-\d{2}-\d{2})[Tt ](?<hour>\d{2}):(?<minute>\d{2})(?::(?<second>\d{2}))?(?:[.,](?<fraction>\d+))?"
+    r"\s*(?:(?<utc>[Zz])|(?<sign>[+-])(?<offset_hours>\d{2})(?::?(?<offset_minutes>\d{2}))?)?$"
+)
+_UNIX = r"^(?<seconds>[+-]?\d{1,11})(?:\.(?<fraction>\d*))?$"  # 11 digits reach year 5138; more is a mistake (milliseconds?)
+
+
+def _iso_instant(parts: pl.Expr) -> pl.Expr:
+    """The UTC instant of ISO 8601 parts (from `_ISO`) that have a zone; null if there is none or a part is out of range."""
+    def number(name: str, *, default: int = 0) -> pl.Expr:
+        return parts.struct[name].cast(pl.Int64, strict=False).fill_null(default)
+
+    hour, minute, second = number("hour"), number("minute"), number("second")
+    offset_hours, offset_minutes = number("offset_hours"), number("offset_minutes")
+    sign = pl.when(parts.struct["sign"] == "-").then(-1).otherwise(1)
+    local = parts.struct["date"].str.to_date("%Y-%m-%d", strict=False).cast(pl.Datetime("us")) + pl.duration(
+        hours=hour, minutes=minute, seconds=second, microseconds=_micros(parts.struct["fraction"])
+    )
+    utc = local - pl.duration(minutes=sign * (offset_hours * 60 + offset_minutes))
+    in_range = (hour <= 23) & (minute <= 59) & (second <= 59) & (offset_hours <= 23) & (offset_minutes <= 59)
+    has_zone = parts.struct["utc"].is_not_null() | parts.struct["sign"].is_not_null()
+    return pl.when(in_range & has_zone).then(utc).dt.replace_time_zone("UTC")
+
+
+def _unix_instant(text: pl.Expr) -> pl.Expr:
+    """The UTC instant of Unix seconds, integer or decimal; null for anything else."""
+    parts = text.str.extract_groups(_UNIX)
+    seconds = parts.struct["seconds"].cast(pl.Int64, strict=False)
+    sign = pl.when(parts.struct["seconds"].str.starts_with("-")).then(-1).otherwise(1)
+    total = seconds * 1_000_000 + sign * _micros(parts.struct["fraction"])
+    return pl.from_epoch(total, time_unit="us").dt.replace_time_zone("UTC")
+
+
+def _micros(fraction: pl.Expr) -> pl.Expr:
+    """Decimal fraction digits as microseconds, truncated: "5" -> 500000, "123456789" -> 123456."""
+    return (fraction.fill_null("") + "000000").str.slice(0, 6).cast(pl.Int64, strict=False)
+
+
+def _has_no_zone(parts: pl.Expr) -> pl.Expr:
+    zone = parts.struct["utc"].is_not_null() | parts.struct["sign"].is_not_null()
+    return (parts.struct["date"].is_not_null() & ~zone).fill_null(False)
+
+
+def _first_supported_instant(timezone: str) -> dt.datetime:
+    """00:00 of the first supported date in the WABA time zone, as a UTC instant (billing-rules.md §1)."""
+    midnight = dt.datetime.combine(first_supported_date(), dt.time(0), tzinfo=zone_info(timezone))
+    return midnight.astimezone(dt.timezone.utc)
+
+
+def zone_info(timezone: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Rome' or 'UTC'") from None
+
+
+def _row_reason(first_instant: dt.datetime) -> pl.Expr:
+    """The first reason (docstring, step 2, 1–10) a row cannot be used, or null."""
+    missing = pl.concat_str(
+        [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in REQUIRED_MESSAGE_COLUMNS], separator=", ", ignore_nulls=True
+    )
+    template = pl.col("message_type") == TEMPLATE
+    category = pl.col("template_category")
+    entry_point = pl.col("entry_point")
+    return (
+        pl.when(pl.col("problem").is_not_null()).then(pl.col("problem"))
+        .when(missing != "").then(pl.lit(MISSING_VALUE) + missing)
+        .when(pl.col(_NO_ZONE)).then(pl.lit(NO_TIME_ZONE))
+        .when(pl.col(_INSTANT).is_null()).then(pl.lit(BAD_TIMESTAMP))
+        .when(pl.col(_INSTANT) < first_instant).then(pl.lit(before_first_supported()))
+        .when(~pl.col("direction").is_in(DIRECTIONS)).then(pl.lit(UNKNOWN_DIRECTION))
+        .when(template & category.is_null()).then(pl.lit(TEMPLATE_WITHOUT_CATEGORY))
+        .when(template & ~category.is_in(TEMPLATE_CATEGORIES)).then(pl.lit(UNKNOWN_CATEGORY))
+        .when(pl.col("status").is_not_null() & ~pl.col("status").is_in(STATUSES)).then(pl.lit(UNKNOWN_STATUS))
+        .when((pl.col("direction") == "inbound") & entry_point.is_not_null() & ~entry_point.is_in(ENTRY_POINTS))
+        .then(pl.lit(UNKNOWN_ENTRY_POINT))
+    )
+
+
+def _canonical_values() -> list[pl.Expr]:
+    """Canonical form of a checked row; flags what was set to null for the notes."""
+    template = pl.col("message_type") == TEMPLATE
+    outbound = pl.col("direction") == "outbound"
+    return [
+        pl.col(_INSTANT).alias("timestamp"),
+        pl.col("waba_id").fill_null(DEFAULT_WABA),
+        pl.when(template).then(pl.col("template_category")).alias("template_category"),
+        pl.when(~outbound).then(pl.col("entry_point")).alias("entry_point"),
+        (outbound & pl.col("entry_point").is_not_null()).fill_null(False).alias(_ENTRY_POINT_IGNORED),
+        (~template & pl.col("template_category").is_not_null()).fill_null(False).alias(_CATEGORY_IGNORED),
+    ]
+
+
+_USABLE = pl.col(_REASON).is_null() & ~pl.col(_BLANK)
+_REPEATS_SCHEMA = {
+    "message_id": pl.String(),
+    "_versions": pl.UInt32(),  # distinct canonical values among its usable rows
+    "_first": pl.UInt32(),  # _POSITION of the copy kept
+    "_copies": pl.UInt32(),
+    "_rows": pl.String(),  # the first few file:row, for the reason
+}
+
+
+def repeated_messages(checked: pl.LazyFrame) -> pl.DataFrame:
+    """The message_ids that usable rows repeat, with how many versions, copies and which rows.
+
+    Collected now (one streaming pass to find the ids, one to fetch their rows, only if there are
+    any), so later plans join a small table instead of grouping every row again.
+    """
+    usable = checked.filter(_USABLE)
+    ids = usable.group_by("message_id").agg(pl.len()).filter(pl.col("len") > 1).select("message_id")
+    ids = ids.collect(engine="streaming")
+    if ids.is_empty():
+        return pl.DataFrame(schema=_REPEATS_SCHEMA)
+    rows = usable.join(ids.lazy(), on="message_id", how="semi").select(
+        "message_id",
+        _POSITION,
+        pl.format("{}:{}", "source_file", "source_row").alias("_row"),
+        pl.struct(MESSAGE_COLUMNS).alias("_values"),
+    )
+    return (
+        rows.collect(engine="streaming")
+        .group_by("message_id")
+        .agg(
+            _versions=pl.col("_values").n_unique(),
+            _first=pl.col(_POSITION).min(),
+            _copies=pl.len(),
+            _rows=pl.col("_row").sort_by(_POSITION).head(ROWS_NAMED_PER_CONFLICT).str.join(", "),
+        )
+        .cast(_REPEATS_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def _resolve_duplicates(checked: pl.LazyFrame, repeats: pl.DataFrame) -> pl.LazyFrame:
+    """Outcome of each row: repeats of a message_id are one message if equal, all quarantined if not."""
+    conflicting = _USABLE & (pl.col("_versions") > 1)
+    more = pl.when(pl.col("_copies") > ROWS_NAMED_PER_CONFLICT).then(
+        pl.format(" and {} more", pl.col("_copies") - ROWS_NAMED_PER_CONFLICT)
+    )
+    conflict_reason = pl.concat_str(
+        pl.lit(f"{CONFLICTING_DUPLICATE} "), pl.col("message_id"), pl.lit(": rows "), pl.col("_rows"),
+        more.fill_null(""), pl.lit(" hold different values; keep one version of the message"),
+    )
+    later_copy = _USABLE & (pl.col(_POSITION) != pl.col("_first")).fill_null(False)
+    return (
+        checked.join(repeats.lazy(), on="message_id", how="left", maintain_order="left")
+        .with_columns(
+            pl.when(pl.col(_BLANK)).then(pl.lit(BLANK))
+            .when(~_USABLE | conflicting).then(pl.lit(QUARANTINED))
+            .when(later_copy).then(pl.lit(DUPLICATE))
+            .otherwise(pl.lit(USED))
+            .alias(_OUTCOME),
+            pl.when(conflicting).then(pl.lit(CONFLICTING_DUPLICATE)).otherwise(pl.col(_REASON)).alias(_KIND),
+            pl.when(conflicting).then(conflict_reason).otherwise(pl.col(_REASON)).alias(_REASON),
+        )
+        .drop(*[c for c in _REPEATS_SCHEMA if c != "message_id"])
+    )
+
+
+def messages_of(labelled: pl.LazyFrame) -> pl.LazyFrame:
+    """The used rows, exactly MESSAGE_SCHEMA, in input order."""
+    return labelled.filter(pl.col(_OUTCOME) == USED).select(pl.col(c).cast(t) for c, t in MESSAGE_SCHEMA.items())
+
+
+def quarantine_of(labelled: pl.LazyFrame) -> pl.LazyFrame:
+    """The quarantined rows: where they came from, why, and their values as read."""
+    return labelled.filter(pl.col(_OUTCOME) == QUARANTINED).select(
+        *SOURCE_COLUMNS, pl.col(_REASON).alias("reason"), pl.col(_RAW).struct.unnest()
+    )
+
+
+# --- 3. Read, validate, locate, count ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    kind: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What a run read and did with it; rows_read = rows_used + duplicates_dropped + quarantined rows."""
+
+    rows_read: int
+    rows_used: int
+    duplicates_dropped: int
+    quarantined: dict[str, int] = field(default_factory=dict)  # reason -> rows, most frequent first
+    unconfirmed_deliveries: int = 0  # used rows with status `sent`: billed as delivered
+    notes: tuple[str, ...] = ()
+    files: tuple[InputFile, ...] = ()
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(self.quarantined.values())
+
+    def format(self, *, quarantine_path: str | Path | None = None) -> str:
+        """The run summary, for stderr."""
+        lines = [f"Read {_plural(self.rows_read, 'row')} from {_plural(len(self.files), 'file')}:"]
+        lines += [f"  {f.path} ({f.kind}): {_plural(f.rows, 'row')}" for f in self.files]
+        lines.append(f"Used {_plural(self.rows_used, 'row')}.")
+        if self.duplicates_dropped:
+            lines.append(f"Dropped {_plural(self.duplicates_dropped, 'identical repeat')} of a message_id (kept once).")
+        if self.rows_quarantined:
+            where = f" (written to {quarantine_path})" if quarantine_path else ""
+            lines.append(f"Quarantined {_plural(self.rows_quarantined, 'row')}{where}:")
+            width = len(f"{max(self.quarantined.values()):,}")
+            lines += [f"  {count:>{width},}  {reason}" for reason, count in self.quarantined.items()]
+        else:
+            lines.append("Quarantined no rows.")
+        if self.unconfirmed_deliveries:
+            lines.append(
+                f"{_plural(self.unconfirmed_deliveries, 'outbound message')} with status sent (delivery not confirmed): "
+                "billed as delivered."
+            )
+        if self.notes:
+            lines.append("Notes:")
+            lines += [f"  - {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """Canonical messages, the quarantine, Meta's webhook billing rows and the run summary.
+
+    `messages` (MESSAGE_SCHEMA, `user_country` filled) and `quarantine` are lazy: collect them, or
+    stream them to a file with `write_frame`.
+    """
+
+    messages: pl.LazyFrame
+    quarantine: pl.LazyFrame
+    billing: pl.DataFrame
+    summary: IngestSummary
+
+
+def read_messages(
+    paths: Sequence[str | Path],
+    *,
+    send_log: str | Path | None = None,
+    templates: str | Path | None = None,
+    timezone: str = "UTC",
+    pseudonymise_key: bytes | None = None,
+) -> Ingested:
+    """Canonical messages from any number of files of any supported format (module docstring)."""
+    if not paths:
+        raise UsageError("no input files: give at least one CSV, Parquet or JSON file")
+    zone_info(timezone)
+    log = webhooks.read_send_log(send_log) if send_log is not None else None
+    template_list = webhooks.read_templates(templates) if templates is not None else None
+    inputs = [read_raw(p, send_log=log, templates=template_list) for p in paths]
+    with _reading(inputs):
+        labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone)
+        outcomes = _outcome_counts(labelled).collect(engine="streaming")
+    messages, quarantine = markets.with_user_country(messages_of(labelled)), quarantine_of(labelled)
+    if pseudonymise_key is not None:
+        messages = pseudonymise(messages, pseudonymise_key)
+        quarantine = _pseudonymised_quarantine(quarantine, pseudonymise_key)
+    notes = _input_notes(inputs, send_log, templates, any(i.kind == "webhook JSON" for i in inputs))
+    return Ingested(
+        messages=messages,
+        quarantine=quarantine,
+        billing=_billing(inputs),
+        summary=summarise(outcomes, inputs, notes),
+    )
+
+
+def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
+    return labelled.group_by("source_file", _OUTCOME, _KIND).agg(
+        rows=pl.len(),
+        unconfirmed=(pl.col("status") == "sent").sum(),
+        entry_points_ignored=pl.col(_ENTRY_POINT_IGNORED).sum(),
+        categories_ignored=pl.col(_CATEGORY_IGNORED).sum(),
+    )
+
+
+_READ_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError)
+
+
+@contextmanager
+def _reading(inputs: Sequence[RawInput]) -> Iterator[None]:
+    """Turn a file that breaks while being scanned into an InputError that names it."""
+    try:
+        yield
+    except _READ_ERRORS as error:
+        for raw_input in inputs:
+            try:
+                raw_input.frame.collect(engine="streaming")
+            except _READ_ERRORS as file_error:
+                raise InputError(
+                    f"cannot be read as {raw_input.kind} ({_first_line(file_error)})",
+                    path=raw_input.path,
+                    fix="Check that it is complete and saved as UTF-8",
+                ) from None
+        raise InputError(f"the input cannot be read ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _pseudonymised_quarantine(quarantine: pl.LazyFrame, key: bytes) -> pl.LazyFrame:
+    """User ids and phones pseudonymised; `user_country` stays as read (pseudonymise derives its own)."""
+    hidden = pseudonymise(quarantine.rename({"user_country": "_given_country"}), key)
+    return hidden.drop("user_country").rename({"_given_country": "user_country"}).select(QUARANTINE_COLUMNS)
+
+
+def _billing(inputs: Sequence[RawInput]) -> pl.DataFrame:
+    frames = [i.billing for i in inputs if i.billing is not None]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=webhooks.BILLING_SCHEMA)
+
+
+def _input_notes(inputs: Sequence[RawInput], send_log: object, templates: object, any_webhooks: bool) -> list[str]:
+    notes = [note for i in inputs for note in i.notes]
+    for option, given in (("--send-log", send_log), ("--templates", templates)):
+        if given is not None and not any_webhooks:
+            notes.append(f"{option} not used: it fills message types of webhook statuses, and no input is webhook JSON")
+    return notes
+
+
+def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequence[str]) -> IngestSummary:
+    """The run summary from the counts per (file, outcome, reason)."""
+    def total(frame: pl.DataFrame, column: str = "rows") -> int:
+        return int(frame[column].sum()) if frame.height else 0
+
+    counted = outcomes.filter(pl.col(_OUTCOME) != BLANK)
+    used = counted.filter(pl.col(_OUTCOME) == USED)
+    quarantined = (
+        counted.filter(pl.col(_OUTCOME) == QUARANTINED)
+        .group_by(_KIND).agg(pl.col("rows").sum())
+        .sort(["rows", _KIND], descending=[True, False])
+    )
+    blank = outcomes.filter(pl.col(_OUTCOME) == BLANK).group_by("source_file").agg(pl.col("rows").sum()).sort("source_file")
+    rows_per_file = dict(counted.group_by("source_file").agg(pl.col("rows").sum()).iter_rows())
+    notes = [
+        *notes,
+        *[f"{file}: skipped {_plural(rows, 'row')} without any value (blank lines)" for file, rows in blank.iter_rows()],
+    ]
+    if entry_points := total(used, "entry_points_ignored"):
+        notes.append(f"entry_point ignored on {_plural(entry_points, 'outbound message')}: it only means something inbound")
+    if categories := total(used, "categories_ignored"):
+        notes.append(f"template_category ignored on {_plural(categories, 'non-template message')}")
+    return IngestSummary(
+        rows_read=total(counted),
+        rows_used=total(used),
+        duplicates_dropped=total(counted.filter(pl.col(_OUTCOME) == DUPLICATE)),
+        quarantined=dict(quarantined.iter_rows()),
+        unconfirmed_deliveries=total(used, "unconfirmed"),
+        notes=tuple(notes),
+        files=tuple(InputFile(i.path, i.kind, int(rows_per_file.get(i.path, 0))) for i in _unique_paths(inputs)),
+    )
+
+
+def _unique_paths(inputs: Sequence[RawInput]) -> list[RawInput]:
+    seen: dict[str, RawInput] = {}
+    for raw_input in inputs:
+        seen.setdefault(raw_input.path, raw_input)
+    return list(seen.values())
+
+
+# --- Write ---------------------------------------------------------------------------------------
+
+
+def output_suffix(path: str | Path) -> str:
+    """The output's extension if it is one `write_frame` writes, else UsageError."""
+    suffix = _suffix(Path(path))
+    if suffix not in OUTPUT_SUFFIXES:
+        raise UsageError(f"cannot write '{path}': give an output ending in {', '.join(OUTPUT_SUFFIXES)}")
+    return suffix
+
+
+def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path) -> None:
+    """CSV (`.csv`, `.csv.gz`, timestamps ISO 8601 with offset) or Parquet, by extension; streamed, and
+    written to a temporary file first so a failed run leaves no half-written output."""
+    path = Path(path)
+    suffix = output_suffix(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            frame.lazy().sink_parquet(partial)
+        else:
+            compression = "gzip" if suffix == ".csv.gz" else "uncompressed"
+            frame.lazy().sink_csv(
+                partial, compression=compression, datetime_format=CSV_DATETIME_FORMAT, check_extension=False
+            )
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+# --- What was read: the traffic at a glance ------------------------------------------------------
+
+NON_TEMPLATE = "non-template"
+_KIND_ORDER = (*TEMPLATE_CATEGORIES, NON_TEMPLATE)
+
+
+@dataclass(frozen=True)
+class TrafficSummary:
+    """Canonical messages at a glance: period, counts, markets, and messages per month and kind."""
+
+    timezone: str
+    first: dt.datetime | None
+    last: dt.datetime | None
+    messages: int
+    inbound: int
+    outbound: int
+    business_phones: int
+    wabas: int
+    users: int
+    markets: tuple[tuple[str, int, int], ...]  # (market, messages, users), most messages first
+    by_month: pl.DataFrame  # month, direction, kind (template category or non-template), messages
+
+    def format(self, *, top_markets: int = 5) -> str:
+        if not self.messages:
+            return "No messages."
+        period = f"{self.first:%Y-%m-%d %H:%M} to {self.last:%Y-%m-%d %H:%M} ({self.timezone})"
+        shown = self.markets[:top_markets]
+        lines = [
+            f"Period:            {period}",
+            f"Messages:          {self.messages:,} ({self.inbound:,} inbound, {self.outbound:,} outbound)",
+            f"Business numbers:  {self.business_phones:,}",
+            f"WABAs:             {self.wabas:,}",
+            f"Users:             {self.users:,}",
+            f"Markets (top {len(shown)} of {len(self.markets)}, by messages):",
+            f"  {'market':<28} {'messages':>12} {'users':>10}",
+            *[f"  {market:<28} {count:>12,} {users:>10,}" for market, count, users in shown],
+            f"Messages by month ({self.timezone}) and kind:",
+            *_month_table(self.by_month),
+        ]
+        return "\n".join(lines)
+
+
+def describe_traffic(messages: pl.DataFrame | pl.LazyFrame, *, timezone: str = "UTC") -> TrafficSummary:
+    """A `TrafficSummary` of canonical messages; months and market dates in `timezone`."""
+    zone_info(timezone)
+    local = pl.col("timestamp").dt.convert_time_zone(timezone)
+    frame = markets.with_market(
+        messages.lazy().with_columns(
+            month=local.dt.strftime("%Y-%m"),
+            local_date=local.dt.date(),
+            kind=pl.when(pl.col("message_type") == TEMPLATE).then("template_category").otherwise(pl.lit(NON_TEMPLATE)),
+        )
+    )
+    totals, by_market, by_month = pl.collect_all([
+        frame.select(
+            first=local.min(),
+            last=local.max(),
+            messages=pl.len(),
+            inbound=(pl.col("direction") == "inbound").sum(),
+            business_phones=pl.col("business_phone").n_unique(),
+            wabas=pl.col("waba_id").n_unique(),
+            users=pl.col("user_id").n_unique(),
+        ),
+        frame.group_by("market").agg(messages=pl.len(), users=pl.col("user_id").n_unique()).sort(
+            ["messages", "market"], descending=[True, False]
+        ),
+        frame.group_by("month", "direction", "kind").agg(messages=pl.len()).sort("month", "direction", "kind"),
+    ])
+    row = totals.row(0, named=True)
+    return TrafficSummary(
+        timezone=timezone,
+        first=row["first"],
+        last=row["last"],
+        messages=row["messages"],
+        inbound=row["inbound"],
+        outbound=row["messages"] - row["inbound"],
+        business_phones=row["business_phones"],
+        wabas=row["wabas"],
+        users=row["users"],
+        markets=tuple(by_market.select(pl.col("market").fill_null("Unknown"), "messages", "users").iter_rows()),
+        by_month=by_month,
+    )
+
+
+def _month_table(by_month: pl.DataFrame) -> list[str]:
+    """Months down, (direction, kind) across, with totals: plain text, right-aligned numbers."""
+    counts = {(m, d, k): n for m, d, k, n in by_month.iter_rows()}
+    months = sorted({m for m, _, _ in counts})
+    columns = sorted({(d, k) for _, d, k in counts}, key=lambda c: (c[0], _kind_rank(c[1]), str(c[1])))
+    body = [[f"{sum(counts.get((m, *c), 0) for m in months):,}" if m is None else f"{counts.get((m, *c), 0):,}"
+             for c in columns] for m in [*months, None]]
+    row_totals = [f"{sum(counts.get((m, *c), 0) for c in columns):,}" for m in months]
+    row_totals.append(f"{sum(counts.values()):,}")
+    headers = [(d if i == 0 or columns[i - 1][0] != d else "", str(k)) for i, (d, k) in enumerate(columns)]
+    widths = [max(len(h[0]), len(h[1]), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
+    total_width = max(len("total"), *(len(t) for t in row_totals))
+    labels = [*months, "total"]
+
+    def line(first: str, cells: Sequence[str], last: str) -> str:
+        text = "  " + f"{first:<8}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)) + f"  {last:>{total_width}}"
+        return text.rstrip()
+
+    return [
+        line("", [h[0] for h in headers], ""),
+        line("month", [h[1] for h in headers], "total"),
+        *[line(label, cells, total) for label, cells, total in zip(labels, body, row_totals)],
+    ]
+
+
+def _kind_rank(kind: str | None) -> int:
+    return _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)
