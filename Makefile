@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SAMPLE := data/sample/messages.csv.gz
 OUT    := out
 
-.PHONY: install report test test-slow benchmark sample clean
+.PHONY: install report test test-thorough benchmark sample clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,23 +17,30 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the shipped sample: ingest, bill, summarise. Prints where the result is.
+## The main job on the shipped sample: ingest, summarise, bill. Prints where the results are.
 report: $(STAMP)
 	@mkdir -p $(OUT)
 	$(BIN)/wa-analytics ingest $(SAMPLE) -o $(OUT)/messages.parquet --quarantine $(OUT)/quarantine.csv
 	$(BIN)/wa-analytics summary $(OUT)/messages.parquet
-	@echo "Canonical messages: $(OUT)/messages.parquet (quarantined rows: $(OUT)/quarantine.csv)"
+	$(BIN)/wa-analytics charges $(OUT)/messages.parquet -o $(OUT)/charges.csv
+	@echo "Results: $(OUT)/messages.parquet (canonical messages), $(OUT)/quarantine.csv (rows set aside), $(OUT)/charges.csv (charges)"
 
-## The whole default suite (long runs are marked `slow` and left to `make test-slow`).
+## The whole default suite.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+## The property test with 20,000 random traffics instead of 2,000 (about ten times as long).
+test-thorough: $(STAMP)
+	WA_ANALYTICS_PROPERTY_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_engine_properties.py
 
 ## Regenerate the shipped sample (deterministic for the seed).
 sample: $(STAMP)
-	$(BIN)/wa-analytics generate --users 2500 --start 2026-01-01 --months 11 --seed 7 -o $(SAMPLE)
+	$(BIN)/wa-analytics generate --users 2500 --start 2026-01-01 --months 11 --seed 7 --with-defects -o $(SAMPLE)
+
+## Engine speed and memory at 1 M and 10 M messages (see benchmarks/README.md; 100 M: SIZES=100M).
+SIZES ?= 1M,10M
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/engine.py --sizes $(SIZES)
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .hypothesis

@@ -1,0 +1,153 @@
+"""Benchmark of the billing engine on generated traffic read from Parquet.
+
+    .venv/bin/python benchmarks/engine.py --sizes 1M,10M          # or: make benchmark
+    .venv/bin/python benchmarks/engine.py --sizes 100M --no-reference
+
+For each size it generates canonical traffic once (cached in benchmarks/data/, deduplicated and
+with user countries derived, i.e. what `wa-analytics ingest` writes), then measures, each in a
+fresh process so that peak memory (RSS) is the measurement's own:
+
+- `window`: one plain DuckDB window pass over the same file, `lag(timestamp) over (partition by
+  business_phone, user_id order by timestamp)`, counted: the floor any engine must pay;
+- `engine`: `analytics.partitioned.bill_parquet`, Parquet in, charges Parquet out;
+- `reference`: the reference state machine (`analytics.reference.bill`), at 1 M only.
+
+It prints a table and writes benchmarks/results/engine.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+RESULTS = HERE / "results"
+START = dt.date(2025, 1, 1)
+MONTHS = 22  # 2025-01 to 2026-10: crosses cbp-2023 → pmp-2025 and pmp-2025 → pmp-2026-10
+MESSAGES_PER_USER_MONTH = 1.6  # what analytics.generate produces, measured
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1_000, "M": 1_000_000}
+    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+
+
+def traffic_file(size: int) -> Path:
+    """Canonical messages of about `size` rows, generated once and kept."""
+    path = DATA / f"traffic-{size}.parquet"
+    if path.exists():
+        return path
+    import polars as pl
+
+    from analytics import generate, markets
+
+    DATA.mkdir(parents=True, exist_ok=True)
+    raw = DATA / f"raw-{size}.parquet"
+    users = max(1, round(size / (MONTHS * MESSAGES_PER_USER_MONTH)))
+    generate.generate_to_parquet(raw, users=users, start=START, months=MONTHS, seed=1)
+    canonical = markets.with_user_country(pl.scan_parquet(raw).unique(subset="message_id", keep="first"))
+    canonical.sink_parquet(path)
+    raw.unlink()
+    return path
+
+
+def measure(kind: str, path: Path) -> dict[str, float]:
+    """Run one measurement in this process; print seconds and peak RSS as JSON."""
+    started = time.perf_counter()
+    if kind == "window":
+        import duckdb
+
+        duckdb.sql(
+            "SELECT count(previous) FROM (SELECT lag(timestamp) OVER (PARTITION BY business_phone, user_id "
+            "ORDER BY timestamp) AS previous FROM read_parquet($path))",
+            params={"path": str(path)},
+        ).fetchall()
+    elif kind == "engine":
+        from analytics import partitioned
+
+        output = path.with_name(path.stem + "-charges.parquet")
+        partitioned.bill_parquet([path], output)
+        output.unlink()
+    elif kind == "reference":
+        import polars as pl
+
+        from analytics import reference
+
+        reference.bill(pl.read_parquet(path))
+    else:
+        raise SystemExit(f"unknown measurement {kind}")
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb)}
+
+
+def run(kind: str, path: Path) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, __file__, "--measure", kind, str(path)], check=True, capture_output=True, text=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1M,10M", help="comma-separated message counts, e.g. 1M,10M,100M")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference implementation at 1 M")
+    parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure[0], Path(args.measure[1]))))
+        return
+
+    rows = []
+    for size in [parse_size(s) for s in args.sizes.split(",")]:
+        path = traffic_file(size)
+        import polars as pl
+
+        messages = pl.scan_parquet(path).select(pl.len()).collect().item()
+        window, engine = run("window", path), run("engine", path)
+        row = {
+            "messages": messages,
+            "window_seconds": window["seconds"],
+            "window_peak_rss_mb": window["peak_rss_mb"],
+            "engine_seconds": engine["seconds"],
+            "engine_peak_rss_mb": engine["peak_rss_mb"],
+            "engine_messages_per_second": round(messages / engine["seconds"]),
+            "engine_vs_window": round(engine["seconds"] / window["seconds"], 2),
+        }
+        if size == 1_000_000 and not args.no_reference:
+            ref = run("reference", path)
+            row |= {"reference_seconds": ref["seconds"], "engine_speedup_vs_reference": round(ref["seconds"] / engine["seconds"], 1)}
+        rows.append(row)
+        print_table(rows)
+
+    RESULTS.mkdir(exist_ok=True)
+    machine = {"cores": __import__("os").cpu_count(), "python": sys.version.split()[0]}
+    (RESULTS / "engine.json").write_text(json.dumps({"machine": machine, "runs": rows}, indent=2) + "\n")
+    print(f"\nwritten: {RESULTS / 'engine.json'}")
+
+
+def print_table(rows: list[dict]) -> None:
+    columns = [
+        ("messages", "messages"),
+        ("window_seconds", "window s"),
+        ("engine_seconds", "engine s"),
+        ("engine_vs_window", "engine/window"),
+        ("engine_peak_rss_mb", "engine RSS MB"),
+        ("engine_messages_per_second", "msgs/s"),
+        ("reference_seconds", "reference s"),
+        ("engine_speedup_vs_reference", "speed-up"),
+    ]
+    print("\n" + " | ".join(title for _, title in columns))
+    for row in rows:
+        print(" | ".join(str(row.get(key, "")) for key, _ in columns))
+
+
+if __name__ == "__main__":
+    main()

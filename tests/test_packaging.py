@@ -1,0 +1,45 @@
+"""The wheel carries queries/ and data/, and the installed package reads them from itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_ships_queries_and_reference_data_and_reads_them_outside_the_checkout(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("wa_analytics-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for shipped in [
+        "analytics/queries/free_tiers.sql",
+        "analytics/queries/bucket_messages.sql",
+        "analytics/data/rules/rule_sets.csv",
+        "analytics/data/markets/regions.csv",
+        "analytics/data/sample/messages.csv.gz",
+    ]:
+        assert shipped in names
+    unpacked = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    probe = (
+        "import analytics.resources as r, analytics.rules as rules;"
+        "print(r.resource('queries', 'free_tiers.sql'));"
+        "print(len(r.query('free_tiers')) > 0, [x.name for x in rules.rule_sets()])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    where, loaded = done.stdout.splitlines()
+    assert where.startswith(str(unpacked))
+    assert loaded == "True ['cbp-2022', 'cbp-2023', 'pmp-2025', 'pmp-2026-10']"
