@@ -47,74 +47,105 @@ def bill(
     *,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pl.DataFrame:
-    """Charges for canonical messages (already validated and deduplicated by `analytics.ingest`)."""
+    """Charges for canonical messages (already validated and deduplicated by `analytics.ingest`),
+    in the columns of contracts.md §2, sorted by business number, user, time and opening message."""
     config = config or BillingConfig()
-    candidates = kernel(messages, config)
-    return apply_free_tiers(candidates, con=con)
+    return finish(apply_free_tiers(kernel(messages, config), con=con))
 
 
 # --------------------------------------------------------------------------------------------
 # Step 1: one key's messages in billing order, with local time and rule set (§1, §2 Order).
 
+RULE_SET = pl.Enum([r.name for r in rules.rule_sets()])
+_CBP = [r.name for r in rules.rule_sets() if r.is_cbp]
+_PMP = [r.name for r in rules.rule_sets() if not r.is_cbp]
+_FEW_VALUES = pl.Categorical()  # business numbers, WABAs and countries: few values, carried as codes
+# The strings a charge shows that are not few: gathered from the input rows for the output alone.
+_LABELS = ["message_id", "user_id"]
 
-def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.DataFrame:
-    """Messages that can matter, sorted by key and §2 order, with the columns the kernel needs.
 
-    Failed outbound messages are dropped here: §2 says they are ignored entirely.
+def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The messages that can matter, as a narrow frame in billing order, and the input's labels.
+
+    The narrow frame has one row per message except failed outbound ones (§2: ignored entirely),
+    sorted by key and §2 order, with `orig`, the message's row in the input. It holds numbers,
+    flags and categorical codes only: sorting and windowing them is most of the engine's speed.
+    The labels (message_id, user_id per input row) are gathered for the charge rows at the end.
     """
     frame = messages.lazy() if isinstance(messages, pl.DataFrame) else messages
-    frame = _with_user_country(frame)
-    local = _local_time(config)
-    frame = (
+    names = frame.collect_schema().names()
+    is_template = pl.col("message_type") == schema.TEMPLATE
+    billed_category = pl.col("template_category").replace(rules.BILLED_CATEGORY)
+    rows = (
         frame.with_columns(
-            local_time=local,
-            waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA),
-            direction_rank=pl.col("direction").replace_strict(rules.DIRECTION_RANK, return_dtype=pl.UInt8),
+            user_country=markets.missing_user_country(names), waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA)
         )
-        .with_columns(local_date=pl.col("local_time").dt.date())
+        .select(
+            *_LABELS,
+            orig=pl.int_range(pl.len(), dtype=pl.UInt32),
+            key_hash=pl.struct("business_phone", "user_id").hash(),
+            key_check=pl.struct("user_id", "business_phone").hash(seed=7),
+            t=pl.col("timestamp").dt.epoch("us"),
+            direction_rank=pl.col("direction").replace_strict(rules.DIRECTION_RANK, return_dtype=pl.UInt8),
+            failed=(pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed"),
+            local_date=_local_time(config).dt.date(),
+            is_template=is_template,
+            unknown_category=is_template & ~billed_category.is_in(list(_SLOT_CODES)).fill_null(False),
+            is_reaction=pl.col("message_type") == schema.REACTION,
+            slot=pl.when(is_template).then(billed_category.replace_strict(_SLOT_CODES, default=None, return_dtype=pl.UInt8)),
+            takes_entry_point=(pl.col("direction") == "inbound") & pl.col("entry_point").is_not_null(),
+            business_phone=pl.col("business_phone").cast(_FEW_VALUES),
+            waba_id=pl.col("waba_id").cast(_FEW_VALUES),
+            user_country=pl.col("user_country").cast(_FEW_VALUES),
+            timestamp="timestamp",
+            template_category="template_category",
+        )
         .with_columns(rule_set=_rule_set_expr(config))
         .collect()
     )
-    _refuse_what_cannot_be_billed(frame)
-    frame = _in_billing_order(
-        frame.filter(~((pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed")))
-    )
-    is_template = pl.col("message_type") == schema.TEMPLATE
-    billed_category = pl.col("template_category").replace(rules.BILLED_CATEGORY)
-    return frame.with_columns(
-        key=(pl.col("key_hash") != pl.col("key_hash").shift(1)).fill_null(True).cum_sum().cast(pl.UInt32),
-        seq=pl.int_range(pl.len(), dtype=pl.UInt32),
-        t=pl.col("timestamp").dt.epoch("us"),
-        inbound=pl.col("direction") == "inbound",
-        outbound=pl.col("direction") == "outbound",
-        is_template=is_template,
-        is_reaction=pl.col("message_type") == schema.REACTION,
-        slot=pl.when(is_template).then(billed_category.replace_strict(_SLOT_CODES, default=None, return_dtype=pl.UInt8)),
-        billed_category=pl.when(is_template).then(billed_category).otherwise(pl.lit("service")),
-        takes_entry_point=(pl.col("direction") == "inbound") & pl.col("entry_point").is_not_null(),
+    _refuse_what_cannot_be_billed(rows)
+    labels = rows.select(_LABELS)
+    narrow = rows.drop(*_LABELS, "timestamp", "template_category", "unknown_category")
+    m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed"), labels)
+    return (
+        m.with_columns(
+            key=((pl.col("key_hash") != pl.col("key_hash").shift(1)).fill_null(True).cum_sum() - 1).cast(pl.UInt32),
+            seq=pl.int_range(pl.len(), dtype=pl.UInt32),
+            inbound=pl.col("direction_rank") == rules.DIRECTION_RANK["inbound"],
+            outbound=pl.col("direction_rank") == rules.DIRECTION_RANK["outbound"],
+        ),
+        labels,
     )
 
 
-def _with_user_country(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Countries that ingest derived are kept; only rows still without one are looked up."""
-    missing = pl.col("user_country").is_null()
-    return pl.concat([frame.filter(~missing), markets.with_user_country(frame.filter(missing))])
+def _in_billing_order(narrow: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """Sorted by key, then §2 order: timestamp, inbound first, message_id byte-wise.
 
-
-def _in_billing_order(frame: pl.DataFrame) -> pl.DataFrame:
-    """Sorted by key, then §2 order. Keys are grouped by a 64-bit hash of (business_phone, user_id),
-    which sorts about three times faster than the two strings; should two keys ever share a hash,
-    the frame is sorted by the strings themselves instead, so a collision costs time, not truth."""
-    order = ["timestamp", "direction_rank", "message_id"]
-    hashed = frame.with_columns(key_hash=pl.struct("business_phone", "user_id").hash()).sort(["key_hash", *order])
-    same_hash = pl.col("key_hash") == pl.col("key_hash").shift(1)
-    other_key = (pl.col("business_phone") != pl.col("business_phone").shift(1)) | (
-        pl.col("user_id") != pl.col("user_id").shift(1)
-    )
-    if not hashed.select((same_hash & other_key).any()).item():
-        return hashed
-    by_strings = frame.sort(["business_phone", "user_id", *order])
-    return by_strings.with_columns(key_hash=pl.struct("business_phone", "user_id").rank("dense").cast(pl.UInt64))
+    Keys are grouped by a 64-bit hash of (business_phone, user_id) and the sort is on numbers
+    only; the rare runs of one key's messages at the same instant and direction are then put in
+    message_id order. A second, independent hash checks the first: should two keys share a hash,
+    the keys are numbered by their strings instead, so a collision costs time, not truth.
+    """
+    if narrow.select(pl.col("key_hash").n_unique()).item() != narrow.select(pl.struct("key_hash", "key_check").n_unique()).item():
+        ranks = narrow.select(pl.struct("business_phone", labels["user_id"].gather(narrow["orig"])).rank("dense"))
+        narrow = narrow.with_columns(key_hash=ranks.to_series().cast(pl.UInt64))
+    ordered = narrow.drop("key_check").sort(["key_hash", "t", "direction_rank", "orig"])
+    same_instant = (
+        (pl.col("key_hash") == pl.col("key_hash").shift(1))
+        & (pl.col("t") == pl.col("t").shift(1))
+        & (pl.col("direction_rank") == pl.col("direction_rank").shift(1))
+    ).fill_null(False)
+    ties = ordered.select(
+        position=pl.int_range(pl.len(), dtype=pl.UInt32),
+        run=(~same_instant).cum_sum(),
+        tied=same_instant | same_instant.shift(-1).fill_null(False),
+        orig="orig",
+    ).filter("tied")
+    if ties.height == 0:
+        return ordered
+    by_message_id = ties.with_columns(message_id=labels["message_id"].gather(ties["orig"])).sort("run", "message_id")
+    order = pl.int_range(ordered.height, dtype=pl.UInt32, eager=True).scatter(ties["position"], by_message_id["position"])
+    return ordered[order]
 
 
 def _local_time(config: BillingConfig) -> pl.Expr:
@@ -131,27 +162,26 @@ def _local_time(config: BillingConfig) -> pl.Expr:
 
 def _rule_set_expr(config: BillingConfig) -> pl.Expr:
     if config.rules is not None:
-        return pl.lit(config.rules)
-    expr = pl.lit(None, dtype=pl.String)
+        return pl.lit(config.rules, dtype=RULE_SET)
+    expr = pl.lit(None, dtype=RULE_SET)
     for rule_set in rules.rule_sets():  # oldest first, so later switches overwrite earlier ones
-        expr = pl.when(pl.col("local_date") >= rule_set.effective_from).then(pl.lit(rule_set.name)).otherwise(expr)
+        expr = pl.when(pl.col("local_date") >= rule_set.effective_from).then(pl.lit(rule_set.name, dtype=RULE_SET)).otherwise(expr)
     return expr
 
 
-def _refuse_what_cannot_be_billed(frame: pl.DataFrame) -> None:
+def _refuse_what_cannot_be_billed(rows: pl.DataFrame) -> None:
     """Rows `analytics.ingest` would have quarantined are an error here, never silently skipped."""
-    early = frame.filter(pl.col("rule_set").is_null())
-    if early.height:
-        first = early.row(0, named=True)
+    if rows.height == 0:
+        return
+    early, uncategorised = rows.select(pl.col("rule_set").is_null().arg_max(), pl.col("unknown_category").arg_max()).row(0)
+    if rows["rule_set"][early] is None:
+        first = rows.row(early, named=True)
         raise ValueError(
             f"message {first['message_id']} at {first['timestamp']} is before {rules.first_supported_date()} in its "
             f"WABA time zone: notification-based pricing is not modelled (analytics.ingest quarantines such rows)"
         )
-    uncategorised = frame.filter(
-        (pl.col("message_type") == schema.TEMPLATE) & ~pl.col("template_category").is_in(schema.TEMPLATE_CATEGORIES).fill_null(False)
-    )
-    if uncategorised.height:
-        first = uncategorised.row(0, named=True)
+    if rows["unknown_category"][uncategorised]:
+        first = rows.row(uncategorised, named=True)
         raise ValueError(
             f"template message {first['message_id']} has category {first['template_category']!r}: expected one of "
             f"{', '.join(schema.TEMPLATE_CATEGORIES)} (analytics.ingest quarantines such rows)"
@@ -166,16 +196,17 @@ def kernel(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.D
     """Charge candidates for whole keys: one row per conversation (CBP) or charged message (PMP).
 
     Pricing types that depend on a monthly counter are left as `free_tier_counter` (which
-    counter) for `apply_free_tiers`; everything else is final.
+    counter) for `apply_free_tiers`; everything else is final. `key_rank` and `seq` give the
+    output order (`finish`).
     """
-    m = prepare(messages, config)
+    m, labels = prepare(messages, config)
     if m.height == 0:
         return _empty_candidates()
     m = _customer_service_window(m)
     m = _free_entry_points(m, config)
     m = _cbp_2022_conversations(m)
     m = _cbp_2023_conversations(m)
-    return _charge_candidates(m, config)
+    return _charge_candidates(m, labels, config)
 
 
 def _ffill(value: pl.Expr, segment: str = "key") -> pl.Expr:
@@ -231,7 +262,7 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     return m.with_columns(
         in_fep=(pl.col("outbound") & (pl.col("t") < fep_start + fep_window)).fill_null(False),
         fep_opener=_ffill(pl.when(pl.col("fep_open")).then(pl.col("seq"))),
-        fep_rule_set=_ffill(pl.when(pl.col("fep_open")).then(pl.col("rule_set"))),
+        fep_is_cbp=_ffill(pl.when(pl.col("fep_open")).then(pl.col("rule_set").is_in(_CBP))).fill_null(False),
         epoch=((pl.col("key") != pl.col("key").shift(1)).fill_null(True) | pl.col("fep_open")).cum_sum(),
         next_fep_t=_bfill(pl.when(pl.col("fep_open")).then(pl.col("t"))),
     )
@@ -328,23 +359,18 @@ def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: int)
 # Step 3: rows, categories and pricing types (§3–5), before the monthly counters.
 
 
-def _charge_candidates(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _charge_candidates(m: pl.DataFrame, labels: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
     fep_window = config.fep_window // dt.timedelta(microseconds=1)
-    is_pmp = pl.col("rule_set").str.starts_with("pmp")
-    fep_is_cbp = pl.col("fep_rule_set").str.starts_with("cbp")
-    m = m.with_columns(conversation=_conversation_of(m))
-
-    message_counts = (
-        m.filter(pl.col("conversation").is_not_null()).group_by("conversation").agg(message_count=pl.len())
+    is_pmp = pl.col("rule_set").is_in(_PMP)
+    m = m.select(
+        "key", "seq", "orig", "rule_set", "t", "local_date", "business_phone", "waba_id", "user_country", "outbound", "is_template", "is_reaction", "slot", "csw_open",
+        "fep_open", "fep_is_cbp", "in_fep", "next_fep_t", "opens_2022", "opens_slot", "opens_service",
+        conversation=_conversation_of(m),
     )
+    message_counts = m.filter(pl.col("conversation").is_not_null()).group_by("conversation").agg(message_count=pl.len())
     cbp_openers = (
-        m.filter(
-            (pl.col("fep_open") & fep_is_cbp)
-            | pl.col("opens_2022")
-            | pl.col("opens_slot")
-            | pl.col("opens_service")
-        )
+        m.filter((pl.col("fep_open") & pl.col("fep_is_cbp")) | pl.col("opens_2022") | pl.col("opens_slot") | pl.col("opens_service"))
         .join(message_counts, left_on="seq", right_on="conversation", how="left")
         .with_columns(
             category=pl.when(pl.col("fep_open"))
@@ -362,30 +388,25 @@ def _charge_candidates(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
         .with_columns(
             pricing_type=pl.when(pl.col("fep_open"))
             .then(pl.lit("free_entry_point"))
-            .when(
-                (pl.col("category") == "service")
-                & (pl.col("local_date") >= rules.SERVICE_CONVERSATIONS_FREE_FROM)
-            )
+            .when((pl.col("category") == "service") & (pl.col("local_date") >= rules.SERVICE_CONVERSATIONS_FREE_FROM))
             .then(pl.lit("free_customer_service"))
             .otherwise(pl.lit("regular")),
             free_tier_counter=pl.when(pl.col("fep_open"))
             .then(None)
             .when(pl.col("rule_set") == "cbp-2022")
             .then(pl.lit("cbp-2022"))
-            .when(
-                (pl.col("category") == "service")
-                & (pl.col("local_date") < rules.SERVICE_CONVERSATIONS_FREE_FROM)
-            )
+            .when((pl.col("category") == "service") & (pl.col("local_date") < rules.SERVICE_CONVERSATIONS_FREE_FROM))
             .then(pl.lit("cbp-2023-service")),
         )
     )
-
-    pmp_in_fep = pl.col("in_fep") & ~fep_is_cbp
+    pmp_in_fep = pl.col("in_fep") & ~pl.col("fep_is_cbp")
     pmp_charged = pl.col("outbound") & is_pmp & ~pl.col("in_fep") & pl.col("conversation").is_null()
     pmp_rows = (
         m.filter(pmp_in_fep | pmp_charged)
         .with_columns(
-            category=pl.col("billed_category"),
+            category=pl.when(pl.col("is_template"))
+            .then(pl.col("slot").replace_strict(_SLOT_NAMES, return_dtype=pl.String))
+            .otherwise(pl.lit("service")),
             expires_at=pl.lit(None, dtype=pl.Int64),
             message_count=pl.lit(1, dtype=pl.UInt32),
         )
@@ -400,51 +421,38 @@ def _charge_candidates(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
             .then(pl.lit("free_customer_service"))
             .otherwise(pl.lit("regular")),
             free_tier_counter=pl.when(
-                ~pl.col("in_fep")
-                & ~pl.col("is_reaction")
-                & (pl.col("category") == "service")
-                & (pl.col("rule_set") == "pmp-2026-10")
+                ~pl.col("in_fep") & ~pl.col("is_reaction") & (pl.col("category") == "service") & (pl.col("rule_set") == "pmp-2026-10")
             ).then(pl.lit("pmp-2026-10-service")),
         )
     )
     columns = [
-        "rule_set",
-        "category",
-        "pricing_type",
-        "free_tier_counter",
-        "t",
-        "expires_at",
-        "business_phone",
-        "waba_id",
-        "user_id",
-        "user_country",
-        "local_date",
-        "local_time",
-        "message_count",
-        "message_id",
+        "key", "seq", "orig", "rule_set", "category", "pricing_type", "free_tier_counter", "t", "expires_at",
+        "local_date", "message_count", "business_phone", "waba_id", "user_country",
     ]
-    rows = pl.concat(
-        [cbp_openers.select(columns), pmp_rows.select(columns)], how="vertical_relaxed"
-    )
-    rows = _authentication_international(rows, config)
-    rows = markets.with_market(rows, country="user_country", date="local_date", out="market")
+    rows = pl.concat([cbp_openers.select(columns), pmp_rows.select(columns)], how="vertical_relaxed")
+    rows = rows.with_columns(
+        category=_authentication_international(config), market=_markets(rows), key_rank=_key_ranks(m, labels).gather(rows["key"])
+    ).sort("key_rank", "seq")
     return rows.select(
-        "rule_set",
-        pricing_model=pl.when(pl.col("rule_set").str.starts_with("pmp")).then(pl.lit("PMP")).otherwise(pl.lit("CBP")),
+        "key_rank",
+        "seq",
+        rule_set=pl.col("rule_set").cast(pl.String),
+        pricing_model=pl.when(pl.col("rule_set").is_in(_PMP)).then(pl.lit("PMP")).otherwise(pl.lit("CBP")),
         category="category",
         pricing_type="pricing_type",
         started_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone(schema.UTC),
         expires_at=pl.from_epoch("expires_at", time_unit="us").dt.replace_time_zone(schema.UTC),
         business_phone="business_phone",
         waba_id="waba_id",
-        user_id="user_id",
+        user_id=labels["user_id"].gather(rows["orig"]),
         market="market",
         message_count=pl.col("message_count").cast(pl.Int64),
-        opening_message_id="message_id",
+        opening_message_id=labels["message_id"].gather(rows["orig"]),
         free_tier_counter="free_tier_counter",
         free_tier_scope=pl.when(pl.col("free_tier_counter") == "pmp-2026-10-service")
-        .then(pl.col("business_phone"))
-        .otherwise(pl.col("waba_id")),
+        .then(pl.col("business_phone").cast(pl.String))
+        .when(pl.col("free_tier_counter").is_not_null())
+        .then(pl.col("waba_id").cast(pl.String)),
         local_month=pl.col("local_date").dt.truncate("1mo"),
     )
 
@@ -454,17 +462,14 @@ def _conversation_of(m: pl.DataFrame) -> pl.Series:
     is attributed to: the FEP window of a CBP opener first, then a carried cbp-2022 conversation,
     then the template's own slot, then (non-templates) the earliest-opened open conversation
     (§4.3), which is the one with the lowest position since positions follow billing order."""
-    fep_is_cbp = pl.col("fep_rule_set").str.starts_with("cbp")
     own_slot = pl.lit(None, dtype=pl.UInt32)
     for name, code in _SLOT_CODES.items():
-        own_slot = pl.when((pl.col("slot") == code) & pl.col(f"{name}_open")).then(
-            pl.col(f"{name}_conversation")
-        ).otherwise(own_slot)
+        own_slot = pl.when((pl.col("slot") == code) & pl.col(f"{name}_open")).then(pl.col(f"{name}_conversation")).otherwise(own_slot)
     earliest_open = pl.min_horizontal(
         [pl.when(pl.col(f"{c}_open")).then(pl.col(f"{c}_conversation")) for c in [*_SLOT_CODES, "service"]]
     )
     return m.select(
-        pl.when(pl.col("in_fep") & fep_is_cbp)
+        pl.when(pl.col("in_fep") & pl.col("fep_is_cbp"))
         .then(pl.col("fep_opener"))
         .when(pl.col("in_fep"))
         .then(None)
@@ -476,60 +481,98 @@ def _conversation_of(m: pl.DataFrame) -> pl.Series:
     ).to_series()
 
 
-def _authentication_international(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _key_ranks(m: pl.DataFrame, labels: pl.DataFrame) -> pl.Series:
+    """Each key's place in (business_phone, user_id) string order, indexed by `key`: the output is
+    sorted by it, so only the distinct keys are ever sorted as strings."""
+    first = m.filter(pl.col("key") != pl.col("key").shift(1).fill_null(-1)).select("business_phone", "orig")
+    keys = first.select(pl.col("business_phone").cast(pl.String), user_id=labels["user_id"].gather(first["orig"]))
+    return keys.select(pl.struct("business_phone", "user_id").rank("ordinal").cast(pl.UInt32) - 1).to_series()
+
+
+def _markets(rows: pl.DataFrame) -> pl.Series:
+    """The market of each charge (§2 Market), looked up once per (country, local date)."""
+    distinct = rows.select("user_country", "local_date").unique()
+    distinct = distinct.with_columns(market=markets.market_expr(pl.col("user_country").cast(pl.String), pl.col("local_date")))
+    joined = rows.select("user_country", "local_date").join(
+        distinct, on=["user_country", "local_date"], how="left", nulls_equal=True, maintain_order="left"
+    )
+    return joined["market"].cast(_FEW_VALUES)
+
+
+def _authentication_international(config: BillingConfig) -> pl.Expr:
     """§4.5: authentication to a user abroad, from the business's start date for that country."""
     setting = config.authentication_international
     if not setting.start_dates:
-        return rows
-    starts = pl.DataFrame(
-        {"user_country": list(setting.start_dates), "auth_international_from": list(setting.start_dates.values())},
-        schema={"user_country": pl.String, "auth_international_from": pl.Date},
-    )
+        return pl.col("category")
+    country = pl.col("user_country").cast(pl.String)
+    starts = country.replace_strict(setting.start_dates, default=None, return_dtype=pl.Date)
     applies = (
         (pl.col("category") == rules.AUTH)
-        & (pl.col("local_date") >= pl.col("auth_international_from")).fill_null(False)
-        & (pl.col("user_country") != pl.lit(setting.home_country, dtype=pl.String)).fill_null(True)
+        & (pl.col("local_date") >= starts).fill_null(False)
+        & (country != pl.lit(setting.home_country, dtype=pl.String)).fill_null(True)
     )
-    return (
-        rows.join(starts, on="user_country", how="left")
-        .with_columns(category=pl.when(applies).then(pl.lit(rules.AUTH_INTERNATIONAL)).otherwise(pl.col("category")))
-        .drop("auth_international_from")
-    )
+    return pl.when(applies).then(pl.lit(rules.AUTH_INTERNATIONAL)).otherwise(pl.col("category"))
 
 
 def _empty_candidates() -> pl.DataFrame:
     return pl.DataFrame(
         schema={
-            **schema.CHARGE_SCHEMA,
+            "key_rank": pl.UInt32,
+            "seq": pl.UInt32,
+            **{c: t for c, t in schema.CHARGE_SCHEMA.items() if c != "billable"},
             "free_tier_counter": pl.String,
             "free_tier_scope": pl.String,
             "local_month": pl.Date,
         }
-    ).drop("billable")
+    )
 
 
 # --------------------------------------------------------------------------------------------
-# Step 4: the monthly counters, across keys (§3.3, §4.4, §5).
+# Step 4: the monthly counters, across keys (§3.3, §4.4, §5), and the output.
 
 
 def apply_free_tiers(candidates: pl.DataFrame, *, con: duckdb.DuckDBPyConnection | None = None) -> pl.DataFrame:
-    """Final charges, sorted. Only the charges a monthly counter decides go through
-    `queries/free_tiers.sql` (a window over all keys, which DuckDB parallelises and spills when it
-    must); the others are final already and stay in Polars."""
-    counted = candidates.filter(pl.col("free_tier_counter").is_not_null())
-    final = candidates.filter(pl.col("free_tier_counter").is_null()).with_columns(
-        billable=pl.col("pricing_type") == "regular"
+    """Candidates with every pricing type decided. Only the charges a monthly counter decides go
+    through `queries/free_tiers.sql` (a window over all keys, which DuckDB parallelises and spills
+    when it must); their decision is written back in place, so the order is kept."""
+    counted = counted_charges(candidates)
+    if counted.height == 0:
+        return candidates
+    con = con or duckdb.connect()
+    con.register("counted_charges", counted)
+    try:
+        decided = con.sql(query("free_tiers"), params=free_tier_parameters()).pl()
+    finally:
+        con.unregister("counted_charges")
+    return decide(candidates, decided)
+
+
+def counted_charges(candidates: pl.DataFrame) -> pl.DataFrame:
+    """What `queries/free_tiers.sql` needs of the candidates a counter decides, with their `row`."""
+    return (
+        candidates.with_row_index("row")
+        .filter(pl.col("free_tier_counter").is_not_null())
+        .select(
+            "row", "free_tier_counter", "free_tier_scope", "local_month", "started_at",
+            pl.col("business_phone").cast(pl.String), "user_id", "opening_message_id",
+        )
     )
-    if counted.height:
-        con = con or duckdb.connect()
-        con.register("counted_charges", counted)
-        try:
-            decided = con.sql(query("free_tiers"), params=free_tier_parameters()).pl()
-        finally:
-            con.unregister("counted_charges")
-        typed = [pl.col(c).cast(t) for c, t in schema.CHARGE_SCHEMA.items()]  # DuckDB says Etc/UTC
-        final = pl.concat([final.select(typed), decided.select(typed)])
-    return schema.conform_charges(final)
+
+
+def decide(candidates: pl.DataFrame, decided: pl.DataFrame) -> pl.DataFrame:
+    """Write the free-tier decisions (`row`, `pricing_type`) back into the candidates."""
+    return candidates.with_columns(
+        pricing_type=candidates["pricing_type"].scatter(decided["row"].cast(pl.UInt32), decided["pricing_type"])
+    )
+
+
+def finish(decided: pl.DataFrame) -> pl.DataFrame:
+    """The charges table of contracts.md §2, in the kernel's order: business number and user (as
+    strings, `key_rank`), then billing order (time, then opening message id), as the reference sorts."""
+    return decided.select(
+        [pl.col(c).cast(t) for c, t in schema.CHARGE_SCHEMA.items() if c != "billable"],
+        billable=pl.col("pricing_type") == "regular",
+    ).select(list(schema.CHARGE_SCHEMA))
 
 
 def describe(charges: pl.DataFrame, config: BillingConfig | None = None) -> str:

@@ -217,6 +217,15 @@ def _given_country(names: list[str]) -> pl.Expr:
     return pl.when(given != "").then(given)
 
 
+def missing_user_country(names: list[str]) -> pl.Expr:
+    """`user_country` as `with_user_country` would fill it, but only where it is null: an expression
+    that keeps row order and parses only the phones of rows without a country (the billing engine's
+    case, where ingest has filled the rest)."""
+    phone = pl.coalesce(_phone_digits_expr("user_phone", names), _phone_digits_expr("user_id", names))
+    missing = pl.col("user_country").is_null()
+    return pl.when(missing).then(_country_of_phones(pl.when(missing).then(phone))).otherwise(pl.col("user_country"))
+
+
 def with_user_country(frame: Frame) -> Frame:
     """`user_country` from the user's phone where one is known, else the given one upper-cased (§2).
 

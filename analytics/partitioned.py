@@ -65,7 +65,8 @@ def bill_parquet(
         )
         for bucket in range(buckets):
             _bill_bucket(scratch, bucket, config)
-        _decide_free_tiers(con, scratch)
+        if any((scratch / "counted").glob("*.parquet")):
+            _decide_free_tiers(con, scratch)
         written = _write_output(scratch, buckets, Path(output))
         con.close()
         return PartitionedRun(messages=messages, buckets=buckets, charges=written)
@@ -78,46 +79,34 @@ def _bill_bucket(scratch: Path, bucket: int, config: BillingConfig) -> None:
     if not folder.exists():  # a hash bucket that no key fell into
         return
     candidates = charges.kernel(pl.scan_parquet(folder / "*.parquet"), config)
-    counted = pl.col("free_tier_counter").is_not_null()
-    (scratch / "final").mkdir(exist_ok=True)
-    (scratch / "counted").mkdir(exist_ok=True)
-    candidates.filter(~counted).with_columns(billable=pl.col("pricing_type") == "regular").select(
-        list(schema.CHARGE_SCHEMA)
-    ).write_parquet(scratch / "final" / f"{bucket}.parquet")
-    candidates.filter(counted).with_columns(bucket=pl.lit(bucket)).write_parquet(scratch / "counted" / f"{bucket}.parquet")
+    for kind, rows in (("candidates", candidates), ("counted", charges.counted_charges(candidates))):
+        (scratch / kind).mkdir(exist_ok=True)
+        rows.with_columns(bucket=pl.lit(bucket)).write_parquet(scratch / kind / f"{bucket}.parquet")
 
 
 def _decide_free_tiers(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
     counted = sorted(str(p) for p in (scratch / "counted").glob("*.parquet"))
-    if not counted:
-        return
     con.read_parquet(counted).create_view("counted_charges")
     decided = con.sql(query("free_tiers"), params=charges.free_tier_parameters())
-    decided.write_parquet(str(scratch / "decided.parquet"))
+    decided.write_parquet(str(scratch / "decided"), partition_by=["bucket"], write_partition_columns=True)
 
 
 def _write_output(scratch: Path, buckets: int, output: Path) -> int:
-    """Each bucket's final charges with its decided counted charges, sorted, appended in order."""
-    decided_path = scratch / "decided.parquet"
-    decided = pl.scan_parquet(decided_path) if decided_path.exists() else None
+    """Each bucket's charges, with its free-tier decisions written back, appended in bucket order."""
     parts = []
     for bucket in range(buckets):
-        final_path = scratch / "final" / f"{bucket}.parquet"
-        if not final_path.exists():
+        candidates_path = scratch / "candidates" / f"{bucket}.parquet"
+        if not candidates_path.exists():
             continue
-        part = pl.read_parquet(final_path)
-        counted_path = scratch / "counted" / f"{bucket}.parquet"
-        if decided is not None and counted_path.exists():
-            ids = pl.read_parquet(counted_path, columns=["opening_message_id"])
-            own = decided.join(ids.lazy(), on="opening_message_id", how="semi").collect()
-            part = pl.concat([part, own.select([pl.col(c).cast(t) for c, t in schema.CHARGE_SCHEMA.items()])])
-        path = scratch / "sorted" / f"{bucket:06d}.parquet"
+        candidates = pl.read_parquet(candidates_path)
+        decided = scratch / "decided" / f"bucket={bucket}"
+        if decided.exists():
+            candidates = charges.decide(candidates, pl.read_parquet(decided / "*.parquet"))
+        path = scratch / "final" / f"{bucket:06d}.parquet"
         path.parent.mkdir(exist_ok=True)
-        schema.conform_charges(part).write_parquet(path)
+        charges.finish(candidates).write_parquet(path)
         parts.append(path)
-    combined = (
-        pl.concat([pl.scan_parquet(p) for p in parts]) if parts else schema.empty_charges().lazy()
-    )
+    combined = pl.concat([pl.scan_parquet(p) for p in parts]) if parts else schema.empty_charges().lazy()
     if output.suffix == ".parquet":
         combined.sink_parquet(output)
     elif output.name.endswith(".csv"):

@@ -1,10 +1,11 @@
--- Counted charges with their monthly free tiers decided (billing-rules.md §3.3, §4.4, §5).
--- Input: relation `counted_charges`: the charges from analytics.charges.kernel that a monthly
---   counter decides, with `free_tier_counter` (cbp-2022, cbp-2023-service, pmp-2026-10-service),
---   `free_tier_scope` (the WABA, or the business number for pmp-2026-10-service) and
---   `local_month` (WABA time zone). All other charges are final before this query.
+-- Which counted charges a monthly free tier covers (billing-rules.md §3.3, §4.4, §5).
+-- Input: relation `counted_charges`: the charges that a monthly counter decides, from
+--   analytics.charges.counted_charges: `row` (its place among the candidates), `free_tier_counter`
+--   (cbp-2022, cbp-2023-service, pmp-2026-10-service), `free_tier_scope` (the WABA, or the business
+--   number for pmp-2026-10-service), `local_month` (WABA time zone) and the columns that order a
+--   month: started_at, business_phone, user_id, opening_message_id. Any other column passes through.
 -- Parameters: $cbp_2022_free, $cbp_2023_free_service, $pmp_2026_free_service (free units a month).
--- Grain: one row per counted charge, in the columns of contracts.md §2 (unsorted).
+-- Grain: one row per counted charge: its pass-through columns and `pricing_type` (free_tier or regular).
 WITH counted AS (
     SELECT
         *,
@@ -22,19 +23,11 @@ WITH counted AS (
 
 final AS (
     SELECT
-        rule_set,
-        pricing_model,
-        category,
-        CASE WHEN position_in_month <= free_units THEN 'free_tier' ELSE 'regular' END AS pricing_type,
-        position_in_month <= free_units IS FALSE AS billable,
-        started_at,
-        expires_at,
-        business_phone,
-        waba_id,
-        user_id,
-        market,
-        message_count,
-        opening_message_id
+        * EXCLUDE (
+            free_tier_counter, free_tier_scope, local_month, started_at, business_phone, user_id,
+            opening_message_id, position_in_month, free_units
+        ),
+        CASE WHEN position_in_month <= free_units THEN 'free_tier' ELSE 'regular' END AS pricing_type
     FROM counted
 )
 
