@@ -1,0 +1,128 @@
+"""`wa-analytics costs` and `wa-analytics rate-card import` (contracts.md §4): files, summaries, exit statuses."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from analytics import cli, pricing
+from analytics.ratecards import load_card
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
+SAMPLE = ROOT / "data" / "sample" / "messages.csv.gz"
+META_2026_04 = Path(__file__).resolve().parents[2] / "shared" / "data" / "meta-rate-cards" / "usd-2026-04-01"
+TRAFFIC, CARD = str(FIXTURES / "traffic.csv"), str(FIXTURES / "card.csv")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    status = cli.main(list(argv))
+    return status, capsys.readouterr().err
+
+
+def test_costs_of_a_small_traffic_file_with_its_own_card(capsys, tmp_path):
+    out, lines = tmp_path / "costs.csv", tmp_path / "invoice.csv"
+    status, err = run(
+        capsys, "costs", TRAFFIC, "--rate-card", CARD, "--timezone", "Europe/Rome", "-o", str(out), "--invoice", str(lines)
+    )
+    assert status == 0, err
+    rollup = pl.read_csv(out, infer_schema=False)
+    assert rollup.columns == list(pricing.ROLLUP_SCHEMA)
+    assert sum(Decimal(c) for c in rollup["cost"]) == Decimal("0.36")  # tests/test_pricing.py computes it by hand
+    assert pl.read_csv(lines).height == 9
+    assert "Costs in EUR from " in err and "card.csv" in err
+    assert "    number P1        6         4       0.15     0.04            0.00   0.19" in err
+    assert "Total: 11 charges, 9 billable, 0.36 EUR" in err
+    assert f"Costs: {out}" in err
+
+
+def test_costs_reads_markup_and_portfolios_from_the_config_file(capsys, tmp_path):
+    config = tmp_path / "wa.toml"
+    config.write_text(
+        f'[billing]\ntimezone = "Europe/Rome"\n[pricing]\nrate_card = "{CARD}"\nmarkup_percent = 10\nmarkup_per_charge = 0.001\n'
+    )
+    out = tmp_path / "costs.parquet"
+    status, err = run(capsys, "costs", TRAFFIC, "--config", str(config), "-o", str(out))
+    assert status == 0, err
+    assert pl.read_parquet(out)["cost"].sum() == Decimal("0.405")  # 0.36 × 1.1 + 9 × 0.001
+    assert "with a markup of 10% + 0.001 per billable charge" in err
+    status, err = run(capsys, "costs", TRAFFIC, "--config", str(config), "--markup-percent", "0", "-o", str(out))
+    assert pl.read_parquet(out)["cost"].sum() == Decimal("0.369")  # 0.36 + 9 × 0.001
+
+
+def test_a_missing_rate_exits_2_naming_it_unless_unpriced_charges_are_reported(capsys, tmp_path):
+    card = tmp_path / "card.csv"
+    card.write_text("".join(line for line in open(CARD) if ",Germany,marketing," not in line))
+    out = tmp_path / "costs.csv"
+    status, err = run(capsys, "costs", TRAFFIC, "--rate-card", str(card), "--timezone", "Europe/Rome", "-o", str(out))
+    assert status == 2
+    assert "wa-analytics: error: no rate for EUR Germany marketing on 2026-01-31 (time zone Europe/Rome)" in err
+    assert not out.exists()
+    status, err = run(
+        capsys, "costs", TRAFFIC, "--rate-card", str(card), "--timezone", "Europe/Rome", "--report-unpriced", "-o", str(out)
+    )
+    assert status == 0, err
+    rollup = pl.read_csv(out, infer_schema=False)
+    assert rollup.filter(pl.col("priced") == "false").select("market", "category", "cost").rows() == [("Germany", "marketing", None)]
+    assert "Unpriced: 1 billable charges have no rate in the card" in err
+
+
+def test_bad_cards_and_currencies_exit_2(capsys, tmp_path):
+    card = tmp_path / "card.csv"
+    card.write_text(open(CARD).read().replace(",Germany,utility,", ",Germny,utility,"))
+    status, err = run(capsys, "costs", TRAFFIC, "--rate-card", str(card), "-o", str(tmp_path / "c.csv"))
+    assert status == 2 and "unknown market 'Germny': did you mean 'Germany'?" in err
+    status, err = run(capsys, "costs", TRAFFIC, "--rate-card", CARD, "--currency", "USD", "-o", str(tmp_path / "c.csv"))
+    assert status == 2 and "the rate card has no USD rates: it has EUR" in err
+    status, err = run(capsys, "costs", TRAFFIC, "--markup-percent", "-5", "-o", str(tmp_path / "c.csv"))
+    assert status == 2 and "markup_percent -5 must be a number >= 0" in err
+
+
+def test_costs_of_the_shipped_sample_with_the_shipped_card(capsys, tmp_path):
+    out = tmp_path / "costs.csv"
+    status, err = run(capsys, "costs", str(SAMPLE), "-o", str(out))
+    assert status == 0, err
+    rollup = pl.read_csv(out, infer_schema=False)
+    assert set(rollup["currency"]) == {"USD"} and set(rollup["priced"]) == {"true"}
+    assert set(rollup["month"]) == {f"2026-{m:02d}" for m in range(1, 12)}
+    assert "Quarantined 6 rows" in err  # the sample's broken lines, as for every subcommand
+    assert "Costs in USD from the shipped card" in err
+    assert "Warning: " in err and "rule set pmp-2026-10, reported by partners" in err
+    assert "Unpriced" not in err
+
+
+def test_rate_card_import_writes_a_card_that_loads(capsys, tmp_path):
+    out = tmp_path / "cards" / "usd.csv"
+    status, err = run(
+        capsys,
+        "rate-card",
+        "import",
+        str(META_2026_04 / "USD_rates.csv"),
+        str(META_2026_04 / "USD_volume_tiers.csv"),
+        "--effective",
+        "2026-04-01",
+        "--source",
+        "Meta's pricing page",
+        "-o",
+        str(out),
+    )
+    assert status == 0, err
+    assert "Imported 470 rates for 32 markets (USD), 438 volume-tier bands" in err
+    card = load_card(out)
+    shipped = load_card(ROOT / "data" / "rate_cards" / "meta-usd-2026-04-01.csv")
+    columns = ["effective_from", "currency", "market", "category", "tier_from", "rate"]
+    assert card.select(columns).equals(shipped.select(columns))
+    assert set(card["source"]) == {"Meta's pricing page"}
+
+
+def test_rate_card_import_refuses_a_contradicting_date_and_a_missing_file(capsys, tmp_path):
+    status, err = run(capsys, "rate-card", "import", str(META_2026_04 / "USD_rates.csv"), "--effective", "2026-07-01", "-o", str(tmp_path / "c.csv"))
+    assert status == 2 and "says it is effective 2026-04-01, not 2026-07-01" in err
+    status, err = run(capsys, "rate-card", "import", str(tmp_path / "nope.csv"), "--effective", "2026-07-01", "-o", str(tmp_path / "c.csv"))
+    assert status == 2 and "nope.csv: file not found" in err
+    status, err = run(capsys, "rate-card", "import", str(META_2026_04 / "USD_rates.csv"), "-o", str(tmp_path / "c.csv"))
+    assert status == 2 and "--effective" in err
+    assert not (tmp_path / "c.csv").exists()

@@ -1,0 +1,499 @@
+"""Pricing charges with a rate card (contracts.md §3, §4): tiers, dates, currencies, markup, roll-ups.
+
+Cards here are made up (tests/fixtures/pricing/README.md). Expected money is written out with its
+arithmetic, so each figure can be checked by hand.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import gzip
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from analytics import charges, generate, ingest, pricing, schema
+from analytics.errors import UsageError
+from analytics.pricing import MissingRateError, PricingConfig, costs, format_invoice, invoice, price
+from analytics.ratecards import TIER_FAMILY, load_card
+from analytics.rules import BillingConfig
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
+CHECKOUT = Path(__file__).resolve().parents[1]
+SAMPLE = CHECKOUT / "data" / "sample" / "messages.csv.gz"
+HEADER = "effective_from,currency,market,category,tier_from,rate,source,note\n"
+D = Decimal
+
+
+def card_of(tmp_path: Path, body: str) -> pl.DataFrame:
+    path = tmp_path / "card.csv"
+    path.write_text(HEADER + body, encoding="utf-8")
+    return load_card(path)
+
+
+def charge(
+    at: str,
+    category: str = "utility",
+    *,
+    market: str = "Italy",
+    pricing_type: str = "regular",
+    waba: str = "W1",
+    phone: str = "P1",
+    user: str = "U1",
+    message: str | None = None,
+    rule_set: str = "pmp-2025",
+) -> dict[str, object]:
+    started = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    return {
+        "rule_set": rule_set,
+        "pricing_model": "CBP" if rule_set.startswith("cbp") else "PMP",
+        "category": category,
+        "pricing_type": pricing_type,
+        "billable": pricing_type == "regular",
+        "started_at": started,
+        "expires_at": started + dt.timedelta(hours=24) if rule_set.startswith("cbp") else None,
+        "business_phone": phone,
+        "waba_id": waba,
+        "user_id": user,
+        "market": market,
+        "message_count": 1,
+        "opening_message_id": message or f"m-{at}-{phone}-{user}-{category}",
+    }
+
+
+def frame(*rows: dict[str, object]) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema=schema.CHARGE_SCHEMA, orient="row")
+
+
+def burst(n: int, start: str = "2026-01-05T10:00:00Z", **kwargs: object) -> list[dict[str, object]]:
+    """`n` charges one minute apart."""
+    first = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
+    return [charge((first + dt.timedelta(minutes=i)).isoformat(), **kwargs) for i in range(n)]  # type: ignore[arg-type]
+
+
+TIERED = (
+    "2026-01-01,EUR,Italy,utility,1,0.0300,,\n"
+    "2026-01-01,EUR,Italy,utility,4,0.0200,,\n"
+    "2026-01-01,EUR,Italy,utility,6,0.0100,,\n"
+    "2026-01-01,EUR,Italy,authentication,1,0.0500,,\n"
+    "2026-01-01,EUR,Italy,authentication,3,0.0400,,\n"
+    "2026-01-01,EUR,Italy,authentication_international,1,0.0900,,\n"
+    "2026-01-01,EUR,Italy,authentication_international,3,0.0800,,\n"
+    "2026-01-01,EUR,Italy,marketing,1,0.0600,,\n"
+    "2026-01-01,EUR,Germany,utility,1,0.0400,,\n"
+    "2026-01-01,EUR,Germany,utility,3,0.0350,,\n"
+)
+
+
+# --- Volume tiers -------------------------------------------------------------------------------
+
+
+def test_the_nth_message_exactly_at_tier_from_pays_the_tier_rate(tmp_path):
+    priced = price(frame(*burst(7)), card=card_of(tmp_path, TIERED))
+    assert priced["tier_position"].to_list() == [1, 2, 3, 4, 5, 6, 7]
+    assert priced["tier_from"].to_list() == [1, 1, 1, 4, 4, 6, 6]
+    # Graduated: 3 × 0.03 + 2 × 0.02 + 2 × 0.01 = 0.15, not 7 × 0.01.
+    assert priced["rate"].to_list() == [D("0.03")] * 3 + [D("0.02")] * 2 + [D("0.01")] * 2
+    assert priced["cost"].sum() == D("0.15")
+
+
+def test_tiers_count_per_portfolio_market_family_and_month(tmp_path):
+    card = card_of(tmp_path, TIERED)
+    rows = [
+        *burst(2, waba="W1", phone="P1"),
+        *burst(2, "2026-01-06T10:00:00Z", waba="W2", phone="P2"),  # another WABA: messages 3 and 4
+        *burst(1, "2026-01-07T10:00:00Z", market="Germany"),  # its own counter
+        *burst(2, "2026-01-08T10:00:00Z", category="marketing"),  # no tiers for marketing
+        *burst(1, "2026-01-09T10:00:00Z", pricing_type="free_customer_service"),  # free: not counted
+        *burst(1, "2026-01-10T10:00:00Z", rule_set="cbp-2023"),  # CBP has no volume tiers
+        *burst(1, "2026-02-01T10:00:00Z"),  # a new month starts again at 1
+    ]
+    priced = price(frame(*rows), card=card).sort("started_at")
+    assert priced["tier_position"].to_list() == [1, 2, 3, 4, 1, None, None, None, None, 1]
+    assert priced["rate"].to_list() == [
+        D("0.03"), D("0.03"), D("0.03"), D("0.02"), D("0.04"), D("0.06"), D("0.06"), None, D("0.03"), D("0.03")
+    ]
+    separate = PricingConfig(portfolios={"W1": "retail", "W2": "wholesale"})
+    by_portfolio = price(frame(*rows), pricing_config=separate, card=card).sort("started_at")
+    assert by_portfolio["tier_position"].to_list()[:4] == [1, 2, 1, 2]
+    assert by_portfolio["portfolio"].to_list()[:4] == ["retail", "retail", "wholesale", "wholesale"]
+
+
+def test_authentication_and_authentication_international_share_one_counter(tmp_path):
+    # pricing-research.md P-8 g: accumulated volume carries over to the auth-international rate.
+    rows = [
+        *burst(2, category="authentication"),
+        *burst(2, "2026-01-15T10:00:00Z", category="authentication_international"),
+    ]
+    priced = price(frame(*rows), card=card_of(tmp_path, TIERED)).sort("started_at")
+    assert priced["tier_position"].to_list() == [1, 2, 3, 4]
+    # authentication 0.05, 0.05; then authentication_international at its tier from 3: 0.08, 0.08.
+    assert priced["rate"].to_list() == [D("0.05"), D("0.05"), D("0.08"), D("0.08")]
+
+
+def test_delivery_order_breaks_ties_by_number_then_user_then_message(tmp_path):
+    same_second = "2026-01-05T10:00:00Z"
+    rows = [
+        charge(same_second, phone="P2", user="U1", message="a"),
+        charge(same_second, phone="P1", user="U2", message="a"),
+        charge(same_second, phone="P1", user="U1", message="b"),
+        charge(same_second, phone="P1", user="U1", message="a"),
+        charge("2026-01-05T09:59:59Z", phone="P9", user="U9", message="z"),
+    ]
+    priced = price(frame(*rows), card=card_of(tmp_path, TIERED))
+    positions = {(r["business_phone"], r["user_id"], r["opening_message_id"]): r["tier_position"] for r in priced.iter_rows(named=True)}
+    assert positions == {("P9", "U9", "z"): 1, ("P1", "U1", "a"): 2, ("P1", "U1", "b"): 3, ("P1", "U2", "a"): 4, ("P2", "U1", "a"): 5}
+    assert priced["opening_message_id"].to_list() == ["a", "a", "b", "a", "z"]  # the charges' own order is kept
+
+
+# --- Dates and time zones ---------------------------------------------------------------------------
+
+DATED = (
+    "2026-03-01,EUR,Italy,marketing,1,0.0500,,\n"
+    "2026-04-01,EUR,Italy,marketing,1,0.0600,,\n"
+    "2026-03-01,EUR,Italy,utility,1,0.0300,,\n"
+    "2026-03-01,EUR,Italy,utility,3,0.0200,,\n"
+)
+
+
+def test_effective_dates_and_months_follow_the_waba_time_zone(tmp_path):
+    card = card_of(tmp_path, DATED)
+    # 2026-03-31 22:30 UTC is 2026-04-01 00:30 in Rome (CEST, UTC+2): April's rate and month there.
+    rows = [charge("2026-03-31T22:30:00Z", "marketing"), charge("2026-03-31T21:59:59Z", "marketing")]
+    in_utc = price(frame(*rows), card=card)
+    assert in_utc["rate"].to_list() == [D("0.05"), D("0.05")]
+    assert in_utc["month"].to_list() == ["2026-03", "2026-03"]
+    rome = BillingConfig(timezone="Europe/Rome")
+    in_rome = price(frame(*rows), rome, card=card)
+    assert in_rome["rate"].to_list() == [D("0.06"), D("0.05")]  # 21:59:59 UTC is 23:59:59 in Rome
+    assert in_rome["month"].to_list() == ["2026-04", "2026-03"]
+    assert in_rome["rate_effective_from"].to_list() == [dt.date(2026, 4, 1), dt.date(2026, 3, 1)]
+
+
+def test_volume_tiers_reset_at_midnight_of_the_first_in_each_wabas_zone(tmp_path):
+    card = card_of(tmp_path, DATED)
+    rows = [
+        charge("2026-03-31T20:00:00Z", waba="ROME", phone="R", user="U1"),  # 22:00 Rome, March
+        charge("2026-03-31T21:00:00Z", waba="ROME", phone="R", user="U2"),  # 23:00 Rome, March
+        charge("2026-03-31T22:30:00Z", waba="ROME", phone="R", user="U3"),  # 00:30 Rome, April: a new count
+        charge("2026-03-31T23:00:00Z", waba="SAOPAULO", phone="S", user="U4"),  # 20:00 São Paulo, March
+    ]
+    config = BillingConfig(timezone="Europe/Rome", waba_timezones={"SAOPAULO": "America/Sao_Paulo"})
+    priced = price(frame(*rows), config, card=card).sort("started_at")
+    assert priced["month"].to_list() == ["2026-03", "2026-03", "2026-04", "2026-03"]
+    # One portfolio, two local months at once (Meta's volume-tier example 3): March counts 1, 2, 3.
+    assert priced["tier_position"].to_list() == [1, 2, 1, 3]
+    assert priced["rate"].to_list() == [D("0.03"), D("0.03"), D("0.03"), D("0.02")]
+
+
+def test_a_rate_carries_until_a_later_row_for_its_currency_market_and_category(tmp_path):
+    card = card_of(tmp_path, DATED + "2026-05-01,EUR,Italy,utility,1,0.0250,,\n")
+    rows = [charge("2026-04-20T10:00:00Z"), charge("2026-05-20T10:00:00Z"), charge("2026-05-21T10:00:00Z"), charge("2026-05-22T10:00:00Z")]
+    priced = price(frame(*rows), card=card)
+    # April: the March row. From May the new card has no tiers, so every message pays 0.025.
+    assert priced["rate"].to_list() == [D("0.03"), D("0.025"), D("0.025"), D("0.025")]
+    assert priced["rate_effective_from"].to_list() == [dt.date(2026, 3, 1)] + [dt.date(2026, 5, 1)] * 3
+
+
+# --- Currencies ------------------------------------------------------------------------------------
+
+TWO_CURRENCIES = (
+    "2026-01-01,EUR,Italy,marketing,1,0.0650,,\n"
+    "2026-01-01,USD,Italy,marketing,1,0.0691,,\n"
+    "2026-01-01,USD,Germany,marketing,1,0.1365,,\n"
+)
+
+
+def test_a_card_may_hold_several_currencies(tmp_path):
+    card = card_of(tmp_path, TWO_CURRENCIES + "2026-01-01,EUR,Germany,marketing,1,0.1131,,\n")
+    rows = frame(charge("2026-01-05T10:00:00Z", "marketing"), charge("2026-01-05T10:00:00Z", "marketing", market="Germany"))
+    with pytest.raises(UsageError, match="prices this traffic in EUR and USD: choose one with --currency"):
+        price(rows, card=card)
+    in_eur = price(rows, pricing_config=PricingConfig(currency="eur"), card=card)
+    assert in_eur["currency"].unique().to_list() == ["EUR"]
+    assert in_eur["cost"].sum() == D("0.0650") + D("0.1131")
+    in_usd = price(rows, pricing_config=PricingConfig(currency="USD"), card=card)
+    assert in_usd["cost"].sum() == D("0.0691") + D("0.1365")
+    with pytest.raises(UsageError, match="has no GBP rates: it has EUR, USD"):
+        price(rows, pricing_config=PricingConfig(currency="GBP"), card=card)
+
+
+def test_the_default_currency_is_the_one_that_prices_everything(tmp_path):
+    card = card_of(tmp_path, TWO_CURRENCIES)  # EUR has no Germany
+    rows = frame(charge("2026-01-05T10:00:00Z", "marketing"), charge("2026-01-05T10:00:00Z", "marketing", market="Germany"))
+    assert price(rows, card=card)["currency"].unique().to_list() == ["USD"]
+    only_italy = frame(charge("2026-01-05T10:00:00Z", "marketing"))
+    with pytest.raises(UsageError, match="--currency"):
+        price(only_italy, card=card)
+    nothing_complete = frame(*rows.iter_rows(named=True), charge("2026-01-05T10:00:00Z", "marketing", market="Spain"))
+    with pytest.raises(UsageError, match="no currency of the rate card prices every billable charge.*EUR 1, USD 2"):
+        price(nothing_complete, card=card)
+
+
+# --- Missing rates ---------------------------------------------------------------------------------
+
+
+def test_a_billable_charge_without_a_rate_names_currency_market_category_and_date(tmp_path):
+    card = card_of(tmp_path, DATED)
+    rows = frame(charge("2026-02-27T10:00:00Z", "marketing"), *burst(2, "2026-03-05T10:00:00Z"))
+    with pytest.raises(MissingRateError) as raised:
+        price(rows, BillingConfig(timezone="Europe/Rome"), card=card)
+    message = str(raised.value)
+    assert "no rate for EUR Italy marketing on 2026-02-27 (time zone Europe/Rome)" in message
+    assert "the card has no EUR rate for Italy marketing on or before that date" in message
+    assert "--report-unpriced" in message
+
+
+def test_an_unknown_rate_in_the_card_is_missing_and_its_note_is_shown(tmp_path):
+    card = card_of(tmp_path, DATED + "2026-04-01,EUR,Italy,utility,1,,somewhere,unknown: the April card was not found\n")
+    with pytest.raises(MissingRateError, match="Italy utility on 2026-04-02.*unknown: the April card was not found"):
+        price(frame(charge("2026-04-02T10:00:00Z")), card=card)
+
+
+def test_an_unknown_tier_is_missing_from_its_first_message(tmp_path):
+    card = card_of(tmp_path, "2026-01-01,EUR,Italy,utility,1,0.0300,,\n2026-01-01,EUR,Italy,utility,3,,,unknown: tiers not found\n")
+    assert price(frame(*burst(2)), card=card)["cost"].sum() == D("0.06")
+    with pytest.raises(MissingRateError, match="message 3 of 2026-01 in its volume-tier counter.*unknown: tiers not found"):
+        price(frame(*burst(3)), card=card)
+
+
+def test_report_unpriced_keeps_them_on_a_separate_line(tmp_path):
+    card = card_of(tmp_path, DATED)
+    rows = frame(*burst(2, "2026-02-27T10:00:00Z", category="marketing"), *burst(1, "2026-03-27T10:00:00Z", category="marketing"))
+    priced = price(rows, pricing_config=PricingConfig(report_unpriced=True), card=card)
+    assert priced["cost"].to_list() == [None, None, D("0.05")]
+    rollup = costs(priced)
+    assert rollup.select("month", "charges", "billable_charges", "cost", "priced").rows() == [
+        ("2026-02", 2, 2, None, False),
+        ("2026-03", 1, 1, D("0.05"), True),
+    ]
+    summary = format_invoice(priced)
+    assert "Unpriced: 2 billable charges have no rate in the card and are not in the total: 2026-02 Italy marketing 2" in summary
+    assert "Total: 3 charges, 3 billable, 0.05 EUR" in summary
+
+
+def test_free_charges_cost_zero_and_need_no_rate(tmp_path):
+    card = card_of(tmp_path, DATED)
+    rows = frame(
+        charge("2026-03-05T10:00:00Z", pricing_type="free_customer_service"),
+        charge("2026-03-05T10:00:00Z", "marketing", market="Brazil", pricing_type="free_entry_point"),
+        charge("2026-03-05T10:00:00Z", "service", pricing_type="free_tier", rule_set="pmp-2026-10"),
+    )
+    priced = price(rows, card=card)
+    assert priced["cost"].to_list() == [D(0)] * 3
+    assert priced["rate"].null_count() == 3 and priced["markup"].to_list() == [D(0)] * 3
+
+
+def test_an_unknown_market_says_what_is_missing_in_the_input(tmp_path):
+    with pytest.raises(MissingRateError, match="the user's market is not known.*user_phone or user_country"):
+        price(frame(charge("2026-03-05T10:00:00Z", "marketing", market="Unknown")), card=card_of(tmp_path, DATED))
+
+
+# --- Markup --------------------------------------------------------------------------------------------
+
+
+def test_a_providers_markup_is_a_percentage_and_a_fixed_amount_per_billable_charge(tmp_path):
+    card = card_of(tmp_path, DATED)
+    rows = frame(
+        charge("2026-03-05T10:00:00Z", "marketing"),
+        charge("2026-03-05T10:00:00Z", "marketing", pricing_type="free_entry_point"),
+        *burst(3, "2026-03-06T10:00:00Z"),
+    )
+    config = PricingConfig(markup_percent=D("12.5"), markup_per_charge="0.001")
+    priced = price(rows, pricing_config=config, card=card)
+    # marketing 0.05 × 1.125 + 0.001 = 0.05725; utility 0.03 × 1.125 + 0.001 = 0.03475 (twice);
+    # the third utility message is at tier 3: 0.02 × 1.125 + 0.001 = 0.0235; the free one costs 0.
+    assert priced["cost"].to_list() == [D("0.05725"), D(0), D("0.03475"), D("0.03475"), D("0.0235")]
+    assert priced["markup"].to_list() == [D("0.00725"), D(0), D("0.00475"), D("0.00475"), D("0.0035")]
+    assert priced["rate"].to_list() == [D("0.05"), None, D("0.03"), D("0.03"), D("0.02")]
+    assert costs(priced)["cost"].sum() == D("0.15025")  # 0.05725 + 2 × 0.03475 + 0.0235
+
+
+def test_markup_settings_are_checked():
+    with pytest.raises(UsageError, match="more than 4 decimals"):
+        PricingConfig(markup_percent="1.23456")
+    with pytest.raises(UsageError, match="must be a number >= 0"):
+        PricingConfig(markup_per_charge=-1)
+    with pytest.raises(UsageError, match="is not a number"):
+        PricingConfig(markup_percent="ten")
+
+
+# --- The roll-ups and a hand-computed invoice -----------------------------------------------------
+
+
+def fixture_priced(**config: object) -> pl.DataFrame:
+    ingested = ingest.read_messages([FIXTURES / "traffic.csv"], timezone="Europe/Rome")
+    billing = BillingConfig(timezone="Europe/Rome")
+    billed = charges.bill(ingested.messages.collect(), billing)
+    return price(billed, billing, PricingConfig(rate_card=FIXTURES / "card.csv", **config))  # type: ignore[arg-type]
+
+
+def test_hand_computed_costs_for_a_small_traffic_file():
+    """tests/fixtures/pricing/traffic.csv with card.csv, in Europe/Rome, one portfolio.
+
+    January (Rome): T01 marketing Italy 0.05; T02, T03 utility Italy, messages 1 and 2 of the
+    month, 0.02 each; T05 utility inside the service window and T06 text: free; T07 utility,
+    message 3, tier from 3: 0.015; T09 marketing Germany at 23:30 on the 31st: 0.10.
+    February: T08 (23:30 UTC on 31 January, 00:30 on 1 February in Rome) utility Italy, message 1
+    of February, February card 0.025; T10 authentication Italy, January row still in force 0.03;
+    T11 marketing Italy, February card 0.06; T12 utility Germany 0.04; T13 failed: nothing.
+    """
+    rollup = costs(fixture_priced())
+    assert rollup.schema == pl.Schema(pricing.ROLLUP_SCHEMA)
+    assert rollup.select("month", "market", "category", "pricing_type", "charges", "billable_charges", "cost").rows() == [
+        ("2026-01", "Germany", "marketing", "regular", 1, 1, D("0.100000")),
+        ("2026-01", "Italy", "marketing", "regular", 1, 1, D("0.050000")),
+        ("2026-01", "Italy", "service", "free_customer_service", 1, 0, D("0")),
+        ("2026-01", "Italy", "utility", "free_customer_service", 1, 0, D("0")),
+        ("2026-01", "Italy", "utility", "regular", 3, 3, D("0.055000")),  # 0.02 + 0.02 + 0.015
+        ("2026-02", "Germany", "utility", "regular", 1, 1, D("0.040000")),
+        ("2026-02", "Italy", "authentication", "regular", 1, 1, D("0.030000")),
+        ("2026-02", "Italy", "marketing", "regular", 1, 1, D("0.060000")),
+        ("2026-02", "Italy", "utility", "regular", 1, 1, D("0.025000")),
+    ]
+    assert rollup["cost"].sum() == D("0.36")
+    assert set(rollup["currency"]) == {"EUR"} and rollup["priced"].all()
+
+
+def test_hand_computed_invoice_for_a_small_traffic_file():
+    lines = invoice(fixture_priced(markup_percent=10, markup_per_charge=D("0.001")))
+    # With 10% + 0.001 a billable charge: T02 + T07 = (0.02 + 0.015) × 1.1 + 2 × 0.001 = 0.0405 -> 0.04.
+    row = lines.filter(pl.col("month") == "2026-01", pl.col("business_phone") == "P1", pl.col("category") == "utility").row(0, named=True)
+    assert (row["charges"], row["billable_charges"], row["card_cost"], row["markup"], row["cost"]) == (3, 2, D("0.04"), D("0.01"), D("0.04"))
+    # T08: 0.025 × 1.1 + 0.001 = 0.0285 -> 0.03.
+    row = lines.filter(pl.col("month") == "2026-02", pl.col("business_phone") == "P2", pl.col("category") == "utility").row(0, named=True)
+    assert row["cost"] == D("0.03")
+    # Total: 0.36 × 1.1 + 9 billable × 0.001 = 0.405.
+    priced = fixture_priced(markup_percent=10, markup_per_charge=D("0.001"))
+    assert priced["cost"].sum() == D("0.405")
+    summary = format_invoice(priced, PricingConfig(markup_percent=10, markup_per_charge=D("0.001")))
+    assert "Total: 11 charges, 9 billable, 0.41 EUR (markup 0.05)" in summary  # 0.405 -> 0.41, 0.045 -> 0.05
+
+
+def test_the_invoice_summary_shows_each_month_waba_and_number():
+    summary = format_invoice(fixture_priced(), card_name="card.csv")
+    assert summary.splitlines()[:8] == [
+        "Costs in EUR from card.csv:",
+        "2026-01        charges  billable  marketing  utility  authentication  total",
+        "  WABA W1",
+        "    number P1        6         4       0.15     0.04            0.00   0.19",
+        "  WABA W2",
+        "    number P2        1         1       0.00     0.02            0.00   0.02",
+        "  month total        7         5       0.15     0.06            0.00   0.21",
+        "  by market: Italy 0.11, Germany 0.10",
+    ]
+    assert "Total: 11 charges, 9 billable, 0.36 EUR" in summary
+    assert "trust C 76.4%, trust D 23.6%" in summary  # February's rows are marked D in the fixture: 0.085 / 0.36
+
+
+def test_priced_charges_keep_the_charges_and_add_the_pricing_columns():
+    priced = fixture_priced()
+    assert priced.schema == pl.Schema(pricing.PRICED_SCHEMA)
+    assert priced.select(*schema.CHARGE_SCHEMA).equals(priced.select(*schema.CHARGE_SCHEMA).sort(schema.CHARGE_ORDER))
+    assert priced.filter("billable")["rate_source"].unique().to_list() == ["tests/fixtures/pricing"]
+
+
+def test_cost_under_a_reported_rule_set_is_flagged(tmp_path):
+    card = card_of(tmp_path, "2026-10-01,USD,Italy,service,1,0.0300,,\n2026-10-01,USD,Italy,marketing,1,0.0795,,\n")
+    rows = frame(charge("2026-10-05T10:00:00Z", "service", rule_set="pmp-2026-10"), charge("2026-10-05T10:00:00Z", "marketing", rule_set="pmp-2026-10"))
+    summary = format_invoice(price(rows, card=card))
+    assert "Warning: 0.11 USD (100.0% of the total) is for 2 billable charges under rule set pmp-2026-10, reported by partners" in summary
+
+
+# --- Configuration ---------------------------------------------------------------------------------
+
+
+def test_pricing_config_reads_the_pricing_table_of_the_config_file(tmp_path):
+    (tmp_path / "cards").mkdir()
+    config = tmp_path / "wa.toml"
+    config.write_text(
+        '[billing]\ntimezone = "Europe/Rome"\n'
+        '[pricing]\nrate_card = "cards/ours.csv"\ncurrency = "eur"\nportfolios = { "W1" = "retail" }\n'
+        "markup_percent = 12.5\nmarkup_per_charge = 0.002\nreport_unpriced = true\n"
+    )
+    read = PricingConfig.from_toml(config)
+    assert read == PricingConfig(
+        rate_card=str(tmp_path / "cards" / "ours.csv"),
+        currency="EUR",
+        portfolios={"W1": "retail"},
+        markup_percent=D("12.5"),
+        markup_per_charge=D("0.002"),
+        report_unpriced=True,
+    )
+    assert PricingConfig.from_toml(config, currency="USD").currency == "USD"
+    assert BillingConfig.from_toml(config).timezone == "Europe/Rome"
+    config.write_text("[pricing]\nmarkup = 3\n")
+    with pytest.raises(UsageError, match="unknown setting markup in \\[pricing\\]"):
+        PricingConfig.from_toml(config)
+
+
+# --- The shipped sample with the shipped card ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_charges(tmp_path_factory) -> pl.DataFrame:
+    """Charges of the shipped sample (`make sample` writes it; made the same way here if absent)."""
+    path = SAMPLE
+    if not path.exists():
+        path = tmp_path_factory.mktemp("sample") / "messages.csv.gz"
+        traffic = generate.generate_traffic(users=2500, start=dt.date(2026, 1, 1), months=11, seed=7)
+        generate.write_traffic(traffic, path, with_defects=True)
+    with gzip.open(path, "rt") as handle:
+        assert handle.readline().startswith("message_id,")
+    return charges.bill(ingest.read_messages([path]).messages.collect())
+
+
+def reference_price(charges_: pl.DataFrame, card_path: Path) -> dict[tuple[str, str, str], Decimal]:
+    """A plain, slow re-statement of contracts.md §3 for UTC and one portfolio: cost per
+    (month, market, category), from the card's CSV text and a Python loop over the charges."""
+    import csv
+
+    with open(card_path, newline="", encoding="utf-8") as handle:
+        card_rows = [r for r in csv.DictReader(handle) if r["currency"] == "USD"]
+    by_key: dict[tuple[str, str], dict[str, dict[int, str]]] = {}
+    for r in card_rows:
+        by_key.setdefault((r["market"], r["category"]), {}).setdefault(r["effective_from"], {})[int(r["tier_from"] or 1)] = r["rate"]
+    counters: dict[tuple[str, str, str], int] = {}
+    totals: dict[tuple[str, str, str], Decimal] = {}
+    ordered = charges_.filter("billable").sort("started_at", "business_phone", "user_id", "opening_message_id")
+    for c in ordered.iter_rows(named=True):
+        day, month = c["started_at"].date().isoformat(), c["started_at"].strftime("%Y-%m")
+        family = TIER_FAMILY.get(c["category"])
+        n = 1
+        if family and c["pricing_model"] == "PMP":
+            counters[(c["market"], family, month)] = n = counters.get((c["market"], family, month), 0) + 1
+        dates = sorted(by_key[(c["market"], c["category"])])
+        tiers = by_key[(c["market"], c["category"])][dates[bisect.bisect_right(dates, day) - 1]]
+        rate = tiers[max(t for t in tiers if t <= n)]
+        assert rate, (c["opening_message_id"], c["market"], c["category"], day, n)
+        key = (month, c["market"], c["category"])
+        totals[key] = totals.get(key, D(0)) + D(rate)
+    return totals
+
+
+def test_the_shipped_card_prices_every_billable_charge_of_the_sample(sample_charges, tmp_path):
+    priced = price(sample_charges)  # the shipped card, its one complete currency, no --report-unpriced
+    assert priced["currency"].unique().to_list() == ["USD"]
+    billable = priced.filter("billable")
+    assert billable.height > 20_000 and billable["rate"].null_count() == 0
+    assert set(priced["month"]) == {f"2026-{m:02d}" for m in range(1, 12)}
+    # The same money from a plain loop over the card's CSV files (both files, as one card).
+    card_csv = tmp_path / "card.csv"
+    shipped = sorted((CHECKOUT / "data" / "rate_cards").glob("*.csv"))
+    card_csv.write_text(shipped[0].read_text() + "".join(p.read_text().split("\n", 1)[1] for p in shipped[1:]))
+    expected = reference_price(sample_charges, card_csv)
+    rollup = costs(priced).filter(pl.col("billable_charges") > 0)
+    got = {(r["month"], r["market"], r["category"]): r["cost"] for r in rollup.iter_rows(named=True)}
+    assert got == expected
+    assert rollup["cost"].sum() == sum(expected.values())
+
+
+def test_no_charges_price_to_empty_tables_of_the_right_shape():
+    priced = price(schema.empty_charges())
+    assert priced.schema == pl.Schema(pricing.PRICED_SCHEMA) and priced.height == 0
+    assert costs(priced).schema == pl.Schema(pricing.ROLLUP_SCHEMA)
+    assert invoice(priced).height == 0
+    assert "Total: 0 charges, 0 billable, 0.00" in format_invoice(priced)
