@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the shipped sample: ingest, summarise, bill. Prints where the results are.
+## The main job on the shipped sample: ingest, summarise, bill, price. Prints where the results are.
 report: $(STAMP)
 	@mkdir -p $(OUT)
 	$(BIN)/wa-analytics ingest $(SAMPLE) -o $(OUT)/messages.parquet --quarantine $(OUT)/quarantine.csv
 	$(BIN)/wa-analytics summary $(OUT)/messages.parquet
 	$(BIN)/wa-analytics charges $(OUT)/messages.parquet -o $(OUT)/charges.csv
-	@echo "Results: $(OUT)/messages.parquet (canonical messages), $(OUT)/quarantine.csv (rows set aside), $(OUT)/charges.csv (charges)"
+	$(BIN)/wa-analytics costs $(OUT)/messages.parquet -o $(OUT)/costs.csv --invoice $(OUT)/invoice.csv
+	@echo "Results: $(OUT)/messages.parquet (canonical messages), $(OUT)/quarantine.csv (rows set aside), $(OUT)/charges.csv (charges), $(OUT)/costs.csv and $(OUT)/invoice.csv (costs)"
 
 ## The whole default suite.
 test: $(STAMP)

@@ -575,25 +575,28 @@ def finish(decided: pl.DataFrame) -> pl.DataFrame:
     ).select(list(schema.CHARGE_SCHEMA))
 
 
-def describe(charges: pl.DataFrame, config: BillingConfig | None = None) -> str:
+def describe(charges: pl.DataFrame | pl.LazyFrame) -> str:
     """The run summary of a billing: charges by rule set, category and pricing type, and a warning
     wherever a result rests on a rule set Meta has not published itself (billing-rules.md §1)."""
     counts = (
-        charges.group_by("rule_set", "category", "pricing_type")
-        .agg(charges=pl.len(), messages=pl.col("message_count").sum())
+        charges.lazy()
+        .group_by("rule_set", "category", "pricing_type")
+        .agg(charges=pl.len(), billable=pl.col("billable").sum(), messages=pl.col("message_count").sum())
         .sort("rule_set", "category", "pricing_type")
+        .collect()
     )
-    billable = int(charges["billable"].sum()) if charges.height else 0
-    lines = [f"Charges: {charges.height:,} ({billable:,} billable)"]
+    lines = [f"Charges: {counts['charges'].sum():,} ({counts['billable'].sum():,} billable)"]
     lines.append(f"  {'rule set':<12} {'category':<28} {'pricing type':<22} {'charges':>10} {'messages':>10}")
     for row in counts.iter_rows(named=True):
         lines.append(
             f"  {row['rule_set']:<12} {row['category']:<28} {row['pricing_type']:<22} {row['charges']:>10,} {row['messages']:>10,}"
         )
-    reported = sorted({r.name for r in rules.rule_sets() if r.status == "reported"} & set(counts["rule_set"]))
-    for name in reported:
-        rule_set = rules.rule_set(name)
-        lines.append(f"warning: {name} charges follow rules reported by partners, not read on Meta's pricing page ({rule_set.source})")
+    for rule_set in rules.rule_sets():
+        if rule_set.status == "reported" and rule_set.name in set(counts["rule_set"]):
+            lines.append(
+                f"warning: {rule_set.name} charges follow rules reported by partners, not read on Meta's pricing page "
+                f"({rule_set.source})"
+            )
     return "\n".join(lines)
 
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from analytics import __version__, charges, generate, ingest, pricing, ratecards, rules
+import polars as pl
+
+from analytics import __version__, charges, generate, ingest, partitioned, pricing, ratecards, rules
 from analytics.errors import InputError, UsageError
 from analytics.pseudonymise import key_from_env
 
@@ -233,9 +236,17 @@ def run_charges(args: argparse.Namespace) -> int:
     ingest.output_suffix(args.output)
     config = billing_config(args)
     ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
-    result = charges.bill(ingested.messages, config)
-    ingest.write_frame(result, args.output)
-    _say(charges.describe(result, config))
+    if ingested.summary.rows_used <= partitioned.ROWS_PER_BUCKET:
+        result = charges.bill(ingested.messages, config)
+        ingest.write_frame(result, args.output)
+        _say(charges.describe(result))
+    else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages
+        with tempfile.TemporaryDirectory(prefix="wa-analytics-") as scratch:
+            messages, billed = Path(scratch) / "messages.parquet", Path(scratch) / "charges.parquet"
+            ingest.write_frame(ingested.messages, messages)
+            partitioned.bill_parquet([messages], billed, config, workdir=scratch)
+            ingest.write_frame(pl.scan_parquet(billed), args.output)
+            _say(charges.describe(pl.scan_parquet(billed)))
     _say(f"Charges: {args.output}")
     return EXIT_OK
 

@@ -11,7 +11,8 @@ size is billed in three passes, each with bounded memory:
    output gets its decided charges back.
 
 The output is sorted by key and time within each bucket, buckets in order: deterministic for the
-same input and bucket size, but not one global sort (that would cost a sort of every charge).
+same input and bucket size, but not one global sort (that would cost a sort of every charge). An
+input that fits in one bucket is billed in one pass, sorted like `charges.bill`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 
 from analytics import charges, schema
 from analytics.resources import query
 from analytics.rules import BillingConfig
 
-ROWS_PER_BUCKET = 2_000_000  # about 1.5 GB of kernel state: the 3 GB target at 10 M leaves room
+# Messages billed at once: the kernel peaks near 400 bytes a message, so about 2 GB a bucket.
+ROWS_PER_BUCKET = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,9 @@ def bill_parquet(
     output: str | Path,
     config: BillingConfig | None = None,
     *,
-    rows_per_bucket: int = ROWS_PER_BUCKET,
+    rows_per_bucket: int | None = None,
     workdir: str | Path | None = None,
-    memory_limit: str = "4GB",
+    memory_limit: str = "2GB",
 ) -> PartitionedRun:
     """Bill canonical-message Parquet files (validated, e.g. by `wa-analytics ingest`) into `output`
     (`.parquet` or `.csv`), never holding more than one bucket of messages in memory."""
@@ -59,7 +62,12 @@ def bill_parquet(
         )
         files = [str(p) for p in inputs]
         messages = con.sql("SELECT count(*) FROM read_parquet($files)", params={"files": files}).fetchall()[0][0]
-        buckets = max(1, math.ceil(messages / rows_per_bucket))
+        buckets = max(1, math.ceil(messages / (rows_per_bucket or ROWS_PER_BUCKET)))
+        if buckets == 1:  # fits in one bucket: no need to split it first
+            result = charges.bill(pl.scan_parquet(files), config, con=con)
+            with _Output(Path(output)) as out:
+                out.append(result)
+            return PartitionedRun(messages=messages, buckets=1, charges=result.height)
         con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
             str(scratch / "messages"), partition_by=["bucket"], write_partition_columns=False
         )
@@ -93,24 +101,45 @@ def _decide_free_tiers(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
 
 def _write_output(scratch: Path, buckets: int, output: Path) -> int:
     """Each bucket's charges, with its free-tier decisions written back, appended in bucket order."""
-    parts = []
-    for bucket in range(buckets):
-        candidates_path = scratch / "candidates" / f"{bucket}.parquet"
-        if not candidates_path.exists():
-            continue
-        candidates = pl.read_parquet(candidates_path)
-        decided = scratch / "decided" / f"bucket={bucket}"
-        if decided.exists():
-            candidates = charges.decide(candidates, pl.read_parquet(decided / "*.parquet"))
-        path = scratch / "final" / f"{bucket:06d}.parquet"
-        path.parent.mkdir(exist_ok=True)
-        charges.finish(candidates).write_parquet(path)
-        parts.append(path)
-    combined = pl.concat([pl.scan_parquet(p) for p in parts]) if parts else schema.empty_charges().lazy()
-    if output.suffix == ".parquet":
-        combined.sink_parquet(output)
-    elif output.name.endswith(".csv"):
-        combined.sink_csv(output)
-    else:
-        raise ValueError(f"{output}: write charges to a .parquet or .csv file")
-    return pl.scan_parquet(parts).select(pl.len()).collect().item() if parts else 0
+    written = 0
+    with _Output(output) as out:
+        for bucket in range(buckets):
+            candidates_path = scratch / "candidates" / f"{bucket}.parquet"
+            if not candidates_path.exists():
+                continue
+            candidates = pl.read_parquet(candidates_path)
+            decided = scratch / "decided" / f"bucket={bucket}"
+            if decided.exists():
+                candidates = charges.decide(candidates, pl.read_parquet(decided / "*.parquet"))
+            part = charges.finish(candidates)
+            out.append(part)
+            written += part.height
+    return written
+
+
+class _Output:
+    """Charges appended bucket by bucket to one Parquet or CSV file."""
+
+    def __init__(self, path: Path):
+        if path.suffix != ".parquet" and not path.name.endswith(".csv"):
+            raise ValueError(f"{path}: write charges to a .parquet or .csv file")
+        self.path, self.parquet, self.csv_started = path, None, False
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def append(self, part: pl.DataFrame) -> None:
+        if self.path.suffix == ".parquet":
+            table = part.to_arrow()
+            self.parquet = self.parquet or pq.ParquetWriter(self.path, table.schema)
+            self.parquet.write_table(table)
+        else:
+            with open(self.path, "a" if self.csv_started else "w", encoding="utf-8") as handle:
+                part.write_csv(handle, include_header=not self.csv_started)
+            self.csv_started = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.parquet is None and not self.csv_started:
+            self.append(schema.empty_charges())  # a file with the columns, even when there are no charges
+        if self.parquet is not None:
+            self.parquet.close()

@@ -10,6 +10,8 @@ fresh process so that peak memory (RSS) is the measurement's own:
 - `window`: one plain DuckDB window pass over the same file, `lag(timestamp) over (partition by
   business_phone, user_id order by timestamp)`, counted: the floor any engine must pay;
 - `engine`: `analytics.partitioned.bill_parquet`, Parquet in, charges Parquet out;
+- `pricing`: `analytics.pricing.price` and `costs` on those charges with the shipped card
+  (unpriced charges reported, not failed: the card knows no tier rates for some months);
 - `reference`: the reference state machine (`analytics.reference.bill`), at 1 M only.
 
 It prints a table and writes benchmarks/results/engine.json.
@@ -72,9 +74,14 @@ def measure(kind: str, path: Path) -> dict[str, float]:
     elif kind == "engine":
         from analytics import partitioned
 
-        output = path.with_name(path.stem + "-charges.parquet")
-        partitioned.bill_parquet([path], output)
-        output.unlink()
+        partitioned.bill_parquet([path], charges_file(path))
+    elif kind == "pricing":
+        import polars as pl
+
+        from analytics import pricing
+
+        priced = pricing.price(pl.read_parquet(charges_file(path)), pricing_config=pricing.PricingConfig(report_unpriced=True))
+        pricing.costs(priced)
     elif kind == "reference":
         import polars as pl
 
@@ -86,6 +93,10 @@ def measure(kind: str, path: Path) -> dict[str, float]:
     seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb)}
+
+
+def charges_file(path: Path) -> Path:
+    return path.with_name(path.stem + "-charges.parquet")
 
 
 def run(kind: str, path: Path) -> dict[str, float]:
@@ -111,7 +122,8 @@ def main() -> None:
         import polars as pl
 
         messages = pl.scan_parquet(path).select(pl.len()).collect().item()
-        window, engine = run("window", path), run("engine", path)
+        window, engine, priced = run("window", path), run("engine", path), run("pricing", path)
+        charges_file(path).unlink()
         row = {
             "messages": messages,
             "window_seconds": window["seconds"],
@@ -120,6 +132,9 @@ def main() -> None:
             "engine_peak_rss_mb": engine["peak_rss_mb"],
             "engine_messages_per_second": round(messages / engine["seconds"]),
             "engine_vs_window": round(engine["seconds"] / window["seconds"], 2),
+            "pricing_seconds": priced["seconds"],
+            "pricing_share_of_engine": round(priced["seconds"] / engine["seconds"], 2),
+            "pricing_peak_rss_mb": priced["peak_rss_mb"],
         }
         if size == 1_000_000 and not args.no_reference:
             ref = run("reference", path)
@@ -141,6 +156,8 @@ def print_table(rows: list[dict]) -> None:
         ("engine_vs_window", "engine/window"),
         ("engine_peak_rss_mb", "engine RSS MB"),
         ("engine_messages_per_second", "msgs/s"),
+        ("pricing_seconds", "pricing s"),
+        ("pricing_share_of_engine", "pricing/engine"),
         ("reference_seconds", "reference s"),
         ("engine_speedup_vs_reference", "speed-up"),
     ]

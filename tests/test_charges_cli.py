@@ -69,3 +69,18 @@ def test_partitioned_billing_equals_in_memory_billing(tmp_path: Path) -> None:
     assert {"cbp-2023", "pmp-2025"} <= set(in_buckets["rule_set"])
     assert in_buckets.to_dicts() == charges.bill(traffic, config).to_dicts()
     assert run.charges == in_buckets.height
+    one_pass = partitioned.bill_parquet([source], tmp_path / "one.csv", config)
+    assert one_pass.buckets == 1
+    assert pl.read_csv(tmp_path / "one.csv", infer_schema=False).height == in_buckets.height
+
+
+def test_charges_command_bills_large_inputs_bucket_by_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(partitioned, "ROWS_PER_BUCKET", 5_000)
+    buckets = []
+    bill_parquet = partitioned.bill_parquet
+    monkeypatch.setattr(partitioned, "bill_parquet", lambda *a, **k: buckets.append(bill_parquet(*a, **k).buckets))
+    out = tmp_path / "charges.parquet"
+    assert cli.main(["charges", str(SAMPLE), "-o", str(out)]) == 0
+    assert buckets == [9]
+    expected = reference.bill(ingest.read_messages([SAMPLE]).messages.collect())
+    assert schema.conform_charges(pl.read_parquet(out)).to_dicts() == expected.to_dicts()

@@ -23,6 +23,7 @@ def test_wheel_ships_queries_and_reference_data_and_reads_them_outside_the_check
         "analytics/data/rules/rule_sets.csv",
         "analytics/data/markets/regions.csv",
         "analytics/data/sample/messages.csv.gz",
+        "analytics/data/rate_cards/meta-usd-2026-04-01.csv",
     ]:
         assert shipped in names
     unpacked = tmp_path / "site"
