@@ -333,3 +333,21 @@ def test_impossible_sizes_are_refused():
         generate_traffic(users=10, start=START, months=0, seed=1)
     with pytest.raises(UsageError, match="synthetic phone numbers"):
         generate_traffic(users=max_users() + 1, start=START, months=1, seed=1)
+
+
+def test_the_shipped_sample_validates_with_only_its_deliberate_defects_quarantined() -> None:
+    """data/sample/messages.csv.gz is `make sample`: every row is used except the DEFECTS lines
+    (quarantined, each for its reason) and the deliberate webhook-style repeats (dropped)."""
+    from pathlib import Path
+
+    from analytics import ingest
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "messages.csv.gz"
+    ingested = ingest.read_messages([sample])
+    quarantine = ingested.quarantine.collect()
+    assert sorted(quarantine["message_id"].drop_nulls().to_list()) == sorted(
+        i for d in DEFECTS for i in d.message_ids if i is not None
+    )
+    assert quarantine.height == sum(d.count for d in DEFECTS) == 6
+    assert ingested.summary.duplicates_dropped == 199
+    assert ingested.summary.rows_used == 42_888
