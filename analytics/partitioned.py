@@ -4,7 +4,9 @@ Keys are independent except for the monthly counters (billing-rules.md §2 Key),
 size is billed in three passes, each with bounded memory:
 
 1. DuckDB splits the canonical messages into buckets by a hash of (business_phone, user_id),
-   written as Parquet (`queries/bucket_messages.sql`); DuckDB spills to disk if it must.
+   written as Parquet (`queries/bucket_messages.sql`); DuckDB spills to disk if it must. With
+   only a few buckets, each is instead a filtered scan of the input, which costs less than
+   writing the whole input out again.
 2. Each bucket goes through `charges.kernel` in Polars; the charges that no monthly counter
    decides are final and written out, the counted ones are set aside.
 3. `queries/free_tiers.sql` decides the counted charges across all buckets, and each bucket's
@@ -34,6 +36,9 @@ from analytics.rules import BillingConfig
 
 # Messages billed at once: the kernel peaks near 400 bytes a message, so about 2 GB a bucket.
 ROWS_PER_BUCKET = 5_000_000
+# Up to this many buckets, reading the input once per bucket (keeping one bucket's keys) is cheaper
+# than writing the input out again split by bucket; above it, DuckDB splits it once.
+RESCAN_BUCKETS_AT_MOST = 3
 
 
 @dataclass(frozen=True)
@@ -68,11 +73,12 @@ def bill_parquet(
             with _Output(Path(output)) as out:
                 out.append(result)
             return PartitionedRun(messages=messages, buckets=1, charges=result.height)
-        con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
-            str(scratch / "messages"), partition_by=["bucket"], write_partition_columns=False
-        )
+        if buckets > RESCAN_BUCKETS_AT_MOST:
+            con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
+                str(scratch / "messages"), partition_by=["bucket"], write_partition_columns=False
+            )
         for bucket in range(buckets):
-            _bill_bucket(scratch, bucket, config)
+            _bill_bucket(scratch, bucket, _bucket_messages(scratch, files, bucket, buckets), config)
         if any((scratch / "counted").glob("*.parquet")):
             _decide_free_tiers(con, scratch)
         written = _write_output(scratch, buckets, Path(output))
@@ -82,11 +88,20 @@ def bill_parquet(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _bill_bucket(scratch: Path, bucket: int, config: BillingConfig) -> None:
+def _bucket_messages(scratch: Path, files: list[str], bucket: int, buckets: int) -> pl.LazyFrame | None:
+    """A bucket's messages: a filtered scan of the input when there are few buckets, else the
+    bucket's own files written by `queries/bucket_messages.sql` (None: no key fell into it)."""
+    if buckets <= RESCAN_BUCKETS_AT_MOST:
+        key_hash = pl.struct("business_phone", "user_id").hash()
+        return pl.scan_parquet(files).filter(key_hash % buckets == bucket)
     folder = scratch / "messages" / f"bucket={bucket}"
-    if not folder.exists():  # a hash bucket that no key fell into
+    return pl.scan_parquet(folder / "*.parquet") if folder.exists() else None
+
+
+def _bill_bucket(scratch: Path, bucket: int, messages: pl.LazyFrame | None, config: BillingConfig) -> None:
+    if messages is None:
         return
-    candidates = charges.kernel(pl.scan_parquet(folder / "*.parquet"), config)
+    candidates = charges.kernel(messages, config)
     for kind, rows in (("candidates", candidates), ("counted", charges.counted_charges(candidates))):
         (scratch / kind).mkdir(exist_ok=True)
         rows.with_columns(bucket=pl.lit(bucket)).write_parquet(scratch / kind / f"{bucket}.parquet")

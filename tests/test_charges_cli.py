@@ -69,6 +69,9 @@ def test_partitioned_billing_equals_in_memory_billing(tmp_path: Path) -> None:
     assert {"cbp-2023", "pmp-2025"} <= set(in_buckets["rule_set"])
     assert in_buckets.to_dicts() == charges.bill(traffic, config).to_dicts()
     assert run.charges == in_buckets.height
+    rescanned = partitioned.bill_parquet([source], tmp_path / "two.parquet", config, rows_per_bucket=traffic.height // 2 + 1)
+    assert rescanned.buckets == 2 <= partitioned.RESCAN_BUCKETS_AT_MOST
+    assert schema.conform_charges(pl.read_parquet(tmp_path / "two.parquet")).to_dicts() == in_buckets.to_dicts()
     one_pass = partitioned.bill_parquet([source], tmp_path / "one.csv", config)
     assert one_pass.buckets == 1
     assert pl.read_csv(tmp_path / "one.csv", infer_schema=False).height == in_buckets.height
