@@ -113,7 +113,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             seq=pl.int_range(pl.len(), dtype=pl.UInt32),
             inbound=pl.col("direction_rank") == rules.DIRECTION_RANK["inbound"],
             outbound=pl.col("direction_rank") == rules.DIRECTION_RANK["outbound"],
-        ),
+        ).drop("key_hash", "direction_rank"),
         labels,
     )
 
@@ -265,7 +265,7 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
         fep_is_cbp=_ffill(pl.when(pl.col("fep_open")).then(pl.col("rule_set").is_in(_CBP))).fill_null(False),
         epoch=((pl.col("key") != pl.col("key").shift(1)).fill_null(True) | pl.col("fep_open")).cum_sum(),
         next_fep_t=_bfill(pl.when(pl.col("fep_open")).then(pl.col("t"))),
-    )
+    ).drop("takes_offer", "takes_entry_point")
 
 
 def _cbp_2022_conversations(m: pl.DataFrame) -> pl.DataFrame:
@@ -279,7 +279,7 @@ def _cbp_2022_conversations(m: pl.DataFrame) -> pl.DataFrame:
     return m.with_columns(
         conversation_2022=_ffill(pl.when(pl.col("opens_2022")).then(pl.col("seq")), "epoch"),
         in_2022=(pl.col("outbound") & ~pl.col("in_fep") & (pl.col("t") < opened_at + window)).fill_null(False),
-    )
+    ).drop("eligible_2022")
 
 
 def _cbp_2023_conversations(m: pl.DataFrame) -> pl.DataFrame:
@@ -315,7 +315,7 @@ def _cbp_2023_conversations(m: pl.DataFrame) -> pl.DataFrame:
     return m.with_columns(
         service_conversation=_ffill(pl.when(service_opener).then(pl.col("seq")), "epoch"),
         service_open=((pl.col("t") < service_opened_at + window) & free).fill_null(False),
-    )
+    ).drop("eligible_2023")
 
 
 def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: int) -> pl.Series:
