@@ -60,29 +60,33 @@ RULE_SET = pl.Enum([r.name for r in rules.rule_sets()])
 _CBP = [r.name for r in rules.rule_sets() if r.is_cbp]
 _PMP = [r.name for r in rules.rule_sets() if not r.is_cbp]
 _FEW_VALUES = pl.Categorical()  # business numbers, WABAs and countries: few values, carried as codes
-# The strings a charge shows that are not few: gathered from the input rows for the output alone.
-_LABELS = ["message_id", "user_id"]
+# What a charge shows of its message, kept by input row (`orig`) and gathered for charge rows alone:
+# only what orders and windows the messages is sorted.
+_ATTRIBUTES = ["message_id", "user_id", "local_date", "business_phone", "waba_id", "user_country"]
 
 
 def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The messages that can matter, as a narrow frame in billing order, and the input's labels.
+    """The messages that can matter, as a narrow frame in billing order, and their attributes.
 
     The narrow frame has one row per message except failed outbound ones (§2: ignored entirely),
-    sorted by key and §2 order, with `orig`, the message's row in the input. It holds numbers,
-    flags and categorical codes only: sorting and windowing them is most of the engine's speed.
-    The labels (message_id, user_id per input row) are gathered for the charge rows at the end.
+    sorted by key and §2 order, with `orig`, the message's row in the input. It holds numbers and
+    flags only: sorting and windowing them is most of the engine's speed. The attributes (message
+    id, user id, local date, business number, WABA, country; by input row) are gathered for the
+    charge rows at the end.
     """
     frame = messages.lazy() if isinstance(messages, pl.DataFrame) else messages
     names = frame.collect_schema().names()
     is_template = pl.col("message_type") == schema.TEMPLATE
     billed_category = pl.col("template_category").replace(rules.BILLED_CATEGORY)
-    rows = (
+    query = (
         frame.with_columns(
             user_country=markets.missing_user_country(names), waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA)
         )
+        .with_row_index("orig")
         .select(
-            *_LABELS,
-            orig=pl.int_range(pl.len(), dtype=pl.UInt32),
+            "message_id",
+            "user_id",
+            "orig",
             key_hash=pl.struct("business_phone", "user_id").hash(),
             key_check=pl.struct("user_id", "business_phone").hash(seed=7),
             t=pl.col("timestamp").dt.epoch("us"),
@@ -101,12 +105,13 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             template_category="template_category",
         )
         .with_columns(rule_set=_rule_set_expr(config))
-        .collect()
     )
+    rows = query.collect()
     _refuse_what_cannot_be_billed(rows)
-    labels = rows.select(_LABELS)
-    narrow = rows.drop(*_LABELS, "timestamp", "template_category", "unknown_category")
-    m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed"), labels)
+    attributes = rows.select(_ATTRIBUTES)
+    narrow = rows.drop(*_ATTRIBUTES, "timestamp", "template_category", "unknown_category")
+    del rows
+    m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed"), attributes)
     return (
         m.with_columns(
             key=((pl.col("key_hash") != pl.col("key_hash").shift(1)).fill_null(True).cum_sum() - 1).cast(pl.UInt32),
@@ -114,11 +119,11 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             inbound=pl.col("direction_rank") == rules.DIRECTION_RANK["inbound"],
             outbound=pl.col("direction_rank") == rules.DIRECTION_RANK["outbound"],
         ).drop("key_hash", "direction_rank"),
-        labels,
+        attributes,
     )
 
 
-def _in_billing_order(narrow: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.DataFrame:
     """Sorted by key, then §2 order: timestamp, inbound first, message_id byte-wise.
 
     Keys are grouped by a 64-bit hash of (business_phone, user_id) and the sort is on numbers
@@ -127,7 +132,8 @@ def _in_billing_order(narrow: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFram
     the keys are numbered by their strings instead, so a collision costs time, not truth.
     """
     if narrow.select(pl.col("key_hash").n_unique()).item() != narrow.select(pl.struct("key_hash", "key_check").n_unique()).item():
-        ranks = narrow.select(pl.struct("business_phone", labels["user_id"].gather(narrow["orig"])).rank("dense"))
+        keys = attributes.select("business_phone", "user_id").gather(narrow["orig"])
+        ranks = keys.select(pl.struct(pl.col("business_phone").cast(pl.String), "user_id").rank("dense"))
         narrow = narrow.with_columns(key_hash=ranks.to_series().cast(pl.UInt64))
     ordered = narrow.drop("key_check").sort(["key_hash", "t", "direction_rank", "orig"])
     same_instant = (
@@ -143,7 +149,7 @@ def _in_billing_order(narrow: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFram
     ).filter("tied")
     if ties.height == 0:
         return ordered
-    by_message_id = ties.with_columns(message_id=labels["message_id"].gather(ties["orig"])).sort("run", "message_id")
+    by_message_id = ties.with_columns(message_id=attributes["message_id"].gather(ties["orig"])).sort("run", "message_id")
     order = pl.int_range(ordered.height, dtype=pl.UInt32, eager=True).scatter(ties["position"], by_message_id["position"])
     return ordered[order]
 
@@ -199,14 +205,14 @@ def kernel(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.D
     counter) for `apply_free_tiers`; everything else is final. `key_rank` and `seq` give the
     output order (`finish`).
     """
-    m, labels = prepare(messages, config)
+    m, attributes = prepare(messages, config)
     if m.height == 0:
         return _empty_candidates()
     m = _customer_service_window(m)
     m = _free_entry_points(m, config)
     m = _cbp_2022_conversations(m)
     m = _cbp_2023_conversations(m)
-    return _charge_candidates(m, labels, config)
+    return _charge_candidates(m, attributes, config)
 
 
 def _ffill(value: pl.Expr, segment: str = "key") -> pl.Expr:
@@ -359,14 +365,15 @@ def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: int)
 # Step 3: rows, categories and pricing types (§3–5), before the monthly counters.
 
 
-def _charge_candidates(m: pl.DataFrame, labels: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
     fep_window = config.fep_window // dt.timedelta(microseconds=1)
     is_pmp = pl.col("rule_set").is_in(_PMP)
     m = m.select(
-        "key", "seq", "orig", "rule_set", "t", "local_date", "business_phone", "waba_id", "user_country", "outbound", "is_template", "is_reaction", "slot", "csw_open",
+        "key", "seq", "orig", "rule_set", "t", "outbound", "is_template", "is_reaction", "slot", "csw_open",
         "fep_open", "fep_is_cbp", "in_fep", "next_fep_t", "opens_2022", "opens_slot", "opens_service",
         conversation=_conversation_of(m),
+        local_date=attributes["local_date"].gather(m["orig"]),
     )
     message_counts = m.filter(pl.col("conversation").is_not_null()).group_by("conversation").agg(message_count=pl.len())
     cbp_openers = (
@@ -427,11 +434,12 @@ def _charge_candidates(m: pl.DataFrame, labels: pl.DataFrame, config: BillingCon
     )
     columns = [
         "key", "seq", "orig", "rule_set", "category", "pricing_type", "free_tier_counter", "t", "expires_at",
-        "local_date", "message_count", "business_phone", "waba_id", "user_country",
+        "local_date", "message_count",
     ]
     rows = pl.concat([cbp_openers.select(columns), pmp_rows.select(columns)], how="vertical_relaxed")
+    rows = rows.hstack(attributes.select("business_phone", "waba_id", "user_country").gather(rows["orig"]))
     rows = rows.with_columns(
-        category=_authentication_international(config), market=_markets(rows), key_rank=_key_ranks(m, labels).gather(rows["key"])
+        category=_authentication_international(config), market=_markets(rows), key_rank=_key_ranks(m, attributes).gather(rows["key"])
     ).sort("key_rank", "seq")
     return rows.select(
         "key_rank",
@@ -444,10 +452,10 @@ def _charge_candidates(m: pl.DataFrame, labels: pl.DataFrame, config: BillingCon
         expires_at=pl.from_epoch("expires_at", time_unit="us").dt.replace_time_zone(schema.UTC),
         business_phone="business_phone",
         waba_id="waba_id",
-        user_id=labels["user_id"].gather(rows["orig"]),
+        user_id=attributes["user_id"].gather(rows["orig"]),
         market="market",
         message_count=pl.col("message_count").cast(pl.Int64),
-        opening_message_id=labels["message_id"].gather(rows["orig"]),
+        opening_message_id=attributes["message_id"].gather(rows["orig"]),
         free_tier_counter="free_tier_counter",
         free_tier_scope=pl.when(pl.col("free_tier_counter") == "pmp-2026-10-service")
         .then(pl.col("business_phone").cast(pl.String))
@@ -481,11 +489,11 @@ def _conversation_of(m: pl.DataFrame) -> pl.Series:
     ).to_series()
 
 
-def _key_ranks(m: pl.DataFrame, labels: pl.DataFrame) -> pl.Series:
+def _key_ranks(m: pl.DataFrame, attributes: pl.DataFrame) -> pl.Series:
     """Each key's place in (business_phone, user_id) string order, indexed by `key`: the output is
     sorted by it, so only the distinct keys are ever sorted as strings."""
-    first = m.filter(pl.col("key") != pl.col("key").shift(1).fill_null(-1)).select("business_phone", "orig")
-    keys = first.select(pl.col("business_phone").cast(pl.String), user_id=labels["user_id"].gather(first["orig"]))
+    first = m.filter(pl.col("key") != pl.col("key").shift(1).fill_null(-1))["orig"]
+    keys = attributes.select(pl.col("business_phone").cast(pl.String), "user_id").gather(first)
     return keys.select(pl.struct("business_phone", "user_id").rank("ordinal").cast(pl.UInt32) - 1).to_series()
 
 
