@@ -42,20 +42,32 @@ def parse_size(text: str) -> int:
 
 
 def traffic_file(size: int) -> Path:
-    """Canonical messages of about `size` rows, generated once and kept."""
+    """Canonical messages of about `size` rows, generated once and kept.
+
+    The generator writes one block of users at a time; each block is deduplicated and given its
+    users' countries on its own (a block's duplicates stay inside it), so 100 M rows never need
+    to be in memory at once.
+    """
     path = DATA / f"traffic-{size}.parquet"
     if path.exists():
         return path
     import polars as pl
+    import pyarrow.parquet as pq
 
     from analytics import generate, markets
 
     DATA.mkdir(parents=True, exist_ok=True)
     raw = DATA / f"raw-{size}.parquet"
     users = max(1, round(size / (MONTHS * MESSAGES_PER_USER_MONTH)))
-    generate.generate_to_parquet(raw, users=users, start=START, months=MONTHS, seed=1)
-    canonical = markets.with_user_country(pl.scan_parquet(raw).unique(subset="message_id", keep="first"))
-    canonical.sink_parquet(path)
+    if not raw.exists():
+        generate.generate_to_parquet(raw, users=users, start=START, months=MONTHS, seed=1)
+    source, writer = pq.ParquetFile(raw), None
+    for group in range(source.metadata.num_row_groups):
+        block = pl.from_arrow(source.read_row_group(group)).unique(subset="message_id", keep="first", maintain_order=True)
+        table = markets.with_user_country(block).to_arrow()
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    writer.close()
     raw.unlink()
     return path
 
@@ -105,6 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1M,10M", help="comma-separated message counts, e.g. 1M,10M,100M")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference implementation at 1 M")
+    parser.add_argument("--no-pricing", action="store_true", help="skip pricing (at 100 M it needs more memory than the engine)")
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -117,7 +130,8 @@ def main() -> None:
         import polars as pl
 
         messages = pl.scan_parquet(path).select(pl.len()).collect().item()
-        window, engine, priced = run("window", path), run("engine", path), run("pricing", path)
+        window, engine = run("window", path), run("engine", path)
+        priced = None if args.no_pricing else run("pricing", path)
         charges_file(path).unlink()
         row = {
             "messages": messages,
@@ -127,10 +141,13 @@ def main() -> None:
             "engine_peak_rss_mb": engine["peak_rss_mb"],
             "engine_messages_per_second": round(messages / engine["seconds"]),
             "engine_vs_window": round(engine["seconds"] / window["seconds"], 2),
-            "pricing_seconds": priced["seconds"],
-            "pricing_share_of_engine": round(priced["seconds"] / engine["seconds"], 2),
-            "pricing_peak_rss_mb": priced["peak_rss_mb"],
         }
+        if priced:
+            row |= {
+                "pricing_seconds": priced["seconds"],
+                "pricing_share_of_engine": round(priced["seconds"] / engine["seconds"], 2),
+                "pricing_peak_rss_mb": priced["peak_rss_mb"],
+            }
         if size == 1_000_000 and not args.no_reference:
             ref = run("reference", path)
             row |= {"reference_seconds": ref["seconds"], "engine_speedup_vs_reference": round(ref["seconds"] / engine["seconds"], 1)}
@@ -139,7 +156,11 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     machine = {"cores": __import__("os").cpu_count(), "python": sys.version.split()[0]}
-    (RESULTS / "engine.json").write_text(json.dumps({"machine": machine, "runs": rows}, indent=2) + "\n")
+    results = RESULTS / "engine.json"
+    kept = json.loads(results.read_text())["runs"] if results.exists() else []
+    sizes = {r["messages"] for r in rows}
+    runs = sorted([r for r in kept if r["messages"] not in sizes] + rows, key=lambda r: r["messages"])
+    results.write_text(json.dumps({"machine": machine, "runs": runs}, indent=2) + "\n")
     print(f"\nwritten: {RESULTS / 'engine.json'}")
 
 
