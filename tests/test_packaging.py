@@ -20,6 +20,7 @@ def test_wheel_ships_queries_and_reference_data_and_reads_them_outside_the_check
     for shipped in [
         "analytics/queries/free_tiers.sql",
         "analytics/queries/bucket_messages.sql",
+        "analytics/queries/reconcile_aggregates.sql",
         "analytics/data/rules/rule_sets.csv",
         "analytics/data/markets/regions.csv",
         "analytics/data/sample/messages.csv.gz",
