@@ -14,6 +14,7 @@ input or usage (`InputError`, `UsageError`, a command line argparse rejects), wi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 import tempfile
@@ -24,7 +25,9 @@ from typing import NoReturn
 
 import polars as pl
 
-from analytics import __version__, charges, generate, ingest, partitioned, pricing, ratecards, rules
+from analytics import (
+    __version__, charges, generate, ingest, meta_reports, partitioned, pricing, projection, ratecards, reconcile, rules, scenarios,
+)
 from analytics.errors import InputError, UsageError
 from analytics.pseudonymise import key_from_env
 
@@ -394,6 +397,175 @@ def run_rate_card_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- compare and project ---------------------------------------------------------------------------
+
+
+def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `compare` and `project` share: inputs, billing and pricing defaults, outputs."""
+    add_input_arguments(parser)
+    add_billing_arguments(parser)
+    parser.add_argument("--rate-card", metavar="CSV", help="the rate card of scenarios that name none (default: the shipped card)")
+    parser.add_argument("--currency", metavar="CUR", help="the currency of scenarios that name none (default: the baseline's)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="one row per scenario, month and category")
+    parser.add_argument("--explanations", metavar="FILE", help="what each scenario changed (default: OUT's name with .explanations.csv)")
+    parser.add_argument("--quarantine", metavar="FILE", help="quarantined input rows, CSV (default: OUT's name with .quarantine.csv)")
+    parser.set_defaults(markup_percent=None, markup_per_charge=None, report_unpriced=None)
+
+
+def _beside(output: str, what: str) -> str:
+    """`out/compare.csv` -> `out/compare.<what>.csv`."""
+    path = Path(output)
+    return str(path.with_name(f"{path.name[: -len(ingest.output_suffix(output))]}.{what}.csv"))
+
+
+def add_compare_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "compare",
+        parents=[_common_options()],
+        help="what the traffic would cost under other strategies, rules or rate cards",
+        description="Read messages, run the scenarios of a TOML file (strategies, rules, rate card, currency, "
+        "growth; see the README) through the same billing and pricing, and write one row per scenario, month "
+        "and category with the difference from the scenario named baseline.",
+    )
+    _add_scenario_arguments(parser)
+    parser.add_argument("--scenarios", required=True, metavar="TOML", help="the scenario file")
+    parser.set_defaults(run=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    ingest.output_suffix(args.output)
+    explained = args.explanations or _beside(args.output, "explanations")
+    billing, prices = billing_config(args), pricing_config(args)
+    loaded = scenarios.load_scenarios(args.scenarios)  # a bad scenario file stops the run before the inputs are read
+    cards = scenarios.load_cards(loaded, prices)
+    ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
+    comparison = scenarios.compare(ingested.messages, loaded, billing, prices, cards=cards)
+    ingest.write_frame(comparison.table, args.output)
+    ingest.write_frame(comparison.explanations, explained)
+    _say(scenarios.format_comparison(comparison))
+    _say(f"Comparison: {args.output}; explanations: {explained}")
+    return EXIT_OK
+
+
+def add_project_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "project",
+        parents=[_common_options()],
+        help="what the next months will cost: recent history replayed forward, per scenario, with a back-tested band",
+        description="Read messages, replay recent history forward (same weekday and hour, the same month a year "
+        "earlier when the history has it), apply each scenario, bill and price under the rules and rates in force "
+        "in each future month, and write one row per scenario, month and category with cost_low and cost_high "
+        "from a back-test on the same history.",
+    )
+    _add_scenario_arguments(parser)
+    parser.add_argument("--months", type=int, required=True, metavar="N", help="months to project")
+    parser.add_argument("--scenarios", metavar="TOML", help="the scenario file (default: the baseline alone)")
+    parser.add_argument(
+        "--history-months", type=int, default=projection.DEFAULT_HISTORY_MONTHS, metavar="K",
+        help=f"recent months averaged when the same month a year earlier is not in the history (default {projection.DEFAULT_HISTORY_MONTHS})",
+    )
+    parser.add_argument("--backtest", metavar="FILE", help="the back-test's errors (default: OUT's name with .backtest.csv)")
+    parser.add_argument("--no-backtest", action="store_true", help="skip the back-test (no band)")
+    parser.set_defaults(run=run_project)
+
+
+def run_project(args: argparse.Namespace) -> int:
+    ingest.output_suffix(args.output)
+    explained, checked = args.explanations or _beside(args.output, "explanations"), args.backtest or _beside(args.output, "backtest")
+    billing, prices = billing_config(args), pricing_config(args)
+    loaded = scenarios.load_scenarios(args.scenarios) if args.scenarios else [scenarios.Scenario(scenarios.BASELINE)]
+    cards = scenarios.load_cards(loaded, prices)
+    ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
+    projected = projection.project(
+        ingested.messages, loaded, months=args.months, billing=billing, pricing_config=prices,
+        history_months=args.history_months, run_backtest=not args.no_backtest, cards=cards,
+    )
+    ingest.write_frame(projected.table, args.output)
+    ingest.write_frame(projected.comparison.explanations, explained)
+    if projected.backtest is not None:
+        ingest.write_frame(projected.backtest.errors, checked)
+    _say(projection.format_projection(projected, billing.timezone))
+    _say(f"Projection: {args.output}; explanations: {explained}" + (f"; back-test: {checked}" if projected.backtest else ""))
+    return EXIT_OK
+
+
+# --- reconcile -------------------------------------------------------------------------------------
+
+
+def add_reconcile_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "reconcile",
+        parents=[_common_options()],
+        help="compare our charges with what Meta reported: per message, conversation and analytics bucket",
+        description="Read traffic as `ingest` does (webhooks carry Meta's pricing and conversation objects), bill it, "
+        "and compare it with every item Meta reported: pricing objects in status webhooks, Gupshup message and "
+        "billing events, and conversation_analytics / pricing_analytics responses (--analytics). Write one row "
+        "per item with status (match, missing_ours, missing_meta, different), reason and explanation; print the "
+        "agreement rate by category.",
+    )
+    add_input_arguments(parser)
+    add_billing_arguments(parser)
+    parser.add_argument(
+        "--analytics",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FILE",
+        help="Meta's reports, JSON or JSONL: Graph API conversation_analytics or pricing_analytics responses, "
+        "Gupshup message and billing events (v2, v3); give them after the INPUTs",
+    )
+    parser.add_argument("--rate-card", metavar="CSV", help="the rate card that prices our side of the analytics (default: the shipped card)")
+    parser.add_argument("--currency", metavar="CUR", help="the currency to price in (default: the analytics' currency, else the card's)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="one row per item compared: .csv, .csv.gz or .parquet")
+    parser.add_argument("--quarantine", metavar="FILE", help="quarantined input rows, CSV (default: OUT's name with .quarantine.csv)")
+    parser.set_defaults(run=run_reconcile, markup_percent=None, markup_per_charge=None, report_unpriced=None)
+
+
+def run_reconcile(args: argparse.Namespace) -> int:
+    ingest.output_suffix(args.output)
+    billing = billing_config(args)
+    reports = meta_reports.read_reports(args.analytics)  # bad report files stop the run before the inputs are read
+    # Gupshup's v3 billing events arrive in Meta's envelope, among the webhook traffic: ingest skips them.
+    json_inputs = [p for p in args.inputs if Path(p).suffix.lower() in ingest.JSON_SUFFIXES]
+    among_inputs = meta_reports.read_reports(json_inputs, strict=False)
+    ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
+    messages = ingested.messages.collect()
+    billed = charges.bill(messages, billing)
+    meta_pricing = meta_reports.concat_pricing(
+        [meta_reports.webhook_pricing(ingested.billing), among_inputs.pricing, reports.pricing]
+    )
+    priced = _reconcile_prices(args, billed, billing, reports.analytics)
+    skipped = [f"not read from the --analytics files: {what} ({count:,})" for what, count in sorted(reports.skipped.items())]
+    result = reconcile.reconcile(
+        messages, billed, meta_pricing=meta_pricing, analytics=reports.analytics, quarantine=ingested.quarantine,
+        priced=priced, config=billing, notes=skipped,
+    )
+    ingest.write_frame(result.rows, args.output)
+    _say(result.summary())
+    if args.rules:
+        _say(f"Note: billed under --rules {args.rules} (what-if); Meta billed under the rules in force at each message.")
+    _say(f"Reconciliation: {args.output}")
+    return EXIT_OK
+
+
+def _reconcile_prices(
+    args: argparse.Namespace, billed: pl.DataFrame, billing: rules.BillingConfig, analytics: pl.DataFrame
+) -> pl.DataFrame | None:
+    """Our charges priced at Meta's list rates (no markup), in the analytics' currency unless told,
+    for the aggregate level; None (volumes only, said on stderr) when no analytics or no currency fits."""
+    if analytics.height == 0:
+        return None
+    prices = pricing_config(args)
+    currencies = analytics["currency"].drop_nulls()
+    currency = prices.currency or (currencies.mode().sort().first() if currencies.len() else None)
+    prices = dataclasses.replace(prices, currency=currency, markup_percent=0, markup_per_charge=0, report_unpriced=True)
+    try:
+        return pricing.price(billed, billing, prices)
+    except UsageError as error:
+        _say(f"Costs not compared (volumes only): {error}")
+        return None
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_ingest_command,
     add_summary_command,
@@ -401,6 +573,9 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_costs_command,
     add_rate_card_command,
     add_generate_command,
+    add_compare_command,
+    add_project_command,
+    add_reconcile_command,
 ]
 
 

@@ -1,0 +1,568 @@
+"""Messaging strategies: what the business would do differently, as transformations of its traffic.
+
+A strategy is a pure function from canonical messages (contracts.md §1, a Polars `LazyFrame`) to
+the messages the business would have sent under that strategy; `analytics.scenarios` bills and
+prices the result with the same engine and rate cards as the real traffic, because Meta's prices
+depend on windows and timing (billing-rules.md §2), so a saving can only be computed by replaying
+the changed traffic, never by multiplying a spreadsheet.
+
+Each strategy is registered by name (`STRATEGIES`), takes keyword parameters (a scenario file sets
+them, `analytics.scenarios`), and marks what it did in the `change` column, so that every saving
+can be traced to its cause:
+
+- `moved`: the message is sent at another time;
+- `converted`: the message is sent in another form (a template as a free-form message, a user
+  message now coming from an ad);
+- `added`: the message is new (the traffic of a new user, copied from an existing one);
+- `dropped`: the message is not sent;
+- `other_channel`: the message is sent through another channel (SMS, e-mail), at its own cost.
+
+Rows marked `dropped` or `other_channel` stay in the frame so that they can be counted and priced
+on their channel; `sent(frame)` is what goes to WhatsApp. Strategies compose: each one only sees
+the rows still sent (`@strategy` keeps the others aside), so
+`messages.pipe(cap_marketing, per_user=4).pipe(utility_into_window, tolerance_hours=4)` works.
+
+Everything random is seeded: a message or user is chosen when a hash of its id and the seed falls
+below the share asked for, so the same traffic, parameters and seed choose the same messages (for
+the same Polars version, whose hash this is).
+
+Times follow billing-rules.md §2: a customer service window (CSW) is open at `t` iff the user's
+latest message at or before `t` came less than 24 h earlier (a user message at the same instant
+comes first, §2 Order).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
+
+import polars as pl
+
+from analytics import rules, schema
+from analytics.markets import MARKETS, market_expr, missing_user_country
+
+# The `change` column and its values (module docstring).
+CHANGE = "change"
+MOVED, CONVERTED, ADDED, DROPPED, OTHER_CHANNEL = "moved", "converted", "added", "dropped", "other_channel"
+CHANGE_KINDS = (MOVED, CONVERTED, ADDED, DROPPED, OTHER_CHANNEL)
+NOT_SENT = (DROPPED, OTHER_CHANNEL)  # kept in the frame, not sent through WhatsApp
+
+KEY = ("business_phone", "user_id")  # billing-rules.md §2 Key
+MARKETING = ("marketing", "marketing_lite")  # §2: marketing_lite is billed as marketing
+SERVICE = "service"  # non-template messages, in both directions: what users start
+GROWTH_CATEGORIES = ("marketing", "utility", "authentication", SERVICE)
+PERIODS = {"day": "1d", "week": "1w", "month": "1mo"}  # calendar periods (weeks start on Monday)
+OTHER_CHANNEL_CATEGORY = "authentication_other_channel"  # the cost line of `channel_shift`
+ENTRY_POINT_NAMES = {"ctwa": "a Click-to-WhatsApp ad", "page_cta": "a Facebook Page call-to-action"}
+_CSW_US = rules.CUSTOMER_SERVICE_WINDOW // dt.timedelta(microseconds=1)
+_ROW = "_row"
+_NO_FACTORS: Mapping[str, float] = MappingProxyType({})
+
+
+# --- The registry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy: `function` (what the module exports: any tracked or canonical
+    frame), `core` (the same on a frame whose rows are all still sent, as `analytics.scenarios`
+    gives it: no rows to set aside), its parameters (name -> annotation, default or `REQUIRED`)
+    and `explain`, a sentence with `{moved}`, `{converted}`, `{added}`, `{dropped}`,
+    `{other_channel}`, `{added_users}`, ... and the parameters as fields."""
+
+    name: str
+    function: Callable[..., pl.LazyFrame]
+    core: Callable[..., pl.LazyFrame]
+    parameters: dict[str, tuple[object, object]]
+    explain: str
+
+
+REQUIRED = inspect.Parameter.empty
+STRATEGIES: dict[str, StrategySpec] = {}
+
+
+def strategy(explain: str) -> Callable[[Callable[..., pl.LazyFrame]], Callable[..., pl.LazyFrame]]:
+    """Register a strategy under its function's name. The wrapped function receives the rows still
+    sent (with a `change` column, null where nothing happened yet) and returns them changed; rows
+    already not sent bypass it and are appended back unchanged."""
+
+    def register(function: Callable[..., pl.LazyFrame]) -> Callable[..., pl.LazyFrame]:
+        hints = typing.get_type_hints(function)
+        parameters = {
+            name: (hints[name], p.default)
+            for name, p in inspect.signature(function).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+        @functools.wraps(function)
+        def wrapped(messages: pl.LazyFrame | pl.DataFrame, **params: object) -> pl.LazyFrame:
+            frame = tracked(messages)
+            gone = pl.col(CHANGE).is_in(NOT_SENT).fill_null(False)
+            return pl.concat([function(frame.filter(~gone), **params), frame.filter(gone)], how="vertical")
+
+        STRATEGIES[function.__name__] = StrategySpec(function.__name__, wrapped, function, parameters, explain)
+        return wrapped
+
+    return register
+
+
+def tracked(messages: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Canonical messages with a `change` column (null: unchanged), as strategies take them."""
+    frame = messages.lazy()
+    if CHANGE in frame.collect_schema().names():
+        return frame
+    return frame.with_columns(pl.lit(None, dtype=pl.String).alias(CHANGE))
+
+
+def sent(frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """The canonical messages a changed traffic sends through WhatsApp: what `analytics.charges` bills."""
+    frame = frame.lazy()
+    if CHANGE not in frame.collect_schema().names():
+        return frame.select(list(schema.MESSAGE_SCHEMA))
+    return frame.filter(~pl.col(CHANGE).is_in(NOT_SENT).fill_null(False)).select(list(schema.MESSAGE_SCHEMA))
+
+
+def build(name: str, params: Mapping[str, object]) -> tuple[StrategySpec, dict[str, object]]:
+    """The strategy `name` with `params` checked and converted (TOML values: numbers, strings,
+    arrays, tables). Raises ValueError naming what is wrong and what is expected."""
+    spec = STRATEGIES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
+    unknown = sorted(set(params) - set(spec.parameters))
+    if unknown:
+        raise ValueError(
+            f"strategy {name} has no parameter {', '.join(unknown)}: its parameters are {_described(spec)}"
+        )
+    missing = [p for p, (_, default) in spec.parameters.items() if default is REQUIRED and p not in params]
+    if missing:
+        raise ValueError(f"strategy {name} needs {', '.join(missing)}: its parameters are {_described(spec)}")
+    values = {p: _converted(name, p, params[p], spec.parameters[p][0]) for p in params}
+    spec.function(schema.empty_messages().lazy(), **values)  # the function checks ranges and choices
+    return spec, values
+
+
+def _described(spec: StrategySpec) -> str:
+    def one(name: str, annotation: object, default: object) -> str:
+        kind = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        return f"{name} ({kind}{'' if default is REQUIRED else f', default {default!r}'})"
+
+    return ", ".join(one(n, a, d) for n, (a, d) in spec.parameters.items()) or "none"
+
+
+def _converted(strategy_name: str, parameter: str, value: object, annotation: object) -> object:
+    """A TOML value as the parameter's annotated type, or ValueError."""
+
+    def fail(expected: str) -> typing.NoReturn:
+        raise ValueError(f"strategy {strategy_name}: {parameter} = {value!r} is not {expected}")
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            fail("a number")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("a whole number")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            fail("a string")
+        return value
+    if annotation is Decimal:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            fail("a number")
+        try:
+            return Decimal(str(value))
+        except InvalidOperation:
+            fail("a number")
+    if origin in (tuple, Sequence) and args and args[0] is str:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            fail("a list of strings")
+        return tuple(value)
+    if origin in (dict, Mapping) and args == (str, float):
+        if not isinstance(value, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+        ):
+            fail("a table of numbers, such as { marketing = 1.2 }")
+        return {str(k): float(v) for k, v in value.items()}
+    raise TypeError(f"strategy {strategy_name}: parameter {parameter} has an unsupported type {annotation}")
+
+
+# --- Shared pieces ----------------------------------------------------------------------------------
+
+
+def _delivered_outbound() -> pl.Expr:
+    """Outbound messages that reach the user (§2 Delivery: failed ones are never billed)."""
+    return (pl.col("direction") == "outbound") & ~pl.col("status").eq_missing("failed")
+
+
+def _template_of(categories: Sequence[str]) -> pl.Expr:
+    return (pl.col("message_type") == schema.TEMPLATE) & pl.col("template_category").is_in(list(categories))
+
+
+def _chosen(column: str, share: float, seed: int) -> pl.Expr:
+    """True for a seeded pseudo-random `share` of the values of `column` (a string id)."""
+    if share >= 1:
+        return pl.lit(True)
+    return (pl.col(column).hash(seed).cast(pl.Float64) / 2.0**64) < share
+
+
+def _check_share(name: str, share: float) -> None:
+    if not 0 <= share <= 1:
+        raise ValueError(f"{name} = {share} must be between 0 and 1 (a share of the messages)")
+
+
+def _with_csw_open(rows: pl.LazyFrame, inbound: pl.LazyFrame) -> pl.LazyFrame:
+    """`rows` (key and `timestamp`) with `csw_open`: a user message of the key at or before the
+    row's time, less than 24 h earlier (§2; a user message at the same instant comes first)."""
+    return (
+        rows.sort("timestamp")
+        .join_asof(
+            inbound.select(*KEY, last_user_message="timestamp").sort("last_user_message"),
+            left_on="timestamp",
+            right_on="last_user_message",
+            by=list(KEY),
+            strategy="backward",
+            allow_exact_matches=True,
+            check_sortedness=False,
+        )
+        .with_columns(
+            csw_open=(
+                pl.col("timestamp").dt.epoch("us") < pl.col("last_user_message").dt.epoch("us") + _CSW_US
+            ).fill_null(False)
+        )
+        .drop("last_user_message")
+    )
+
+
+def _position_in_run(columns: Sequence[str]) -> pl.Expr:
+    """1-based position of each row in its run of equal `columns` (a frame sorted by them): a
+    vectorised count, cheaper than a window over groups."""
+    new_run = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in columns]).fill_null(True)
+    index = pl.int_range(pl.len(), dtype=pl.Int64)
+    return index - pl.when(new_run).then(index).forward_fill() + 1
+
+
+def _updated(frame: pl.LazyFrame, changes: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
+    """`frame` (with `_row`) with `columns` and `change` replaced on the rows `changes` lists, in
+    the frame's order. Only the row numbers are joined (`_aligned`), not every column."""
+    new = changes.select(_ROW, *[pl.col(c).alias(f"{c}_new") for c in (*columns, CHANGE)], _hit=pl.lit(True))
+    joined = _aligned(frame, new, [_ROW])
+    return joined.with_columns(
+        [pl.when(pl.col("_hit")).then(pl.col(f"{c}_new")).otherwise(pl.col(c)).alias(c) for c in (*columns, CHANGE)]
+    ).drop(_ROW, "_hit", *[f"{c}_new" for c in (*columns, CHANGE)])
+
+
+def _aligned(frame: pl.LazyFrame, other: pl.LazyFrame, on: Sequence[str]) -> pl.LazyFrame:
+    """`frame` beside the columns of `other` matching each row on `on` (null where none; `other`
+    unique on `on`): a left join of the `on` columns alone, in order, put beside the frame."""
+    matched = frame.select(*on).join(other, on=list(on), how="left", maintain_order="left").drop(*on)
+    return pl.concat([frame, matched], how="horizontal")
+
+
+# --- The strategies ---------------------------------------------------------------------------------
+
+
+@strategy(
+    explain="{moved:,} utility templates sent outside a customer service window were delayed to the user's next "
+    "message, which came within {tolerance_hours:g} h; the others were sent as before"
+)
+def utility_into_window(messages: pl.LazyFrame, *, tolerance_hours: float = 4.0) -> pl.LazyFrame:
+    """Utility templates sent outside a customer service window wait for the user's next message.
+
+    Business behaviour: an order or shipping update that is not urgent is held back until the user
+    writes, if the user writes within `tolerance_hours`; it then goes out the moment the user's
+    message arrives, inside the window the message opens (billing-rules.md §5: under `pmp-2025` a
+    utility template inside the window is free). If the user does not write within the tolerance,
+    the template is sent as before. Assumptions: the user writes when they would have anyway (the
+    held-back template does not change their behaviour); failed templates are left alone.
+    """
+    if not tolerance_hours > 0:
+        raise ValueError(f"tolerance_hours = {tolerance_hours} must be more than 0")
+    frame = messages.with_row_index(_ROW)
+    inbound = frame.filter(pl.col("direction") == "inbound")
+    utility = frame.filter(_delivered_outbound() & _template_of(["utility"])).select(_ROW, *KEY, "timestamp")
+    outside = _with_csw_open(utility, inbound).filter(~pl.col("csw_open"))
+    delayed = outside.join_asof(
+        inbound.select(*KEY, next_user_message="timestamp").sort("next_user_message"),
+        left_on="timestamp",
+        right_on="next_user_message",
+        by=list(KEY),
+        strategy="forward",
+        allow_exact_matches=False,
+        tolerance=dt.timedelta(hours=tolerance_hours),
+        check_sortedness=False,
+    ).filter(pl.col("next_user_message").is_not_null())
+    moved = delayed.select(_ROW, timestamp="next_user_message", change=pl.lit(MOVED))
+    return _updated(frame, moved, ["timestamp"])
+
+
+@strategy(
+    explain="{converted:,} templates ({categories_text}) sent inside an open customer service window were sent as "
+    "free-form messages instead"
+)
+def templates_to_free_form(
+    messages: pl.LazyFrame, *, categories: Sequence[str] = ("utility",), share: float = 1.0, seed: int = 0
+) -> pl.LazyFrame:
+    """Inside an open customer service window, templates of `categories` become free-form messages.
+
+    Business behaviour: while the user's window is open the business may send any message
+    (billing-rules.md §2), so a template whose text a plain reply would carry is sent as one.
+    `share` is the part of those templates where a reply would do (chosen per message, seeded).
+    Under `pmp-2025` such replies are free service messages; under `pmp-2026-10` service messages
+    are metered after 1,000 a month per number (§5). Assumptions: the message is sent at the same
+    time; authentication codes should stay templates (Meta's policy), so choose them knowingly.
+    """
+    unknown = [c for c in categories if c not in schema.TEMPLATE_CATEGORIES]
+    if unknown or not categories:
+        raise ValueError(
+            f"categories = {list(categories)}: choose among {', '.join(schema.TEMPLATE_CATEGORIES)}"
+        )
+    _check_share("share", share)
+    frame = messages.with_row_index(_ROW)
+    inbound = frame.filter(pl.col("direction") == "inbound")
+    templates = frame.filter(_delivered_outbound() & _template_of(categories) & _chosen("message_id", share, seed))
+    inside = _with_csw_open(templates.select(_ROW, *KEY, "timestamp"), inbound).filter("csw_open")
+    converted = inside.select(
+        _ROW, message_type=pl.lit("text"), template_category=pl.lit(None, dtype=pl.String), change=pl.lit(CONVERTED)
+    )
+    return _updated(frame, converted, ["message_type", "template_category"])
+
+
+@strategy(
+    explain="{dropped:,} marketing templates beyond {per_user} per user per {period} were not sent"
+)
+def cap_marketing(
+    messages: pl.LazyFrame, *, per_user: int, period: str = "month", timezone: str = "UTC"
+) -> pl.LazyFrame:
+    """At most `per_user` marketing templates per user per calendar `period`; the rest are not sent.
+
+    Business behaviour: a frequency cap on campaigns. A user is a `user_id`, across all of the
+    business's numbers; `period` is `day`, `week` (Monday to Sunday) or `month`, in `timezone`
+    (a scenario gives its billing time zone when the strategy's parameters do not). The first
+    templates of a period are sent, in time order (then message id); marketing_lite counts as
+    marketing (billing-rules.md §2). Assumptions: dropped campaigns are not replaced by anything,
+    and a failed send counts toward the cap as a send does.
+    """
+    if per_user < 0:
+        raise ValueError(f"per_user = {per_user} must be 0 or more")
+    if period not in PERIODS:
+        raise ValueError(f"period = {period!r}: choose {', '.join(PERIODS)}")
+    rules.BillingConfig(timezone=timezone)  # checks the time zone
+    frame = messages.with_row_index(_ROW)
+    marketing = frame.filter((pl.col("direction") == "outbound") & _template_of(MARKETING)).select(
+        _ROW,
+        "user_id",
+        "timestamp",
+        "message_id",
+        period_start=pl.col("timestamp").dt.convert_time_zone(timezone).dt.truncate(PERIODS[period]),
+    )
+    in_order = marketing.sort("user_id", "period_start", "timestamp", "message_id")
+    dropped = in_order.filter(_position_in_run(["user_id", "period_start"]) > per_user).select(_ROW, change=pl.lit(DROPPED))
+    return _updated(frame, dropped, [])
+
+
+@strategy(
+    explain="{converted:,} user-started sessions ({share:.0%} of them) began from {entry_point_text}"
+)
+def more_entry_points(
+    messages: pl.LazyFrame, *, share: float, entry_point: str = "ctwa", seed: int = 0
+) -> pl.LazyFrame:
+    """A `share` of the sessions users start begins from a Click-to-WhatsApp ad (`entry_point`).
+
+    Business behaviour: the business runs Click-to-WhatsApp ads (or Facebook Page buttons,
+    `page_cta`) that the same users would use to write. A session starts with a user message
+    when no user message of the key came in the 24 h before (no open customer service window);
+    a seeded `share` of those first messages gets the entry point, unless they have one. The
+    business's reply then opens a 72 h free entry point window (billing-rules.md §2).
+    Assumptions: the users and their messages are the same, only their way in changes; what the
+    ads cost is not modelled (Meta bills ads apart from messaging).
+    """
+    _check_share("share", share)
+    if entry_point not in schema.ENTRY_POINTS:
+        raise ValueError(f"entry_point = {entry_point!r}: choose {' or '.join(schema.ENTRY_POINTS)}")
+    frame = messages.with_row_index(_ROW)
+    inbound = frame.filter(pl.col("direction") == "inbound").select(_ROW, *KEY, "timestamp", "message_id", "entry_point")
+    previous = pl.when(_position_in_run(KEY) > 1).then(pl.col("timestamp").shift(1))
+    starts = (
+        inbound.sort(*KEY, "timestamp", "message_id")
+        .with_columns(previous=previous)
+        .filter(pl.col("previous").is_null() | (pl.col("timestamp").dt.epoch("us") >= pl.col("previous").dt.epoch("us") + _CSW_US))
+    )
+    converted = starts.filter(pl.col("entry_point").is_null() & _chosen("message_id", share, seed)).select(
+        _ROW, entry_point=pl.lit(entry_point), change=pl.lit(CONVERTED)
+    )
+    return _updated(frame, converted, ["entry_point"])
+
+
+@strategy(
+    explain="volumes scaled by {factors_text} with whole users: {added_users:,} users added ({added:,} messages), "
+    "{dropped_users:,} dropped ({dropped:,} messages)"
+)
+def growth(
+    messages: pl.LazyFrame,
+    *,
+    factors: Mapping[str, float] = _NO_FACTORS,
+    markets: Mapping[str, float] = _NO_FACTORS,
+    seed: int = 0,
+) -> pl.LazyFrame:
+    """Volumes scaled by `factors` per category (and `markets` per market) by adding or dropping
+    whole users, so that windows and timing stay those of real users.
+
+    Business behaviour: more (or fewer) customers who behave like today's. Each user of a business
+    number (a key, billing-rules.md §2) is assigned the category of most of its outbound messages
+    (`marketing`, `utility`, `authentication`, or `service` for non-template replies and users who
+    only write); its factor is that category's times its market's (1 where not given). A factor
+    1.2 keeps every user and adds, for a seeded 20% of them, a copy of all their messages; 0.8
+    drops a seeded 20% of them; 2.5 keeps each, adds one copy, and a second for half of them.
+    Copies are new users: `user_id` and `message_id` get the suffix `~g1`, `~g2`, ...; they keep
+    the original's country, timing and business number. Assumptions: a category's volume grows
+    with the users mostly sent that category, so other categories move a little too (the
+    explanation shows what was asked and what came out).
+    """
+    for category, factor in factors.items():
+        if category not in GROWTH_CATEGORIES:
+            raise ValueError(f"growth category {category!r}: choose among {', '.join(GROWTH_CATEGORIES)}")
+        if factor < 0:
+            raise ValueError(f"growth factor {category} = {factor} must be 0 or more")
+    for market, factor in markets.items():
+        if market not in MARKETS:
+            raise ValueError(f"growth market {market!r} is not one of Meta's markets (data/markets/regions.csv)")
+        if factor < 0:
+            raise ValueError(f"growth factor {market} = {factor} must be 0 or more")
+    names = messages.collect_schema().names()
+    frame = messages.with_columns(user_country=missing_user_country(names))
+    outbound = frame.filter(_delivered_outbound())
+    kind = pl.when(pl.col("message_type") == schema.TEMPLATE).then(
+        pl.col("template_category").replace(rules.BILLED_CATEGORY)
+    ).otherwise(pl.lit(SERVICE))
+    rank = {c: i for i, c in enumerate(GROWTH_CATEGORIES)}
+    dominant = (
+        outbound.group_by(*KEY, kind=kind)
+        .agg(n=pl.len())
+        .sort([*KEY, "n", pl.col("kind").replace_strict(rank, default=len(rank))], descending=[False, False, True, False])
+        .group_by(*KEY)
+        .agg(kind=pl.col("kind").first())
+    )
+    keys = (
+        frame.group_by(*KEY)
+        .agg(
+            user_country=pl.col("user_country").drop_nulls().first(),
+            first_date=pl.col("timestamp").min().dt.date(),
+        )
+        .join(dominant, on=list(KEY), how="left")
+        .with_columns(kind=pl.col("kind").fill_null(SERVICE))
+    )
+    factor = pl.col("kind").replace_strict(dict(factors), default=1.0, return_dtype=pl.Float64)
+    if markets:
+        market = market_expr(pl.col("user_country"), pl.col("first_date"))
+        factor = factor * market.replace_strict(dict(markets), default=1.0, return_dtype=pl.Float64)
+    draw = pl.struct(*KEY).hash(seed).cast(pl.Float64) / 2.0**64
+    copies = keys.select(
+        *KEY, copies=(factor.floor() + (draw < factor - factor.floor()).cast(pl.Float64)).cast(pl.Int64)
+    ).filter(pl.col("copies") != 1)
+    joined = _aligned(frame, copies, KEY)
+    kept = joined.with_columns(
+        pl.when(pl.col("copies") == 0).then(pl.lit(DROPPED)).otherwise(pl.col(CHANGE)).alias(CHANGE)
+    )
+    added = (
+        joined.filter(pl.col("copies") > 1)
+        .with_columns(copy=pl.int_ranges(1, pl.col("copies")))
+        .explode("copy")
+        .with_columns(
+            user_id=pl.col("user_id") + "~g" + pl.col("copy").cast(pl.String),
+            message_id=pl.col("message_id") + "~g" + pl.col("copy").cast(pl.String),
+            change=pl.lit(ADDED),
+        )
+        .drop("copy")
+    )
+    return pl.concat([kept, added], how="vertical").drop("copies")
+
+
+@strategy(
+    explain="{other_channel:,} authentication messages ({share:.0%}) were sent by {channel} at {unit_cost} each "
+    "instead of WhatsApp"
+)
+def channel_shift(
+    messages: pl.LazyFrame, *, share: float, unit_cost: Decimal, channel: str = "sms", seed: int = 0
+) -> pl.LazyFrame:
+    """A `share` of authentication templates goes through another channel at `unit_cost` each.
+
+    Business behaviour: one-time passwords sent by SMS (or e-mail, voice) instead of WhatsApp for a
+    seeded `share` of the messages. They leave the WhatsApp traffic and are marked `other_channel`;
+    `analytics.scenarios` prices them at `unit_cost` (in the scenario's currency) on a separate line,
+    category `authentication_other_channel`, so totals compare fairly. Failed sends stay as they
+    are (they cost nothing). Assumptions: the other channel delivers every message it is given.
+    """
+    _check_share("share", share)
+    if unit_cost < 0:
+        raise ValueError(f"unit_cost = {unit_cost} must be 0 or more")
+    if not channel:
+        raise ValueError("channel must be named (e.g. sms)")
+    chosen = _delivered_outbound() & _template_of([rules.AUTH]) & _chosen("message_id", share, seed)
+    return messages.with_columns(pl.when(chosen).then(pl.lit(OTHER_CHANNEL)).otherwise(pl.col(CHANGE)).alias(CHANGE))
+
+
+# --- What a strategy did --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StrategyEffect:
+    """What one strategy did to the traffic, for the explanation of a scenario: messages and users
+    (keys, billing-rules.md §2) per change kind."""
+
+    name: str
+    params: dict[str, object]
+    messages: dict[str, int]  # change kind -> messages
+    users: dict[str, int]  # change kind -> users (business number and user) with such messages
+
+    def count(self, kind: str) -> int:
+        return self.messages.get(kind, 0)
+
+    def explain(self) -> str:
+        spec = STRATEGIES[self.name]
+        fields = {**{p: d for p, (_, d) in spec.parameters.items() if d is not REQUIRED}, **self.params}
+        fields |= {kind: self.count(kind) for kind in CHANGE_KINDS}
+        fields |= {f"{kind}_users": self.users.get(kind, 0) for kind in CHANGE_KINDS}
+        fields["entry_point_text"] = ENTRY_POINT_NAMES.get(str(fields.get("entry_point")), "")
+        fields["categories_text"] = ", ".join(fields.get("categories", ()))  # type: ignore[arg-type]
+        factors = {**dict(fields.get("factors") or {}), **dict(fields.get("markets") or {})}  # type: ignore[arg-type]
+        fields["factors_text"] = ", ".join(f"{k} ×{v:g}" for k, v in factors.items()) or "nothing"
+        return spec.explain.format(**fields)
+
+
+def effect_of(name: str, params: Mapping[str, object], changed: pl.DataFrame) -> StrategyEffect:
+    """The effect of one strategy from its output (a frame whose `change` was null before it ran)."""
+    counts = (
+        changed.filter(pl.col(CHANGE).is_not_null())
+        .group_by(CHANGE)
+        .agg(messages=pl.len(), users=pl.struct(*KEY).n_unique())
+    )
+    return StrategyEffect(
+        name,
+        dict(params),
+        messages={k: int(n) for k, n, _ in counts.iter_rows()},
+        users={k: int(u) for k, _, u in counts.iter_rows()},
+    )
+
+
+def volumes(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, int]:
+    """Messages sent through WhatsApp by growth category (delivered outbound) and `inbound`."""
+    frame = sent(frame)
+    kind = (
+        pl.when(pl.col("direction") == "inbound")
+        .then(pl.lit("inbound"))
+        .when(pl.col("message_type") == schema.TEMPLATE)
+        .then(pl.col("template_category").replace(rules.BILLED_CATEGORY))
+        .otherwise(pl.lit(SERVICE))
+    )
+    counted = frame.filter(~pl.col("status").eq_missing("failed")).group_by(kind=kind).len().collect()
+    return {k: int(n) for k, n in counted.iter_rows()}
