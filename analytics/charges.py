@@ -27,7 +27,6 @@ in one burst, not the number of messages.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 
 import duckdb
 import polars as pl

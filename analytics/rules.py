@@ -28,11 +28,13 @@ FEP_WINDOW = 72 * HOUR  # §2: the free entry point window; §8 notes it may hav
 
 # §2 [choice] An outbound message that takes up an offer inside an already open FEP window opens nothing.
 FEP_REOPENS_INSIDE_OPEN_WINDOW = False
-# §2 [choice] FEP conversations never count toward a free tier.
+# §2 [choice] FEP conversations never count toward a free tier. (States the choice: both engines
+# implement this value only; changing it needs a change to their free-tier counters.)
 FEP_COUNTS_TOWARD_FREE_TIER = False
 # §2 [choice] marketing_lite templates are billed as marketing.
 BILLED_CATEGORY = {"marketing_lite": "marketing"}
-# §5 [choice] a conversation open at a rule-set switch absorbs what its own rules would absorb, every category.
+# §5 [choice] a conversation open at a rule-set switch absorbs what its own rules would absorb, every
+# category. (States the choice: both engines implement this value only.)
 CROSSOVER_ALL_CATEGORIES = True
 
 # Free tiers: (size, counted per). §3.3, §4.4, §5.
@@ -153,10 +155,6 @@ class BillingConfig:
 
     def timezone_of(self, waba_id: str) -> str:
         return self.waba_timezones.get(waba_id, self.timezone)
-
-    @property
-    def depends_on_reported_rules(self) -> bool:
-        return self.rules is not None and rule_set(self.rules).status == "reported"
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> BillingConfig:

@@ -27,7 +27,6 @@ MESSAGE_SCHEMA: dict[str, pl.DataType] = {
     "entry_point": pl.String(),
 }
 REQUIRED_MESSAGE_COLUMNS = ("message_id", "timestamp", "direction", "business_phone", "user_id", "message_type")
-OPTIONAL_MESSAGE_COLUMNS = tuple(c for c in MESSAGE_SCHEMA if c not in REQUIRED_MESSAGE_COLUMNS)
 
 DIRECTIONS = ("inbound", "outbound")
 TEMPLATE = "template"
