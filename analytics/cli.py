@@ -14,7 +14,6 @@ input or usage (`InputError`, `UsageError`, a command line argparse rejects), wi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import sys
 import tempfile
@@ -551,19 +550,11 @@ def run_reconcile(args: argparse.Namespace) -> int:
 def _reconcile_prices(
     args: argparse.Namespace, billed: pl.DataFrame, billing: rules.BillingConfig, analytics: pl.DataFrame
 ) -> pl.DataFrame | None:
-    """Our charges priced at Meta's list rates (no markup), in the analytics' currency unless told,
-    for the aggregate level; None (volumes only, said on stderr) when no analytics or no currency fits."""
-    if analytics.height == 0:
-        return None
-    prices = pricing_config(args)
-    currencies = analytics["currency"].drop_nulls()
-    currency = prices.currency or (currencies.mode().sort().first() if currencies.len() else None)
-    prices = dataclasses.replace(prices, currency=currency, markup_percent=0, markup_per_charge=0, report_unpriced=True)
-    try:
-        return pricing.price(billed, billing, prices)
-    except UsageError as error:
-        _say(f"Costs not compared (volumes only): {error}")
-        return None
+    """Our charges at Meta's list rates for the aggregate level, or None (volumes only, said on stderr)."""
+    priced, why_not = reconcile.priced_at_list_rates(billed, analytics, billing, pricing_config(args))
+    if why_not:
+        _say(why_not)
+    return priced
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [

@@ -67,13 +67,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import duckdb
 import polars as pl
 
-from analytics import markets, rules, schema
+from analytics import markets, pricing, rules, schema
+from analytics.errors import UsageError
 from analytics.meta_reports import (
     COST_DTYPE,
     COST_SCALE,
@@ -236,6 +237,24 @@ def reconcile(
     rows = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=RECONCILIATION_SCHEMA)
     unreadable_rows = pl.concat(unreadable) if unreadable else pl.DataFrame(schema=UNREADABLE_SCHEMA)
     return Reconciliation(rows=rows, unreadable=unreadable_rows, notes=tuple(notes))
+
+
+def priced_at_list_rates(
+    charges: pl.DataFrame, analytics: pl.DataFrame, config: BillingConfig, pricing_config: pricing.PricingConfig | None = None
+) -> tuple[pl.DataFrame | None, str | None]:
+    """Our charges priced at Meta's list rates (no markup), in the analytics' currency unless
+    `pricing_config` names one, for the aggregate level; (None, why) when there are no analytics or
+    no currency fits, and reconciliation compares volumes only."""
+    if analytics.height == 0:
+        return None, None
+    prices = pricing_config or pricing.PricingConfig()
+    currencies = analytics["currency"].drop_nulls()
+    currency = prices.currency or (currencies.mode().sort().first() if currencies.len() else None)
+    prices = replace(prices, currency=currency, markup_percent=Decimal(0), markup_per_charge=Decimal(0), report_unpriced=True)
+    try:
+        return pricing.price(charges, config, prices), None
+    except UsageError as error:
+        return None, f"Costs not compared (volumes only): {error}"
 
 
 def with_user_country(charges: pl.DataFrame, messages: pl.DataFrame) -> pl.DataFrame:
