@@ -196,7 +196,7 @@ def test_volumes_chart_stacks_billable_volume_by_category_and_marks_the_switches
         ("2025-09", "marketing", 20),
     ]
     # Only the switch inside the months shown, at the left edge of its month's band.
-    assert rows_of(spec, rule) == [{"month": "2025-07", "date": "2025-07-01", "rule_set": "pmp-2025", "label": "pmp-2025 from 2025-07-01"}]
+    assert rows_of(spec, rule) == [{"month": "2025-07", "date": "2025-07-01", "rule_set": "pmp-2025", "label": "pmp-2025"}]
     assert rule["encoding"]["x"]["bandPosition"] == 0
     assert label["encoding"]["text"]["field"] == "label"
 

@@ -112,7 +112,7 @@ def test_rule_set_switches_include_the_free_service_change_and_both_ends():
         (dt.date(2025, 7, 1), "pmp-2025"),
         (dt.date(2026, 10, 1), "pmp-2026-10"),
     ]
-    assert switches["label"].to_list() == ["cbp-2023: service free", "pmp-2025 from 2025-07-01", "pmp-2026-10 from 2026-10-01"]
+    assert switches["label"].to_list() == ["service free", "pmp-2025", "pmp-2026-10"]
 
 
 def test_rule_set_switches_outside_every_change_is_empty():
