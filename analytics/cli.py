@@ -557,6 +557,46 @@ def _reconcile_prices(
     return priced
 
 
+# --- report ----------------------------------------------------------------------------------------
+
+
+def add_report_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "report",
+        parents=[_common_options()],
+        help="the monthly report: run the report notebooks and render one HTML file",
+        description="Run the report notebooks (notebooks/reports: volumes, costs, strategies and projection, "
+        "reconciliation) on the input for one month with papermill, and render them as one HTML file without "
+        "code, charts embedded as images: it renders offline and in a mail client. Without --input, the "
+        "shipped synthetic sample. A failing notebook stops the run, names the notebook and cell, and keeps "
+        "the executed notebook beside OUT.",
+    )
+    parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE", help="traffic as for `ingest` (default: the shipped sample)")
+    parser.add_argument("--month", required=True, metavar="YYYY-MM", help="the report month, or 'previous' (the month before today, for scheduled runs)")
+    parser.add_argument("--params", metavar="FILE", help="TOML of notebook parameters: timezone, currency, rate_card, scenarios_file, months_ahead, ...")
+    parser.add_argument("--keep-notebooks", metavar="DIR", help="also keep the executed notebooks in DIR")
+    parser.add_argument("-o", "--output", required=True, metavar="REPORT.html")
+    parser.set_defaults(run=run_report_command)
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from analytics import report
+
+    parameters = report.read_params(args.params) if args.params else {}
+    for path in args.input:
+        if not Path(path).exists():
+            raise UsageError(f"--input {path}: no such file")
+    try:
+        written = report.run_report(
+            args.output, month=args.month, input_paths=args.input or None, parameters=parameters, keep_notebooks=args.keep_notebooks
+        )
+    except report.NotebookFailed as failure:
+        _say(f"{PROG}: report failed: {failure}")
+        return EXIT_INTERNAL
+    _say(f"Report: {written}")
+    return EXIT_OK
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_ingest_command,
     add_summary_command,
@@ -567,6 +607,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_compare_command,
     add_project_command,
     add_reconcile_command,
+    add_report_command,
 ]
 
 

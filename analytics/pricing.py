@@ -245,7 +245,7 @@ _KEYS = ["market", "category", "local_date"]  # what the rate in force depends o
 
 def _with_local_month(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingConfig) -> pl.DataFrame:
     """Row number, local date and month (WABA time zone), portfolio and tier family."""
-    frame = charges.with_row_index("row").with_columns(local_date=_local_date(billing))
+    frame = charges.with_row_index("row").with_columns(local_date=local_date(billing))
     months = frame.select(pl.col("local_date").dt.month_start().unique())["local_date"]
     return frame.with_columns(
         # Formatting each distinct month once is cheaper than formatting every row.
@@ -259,7 +259,7 @@ def _with_local_month(charges: pl.DataFrame, billing: BillingConfig, pricing: Pr
     )
 
 
-def _local_date(billing: BillingConfig) -> pl.Expr:
+def local_date(billing: BillingConfig) -> pl.Expr:
     """The calendar date of `started_at` in the charge's WABA time zone."""
 
     def in_zone(tz: str) -> pl.Expr:

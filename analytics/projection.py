@@ -473,7 +473,8 @@ def _decimal(value: float) -> Decimal:
 
 def format_projection(projection: Projection, timezone: str) -> str:
     """The summary `wa-analytics project` prints: sources, back-test, and each scenario's totals."""
-    lines = [f"Projected {len(projection.replay.months)} months from {projection.replay.months[0]}:"]
+    count = len(projection.replay.months)
+    lines = [f"Projected {count} month{'s' if count != 1 else ''} from {projection.replay.months[0]}:"]
     lines += [f"  {s.describe(timezone)}" for s in projection.replay.sources]
     lines += [f"  note: {n}" for n in projection.replay.notes]
     if projection.backtest is not None:

@@ -329,7 +329,7 @@ def reconciliation_by_month(items: pl.DataFrame, billing: BillingConfig | None =
 
 def _local_month(billing: BillingConfig) -> pl.Expr:
     """`YYYY-MM` of `started_at` in the WABA's time zone: `pricing`'s local date, so both agree."""
-    return pricing._local_date(billing).dt.strftime("%Y-%m")
+    return pricing.local_date(billing).dt.strftime("%Y-%m")
 
 
 def _local_started_at(billing: BillingConfig) -> pl.Expr:

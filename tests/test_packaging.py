@@ -25,6 +25,9 @@ def test_wheel_ships_queries_and_reference_data_and_reads_them_outside_the_check
         "analytics/data/markets/regions.csv",
         "analytics/data/sample/messages.csv.gz",
         "analytics/data/rate_cards/meta-usd-2026-04-01.csv",
+        "analytics/notebooks/reports/01_conversation_volumes.ipynb",
+        "analytics/notebooks/reports/04_reconciliation.ipynb",
+        "analytics/examples/scenarios.toml",
     ]:
         assert shipped in names
     unpacked = tmp_path / "site"

@@ -1,0 +1,469 @@
+"""Reports: what the report notebooks start from, and the monthly HTML report that runs them.
+
+Two halves, one module, because they share the notebooks' parameters:
+
+- **For the notebooks** (`notebooks/reports/*.ipynb`): `load_traffic` reads the input (the shipped
+  synthetic sample when none is given), bills it up to the end of the report month and returns
+  what every notebook needs (`Traffic`). The notebooks hold no other logic: roll-ups come from
+  `analytics.rollups`, charts from `analytics.charts`.
+- **For schedulers** (`wa-analytics report`): `run_report` executes each report notebook with
+  papermill, with the same parameters for all (`REPORT_NOTEBOOKS`), and renders them into one HTML
+  file without code, charts embedded as PNG images made by vl-convert (`chart_format = "png"`), so
+  the file renders offline and in a mail client, fetching nothing. A notebook that fails stops the
+  run with its name, the failing cell and the error, and the executed notebook is kept beside the
+  output for a look.
+
+Parameters a notebook does not declare are refused, so a typo in `--params` is an error, not a
+silently ignored setting. Paths in a parameters file are relative to that file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from analytics import charges, ingest, meta_reports, pricing, reconcile
+from analytics.errors import InputError, UsageError
+from analytics.ingest import IngestSummary
+from analytics.resources import resource
+from analytics.rules import BillingConfig
+
+# In the order the report shows them.
+REPORT_NOTEBOOKS = ("01_conversation_volumes", "02_costs", "03_strategies_and_projection", "04_reconciliation")
+SAMPLE = ("data", "sample", "messages.csv.gz")
+SCENARIOS = ("examples", "scenarios.toml")
+# Parameters that name files: relative to the parameters file they are written in.
+PATH_PARAMETERS = frozenset({"input_paths", "analytics_paths", "rate_card", "scenarios_file", "config_file", "send_log", "templates"})
+PREVIOUS = "previous"
+
+
+# --- The report month ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """A calendar month in a time zone: `start` inclusive and `end` exclusive, as UTC instants."""
+
+    month: str  # YYYY-MM
+    timezone: str
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def first_day(self) -> dt.date:
+        return dt.date.fromisoformat(f"{self.month}-01")
+
+
+def report_month(text: str, timezone: str = "UTC", *, today: dt.date | None = None) -> str:
+    """`YYYY-MM` as given, or the month before today's (in `timezone`) for `previous`."""
+    if text == PREVIOUS:
+        today = today or dt.datetime.now(ZoneInfo(timezone)).date()
+        last = today.replace(day=1) - dt.timedelta(days=1)
+        return f"{last.year:04d}-{last.month:02d}"
+    try:
+        dt.date.fromisoformat(f"{text}-01")
+    except ValueError:
+        raise UsageError(f"--month {text!r}: expected YYYY-MM (e.g. 2026-10) or 'previous'") from None
+    if len(text) != 7:
+        raise UsageError(f"--month {text!r}: expected YYYY-MM (e.g. 2026-10) or 'previous'")
+    return text
+
+
+def period(month: str, timezone: str = "UTC") -> Period:
+    """The report month `month` (YYYY-MM) in `timezone`."""
+    month = report_month(month, timezone)
+    zone = ZoneInfo(timezone)
+    first = dt.date.fromisoformat(f"{month}-01")
+    following = (first.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+    def instant(day: dt.date) -> dt.datetime:
+        return dt.datetime.combine(day, dt.time(), zone).astimezone(dt.UTC)
+
+    return Period(month=month, timezone=timezone, start=instant(first), end=instant(following))
+
+
+# --- What the notebooks start from -----------------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """The input up to the end of the report month: messages, their charges and Meta's own view.
+
+    `messages` and `charges` hold everything before `period.end` (charges by their start), so a
+    chart over time shows the history that led to the month. `meta_pricing` holds the `pricing`
+    and `conversation` objects of webhook inputs (meta_reports.PRICING_SCHEMA), empty for others.
+    """
+
+    messages: pl.DataFrame
+    charges: pl.DataFrame
+    billing: BillingConfig
+    period: Period
+    summary: IngestSummary
+    quarantine: pl.DataFrame
+    meta_pricing: pl.DataFrame
+    sources: tuple[str, ...]
+    is_sample: bool
+
+    def in_month(self, frame: pl.DataFrame, column: str = "started_at") -> pl.DataFrame:
+        """The rows of `frame` whose `column` (an instant) falls in the report month."""
+        return frame.filter((pl.col(column) >= self.period.start) & (pl.col(column) < self.period.end))
+
+    def describe(self) -> str:
+        """Where the figures come from, in a sentence or two, for the top of a report."""
+        what = "the shipped synthetic sample" if self.is_sample else ", ".join(Path(s).name for s in self.sources)
+        first = self.messages["timestamp"].min()
+        history = f" History from {first:%Y-%m-%d}." if first is not None else ""
+        return (
+            f"Report month {self.period.month} ({self.period.timezone}), from {what}: "
+            f"{self.summary.rows_used:,} messages used, {self.summary.duplicates_dropped:,} repeats dropped, "
+            f"{self.summary.rows_quarantined:,} rows quarantined.{history}"
+        )
+
+
+def load_traffic(
+    input_paths: Sequence[str | Path] | None = None,
+    *,
+    month: str,
+    timezone: str | None = None,
+    rules_name: str | None = None,
+    config_file: str | Path | None = None,
+    send_log: str | Path | None = None,
+    templates: str | Path | None = None,
+) -> Traffic:
+    """Read `input_paths` (default: the shipped sample), bill them and keep what precedes the end
+    of the report month `month` (YYYY-MM or `previous`) in `timezone`.
+
+    `timezone` and `rules_name` (one rule set for all traffic) override `config_file`'s `[billing]`
+    table (rules.BillingConfig); without either, UTC and the rules in force at each message.
+    """
+    overrides = {k: v for k, v in (("timezone", timezone), ("rules", rules_name)) if v}
+    billing = BillingConfig.from_toml(config_file, **overrides) if config_file else BillingConfig(**overrides)  # type: ignore[arg-type]
+    is_sample = not input_paths
+    paths = [str(resource(*SAMPLE))] if is_sample else [str(p) for p in input_paths]  # type: ignore[union-attr]
+    the_period = period(month, billing.timezone)
+    ingested = ingest.read_messages(paths, send_log=send_log, templates=templates, timezone=billing.timezone)
+    messages = ingested.messages.filter(pl.col("timestamp") < the_period.end).collect()
+    if messages.height == 0:
+        raise InputError(f"no messages before the end of {the_period.month} ({billing.timezone}) in {', '.join(paths)}")
+    billed = charges.bill(messages, billing)
+    return Traffic(
+        messages=messages,
+        charges=billed,
+        billing=billing,
+        period=the_period,
+        summary=ingested.summary,
+        quarantine=ingested.quarantine.collect(),
+        meta_pricing=meta_reports.webhook_pricing(ingested.billing),
+        sources=tuple(paths),
+        is_sample=is_sample,
+    )
+
+
+def scenarios_path(scenarios_file: str | Path | None) -> Path:
+    """The scenarios file to use: the one given, else the shipped examples/scenarios.toml."""
+    return Path(scenarios_file) if scenarios_file else Path(str(resource(*SCENARIOS)))
+
+
+def month_figures(frame: pl.DataFrame, month: str, by: Sequence[str], values: Sequence[str]) -> str:
+    """The report month's rows of a roll-up, summed `by` the given columns, as CSV text: the key
+    totals a report notebook prints and nbval checks."""
+    month_value = frame.filter(pl.col("month").cast(pl.String).str.slice(0, 7) == month)
+    summed = month_value.group_by(by).agg(pl.col(v).sum() for v in values).sort(by)
+    return summed.write_csv()
+
+
+@dataclass
+class Compared:
+    """What reconciliation compared: the result, where Meta's side came from, and what to expect."""
+
+    result: reconcile.Reconciliation
+    meta_source: str  # "input" or "synthetic"
+    perturbations: tuple[reconcile.Perturbation, ...] = ()
+
+    def describe(self) -> str:
+        if self.meta_source == SYNTHETIC:
+            return (
+                "The shipped sample carries no figures of Meta's, so Meta's side here is made from our own charges "
+                "(reconcile.meta_pricing_objects) and then changed in "
+                f"{len(self.perturbations)} known ways (reconcile.perturb): every difference below is one of them."
+            )
+        compared = self.result.rows.height
+        return f"Meta's side: the pricing objects and analytics in the input; {compared:,} items compared."
+
+
+INPUT, SYNTHETIC, AUTO = "input", "synthetic", "auto"
+
+
+def reconciliation(
+    traffic: Traffic,
+    *,
+    meta_source: str = AUTO,
+    analytics_paths: Sequence[str | Path] = (),
+    pricing_config: pricing.PricingConfig | None = None,
+    seed: int = 1,
+) -> Compared:
+    """Our charges against Meta's view (billing-rules.md §7; analytics.reconcile).
+
+    `meta_source`: `input` compares with the webhook pricing objects of the input and the analytics
+    responses in `analytics_paths`; `synthetic` makes Meta's side from our own charges and perturbs
+    it in known ways (the check of issue 7, and a demonstration on data without Meta's figures);
+    `auto` is `synthetic` for the shipped sample and `input` otherwise.
+    """
+    if meta_source not in {INPUT, SYNTHETIC, AUTO}:
+        raise UsageError(f"meta_source {meta_source!r}: expected 'input', 'synthetic' or 'auto'")
+    source = (SYNTHETIC if traffic.is_sample else INPUT) if meta_source == AUTO else meta_source
+    billing = traffic.billing
+    if source == SYNTHETIC:
+        meta = reconcile.meta_pricing_objects(traffic.charges, traffic.messages, billing)
+        perturbed = reconcile.perturb(traffic.messages, meta, traffic.charges, seed=seed)
+        billed = charges.bill(perturbed.messages, billing)
+        result = reconcile.reconcile(perturbed.messages, billed, meta_pricing=perturbed.meta_pricing, config=billing)
+        return Compared(result, SYNTHETIC, perturbed.perturbations)
+    reports = meta_reports.read_reports(analytics_paths)
+    among_inputs = meta_reports.read_reports([p for p in traffic.sources if Path(p).suffix.lower() in ingest.JSON_SUFFIXES], strict=False)
+    meta_pricing = meta_reports.concat_pricing([traffic.meta_pricing, among_inputs.pricing, reports.pricing])
+    priced, _ = reconcile.priced_at_list_rates(traffic.charges, reports.analytics, billing, pricing_config)
+    result = reconcile.reconcile(
+        traffic.messages, traffic.charges, meta_pricing=meta_pricing, analytics=reports.analytics,
+        quarantine=traffic.quarantine, priced=priced, config=billing,
+    )
+    return Compared(result, INPUT)
+
+
+# --- The monthly HTML report -----------------------------------------------------------------------
+
+
+class NotebookFailed(Exception):
+    """A report notebook raised: which notebook, which cell, what error, where the evidence is."""
+
+
+def notebook_path(name: str) -> Path:
+    """A report notebook shipped with the package (notebooks/reports/NAME.ipynb)."""
+    return Path(str(resource("notebooks", "reports", f"{name}.ipynb")))
+
+
+def declared_parameters(names: Sequence[str] = REPORT_NOTEBOOKS) -> dict[str, set[str]]:
+    """Each parameter any report notebook declares, with the notebooks that declare it."""
+    import papermill
+
+    declared: dict[str, set[str]] = {}
+    for name in names:
+        for parameter in papermill.inspect_notebook(str(notebook_path(name))):
+            declared.setdefault(parameter, set()).add(name)
+    return declared
+
+
+def read_params(path: str | Path) -> dict[str, object]:
+    """Notebook parameters from a TOML file (`currency = "EUR"`, ...); relative paths are relative
+    to the file."""
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--params {path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"--params {path}: not valid TOML: {error}") from None
+    base = path.resolve().parent
+    return {key: _resolved(value, base) if key in PATH_PARAMETERS else value for key, value in values.items()}
+
+
+def _resolved(value: object, base: Path) -> object:
+    if isinstance(value, str):
+        return str(base / value)
+    if isinstance(value, list):
+        return [str(base / v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+def run_report(
+    output: str | Path,
+    *,
+    month: str,
+    input_paths: Sequence[str | Path] | None = None,
+    parameters: Mapping[str, object] | None = None,
+    notebooks: Sequence[str] = REPORT_NOTEBOOKS,
+    keep_notebooks: str | Path | None = None,
+) -> Path:
+    """Run the report notebooks for `month` on `input_paths` and write one HTML file to `output`.
+
+    `parameters` override the notebooks' defaults (the names their `parameters` cells declare).
+    `keep_notebooks` is a folder to keep the executed notebooks in. Raises `NotebookFailed`.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output = Path(output)
+    if output.suffix.lower() not in {".html", ".htm"}:
+        raise UsageError(f"-o {output}: the report is HTML; name the output .html")
+    chosen = dict(parameters or {})
+    declared = declared_parameters(notebooks)
+    unknown = sorted(set(chosen) - set(declared))
+    if unknown:
+        raise UsageError(
+            f"unknown report parameter {', '.join(unknown)}: the report notebooks take {', '.join(sorted(declared))}"
+        )
+    timezone = str(chosen.get("timezone") or "UTC")
+    chosen["month"] = report_month(month, timezone)
+    if input_paths:
+        chosen["input_paths"] = [str(Path(p).resolve()) for p in input_paths]
+    chosen["chart_format"] = "png"
+    executed: list[tuple[str, dict]] = []
+    with tempfile.TemporaryDirectory(prefix="wa-analytics-report-") as scratch:
+        for name in notebooks:
+            target = Path(scratch) / f"{name}.ipynb"
+            mine = {k: v for k, v in chosen.items() if name in declared.get(k, set())}
+            try:
+                with _kernel_log(Path(scratch) / "kernel.log"):
+                    papermill.execute_notebook(
+                        str(notebook_path(name)), str(target), parameters=mine, kernel_name="python3",
+                        progress_bar=False, cwd=scratch,
+                    )
+            except PapermillExecutionError as error:
+                kept = output.with_name(f"{output.stem}.failed-{name}.ipynb")
+                output.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(target, kept)
+                raise NotebookFailed(_failure_message(name, error, kept)) from None
+            executed.append((name, json.loads(target.read_text(encoding="utf-8"))))
+            if keep_notebooks:
+                Path(keep_notebooks).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(target, Path(keep_notebooks) / target.name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_html(executed, title=f"WhatsApp Business traffic report, {chosen['month']}"), encoding="utf-8")
+    return output
+
+
+@contextmanager
+def _kernel_log(path: Path) -> Iterator[None]:
+    """Send what the notebook kernels print on the process's stderr (ipykernel's start-up warnings,
+    its shutdown noise) to `path` instead of the terminal: the run's own messages stay readable."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _failure_message(name: str, error: Exception, kept: Path) -> str:
+    return (
+        f"report notebook {name} failed in cell {getattr(error, 'exec_count', '?')} "
+        f"(`{_failing_line(error)}`): {getattr(error, 'ename', 'error')}: {getattr(error, 'evalue', error)}. "
+        f"The executed notebook, with the error, is {kept}"
+    )
+
+
+def _failing_line(error: Exception) -> str:
+    """The cell's line that raised (IPython marks it `---->` in the traceback), else its first line."""
+    for frame in getattr(error, "traceback", None) or []:
+        for line in _ANSI.sub("", frame).splitlines():
+            if line.lstrip().startswith("---->"):
+                return line.split(None, 2)[-1].strip()
+    source = (getattr(error, "source", "") or "").strip().splitlines()
+    return source[0] if source else ""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# --- Rendering ---------------------------------------------------------------------------------------
+
+_STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 980px; margin: 2em auto;
+       padding: 0 1em; color: #1f2933; line-height: 1.45; }
+h1 { font-size: 1.7em; border-bottom: 2px solid #1f6f5c; padding-bottom: .3em; }
+h2 { font-size: 1.35em; margin-top: 2em; }
+section.notebook { border-top: 1px solid #d9e2ec; margin-top: 2.5em; }
+table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
+th, td { border: 1px solid #d9e2ec; padding: .25em .6em; text-align: right; }
+th { background: #f0f4f8; }
+img { max-width: 100%; height: auto; display: block; margin: 1em 0; }
+pre { background: #f7f9fb; padding: .6em; overflow-x: auto; font-size: .85em; }
+nav li { margin: .2em 0; }
+"""
+
+
+def render_html(notebooks: Sequence[tuple[str, dict]], *, title: str) -> str:
+    """Executed notebooks (name, nbformat JSON) as one self-contained HTML page: markdown and
+    outputs only, no code, no stderr, no script; images stay inline as data URIs."""
+    sections = []
+    contents = []
+    for name, notebook in notebooks:
+        heading = _first_heading(notebook) or name
+        contents.append(f'<li><a href="#{name}">{html.escape(heading)}</a></li>')
+        cells = "\n".join(_cell_html(cell) for cell in notebook.get("cells", []))
+        sections.append(f'<section class="notebook" id="{name}">\n{cells}\n</section>')
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n<nav><ol>{''.join(contents)}</ol></nav>\n"
+        + "\n".join(sections)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def _first_heading(notebook: dict) -> str | None:
+    for cell in notebook.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            for line in _text(cell.get("source", "")).splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return None
+
+
+def _text(value: str | list[str]) -> str:
+    return value if isinstance(value, str) else "".join(value)
+
+
+def _cell_html(cell: dict) -> str:
+    if cell.get("cell_type") == "markdown":
+        import mistune
+
+        return str(mistune.html(_text(cell.get("source", ""))))
+    if cell.get("cell_type") != "code":
+        return ""
+    return "\n".join(filter(None, (_output_html(o) for o in cell.get("outputs", []))))
+
+
+def _output_html(output: dict) -> str:
+    kind = output.get("output_type")
+    if kind == "stream":
+        return "" if output.get("name") == "stderr" else f"<pre>{html.escape(_text(output.get('text', '')))}</pre>"
+    if kind == "error":
+        return f"<pre>{html.escape(output.get('ename', ''))}: {html.escape(output.get('evalue', ''))}</pre>"
+    data = output.get("data", {})
+    if "image/png" in data:
+        encoded = _text(data["image/png"]).replace("\n", "")
+        base64.b64decode(encoded, validate=True)  # a broken image is an error here, not a blank in the mail
+        alt = html.escape(_text(data.get("text/plain", "chart")).strip("<>'\" "))
+        return f'<img src="data:image/png;base64,{encoded}" alt="{alt}">'
+    if "text/html" in data:
+        fragment = _text(data["text/html"])
+        if "<script" in fragment.lower():
+            raise NotebookFailed("a report output carries a script (an interactive chart?): report charts must be images")
+        return fragment
+    if "text/markdown" in data:
+        import mistune
+
+        return str(mistune.html(_text(data["text/markdown"])))
+    if "text/plain" in data:
+        return f"<pre>{html.escape(_text(data['text/plain']))}</pre>"
+    return ""

@@ -1,0 +1,290 @@
+"""The report notebooks and `wa-analytics report`.
+
+nbval checks the notebooks as shipped (default parameters, the shipped sample; see the `addopts` of
+pyproject.toml); here each notebook runs through papermill with other parameters, and what it
+prints is compared with the same figures computed through the package. The HTML report is checked
+for what a mail client needs (no code, no script, images inline) and, in headless Chromium with
+the network cut, for every chart actually showing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+import shutil
+import struct
+from pathlib import Path
+
+import papermill
+import polars as pl
+import pytest
+
+from analytics import charges, cli, ingest, pricing, report, rollups
+from analytics.rules import BillingConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+RECONCILE = FIXTURES / "reconcile"
+CHARTS_PER_NOTEBOOK = {"01_conversation_volumes": 2, "02_costs": 3, "03_strategies_and_projection": 2, "04_reconciliation": 1}
+
+
+# --- the report month ------------------------------------------------------------------------------
+
+
+def test_previous_month_is_the_month_before_today_in_the_report_time_zone():
+    assert report.report_month("previous", today=dt.date(2026, 1, 1)) == "2025-12"
+    assert report.report_month("previous", today=dt.date(2026, 3, 31)) == "2026-02"
+    assert report.report_month("2026-10") == "2026-10"
+
+
+@pytest.mark.parametrize("text", ["2026-13", "2026-1", "October", "2026-10-01"])
+def test_a_month_that_is_not_yyyy_mm_is_a_usage_error(text):
+    with pytest.raises(report.UsageError, match="expected YYYY-MM"):
+        report.report_month(text)
+
+
+def test_a_report_month_runs_from_local_midnight_to_local_midnight():
+    rome = report.period("2026-10", "Europe/Rome")
+    assert rome.start == dt.datetime(2026, 9, 30, 22, tzinfo=dt.UTC)  # CEST, UTC+2
+    assert rome.end == dt.datetime(2026, 10, 31, 23, tzinfo=dt.UTC)  # CET from 25 October, UTC+1
+    december = report.period("2026-12")
+    assert (december.start, december.end) == (dt.datetime(2026, 12, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+
+
+def test_load_traffic_keeps_what_precedes_the_end_of_the_month_and_bills_it():
+    traffic = report.load_traffic(month="2026-03", timezone="America/Sao_Paulo")
+    assert traffic.is_sample
+    end = dt.datetime(2026, 4, 1, 3, tzinfo=dt.UTC)  # midnight in São Paulo (UTC-3)
+    assert traffic.messages["timestamp"].max() < end
+    everything = ingest.read_messages([ROOT / "data/sample/messages.csv.gz"]).messages.collect()
+    assert traffic.messages.height == everything.filter(pl.col("timestamp") < end).height
+    expected = charges.bill(everything.filter(pl.col("timestamp") < end), BillingConfig(timezone="America/Sao_Paulo"))
+    assert traffic.charges.equals(expected)
+
+
+def test_parameters_file_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "params.toml").write_text('currency = "USD"\nrate_card = "cards/eur.csv"\nanalytics_paths = ["a.json"]\nmonths_ahead = 2\n')
+    params = report.read_params(tmp_path / "params.toml")
+    assert params == {
+        "currency": "USD",
+        "rate_card": str(tmp_path / "cards/eur.csv"),
+        "analytics_paths": [str(tmp_path / "a.json")],
+        "months_ahead": 2,
+    }
+
+
+def test_every_report_notebook_declares_the_shared_parameters():
+    declared = report.declared_parameters()
+    for shared in ("input_paths", "month", "timezone", "rule_set", "config_file", "chart_format"):
+        assert declared[shared] == set(report.REPORT_NOTEBOOKS), shared
+    assert declared["scenarios_file"] == {"03_strategies_and_projection"}
+    assert declared["meta_source"] == {"04_reconciliation"}
+
+
+# --- each notebook through papermill with non-default parameters ----------------------------------------
+
+
+def run_notebook(name: str, tmp_path: Path, **parameters) -> list[str]:
+    """Execute a report notebook and return what its cells printed, one string per cell."""
+    target = tmp_path / f"{name}.ipynb"
+    papermill.execute_notebook(
+        str(report.notebook_path(name)), str(target), parameters=parameters, kernel_name="python3", progress_bar=False, cwd=str(tmp_path)
+    )
+    notebook = json.loads(target.read_text())
+    return [
+        "".join("".join(o["text"]) for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stdout")
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code"
+    ]
+
+
+def checked_output(printed: list[str]) -> pl.DataFrame:
+    """The figures a notebook prints as CSV (its nbval-checked cell)."""
+    (csv,) = [text for text in printed if re.fullmatch(r"[a-z_]+(,[a-z_]+)+", text.split("\n", 1)[0])]
+    return pl.read_csv(csv.strip().encode(), infer_schema_length=0)
+
+
+def test_volumes_notebook_under_another_rule_set_month_and_time_zone(tmp_path):
+    printed = run_notebook("01_conversation_volumes", tmp_path, month="2026-03", timezone="Asia/Kolkata", rule_set="pmp-2026-10", chart_format="png")
+    got = checked_output(printed)
+    traffic = report.load_traffic(month="2026-03", timezone="Asia/Kolkata", rules_name="pmp-2026-10")
+    month = rollups.volumes(traffic.charges, traffic.billing).filter(pl.col("month").cast(pl.String).str.slice(0, 7) == "2026-03")
+    assert set(got["rule_set"]) == {"pmp-2026-10"}
+    assert got["billable_charges"].cast(pl.Int64).sum() == month["billable_charges"].sum() > 0
+    assert got["free_charges"].cast(pl.Int64).sum() == month["free_charges"].sum()
+    service = got.filter(pl.col("category") == "service")
+    assert int(service["free_charges"][0]) == month.filter(pl.col("category") == "service")["free_charges"].sum() > 0
+
+
+def test_costs_notebook_with_another_card_currency_and_month(tmp_path):
+    card = FIXTURES / "pricing" / "card.csv"  # EUR, Italy only: the rest is unpriced
+    printed = run_notebook("02_costs", tmp_path, month="2026-05", rate_card=str(card), currency="EUR", timezone="Europe/Rome")
+    got = checked_output(printed)
+    traffic = report.load_traffic(month="2026-05", timezone="Europe/Rome")
+    priced = pricing.price(traffic.charges, traffic.billing, pricing.PricingConfig(rate_card=card, currency="EUR", report_unpriced=True))
+    expected = pricing.costs(priced).filter(pl.col("month") == "2026-05").group_by("category").agg(pl.col("cost").sum()).sort("category")
+    assert set(got["currency"]) == {"EUR"}
+    assert got["category"].to_list() == expected["category"].to_list()
+    assert [float(c) for c in got["cost"]] == pytest.approx([float(c) for c in expected["cost"]], abs=1e-6)
+
+
+def test_strategies_notebook_with_its_own_scenarios_and_horizon(tmp_path):
+    scenarios = tmp_path / "scenarios.toml"
+    scenarios.write_text(
+        '[scenario.baseline]\n[scenario.marketing_cap]\nstrategies = [{ name = "cap_marketing", per_user = 1, period = "month" }]\n'
+    )
+    printed = run_notebook("03_strategies_and_projection", tmp_path, month="2026-08", scenarios_file=str(scenarios), months_ahead=1)
+    got = checked_output(printed)
+    assert got["scenario"].to_list() == ["baseline", "marketing_cap"]
+    baseline, capped = (float(c) for c in got["cost"])
+    assert capped < baseline
+    assert float(got["cost_difference"][1]) == pytest.approx(capped - baseline, abs=1e-6)
+    assert any("Projected 1 month from 2026-09" in text for text in printed)
+
+
+def test_reconciliation_notebook_on_meta_webhooks_from_the_input(tmp_path):
+    printed = run_notebook(
+        "04_reconciliation", tmp_path, month="2026-03", meta_source="input",
+        input_paths=[str(RECONCILE / "webhooks_pmp.jsonl")], send_log=str(RECONCILE / "send_log_pmp.csv"),
+    )
+    got = checked_output(printed)
+    traffic = report.load_traffic([RECONCILE / "webhooks_pmp.jsonl"], month="2026-03", send_log=RECONCILE / "send_log_pmp.csv")
+    expected = report.reconciliation(traffic, meta_source="input").result.rows.group_by("level", "status", "reason").len()
+    assert got.height == expected.height > 0
+    assert sum(int(n) for n in got["len"]) == expected["len"].sum()
+    assert any("Meta's side: the pricing objects" in text for text in printed)
+
+
+# --- wa-analytics report --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_report(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("report") / "report.html"
+    assert cli.main(["report", "--month", "2026-10", "-o", str(output)]) == 0
+    return output
+
+
+def png_size(data_uri: str) -> tuple[int, int]:
+    png = base64.b64decode(data_uri)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", png[16:24])
+
+
+def test_the_report_is_one_html_file_without_code_or_scripts_and_with_every_chart_inline(sample_report):
+    page = sample_report.read_text()
+    assert "<script" not in page.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", page)  # nothing fetched
+    assert "load_traffic" not in page and "import " not in page  # no code cells
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == sum(CHARTS_PER_NOTEBOOK.values())
+    for data in images:
+        width, height = png_size(data)
+        assert width > 200 and height > 100
+    for heading in ("Conversation volumes", "Costs", "Strategies and projection", "Reconciliation"):
+        assert f">{heading}</h1>" in page or f">{heading}</a>" in page
+    assert "Report month 2026-10 (UTC)" in page
+
+
+def test_the_report_shows_the_checked_key_totals(sample_report):
+    page = sample_report.read_text()
+    traffic = report.load_traffic(month="2026-10")
+    costs = pricing.costs(pricing.price(traffic.charges, traffic.billing, pricing.PricingConfig(report_unpriced=True)))
+    marketing = costs.filter((pl.col("month") == "2026-10") & (pl.col("category") == "marketing"))
+    assert f"marketing,USD,{marketing['billable_charges'].sum()},{marketing['cost'].sum()}" in page
+
+
+def test_a_failing_notebook_is_named_with_its_cell_and_kept(tmp_path, capsys):
+    output = tmp_path / "report.html"
+    status = cli.main(["report", "--month", "2026-10", "--input", str(RECONCILE / "card.csv"), "-o", str(output)])
+    said = capsys.readouterr().err
+    assert status == 1
+    assert "report notebook 01_conversation_volumes failed in cell" in said
+    assert "(`traffic = report.load_traffic(`): InputError: " in said and "canonical message columns" in said
+    assert (tmp_path / "report.failed-01_conversation_volumes.ipynb").exists()
+    assert not output.exists()
+
+
+def test_an_unknown_parameter_is_refused_with_the_known_ones(tmp_path, capsys):
+    params = tmp_path / "params.toml"
+    params.write_text('curency = "EUR"\n')
+    assert cli.main(["report", "--month", "2026-10", "--params", str(params), "-o", str(tmp_path / "r.html")]) == 2
+    said = capsys.readouterr().err
+    assert "unknown report parameter curency" in said and "currency" in said
+
+
+# --- in a browser with the network cut ------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it")
+def test_every_chart_renders_in_headless_chromium_offline(sample_report):
+    from playwright.sync_api import sync_playwright
+
+    asked_for: list[str] = []
+
+    def offline(route):
+        url = route.request.url
+        if url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            asked_for.append(url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.route("**/*", offline)
+        page.goto(sample_report.as_uri())
+        page.wait_for_load_state("load")
+        shown = page.eval_on_selector_all("img", "images => images.map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])")
+        screenshot = sample_report.with_suffix(".png")
+        page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    assert asked_for == []
+    assert len(shown) == sum(CHARTS_PER_NOTEBOOK.values())
+    assert all(complete and natural > 200 and on_page > 200 for complete, natural, on_page in shown)
+    assert screenshot.stat().st_size > 100_000
+
+
+# --- nbval can fail: a changed rate changes a checked figure ---------------------------------------------
+
+
+def nbval(notebook: Path) -> int:
+    """pytest --nbval-lax on one notebook, outside this project's configuration; its exit status."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env", str(notebook)],
+        cwd=notebook.parent, capture_output=True, text=True,
+    )
+    return done.returncode
+
+
+def test_nbval_fails_when_a_rate_in_the_card_changes(tmp_path):
+    shipped = Path(str(report.resource("data", "rate_cards")))
+    same, changed = tmp_path / "same", tmp_path / "changed"
+    for folder in (same, changed):
+        shutil.copytree(shipped, folder)
+    card = changed / "researched.csv"  # the card in force in October 2026, the notebook's month
+    in_force = "2026-10-01,USD,Italy,marketing,1,0.0795,"
+    text = card.read_text()
+    assert text.count(in_force) == 1
+    card.write_text(text.replace(in_force, "2026-10-01,USD,Italy,marketing,1,0.0796,"))
+    notebook = json.loads(report.notebook_path("02_costs").read_text())
+    (parameters,) = [c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    source = "".join(parameters["source"])
+    assert "rate_card = None" in source
+    for folder in (same, changed):
+        parameters["source"] = source.replace("rate_card = None", f"rate_card = {str(folder)!r}")
+        (folder.parent / f"02_costs_{folder.name}.ipynb").write_text(json.dumps(notebook))
+    assert nbval(tmp_path / "02_costs_same.ipynb") == 0
+    assert nbval(tmp_path / "02_costs_changed.ipynb") == 1
