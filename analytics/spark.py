@@ -1,0 +1,389 @@
+"""Billing on Apache Spark: the local engine's kernel on whole keys, the monthly counters in Spark SQL.
+
+For traffic that outgrows one machine (billions of messages as partitioned Parquet in a lake), the
+same rules run on the engine users already have, without a second implementation of them:
+
+1. **Per key, the local kernel.** Keys are independent except for the monthly counters
+   (billing-rules.md §2 Key), so the messages are hash-partitioned by (`business_phone`,
+   `user_id`), sorted by key inside each partition, and handed through Arrow (`mapInArrow`) to
+   `charges.kernel`, the very function `charges.bill` and `analytics.partitioned` call. It puts
+   each chunk's messages in §2 order itself. A partition is cut into chunks of about
+   `ROWS_PER_CHUNK` messages at key boundaries, so a Python worker holds one chunk, however large
+   its partition is.
+2. **Across keys, the same SQL.** The free tiers of §3.3, §4.4 and §5 count charges per WABA or
+   business number per month: `queries/free_tiers.sql`, the file DuckDB runs for the local engine,
+   runs here as a Spark SQL window (partitioned by the counter, its scope and the month), after
+   two mechanical dialect changes (`spark_dialect`). Only the charges a counter decides go
+   through it; their other columns pass through as one struct.
+3. **Costs.** `costs` prices the charges with `analytics.pricing` (rate lookup, volume tiers of
+   contracts.md §3, exact decimals) on the driver: the charges come back through Arrow. `price`
+   says why, and what it costs.
+
+Why `repartition` + `sortWithinPartitions` + `mapInArrow`, measured with Spark 4.3 in local mode
+on 2 cores (kernel stage alone, counted; a machine shared with other work, load average 4 to 5,
+so within perhaps 20%):
+
+- `groupBy(business_phone, user_id).applyInArrow(kernel)`: one kernel call per key, each with a
+  fixed cost of about 20 ms. 10,000 messages (6,282 keys) took 138 s, against 1.3 s to 4.3 s
+  the other ways; 972,303 messages (42,331 keys) would take a quarter of an hour.
+- `repartition` + `mapInArrow`, one kernel call per whole partition: 6.6 s for 972,303 messages
+  once the Python workers are warm. A partition must then fit in a worker's memory, so the
+  partition count must follow the data.
+- `repartition` + `sortWithinPartitions` + `mapInArrow`, partitions cut into chunks at key
+  boundaries: 6.6 s as well (Spark's sort, which spills to disk, is lost in the noise), and a
+  worker's memory is bounded by one chunk whatever the partition size. This is what runs.
+
+The output is the charges table of contracts.md §2 with the local engine's values; its row order
+is Spark's (`bill_files` sorts it like `charges.bill`). pyspark is an optional dependency
+(`pip install 'wa-analytics[spark]'`); this module imports it only when called, and says how to
+install it when it is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+import pyarrow as pa
+
+from analytics import charges, pricing, schema
+from analytics.errors import InputError, UsageError
+from analytics.resources import query
+from analytics.rules import BillingConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+INSTALL = "pip install 'wa-analytics[spark]'"
+DEFAULT_MASTER = "local[*]"
+DEFAULT_DRIVER_MEMORY = "4g"
+KEY = ("business_phone", "user_id")  # billing-rules.md §2 Key
+# Messages handed to the kernel at once: its fixed cost per call is amortised well before 1 M, and
+# a worker then peaks near 400 MB (the kernel's ~400 bytes a message, analytics/partitioned.py).
+ROWS_PER_CHUNK = 1_000_000
+# Messages per Spark partition: enough partitions to keep every core busy and retries cheap.
+ROWS_PER_PARTITION = 2_000_000
+
+# What the kernel hands over for each charge candidate: the charge columns of contracts.md §2 but
+# `billable` (decided once the counters have run), and what the counters need.
+CHARGE_COLUMNS = [c for c in schema.CHARGE_SCHEMA if c != "billable"]
+COUNTER_COLUMNS = {"free_tier_counter": pl.String(), "free_tier_scope": pl.String(), "local_month": pl.Date()}
+_SPARK_TYPES = {pl.String(): "string", schema.INSTANT: "timestamp", pl.Int64(): "bigint", pl.Date(): "date"}
+CANDIDATE_DDL = ", ".join(
+    f"{name} {_SPARK_TYPES[dtype]}"
+    for name, dtype in {**{c: schema.CHARGE_SCHEMA[c] for c in CHARGE_COLUMNS}, **COUNTER_COLUMNS}.items()
+)
+
+
+# --------------------------------------------------------------------------------------------
+# A Spark session for the command line and the benchmarks (a notebook brings its own).
+
+
+def require_pyspark() -> None:
+    """pyspark, or a UsageError that says how to install it."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            f"the Spark engine needs pyspark, which is not installed: {INSTALL} "
+            "(pyspark 4.0 or later, with Java 17 or later on PATH or in JAVA_HOME)"
+        ) from None
+
+
+def session(master: str = DEFAULT_MASTER, *, driver_memory: str = DEFAULT_DRIVER_MEMORY) -> SparkSession:
+    """A Spark session configured as billing needs: UTC session time zone (timestamps cross
+    Arrow as UTC instants, as the kernel reads them), Arrow for Python data exchange, and
+    Parquet timestamps written as UTC microseconds.
+
+    In local mode the Python workers are this interpreter, which has polars and this package."""
+    require_pyspark()
+    from pyspark.sql import SparkSession
+
+    if master.startswith("local"):
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(master)
+        .appName("wa-analytics")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # Parquet timestamps as UTC instants in microseconds (contracts.md), not Spark's legacy INT96.
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.ui.showConsoleProgress", "false")
+    )
+    try:
+        spark = builder.getOrCreate()
+    except Exception as error:  # the JVM did not start: most often no Java
+        raise UsageError(
+            f"Spark did not start ({str(error).splitlines()[0] if str(error) else type(error).__name__}): "
+            "it needs Java 17 or later on PATH or in JAVA_HOME"
+        ) from None
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+# --------------------------------------------------------------------------------------------
+# Canonical messages in.
+
+
+def read_messages(spark: SparkSession, inputs: Sequence[str | Path]) -> DataFrame:
+    """Canonical messages (contracts.md §1) from Parquet files or directories of them, as
+    `wa-analytics ingest` writes them (validated and deduplicated: this engine does neither)."""
+    paths = []
+    for item in inputs:
+        text = str(item)
+        if "://" not in text:
+            path = Path(text)
+            if not path.exists():
+                raise InputError("no such file or directory", path=text)
+            if path.is_file() and not path.name.lower().endswith(".parquet"):
+                raise UsageError(
+                    f"{text}: the Spark engine reads canonical messages as Parquet files or directories; "
+                    f"run `wa-analytics ingest {text} -o messages.parquet` first and give it that"
+                )
+        paths.append(text)
+    try:
+        frame = spark.read.parquet(*paths)
+    except Exception as error:  # noqa: BLE001 - Spark's analysis errors, named for the user
+        raise InputError(f"cannot read as Parquet ({str(error).splitlines()[0]})", path=", ".join(paths)) from None
+    return conform_messages(frame, where=", ".join(paths))
+
+
+def conform_messages(messages: DataFrame, *, where: str = "messages") -> DataFrame:
+    """The canonical columns the kernel reads, optional ones filled with nulls; an InputError
+    names what is missing or of the wrong type."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, TimestampType
+
+    types = dict(messages.dtypes)
+    missing = [c for c in schema.REQUIRED_MESSAGE_COLUMNS if c not in types]
+    if missing:
+        raise InputError(
+            f"missing required column {', '.join(missing)}",
+            path=where,
+            fix="Give canonical messages (contracts.md §1), as `wa-analytics ingest` writes them",
+        )
+    if types["timestamp"] != "timestamp":
+        raise InputError(
+            f"column timestamp is {types['timestamp']}, not an instant with time zone",
+            path=where,
+            fix="Write the messages with `wa-analytics ingest`, which reads and checks timestamps",
+        )
+    return messages.select(
+        [
+            (F.col(c) if c in types else F.lit(None)).cast(TimestampType() if c == "timestamp" else StringType()).alias(c)
+            for c in schema.MESSAGE_SCHEMA
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Charges.
+
+
+def bill(messages: DataFrame, config: BillingConfig | None = None, *, partitions: int | None = None) -> DataFrame:
+    """Charges (contracts.md §2) for canonical messages: the same rows as `charges.bill`, as a
+    Spark DataFrame in no particular order. The kernel's candidates are persisted (memory, then
+    disk), because the counted and the uncounted ones are read separately."""
+    from pyspark import StorageLevel
+
+    candidates = charge_candidates(messages, config, partitions=partitions).persist(StorageLevel.MEMORY_AND_DISK)
+    return apply_free_tiers(candidates)
+
+
+def charge_candidates(messages: DataFrame, config: BillingConfig | None = None, *, partitions: int | None = None) -> DataFrame:
+    """`charges.kernel` on whole keys: messages hash-partitioned by key, sorted by key within each
+    partition, and billed chunk by chunk (module docstring). `free_tier_counter` names the monthly
+    counter that still has to decide a candidate's pricing type."""
+    config = config or BillingConfig()
+    messages = conform_messages(messages)
+    if partitions is None:
+        parallelism = messages.sparkSession.sparkContext.defaultParallelism
+        partitions = max(parallelism, math.ceil(messages.count() / ROWS_PER_PARTITION))
+    keyed = messages.repartition(partitions, *KEY).sortWithinPartitions(*KEY)
+
+    def bill_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for chunk in whole_key_chunks(batches, ROWS_PER_CHUNK):
+            yield from candidates_as_arrow(charges.kernel(chunk, config)).to_batches()
+
+    return keyed.mapInArrow(bill_partition, CANDIDATE_DDL)
+
+
+def whole_key_chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pl.DataFrame]:
+    """Messages sorted by key, regrouped into frames of at least `rows` messages (the last may be
+    smaller) that never split a key: a batch boundary may fall inside a key, a chunk's may not."""
+    pending: list[pl.DataFrame] = []
+    held = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(pl.from_arrow(pa.Table.from_batches([batch])))  # type: ignore[arg-type]
+        held += batch.num_rows
+        if held < rows:
+            continue
+        frame = pl.concat(pending, rechunk=False)
+        last = frame.select(pl.col(k).last() for k in KEY).row(0)
+        tail = frame.select(((pl.col(KEY[0]) == last[0]) & (pl.col(KEY[1]) == last[1])).sum()).item()
+        if tail == frame.height:  # one key larger than a chunk: keep gathering it
+            pending = [frame]
+            continue
+        yield frame.head(frame.height - tail)
+        pending, held = [frame.tail(tail)], tail
+    if held:
+        yield pl.concat(pending)
+
+
+def candidates_as_arrow(candidates: pl.DataFrame) -> pa.Table:
+    """The kernel's candidates in `CANDIDATE_DDL`'s columns and Arrow types (plain strings)."""
+    frame = candidates.select(
+        *[pl.col(c).cast(schema.CHARGE_SCHEMA[c]) for c in CHARGE_COLUMNS],
+        *[pl.col(c).cast(t) for c, t in COUNTER_COLUMNS.items()],
+    )
+    table = frame.to_arrow()
+    return table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema]))
+
+
+def apply_free_tiers(candidates: DataFrame) -> DataFrame:
+    """Charges with every pricing type decided: the candidates a monthly counter decides go
+    through `queries/free_tiers.sql` in Spark SQL (a window per counter, scope and month, in
+    delivery order); the others are final. `billable` is true only for `regular` (§2 contract)."""
+    from pyspark.sql import functions as F
+
+    spark = candidates.sparkSession
+    kept = [c for c in CHARGE_COLUMNS if c != "pricing_type"]
+    counted = candidates.filter(F.col("free_tier_counter").isNotNull()).select(
+        "free_tier_counter",
+        "free_tier_scope",
+        "local_month",
+        *pricing.DELIVERY_ORDER,
+        F.struct(*kept).alias("charge"),  # passes through the query as one column
+    )
+    counted.createOrReplaceTempView("counted_charges")
+    decided = spark.sql(spark_dialect(query("free_tiers")), args=charges.free_tier_parameters())
+    spark.catalog.dropTempView("counted_charges")
+    uncounted = candidates.filter(F.col("free_tier_counter").isNull()).select(*kept, "pricing_type")
+    billed = uncounted.unionByName(decided.select("charge.*", "pricing_type"))
+    return billed.select(
+        *[F.col(c) for c in CHARGE_COLUMNS[: CHARGE_COLUMNS.index("pricing_type") + 1]],
+        (F.col("pricing_type") == "regular").alias("billable"),
+        *[F.col(c) for c in CHARGE_COLUMNS[CHARGE_COLUMNS.index("pricing_type") + 1 :]],
+    )
+
+
+def spark_dialect(sql: str) -> str:
+    """A DuckDB query of `queries/` in Spark SQL: `$name` parameters become `:name` (Spark's named
+    parameter markers) and `* EXCLUDE (...)` becomes `* EXCEPT (...)`. The queries use nothing
+    else that differs; the tests run the free-tier query on both engines and compare."""
+    return re.sub(r"\*\s+EXCLUDE\s*\(", "* EXCEPT (", re.sub(r"\$([A-Za-z_]\w*)", r":\1", sql))
+
+
+def to_polars(charges_frame: DataFrame) -> pl.DataFrame:
+    """A Spark charges DataFrame on the driver, in contracts.md §2 types, sorted like `charges.bill`."""
+    return schema.conform_charges(pl.from_arrow(charges_frame.toArrow()))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# Costs.
+
+
+def price(
+    charges_frame: DataFrame,
+    billing_config: BillingConfig | None = None,
+    pricing_config: pricing.PricingConfig | None = None,
+    *,
+    card: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Spark charges priced by `pricing.price` on the driver (`pricing.PRICED_SCHEMA`, Polars).
+
+    Why on the driver: the rate lookups run once per distinct (market, category, date), on a card
+    of a few thousand rows, and the volume-tier counter is one window per business portfolio,
+    market, category family and month, which Spark would also run in one task per counter; the
+    money is exact decimals rounded once. Pricing 9.7 M messages' charges took 3.9 s locally
+    (benchmarks/README.md), a fifth of billing them. The cost is memory: all charges are on the
+    driver (about 4.5 GB for 10 M messages' worth). Past that, price a month at a time (a
+    counter never spans two months): `charges_frame.filter(...)` on `started_at`, with a day's
+    margin for WABA time zones, keeping the priced rows of the month.
+    """
+    return pricing.price(to_polars(charges_frame), billing_config, pricing_config, card=card)
+
+
+def costs(
+    charges_frame: DataFrame,
+    billing_config: BillingConfig | None = None,
+    pricing_config: pricing.PricingConfig | None = None,
+    *,
+    card: pl.DataFrame | None = None,
+) -> DataFrame:
+    """contracts.md §4: the cost roll-up of Spark charges, as a Spark DataFrame (`price`, then
+    `pricing.costs`)."""
+    rolled = pricing.costs(price(charges_frame, billing_config, pricing_config, card=card))
+    return charges_frame.sparkSession.createDataFrame(rolled.to_arrow())
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: `wa-analytics charges|costs --engine spark`.
+
+
+def is_directory_output(output: str | Path) -> bool:
+    """OUT is a Parquet directory when it exists as one, ends in '/', or has no file extension."""
+    text = str(output)
+    return text.endswith("/") or Path(text).is_dir() or not Path(text).suffix
+
+
+def bill_files(
+    inputs: Sequence[str | Path], output: str | Path, config: BillingConfig | None = None, *, master: str = DEFAULT_MASTER
+) -> pl.LazyFrame:
+    """Bill canonical-message Parquet (files or directories) on Spark into `output`: a Parquet
+    directory (part files in charge order: key, then time) or one `.parquet`/`.csv`/`.csv.gz`
+    file sorted like `charges.bill`. Returns the written charges, scanned, for the summary."""
+    spark = session(master)
+    with _kernel_errors():
+        billed = bill(read_messages(spark, inputs), config).orderBy(*schema.CHARGE_ORDER)
+        if is_directory_output(output):
+            billed.write.mode("overwrite").parquet(str(output))
+            return pl.scan_parquet(Path(output) / "*.parquet")
+        from analytics import ingest
+
+        ingest.output_suffix(output)
+        scratch = Path(tempfile.mkdtemp(prefix=".wa-analytics-spark-", dir=Path(output).parent))
+        try:
+            billed.write.mode("overwrite").parquet(str(scratch / "charges"))
+            parts = sorted((scratch / "charges").glob("part-*.parquet"))
+            written = pl.scan_parquet(parts) if parts else schema.empty_charges().lazy()
+            ingest.write_frame(written, output)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return pl.scan_parquet(output) if str(output).endswith(".parquet") else pl.scan_csv(output, try_parse_dates=True)
+
+
+def bill_files_to_polars(
+    inputs: Sequence[str | Path], config: BillingConfig | None = None, *, master: str = DEFAULT_MASTER
+) -> pl.DataFrame:
+    """Bill canonical-message Parquet on Spark; the charges on the driver, sorted like `charges.bill`."""
+    spark = session(master)
+    with _kernel_errors():
+        return to_polars(bill(read_messages(spark, inputs), config))
+
+
+class _kernel_errors:
+    """The kernel's refusals (e.g. a message before 2022-02-01) reach the driver wrapped in a
+    Python worker's traceback: raise them as the InputError they are."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, _tb: object) -> bool:
+        if error is None or isinstance(error, InputError | UsageError):
+            return False
+        found = re.findall(r"^ValueError: (.+)$", str(error), flags=re.MULTILINE)
+        if found:
+            raise InputError(found[-1]) from None
+        return False

@@ -1,0 +1,200 @@
+"""The Spark engine (analytics/spark.py) gives the local engine's charges and costs, row for row.
+
+Spark runs in local mode on 2 cores, one session for the module. The traffic is generated and
+crosses every rule set (cbp-2022 → cbp-2023 → pmp-2025 → pmp-2026-10) and 44 months; the free
+tiers are lowered so that every monthly counter decides both ways. The 1 M-message run is marked
+`slow`: `.ci/run` runs it with WA_ANALYTICS_SLOW_TESTS=1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pytest
+from polars.testing import assert_frame_equal
+
+from analytics import charges, cli, generate, pricing, rules, schema
+from analytics import spark as spark_engine
+from analytics.resources import query
+from analytics.rules import BillingConfig
+
+pytest.importorskip("pyspark", reason="the Spark engine needs pyspark: pip install 'wa-analytics[spark]'")
+
+USD = pricing.PricingConfig(currency="USD", report_unpriced=True)  # the shipped card has no rates for parts of 2025
+
+
+@pytest.fixture(scope="module")
+def spark():
+    session = spark_engine.session("local[2]", driver_memory="2g")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def traffic() -> pl.DataFrame:
+    """About 22,000 canonical messages from April 2023 to November 2026: every rule set and switch."""
+    generated = generate.generate_traffic(users=300, start=dt.date(2023, 4, 1), months=44, seed=5)
+    return generated.unique(subset="message_id", keep="first", maintain_order=True)
+
+
+@pytest.fixture
+def small_free_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five free units a month per counter, so each counter has free and paid charges every month."""
+    monkeypatch.setattr(rules, "CBP_2022_FREE_CONVERSATIONS", 5)
+    monkeypatch.setattr(rules, "CBP_2023_FREE_SERVICE_CONVERSATIONS", 5)
+    monkeypatch.setattr(rules, "PMP_2026_FREE_SERVICE_MESSAGES", 5)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [BillingConfig(timezone="Europe/Rome"), BillingConfig(rules="cbp-2022")],
+    ids=["rules-in-force-rome", "what-if-cbp-2022"],
+)
+def test_spark_charges_equal_the_local_engine(spark, traffic, small_free_tiers, config) -> None:
+    local = schema.conform_charges(charges.bill(traffic, config))
+    on_spark = spark_engine.to_polars(spark_engine.bill(spark.createDataFrame(traffic.to_arrow()), config, partitions=3))
+    assert_frame_equal(on_spark, local)
+    if config.rules is None:
+        assert set(local["rule_set"]) == {"cbp-2022", "cbp-2023", "pmp-2025", "pmp-2026-10"}
+        for rule_set in ("cbp-2022", "cbp-2023", "pmp-2026-10"):  # each counter decided both ways
+            decided = set(local.filter(pl.col("rule_set") == rule_set)["pricing_type"])
+            assert {"free_tier", "regular"} <= decided, rule_set
+
+
+def test_spark_costs_equal_the_local_engine(spark, traffic) -> None:
+    config = BillingConfig(timezone="Europe/Rome")
+    local = pricing.costs(pricing.price(charges.bill(traffic, config), config, USD))
+    billed = spark_engine.bill(spark.createDataFrame(traffic.to_arrow()), config)
+    on_spark = pl.from_arrow(spark_engine.costs(billed, config, USD).toArrow())
+    assert_frame_equal(on_spark.cast(pricing.ROLLUP_SCHEMA), local)
+    assert local.height > 100
+
+
+def test_free_tier_query_decides_the_same_in_duckdb_and_spark(spark) -> None:
+    """queries/free_tiers.sql runs in both engines (Spark after `spark_dialect`), as the local
+    engine and the Spark engine each run it: same rows, same positions in the month."""
+    at = dt.datetime(2025, 11, 3, 9, tzinfo=dt.UTC)
+    counted_charges = pl.DataFrame(
+        {
+            "row": [0, 1, 2, 3, 4],
+            "free_tier_counter": ["pmp-2026-10-service"] * 3 + ["cbp-2022"] * 2,
+            "free_tier_scope": ["+391", "+391", "+392", "waba", "waba"],
+            "local_month": [dt.date(2026, 10, 1)] * 3 + [dt.date(2022, 3, 1)] * 2,
+            "started_at": [at, at, at, at, at + dt.timedelta(seconds=1)],
+            "business_phone": ["+391", "+391", "+392", "+391", "+391"],
+            "user_id": ["b", "a", "a", "a", "a"],
+            "opening_message_id": ["m1", "m2", "m3", "m4", "m5"],
+        }
+    )
+    parameters = {"cbp_2022_free": 1, "cbp_2023_free_service": 1, "pmp_2026_free_service": 1}
+    in_duckdb = duckdb.connect().sql(query("free_tiers"), params=parameters).pl().sort("row")
+    spark.createDataFrame(counted_charges.to_arrow()).createOrReplaceTempView("counted_charges")
+    in_spark = pl.from_arrow(spark.sql(spark_engine.spark_dialect(query("free_tiers")), args=parameters).toArrow()).sort("row")
+    assert in_duckdb["pricing_type"].to_list() == ["regular", "free_tier", "free_tier", "free_tier", "regular"]
+    assert_frame_equal(in_spark, in_duckdb, check_dtypes=False)
+
+
+def test_chunks_of_sorted_batches_never_split_a_key() -> None:
+    keys = [("p1", "u1")] * 3 + [("p1", "u2")] * 4 + [("p2", "u1")] * 2 + [("p2", "u2")]
+    frame = pa.table({"business_phone": [k[0] for k in keys], "user_id": [k[1] for k in keys], "n": list(range(len(keys)))})
+    batches = frame.to_batches(max_chunksize=2)  # batch boundaries fall inside keys
+    chunks = list(spark_engine.whole_key_chunks(iter(batches), rows=3))
+    assert pl.concat(chunks)["n"].to_list() == list(range(len(keys)))
+    seen: set[tuple[str, str]] = set()
+    for chunk in chunks:
+        in_chunk = set(chunk.select("business_phone", "user_id").unique().iter_rows())
+        assert not in_chunk & seen
+        seen |= in_chunk
+    assert len(chunks) > 1
+
+
+def test_charges_and_costs_commands_with_engine_spark(spark, traffic, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What `ingest` writes, as a Parquet directory in; a directory or one file out (sorted like the
+    local engine's); costs."""
+    raw, ingested, messages = tmp_path / "raw.csv", tmp_path / "messages.parquet", tmp_path / "messages"
+    traffic.write_csv(raw)
+    assert cli.main(["ingest", str(raw), "-o", str(ingested)]) == 0
+    messages.mkdir()
+    canonical = pl.read_parquet(ingested)
+    canonical.head(canonical.height // 2).write_parquet(messages / "part-0.parquet")
+    canonical.tail(canonical.height - canonical.height // 2).write_parquet(messages / "part-1.parquet")
+    local_out, spark_out, spark_dir = tmp_path / "local.parquet", tmp_path / "spark.parquet", tmp_path / "charges"
+    assert cli.main(["charges", str(ingested), "-o", str(local_out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["charges", "--engine", "spark", "--spark-master", "local[2]", str(messages), "-o", str(spark_out)]) == 0
+    stderr = capsys.readouterr().err
+    local = pl.read_parquet(local_out)
+    assert_frame_equal(pl.read_parquet(spark_out), local)  # same rows, same order
+    assert charges.describe(local) in stderr
+    assert cli.main(["charges", "--engine", "spark", str(messages), "-o", str(spark_dir)]) == 0
+    assert_frame_equal(schema.conform_charges(pl.read_parquet(spark_dir / "*.parquet")), local)
+
+    local_costs, spark_costs = tmp_path / "costs.csv", tmp_path / "spark-costs.csv"
+    card = ["--currency", "USD", "--report-unpriced"]
+    assert cli.main(["costs", str(ingested), *card, "-o", str(local_costs)]) == 0
+    assert cli.main(["costs", "--engine", "spark", str(messages), *card, "-o", str(spark_costs)]) == 0
+    assert spark_costs.read_text() == local_costs.read_text()
+
+
+def test_engine_spark_refuses_what_it_cannot_read(spark, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "messages.csv.gz"
+    assert cli.main(["charges", "--engine", "spark", str(sample), "-o", str(tmp_path / "c.parquet")]) == 2
+    assert "run `wa-analytics ingest" in capsys.readouterr().err
+    assert cli.main(["charges", "--engine", "spark", "--send-log", "log.csv", str(sample), "-o", str(tmp_path / "c.parquet")]) == 2
+    assert "takes no --send-log" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.parquet"
+    pl.DataFrame({"message_id": ["m1"], "timestamp": ["2025-01-01T00:00:00Z"]}).write_parquet(wrong)
+    assert cli.main(["charges", "--engine", "spark", str(wrong), "-o", str(tmp_path / "c.parquet")]) == 2
+    assert "missing required column direction, business_phone, user_id, message_type" in capsys.readouterr().err
+    too_early = tmp_path / "early.parquet"
+    pl.DataFrame(
+        {
+            "message_id": ["m1"],
+            "timestamp": [dt.datetime(2021, 5, 1, tzinfo=dt.UTC)],
+            "direction": ["outbound"],
+            "business_phone": ["+39021"],
+            "user_id": ["393331234567"],
+            "message_type": ["template"],
+            "template_category": ["marketing"],
+        }
+    ).write_parquet(too_early)
+    assert cli.main(["charges", "--engine", "spark", str(too_early), "-o", str(tmp_path / "c.parquet")]) == 2
+    assert "message m1 at 2021-05-01 00:00:00+00:00 is before 2022-02-01" in capsys.readouterr().err
+
+
+def test_engine_spark_without_pyspark_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark now raises ImportError
+    messages = tmp_path / "messages.parquet"
+    schema.empty_messages().write_parquet(messages)
+    assert cli.main(["costs", "--engine", "spark", str(messages), "-o", str(tmp_path / "costs.csv")]) == 2
+    assert "pip install 'wa-analytics[spark]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("WA_ANALYTICS_SLOW_TESTS") != "1", reason="1 M messages on Spark: run with WA_ANALYTICS_SLOW_TESTS=1 (.ci/run does)"
+)
+def test_one_million_messages_on_spark_equal_the_local_engine(tmp_path: Path) -> None:
+    """The issue's done-when: `--engine spark` and the local engine, identical charges and costs on
+    1 M generated messages (2025-01 to 2026-10: cbp-2023, pmp-2025 and pmp-2026-10)."""
+    raw, messages = tmp_path / "raw.parquet", tmp_path / "messages.parquet"
+    generate.generate_to_parquet(raw, users=28_400, start=dt.date(2025, 1, 1), months=22, seed=1)
+    assert cli.main(["ingest", str(raw), "-o", str(messages)]) == 0  # what both engines bill
+    assert pl.scan_parquet(messages).select(pl.len()).collect().item() > 950_000
+    out = {engine: tmp_path / f"{engine}-charges.parquet" for engine in ("local", "spark")}
+    assert cli.main(["charges", str(messages), "-o", str(out["local"])]) == 0
+    assert cli.main(["charges", "--engine", "spark", "--spark-master", "local[2]", str(messages), "-o", str(out["spark"])]) == 0
+    assert_frame_equal(pl.read_parquet(out["spark"]), pl.read_parquet(out["local"]))
+    card = ["--currency", "USD", "--report-unpriced"]
+    costs = {engine: tmp_path / f"{engine}-costs.csv" for engine in ("local", "spark")}
+    assert cli.main(["costs", str(messages), *card, "-o", str(costs["local"])]) == 0
+    assert cli.main(["costs", "--engine", "spark", "--spark-master", "local[2]", str(messages), *card, "-o", str(costs["spark"])]) == 0
+    assert costs["spark"].read_text() == costs["local"].read_text()
