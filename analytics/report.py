@@ -153,8 +153,9 @@ def load_traffic(
     """
     overrides = {k: v for k, v in (("timezone", timezone), ("rules", rules_name)) if v}
     billing = BillingConfig.from_toml(config_file, **overrides) if config_file else BillingConfig(**overrides)  # type: ignore[arg-type]
-    is_sample = not input_paths
-    paths = [str(resource(*SAMPLE))] if is_sample else [str(p) for p in input_paths]  # type: ignore[union-attr]
+    sample = Path(str(resource(*SAMPLE))).resolve()
+    paths = [str(p) for p in input_paths] if input_paths else [str(sample)]
+    is_sample = all(Path(p).resolve() == sample for p in paths)
     the_period = period(month, billing.timezone)
     ingested = ingest.read_messages(paths, send_log=send_log, templates=templates, timezone=billing.timezone)
     messages = ingested.messages.filter(pl.col("timestamp") < the_period.end).collect()
