@@ -278,15 +278,18 @@ def scenario_chart(comparison_table: pl.DataFrame) -> alt.HConcatChart:
     )
 
 
-def projection_chart(projection_table: pl.DataFrame) -> alt.LayerChart:
+def projection_chart(projection_table: pl.DataFrame, *, band_for: Sequence[str] | None = (BASELINE,)) -> alt.LayerChart:
     """Projected cost per month and scenario (`rollups.projected_costs` of `Projection.table`),
-    each with its back-test band: the area between `cost_low` and `cost_high`."""
+    with the back-test band (the area between `cost_low` and `cost_high`) of the scenarios in
+    `band_for` (None: every scenario; bands of many scenarios overlap into one blur)."""
     data = rollups.projected_costs(projection_table)
     names = data["scenario"].unique(maintain_order=True).to_list()
     months = _month_span(data["month"])
     x = alt.X("month:O", title="Projected month", scale=alt.Scale(domain=months))
     colour = alt.Color("scenario:N", title="Scenario", sort=names, scale=scenario_scale(names))
     band = data.filter(pl.col("cost_low").is_not_null() & pl.col("cost_high").is_not_null())
+    if band_for is not None:
+        band = band.filter(pl.col("scenario").is_in(list(band_for)))
     layers = []
     if band.height:
         layers.append(
@@ -305,7 +308,9 @@ def projection_chart(projection_table: pl.DataFrame) -> alt.LayerChart:
         )
     )
     subtitle = (
-        "Band: ± the back-test's error at each horizon" if band.height else "No back-test: no band"
+        f"Band ({', '.join(band['scenario'].unique(maintain_order=True))}): ± the back-test's error at each horizon"
+        if band.height
+        else "No back-test: no band"
     )
     return alt.layer(*layers).properties(width=WIDTH, title=alt.Title("Projected cost per month by scenario", subtitle=subtitle))
 

@@ -471,14 +471,20 @@ def _decimal(value: float) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
 
 
-def format_projection(projection: Projection, timezone: str) -> str:
-    """The summary `wa-analytics project` prints: sources, back-test, and each scenario's totals."""
+def format_method(projection: Projection, timezone: str) -> str:
+    """How the projection was made: which history each month replays, and the back-test."""
     count = len(projection.replay.months)
     lines = [f"Projected {count} month{'s' if count != 1 else ''} from {projection.replay.months[0]}:"]
     lines += [f"  {s.describe(timezone)}" for s in projection.replay.sources]
     lines += [f"  note: {n}" for n in projection.replay.notes]
     if projection.backtest is not None:
         lines.append(projection.backtest.format())
+    return "\n".join(lines)
+
+
+def format_projection(projection: Projection, timezone: str) -> str:
+    """The summary `wa-analytics project` prints: the method (`format_method`), and each scenario's totals."""
+    lines = [format_method(projection, timezone)]
     for name in projection.table["scenario"].unique(maintain_order=True).to_list():
         rows = projection.table.filter(pl.col("scenario") == name)
         unit = next(iter(rows["currency"].drop_nulls()), "")

@@ -397,7 +397,7 @@ table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
 th, td { border: 1px solid #d9e2ec; padding: .25em .6em; text-align: right; }
 th { background: #f0f4f8; }
 img { max-width: 100%; height: auto; display: block; margin: 1em 0; }
-pre { background: #f7f9fb; padding: .6em; overflow-x: auto; font-size: .85em; }
+pre { background: #f7f9fb; padding: .6em; white-space: pre-wrap; font-size: .85em; }
 nav li { margin: .2em 0; }
 """
 

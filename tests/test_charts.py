@@ -272,9 +272,18 @@ def test_projection_chart_lines_per_scenario_over_the_back_test_band():
     assert lines["encoding"]["color"]["scale"]["range"][0] == charts.SCENARIO_COLOURS[0]  # the baseline
     assert [(r["scenario"], r["month"], r["cost"], r["cost_low"], r["cost_high"]) for r in rows_of(spec, band)] == [
         ("baseline", "2026-12", 12.0, 10.8, 13.2), ("baseline", "2027-01", 11.0, 9.9, 12.1),
-        ("fewer_campaigns", "2026-12", 6.0, 5.4, 6.6), ("fewer_campaigns", "2027-01", 7.0, 6.3, 7.7),
-    ]
+    ]  # the baseline's band only, by default: many overlapping bands blur into one
+    assert [r["scenario"] for r in rows_of(spec, lines)] == ["baseline", "baseline", "fewer_campaigns", "fewer_campaigns"]
     assert spec["title"]["text"] == "Projected cost per month by scenario"
+    assert spec["title"]["subtitle"] == "Band (baseline): ± the back-test's error at each horizon"
+
+
+def test_projection_chart_bands_of_every_scenario_when_asked():
+    spec = charts.projection_chart(projection_frame(), band_for=None).to_dict()
+    band, _ = spec["layer"]
+    assert [(r["scenario"], r["cost_low"]) for r in rows_of(spec, band)] == [
+        ("baseline", 10.8), ("baseline", 9.9), ("fewer_campaigns", 5.4), ("fewer_campaigns", 6.3),
+    ]
 
 
 def test_projection_chart_without_a_back_test_has_no_band_and_says_so():
