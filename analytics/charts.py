@@ -343,7 +343,7 @@ def reconciliation_chart(reconciliation_by_month: pl.DataFrame, *, include_match
         .mark_bar()
         .encode(
             x=alt.X("month:O", title="Month", scale=alt.Scale(domain=months), axis=alt.Axis(labelAngle=-45 if len(months) > 12 else 0)),
-            y=alt.Y("items:Q", title="Items", stack="zero", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("items:Q", title="Items", stack="zero", axis=_count_axis(data.group_by("month").agg(pl.col("items").sum())["items"].max())),
             color=alt.Color("status:N", title="Status", scale=alt.Scale(domain=statuses, range=[STATUS_COLOURS[s] for s in statuses])),
             order=alt.Order("status_rank:Q", sort="ascending"),
             tooltip=["month:O", "status:N", alt.Tooltip("items:Q", format=","), "reasons:N"],
@@ -359,6 +359,14 @@ def reconciliation_chart(reconciliation_by_month: pl.DataFrame, *, include_match
 
 
 # --- Shared pieces ----------------------------------------------------------------------------------
+
+
+def _count_axis(top: object) -> alt.Axis:
+    """An axis of whole counts. Vega spaces ticks by halves on a small domain (0, 0.5, 1, ...) and
+    ignores `tickMinStep` there, so up to ten the ticks are listed."""
+    if isinstance(top, int) and top <= 10:
+        return alt.Axis(format="d", values=list(range(top + 1)))
+    return alt.Axis(format="d", tickMinStep=1)
 
 
 def category_order(categories: Iterable[str | None]) -> list[str]:

@@ -316,6 +316,7 @@ def test_reconciliation_chart_differences_per_month_by_status_without_matches():
         ("2026-04", "missing_meta", 3, "pricing_not_reported 3"),
     ]
     assert spec["title"]["text"] == "Differences from Meta's reports per month"
+    assert spec["encoding"]["y"]["axis"]["values"] == [0, 1, 2, 3, 4]  # whole items: no tick at 0.5
     with_matches = charts.reconciliation_chart(reconciliation_frame(), include_matches=True).to_dict()
     assert ("2026-01", "match", 100) in [(r["month"], r["status"], r["items"]) for r in rows_of(with_matches)]
 
