@@ -91,7 +91,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             t=pl.col("timestamp").dt.epoch("us"),
             direction_rank=pl.col("direction").replace_strict(rules.DIRECTION_RANK, return_dtype=pl.UInt8),
             failed=(pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed"),
-            local_date=_local_time(config).dt.date(),
+            local_date=local_time(config).dt.date(),
             is_template=is_template,
             unknown_category=is_template & ~billed_category.is_in(list(_SLOT_CODES)).fill_null(False),
             is_reaction=pl.col("message_type") == schema.REACTION,
@@ -153,11 +153,12 @@ def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.Data
     return ordered[order]
 
 
-def _local_time(config: BillingConfig) -> pl.Expr:
-    """Wall-clock time in the message's WABA time zone (§2 Months, §1 switch instants)."""
+def local_time(config: BillingConfig, column: str = "timestamp") -> pl.Expr:
+    """Wall-clock time of the instant `column` in its row's WABA time zone (§2 Months, §1 switch
+    instants): a message's `timestamp`, or a charge's `started_at`."""
 
     def in_zone(tz: str) -> pl.Expr:
-        return pl.col("timestamp").dt.convert_time_zone(tz).dt.replace_time_zone(None)
+        return pl.col(column).dt.convert_time_zone(tz).dt.replace_time_zone(None)
 
     local = in_zone(config.timezone)
     for waba_id, tz in config.waba_timezones.items():

@@ -22,6 +22,7 @@ import datetime as dt
 import polars as pl
 
 from analytics import pricing, reconcile, rules, schema
+from analytics.charges import local_time
 from analytics.rules import BillingConfig
 
 CENTS = 2
@@ -142,7 +143,7 @@ def openings(charges: pl.DataFrame, billing: BillingConfig | None = None) -> pl.
     has no holes.
     """
     billing = billing or BillingConfig()
-    local = _local_started_at(billing)
+    local = local_time(billing, "started_at")
     counted = charges.group_by(weekday=local.dt.weekday().cast(pl.Int8), hour=local.dt.hour().cast(pl.Int8)).agg(charges=pl.len())
     cells = pl.DataFrame({"weekday": list(range(1, 8)), "weekday_name": list(WEEKDAY_NAMES)}, schema_overrides={"weekday": pl.Int8}).join(
         pl.DataFrame({"hour": list(HOURS)}, schema={"hour": pl.Int8}), how="cross"
@@ -330,18 +331,6 @@ def reconciliation_by_month(items: pl.DataFrame, billing: BillingConfig | None =
 def _local_month(billing: BillingConfig) -> pl.Expr:
     """`YYYY-MM` of `started_at` in the WABA's time zone: `pricing`'s local date, so both agree."""
     return pricing.local_date(billing).dt.strftime("%Y-%m")
-
-
-def _local_started_at(billing: BillingConfig) -> pl.Expr:
-    """`started_at` as wall-clock time (no zone) in the charge's WABA time zone."""
-
-    def in_zone(tz: str) -> pl.Expr:
-        return pl.col("started_at").dt.convert_time_zone(tz).dt.replace_time_zone(None)
-
-    local = in_zone(billing.timezone)
-    for waba_id, tz in billing.waba_timezones.items():
-        local = pl.when(pl.col("waba_id") == waba_id).then(in_zone(tz)).otherwise(local)
-    return local
 
 
 def _money_sums() -> list[pl.Expr]:
