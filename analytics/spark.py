@@ -20,23 +20,23 @@ same rules run on the engine users already have, without a second implementation
    says why, and what it costs.
 
 Why `repartition` + `sortWithinPartitions` + `mapInArrow`, measured with Spark 4.3 in local mode
-on 2 cores (kernel stage alone, counted; a machine shared with other work, load average 4 to 5,
-so within perhaps 20%):
+on 2 cores (a machine shared with other work, so within perhaps 20%):
 
 - `groupBy(business_phone, user_id).applyInArrow(kernel)`: one kernel call per key, each with a
   fixed cost of about 20 ms. 10,000 messages (6,282 keys) took 138 s, against 1.3 s to 4.3 s
   the other ways; 972,303 messages (42,331 keys) would take a quarter of an hour.
-- `repartition` + `mapInArrow`, one kernel call per whole partition: 6.6 s for 972,303 messages
-  once the Python workers are warm. A partition must then fit in a worker's memory, so the
-  partition count must follow the data.
-- `repartition` + `sortWithinPartitions` + `mapInArrow`, partitions cut into chunks at key
-  boundaries: 6.6 s as well (Spark's sort, which spills to disk, is lost in the noise), and a
-  worker's memory is bounded by one chunk whatever the partition size. This is what runs.
+- `repartition` + `mapInArrow`, one kernel call per whole partition: 6.6 s for the kernel stage
+  on 972,303 messages, as fast as the next way. But a partition must then fit in a Python
+  worker's memory, whatever partition count a notebook or Spark's adaptive execution chooses.
+- `repartition` + `sortWithinPartitions` + `mapInArrow`, partitions cut into chunks of whole keys
+  (`whole_key_chunks`): 6.6 s at 972,303 messages; at 9.7 M the sort adds 10 to 14 s to a 16 to
+  21 s shuffle, a tenth of the whole run. It buys a worker's memory bounded by one chunk, however
+  large or few the partitions: this is what runs.
 
-The output is the charges table of contracts.md §2 with the local engine's values; its row order
-is Spark's (`bill_files` sorts it like `charges.bill`). pyspark is an optional dependency
-(`pip install 'wa-analytics[spark]'`); this module imports it only when called, and says how to
-install it when it is missing.
+The output is the charges table of contracts.md §2 with the local engine's values, in Spark's
+order (`bill_files` sorts a file like `charges.bill`, and each part file of a directory by key
+and time). pyspark is an optional dependency (`pip install 'wa-analytics[spark]'`): this module
+imports it only when called, and says how to install it when it is missing.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,9 +100,9 @@ def require_pyspark() -> None:
 
 
 def session(master: str = DEFAULT_MASTER, *, driver_memory: str = DEFAULT_DRIVER_MEMORY) -> SparkSession:
-    """A Spark session configured as billing needs: UTC session time zone (timestamps cross
-    Arrow as UTC instants, as the kernel reads them), Arrow for Python data exchange, and
-    Parquet timestamps written as UTC microseconds.
+    """A Spark session configured as billing needs: UTC session time zone (timestamps show as
+    the local engine writes them; the charges do not depend on it, since instants cross Arrow as
+    instants), Arrow for Python data exchange, and Parquet timestamps written as UTC microseconds.
 
     In local mode the Python workers are this interpreter, which has polars and this package."""
     require_pyspark()
@@ -254,7 +255,8 @@ def candidates_as_arrow(candidates: pl.DataFrame) -> pa.Table:
 def apply_free_tiers(candidates: DataFrame) -> DataFrame:
     """Charges with every pricing type decided: the candidates a monthly counter decides go
     through `queries/free_tiers.sql` in Spark SQL (a window per counter, scope and month, in
-    delivery order); the others are final. `billable` is true only for `regular` (§2 contract)."""
+    delivery order); the others are final. `billable` is true only for `regular` (contracts.md
+    §2). The query reads the temporary view `counted_charges`, registered and dropped here."""
     from pyspark.sql import functions as F
 
     spark = candidates.sparkSession
@@ -308,9 +310,11 @@ def price(
     market, category family and month, which Spark would also run in one task per counter; the
     money is exact decimals rounded once. Pricing 9.7 M messages' charges took 3.9 s locally
     (benchmarks/README.md), a fifth of billing them. The cost is memory: all charges are on the
-    driver (about 4.5 GB for 10 M messages' worth). Past that, price a month at a time (a
-    counter never spans two months): `charges_frame.filter(...)` on `started_at`, with a day's
-    margin for WABA time zones, keeping the priced rows of the month.
+    driver (about 4.5 GB for 10 M messages' worth), and they come through the JVM driver, so
+    `spark.driver.maxResultSize` (default 1 GB, about 6 M charges) must hold them. Past that,
+    price a month at a time with a fixed `currency`: a counter never spans two months, so
+    charges filtered on `started_at` from a day before the month to a day after it (WABA time
+    zones) give the right price to every charge whose `month` is that month; keep those.
     """
     return pricing.price(to_polars(charges_frame), billing_config, pricing_config, card=card)
 
@@ -338,18 +342,31 @@ def is_directory_output(output: str | Path) -> bool:
     return text.endswith("/") or Path(text).is_dir() or not Path(text).suffix
 
 
+@dataclass(frozen=True)
+class SparkRun:
+    charges: int
+    summary: str  # `charges.describe` of the charges written
+
+
 def bill_files(
     inputs: Sequence[str | Path], output: str | Path, config: BillingConfig | None = None, *, master: str = DEFAULT_MASTER
-) -> pl.LazyFrame:
+) -> SparkRun:
     """Bill canonical-message Parquet (files or directories) on Spark into `output`: a Parquet
-    directory (part files in charge order: key, then time) or one `.parquet`/`.csv`/`.csv.gz`
-    file sorted like `charges.bill`. Returns the written charges, scanned, for the summary."""
+    directory (each part file sorted by key and time, as `analytics.partitioned` sorts its
+    buckets: no global sort of every charge) or one `.parquet`/`.csv`/`.csv.gz` file sorted like
+    `charges.bill` (Spark writes the parts, Polars sorts and joins them)."""
+    if not master.startswith("local") and not is_directory_output(output):
+        raise UsageError(
+            f"on a cluster ({master}) the executors write the charges: give OUT as a Parquet directory on storage "
+            f"they share (e.g. s3://bucket/charges/), not the file {output}"
+        )
     spark = session(master)
     with _kernel_errors():
-        billed = bill(read_messages(spark, inputs), config).orderBy(*schema.CHARGE_ORDER)
+        billed = bill(read_messages(spark, inputs), config).sortWithinPartitions(*schema.CHARGE_ORDER)
         if is_directory_output(output):
             billed.write.mode("overwrite").parquet(str(output))
-            return pl.scan_parquet(Path(output) / "*.parquet")
+            written = pl.scan_parquet(str(output).rstrip("/") + "/*.parquet")  # also s3://... and the like
+            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written))
         from analytics import ingest
 
         ingest.output_suffix(output)
@@ -358,19 +375,33 @@ def bill_files(
             billed.write.mode("overwrite").parquet(str(scratch / "charges"))
             parts = sorted((scratch / "charges").glob("part-*.parquet"))
             written = pl.scan_parquet(parts) if parts else schema.empty_charges().lazy()
-            ingest.write_frame(written, output)
+            ingest.write_frame(written.sort(schema.CHARGE_ORDER), output)
+            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return pl.scan_parquet(output) if str(output).endswith(".parquet") else pl.scan_csv(output, try_parse_dates=True)
 
 
 def bill_files_to_polars(
     inputs: Sequence[str | Path], config: BillingConfig | None = None, *, master: str = DEFAULT_MASTER
 ) -> pl.DataFrame:
-    """Bill canonical-message Parquet on Spark; the charges on the driver, sorted like `charges.bill`."""
+    """Bill canonical-message Parquet on Spark; the charges on the driver, sorted like `charges.bill`.
+
+    In local mode they come back through a scratch Parquet directory, not through the JVM driver
+    (which would need `spark.driver.maxResultSize` above the charges' size: 1.2 GB for 10 M
+    messages); on a cluster, whose executors cannot write to this machine, through Arrow.
+    """
     spark = session(master)
     with _kernel_errors():
-        return to_polars(bill(read_messages(spark, inputs), config))
+        billed = bill(read_messages(spark, inputs), config)
+        if not master.startswith("local"):
+            return to_polars(billed)
+        scratch = Path(tempfile.mkdtemp(prefix="wa-analytics-spark-"))
+        try:
+            billed.write.parquet(str(scratch / "charges"))
+            parts = sorted((scratch / "charges").glob("part-*.parquet"))
+            return schema.conform_charges(pl.read_parquet(parts) if parts else schema.empty_charges())
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _kernel_errors:
@@ -386,4 +417,9 @@ class _kernel_errors:
         found = re.findall(r"^ValueError: (.+)$", str(error), flags=re.MULTILINE)
         if found:
             raise InputError(found[-1]) from None
+        if "spark.driver.maxResultSize" in str(error):
+            raise UsageError(
+                "the charges are larger than spark.driver.maxResultSize allows the driver to collect: raise it "
+                "(e.g. spark.driver.maxResultSize 8g in spark-defaults.conf, with spark.driver.memory above it)"
+            ) from None
         return False

@@ -52,13 +52,18 @@ def small_free_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "config",
-    [BillingConfig(timezone="Europe/Rome"), BillingConfig(rules="cbp-2022")],
-    ids=["rules-in-force-rome", "what-if-cbp-2022"],
+    ("config", "session_timezone"),
+    [(BillingConfig(timezone="Europe/Rome"), "UTC"), (BillingConfig(rules="cbp-2022"), "America/Sao_Paulo")],
+    ids=["rules-in-force-rome", "what-if-cbp-2022-in-a-session-not-in-utc"],
 )
-def test_spark_charges_equal_the_local_engine(spark, traffic, small_free_tiers, config) -> None:
+def test_spark_charges_equal_the_local_engine(spark, traffic, small_free_tiers, config, session_timezone) -> None:
+    """A notebook's session may have any time zone: instants cross Arrow as instants."""
     local = schema.conform_charges(charges.bill(traffic, config))
-    on_spark = spark_engine.to_polars(spark_engine.bill(spark.createDataFrame(traffic.to_arrow()), config, partitions=3))
+    spark.conf.set("spark.sql.session.timeZone", session_timezone)
+    try:
+        on_spark = spark_engine.to_polars(spark_engine.bill(spark.createDataFrame(traffic.to_arrow()), config, partitions=3))
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
     assert_frame_equal(on_spark, local)
     if config.rules is None:
         assert set(local["rule_set"]) == {"cbp-2022", "cbp-2023", "pmp-2025", "pmp-2026-10"}
