@@ -193,7 +193,9 @@ def conform_messages(messages: DataFrame, *, where: str = "messages") -> DataFra
 def bill(messages: DataFrame, config: BillingConfig | None = None, *, partitions: int | None = None) -> DataFrame:
     """Charges (contracts.md §2) for canonical messages: the same rows as `charges.bill`, as a
     Spark DataFrame in no particular order. The kernel's candidates are persisted (memory, then
-    disk), because the counted and the uncounted ones are read separately."""
+    disk), because the counted and the uncounted ones are read separately. `partitions`: how
+    many hash partitions of keys; by default one per `ROWS_PER_PARTITION` messages, at least one
+    per core, from a count of the messages (an extra pass over them: give it to skip that)."""
     from pyspark import StorageLevel
 
     candidates = charge_candidates(messages, config, partitions=partitions).persist(StorageLevel.MEMORY_AND_DISK)
