@@ -12,7 +12,7 @@ REPORT_MONTH ?= 2026-10
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,notebooks]'
+	$(BIN)/python -m pip install --quiet -e '.[test,notebooks,spark]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -143,6 +143,28 @@ def add_billing_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--engine and --spark-master (charges, costs): bill on this machine, or on Apache Spark (analytics/spark.py)."""
+    parser.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local (default): this machine; spark: Apache Spark, for canonical Parquet files or directories "
+        "(as `ingest` writes them) and, for charges, a Parquet directory as OUT (pip install 'wa-analytics[spark]')",
+    )
+    parser.add_argument("--spark-master", default="local[*]", metavar="URL", help="the Spark master of --engine spark (default local[*])")
+
+
+def _spark_inputs_only(args: argparse.Namespace) -> None:
+    """--engine spark reads canonical Parquet: the options of reading other formats belong to `ingest`."""
+    given = [f"--{name.replace('_', '-')}" for name in ("send_log", "templates", "pseudonymise", "quarantine") if getattr(args, name, None)]
+    if given:
+        raise UsageError(
+            f"--engine spark reads canonical Parquet and takes no {', '.join(given)}: run `{PROG} ingest` with "
+            f"{'it' if len(given) == 1 else 'them'} first, then --engine spark on the Parquet it writes"
+        )
+
+
 def billing_config(args: argparse.Namespace) -> rules.BillingConfig:
     """The BillingConfig of a command line: the config file if any, then --timezone and --rules."""
     try:
@@ -229,12 +251,17 @@ def add_charges_command(subcommands: argparse._SubParsersAction) -> None:
     )
     add_input_arguments(parser)
     add_billing_arguments(parser)
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="charges: .csv, .csv.gz or .parquet")
+    add_engine_arguments(parser)
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="charges: .csv, .csv.gz or .parquet (--engine spark: also a Parquet directory)"
+    )
     parser.add_argument("--quarantine", metavar="FILE", help="quarantined input rows, CSV (default: OUT's name with .quarantine.csv)")
     parser.set_defaults(run=run_charges)
 
 
 def run_charges(args: argparse.Namespace) -> int:
+    if args.engine == "spark":
+        return run_charges_on_spark(args)
     ingest.output_suffix(args.output)
     config = billing_config(args)
     ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
@@ -249,6 +276,19 @@ def run_charges(args: argparse.Namespace) -> int:
             partitioned.bill_parquet([messages], billed, config, workdir=scratch)
             ingest.write_frame(pl.scan_parquet(billed), args.output)
             _say(charges.describe(pl.scan_parquet(billed)))
+    _say(f"Charges: {args.output}")
+    return EXIT_OK
+
+
+def run_charges_on_spark(args: argparse.Namespace) -> int:
+    """`charges --engine spark`: canonical Parquet in, charges out (one file, or a Parquet directory)."""
+    from analytics import spark
+
+    _spark_inputs_only(args)
+    if not spark.is_directory_output(args.output):
+        ingest.output_suffix(args.output)
+    run = spark.bill_files(args.inputs, args.output, billing_config(args), master=args.spark_master)
+    _say(run.summary)
     _say(f"Charges: {args.output}")
     return EXIT_OK
 
@@ -306,6 +346,7 @@ def add_costs_command(subcommands: argparse._SubParsersAction) -> None:
     )
     add_input_arguments(parser)
     add_billing_arguments(parser)
+    add_engine_arguments(parser)
     parser.add_argument(
         "--rate-card", metavar="CSV", help="a rate card CSV, or a folder of them (default: the card shipped in data/rate_cards/)"
     )
@@ -348,8 +389,15 @@ def run_costs(args: argparse.Namespace) -> int:
     billing = billing_config(args)
     prices = pricing_config(args)
     card = ratecards.load_card(prices.rate_card)  # a bad card stops the run before the inputs are read
-    ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
-    priced = pricing.price(charges.bill(ingested.messages, billing), billing, prices, card=card)
+    if args.engine == "spark":  # billed on Spark, priced here (analytics.spark.price says why)
+        from analytics import spark
+
+        _spark_inputs_only(args)
+        billed = spark.bill_files_to_polars(args.inputs, billing, master=args.spark_master)
+    else:
+        ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
+        billed = charges.bill(ingested.messages, billing)
+    priced = pricing.price(billed, billing, prices, card=card)
     ingest.write_frame(pricing.costs(priced), args.output)
     if args.invoice:
         ingest.write_frame(pricing.invoice(priced), args.invoice)
