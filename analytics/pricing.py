@@ -48,12 +48,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from analytics import rules, schema
 from analytics.errors import InputError, UsageError
 from analytics.markets import UNKNOWN_MARKET
 from analytics.ratecards import RATE_SCALE, TIER_FAMILY, load_card
+from analytics.resources import query
 from analytics.rules import BillingConfig
 
 DEFAULT_PORTFOLIO = "default"
@@ -187,28 +189,122 @@ def price(
     """Charges (contracts.md §2) with what each costs (`PRICED_SCHEMA`), in the charges' order.
 
     `card` (from `ratecards.load_card`) overrides `pricing_config.rate_card`, to price many runs
-    with one card.
+    with one card. The stages, each usable alone (`analytics.spark` runs them on partitions):
+    `priceable` (row by row), `tier_positions` (`queries/tier_positions.sql`, across charges),
+    `priced_rows` (row by row again, given the positions), then the missing-rate check.
     """
     billing_config = billing_config or BillingConfig()
     pricing_config = pricing_config or PricingConfig()
     card = load_card(pricing_config.rate_card) if card is None else card
+    frame = priceable(charges, billing_config, pricing_config)
+    currency = pricing_config.currency or choose_currency(billable_keys(frame), card)
+    rates = rates_in(card, currency)
+    frame = frame.with_columns(tier_position=tier_positions(frame, rates))
+    priced = priced_rows(frame, rates, pricing_config, currency)
+    unpriced = priced.filter(pl.col("billable") & pl.col("rate").is_null())
+    if unpriced.height and not pricing_config.report_unpriced:
+        raise missing_rate_error(unpriced, unpriced_groups(unpriced), currency, billing_config)
+    return priced.select(*PRICED_SCHEMA)
+
+
+_KEYS = ["market", "category", "local_date"]  # what the rate in force depends on, tiers apart
+
+# What `priceable` adds to a charge, and `priced_rows` to that; the last two only explain a missing rate.
+PRICEABLE_SCHEMA: dict[str, pl.DataType] = {
+    **schema.CHARGE_SCHEMA,
+    "local_date": pl.Date(),
+    "month": pl.String(),
+    "portfolio": pl.String(),
+    "family": pl.String(),
+}
+PRICED_ROW_SCHEMA: dict[str, pl.DataType] = {**PRICED_SCHEMA, "local_date": pl.Date(), "rate_note": pl.String()}
+
+
+def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingConfig) -> pl.DataFrame:
+    """Stage 1, row by row: the charges with their local date and month (WABA time zone),
+    portfolio and tier family (`PRICEABLE_SCHEMA`), in their order."""
     missing = [c for c in schema.CHARGE_SCHEMA if c not in charges.columns]
     if missing:
         raise UsageError(f"not a charges table (contracts.md §2): missing column {', '.join(missing)}")
-    frame = _with_local_month(charges, billing_config, pricing_config)
-    needed = frame.filter("billable").select(_KEYS).unique()
-    currency = pricing_config.currency or choose_currency(needed, card)
+    frame = charges.select(*schema.CHARGE_SCHEMA).with_columns(local_date=local_date(billing))
+    months = frame.select(pl.col("local_date").dt.month_start().unique())["local_date"]
+    return frame.with_columns(
+        # Formatting each distinct month once is cheaper than formatting every row.
+        month=pl.col("local_date").dt.month_start().replace_strict(months, months.dt.strftime("%Y-%m"), return_dtype=pl.String)
+        if months.len()
+        else pl.lit(None, dtype=pl.String),
+        portfolio=pl.col("waba_id").replace_strict(pricing.portfolios, default=pl.lit(DEFAULT_PORTFOLIO), return_dtype=pl.String)
+        if pricing.portfolios
+        else pl.lit(DEFAULT_PORTFOLIO, dtype=pl.String),
+        family=pl.col("category").replace_strict(TIER_FAMILY, default=None, return_dtype=pl.String),
+    )
+
+
+def billable_keys(frame: pl.DataFrame) -> pl.DataFrame:
+    """The distinct (market, category, local date) of the billable charges of a `priceable` frame."""
+    return frame.filter("billable").select(_KEYS).unique()
+
+
+def rates_in(card: pl.DataFrame, currency: str | None) -> pl.DataFrame:
+    """The card's rows in `currency` (none when there is nothing to price); an error if it has none."""
     rates = card.filter(pl.col("currency") == currency) if currency else card.clear()
     if currency and rates.height == 0:
         raise UsageError(
             f"the rate card has no {currency} rates: it has {', '.join(sorted(card['currency'].unique()))}"
         )
-    frame = frame.with_columns(tier_position=_tier_positions(frame, rates))
-    card_row = _card_rows(frame, needed, rates)
+    return rates
+
+
+def tiered_families(rates: pl.DataFrame) -> pl.DataFrame:
+    """The (market, family) pairs that `rates` has volume tiers for: `tier_from` above 1."""
+    return (
+        rates.filter(pl.col("tier_from") > 1)
+        .select("market", family=pl.col("category").replace_strict(TIER_FAMILY, default=None, return_dtype=pl.String))
+        .unique()
+    )
+
+
+def tier_positions(
+    frame: pl.DataFrame, rates: pl.DataFrame, *, con: duckdb.DuckDBPyConnection | None = None
+) -> pl.Series:
+    """Stage 2, across charges: each charge's `tier_position` (pricing-research.md P-8), from
+    `queries/tier_positions.sql` on DuckDB over the `priceable` frame (Arrow, no copy); null
+    where no volume tier counts it. The query reads the relations `priceable_charges` and
+    `tiered_families`, registered and dropped here."""
+    positions = pl.repeat(None, frame.height, dtype=pl.Int64, eager=True).alias("tier_position")
+    tiered = tiered_families(rates)
+    if tiered.height == 0 or frame.height == 0:
+        return positions
+    counter_columns = frame.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"),
+        "portfolio", "market", "family", "month", "billable", "pricing_model", *DELIVERY_ORDER,
+    )
+    con = con or duckdb.connect()
+    con.register("priceable_charges", counter_columns)
+    con.register("tiered_families", tiered)
+    try:
+        counted = (
+            con.sql(query("tier_positions"))
+            .filter("tier_position IS NOT NULL")
+            .select("row", "tier_position")
+            .pl()
+        )
+    finally:
+        con.unregister("priceable_charges")
+        con.unregister("tiered_families")
+    return positions.scatter(counted["row"], counted["tier_position"]) if counted.height else positions
+
+
+def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, pricing: PricingConfig, currency: str | None) -> pl.DataFrame:
+    """Stage 3, row by row: a `priceable` frame with `tier_position`, priced with `rates` (the card's
+    rows in `currency`): the rate in force, markup and cost (`PRICED_ROW_SCHEMA`), in its order.
+    A billable charge without a rate keeps a null rate and cost: `missing_rate_error` says why."""
+    frame = frame.with_row_index("row")
+    card_row = _card_rows(frame, billable_keys(frame), rates)
     # What a charge costs depends on its card row only: compute it once per row of the card.
-    factor = Decimal(1) + pricing_config.markup_percent / Decimal(100)
+    factor = Decimal(1) + pricing.markup_percent / Decimal(100)
     card_cost = pl.col("rate").cast(COST_DTYPE)
-    markup = card_cost * pl.lit(factor, dtype=COST_DTYPE) - card_cost + pl.lit(pricing_config.markup_per_charge, dtype=COST_DTYPE)
+    markup = card_cost * pl.lit(factor, dtype=COST_DTYPE) - card_cost + pl.lit(pricing.markup_per_charge, dtype=COST_DTYPE)
     looked_up = rates.select(
         rate="rate",
         rate_effective_from="effective_from",
@@ -220,9 +316,6 @@ def price(
         row_cost=(card_cost + markup).cast(COST_DTYPE),
     )[card_row]
     frame = pl.concat([frame, looked_up], how="horizontal")
-    unpriced = frame.filter(pl.col("billable") & pl.col("rate").is_null())
-    if unpriced.height and not pricing_config.report_unpriced:
-        raise MissingRateError(_missing_rate_message(unpriced, currency, billing_config))
     free = pl.lit(Decimal(0), dtype=COST_DTYPE)
     return frame.select(
         *schema.CHARGE_SCHEMA,
@@ -237,25 +330,8 @@ def price(
         rate_trust="rate_trust",
         markup=pl.when(pl.col("billable")).then(pl.col("row_markup")).otherwise(free),
         cost=pl.when(pl.col("billable")).then(pl.col("row_cost")).otherwise(free),
-    )
-
-
-_KEYS = ["market", "category", "local_date"]  # what the rate in force depends on, tiers apart
-
-
-def _with_local_month(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingConfig) -> pl.DataFrame:
-    """Row number, local date and month (WABA time zone), portfolio and tier family."""
-    frame = charges.with_row_index("row").with_columns(local_date=local_date(billing))
-    months = frame.select(pl.col("local_date").dt.month_start().unique())["local_date"]
-    return frame.with_columns(
-        # Formatting each distinct month once is cheaper than formatting every row.
-        month=pl.col("local_date").dt.month_start().replace_strict(months, months.dt.strftime("%Y-%m"), return_dtype=pl.String)
-        if months.len()
-        else pl.lit(None, dtype=pl.String),
-        portfolio=pl.col("waba_id").replace_strict(pricing.portfolios, default=pl.lit(DEFAULT_PORTFOLIO), return_dtype=pl.String)
-        if pricing.portfolios
-        else pl.lit(DEFAULT_PORTFOLIO),
-        family=pl.col("category").replace_strict(TIER_FAMILY, default=None, return_dtype=pl.String),
+        local_date="local_date",
+        rate_note="rate_note",
     )
 
 
@@ -318,27 +394,6 @@ def _effective_dates(keys: pl.DataFrame, rates: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
-    """For billable PMP charges in a (market, family) the card has tiers for: their position in
-    their counter's month, in delivery order; null for every other charge."""
-    tiered = (
-        rates.filter(pl.col("tier_from") > 1)
-        .select("market", family=pl.col("category").replace_strict(TIER_FAMILY, default=None, return_dtype=pl.String))
-        .unique()
-    )
-    positions = pl.repeat(None, frame.height, dtype=pl.Int64, eager=True).alias("tier_position")
-    if tiered.height == 0:
-        return positions
-    counter = ["portfolio", "market", "family", "month"]
-    counted = (
-        frame.filter(pl.col("billable") & (pl.col("pricing_model") == "PMP") & pl.col("family").is_not_null())
-        .select("row", *counter, *DELIVERY_ORDER)
-        .join(tiered, on=["market", "family"], how="semi")
-        .select("row", n=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(counter, order_by=list(DELIVERY_ORDER)))
-    )
-    return positions.scatter(counted["row"], counted["n"]) if counted.height else positions
-
-
 def _card_rows(frame: pl.DataFrame, needed: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
     """For every billable charge, the position in `rates` of the row in force (null if the card has
     none); null for free charges. Lookups run once per distinct key, then scatter to the charges."""
@@ -372,7 +427,19 @@ def _card_rows(frame: pl.DataFrame, needed: pl.DataFrame, rates: pl.DataFrame) -
     return card_row
 
 
-def _missing_rate_message(unpriced: pl.DataFrame, currency: str | None, billing: BillingConfig) -> str:
+def unpriced_groups(unpriced: pl.DataFrame) -> pl.DataFrame:
+    """Billable charges without a rate per market and category: how many, first and last local date."""
+    return unpriced.group_by("market", "category").agg(
+        charges=pl.len().cast(pl.Int64), first_date=pl.col("local_date").min(), last_date=pl.col("local_date").max()
+    )
+
+
+def missing_rate_error(
+    unpriced: pl.DataFrame, groups: pl.DataFrame, currency: str | None, billing: BillingConfig
+) -> MissingRateError:
+    """The error for billable charges without a rate, from `unpriced` (`priced_rows` rows without a
+    rate: all of them, or any sample that holds the first in delivery order) and `groups`
+    (`unpriced_groups` of all of them): the first one, why it has no rate, and how many more."""
     first = unpriced.sort(*DELIVERY_ORDER).row(0, named=True)
     tz = billing.timezone_of(first["waba_id"])
     what = f"{currency} {first['market']} {first['category']} on {first['local_date']} (time zone {tz})"
@@ -386,17 +453,15 @@ def _missing_rate_message(unpriced: pl.DataFrame, currency: str | None, billing:
         why = f": the card has no {currency} rate for {first['market']} {first['category']} on or before that date"
     else:
         why = ""
-    groups = unpriced.group_by("market", "category").agg(
-        pl.len(), first_date=pl.col("local_date").min(), last_date=pl.col("local_date").max()
-    )
+    total = int(groups["charges"].sum())
     rest = ""
-    if unpriced.height > 1:
+    if total > 1:
         listed = "; ".join(
-            f"{r['market']} {r['category']} {r['len']:,} from {r['first_date']} to {r['last_date']}"
-            for r in groups.sort("len", "market", "category", descending=[True, False, False]).head(5).iter_rows(named=True)
+            f"{r['market']} {r['category']} {r['charges']:,} from {r['first_date']} to {r['last_date']}"
+            for r in groups.sort("charges", "market", "category", descending=[True, False, False]).head(5).iter_rows(named=True)
         )
-        rest = f". In all {unpriced.height:,} billable charges have no rate ({listed})"
-    return (
+        rest = f". In all {total:,} billable charges have no rate ({listed})"
+    return MissingRateError(
         f"no rate for {what}, charge {first['opening_message_id']} at {first['started_at']}{why}{rest}. "
         f"Give a card with these rates (--rate-card), another currency (--currency), or report such charges "
         f"as unpriced (--report-unpriced)"
@@ -404,6 +469,51 @@ def _missing_rate_message(unpriced: pl.DataFrame, currency: str | None, billing:
 
 
 # --- Roll-ups --------------------------------------------------------------------------------------
+#
+# In two steps, so that parts of the charges (Spark partitions) can be summed apart and rounded once:
+# `cost_partials` sums exactly, `*_from_partials` sum the sums and round. Exact sums of exact sums are
+# the sums, so `costs(priced)` is `costs_from_partials(cost_partials(priced))` whatever the parts.
+
+PARTIAL_KEYS = (
+    "month", "waba_id", "business_phone", "market", "category", "pricing_type", "billable", "rule_set", "rate_trust",
+    "currency", "priced",
+)
+PARTIAL_SCHEMA: dict[str, pl.DataType] = {
+    "month": pl.String(),
+    "waba_id": pl.String(),
+    "business_phone": pl.String(),
+    "market": pl.String(),
+    "category": pl.String(),
+    "pricing_type": pl.String(),
+    "billable": pl.Boolean(),
+    "rule_set": pl.String(),
+    "rate_trust": pl.String(),
+    "currency": pl.String(),
+    "priced": pl.Boolean(),  # false: billable charges without a rate (`report_unpriced`)
+    "charges": pl.Int64(),
+    "billable_charges": pl.Int64(),
+    "card_cost": COST_DTYPE,  # what the card's rates come to
+    "markup": COST_DTYPE,
+    "cost": COST_DTYPE,
+}
+
+
+def cost_partials(priced: pl.DataFrame) -> pl.DataFrame:
+    """Priced charges summed exactly, without rounding, per `PARTIAL_KEYS` (`PARTIAL_SCHEMA`): what
+    `costs`, `invoice` and `format_invoice` need. Partials of parts of the charges may be
+    concatenated and given to `costs_from_partials` and the others as they are."""
+    return (
+        priced.with_columns(priced=pl.col("cost").is_not_null())
+        .group_by(*PARTIAL_KEYS)
+        .agg(
+            charges=pl.len().cast(pl.Int64),
+            billable_charges=pl.col("billable").sum().cast(pl.Int64),
+            card_cost=(pl.col("cost") - pl.col("markup")).sum().cast(COST_DTYPE),
+            markup=pl.col("markup").sum().cast(COST_DTYPE),
+            cost=pl.col("cost").sum().cast(COST_DTYPE),
+        )
+        .select(*PARTIAL_SCHEMA)
+    )
 
 
 def costs(priced: pl.DataFrame) -> pl.DataFrame:
@@ -411,13 +521,16 @@ def costs(priced: pl.DataFrame) -> pl.DataFrame:
 
     Unpriced billable charges (`report_unpriced`) are a separate row with `priced` false and no cost.
     """
-    priced_flag = pl.col("cost").is_not_null()
+    return costs_from_partials(cost_partials(priced))
+
+
+def costs_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
+    """`costs` of the charges whose `cost_partials` these are (of all parts, concatenated)."""
     return (
-        priced.with_columns(priced=priced_flag)
-        .group_by("month", "market", "category", "pricing_type", "currency", "priced")
+        partials.group_by("month", "market", "category", "pricing_type", "currency", "priced")
         .agg(
-            charges=pl.len().cast(pl.Int64),
-            billable_charges=pl.col("billable").sum().cast(pl.Int64),
+            charges=pl.col("charges").sum().cast(pl.Int64),
+            billable_charges=pl.col("billable_charges").sum().cast(pl.Int64),
             cost=pl.when(pl.col("priced").first()).then(pl.col("cost").sum()),
         )
         .select(
@@ -441,16 +554,22 @@ def invoice(priced: pl.DataFrame) -> pl.DataFrame:
     `card_cost` is what the card's rates come to, `markup` the provider's part, `cost` their sum;
     each is the line's exact sum rounded half away from zero to `INVOICE_DECIMALS`.
     """
+    return invoice_from_partials(cost_partials(priced))
+
+
+def invoice_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
+    """`invoice` of the charges whose `cost_partials` these are (of all parts, concatenated)."""
     cents = pl.Decimal(38, INVOICE_DECIMALS)
+    priced = pl.col("priced")
     return (
-        priced.group_by("month", "waba_id", "business_phone", "category", "market", "currency")
+        partials.group_by("month", "waba_id", "business_phone", "category", "market", "currency")
         .agg(
-            charges=pl.len().cast(pl.Int64),
-            billable_charges=pl.col("billable").sum().cast(pl.Int64),
-            unpriced_charges=(pl.col("billable") & pl.col("cost").is_null()).sum().cast(pl.Int64),
-            card_cost=(pl.col("cost") - pl.col("markup")).sum(),
-            markup=pl.col("markup").filter(pl.col("cost").is_not_null()).sum(),
-            cost=pl.col("cost").sum(),
+            charges=pl.col("charges").sum().cast(pl.Int64),
+            billable_charges=pl.col("billable_charges").sum().cast(pl.Int64),
+            unpriced_charges=pl.col("charges").filter(~priced).sum().cast(pl.Int64),
+            card_cost=pl.col("card_cost").filter(priced).sum(),
+            markup=pl.col("markup").filter(priced).sum(),
+            cost=pl.col("cost").filter(priced).sum(),
         )
         .with_columns(pl.col(c).round(INVOICE_DECIMALS, mode=ROUNDING).cast(cents) for c in ("card_cost", "markup", "cost"))
         .select(
@@ -481,15 +600,21 @@ def format_invoice(priced: pl.DataFrame, pricing_config: PricingConfig | None = 
     charges, billable charges, cost by category and total, then cost by market; a grand total,
     the share of cost by rate trust, unpriced charges, and a warning for cost that depends on a
     rule set Meta's own page does not document (billing-rules.md §1)."""
+    return format_invoice_from_partials(cost_partials(priced), pricing_config, card_name=card_name)
+
+
+def format_invoice_from_partials(partials: pl.DataFrame, pricing_config: PricingConfig | None = None, *, card_name: str = "") -> str:
+    """`format_invoice` of the charges whose `cost_partials` these are (of all parts, concatenated)."""
     pricing_config = pricing_config or PricingConfig()
-    currency = priced["currency"].drop_nulls().first() if priced.height else None
+    currency = partials["currency"].drop_nulls().first() if partials.height else None
     unit = currency or "(no currency)"
-    with_cost = priced.with_columns(cost=pl.col("cost").fill_null(Decimal(0)))
-    categories = [c for c in _CATEGORY_COLUMNS if c in set(priced.filter("billable")["category"].to_list())]
-    categories += sorted(set(priced.filter("billable")["category"].to_list()) - set(categories))
+    with_cost = partials.with_columns(cost=pl.col("cost").fill_null(Decimal(0)))
+    billed = set(partials.filter("billable")["category"].to_list())
+    categories = [c for c in _CATEGORY_COLUMNS if c in billed]
+    categories += sorted(billed - set(categories))
     header = ["", "charges", "billable", *categories, "total"]
     lines = [f"Costs in {unit}{f' from {card_name}' if card_name else ''}" + _markup_text(pricing_config) + ":"]
-    for month in sorted(priced["month"].unique().to_list()):
+    for month in sorted(partials["month"].unique().to_list()):
         in_month = with_cost.filter(pl.col("month") == month)
         table: list[list[str]] = [[month, *header[1:]]]
         for waba_id in sorted(in_month["waba_id"].unique().to_list()):
@@ -504,14 +629,15 @@ def format_invoice(priced: pl.DataFrame, pricing_config: PricingConfig | None = 
         )
         if by_market.height:
             lines.append("  by market: " + ", ".join(f"{r['market']} {_money(r['cost'])}" for r in by_market.iter_rows(named=True)))
-    total = with_cost["cost"].sum() if priced.height else Decimal(0)
-    billable = int(priced["billable"].sum()) if priced.height else 0
+    total = with_cost["cost"].sum() if partials.height else Decimal(0)
+    charged = int(partials["charges"].sum()) if partials.height else 0
+    billable = int(partials["billable_charges"].sum()) if partials.height else 0
     lines.append(
-        f"Total: {priced.height:,} charges, {billable:,} billable, {_money(total)} {unit}"
-        + (f" (markup {_money(priced['markup'].sum())})" if pricing_config.has_markup and priced.height else "")
+        f"Total: {charged:,} charges, {billable:,} billable, {_money(total)} {unit}"
+        + (f" (markup {_money(partials['markup'].sum())})" if pricing_config.has_markup and charged else "")
     )
-    lines += _trust_lines(priced, total)
-    lines += _unpriced_lines(priced)
+    lines += _trust_lines(partials, total)
+    lines += _unpriced_lines(partials)
     lines += _reported_rule_lines(with_cost, total, unit)
     lines.append("Amounts are exact sums rounded half away from zero to cents; a line may differ from a total by a cent.")
     return "\n".join(lines)
@@ -528,12 +654,12 @@ def _money(value: Decimal | None) -> str:
     return f"{amount.quantize(Decimal('0.01'), rounding='ROUND_HALF_UP'):,.2f}"
 
 
-def _amounts(frame: pl.DataFrame, categories: Sequence[str]) -> list[str]:
-    billable = frame.filter("billable")
+def _amounts(partials: pl.DataFrame, categories: Sequence[str]) -> list[str]:
+    billable = partials.filter("billable")
     by_category = dict(billable.group_by("category").agg(pl.col("cost").sum()).iter_rows())
     return [
-        f"{frame.height:,}",
-        f"{billable.height:,}",
+        f"{int(partials['charges'].sum()):,}",
+        f"{int(billable['charges'].sum()):,}",
         *(_money(by_category.get(c, Decimal(0))) for c in categories),
         _money(billable["cost"].sum()),
     ]
@@ -547,8 +673,8 @@ def _aligned(table: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
-def _trust_lines(priced: pl.DataFrame, total: Decimal) -> list[str]:
-    paid = priced.filter(pl.col("billable") & pl.col("cost").is_not_null())
+def _trust_lines(partials: pl.DataFrame, total: Decimal) -> list[str]:
+    paid = partials.filter(pl.col("billable") & pl.col("priced"))
     if paid.height == 0 or not total:
         return []
     shares = paid.group_by("rate_trust").agg(pl.col("cost").sum()).sort("rate_trust", nulls_last=True)
@@ -559,25 +685,25 @@ def _trust_lines(priced: pl.DataFrame, total: Decimal) -> list[str]:
     return ["Cost by rate trust (data/rate_cards/README.md: A Meta's CSV, B transcription, C secondary, D derived): " + ", ".join(parts)]
 
 
-def _unpriced_lines(priced: pl.DataFrame) -> list[str]:
-    unpriced = priced.filter(pl.col("billable") & pl.col("cost").is_null())
+def _unpriced_lines(partials: pl.DataFrame) -> list[str]:
+    unpriced = partials.filter(pl.col("billable") & pl.col("priced").not_())
     if unpriced.height == 0:
         return []
-    groups = unpriced.group_by("month", "market", "category").agg(pl.len()).sort("month", "market", "category")
+    groups = unpriced.group_by("month", "market", "category").agg(pl.col("charges").sum()).sort("month", "market", "category")
     listed = ", ".join(f"{m} {market} {c} {n:,}" for m, market, c, n in groups.head(12).iter_rows())
     more = f", ... ({groups.height - 12} more)" if groups.height > 12 else ""
-    return [f"Unpriced: {unpriced.height:,} billable charges have no rate in the card and are not in the total: {listed}{more}"]
+    return [f"Unpriced: {int(unpriced['charges'].sum()):,} billable charges have no rate in the card and are not in the total: {listed}{more}"]
 
 
-def _reported_rule_lines(priced: pl.DataFrame, total: Decimal, unit: str) -> list[str]:
+def _reported_rule_lines(partials: pl.DataFrame, total: Decimal, unit: str) -> list[str]:
     reported = [r.name for r in rules.rule_sets() if r.status == "reported"]
-    depends = priced.filter(pl.col("billable") & pl.col("rule_set").is_in(reported))
+    depends = partials.filter(pl.col("billable") & pl.col("rule_set").is_in(reported))
     if depends.height == 0:
         return []
     cost = depends["cost"].sum()
     share = f" ({Decimal(cost) / Decimal(total):.1%} of the total)" if total else ""
     names = ", ".join(sorted(set(depends["rule_set"].to_list())))
     return [
-        f"Warning: {_money(cost)} {unit}{share} is for {depends.height:,} billable charges under rule set {names}, "
+        f"Warning: {_money(cost)} {unit}{share} is for {int(depends['charges'].sum()):,} billable charges under rule set {names}, "
         "reported by partners and not read on Meta's own pricing page (billing-rules.md §1): verify before relying on it."
     ]
