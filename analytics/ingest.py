@@ -57,7 +57,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -139,12 +139,14 @@ class RawInput:
     frame: pl.LazyFrame  # RAW_SCHEMA
     notes: tuple[str, ...] = ()
     billing: pl.DataFrame | None = None
+    webhook: webhooks.WebhookFile | None = None  # statuses still to fold with the other files' (`fold_webhooks`)
 
 
 def read_raw(
-    path: str | Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
+    path: str | Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None, fold: bool = True
 ) -> RawInput:
-    """The raw canonical rows of one file, by its extension (module docstring, step 1)."""
+    """The raw canonical rows of one file, by its extension (module docstring, step 1). Without
+    `fold`, a webhook file's statuses are left for `fold_webhooks` to fold with other files'."""
     path = Path(path)
     suffix = _suffix(path)
     if suffix not in INPUT_SUFFIXES:
@@ -160,7 +162,30 @@ def read_raw(
         return scan_canonical_csv(path)
     if suffix in PARQUET_SUFFIXES:
         return scan_canonical_parquet(path)
-    return read_json(path, send_log=send_log, templates=templates)
+    return read_json(path, send_log=send_log, templates=templates, fold=fold)
+
+
+def fold_webhooks(
+    inputs: Sequence[RawInput], *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
+) -> list[RawInput]:
+    """The inputs, with the statuses of every webhook file among them folded together
+    (`webhooks.fold_files`): one message's statuses may sit in several files (daily dumps)."""
+    pending = [i for i in inputs if i.webhook is not None]
+    if not pending:
+        return list(inputs)
+    folded = dict(
+        zip(
+            (id(i) for i in pending),
+            webhooks.fold_files([i.webhook for i in pending], send_log=send_log, templates=templates),  # type: ignore[misc]
+            strict=True,
+        )
+    )
+    return [
+        replace(i, frame=conform_raw(folded[id(i)].messages.lazy()), billing=folded[id(i)].billing, webhook=None)
+        if i.webhook is not None
+        else i
+        for i in inputs
+    ]
 
 
 def _suffix(path: Path) -> str:
@@ -290,7 +315,7 @@ def _as_text(path: Path, name: str, dtype: pl.DataType) -> pl.Expr:
 
 
 def read_json(
-    path: Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
+    path: Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None, fold: bool = True
 ) -> RawInput:
     """Webhook payloads (to `analytics.webhooks`) or canonical records, by the file's first value."""
     text = _json_text(path)
@@ -298,12 +323,13 @@ def read_json(
         return _empty_input(path, "JSON")
     document, first = _first_json_value(path, text)
     if webhooks.looks_like_webhook(first):
-        rows = webhooks.read_webhooks(path, send_log=send_log, templates=templates)
+        collected = webhooks.collect_webhooks(path)
         notes = tuple(
             f"{path}: skipped {count:,} webhook change{'s' if count > 1 else ''} of field '{name}' (not message traffic)"
-            for name, count in sorted(rows.skipped.items())
+            for name, count in sorted(collected.skipped.items())
         )
-        return RawInput(str(path), "webhook JSON", conform_raw(rows.messages.lazy()), notes=notes, billing=rows.billing)
+        unfolded = RawInput(str(path), "webhook JSON", pl.LazyFrame(schema=RAW_SCHEMA), notes=notes, webhook=collected)
+        return fold_webhooks([unfolded], send_log=send_log, templates=templates)[0] if fold else unfolded
     records = _array_records(path, document) if document is not None else _line_records(text)
     return _json_records_input(path, records)
 
@@ -705,7 +731,7 @@ def read_messages(
     zone_info(timezone)
     log = webhooks.read_send_log(send_log) if send_log is not None else None
     template_list = webhooks.read_templates(templates) if templates is not None else None
-    inputs = [read_raw(p, send_log=log, templates=template_list) for p in paths]
+    inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
     with _reading(inputs):
         labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone)
         outcomes = _outcome_counts(labelled).collect(engine="streaming")

@@ -18,8 +18,9 @@ Inbound (`value.messages[]`): one row each, status `received`.
 - `type: system` [choice]: Meta's notice that the user changed number or BSUID is not a message
   from the user, so it must not open a customer service window (§2): its row carries a problem.
 
-Outbound (`value.statuses[]`) are folded into one row per wamid across the whole file
-(`fold_statuses`), since the statuses of one message arrive in separate payloads and retries repeat:
+Outbound (`value.statuses[]`) are folded into one row per wamid across the whole file, and across
+all the files of one run (`fold_files`: daily dumps split one message's statuses), since the
+statuses of one message arrive in separate payloads and retries repeat (`fold_statuses`):
 - `status`: the best reached, failed > read > delivered > sent (`played` counts as read; `deleted`
   and unknown values do not count, but still make billing rows).
 - `timestamp` (contracts.md §1): the `delivered` time, else `read`, else `sent`, else `failed` (a
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,26 +171,62 @@ def looks_like_webhook(obj: object) -> bool:
     return isinstance(obj.get("entry"), list)
 
 
+@dataclass(frozen=True)
+class WebhookFile:
+    """One webhook file read, its statuses not yet folded (`fold_files` folds those of all files).
+
+    - `rows`: inbound messages and problem rows (RAW_MESSAGE_SCHEMA);
+    - `statuses`: every status record (`_STATUS_SCHEMA`) with `source_file`.
+    """
+
+    path: str
+    rows: pl.DataFrame
+    statuses: pl.DataFrame
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
 def read_webhooks(
     path: str | Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
 ) -> WebhookRows:
     """Rows of one webhook file (module docstring); `send_log` and `templates` fill outbound types."""
+    (rows,) = fold_files([collect_webhooks(path)], send_log=send_log, templates=templates)
+    return rows
+
+
+def collect_webhooks(path: str | Path) -> WebhookFile:
+    """Inbound messages, problems and status records of one webhook file, statuses unfolded."""
     collected = _Collected()
     for source_row, where, payload in _payloads(Path(path)):
         if isinstance(payload, _NotAWebhook):
             collected.problem(source_row, f"{where} {payload.reason}")
         else:
             collected.payload(payload, source_row, where)
-    statuses = pl.DataFrame(collected.statuses, schema=_STATUS_SCHEMA)
-    outbound = fill_message_types(fold_statuses(statuses), send_log=send_log, templates=templates)
-    parts = [
-        pl.DataFrame(collected.inbound, schema=RAW_MESSAGE_SCHEMA),
-        outbound.with_columns(source_file=pl.lit(None, pl.String)).select(list(RAW_MESSAGE_SCHEMA)),
-        pl.DataFrame(collected.problems, schema=RAW_MESSAGE_SCHEMA),
+    rows = pl.concat(
+        [pl.DataFrame(collected.inbound, schema=RAW_MESSAGE_SCHEMA), pl.DataFrame(collected.problems, schema=RAW_MESSAGE_SCHEMA)]
+    ).with_columns(source_file=pl.lit(str(path)))
+    statuses = pl.DataFrame(collected.statuses, schema=_STATUS_SCHEMA).with_columns(source_file=pl.lit(str(path)))
+    return WebhookFile(path=str(path), rows=rows, statuses=statuses, skipped=dict(collected.skipped))
+
+
+def fold_files(
+    files: Sequence[WebhookFile], *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
+) -> list[WebhookRows]:
+    """Each file's rows, with the statuses of ALL the files folded together: a message sent in one
+    daily dump and delivered in the next is one outbound row, not two that conflict. A folded row
+    belongs to the file of the status that gave its timestamp; files count in the order given."""
+    statuses = pl.concat(
+        [f.statuses.with_columns(file_order=pl.lit(i, dtype=pl.Int32)) for i, f in enumerate(files)]
+    ) if files else pl.DataFrame(schema={**_STATUS_SCHEMA, "source_file": pl.String(), "file_order": pl.Int32()})
+    outbound = fill_message_types(fold_statuses(statuses), send_log=send_log, templates=templates).select(list(RAW_MESSAGE_SCHEMA))
+    billing = billing_rows(statuses)
+    return [
+        WebhookRows(
+            messages=pl.concat([f.rows, outbound.filter(pl.col("source_file") == f.path)]).sort("source_row", maintain_order=True),
+            billing=billing.filter(pl.col("source_file") == f.path),
+            skipped=f.skipped,
+        )
+        for f in files
     ]
-    messages = pl.concat(parts).with_columns(source_file=pl.lit(str(path))).sort("source_row", maintain_order=True)
-    billing = billing_rows(statuses, source_file=str(path))
-    return WebhookRows(messages=messages, billing=billing, skipped=dict(collected.skipped))
 
 
 # --- the file: payloads with their row numbers -------------------------------------------------
@@ -442,6 +479,7 @@ def _contact_of(phone: str | None, bsuid: str | None, contacts: tuple[dict, ...]
 # --- statuses: fold, billing rows ---------------------------------------------------------------
 
 
+
 def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
     """One outbound row per wamid from all its statuses (module docstring), with its billed category fields."""
     identity = ("business_phone", "waba_id", "user_id")
@@ -452,10 +490,10 @@ def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
             time_source=pl.col("reached").replace_strict(TIME_SOURCES, default=None, return_dtype=pl.Int8),
             seconds=pl.col("timestamp").cast(pl.Int64, strict=False),
         )
-        .sort(["message_id", "time_source", "seconds", "source_row"], nulls_last=True, maintain_order=True)
+        .sort(["message_id", "time_source", "seconds", "file_order", "source_row"], nulls_last=True, maintain_order=True)
     )
     folded = ranked.group_by("message_id", maintain_order=True).agg(
-        pl.col("timestamp", "source_row").first(),
+        pl.col("timestamp", "source_row", "source_file").first(),
         pl.col("rank").max(),
         *[pl.col(c).drop_nulls().first() for c in (*identity, "user_phone", "user_country")],
         *[pl.col(c).drop_nulls().first() for c in ("pricing_model", "pricing_category", "conversation_origin")],
@@ -489,17 +527,19 @@ def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
         "pricing_model",
         "pricing_category",
         "conversation_origin",
+        "source_file",
         "source_row",
         _problems(*problems).alias("problem"),
     )
 
 
-def billing_rows(statuses: pl.DataFrame, *, source_file: str) -> pl.DataFrame:
-    """Meta's billing fields, one row per (wamid, status) that carried them, the first seen (§7)."""
+def billing_rows(statuses: pl.DataFrame) -> pl.DataFrame:
+    """Meta's billing fields, one row per (wamid, status) that carried them, the first seen in file
+    and row order (§7)."""
     return (
         statuses.filter(pl.col("has_billing"))
+        .sort(["file_order", "source_row"], maintain_order=True)
         .unique(["message_id", "status"], keep="first", maintain_order=True)
-        .with_columns(source_file=pl.lit(source_file))
         .select(list(BILLING_SCHEMA))
     )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from analytics import ingest
 from analytics.errors import InputError
 from analytics.schema import MESSAGE_SCHEMA
 from analytics.webhooks import (
@@ -22,6 +23,8 @@ from analytics.webhooks import (
     RAW_MESSAGE_SCHEMA,
     SYSTEM_NOTICE,
     UNKNOWN_TYPE,
+    collect_webhooks,
+    fold_files,
     looks_like_webhook,
     read_send_log,
     read_templates,
@@ -727,3 +730,38 @@ def test_read_templates_errors(tmp_path):
         read_templates(scalar)
     with pytest.raises(InputError, match="absent.json: cannot read the template list"):
         read_templates(tmp_path / "absent.json")
+
+
+# --- statuses split across files (daily dumps) --------------------------------------------------------
+
+
+def test_one_messages_statuses_in_two_files_fold_into_one_row_of_the_file_that_dates_it(tmp_path):
+    monday = jsonl(tmp_path, payload(statuses=[status("wamid.X", "sent", "1751400000", pricing=pmp("utility"))]), name="monday.jsonl")
+    tuesday = jsonl(
+        tmp_path,
+        payload(statuses=[status("wamid.Y", "sent", "1751486400", pricing=pmp("marketing"))]),
+        payload(statuses=[status("wamid.X", "delivered", "1751486500", pricing=pmp("utility"))]),
+        name="tuesday.jsonl",
+    )
+    first, second = fold_files([collect_webhooks(monday), collect_webhooks(tuesday)])
+    assert first.messages.to_dicts() == []  # wamid.X is dated by its delivery, in Tuesday's file
+    assert second.messages.select("message_id", "timestamp", "status", "source_file", "source_row").rows() == [
+        ("wamid.Y", "1751486400", "sent", str(tuesday), 1),
+        ("wamid.X", "1751486500", "delivered", str(tuesday), 2),
+    ]
+    assert first.billing.select("message_id", "status").rows() == [("wamid.X", "sent")]
+    assert second.billing.select("message_id", "status").rows() == [("wamid.Y", "sent"), ("wamid.X", "delivered")]
+
+
+def test_ingest_folds_statuses_across_its_input_files_instead_of_quarantining_a_conflict(tmp_path):
+    sent = jsonl(tmp_path, payload(statuses=[status("wamid.X", "sent", "1751400000", pricing=pmp("utility"))]), name="a.jsonl")
+    read = jsonl(tmp_path, payload(statuses=[status("wamid.X", "read", "1751400600", pricing=pmp("utility"))]), name="b.jsonl")
+    retried = jsonl(tmp_path, payload(statuses=[status("wamid.X", "sent", "1751400000", pricing=pmp("utility"))]), name="c.jsonl")
+    ingested = ingest.read_messages([sent, read, retried])
+    messages = ingested.messages.collect()
+    assert messages.select("message_id", "status", pl.col("timestamp").dt.epoch("s")).rows() == [("wamid.X", "read", 1751400600)]
+    assert ingested.summary.rows_quarantined == 0 and ingested.summary.duplicates_dropped == 0
+    assert ingested.billing.select("message_id", "status", "source_file").rows() == [
+        ("wamid.X", "sent", str(sent)),
+        ("wamid.X", "read", str(read)),
+    ]
