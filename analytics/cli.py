@@ -389,20 +389,19 @@ def run_costs(args: argparse.Namespace) -> int:
     billing = billing_config(args)
     prices = pricing_config(args)
     card = ratecards.load_card(prices.rate_card)  # a bad card stops the run before the inputs are read
-    if args.engine == "spark":  # billed on Spark, priced here (analytics.spark.price says why)
+    if args.engine == "spark":  # billed, priced and summed on Spark; the exact sums come back
         from analytics import spark
 
         _spark_inputs_only(args)
-        billed = spark.bill_files_to_polars(args.inputs, billing, master=args.spark_master)
+        partials = spark.cost_partials_of_files(args.inputs, billing, prices, card=card, master=args.spark_master)
     else:
         ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
-        billed = charges.bill(ingested.messages, billing)
-    priced = pricing.price(billed, billing, prices, card=card)
-    ingest.write_frame(pricing.costs(priced), args.output)
+        partials = pricing.cost_partials(pricing.price(charges.bill(ingested.messages, billing), billing, prices, card=card))
+    ingest.write_frame(pricing.costs_from_partials(partials), args.output)
     if args.invoice:
-        ingest.write_frame(pricing.invoice(priced), args.invoice)
+        ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice)
     card_name = str(prices.rate_card) if prices.rate_card else "the shipped card (data/rate_cards/)"
-    _say(pricing.format_invoice(priced, prices, card_name=card_name))
+    _say(pricing.format_invoice_from_partials(partials, prices, card_name=card_name))
     _say(f"Costs: {args.output}" + (f"; invoice lines: {args.invoice}" if args.invoice else ""))
     return EXIT_OK
 

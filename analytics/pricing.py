@@ -30,14 +30,25 @@ percent at most 4 and the fixed markup at most 6, so a charge's cost is an exact
 decimals, `invoice` to cents. Invoice totals are the exact sum rounded, so lines may differ from
 the total by a cent.
 
-Why Polars and not a DuckDB ASOF join (the free-tier counters of `analytics.charges` are SQL):
-the rate depends only on (market, category, local date) and, for tiered charges, the position,
-so the lookups run once per distinct key on tables of a few thousand rows (`join_asof`) and the
-answer goes back to the charges as one index into the card (a scatter and a gather, no join on
-strings). Only the tier counter touches every counted charge: one window (`over(..., order_by=)`)
-over the billable utility and authentication charges of markets whose card has tiers. On 0.82 M
-charges (1.04 M messages) the lookups took 0.2 s against 0.7-1.0 s for the same lookups as a
-DuckDB ASOF join over every charge, and all of `price` 0.7-0.9 s against 5.6-7 s for the engine.
+`price` runs in stages that other engines reuse (`analytics.spark` runs them on partitions):
+`priceable` (row by row: local date, month, portfolio, family), `tier_positions` (across charges:
+`queries/tier_positions.sql`), `priced_rows` (row by row: lookups, markup, cost), then the
+missing-rate check (`missing_rate_error`). The roll-ups go through exact partials
+(`cost_partials`) that parts of the charges can compute apart, rounded once at the end.
+
+Why the lookups are Polars and not a DuckDB ASOF join: the rate depends only on (market,
+category, local date) and, for tiered charges, the position, so the lookups run once per distinct
+key on tables of a few thousand rows (`join_asof`) and the answer goes back to the charges as one
+index into the card (a scatter and a gather, no join on strings). On 0.82 M charges (1.04 M
+messages) the lookups took 0.2 s against 0.7-1.0 s for the same lookups as a DuckDB ASOF join over
+every charge. Only the tier counter touches every counted charge, across charges: it is SQL,
+`queries/tier_positions.sql` (one window per portfolio, market, family and month over the
+billable PMP utility and authentication charges of markets whose card has tiers), which DuckDB
+runs here over the Polars frame through Arrow without a copy, and Spark runs as the same window
+over partitions. The SQL costs a little over the Polars window it replaced: on 0.74 M charges
+(1 M generated messages, the shipped card in USD, on a shared 2-core machine) `price` and
+`costs` took 0.6-0.8 s against 0.45 s before (the counter 0.13-0.16 s against 0.03 s; the
+partials 0.08 s against 0.06 s), against 5.6-7 s for the engine.
 """
 
 from __future__ import annotations
@@ -207,7 +218,7 @@ def price(
     return priced.select(*PRICED_SCHEMA)
 
 
-_KEYS = ["market", "category", "local_date"]  # what the rate in force depends on, tiers apart
+RATE_KEYS = ("market", "category", "local_date")  # what the rate in force depends on, tiers apart
 
 # What `priceable` adds to a charge, and `priced_rows` to that; the last two only explain a missing rate.
 PRICEABLE_SCHEMA: dict[str, pl.DataType] = {
@@ -223,9 +234,7 @@ PRICED_ROW_SCHEMA: dict[str, pl.DataType] = {**PRICED_SCHEMA, "local_date": pl.D
 def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingConfig) -> pl.DataFrame:
     """Stage 1, row by row: the charges with their local date and month (WABA time zone),
     portfolio and tier family (`PRICEABLE_SCHEMA`), in their order."""
-    missing = [c for c in schema.CHARGE_SCHEMA if c not in charges.columns]
-    if missing:
-        raise UsageError(f"not a charges table (contracts.md §2): missing column {', '.join(missing)}")
+    require_charge_columns(charges.columns)
     frame = charges.select(*schema.CHARGE_SCHEMA).with_columns(local_date=local_date(billing))
     months = frame.select(pl.col("local_date").dt.month_start().unique())["local_date"]
     return frame.with_columns(
@@ -240,9 +249,16 @@ def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingCon
     )
 
 
+def require_charge_columns(columns: Sequence[str]) -> None:
+    """A UsageError unless `columns` hold the charges table's (contracts.md §2)."""
+    missing = [c for c in schema.CHARGE_SCHEMA if c not in columns]
+    if missing:
+        raise UsageError(f"not a charges table (contracts.md §2): missing column {', '.join(missing)}")
+
+
 def billable_keys(frame: pl.DataFrame) -> pl.DataFrame:
     """The distinct (market, category, local date) of the billable charges of a `priceable` frame."""
-    return frame.filter("billable").select(_KEYS).unique()
+    return frame.filter("billable").select(*RATE_KEYS).unique()
 
 
 def rates_in(card: pl.DataFrame, currency: str | None) -> pl.DataFrame:
@@ -405,14 +421,14 @@ def _card_rows(frame: pl.DataFrame, needed: pl.DataFrame, rates: pl.DataFrame) -
     list_rows = effective.join(
         indexed.filter(pl.col("tier_from") == 1).drop("tier_from"), on=["market", "category", "effective_from"], how="left"
     )
-    billable = frame.filter("billable").select("row", *_KEYS, "tier_position")
-    by_list = billable.filter(pl.col("tier_position").is_null()).join(list_rows.select(*_KEYS, "card_row"), on=_KEYS, how="left")
+    billable = frame.filter("billable").select("row", *RATE_KEYS, "tier_position")
+    by_list = billable.filter(pl.col("tier_position").is_null()).join(list_rows.select(*RATE_KEYS, "card_row"), on=list(RATE_KEYS), how="left")
     card_row = card_row.scatter(by_list["row"], by_list["card_row"])
     tiered = billable.filter(pl.col("tier_position").is_not_null())
     if tiered.height:
         # Graduated tiers: the row with the largest tier_from <= position, among the rows in force.
         by_tier = (
-            tiered.join(effective, on=_KEYS, how="left")
+            tiered.join(effective, on=list(RATE_KEYS), how="left")
             .sort("tier_position")
             .join_asof(
                 indexed.sort("tier_from"),

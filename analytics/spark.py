@@ -15,9 +15,20 @@ same rules run on the engine users already have, without a second implementation
    runs here as a Spark SQL window (partitioned by the counter, its scope and the month), after
    two mechanical dialect changes (`spark_dialect`). Only the charges a counter decides go
    through it; their other columns pass through as one struct.
-3. **Costs.** `costs` prices the charges with `analytics.pricing` (rate lookup, volume tiers of
-   contracts.md §3, exact decimals) on the driver: the charges come back through Arrow. `price`
-   says why, and what it costs.
+3. **Costs, where the charges are.** `price` runs the stages of `pricing.price` on Spark, none
+   rewritten: `pricing.priceable` (local date and month, portfolio, tier family) in each
+   partition's Python worker through `mapInArrow`, persisted; the volume-tier counter of
+   contracts.md §3 as `queries/tier_positions.sql`, the file DuckDB runs for `pricing.price`, as
+   a Spark SQL window partitioned by portfolio, market, family and month (only the charges a
+   counter counts are shuffled for it; the others pass by, the card's tiered markets are a
+   broadcast join); then `pricing.priced_rows` (rate lookup, markup, exact decimal cost) per
+   partition again, with the card's rows in the currency (a few thousand) shipped to every task.
+   The currency, when not given, is chosen on the driver from the distinct (market, category,
+   local date) of billable charges. `costs` and `cost_partials` price and sum each partition
+   in its worker (`pricing.cost_partials`: exact sums, no rounding) and bring only the sums to
+   the driver, which rounds once (`pricing.costs_from_partials`); no charge leaves the
+   executors. A billable charge without a rate raises `pricing.MissingRateError` with the local
+   engine's message, built from a few collected rows.
 
 Why `repartition` + `sortWithinPartitions` + `mapInArrow`, measured with Spark 4.3 in local mode
 on 2 cores (a machine shared with other work, so within perhaps 20%):
@@ -57,6 +68,7 @@ import pyarrow as pa
 
 from analytics import charges, pricing, schema
 from analytics.errors import InputError, UsageError
+from analytics.ratecards import load_card
 from analytics.resources import query
 from analytics.rules import BillingConfig
 
@@ -77,7 +89,9 @@ ROWS_PER_PARTITION = 2_000_000
 # `billable` (decided once the counters have run), and what the counters need.
 CHARGE_COLUMNS = [c for c in schema.CHARGE_SCHEMA if c != "billable"]
 COUNTER_COLUMNS = {"free_tier_counter": pl.String(), "free_tier_scope": pl.String(), "local_month": pl.Date()}
-_SPARK_TYPES = {pl.String(): "string", schema.INSTANT: "timestamp", pl.Int64(): "bigint", pl.Date(): "date"}
+_SPARK_TYPES = {
+    pl.String(): "string", schema.INSTANT: "timestamp", pl.Int64(): "bigint", pl.Date(): "date", pl.Boolean(): "boolean"
+}
 CANDIDATE_DDL = ", ".join(
     f"{name} {_SPARK_TYPES[dtype]}"
     for name, dtype in {**{c: schema.CHARGE_SCHEMA[c] for c in CHARGE_COLUMNS}, **COUNTER_COLUMNS}.items()
@@ -246,12 +260,7 @@ def whole_key_chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[p
 
 def candidates_as_arrow(candidates: pl.DataFrame) -> pa.Table:
     """The kernel's candidates in `CANDIDATE_DDL`'s columns and Arrow types (plain strings)."""
-    frame = candidates.select(
-        *[pl.col(c).cast(schema.CHARGE_SCHEMA[c]) for c in CHARGE_COLUMNS],
-        *[pl.col(c).cast(t) for c, t in COUNTER_COLUMNS.items()],
-    )
-    table = frame.to_arrow()
-    return table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema]))
+    return as_spark_arrow(candidates, {**{c: schema.CHARGE_SCHEMA[c] for c in CHARGE_COLUMNS}, **COUNTER_COLUMNS})
 
 
 def apply_free_tiers(candidates: DataFrame) -> DataFrame:
@@ -304,21 +313,22 @@ def price(
     pricing_config: pricing.PricingConfig | None = None,
     *,
     card: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """Spark charges priced by `pricing.price` on the driver (`pricing.PRICED_SCHEMA`, Polars).
+) -> DataFrame:
+    """Spark charges with what each costs: `pricing.price`'s rows (`pricing.PRICED_SCHEMA`), as a
+    Spark DataFrame in no particular order, priced where they are (module docstring, point 3).
 
-    Why on the driver: the rate lookups run once per distinct (market, category, date), on a card
-    of a few thousand rows, and the volume-tier counter is one window per business portfolio,
-    market, category family and month, which Spark would also run in one task per counter; the
-    money is exact decimals rounded once. Pricing 9.7 M messages' charges took 3.9 s locally
-    (benchmarks/README.md), a fifth of billing them. The cost is memory: all charges are on the
-    driver (about 4.5 GB for 10 M messages' worth), and they come through the JVM driver, so
-    `spark.driver.maxResultSize` (default 1 GB, about 6 M charges) must hold them. Past that,
-    price a month at a time with a fixed `currency`: a counter never spans two months, so
-    charges filtered on `started_at` from a day before the month to a day after it (WABA time
-    zones) give the right price to every charge whose `month` is that month; keep those.
+    A billable charge without a rate raises `pricing.MissingRateError`, as locally, unless
+    `report_unpriced`: finding out is one pass over the charges before this returns. The charges
+    with their local dates, months and portfolios are persisted (memory, then disk): the
+    currency, the counter and that pass read them, and the caller's next pass starts from them.
     """
-    return pricing.price(to_polars(charges_frame), billing_config, pricing_config, card=card)
+    billing_config = billing_config or BillingConfig()
+    pricing_config = pricing_config or pricing.PricingConfig()
+    positioned, rates, currency = _tier_positioned(charges_frame, billing_config, pricing_config, card)
+    priced = _priced_rows(positioned, rates, pricing_config, currency)
+    if not pricing_config.report_unpriced:
+        _raise_if_unpriced(priced, currency, billing_config)
+    return priced.select(*pricing.PRICED_SCHEMA)
 
 
 def costs(
@@ -328,10 +338,150 @@ def costs(
     *,
     card: pl.DataFrame | None = None,
 ) -> DataFrame:
-    """contracts.md §4: the cost roll-up of Spark charges, as a Spark DataFrame (`price`, then
-    `pricing.costs`)."""
-    rolled = pricing.costs(price(charges_frame, billing_config, pricing_config, card=card))
-    return charges_frame.sparkSession.createDataFrame(rolled.to_arrow())
+    """contracts.md §4: the cost roll-up of Spark charges (`pricing.costs`), as a Spark DataFrame."""
+    partials = cost_partials(charges_frame, billing_config, pricing_config, card=card)
+    return charges_frame.sparkSession.createDataFrame(pricing.costs_from_partials(partials).to_arrow())
+
+
+def cost_partials(
+    charges_frame: DataFrame,
+    billing_config: BillingConfig | None = None,
+    pricing_config: pricing.PricingConfig | None = None,
+    *,
+    card: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """`pricing.cost_partials` of Spark charges, on the driver: each partition's charges are priced
+    and summed in its Python worker, and only the sums (a few thousand rows) come back, for
+    `pricing.costs_from_partials`, `invoice_from_partials` and `format_invoice_from_partials`.
+    A billable charge without a rate raises `pricing.MissingRateError` unless `report_unpriced`
+    (its message costs another pass, made only then)."""
+    billing_config = billing_config or BillingConfig()
+    pricing_config = pricing_config or pricing.PricingConfig()
+    positioned, rates, currency = _tier_positioned(charges_frame, billing_config, pricing_config, card)
+
+    def sum_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for chunk in frames_of(batches, PRICING_ROWS_PER_CHUNK):
+            priced = pricing.priced_rows(chunk, rates, pricing_config, currency)
+            yield from as_spark_arrow(pricing.cost_partials(priced), pricing.PARTIAL_SCHEMA).to_batches()
+
+    summed = positioned.mapInArrow(sum_partition, spark_ddl(pricing.PARTIAL_SCHEMA))
+    partials = pl.from_arrow(summed.toArrow()).cast(pricing.PARTIAL_SCHEMA)  # type: ignore[union-attr]
+    if not pricing_config.report_unpriced and not partials["priced"].all():
+        _raise_if_unpriced(_priced_rows(positioned, rates, pricing_config, currency), currency, billing_config)
+    return partials  # type: ignore[return-value]
+
+
+# Charges a Python worker prices at once: the lookups' fixed cost per call is amortised well
+# before this, and a chunk's priced rows stay near 100 MB.
+PRICING_ROWS_PER_CHUNK = 250_000
+
+
+def _tier_positioned(
+    charges_frame: DataFrame, billing: BillingConfig, prices: pricing.PricingConfig, card: pl.DataFrame | None
+) -> tuple[DataFrame, pl.DataFrame, str | None]:
+    """Stages 1 and 2 of `pricing.price` on Spark: `pricing.priceable` per partition (persisted:
+    the counter and the currency read it), the currency chosen on the driver, then
+    `queries/tier_positions.sql` as a Spark SQL window. Also the card's rows in that currency."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    card = load_card(prices.rate_card) if card is None else card
+    pricing.require_charge_columns(charges_frame.columns)
+
+    def priceable_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for chunk in frames_of(batches, PRICING_ROWS_PER_CHUNK):
+            yield from as_spark_arrow(pricing.priceable(chunk, billing, prices), pricing.PRICEABLE_SCHEMA).to_batches()
+
+    priceable = (
+        charges_frame.select(*schema.CHARGE_SCHEMA)
+        .mapInArrow(priceable_partition, spark_ddl(pricing.PRICEABLE_SCHEMA))
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    currency = prices.currency
+    if currency is None:
+        # The distinct (market, category, local date) of billable charges: small, and needed only
+        # when the card has several currencies to choose from.
+        needed = pl.DataFrame(schema={k: pricing.PRICEABLE_SCHEMA[k] for k in pricing.RATE_KEYS})
+        if card["currency"].n_unique() > 1:
+            keys = priceable.filter(F.col("billable")).select(*pricing.RATE_KEYS).distinct()
+            needed = pl.from_arrow(keys.toArrow()).cast(needed.schema)  # type: ignore[union-attr]
+        currency = pricing.choose_currency(needed, card)  # type: ignore[arg-type]
+    rates = pricing.rates_in(card, currency)
+    tiered = pricing.tiered_families(rates)
+    if tiered.height == 0:
+        return priceable.withColumn("tier_position", F.lit(None).cast("bigint")), rates, currency
+    spark = charges_frame.sparkSession
+    # Dropping a view uncaches what has its plan, even under a no-op projection; a filter keeps the cache.
+    priceable.filter(F.lit(True)).createOrReplaceTempView("priceable_charges")
+    spark.createDataFrame(as_spark_arrow(tiered, {"market": pl.String(), "family": pl.String()})).createOrReplaceTempView(
+        "tiered_families"
+    )
+    positioned = spark.sql(spark_dialect(query("tier_positions")))
+    spark.catalog.dropTempView("priceable_charges")
+    spark.catalog.dropTempView("tiered_families")
+    return positioned, rates, currency
+
+
+def _priced_rows(positioned: DataFrame, rates: pl.DataFrame, prices: pricing.PricingConfig, currency: str | None) -> DataFrame:
+    """Stage 3 of `pricing.price` on Spark: `pricing.priced_rows` per partition, with the card's
+    rows in the currency (a few thousand) shipped to every task."""
+
+    def price_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for chunk in frames_of(batches, PRICING_ROWS_PER_CHUNK):
+            priced = pricing.priced_rows(chunk, rates, prices, currency)
+            yield from as_spark_arrow(priced, pricing.PRICED_ROW_SCHEMA).to_batches()
+
+    return positioned.mapInArrow(price_partition, spark_ddl(pricing.PRICED_ROW_SCHEMA))
+
+
+def _raise_if_unpriced(priced: DataFrame, currency: str | None, billing: BillingConfig) -> None:
+    """`pricing.missing_rate_error` for priced Spark rows, as locally: the groups of unpriced charges
+    and the first of them in delivery order come to the driver (a few rows)."""
+    from pyspark.sql import functions as F
+
+    unpriced = priced.filter(F.col("billable") & F.col("rate").isNull())
+    groups = unpriced.groupBy("market", "category").agg(
+        F.count(F.lit(1)).alias("charges"), F.min("local_date").alias("first_date"), F.max("local_date").alias("last_date")
+    )
+    counted = pl.from_arrow(groups.toArrow())
+    if counted.height == 0:  # type: ignore[union-attr]
+        return
+    first = pl.from_arrow(unpriced.orderBy(*pricing.DELIVERY_ORDER).limit(1).toArrow())
+    first = first.with_columns(pl.col("started_at").dt.convert_time_zone("UTC"))  # type: ignore[union-attr]
+    raise pricing.missing_rate_error(first, counted, currency, billing)  # type: ignore[arg-type]
+
+
+def frames_of(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pl.DataFrame]:
+    """Arrow batches regrouped into Polars frames of at least `rows` rows (the last may be smaller)."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        held += batch.num_rows
+        if held >= rows:
+            yield pl.from_arrow(pa.Table.from_batches(pending))  # type: ignore[misc]
+            pending, held = [], 0
+    if held:
+        yield pl.from_arrow(pa.Table.from_batches(pending))  # type: ignore[misc]
+
+
+def spark_ddl(columns: dict[str, pl.DataType]) -> str:
+    """A Spark DDL schema for Polars columns of the types this package uses."""
+    return ", ".join(f"{name} {spark_type(dtype)}" for name, dtype in columns.items())
+
+
+def spark_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Decimal):
+        return f"decimal({dtype.precision},{dtype.scale})"
+    return _SPARK_TYPES[dtype]
+
+
+def as_spark_arrow(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pa.Table:
+    """`frame`'s `columns` in their Polars types, as Arrow that Spark reads (plain strings)."""
+    table = frame.select(pl.col(c).cast(t) for c, t in columns.items()).to_arrow()
+    return table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,27 +533,19 @@ def bill_files(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def bill_files_to_polars(
-    inputs: Sequence[str | Path], config: BillingConfig | None = None, *, master: str = DEFAULT_MASTER
+def cost_partials_of_files(
+    inputs: Sequence[str | Path],
+    billing_config: BillingConfig | None = None,
+    pricing_config: pricing.PricingConfig | None = None,
+    *,
+    card: pl.DataFrame | None = None,
+    master: str = DEFAULT_MASTER,
 ) -> pl.DataFrame:
-    """Bill canonical-message Parquet on Spark; the charges on the driver, sorted like `charges.bill`.
-
-    In local mode they come back through a scratch Parquet directory, not through the JVM driver
-    (which would need `spark.driver.maxResultSize` above the charges' size: 1.2 GB for 10 M
-    messages); on a cluster, whose executors cannot write to this machine, through Arrow.
-    """
+    """Bill and price canonical-message Parquet on Spark; on the driver only the exact sums of
+    `pricing.cost_partials`, from which `wa-analytics costs` writes costs, invoice and summary."""
     spark = session(master)
     with _kernel_errors():
-        billed = bill(read_messages(spark, inputs), config)
-        if not master.startswith("local"):
-            return to_polars(billed)
-        scratch = Path(tempfile.mkdtemp(prefix="wa-analytics-spark-"))
-        try:
-            billed.write.parquet(str(scratch / "charges"))
-            parts = sorted((scratch / "charges").glob("part-*.parquet"))
-            return schema.conform_charges(pl.read_parquet(parts) if parts else schema.empty_charges())
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        return cost_partials(bill(read_messages(spark, inputs), billing_config), billing_config, pricing_config, card=card)
 
 
 class _kernel_errors:

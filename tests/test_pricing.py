@@ -12,13 +12,16 @@ import gzip
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from analytics import charges, generate, ingest, pricing, schema
 from analytics.errors import UsageError
 from analytics.pricing import MissingRateError, PricingConfig, costs, format_invoice, invoice, price
-from analytics.ratecards import TIER_FAMILY, load_card
+from analytics.ratecards import RATE_DTYPE, TIER_FAMILY, load_card
+from analytics.resources import query
 from analytics.rules import BillingConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
@@ -147,6 +150,79 @@ def test_delivery_order_breaks_ties_by_number_then_user_then_message(tmp_path):
     positions = {(r["business_phone"], r["user_id"], r["opening_message_id"]): r["tier_position"] for r in priced.iter_rows(named=True)}
     assert positions == {("P9", "U9", "z"): 1, ("P1", "U1", "a"): 2, ("P1", "U1", "b"): 3, ("P1", "U2", "a"): 4, ("P2", "U1", "a"): 5}
     assert priced["opening_message_id"].to_list() == ["a", "a", "b", "a", "z"]  # the charges' own order is kept
+
+
+def low_tier_card() -> pl.DataFrame:
+    """The shipped card's USD list rates with made-up volume tiers from the 3rd and the 8th utility
+    and authentication message of a month, so that small traffic crosses tier boundaries."""
+    listed = load_card().filter(pl.col("currency") == "USD", pl.col("tier_from") == 1)
+    tiered = listed.filter(pl.col("category").is_in(list(TIER_FAMILY)))
+    return pl.concat(
+        [
+            listed,
+            tiered.with_columns(tier_from=pl.lit(3, dtype=pl.Int64), rate=pl.lit(D("0.0011"), dtype=RATE_DTYPE)),
+            tiered.with_columns(tier_from=pl.lit(8, dtype=pl.Int64), rate=pl.lit(D("0.000501"), dtype=RATE_DTYPE)),
+        ]
+    ).sort("currency", "market", "category", "effective_from", "tier_from")
+
+
+def polars_tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
+    """The volume-tier counter as a Polars window, as `pricing` computed it before the counter moved
+    to queries/tier_positions.sql: the oracle the SQL is held to."""
+    counter = ["portfolio", "market", "family", "month"]
+    counted = (
+        frame.with_row_index("row")
+        .filter(pl.col("billable") & (pl.col("pricing_model") == "PMP") & pl.col("family").is_not_null())
+        .join(pricing.tiered_families(rates), on=["market", "family"], how="semi")
+        .select("row", n=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(counter, order_by=list(pricing.DELIVERY_ORDER)))
+    )
+    return pl.repeat(None, frame.height, dtype=pl.Int64, eager=True).scatter(counted["row"], counted["n"])
+
+
+def test_the_tier_counter_in_sql_equals_the_polars_window_across_tier_boundaries():
+    """queries/tier_positions.sql on DuckDB gives each charge the position the Polars window gave,
+    on generated traffic with two WABAs in two portfolios and time zones, in months past both tiers."""
+    traffic = generate.generate_traffic(users=300, start=dt.date(2025, 6, 1), months=8, seed=11)
+    billing = BillingConfig(timezone="Europe/Rome", waba_timezones={"104996122399160": "America/Sao_Paulo"})
+    billed = charges.bill(traffic.unique(subset="message_id", keep="first", maintain_order=True), billing)
+    card = low_tier_card()
+    for portfolios in ({}, {"104996122399150": "retail", "104996122399160": "wholesale"}):
+        config = PricingConfig(currency="USD", portfolios=portfolios, report_unpriced=True)
+        frame = pricing.priceable(billed, billing, config)
+        rates = pricing.rates_in(card, "USD")
+        in_sql = pricing.tier_positions(frame, rates)
+        assert in_sql.to_list() == polars_tier_positions(frame, rates).to_list()
+        assert in_sql.max() > 20 and in_sql.is_not_null().sum() > 300
+        priced = price(billed, billing, config, card=card)
+        assert priced["tier_position"].to_list() == in_sql.to_list()
+        assert set(priced.filter("billable")["tier_from"].drop_nulls()) == {1, 3, 8}
+
+
+def test_the_tier_counter_query_reads_only_what_it_is_given():
+    """Charges outside any counter keep a null position and pass through with their columns."""
+    at = dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC)
+    priceable_charges = pl.DataFrame(
+        {
+            "row": [0, 1, 2, 3, 4],
+            "portfolio": ["p"] * 5,
+            "market": ["Italy", "Italy", "Italy", "Italy", "Germany"],
+            "family": ["utility", "utility", None, "utility", "utility"],
+            "month": ["2026-01"] * 5,
+            "billable": [True, True, True, False, True],
+            "pricing_model": ["PMP", "PMP", "PMP", "PMP", "PMP"],
+            "started_at": [at + dt.timedelta(seconds=1), at, at, at, at],
+            "business_phone": ["P1"] * 5,
+            "user_id": ["U1"] * 5,
+            "opening_message_id": ["m0", "m1", "m2", "m3", "m4"],
+        }
+    )
+    tiered_families = pl.DataFrame({"market": ["Italy"], "family": ["utility"]})
+    con = duckdb.connect()
+    con.register("priceable_charges", priceable_charges)
+    con.register("tiered_families", tiered_families)
+    result = con.sql(query("tier_positions")).pl().sort("row").with_columns(pl.col("started_at").dt.convert_time_zone("UTC"))
+    assert result["tier_position"].to_list() == [2, 1, None, None, None]
+    assert_frame_equal(result.drop("tier_position"), priceable_charges)
 
 
 # --- Dates and time zones ---------------------------------------------------------------------------

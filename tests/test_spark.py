@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -21,6 +22,7 @@ from polars.testing import assert_frame_equal
 
 from analytics import charges, cli, generate, pricing, rules, schema
 from analytics import spark as spark_engine
+from analytics.ratecards import RATE_DTYPE, TIER_FAMILY, load_card
 from analytics.resources import query
 from analytics.rules import BillingConfig
 
@@ -72,13 +74,117 @@ def test_spark_charges_equal_the_local_engine(spark, traffic, small_free_tiers, 
             assert {"free_tier", "regular"} <= decided, rule_set
 
 
-def test_spark_costs_equal_the_local_engine(spark, traffic) -> None:
-    config = BillingConfig(timezone="Europe/Rome")
-    local = pricing.costs(pricing.price(charges.bill(traffic, config), config, USD))
-    billed = spark_engine.bill(spark.createDataFrame(traffic.to_arrow()), config)
-    on_spark = pl.from_arrow(spark_engine.costs(billed, config, USD).toArrow())
-    assert_frame_equal(on_spark.cast(pricing.ROLLUP_SCHEMA), local)
-    assert local.height > 100
+def low_tier_card() -> pl.DataFrame:
+    """The shipped card's USD list rates with made-up volume tiers from the 3rd and the 8th utility
+    and authentication message of a month (tests/test_pricing.py has the same), so that this
+    traffic crosses tier boundaries every month."""
+    listed = load_card().filter(pl.col("currency") == "USD", pl.col("tier_from") == 1)
+    tiered = listed.filter(pl.col("category").is_in(list(TIER_FAMILY)))
+    return pl.concat(
+        [
+            listed,
+            tiered.with_columns(tier_from=pl.lit(3, dtype=pl.Int64), rate=pl.lit(Decimal("0.0011"), dtype=RATE_DTYPE)),
+            tiered.with_columns(tier_from=pl.lit(8, dtype=pl.Int64), rate=pl.lit(Decimal("0.000501"), dtype=RATE_DTYPE)),
+        ]
+    ).sort("currency", "market", "category", "effective_from", "tier_from")
+
+
+# Two WABAs in two time zones and two portfolios, a markup, tiers reached every month.
+ROME_AND_SAO_PAULO = BillingConfig(timezone="Europe/Rome", waba_timezones={"104996122399160": "America/Sao_Paulo"})
+TIERED_USD = pricing.PricingConfig(
+    currency="USD",
+    portfolios={"104996122399150": "retail", "104996122399160": "wholesale"},
+    markup_percent=Decimal("12.5"),
+    markup_per_charge=Decimal("0.0001"),
+    report_unpriced=True,
+)
+
+
+@pytest.fixture(scope="module")
+def local_charges(traffic) -> pl.DataFrame:
+    return charges.bill(traffic, ROME_AND_SAO_PAULO)
+
+
+def priced_to_polars(priced) -> pl.DataFrame:
+    """Spark's priced rows in `pricing.PRICED_SCHEMA`, instants in UTC, sorted like the charges."""
+    frame = pl.from_arrow(priced.toArrow()).with_columns(pl.col(pl.Datetime).dt.convert_time_zone("UTC"))
+    return frame.select(pl.col(c).cast(t) for c, t in pricing.PRICED_SCHEMA.items()).sort(schema.CHARGE_ORDER)
+
+
+def test_spark_priced_rows_equal_the_local_engine(spark, local_charges) -> None:
+    """`spark.price`: every column of every priced charge, tier positions and exact decimals
+    included, in a session whose time zone is neither UTC nor a WABA's."""
+    card = low_tier_card()
+    local = pricing.price(local_charges, ROME_AND_SAO_PAULO, TIERED_USD, card=card).sort(schema.CHARGE_ORDER)
+    spark.conf.set("spark.sql.session.timeZone", "Asia/Tokyo")
+    try:
+        on_spark = priced_to_polars(spark_engine.price(spark.createDataFrame(local_charges.to_arrow()), ROME_AND_SAO_PAULO, TIERED_USD, card=card))
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+    assert_frame_equal(on_spark, local)
+    assert local["tier_position"].max() > 20 and set(local.filter("billable")["tier_from"].drop_nulls()) == {1, 3, 8}
+    assert set(local["portfolio"]) == {"retail", "wholesale"} and local["cost"].null_count() > 0  # some unpriced
+
+
+def test_spark_costs_equal_the_local_engine(spark, traffic, local_charges) -> None:
+    """Billed and priced on Spark, summed per partition: the same costs, invoice lines and summary."""
+    card = low_tier_card()
+    local = pricing.price(local_charges, ROME_AND_SAO_PAULO, TIERED_USD, card=card)
+    billed = spark_engine.bill(spark.createDataFrame(traffic.to_arrow()), ROME_AND_SAO_PAULO)
+    on_spark = pl.from_arrow(spark_engine.costs(billed, ROME_AND_SAO_PAULO, TIERED_USD, card=card).toArrow())
+    assert_frame_equal(on_spark.cast(pricing.ROLLUP_SCHEMA), pricing.costs(local))
+    partials = spark_engine.cost_partials(billed, ROME_AND_SAO_PAULO, TIERED_USD, card=card)
+    assert_frame_equal(pricing.invoice_from_partials(partials), pricing.invoice(local))
+    assert pricing.format_invoice_from_partials(partials, TIERED_USD) == pricing.format_invoice(local, TIERED_USD)
+    assert pricing.costs(local).height > 100
+
+
+def test_a_missing_rate_raises_the_same_error_on_spark(spark, local_charges) -> None:
+    """Without --report-unpriced: the local engine's message, from a few rows Spark collects."""
+    strict = pricing.PricingConfig(currency="USD", portfolios=TIERED_USD.portfolios)
+    card = low_tier_card().filter(~((pl.col("market") == "Germany") & (pl.col("category") == "marketing")))
+    with pytest.raises(pricing.MissingRateError) as local:
+        pricing.price(local_charges, ROME_AND_SAO_PAULO, strict, card=card)
+    charges_frame = spark.createDataFrame(local_charges.to_arrow())
+    with pytest.raises(pricing.MissingRateError) as on_spark:
+        spark_engine.price(charges_frame, ROME_AND_SAO_PAULO, strict, card=card)
+    assert str(on_spark.value) == str(local.value)
+    assert "Germany marketing" in str(local.value) and "In all" in str(local.value)
+    with pytest.raises(pricing.MissingRateError) as in_costs:
+        spark_engine.costs(charges_frame, ROME_AND_SAO_PAULO, strict, card=card)
+    assert str(in_costs.value) == str(local.value)
+
+
+def test_tier_query_positions_the_same_in_duckdb_and_spark(spark) -> None:
+    """queries/tier_positions.sql runs in both engines (Spark after `spark_dialect`): the same
+    positions, ties in time broken by number, user and message, other charges uncounted."""
+    at = dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC)
+    priceable_charges = pl.DataFrame(
+        {
+            "row": [0, 1, 2, 3, 4, 5, 6],
+            "portfolio": ["p", "p", "p", "p", "p", "q", "p"],
+            "market": ["Italy", "Italy", "Italy", "Italy", "Germany", "Italy", "Italy"],
+            "family": ["utility", "utility", "utility", None, "utility", "utility", "utility"],
+            "month": ["2026-01"] * 7,
+            "billable": [True, True, True, True, True, True, False],
+            "pricing_model": ["PMP", "PMP", "PMP", "PMP", "PMP", "PMP", "PMP"],
+            "started_at": [at, at, at, at, at, at, at],
+            "business_phone": ["P2", "P1", "P1", "P1", "P1", "P1", "P1"],
+            "user_id": ["U1", "U2", "U1", "U1", "U1", "U1", "U1"],
+            "opening_message_id": ["m0", "m1", "m2", "m3", "m4", "m5", "m6"],
+        }
+    )
+    tiered_families = pl.DataFrame({"market": ["Italy"], "family": ["utility"]})
+    con = duckdb.connect()
+    con.register("priceable_charges", priceable_charges)
+    con.register("tiered_families", tiered_families)
+    in_utc = pl.col("started_at").dt.convert_time_zone("UTC")
+    in_duckdb = con.sql(query("tier_positions")).pl().sort("row").with_columns(in_utc)
+    spark.createDataFrame(priceable_charges.to_arrow()).createOrReplaceTempView("priceable_charges")
+    spark.createDataFrame(tiered_families.to_arrow()).createOrReplaceTempView("tiered_families")
+    in_spark = pl.from_arrow(spark.sql(spark_engine.spark_dialect(query("tier_positions"))).toArrow()).sort("row").with_columns(in_utc)
+    assert in_duckdb["tier_position"].to_list() == [3, 2, 1, None, None, 1, None]
+    assert_frame_equal(in_spark, in_duckdb, check_dtypes=False)
 
 
 def test_free_tier_query_decides_the_same_in_duckdb_and_spark(spark) -> None:
