@@ -47,7 +47,7 @@ billable PMP utility and authentication charges of markets whose card has tiers)
 runs here over the Polars frame through Arrow without a copy, and Spark runs as the same window
 over partitions. The SQL costs a little over the Polars window it replaced: on 0.74 M charges
 (1 M generated messages, the shipped card in USD, on a shared 2-core machine) `price` and
-`costs` took 0.6-0.8 s against 0.45 s before (the counter 0.13-0.16 s against 0.03 s; the
+`costs` took 0.5-0.8 s against 0.3-0.55 s before (the counter 0.13-0.16 s against 0.03 s; the
 partials 0.08 s against 0.06 s), against 5.6-7 s for the engine.
 """
 

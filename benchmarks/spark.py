@@ -10,7 +10,8 @@ switches) four ways, each in a fresh process, in the same run:
 - `local charges`: `analytics.partitioned.bill_parquet`, Parquet in, charges Parquet out;
 - `local costs`: the same, then `pricing.price` and `pricing.costs` (shipped card, USD);
 - `spark charges`: `analytics.spark.bill_files`, Parquet in, a Parquet directory of charges out;
-- `spark costs`: `analytics.spark.bill_files_to_polars`, then `pricing.price` and `costs`.
+- `spark costs`: `analytics.spark.cost_partials_of_files` (billed, priced and summed on Spark;
+  the exact sums come to the driver), then `pricing.costs_from_partials`.
 
 Peak memory is the process tree's: the Python driver, the JVM Spark starts and its Python workers,
 sampled every 0.2 s from /proc (RSS summed, and PSS, which counts pages the processes share
@@ -58,9 +59,9 @@ def measure(kind: str, path: Path, master: str, scratch: Path) -> dict[str, floa
         if kind == "spark-charges":
             result["charges"] = spark_engine.bill_files([path], scratch / "charges", master=master).charges
         else:
-            billed = spark_engine.bill_files_to_polars([path], master=master)
-            result["charges"] = billed.height
-            pricing.costs(pricing.price(billed, pricing_config=card))
+            partials = spark_engine.cost_partials_of_files([path], pricing_config=card, master=master)
+            result["charges"] = int(partials["charges"].sum())
+            pricing.costs_from_partials(partials)
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
