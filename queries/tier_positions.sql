@@ -16,7 +16,8 @@ WITH tiered AS (
 marked AS (
     SELECT
         charge.*,
-        (charge.billable AND charge.pricing_model = 'PMP' AND tiered.family IS NOT NULL) AS in_tier_counter
+        -- never null: a null here would drop the charge from both branches below
+        COALESCE(charge.billable AND charge.pricing_model = 'PMP' AND tiered.family IS NOT NULL, FALSE) AS in_tier_counter
     FROM priceable_charges AS charge
     LEFT JOIN tiered ON charge.market = tiered.market AND charge.family = tiered.family
 ),
