@@ -20,9 +20,10 @@ from polars.testing import assert_frame_equal
 from analytics import charges, generate, ingest, pricing, schema
 from analytics.errors import UsageError
 from analytics.pricing import MissingRateError, PricingConfig, costs, format_invoice, invoice, price
-from analytics.ratecards import RATE_DTYPE, TIER_FAMILY, load_card
+from analytics.ratecards import TIER_FAMILY, load_card
 from analytics.resources import query
 from analytics.rules import BillingConfig
+from traffic import low_tier_card
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -150,20 +151,6 @@ def test_delivery_order_breaks_ties_by_number_then_user_then_message(tmp_path):
     positions = {(r["business_phone"], r["user_id"], r["opening_message_id"]): r["tier_position"] for r in priced.iter_rows(named=True)}
     assert positions == {("P9", "U9", "z"): 1, ("P1", "U1", "a"): 2, ("P1", "U1", "b"): 3, ("P1", "U2", "a"): 4, ("P2", "U1", "a"): 5}
     assert priced["opening_message_id"].to_list() == ["a", "a", "b", "a", "z"]  # the charges' own order is kept
-
-
-def low_tier_card() -> pl.DataFrame:
-    """The shipped card's USD list rates with made-up volume tiers from the 3rd and the 8th utility
-    and authentication message of a month, so that small traffic crosses tier boundaries."""
-    listed = load_card().filter(pl.col("currency") == "USD", pl.col("tier_from") == 1)
-    tiered = listed.filter(pl.col("category").is_in(list(TIER_FAMILY)))
-    return pl.concat(
-        [
-            listed,
-            tiered.with_columns(tier_from=pl.lit(3, dtype=pl.Int64), rate=pl.lit(D("0.0011"), dtype=RATE_DTYPE)),
-            tiered.with_columns(tier_from=pl.lit(8, dtype=pl.Int64), rate=pl.lit(D("0.000501"), dtype=RATE_DTYPE)),
-        ]
-    ).sort("currency", "market", "category", "effective_from", "tier_from")
 
 
 def polars_tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:

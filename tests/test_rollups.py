@@ -10,7 +10,7 @@ import pytest
 
 from analytics import charges, pricing, reconcile, rollups, schema
 from analytics.rules import BillingConfig
-from tests.traffic import Traffic, instant, merge
+from traffic import Traffic, instant, merge
 
 ROME = BillingConfig(timezone="Europe/Rome")
 

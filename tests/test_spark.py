@@ -22,9 +22,9 @@ from polars.testing import assert_frame_equal
 
 from analytics import charges, cli, generate, pricing, rules, schema
 from analytics import spark as spark_engine
-from analytics.ratecards import RATE_DTYPE, TIER_FAMILY, load_card
 from analytics.resources import query
 from analytics.rules import BillingConfig
+from traffic import low_tier_card
 
 pytest.importorskip("pyspark", reason="the Spark engine needs pyspark: pip install 'wa-analytics[spark]'")
 
@@ -72,21 +72,6 @@ def test_spark_charges_equal_the_local_engine(spark, traffic, small_free_tiers, 
         for rule_set in ("cbp-2022", "cbp-2023", "pmp-2026-10"):  # each counter decided both ways
             decided = set(local.filter(pl.col("rule_set") == rule_set)["pricing_type"])
             assert {"free_tier", "regular"} <= decided, rule_set
-
-
-def low_tier_card() -> pl.DataFrame:
-    """The shipped card's USD list rates with made-up volume tiers from the 3rd and the 8th utility
-    and authentication message of a month (tests/test_pricing.py has the same), so that this
-    traffic crosses tier boundaries every month."""
-    listed = load_card().filter(pl.col("currency") == "USD", pl.col("tier_from") == 1)
-    tiered = listed.filter(pl.col("category").is_in(list(TIER_FAMILY)))
-    return pl.concat(
-        [
-            listed,
-            tiered.with_columns(tier_from=pl.lit(3, dtype=pl.Int64), rate=pl.lit(Decimal("0.0011"), dtype=RATE_DTYPE)),
-            tiered.with_columns(tier_from=pl.lit(8, dtype=pl.Int64), rate=pl.lit(Decimal("0.000501"), dtype=RATE_DTYPE)),
-        ]
-    ).sort("currency", "market", "category", "effective_from", "tier_from")
 
 
 # Two WABAs in two time zones and two portfolios, a markup, tiers reached every month.

@@ -15,10 +15,12 @@ together different `id_prefix`es (`merge` refuses repeated ids).
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import polars as pl
 
 from analytics import schema
+from analytics.ratecards import RATE_DTYPE, TIER_FAMILY, load_card
 
 Hours = float | dt.timedelta
 
@@ -129,3 +131,17 @@ def merge(*traffics: Traffic) -> pl.DataFrame:
 def rows(charges: pl.DataFrame, columns: tuple[str, ...] = ROW_COLUMNS) -> list[tuple[object, ...]]:
     """The charges as tuples of `columns` (default: what a test asserts), in the table's order."""
     return charges.select(columns).rows()
+
+
+def low_tier_card() -> pl.DataFrame:
+    """The shipped card's USD list rates with made-up volume tiers from the 3rd and the 8th utility
+    and authentication message of a month, so that small traffic crosses tier boundaries."""
+    listed = load_card().filter(pl.col("currency") == "USD", pl.col("tier_from") == 1)
+    tiered = listed.filter(pl.col("category").is_in(list(TIER_FAMILY)))
+    return pl.concat(
+        [
+            listed,
+            tiered.with_columns(tier_from=pl.lit(3, dtype=pl.Int64), rate=pl.lit(Decimal("0.0011"), dtype=RATE_DTYPE)),
+            tiered.with_columns(tier_from=pl.lit(8, dtype=pl.Int64), rate=pl.lit(Decimal("0.000501"), dtype=RATE_DTYPE)),
+        ]
+    ).sort("currency", "market", "category", "effective_from", "tier_from")
