@@ -71,8 +71,11 @@ def bill_parquet(
         buckets = max(1, math.ceil(messages / (rows_per_bucket or ROWS_PER_BUCKET)))
         if buckets == 1:  # fits in one bucket: no need to split it first
             result = charges.bill(pl.scan_parquet(files), config, con=con)
-            with _Output(Path(output)) as out:
-                out.append(result)
+            if Path(output).suffix == ".parquet":
+                result.write_parquet(output)  # Polars encodes on every core; _Output's pyarrow writer on one
+            else:
+                with _Output(Path(output)) as out:
+                    out.append(result)
             return PartitionedRun(messages=messages, buckets=1, charges=result.height)
         if buckets > RESCAN_BUCKETS_AT_MOST:
             con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
@@ -146,8 +149,10 @@ class _Output:
 
     def append(self, part: pl.DataFrame) -> None:
         if self.path.suffix == ".parquet":
-            table = part.to_arrow()
-            self.parquet = self.parquet or pq.ParquetWriter(self.path, table.schema)
+            # Arrow string views share Polars' buffers (no copy of the id columns); without the Arrow
+            # schema in the footer, every reader sees plain UTF-8 strings, as from any Parquet writer.
+            table = part.to_arrow(compat_level=pl.CompatLevel.newest())
+            self.parquet = self.parquet or pq.ParquetWriter(self.path, table.schema, store_schema=False)
             self.parquet.write_table(table)
         else:
             with open(self.path, "a" if self.csv_started else "w", encoding="utf-8") as handle:

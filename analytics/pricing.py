@@ -296,7 +296,8 @@ def tier_positions(
         "portfolio", "market", "family", "month", "billable", "pricing_model", *DELIVERY_ORDER,
     )
     con = con or duckdb.connect()
-    con.register("priceable_charges", counter_columns)
+    # As Arrow string views, the id columns reach DuckDB without a copy (half the counter's time at 10 M).
+    con.register("priceable_charges", counter_columns.to_arrow(compat_level=pl.CompatLevel.newest()))
     con.register("tiered_families", tiered)
     try:
         counted = (
