@@ -383,6 +383,7 @@ def _failing_line(error: Exception) -> str:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_QUOTED_CELL = re.compile(r"<td>&quot;(.*?)&quot;</td>")
 
 
 # --- Rendering ---------------------------------------------------------------------------------------
@@ -460,7 +461,7 @@ def _output_html(output: dict) -> str:
         fragment = _text(data["text/html"])
         if "<script" in fragment.lower():
             raise NotebookFailed("a report output carries a script (an interactive chart?): report charts must be images")
-        return fragment
+        return _QUOTED_CELL.sub(r"<td>\1</td>", fragment)  # Polars quotes strings in its tables; a reader needs no quotes
     if "text/markdown" in data:
         import mistune
 

@@ -186,6 +186,7 @@ def test_the_report_is_one_html_file_without_code_or_scripts_and_with_every_char
     for heading in ("Conversation volumes", "Costs", "Strategies and projection", "Reconciliation"):
         assert f">{heading}</h1>" in page or f">{heading}</a>" in page
     assert "Report month 2026-10 (UTC)" in page
+    assert "<td>Italy</td>" in page and "&quot;" not in page  # table cells without Polars' quotes
 
 
 def test_the_report_shows_the_checked_key_totals(sample_report):
