@@ -11,7 +11,6 @@ import datetime as dt
 import json
 import re
 from decimal import Decimal
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -30,27 +29,13 @@ from analytics.meta_reports import (
     webhook_pricing,
 )
 from analytics.webhooks import BILLING_SCHEMA, read_webhooks
+from meta_fixtures import FIXTURES, fenced_blocks, glific_billing_event, gupshup_general_purpose_ai
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "meta"
 UTC = dt.UTC
 
 
 def at(seconds: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds, UTC)
-
-
-def fenced_blocks(fixture: str) -> list[str]:
-    """The ``` code blocks of a docs page saved as text (Gupshup's pages are prose around JSON)."""
-    return re.findall(r"```[^\n]*\n(.*?)```", (FIXTURES / fixture).read_text(), re.S)
-
-
-def glific_billing_event() -> dict:
-    """Glific's test keeps the event as an Elixir map literal (lines 13-32 of the test, without the
-    closing brace): `%{` is `{`, `=>` is `:`, `1_661_319_436_533` is an integer with separators."""
-    text = (FIXTURES / "glific__gupshup_billing_event_v2__billing_event_controller_test.exs.txt").read_text()
-    body = text[text.index("%{"):].replace("%{", "{").replace(" => ", ": ")
-    body = re.sub(r"(?<=\d)_(?=\d)", "", body)
-    return json.loads(body.rstrip() + "\n}")
 
 
 def rows_of(value: object, position: int = 1) -> list[dict]:
@@ -317,16 +302,6 @@ def test_gupshup_pmp_billing_event_and_sent_message_event():
             source_row=2,
         )
     ]
-
-
-def gupshup_general_purpose_ai() -> tuple[dict, dict]:
-    # The .txt is prose around two JSON bodies: the Meta-format status ("curl body") and Gupshup's V3 event.
-    text = (FIXTURES / "gupshup_docs__general_purpose_ai_v3_billing_event.txt").read_text()
-    decoder = json.JSONDecoder()
-    status_body, v3_part = text.split("V3 webhook event:")
-    meta_status, _ = decoder.raw_decode(status_body[status_body.index("{"):])
-    v3_event, _ = decoder.raw_decode(v3_part[v3_part.index("{"):])
-    return meta_status, v3_event
 
 
 WAMID_AI = "wamid.HBgMOTE4ODcxNjAxMjk3FQIAERgSMTdCRE111UyRkNDNDc0RUU4MjA4AA=="

@@ -45,8 +45,8 @@ from analytics.reconcile import (
 )
 from analytics.resources import query
 from analytics.rules import AuthenticationInternational, BillingConfig
+from meta_fixtures import FIXTURES, fenced_blocks, glific_billing_event, gupshup_general_purpose_ai
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "meta"
 OURS = Path(__file__).resolve().parent / "fixtures" / "reconcile"
 UTC = dt.UTC
 ITEM = ("level", "meta_source", "message_id", "status", "reason")
@@ -106,29 +106,6 @@ def events_of(*values: object) -> pl.DataFrame:
     for position, value in enumerate(values, start=1):
         rows += gupshup_rows(value, source_file="events", source_row=position)[0]
     return concat_pricing([pl.DataFrame(rows, schema=reconcile.PRICING_SCHEMA)])
-
-
-def fenced_blocks(fixture: str) -> list[str]:
-    """The ``` code blocks of a docs page saved as text (Gupshup's pages are prose around JSON)."""
-    return re.findall(r"```[^\n]*\n(.*?)```", (FIXTURES / fixture).read_text(), re.S)
-
-
-def gupshup_general_purpose_ai() -> tuple[dict, dict]:
-    # The .txt is prose around two JSON bodies: the Meta-format status ("curl body") and Gupshup's V3 event.
-    text = (FIXTURES / "gupshup_docs__general_purpose_ai_v3_billing_event.txt").read_text()
-    decoder = json.JSONDecoder()
-    status_body, v3_part = text.split("V3 webhook event:")
-    meta_status, _ = decoder.raw_decode(status_body[status_body.index("{"):])
-    v3_event, _ = decoder.raw_decode(v3_part[v3_part.index("{"):])
-    return meta_status, v3_event
-
-
-def glific_billing_event() -> dict:
-    """Glific's test keeps the event as an Elixir map literal (lines 13-32, without the closing brace):
-    `%{` is `{`, `=>` is `:`, `1_661_319_436_533` is an integer with separators."""
-    text = (FIXTURES / "glific__gupshup_billing_event_v2__billing_event_controller_test.exs.txt").read_text()
-    body = text[text.index("%{"):].replace("%{", "{").replace(" => ", ": ")
-    return json.loads(re.sub(r"(?<=\d)_(?=\d)", "", body).rstrip() + "\n}")
 
 
 # --- the reason codes ------------------------------------------------------------------------------------
