@@ -114,7 +114,7 @@ class Traffic:
     billing: BillingConfig
     period: Period
     summary: IngestSummary
-    quarantine: pl.DataFrame
+    quarantine: pl.LazyFrame  # read only by a notebook that needs it (reconciliation): it rescans the input
     meta_pricing: pl.DataFrame
     sources: tuple[str, ...]
     is_sample: bool
@@ -168,7 +168,7 @@ def load_traffic(
         billing=billing,
         period=the_period,
         summary=ingested.summary,
-        quarantine=ingested.quarantine.collect(),
+        quarantine=ingested.quarantine,
         meta_pricing=meta_reports.webhook_pricing(ingested.billing),
         sources=tuple(paths),
         is_sample=is_sample,
@@ -183,7 +183,7 @@ def scenarios_path(scenarios_file: str | Path | None) -> Path:
 def month_figures(frame: pl.DataFrame, month: str, by: Sequence[str], values: Sequence[str]) -> str:
     """The report month's rows of a roll-up, summed `by` the given columns, as CSV text: the key
     totals a report notebook prints and nbval checks."""
-    month_value = frame.filter(pl.col("month").cast(pl.String).str.slice(0, 7) == month)
+    month_value = frame.filter(pl.col("month") == month)
     summed = month_value.group_by(by).agg(pl.col(v).sum() for v in values).sort(by)
     return summed.write_csv()
 
