@@ -170,22 +170,13 @@ def fold_webhooks(
 ) -> list[RawInput]:
     """The inputs, with the statuses of every webhook file among them folded together
     (`webhooks.fold_files`): one message's statuses may sit in several files (daily dumps)."""
-    pending = [i for i in inputs if i.webhook is not None]
-    if not pending:
-        return list(inputs)
-    folded = dict(
-        zip(
-            (id(i) for i in pending),
-            webhooks.fold_files([i.webhook for i in pending], send_log=send_log, templates=templates),  # type: ignore[misc]
-            strict=True,
-        )
-    )
-    return [
-        replace(i, frame=conform_raw(folded[id(i)].messages.lazy()), billing=folded[id(i)].billing, webhook=None)
-        if i.webhook is not None
-        else i
-        for i in inputs
-    ]
+    files = [i.webhook for i in inputs if i.webhook is not None]
+    folded = iter(webhooks.fold_files(files, send_log=send_log, templates=templates))  # in the inputs' order
+    return [_with_rows(i, next(folded)) if i.webhook is not None else i for i in inputs]
+
+
+def _with_rows(raw_input: RawInput, rows: webhooks.WebhookRows) -> RawInput:
+    return replace(raw_input, frame=conform_raw(rows.messages.lazy()), billing=rows.billing, webhook=None)
 
 
 def _suffix(path: Path) -> str:

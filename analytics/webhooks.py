@@ -214,9 +214,9 @@ def fold_files(
     """Each file's rows, with the statuses of ALL the files folded together: a message sent in one
     daily dump and delivered in the next is one outbound row, not two that conflict. A folded row
     belongs to the file of the status that gave its timestamp; files count in the order given."""
-    statuses = pl.concat(
-        [f.statuses.with_columns(file_order=pl.lit(i, dtype=pl.Int32)) for i, f in enumerate(files)]
-    ) if files else pl.DataFrame(schema={**_STATUS_SCHEMA, "source_file": pl.String(), "file_order": pl.Int32()})
+    if not files:
+        return []
+    statuses = pl.concat([f.statuses.with_columns(file_order=pl.lit(i, dtype=pl.Int32)) for i, f in enumerate(files)])
     outbound = fill_message_types(fold_statuses(statuses), send_log=send_log, templates=templates).select(list(RAW_MESSAGE_SCHEMA))
     billing = billing_rows(statuses)
     return [
