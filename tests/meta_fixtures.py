@@ -1,13 +1,19 @@
-"""The third-party Meta and Gupshup payloads in ../shared/fixtures/meta, read in place, and the
-helpers that pull JSON out of the docs pages saved there as text."""
+"""The read-only material beside the checkout (../shared: Meta's payloads, rate cards, research),
+read in place, and the helpers that pull JSON out of the docs pages saved there as text.
+
+`WA_ANALYTICS_SHARED` names the folder when the checkout is not beside it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "meta"
+SHARED = Path(os.environ.get("WA_ANALYTICS_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+FIXTURES = SHARED / "fixtures" / "meta"
+META_2026_04 = SHARED / "data" / "meta-rate-cards" / "usd-2026-04-01"
 
 
 def fenced_blocks(fixture: str) -> list[str]:

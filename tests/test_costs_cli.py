@@ -10,11 +10,11 @@ import pytest
 
 from analytics import cli, pricing
 from analytics.ratecards import load_card
+from meta_fixtures import META_2026_04
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 SAMPLE = ROOT / "data" / "sample" / "messages.csv.gz"
-META_2026_04 = Path(__file__).resolve().parents[2] / "shared" / "data" / "meta-rate-cards" / "usd-2026-04-01"
 TRAFFIC, CARD = str(FIXTURES / "traffic.csv"), str(FIXTURES / "card.csv")
 
 

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from analytics import cli
+from meta_fixtures import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "meta"
 COLUMNS = "message_id,timestamp,direction,business_phone,waba_id,user_id,user_phone,user_country,message_type,template_category,status,entry_point"
 WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA="
 BSUID = "user.9373795779eb6441c8adb2eaee5b848e7dd174ddd302d7db62142f4722d574b6"

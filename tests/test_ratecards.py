@@ -14,9 +14,8 @@ from analytics import ratecards
 from analytics.errors import InputError, UsageError
 from analytics.markets import MARKETS
 from analytics.ratecards import CARD_COLUMNS, import_meta_card, load_card, write_card
+from meta_fixtures import META_2026_04, SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-META_2026_04 = SHARED / "data" / "meta-rate-cards" / "usd-2026-04-01"
 RESEARCH = SHARED / "domain"
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "rate_cards"

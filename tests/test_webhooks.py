@@ -30,8 +30,8 @@ from analytics.webhooks import (
     read_templates,
     read_webhooks,
 )
+from meta_fixtures import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "meta"
 
 
 # --- helpers ------------------------------------------------------------------------------------
