@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import itertools
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -22,10 +21,11 @@ from analytics.markets import (
     with_market,
     with_user_country,
 )
+from meta_fixtures import META_2026_04
 
 ZIMBABWE_MOVES = dt.date(2025, 10, 1)
 NINE_MARKETS_FROM = dt.date(2026, 10, 1)
-SHARED_RATE_CARD = Path(__file__).resolve().parents[2] / "shared/data/meta-rate-cards/usd-2026-04-01/USD_rates.csv"
+SHARED_RATE_CARD = META_2026_04 / "USD_rates.csv"
 
 
 @pytest.mark.parametrize(
@@ -172,8 +172,6 @@ def test_region_table_columns_and_statuses():
 
 
 def test_market_names_match_metas_rate_card():
-    if not SHARED_RATE_CARD.exists():
-        pytest.skip(f"{SHARED_RATE_CARD} not present")
     with SHARED_RATE_CARD.open(encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     header = next(i for i, row in enumerate(rows) if row and row[0] == "Market")
