@@ -38,6 +38,13 @@ from analytics.rules import BillingConfig
 _US = 1_000_000  # microseconds per second: times are Int64 microseconds inside the kernel
 _SLOT_CODES = {"marketing": 1, "utility": 2, "authentication": 3}
 _SLOT_NAMES = {v: k for k, v in _SLOT_CODES.items()}
+# The few-valued charge columns are Enum codes inside the kernel, strings in its output (`finish`).
+CATEGORY = pl.Enum(
+    [rules.FEP_CATEGORY, "user_initiated", "business_initiated", "service", *_SLOT_CODES, rules.AUTH_INTERNATIONAL]
+)
+PRICING_TYPE = pl.Enum(schema.PRICING_TYPES)
+COUNTER = pl.Enum(["cbp-2022", "cbp-2023-service", "pmp-2026-10-service"])
+PRICING_MODEL = pl.Enum(["CBP", "PMP"])
 
 
 def bill(
@@ -62,6 +69,25 @@ _FEW_VALUES = pl.Categorical()  # business numbers, WABAs and countries: few val
 # What a charge shows of its message, kept by input row (`orig`) and gathered for charge rows alone:
 # only what orders and windows the messages is sorted.
 _ATTRIBUTES = ["message_id", "user_id", "local_date", "business_phone", "waba_id", "user_country"]
+# What `kernel` returns: the charge columns but `billable`, in codes where values are few, and what
+# the monthly counters need.
+CANDIDATE_SCHEMA = {
+    "rule_set": RULE_SET,
+    "pricing_model": PRICING_MODEL,
+    "category": CATEGORY,
+    "pricing_type": PRICING_TYPE,
+    "started_at": schema.INSTANT,
+    "expires_at": schema.INSTANT,
+    "business_phone": _FEW_VALUES,
+    "waba_id": _FEW_VALUES,
+    "user_id": pl.String(),
+    "market": _FEW_VALUES,
+    "message_count": pl.Int64(),
+    "opening_message_id": pl.String(),
+    "free_tier_counter": COUNTER,
+    "free_tier_scope": pl.String(),
+    "local_month": pl.Date(),
+}
 
 
 def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -86,7 +112,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             "message_id",
             "user_id",
             "orig",
-            key_hash=pl.struct("business_phone", "user_id").hash(),
+            key_hash=_key_hash(),
             key_check=pl.struct("user_id", "business_phone").hash(seed=7),
             t=pl.col("timestamp").dt.epoch("us"),
             direction_rank=pl.col("direction").replace_strict(rules.DIRECTION_RANK, return_dtype=pl.UInt8),
@@ -100,17 +126,17 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             business_phone=pl.col("business_phone").cast(_FEW_VALUES),
             waba_id=pl.col("waba_id").cast(_FEW_VALUES),
             user_country=pl.col("user_country").cast(_FEW_VALUES),
-            timestamp="timestamp",
-            template_category="template_category",
         )
         .with_columns(rule_set=_rule_set_expr(config))
     )
-    rows = query.collect()
-    _refuse_what_cannot_be_billed(rows)
-    attributes = rows.select(_ATTRIBUTES)
-    narrow = rows.drop(*_ATTRIBUTES, "timestamp", "template_category", "unknown_category")
+    rows = query.collect(engine="streaming")
+    _refuse_what_cannot_be_billed(rows, frame)
+    # Each part in one chunk (the reader returns ~100): gathers across chunks are 8× slower. One
+    # part at a time, so that the copy of the whole frame is never held twice.
+    attributes = rows.select(_ATTRIBUTES).rechunk()
+    narrow = rows.drop(*_ATTRIBUTES, "unknown_category")
     del rows
-    m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed"), attributes)
+    m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed").rechunk(), attributes)
     return (
         m.with_columns(
             key=((pl.col("key_hash") != pl.col("key_hash").shift(1)).fill_null(True).cum_sum() - 1).cast(pl.UInt32),
@@ -122,6 +148,11 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
     )
 
 
+def _key_hash() -> pl.Expr:
+    """The 64-bit hash that groups a key's messages (`_in_billing_order` survives its collisions)."""
+    return pl.struct("business_phone", "user_id").hash()
+
+
 def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.DataFrame:
     """Sorted by key, then §2 order: timestamp, inbound first, message_id byte-wise.
 
@@ -130,11 +161,13 @@ def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.Data
     message_id order. A second, independent hash checks the first: should two keys share a hash,
     the keys are numbered by their strings instead, so a collision costs time, not truth.
     """
-    if narrow.select(pl.col("key_hash").n_unique()).item() != narrow.select(pl.struct("key_hash", "key_check").n_unique()).item():
+    ordered = narrow.sort(["key_hash", "t", "direction_rank", "orig"])
+    collided = (pl.col("key_hash") == pl.col("key_hash").shift(1)) & (pl.col("key_check") != pl.col("key_check").shift(1))
+    if ordered.select(collided.any()).item():  # one hash, two keys: the check hash differs inside its run
         keys = attributes.select("business_phone", "user_id").gather(narrow["orig"])
         ranks = keys.select(pl.struct(pl.col("business_phone").cast(pl.String), "user_id").rank("dense"))
-        narrow = narrow.with_columns(key_hash=ranks.to_series().cast(pl.UInt64))
-    ordered = narrow.drop("key_check").sort(["key_hash", "t", "direction_rank", "orig"])
+        ordered = narrow.with_columns(key_hash=ranks.to_series().cast(pl.UInt64)).sort(["key_hash", "t", "direction_rank", "orig"])
+    ordered = ordered.drop("key_check")
     same_instant = (
         (pl.col("key_hash") == pl.col("key_hash").shift(1))
         & (pl.col("t") == pl.col("t").shift(1))
@@ -175,19 +208,24 @@ def _rule_set_expr(config: BillingConfig) -> pl.Expr:
     return expr
 
 
-def _refuse_what_cannot_be_billed(rows: pl.DataFrame) -> None:
-    """Rows `analytics.ingest` would have quarantined are an error here, never silently skipped."""
+def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame) -> None:
+    """Rows `analytics.ingest` would have quarantined are an error here, never silently skipped.
+    The first such row is read again from `messages` to name it."""
     if rows.height == 0:
         return
     early, uncategorised = rows.select(pl.col("rule_set").is_null().arg_max(), pl.col("unknown_category").arg_max()).row(0)
+
+    def message(row: int) -> dict[str, object]:
+        return messages.with_row_index("orig").filter(pl.col("orig") == rows["orig"][row]).collect().row(0, named=True)
+
     if rows["rule_set"][early] is None:
-        first = rows.row(early, named=True)
+        first = message(early)
         raise ValueError(
             f"message {first['message_id']} at {first['timestamp']} is before {rules.first_supported_date()} in its "
             f"WABA time zone: notification-based pricing is not modelled (analytics.ingest quarantines such rows)"
         )
     if rows["unknown_category"][uncategorised]:
-        first = rows.row(uncategorised, named=True)
+        first = message(uncategorised)
         raise ValueError(
             f"template message {first['message_id']} has category {first['template_category']!r}: expected one of "
             f"{', '.join(schema.TEMPLATE_CATEGORIES)} (analytics.ingest quarantines such rows)"
@@ -366,86 +404,93 @@ def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: int)
 
 
 def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+    """One row per charge candidate, in output order (`_key_order`).
+
+    A message gives at most one row: it opens a CBP conversation (of its own slot, of cbp-2022, of
+    service, or a CBP FEP window), or it is a PMP message that is charged or falls in a PMP FEP
+    window; the two never meet. So one filter in billing order yields every row, and the
+    few-valued columns (category, pricing type, counter) are Enum codes until `finish`.
+    """
     window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
     fep_window = config.fep_window // dt.timedelta(microseconds=1)
-    is_pmp = pl.col("rule_set").is_in(_PMP)
-    m = m.select(
-        "key", "seq", "orig", "rule_set", "t", "outbound", "is_template", "is_reaction", "slot", "csw_open",
-        "fep_open", "fep_is_cbp", "in_fep", "next_fep_t", "opens_2022", "opens_slot", "opens_service",
-        conversation=_conversation_of(m),
-        local_date=attributes["local_date"].gather(m["orig"]),
+    m = m.with_columns(conversation=_conversation_of(m))
+    cbp = (pl.col("fep_open") & pl.col("fep_is_cbp")) | pl.col("opens_2022") | pl.col("opens_slot") | pl.col("opens_service")
+    pmp = (pl.col("in_fep") & ~pl.col("fep_is_cbp")) | (
+        pl.col("outbound") & pl.col("rule_set").is_in(_PMP) & ~pl.col("in_fep") & pl.col("conversation").is_null()
     )
-    message_counts = m.filter(pl.col("conversation").is_not_null()).group_by("conversation").agg(message_count=pl.len())
-    cbp_openers = (
-        m.filter((pl.col("fep_open") & pl.col("fep_is_cbp")) | pl.col("opens_2022") | pl.col("opens_slot") | pl.col("opens_service"))
-        .join(message_counts, left_on="seq", right_on="conversation", how="left")
-        .with_columns(
-            category=pl.when(pl.col("fep_open"))
-            .then(pl.lit(rules.FEP_CATEGORY))
-            .when(pl.col("opens_2022"))
-            .then(pl.when(pl.col("csw_open")).then(pl.lit("user_initiated")).otherwise(pl.lit("business_initiated")))
-            .when(pl.col("opens_service"))
-            .then(pl.lit("service"))
-            .otherwise(pl.col("slot").replace_strict(_SLOT_NAMES, return_dtype=pl.String)),
-            expires_at=pl.min_horizontal(
+    absorbed = m.select("conversation").drop_nulls().group_by("conversation").len()  # a conversation's messages
+    messages_in = pl.zeros(m.height, pl.UInt32, eager=True).scatter(absorbed["conversation"], absorbed["len"])
+    rows = m.filter(cbp | pmp).select(
+        "key", "seq", "orig", "rule_set", "t", "is_template", "is_reaction", "slot", "csw_open", "fep_open", "in_fep",
+        "next_fep_t", "opens_2022", "opens_service", cbp=cbp,
+    )
+    del m
+    if rows.height == 0:
+        return _empty_candidates()
+    rows = rows.with_columns(
+        local_date=attributes["local_date"].gather(rows["orig"]),
+        message_count=pl.when("cbp").then(messages_in.gather(rows["seq"])).otherwise(1),
+    )
+    slot_category = pl.col("slot").replace_strict(_SLOT_NAMES, return_dtype=CATEGORY)
+    rows = rows.with_columns(
+        category=pl.when(~pl.col("cbp"))
+        .then(pl.when(pl.col("is_template")).then(slot_category).otherwise(_category("service")))
+        .when(pl.col("fep_open"))
+        .then(_category(rules.FEP_CATEGORY))
+        .when(pl.col("opens_2022"))
+        .then(pl.when(pl.col("csw_open")).then(_category("user_initiated")).otherwise(_category("business_initiated")))
+        .when(pl.col("opens_service"))
+        .then(_category("service"))
+        .otherwise(slot_category),
+        expires_at=pl.when(pl.col("cbp")).then(
+            pl.min_horizontal(
                 pl.col("t") + pl.when(pl.col("fep_open")).then(fep_window).otherwise(window),
                 pl.when(pl.col("fep_open")).then(None).otherwise(pl.col("next_fep_t")),
-            ),
+            )
+        ),
+    )
+    service_free = pl.col("local_date") >= rules.SERVICE_CONVERSATIONS_FREE_FROM
+    is_service = pl.col("category") == "service"
+    rows = rows.with_columns(
+        pricing_type=pl.when(pl.col("cbp"))
+        .then(
+            pl.when(pl.col("fep_open"))
+            .then(_pricing_type("free_entry_point"))
+            .when(is_service & service_free)
+            .then(_pricing_type("free_customer_service"))
+            .otherwise(_pricing_type("regular"))
         )
-        .with_columns(
-            pricing_type=pl.when(pl.col("fep_open"))
-            .then(pl.lit("free_entry_point"))
-            .when((pl.col("category") == "service") & (pl.col("local_date") >= rules.SERVICE_CONVERSATIONS_FREE_FROM))
-            .then(pl.lit("free_customer_service"))
-            .otherwise(pl.lit("regular")),
-            free_tier_counter=pl.when(pl.col("fep_open"))
+        .when(pl.col("in_fep"))
+        .then(_pricing_type("free_entry_point"))
+        .when(pl.col("is_reaction"))
+        .then(_pricing_type("free_customer_service"))
+        .when(is_service)
+        .then(pl.when(pl.col("rule_set") == "pmp-2025").then(_pricing_type("free_customer_service")).otherwise(_pricing_type("regular")))
+        .when((pl.col("category") == "utility") & (pl.col("rule_set") == "pmp-2025") & pl.col("csw_open"))
+        .then(_pricing_type("free_customer_service"))
+        .otherwise(_pricing_type("regular")),
+        free_tier_counter=pl.when(pl.col("cbp"))
+        .then(
+            pl.when(pl.col("fep_open"))
             .then(None)
             .when(pl.col("rule_set") == "cbp-2022")
-            .then(pl.lit("cbp-2022"))
-            .when((pl.col("category") == "service") & (pl.col("local_date") < rules.SERVICE_CONVERSATIONS_FREE_FROM))
-            .then(pl.lit("cbp-2023-service")),
+            .then(_counter("cbp-2022"))
+            .when(is_service & ~service_free)
+            .then(_counter("cbp-2023-service"))
         )
+        .when(~pl.col("in_fep") & ~pl.col("is_reaction") & is_service & (pl.col("rule_set") == "pmp-2026-10"))
+        .then(_counter("pmp-2026-10-service")),
     )
-    pmp_in_fep = pl.col("in_fep") & ~pl.col("fep_is_cbp")
-    pmp_charged = pl.col("outbound") & is_pmp & ~pl.col("in_fep") & pl.col("conversation").is_null()
-    pmp_rows = (
-        m.filter(pmp_in_fep | pmp_charged)
-        .with_columns(
-            category=pl.when(pl.col("is_template"))
-            .then(pl.col("slot").replace_strict(_SLOT_NAMES, return_dtype=pl.String))
-            .otherwise(pl.lit("service")),
-            expires_at=pl.lit(None, dtype=pl.Int64),
-            message_count=pl.lit(1, dtype=pl.UInt32),
-        )
-        .with_columns(
-            pricing_type=pl.when(pl.col("in_fep"))
-            .then(pl.lit("free_entry_point"))
-            .when(pl.col("is_reaction"))
-            .then(pl.lit("free_customer_service"))
-            .when(pl.col("category") == "service")
-            .then(pl.when(pl.col("rule_set") == "pmp-2025").then(pl.lit("free_customer_service")).otherwise(pl.lit("regular")))
-            .when((pl.col("category") == "utility") & (pl.col("rule_set") == "pmp-2025") & pl.col("csw_open"))
-            .then(pl.lit("free_customer_service"))
-            .otherwise(pl.lit("regular")),
-            free_tier_counter=pl.when(
-                ~pl.col("in_fep") & ~pl.col("is_reaction") & (pl.col("category") == "service") & (pl.col("rule_set") == "pmp-2026-10")
-            ).then(pl.lit("pmp-2026-10-service")),
-        )
-    )
-    columns = [
-        "key", "seq", "orig", "rule_set", "category", "pricing_type", "free_tier_counter", "t", "expires_at",
-        "local_date", "message_count",
-    ]
-    rows = pl.concat([cbp_openers.select(columns), pmp_rows.select(columns)], how="vertical_relaxed")
+    rows = rows[_key_order(rows["key"], _key_ranks(rows, attributes))]
     rows = rows.hstack(attributes.select("business_phone", "waba_id", "user_country").gather(rows["orig"]))
     rows = rows.with_columns(
-        category=_authentication_international(config), market=_markets(rows), key_rank=_key_ranks(m, attributes).gather(rows["key"])
-    ).sort("key_rank", "seq")
+        category=_authentication_international(config), market=markets.markets_of(rows["user_country"], rows["local_date"])
+    )
     return rows.select(
-        "key_rank",
-        "seq",
-        rule_set=pl.col("rule_set").cast(pl.String),
-        pricing_model=pl.when(pl.col("rule_set").is_in(_PMP)).then(pl.lit("PMP")).otherwise(pl.lit("CBP")),
+        rule_set="rule_set",
+        pricing_model=pl.when(pl.col("rule_set").is_in(_PMP))
+        .then(pl.lit("PMP", dtype=PRICING_MODEL))
+        .otherwise(pl.lit("CBP", dtype=PRICING_MODEL)),
         category="category",
         pricing_type="pricing_type",
         started_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone(schema.UTC),
@@ -463,6 +508,18 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
         .then(pl.col("waba_id").cast(pl.String)),
         local_month=pl.col("local_date").dt.truncate("1mo"),
     )
+
+
+def _category(name: str) -> pl.Expr:
+    return pl.lit(name, dtype=CATEGORY)
+
+
+def _pricing_type(name: str) -> pl.Expr:
+    return pl.lit(name, dtype=PRICING_TYPE)
+
+
+def _counter(name: str) -> pl.Expr:
+    return pl.lit(name, dtype=COUNTER)
 
 
 def _conversation_of(m: pl.DataFrame) -> pl.Series:
@@ -489,22 +546,21 @@ def _conversation_of(m: pl.DataFrame) -> pl.Series:
     ).to_series()
 
 
-def _key_ranks(m: pl.DataFrame, attributes: pl.DataFrame) -> pl.Series:
-    """Each key's place in (business_phone, user_id) string order, indexed by `key`: the output is
-    sorted by it, so only the distinct keys are ever sorted as strings."""
-    first = m.filter(pl.col("key") != pl.col("key").shift(1).fill_null(-1))["orig"]
-    keys = attributes.select(pl.col("business_phone").cast(pl.String), "user_id").gather(first)
-    return keys.select(pl.struct("business_phone", "user_id").rank("ordinal").cast(pl.UInt32) - 1).to_series()
+def _key_ranks(rows: pl.DataFrame, attributes: pl.DataFrame) -> pl.Series:
+    """Each key's place in (business_phone, user_id) string order, indexed by `key` (the keys of
+    `rows`, numbered in order): only the distinct keys are ever compared as strings."""
+    first = rows.filter(pl.col("key") != pl.col("key").shift(1).fill_null(-1))
+    keys = attributes.select(pl.col("business_phone").cast(pl.String), "user_id").gather(first["orig"])
+    ranks = keys.select(pl.struct("business_phone", "user_id").rank("ordinal").cast(pl.UInt32) - 1).to_series()
+    return pl.zeros(int(first["key"].max()) + 1, pl.UInt32, eager=True).scatter(first["key"], ranks)
 
 
-def _markets(rows: pl.DataFrame) -> pl.Series:
-    """The market of each charge (§2 Market), looked up once per (country, local date)."""
-    distinct = rows.select("user_country", "local_date").unique()
-    distinct = distinct.with_columns(market=markets.market_expr(pl.col("user_country").cast(pl.String), pl.col("local_date")))
-    joined = rows.select("user_country", "local_date").join(
-        distinct, on=["user_country", "local_date"], how="left", nulls_equal=True, maintain_order="left"
-    )
-    return joined["market"].cast(_FEW_VALUES)
+def _key_order(keys: pl.Series, ranks: pl.Series) -> pl.Series:
+    """The row order that puts whole keys in `ranks` order and keeps each key's rows as they are:
+    `keys` is sorted, so each key is one run and the runs move as blocks (no sort of the rows)."""
+    runs = keys.rle().struct.unnest().with_columns(end=pl.col("len").cum_sum().cast(pl.UInt32))
+    runs = runs.with_columns(start=pl.col("end") - pl.col("len").cast(pl.UInt32), rank=ranks.gather(runs["value"])).sort("rank")
+    return runs.select(pl.int_ranges("start", "end", dtype=pl.UInt32).explode()).to_series()
 
 
 def _authentication_international(config: BillingConfig) -> pl.Expr:
@@ -519,20 +575,11 @@ def _authentication_international(config: BillingConfig) -> pl.Expr:
         & (pl.col("local_date") >= starts).fill_null(False)
         & (country != pl.lit(setting.home_country, dtype=pl.String)).fill_null(True)
     )
-    return pl.when(applies).then(pl.lit(rules.AUTH_INTERNATIONAL)).otherwise(pl.col("category"))
+    return pl.when(applies).then(_category(rules.AUTH_INTERNATIONAL)).otherwise(pl.col("category"))
 
 
 def _empty_candidates() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "key_rank": pl.UInt32,
-            "seq": pl.UInt32,
-            **{c: t for c, t in schema.CHARGE_SCHEMA.items() if c != "billable"},
-            "free_tier_counter": pl.String,
-            "free_tier_scope": pl.String,
-            "local_month": pl.Date,
-        }
-    )
+    return pl.DataFrame(schema=CANDIDATE_SCHEMA)
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,7 +608,7 @@ def counted_charges(candidates: pl.DataFrame) -> pl.DataFrame:
         candidates.with_row_index("row")
         .filter(pl.col("free_tier_counter").is_not_null())
         .select(
-            "row", "free_tier_counter", "free_tier_scope", "local_month", "started_at",
+            "row", pl.col("free_tier_counter").cast(pl.String), "free_tier_scope", "local_month", "started_at",
             pl.col("business_phone").cast(pl.String), "user_id", "opening_message_id",
         )
     )
@@ -570,7 +617,9 @@ def counted_charges(candidates: pl.DataFrame) -> pl.DataFrame:
 def decide(candidates: pl.DataFrame, decided: pl.DataFrame) -> pl.DataFrame:
     """Write the free-tier decisions (`row`, `pricing_type`) back into the candidates."""
     return candidates.with_columns(
-        pricing_type=candidates["pricing_type"].scatter(decided["row"].cast(pl.UInt32), decided["pricing_type"])
+        pricing_type=candidates["pricing_type"].scatter(
+            decided["row"].cast(pl.UInt32), decided["pricing_type"].cast(candidates["pricing_type"].dtype)
+        )
     )
 
 

@@ -34,6 +34,16 @@ def test_charges_on_the_sample_match_the_reference(tmp_path: Path, capsys: pytes
     assert "Quarantined 6 rows" in stderr
 
 
+def test_keys_sharing_a_hash_are_still_billed_apart(monkeypatch: pytest.MonkeyPatch, sample_messages) -> None:
+    # Every key gets the same 64-bit hash: the second hash must notice, and the keys be told apart
+    # by their strings, giving the very charges of an engine without collisions.
+    expected = charges.bill(sample_messages)
+    monkeypatch.setattr(charges, "_key_hash", lambda: pl.lit(42, dtype=pl.UInt64))
+    collided = charges.bill(sample_messages)
+    assert collided.height == expected.height > 30_000
+    assert collided.equals(expected)
+
+
 def test_charges_with_rules_override_and_timezone(tmp_path: Path, sample_messages) -> None:
     out = tmp_path / "charges.csv"
     assert cli.main(["charges", str(SAMPLE), "-o", str(out), "--rules", "cbp-2023", "--timezone", "Europe/Rome"]) == 0

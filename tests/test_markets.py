@@ -17,6 +17,7 @@ from analytics.markets import (
     UNKNOWN_MARKET,
     country_of_phone,
     market_of,
+    markets_of,
     region_table,
     with_market,
     with_user_country,
@@ -279,3 +280,17 @@ def test_with_market_gives_no_market_without_a_date():
 def test_with_market_agrees_with_market_of_on_random_rows(rows):
     frame = pl.DataFrame(rows, schema={"user_country": pl.String, "local_date": pl.Date}, orient="row")
     assert with_market(frame)["market"].to_list() == [market_of(country, on) for country, on in rows]
+
+
+@pytest.mark.parametrize("country_type", [pl.String(), pl.Categorical()])
+def test_markets_of_columns_agrees_with_with_market(country_type):
+    # The engine's look-up of many rows: every (country, date) of the grid, with and without a
+    # country or a date, in the order given.
+    grid = pl.DataFrame(
+        list(itertools.product([*COUNTRIES, None], [*DATES, None])),
+        schema={"user_country": pl.String, "local_date": pl.Date},
+        orient="row",
+    ).sample(fraction=1.0, shuffle=True, seed=3)
+    found = markets_of(grid["user_country"].cast(country_type), grid["local_date"])
+    assert found.dtype == pl.Categorical()
+    assert found.cast(pl.String).to_list() == with_market(grid)["market"].to_list()
