@@ -34,9 +34,9 @@ from analytics import charges, schema
 from analytics.resources import query
 from analytics.rules import BillingConfig
 
-# Messages billed at once. Reading a bucket peaks near 250 bytes a message and the kernel near 400,
-# so 3.5 M keeps a run under 3 GB (10 M messages: three buckets, 2.6 GB).
-ROWS_PER_BUCKET = 3_500_000
+# Messages billed at once. A bucket peaks near 290 bytes a message, most of it while Polars reads
+# it (benchmarks/README.md), so 10 M keeps a run under 3 GB (9.7 M messages: one pass, 2.8 GB).
+ROWS_PER_BUCKET = 10_000_000
 # Up to this many buckets, reading the input once per bucket (keeping one bucket's keys) is cheaper
 # than writing the input out again split by bucket; above it, DuckDB splits it once.
 RESCAN_BUCKETS_AT_MOST = 3

@@ -10,6 +10,7 @@ import pytest
 
 from analytics import charges, cli, generate, ingest, partitioned, reference, schema
 from analytics.rules import BillingConfig
+from traffic import Traffic
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "messages.csv.gz"
@@ -97,3 +98,19 @@ def test_charges_command_bills_large_inputs_bucket_by_bucket(tmp_path: Path, mon
     assert buckets == [9]
     expected = reference.bill(ingest.read_messages([SAMPLE]).messages.collect())
     assert schema.conform_charges(pl.read_parquet(out)).to_dicts() == expected.to_dicts()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "error"),
+    [
+        ("timestamp", dt.datetime(2021, 5, 1, tzinfo=dt.timezone.utc), "message m0002 at 2021-05-01 00:00:00+00:00 is before 2022-02-01"),
+        ("template_category", "promotional", "template message m0002 has category 'promotional': expected one of"),
+        ("direction", "sideways", "message m0002 has direction 'sideways': expected one of inbound, outbound"),
+    ],
+)
+def test_the_engine_names_the_first_row_ingest_would_have_quarantined(column, value, error) -> None:
+    messages = Traffic().user(0).template(1, "marketing").text(2).frame()
+    broken = messages.with_columns(pl.when(pl.col("message_id") == "m0002").then(pl.lit(value)).otherwise(pl.col(column)).alias(column))
+    for frame in (broken, broken.lazy()):
+        with pytest.raises(ValueError, match=error.replace("(", r"\(").replace("+", r"\+")):
+            charges.bill(frame)
