@@ -258,16 +258,15 @@ def kernel(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.D
     """Charge candidates for whole keys: one row per conversation (CBP) or charged message (PMP).
 
     Pricing types that depend on a monthly counter are left as `free_tier_counter` (which
-    counter) for `apply_free_tiers`; everything else is final. `key_rank` and `seq` give the
-    output order (`finish`).
+    counter) for `apply_free_tiers`; everything else is final. Rows come in output order: keys
+    by (business_phone, user_id) string order, then billing order.
     """
     m, attributes = prepare(messages, config)
     if m.height == 0:
         return _empty_candidates()
     m = _customer_service_window(m)
     m = _free_entry_points(m, config)
-    m = _cbp_2022_conversations(m)
-    m = _cbp_2023_conversations(m)
+    m = _cbp_conversations(m)
     return _charge_candidates(m, attributes, config)
 
 
@@ -298,10 +297,39 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     An offer (inbound with entry_point) is taken up by the first outbound message after it, if
     that comes within 24 h; a later entry-point message replaces the offer. Take-ups inside an
     open FEP window open nothing (rules.FEP_REOPENS_INSIDE_OPEN_WINDOW), so openings are a chain
-    over take-ups with the FEP window's length. `fep_epoch` counts the FEP windows opened so far:
+    over take-ups with the FEP window's length. `epoch` counts the FEP windows opened so far:
     an opening closes every other conversation of the key (§2 Precedence), so a conversation only
     absorbs messages of its own epoch.
+
+    Only a message within the offer window and one FEP window of its key's latest offer can take
+    an offer up or fall in a FEP window, so the windows are worked out on those alone (entry-point
+    traffic is a small part of most traffic) and every other message is outside any.
     """
+    offer_window = rules.FEP_OFFER_WINDOW // dt.timedelta(microseconds=1)
+    fep_window = config.fep_window // dt.timedelta(microseconds=1)
+    latest_offer = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("t")))
+    reach = m.select((pl.col("t") < latest_offer + offer_window + fep_window).fill_null(False)).to_series()
+    reached = reach.arg_true()
+    windows = _fep_windows(m.filter(reach).select("key", "seq", "t", "outbound", "takes_entry_point", "rule_set"), config)
+
+    def spread(column: str, fill: object) -> pl.Series:
+        return pl.repeat(fill, m.height, dtype=windows[column].dtype, eager=True).scatter(reached, windows[column])
+
+    m = m.with_columns(
+        fep_open=spread("fep_open", False),
+        in_fep=spread("in_fep", False),
+        fep_opener=spread("fep_opener", None),
+        fep_is_cbp=spread("fep_is_cbp", False),
+    )
+    return m.with_columns(
+        epoch=((pl.col("key") != pl.col("key").shift(1)).fill_null(True) | pl.col("fep_open")).cum_sum(),
+        next_fep_t=_bfill(pl.when(pl.col("fep_open")).then(pl.col("t"))),
+    ).drop("takes_entry_point")
+
+
+def _fep_windows(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+    """`fep_open`, `in_fep`, `fep_opener` and `fep_is_cbp` of `_free_entry_points`, for whole
+    stretches of keys' messages in billing order that start at an offer."""
     offer_window = rules.FEP_OFFER_WINDOW // dt.timedelta(microseconds=1)
     fep_window = config.fep_window // dt.timedelta(microseconds=1)
     offer_t = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("t")))
@@ -321,13 +349,48 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
         fep_open = m["takes_offer"]
     m = m.with_columns(fep_open=fep_open)
     fep_start = _ffill(pl.when(pl.col("fep_open")).then(pl.col("t")))
-    return m.with_columns(
+    return m.select(
+        "fep_open",
         in_fep=(pl.col("outbound") & (pl.col("t") < fep_start + fep_window)).fill_null(False),
         fep_opener=_ffill(pl.when(pl.col("fep_open")).then(pl.col("seq"))),
         fep_is_cbp=_ffill(pl.when(pl.col("fep_open")).then(pl.col("rule_set").is_in(_CBP))).fill_null(False),
-        epoch=((pl.col("key") != pl.col("key").shift(1)).fill_null(True) | pl.col("fep_open")).cum_sum(),
-        next_fep_t=_bfill(pl.when(pl.col("fep_open")).then(pl.col("t"))),
-    ).drop("takes_offer", "takes_entry_point")
+    )
+
+
+def _cbp_conversations(m: pl.DataFrame) -> pl.DataFrame:
+    """§3–4 where a CBP conversation can reach, and each message's `conversation` (`_conversation_of`).
+
+    A CBP conversation is opened by a CBP message and lasts one window, so only the messages
+    within a window of their key's latest CBP message can open one or be absorbed by one
+    (crossover into PMP included, §5). The slot chains run on those alone: in traffic that is
+    mostly PMP, a small part of the messages. Elsewhere nothing opens, and a message belongs at
+    most to a CBP FEP window (`_free_entry_points`, which runs on every message).
+    """
+    window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
+    latest_cbp = _ffill(pl.when(pl.col("rule_set").is_in(_CBP)).then(pl.col("t")))
+    reach = m.select((pl.col("t") < latest_cbp + window).fill_null(False)).to_series()
+    reached = reach.arg_true()
+    if reached.len() == 0:
+        opened = pl.DataFrame(
+            schema={"opens_2022": pl.Boolean, "opens_slot": pl.Boolean, "opens_service": pl.Boolean, "conversation": pl.UInt32}
+        )
+    else:
+        within = _cbp_2023_conversations(_cbp_2022_conversations(m.filter(reach)))
+        opened = within.select("opens_2022", "opens_slot", "opens_service", conversation=_conversation_of(within))
+
+    def spread(column: str, dtype: pl.DataType) -> pl.Series:
+        fill = False if dtype == pl.Boolean else None
+        return pl.repeat(fill, m.height, dtype=dtype, eager=True).scatter(reached, opened[column])
+
+    return m.with_columns(
+        opens_2022=spread("opens_2022", pl.Boolean),
+        opens_slot=spread("opens_slot", pl.Boolean),
+        opens_service=spread("opens_service", pl.Boolean),
+        conversation=pl.when(reach)
+        .then(spread("conversation", pl.UInt32))
+        .when(pl.col("in_fep") & pl.col("fep_is_cbp"))
+        .then(pl.col("fep_opener")),
+    )
 
 
 def _cbp_2022_conversations(m: pl.DataFrame) -> pl.DataFrame:
@@ -431,7 +494,6 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
     """
     window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
     fep_window = config.fep_window // dt.timedelta(microseconds=1)
-    m = m.with_columns(conversation=_conversation_of(m))
     cbp = (pl.col("fep_open") & pl.col("fep_is_cbp")) | pl.col("opens_2022") | pl.col("opens_slot") | pl.col("opens_service")
     pmp = (pl.col("in_fep") & ~pl.col("fep_is_cbp")) | (
         pl.col("outbound") & pl.col("rule_set").is_in(_PMP) & ~pl.col("in_fep") & pl.col("conversation").is_null()
@@ -567,9 +629,9 @@ def _conversation_of(m: pl.DataFrame) -> pl.Series:
 def _key_ranks(rows: pl.DataFrame, attributes: pl.DataFrame) -> pl.Series:
     """Each key's place in (business_phone, user_id) string order, indexed by `key` (the keys of
     `rows`, numbered in order): only the distinct keys are ever compared as strings."""
-    first = rows.filter(pl.col("key") != pl.col("key").shift(1).fill_null(-1))
-    keys = attributes.select(pl.col("business_phone").cast(pl.String), "user_id").gather(first["orig"])
-    ranks = keys.select(pl.struct("business_phone", "user_id").rank("ordinal").cast(pl.UInt32) - 1).to_series()
+    first = rows.select("key", "orig").filter(pl.col("key") != pl.col("key").shift(1).fill_null(-1))
+    keys = attributes.select("business_phone", "user_id").gather(first["orig"])
+    ranks = keys.select(pl.struct(pl.col("business_phone").cast(pl.String), "user_id").rank("ordinal").cast(pl.UInt32) - 1).to_series()
     return pl.zeros(int(first["key"].max()) + 1, pl.UInt32, eager=True).scatter(first["key"], ranks)
 
 
