@@ -22,11 +22,22 @@ shorter than one window is one conversation; only the rare bursts longer than a 
 resolved by a loop over *rounds* (each round opens the next conversation of every long burst at
 once, vectorised), so the number of rounds is the largest number of back-to-back conversations
 in one burst, not the number of messages.
+
+What the speed rests on, measured on 10 M messages (benchmarks/README.md):
+
+- Sorting and windowing a narrow frame of numbers and flags; strings (message and user ids) are
+  read once, kept in one chunk, and gathered only for the charge rows.
+- Windows worked out only where they can reach: the CBP slot chains near CBP messages, the FEP
+  windows near entry-point offers. Traffic since mid-2025 is mostly PMP.
+- One filter for all charge rows, in billing order, with Enum codes for the few-valued columns;
+  keys then move to their string order as whole blocks, never a sort of the rows.
+- Codes from strings by chains of comparisons: Polars' `replace` holds whole string columns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import TypeVar
 
 import duckdb
 import polars as pl
@@ -34,6 +45,8 @@ import polars as pl
 from analytics import markets, rules, schema
 from analytics.resources import query
 from analytics.rules import BillingConfig
+
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 _US = 1_000_000  # microseconds per second: times are Int64 microseconds inside the kernel
 _SLOT_CODES = {"marketing": 1, "utility": 2, "authentication": 3}
@@ -694,18 +707,20 @@ def counted_charges(candidates: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def decide(candidates: pl.DataFrame, decided: pl.DataFrame) -> pl.DataFrame:
-    """Write the free-tier decisions (`row`, `pricing_type`) back into the candidates."""
-    return candidates.with_columns(
-        pricing_type=candidates["pricing_type"].scatter(
-            decided["row"].cast(pl.UInt32), decided["pricing_type"].cast(candidates["pricing_type"].dtype)
-        )
-    )
+def decide(candidates: Frame, decided: pl.DataFrame) -> Frame:
+    """Write the free-tier decisions (`row`: place among the candidates, `pricing_type`) back into
+    the candidates, in memory or read lazily and streamed to the output (`analytics.partitioned`)."""
+    dtype = candidates.lazy().collect_schema()["pricing_type"]
+    pricing_type = pl.col("pricing_type")
+    for value in decided["pricing_type"].unique(maintain_order=True):
+        rows = decided.filter(pl.col("pricing_type") == value)["row"].cast(pl.UInt32)
+        pricing_type = pl.when(pl.col("__row").is_in(rows.implode())).then(pl.lit(value, dtype=dtype)).otherwise(pricing_type)
+    return candidates.with_row_index("__row").with_columns(pricing_type=pricing_type).drop("__row")
 
 
-def finish(decided: pl.DataFrame) -> pl.DataFrame:
+def finish(decided: Frame) -> Frame:
     """The charges table of contracts.md §2, in the kernel's order: business number and user (as
-    strings, `key_rank`), then billing order (time, then opening message id), as the reference sorts."""
+    strings), then billing order (time, then opening message id), as the reference sorts."""
     return decided.select(
         [pl.col(c).cast(t) for c, t in schema.CHARGE_SCHEMA.items() if c != "billable"],
         billable=pl.col("pricing_type") == "regular",

@@ -14,7 +14,8 @@ size is billed in three passes, each with bounded memory:
 
 The output is sorted by key and time within each bucket, buckets in order: deterministic for the
 same input and bucket size, but not one global sort (that would cost a sort of every charge). An
-input that fits in one bucket is billed in one pass, sorted like `charges.bill`.
+input that fits in one bucket (`ROWS_PER_BUCKET`, 10 M messages) is billed in one pass, sorted
+like `charges.bill`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import pyarrow.parquet as pq
 
 from analytics import charges, schema
 from analytics.resources import query
@@ -61,6 +61,7 @@ def bill_parquet(
     """Bill canonical-message Parquet files (validated, e.g. by `wa-analytics ingest`) into `output`
     (`.parquet` or `.csv`), never holding more than one bucket of messages in memory."""
     config = config or BillingConfig()
+    _check_output(Path(output))
     scratch = Path(tempfile.mkdtemp(prefix="wa-analytics-", dir=workdir))
     try:
         con = duckdb.connect(
@@ -71,11 +72,7 @@ def bill_parquet(
         buckets = max(1, math.ceil(messages / (rows_per_bucket or ROWS_PER_BUCKET)))
         if buckets == 1:  # fits in one bucket: no need to split it first
             result = charges.bill(pl.scan_parquet(files), config, con=con)
-            if Path(output).suffix == ".parquet":
-                result.write_parquet(output)  # Polars encodes on every core; _Output's pyarrow writer on one
-            else:
-                with _Output(Path(output)) as out:
-                    out.append(result)
+            _write(result, Path(output))
             return PartitionedRun(messages=messages, buckets=1, charges=result.height)
         if buckets > RESCAN_BUCKETS_AT_MOST:
             con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
@@ -119,48 +116,39 @@ def _decide_free_tiers(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
 
 
 def _write_output(scratch: Path, buckets: int, output: Path) -> int:
-    """Each bucket's charges, with its free-tier decisions written back, appended in bucket order."""
-    written = 0
-    with _Output(output) as out:
-        for bucket in range(buckets):
-            candidates_path = scratch / "candidates" / f"{bucket}.parquet"
-            if not candidates_path.exists():
-                continue
-            candidates = pl.read_parquet(candidates_path)
-            decided = scratch / "decided" / f"bucket={bucket}"
-            if decided.exists():
-                candidates = charges.decide(candidates, pl.read_parquet(decided / "*.parquet"))
-            part = charges.finish(candidates)
-            out.append(part)
-            written += part.height
-    return written
+    """Each bucket's charges, with its free-tier decisions written back, in bucket order: read,
+    decided and written as one stream, so that no bucket is held whole (the writer encodes on
+    every core)."""
+    parts = []
+    for bucket in range(buckets):
+        candidates = scratch / "candidates" / f"{bucket}.parquet"
+        if not candidates.exists():
+            continue
+        part = pl.scan_parquet(candidates)
+        decided = scratch / "decided" / f"bucket={bucket}"
+        if decided.exists():
+            part = charges.decide(part, pl.read_parquet(decided / "*.parquet"))
+        parts.append(part)
+    if not parts:
+        _write(schema.empty_charges(), output)
+        return 0
+    _write(charges.finish(pl.concat(parts)), output)
+    return pl.scan_parquet(sorted((scratch / "candidates").glob("*.parquet"))).select(pl.len()).collect().item()
 
 
-class _Output:
-    """Charges appended bucket by bucket to one Parquet or CSV file."""
+def _check_output(output: Path) -> None:
+    if output.suffix != ".parquet" and not output.name.endswith(".csv"):
+        raise ValueError(f"{output}: write charges to a .parquet or .csv file")
 
-    def __init__(self, path: Path):
-        if path.suffix != ".parquet" and not path.name.endswith(".csv"):
-            raise ValueError(f"{path}: write charges to a .parquet or .csv file")
-        self.path, self.parquet, self.csv_started = path, None, False
 
-    def __enter__(self) -> _Output:
-        return self
-
-    def append(self, part: pl.DataFrame) -> None:
-        if self.path.suffix == ".parquet":
-            # Arrow string views share Polars' buffers (no copy of the id columns); without the Arrow
-            # schema in the footer, every reader sees plain UTF-8 strings, as from any Parquet writer.
-            table = part.to_arrow(compat_level=pl.CompatLevel.newest())
-            self.parquet = self.parquet or pq.ParquetWriter(self.path, table.schema, store_schema=False)
-            self.parquet.write_table(table)
+def _write(result: pl.DataFrame | pl.LazyFrame, output: Path) -> None:
+    """Charges to a Parquet or CSV file; a lazy frame is streamed, in order."""
+    if isinstance(result, pl.LazyFrame):
+        if output.suffix == ".parquet":
+            result.sink_parquet(output, engine="streaming")
         else:
-            with open(self.path, "a" if self.csv_started else "w", encoding="utf-8") as handle:
-                part.write_csv(handle, include_header=not self.csv_started)
-            self.csv_started = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.parquet is None and not self.csv_started:
-            self.append(schema.empty_charges())  # a file with the columns, even when there are no charges
-        if self.parquet is not None:
-            self.parquet.close()
+            result.sink_csv(output, engine="streaming")
+    elif output.suffix == ".parquet":
+        result.write_parquet(output)
+    else:
+        result.write_csv(output)
