@@ -34,8 +34,8 @@ from analytics import charges, schema
 from analytics.resources import query
 from analytics.rules import BillingConfig
 
-# Messages billed at once. A bucket peaks near 290 bytes a message, most of it while Polars reads
-# it (benchmarks/README.md), so 10 M keeps a run under 3 GB (9.7 M messages: one pass, 2.8 GB).
+# Messages billed at once. A bucket peaks near 260 bytes a message (benchmarks/README.md), so 10 M
+# keeps a run under 3 GB (9.7 M messages in one pass: 2.5 GB; 97 M in ten buckets: 3.0 GB).
 ROWS_PER_BUCKET = 10_000_000
 # Up to this many buckets, reading the input once per bucket (keeping one bucket's keys) is cheaper
 # than writing the input out again split by bucket; above it, DuckDB splits it once.

@@ -80,7 +80,7 @@ DEFAULT_MASTER = "local[*]"
 DEFAULT_DRIVER_MEMORY = "4g"
 KEY = ("business_phone", "user_id")  # billing-rules.md §2 Key
 # Messages handed to the kernel at once: its fixed cost per call is amortised well before 1 M, and
-# a worker then peaks near 400 MB (the kernel's ~400 bytes a message, analytics/partitioned.py).
+# a worker then peaks near 300 MB (the kernel's ~260 bytes a message, analytics/partitioned.py).
 ROWS_PER_CHUNK = 1_000_000
 # Messages per Spark partition: enough partitions to keep every core busy and retries cheap.
 ROWS_PER_PARTITION = 2_000_000
