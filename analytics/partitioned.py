@@ -30,7 +30,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from analytics import charges, schema
+from analytics import charges, ingest, schema
 from analytics.resources import query
 from analytics.rules import BillingConfig
 
@@ -59,9 +59,10 @@ def bill_parquet(
     memory_limit: str = "2GB",
 ) -> PartitionedRun:
     """Bill canonical-message Parquet files (validated, e.g. by `wa-analytics ingest`) into `output`
-    (`.parquet` or `.csv`), never holding more than one bucket of messages in memory."""
+    (`.parquet`, `.csv` or `.csv.gz`, written by `ingest.write_frame`), never holding more than one
+    bucket of messages in memory."""
     config = config or BillingConfig()
-    _check_output(Path(output))
+    ingest.output_suffix(output)  # a bad name fails before any billing
     scratch = Path(tempfile.mkdtemp(prefix="wa-analytics-", dir=workdir))
     try:
         con = duckdb.connect(
@@ -72,7 +73,7 @@ def bill_parquet(
         buckets = max(1, math.ceil(messages / (rows_per_bucket or ROWS_PER_BUCKET)))
         if buckets == 1:  # fits in one bucket: no need to split it first
             result = charges.bill(pl.scan_parquet(files), config, con=con)
-            _write(result, Path(output))
+            ingest.write_frame(result, output)
             return PartitionedRun(messages=messages, buckets=1, charges=result.height)
         if buckets > RESCAN_BUCKETS_AT_MOST:
             con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
@@ -130,25 +131,7 @@ def _write_output(scratch: Path, buckets: int, output: Path) -> int:
             part = charges.decide(part, pl.read_parquet(decided / "*.parquet"))
         parts.append(part)
     if not parts:
-        _write(schema.empty_charges(), output)
+        ingest.write_frame(schema.empty_charges(), output)
         return 0
-    _write(charges.finish(pl.concat(parts)), output)
+    ingest.write_frame(charges.finish(pl.concat(parts)), output)
     return pl.scan_parquet(sorted((scratch / "candidates").glob("*.parquet"))).select(pl.len()).collect().item()
-
-
-def _check_output(output: Path) -> None:
-    if output.suffix != ".parquet" and not output.name.endswith(".csv"):
-        raise ValueError(f"{output}: write charges to a .parquet or .csv file")
-
-
-def _write(result: pl.DataFrame | pl.LazyFrame, output: Path) -> None:
-    """Charges to a Parquet or CSV file; a lazy frame is streamed, in order."""
-    if isinstance(result, pl.LazyFrame):
-        if output.suffix == ".parquet":
-            result.sink_parquet(output, engine="streaming")
-        else:
-            result.sink_csv(output, engine="streaming")
-    elif output.suffix == ".parquet":
-        result.write_parquet(output)
-    else:
-        result.write_csv(output)
