@@ -324,15 +324,11 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     reach = m.select((pl.col("t") < latest_offer + offer_window + fep_window).fill_null(False)).to_series()
     reached = reach.arg_true()
     windows = _fep_windows(m.filter(reach).select("key", "seq", "t", "outbound", "takes_entry_point", "rule_set"), config)
-
-    def spread(column: str, fill: object) -> pl.Series:
-        return pl.repeat(fill, m.height, dtype=windows[column].dtype, eager=True).scatter(reached, windows[column])
-
     m = m.with_columns(
-        fep_open=spread("fep_open", False),
-        in_fep=spread("in_fep", False),
-        fep_opener=spread("fep_opener", None),
-        fep_is_cbp=spread("fep_is_cbp", False),
+        fep_open=_spread(windows["fep_open"], reached, m.height, False),
+        in_fep=_spread(windows["in_fep"], reached, m.height, False),
+        fep_opener=_spread(windows["fep_opener"], reached, m.height, None),
+        fep_is_cbp=_spread(windows["fep_is_cbp"], reached, m.height, False),
     )
     return m.with_columns(
         epoch=((pl.col("key") != pl.col("key").shift(1)).fill_null(True) | pl.col("fep_open")).cum_sum(),
@@ -391,19 +387,21 @@ def _cbp_conversations(m: pl.DataFrame) -> pl.DataFrame:
         within = _cbp_2023_conversations(_cbp_2022_conversations(m.filter(reach)))
         opened = within.select("opens_2022", "opens_slot", "opens_service", conversation=_conversation_of(within))
 
-    def spread(column: str, dtype: pl.DataType) -> pl.Series:
-        fill = False if dtype == pl.Boolean else None
-        return pl.repeat(fill, m.height, dtype=dtype, eager=True).scatter(reached, opened[column])
-
     return m.with_columns(
-        opens_2022=spread("opens_2022", pl.Boolean),
-        opens_slot=spread("opens_slot", pl.Boolean),
-        opens_service=spread("opens_service", pl.Boolean),
+        opens_2022=_spread(opened["opens_2022"], reached, m.height, False),
+        opens_slot=_spread(opened["opens_slot"], reached, m.height, False),
+        opens_service=_spread(opened["opens_service"], reached, m.height, False),
         conversation=pl.when(reach)
-        .then(spread("conversation", pl.UInt32))
+        .then(_spread(opened["conversation"], reached, m.height, None))
         .when(pl.col("in_fep") & pl.col("fep_is_cbp"))
         .then(pl.col("fep_opener")),
     )
+
+
+def _spread(values: pl.Series, rows: pl.Series, height: int, fill: bool | None) -> pl.Series:
+    """`values`, worked out for the messages at positions `rows` only, as a column of all `height`
+    messages: `fill` for every other one."""
+    return pl.repeat(fill, height, dtype=values.dtype, eager=True).scatter(rows, values)
 
 
 def _cbp_2022_conversations(m: pl.DataFrame) -> pl.DataFrame:
