@@ -63,6 +63,7 @@ import duckdb
 import polars as pl
 
 from analytics import rules, schema
+from analytics.charges import local_time
 from analytics.errors import InputError, UsageError
 from analytics.markets import UNKNOWN_MARKET
 from analytics.ratecards import RATE_SCALE, TIER_FAMILY, load_card
@@ -372,15 +373,8 @@ def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, pricing: PricingConfig
 
 
 def local_date(billing: BillingConfig) -> pl.Expr:
-    """The calendar date of `started_at` in the charge's WABA time zone."""
-
-    def in_zone(tz: str) -> pl.Expr:
-        return pl.col("started_at").dt.convert_time_zone(tz).dt.date()
-
-    local = in_zone(billing.timezone)
-    for waba_id, tz in billing.waba_timezones.items():
-        local = pl.when(pl.col("waba_id") == waba_id).then(in_zone(tz)).otherwise(local)
-    return local
+    """The calendar date of `started_at` in the charge's WABA time zone (`charges.local_time`)."""
+    return local_time(billing, "started_at").dt.date()
 
 
 def choose_currency(needed: pl.DataFrame, card: pl.DataFrame) -> str | None:

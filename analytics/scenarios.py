@@ -537,15 +537,8 @@ def _other_channel_lines(
 
 
 def _local_month(billing: BillingConfig) -> pl.Expr:
-    """YYYY-MM of `timestamp` in the WABA's time zone (billing-rules.md §2 Months)."""
-
-    def in_zone(tz: str) -> pl.Expr:
-        return pl.col("timestamp").dt.convert_time_zone(tz).dt.strftime("%Y-%m")
-
-    month = in_zone(billing.timezone)
-    for waba_id, tz in billing.waba_timezones.items():
-        month = pl.when(pl.col("waba_id") == waba_id).then(in_zone(tz)).otherwise(month)
-    return month
+    """YYYY-MM of `timestamp` in the WABA's time zone (billing-rules.md §2 Months, `charges.local_time`)."""
+    return charges.local_time(billing, "timestamp").dt.strftime("%Y-%m")
 
 
 def _rollup_schema() -> dict[str, pl.DataType]:
