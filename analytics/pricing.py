@@ -287,7 +287,7 @@ def tiered_families(rates: pl.DataFrame) -> pl.DataFrame:
     """The (market, family) pairs that `rates` has volume tiers for: `tier_from` above 1."""
     return (
         rates.filter(pl.col("tier_from") > 1)
-        .select("market", family=pl.col("category").replace_strict(TIER_FAMILY, default=None, return_dtype=pl.String))
+        .select("market", family=_tier_family(pl.col("category")))
         .unique()
     )
 
