@@ -85,17 +85,16 @@ ROWS_PER_CHUNK = 1_000_000
 # Messages per Spark partition: enough partitions to keep every core busy and retries cheap.
 ROWS_PER_PARTITION = 2_000_000
 
-# What the kernel hands over for each charge candidate: the charge columns of contracts.md §2 but
-# `billable` (decided once the counters have run), and what the counters need.
+# What the kernel hands over for each charge candidate (`charges.CANDIDATE_SCHEMA`: the charge
+# columns of contracts.md §2 but `billable`, decided once the counters have run, and what the
+# counters need), with plain strings where the kernel keeps codes.
+CANDIDATE_COLUMNS: dict[str, pl.DataType] = {
+    name: pl.String() if isinstance(dtype, pl.Categorical | pl.Enum) else dtype for name, dtype in charges.CANDIDATE_SCHEMA.items()
+}
 CHARGE_COLUMNS = [c for c in schema.CHARGE_SCHEMA if c != "billable"]
-COUNTER_COLUMNS = {"free_tier_counter": pl.String(), "free_tier_scope": pl.String(), "local_month": pl.Date()}
 _SPARK_TYPES = {
     pl.String(): "string", schema.INSTANT: "timestamp", pl.Int64(): "bigint", pl.Date(): "date", pl.Boolean(): "boolean"
 }
-CANDIDATE_DDL = ", ".join(
-    f"{name} {_SPARK_TYPES[dtype]}"
-    for name, dtype in {**{c: schema.CHARGE_SCHEMA[c] for c in CHARGE_COLUMNS}, **COUNTER_COLUMNS}.items()
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,7 +230,7 @@ def charge_candidates(messages: DataFrame, config: BillingConfig | None = None, 
         for chunk in whole_key_chunks(batches, ROWS_PER_CHUNK):
             yield from candidates_as_arrow(charges.kernel(chunk, config)).to_batches()
 
-    return keyed.mapInArrow(bill_partition, CANDIDATE_DDL)
+    return keyed.mapInArrow(bill_partition, spark_ddl(CANDIDATE_COLUMNS))
 
 
 def whole_key_chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pl.DataFrame]:
@@ -259,8 +258,8 @@ def whole_key_chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[p
 
 
 def candidates_as_arrow(candidates: pl.DataFrame) -> pa.Table:
-    """The kernel's candidates in `CANDIDATE_DDL`'s columns and Arrow types (plain strings)."""
-    return as_spark_arrow(candidates, {**{c: schema.CHARGE_SCHEMA[c] for c in CHARGE_COLUMNS}, **COUNTER_COLUMNS})
+    """The kernel's candidates in `CANDIDATE_COLUMNS`' columns and Arrow types (plain strings)."""
+    return as_spark_arrow(candidates, CANDIDATE_COLUMNS)
 
 
 def apply_free_tiers(candidates: DataFrame) -> DataFrame:
