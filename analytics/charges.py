@@ -542,7 +542,8 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
     )
     service_free = pl.col("local_date") >= rules.SERVICE_CONVERSATIONS_FREE_FROM
     is_service = pl.col("category") == "service"
-    rows = rows.with_columns(
+    rows = rows.select(
+        "key", "orig", "rule_set", "t", "expires_at", "local_date", "message_count", "category",
         pricing_type=pl.when(pl.col("cbp"))
         .then(
             pl.when(pl.col("fep_open"))
@@ -594,9 +595,10 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
         opening_message_id=attributes["message_id"].gather(rows["orig"]),
         free_tier_counter="free_tier_counter",
         free_tier_scope=pl.when(pl.col("free_tier_counter") == "pmp-2026-10-service")
-        .then(pl.col("business_phone").cast(pl.String))
+        .then(pl.col("business_phone"))
         .when(pl.col("free_tier_counter").is_not_null())
-        .then(pl.col("waba_id").cast(pl.String)),
+        .then(pl.col("waba_id"))
+        .cast(pl.String),
         local_month=pl.col("local_date").dt.truncate("1mo"),
     )
 
@@ -685,9 +687,11 @@ def apply_free_tiers(candidates: pl.DataFrame, *, con: duckdb.DuckDBPyConnection
     if counted.height == 0:
         return candidates
     con = con or duckdb.connect()
-    con.register("counted_charges", counted)
+    # Through the Arrow C stream both ways: handing DuckDB the Polars frame itself, or asking for
+    # `.pl()`, goes through pyarrow, whose import alone is 0.07 s, a tenth of billing 1 M messages.
+    con.register("counted_charges", counted.__arrow_c_stream__())
     try:
-        decided = con.sql(query("free_tiers"), params=free_tier_parameters()).pl()
+        decided = pl.DataFrame(con.sql(query("free_tiers"), params=free_tier_parameters()))
     finally:
         con.unregister("counted_charges")
     return decide(candidates, decided)
@@ -719,10 +723,19 @@ def decide(candidates: Frame, decided: pl.DataFrame) -> Frame:
 def finish(decided: Frame) -> Frame:
     """The charges table of contracts.md §2, in the kernel's order: business number and user (as
     strings), then billing order (time, then opening message id), as the reference sorts."""
+    columns = decided.lazy().collect_schema()
     return decided.select(
-        [pl.col(c).cast(t) for c, t in schema.CHARGE_SCHEMA.items() if c != "billable"],
+        [_as(c, columns[c], t) for c, t in schema.CHARGE_SCHEMA.items() if c != "billable"],
         billable=pl.col("pricing_type") == "regular",
     ).select(list(schema.CHARGE_SCHEMA))
+
+
+def _as(name: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
+    """Column `name` as `target`. An Enum's strings are looked up by code: 4× faster than
+    Polars' cast, which builds each string again."""
+    if isinstance(dtype, pl.Enum) and target == pl.String():
+        return pl.lit(pl.Series(dtype.categories)).gather(pl.col(name).to_physical()).alias(name)
+    return pl.col(name).cast(target)
 
 
 def describe(charges: pl.DataFrame | pl.LazyFrame) -> str:
