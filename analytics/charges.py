@@ -50,7 +50,6 @@ Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 _US = 1_000_000  # microseconds per second: times are Int64 microseconds inside the kernel
 _SLOT_CODES = {"marketing": 1, "utility": 2, "authentication": 3}
-_SLOT_NAMES = {v: k for k, v in _SLOT_CODES.items()}
 # The few-valued charge columns are Enum codes inside the kernel, strings in its output (`finish`).
 CATEGORY = pl.Enum(
     [rules.FEP_CATEGORY, "user_initiated", "business_initiated", "service", *_SLOT_CODES, rules.AUTH_INTERNATIONAL]
@@ -146,11 +145,13 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
     rows = query.collect(engine="streaming")
     _refuse_what_cannot_be_billed(rows, frame)
     # Each part in one chunk (the reader returns ~100): gathers across chunks are 8× slower. One
-    # part at a time, so that the copy of the whole frame is never held twice.
-    attributes = rows.select(_ATTRIBUTES).rechunk()
-    narrow = rows.drop(*_ATTRIBUTES, "unknown_category")
+    # part at a time, so that the copy of the whole frame is never held twice. Parts are taken as
+    # columns: the reader's columns are chunked differently, and a `select` or `drop` first
+    # realigns every column's chunks (20 ms a million messages).
+    attributes = pl.DataFrame([rows.get_column(c).rechunk() for c in _ATTRIBUTES])
+    narrow = pl.DataFrame([rows.get_column(c).rechunk() for c in rows.columns if c not in _ATTRIBUTES and c != "unknown_category"])
     del rows
-    m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed").rechunk(), attributes)
+    m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed"), attributes)
     return (
         m.with_columns(
             key=((pl.col("key_hash") != pl.col("key_hash").shift(1)).fill_null(True).cum_sum() - 1).cast(pl.UInt32),
@@ -465,7 +466,7 @@ def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: int)
         .filter(pl.col(eligible))
         .sort([*group, "row"])
     )
-    opens = pl.Series("opens", [False] * m.height, dtype=pl.Boolean)
+    opens = pl.repeat(False, m.height, eager=True).rename("opens")
     if rows.height == 0:
         return opens
     new_group = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in group]).fill_null(True)
@@ -522,7 +523,9 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
         local_date=attributes["local_date"].gather(rows["orig"]),
         message_count=pl.when("cbp").then(messages_in.gather(rows["seq"])).otherwise(1),
     )
-    slot_category = pl.col("slot").replace_strict(_SLOT_NAMES, return_dtype=CATEGORY)
+    slot_category = pl.lit(None, dtype=CATEGORY)
+    for name, code in _SLOT_CODES.items():  # comparisons: 1 ms a million rows, `replace_strict` 10 ms
+        slot_category = pl.when(pl.col("slot") == code).then(_category(name)).otherwise(slot_category)
     rows = rows.with_columns(
         category=pl.when(~pl.col("cbp"))
         .then(pl.when(pl.col("is_template")).then(slot_category).otherwise(_category("service")))
@@ -599,8 +602,14 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
         .when(pl.col("free_tier_counter").is_not_null())
         .then(pl.col("waba_id"))
         .cast(pl.String),
-        local_month=pl.col("local_date").dt.truncate("1mo"),
+        local_month=_month_start("local_date"),
     )
+
+
+def _month_start(column: str) -> pl.Expr:
+    """The first day of a `pl.Date`'s month, as days since 1970 minus the day of the month: twice
+    as fast as `dt.truncate("1mo")`, which works in calendar terms."""
+    return (pl.col(column).to_physical() - pl.col(column).dt.day().cast(pl.Int32) + 1).cast(pl.Date)
 
 
 def _category(name: str) -> pl.Expr:
