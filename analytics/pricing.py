@@ -237,19 +237,27 @@ def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingCon
     portfolio and tier family (`PRICEABLE_SCHEMA`), in their order."""
     require_charge_columns(charges.columns)
     # One chunk: the columns added here and later come in one, and a frame whose columns are chunked
-    # differently is realigned (copied whole) by every later operation.
-    frame = charges.select(*schema.CHARGE_SCHEMA).rechunk().with_columns(local_date=local_date(billing))
-    months = frame.select(pl.col("local_date").dt.month_start().unique())["local_date"]
+    # differently is realigned (copied whole) by every later operation. Column by column, since a
+    # `select` of differently chunked columns realigns them first.
+    frame = pl.DataFrame([charges.get_column(c).rechunk() for c in schema.CHARGE_SCHEMA])
+    frame = frame.with_columns(local_date=local_date(billing))
     return frame.with_columns(
-        # Formatting each distinct month once is cheaper than formatting every row.
-        month=pl.col("local_date").dt.month_start().replace_strict(months, months.dt.strftime("%Y-%m"), return_dtype=pl.String)
-        if months.len()
-        else pl.lit(None, dtype=pl.String),
+        month=_month_names(frame["local_date"]),
         portfolio=pl.col("waba_id").replace_strict(pricing.portfolios, default=pl.lit(DEFAULT_PORTFOLIO), return_dtype=pl.String)
         if pricing.portfolios
         else pl.lit(DEFAULT_PORTFOLIO, dtype=pl.String),
         family=_tier_family(pl.col("category")),
     )
+
+
+def _month_names(dates: pl.Series) -> pl.Series:
+    """`YYYY-MM` of each date, looked up by its day among the days from the first date to the last:
+    formatting a few hundred days is cheaper than formatting, or even matching, millions of dates
+    (0.05 s for 7 M charges, against 0.55 s for the distinct months and a `replace_strict`)."""
+    if dates.len() == 0 or dates.null_count() == dates.len():
+        return pl.repeat(None, dates.len(), dtype=pl.String, eager=True).rename("month")
+    days = pl.date_range(dates.min(), dates.max(), eager=True)
+    return days.dt.strftime("%Y-%m").gather(dates.to_physical() - days.to_physical()[0]).rename("month")
 
 
 def _tier_family(category: pl.Expr) -> pl.Expr:
@@ -316,15 +324,13 @@ def tier_positions(
         .collect()
     )
     con = con or duckdb.connect()
-    # As Arrow string views, the id columns reach DuckDB without a copy (half the counter's time at 10 M).
-    con.register("priceable_charges", counter_columns.to_arrow(compat_level=pl.CompatLevel.newest()))
-    con.register("tiered_families", tiered)
+    # Through the Arrow C stream, as string views: the id columns reach DuckDB without a copy (half
+    # the counter's time at 10 M), and neither way goes through pyarrow (0.07 s to import).
+    con.register("priceable_charges", counter_columns.__arrow_c_stream__())
+    con.register("tiered_families", tiered.__arrow_c_stream__())
     try:
-        counted = (
-            con.sql(query("tier_positions"))
-            .filter("tier_position IS NOT NULL")
-            .select("row", "tier_position")
-            .pl()
+        counted = pl.DataFrame(
+            con.sql(query("tier_positions")).filter("tier_position IS NOT NULL").select("row", "tier_position")
         )
     finally:
         con.unregister("priceable_charges")

@@ -236,6 +236,15 @@ def test_effective_dates_and_months_follow_the_waba_time_zone(tmp_path):
     assert in_rome["rate_effective_from"].to_list() == [dt.date(2026, 4, 1), dt.date(2026, 3, 1)]
 
 
+def test_months_are_named_across_years_whatever_the_order_of_the_charges(tmp_path):
+    card = card_of(tmp_path, DATED)
+    at = ["2027-01-02T10:00:00Z", "2026-03-31T23:59:59Z", "2026-12-31T23:00:00Z", "2026-03-01T00:00:00Z"]
+    priced = price(frame(*(charge(t, "marketing", pricing_type="free_entry_point") for t in at)), card=card)
+    assert priced["month"].to_list() == ["2027-01", "2026-03", "2026-12", "2026-03"]
+    rome = price(frame(*(charge(t, "marketing", pricing_type="free_entry_point") for t in at)), BillingConfig(timezone="Europe/Rome"), card=card)
+    assert rome["month"].to_list() == ["2027-01", "2026-04", "2027-01", "2026-03"]
+
+
 def test_volume_tiers_reset_at_midnight_of_the_first_in_each_wabas_zone(tmp_path):
     card = card_of(tmp_path, DATED)
     rows = [
