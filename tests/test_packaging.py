@@ -1,4 +1,5 @@
-"""The wheel carries queries/ and data/, and the installed package reads them from itself."""
+"""The wheel carries queries/ and data/, and the installed package reads them from itself; frames
+reach the queries through the Arrow stream."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from analytics.resources import ArrowStream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,3 +54,12 @@ def test_wheel_ships_queries_and_reference_data_and_reads_them_outside_the_check
     where, loaded = done.stdout.splitlines()
     assert where.startswith(str(unpacked))
     assert loaded == "True ['cbp-2022', 'cbp-2023', 'pmp-2025', 'pmp-2026-10']"
+
+
+def test_a_frame_reaches_duckdb_through_the_arrow_stream_as_often_as_a_query_scans_it() -> None:
+    frame = pl.DataFrame({"n": [1, 2, 3], "id": ["a", "b" * 20, None]})  # a long string: not inlined in its view
+    con = duckdb.connect()
+    con.register("frame", ArrowStream(frame))
+    twice = pl.DataFrame(con.sql("SELECT n, id FROM frame WHERE n < 3 UNION ALL SELECT n, id FROM frame WHERE n = 3 ORDER BY n"))
+    assert twice.to_dicts() == frame.to_dicts()
+    assert con.sql("SELECT count(*) FROM frame").fetchall() == [(3,)]  # and again, in a later query
