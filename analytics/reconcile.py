@@ -87,7 +87,7 @@ from analytics.meta_reports import (
     REPORT_PRICING_MODEL,
     WEBHOOK,
 )
-from analytics.resources import query
+from analytics.resources import ArrowStream, query
 from analytics.rules import BillingConfig
 
 # --- Statuses, reasons, tolerances ------------------------------------------------------------------
@@ -1033,10 +1033,10 @@ def reconcile_aggregates(
     our_charges = pl.concat(ours_parts, how="vertical_relaxed")
     meta_points = pl.concat(meta_parts, how="vertical_relaxed")
     con = con or duckdb.connect()
-    con.register("our_charges", our_charges)
-    con.register("meta_points", meta_points)
+    con.register("our_charges", ArrowStream(our_charges))
+    con.register("meta_points", ArrowStream(meta_points))
     try:
-        compared = con.sql(query("reconcile_aggregates")).pl()
+        compared = pl.DataFrame(con.sql(query("reconcile_aggregates")))
     finally:
         con.unregister("our_charges")
         con.unregister("meta_points")
