@@ -48,7 +48,6 @@ from analytics.rules import BillingConfig
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
-_US = 1_000_000  # microseconds per second: times are Int64 microseconds inside the kernel
 _SLOT_CODES = {"marketing": 1, "utility": 2, "authentication": 3}
 # The few-valued charge columns are Enum codes inside the kernel, strings in its output (`finish`).
 CATEGORY = pl.Enum(
