@@ -63,7 +63,7 @@ import duckdb
 import polars as pl
 
 from analytics import rules, schema
-from analytics.charges import local_time
+from analytics.charges import local_time, looked_up
 from analytics.errors import InputError, UsageError
 from analytics.markets import UNKNOWN_MARKET
 from analytics.ratecards import RATE_SCALE, TIER_FAMILY, load_card
@@ -213,8 +213,9 @@ def price(
     rates = rates_in(card, currency)
     frame = frame.with_columns(tier_position=tier_positions(frame, rates))
     priced = priced_rows(frame, rates, pricing_config, currency)
-    if not pricing_config.report_unpriced and priced.select((pl.col("billable") & pl.col("rate").is_null()).any()).item():
-        unpriced = priced.filter(pl.col("billable") & pl.col("rate").is_null())
+    without_rate = pl.col("billable") & pl.col("rate").is_null()
+    if not pricing_config.report_unpriced and priced.select(without_rate.any()).item():
+        unpriced = priced.filter(without_rate)
         raise missing_rate_error(unpriced, unpriced_groups(unpriced), currency, billing_config)
     return priced.select(*PRICED_SCHEMA)
 
@@ -261,12 +262,8 @@ def _month_names(dates: pl.Series) -> pl.Series:
 
 
 def _tier_family(category: pl.Expr) -> pl.Expr:
-    """The volume-tier family of a category (`TIER_FAMILY`), null for the others: comparisons, since
-    `replace` on a string column of millions of charges takes longer than all of them."""
-    family = pl.lit(None, dtype=pl.String)
-    for name, tier_family in TIER_FAMILY.items():
-        family = pl.when(category == name).then(pl.lit(tier_family)).otherwise(family)
-    return family
+    """The volume-tier family of a category (`TIER_FAMILY`), null for the others."""
+    return looked_up(category, TIER_FAMILY, pl.String())
 
 
 def require_charge_columns(columns: Sequence[str]) -> None:
