@@ -37,7 +37,7 @@ What the speed rests on, measured on 10 M messages (benchmarks/README.md):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import duckdb
@@ -45,18 +45,16 @@ import polars as pl
 
 from analytics import markets, rules, schema
 from analytics.resources import ArrowStream, query
-from analytics.rules import BillingConfig
+from analytics.rules import BillingConfig, RuleSet
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 _SLOT_CODES = {"marketing": 1, "utility": 2, "authentication": 3}
 # The few-valued charge columns are Enum codes inside the kernel, strings in its output (`finish`).
-CATEGORY = pl.Enum(
-    [rules.FEP_CATEGORY, "user_initiated", "business_initiated", "service", *_SLOT_CODES, rules.AUTH_INTERNATIONAL]
-)
+CATEGORY = pl.Enum([*rules.INITIATOR_CATEGORIES, rules.SERVICE, *_SLOT_CODES, rules.AUTH_INTERNATIONAL])
 PRICING_TYPE = pl.Enum(schema.PRICING_TYPES)
-COUNTER = pl.Enum(["cbp-2022", "cbp-2023-service", "pmp-2026-10-service"])
-PRICING_MODEL = pl.Enum(["CBP", "PMP"])
+PRICING_MODEL = pl.Enum([rules.CBP, rules.PMP])
+_PERIOD = pl.UInt8  # a message's rule-set period: its place in `BillingConfig.periods()`
 
 
 def bill(
@@ -72,34 +70,69 @@ def bill(
 
 
 # --------------------------------------------------------------------------------------------
+# The rules as expressions: every property is read from the run's rule-set periods
+# (`analytics.rules`), looked up by the message's period code; no rule set is named here.
+
+
+def _periods_where(config: BillingConfig, holds: Callable[[RuleSet], bool], column: str = "period") -> pl.Expr:
+    """True for the rows whose period has the property `holds`."""
+    return pl.col(column).is_in([i for i, p in enumerate(config.periods()) if holds(p)])
+
+
+def _per_period(config: BillingConfig, value: Callable[[RuleSet], Any], dtype: pl.DataType, column: str = "period") -> pl.Expr:
+    """`value(period)` for every row, by its period code."""
+    return looked_up(pl.col(column), {i: value(p) for i, p in enumerate(config.periods())}, dtype)
+
+
+def _us(length: dt.timedelta) -> int:
+    return length // dt.timedelta(microseconds=1)
+
+
+def rule_set_dtype(config: BillingConfig) -> pl.Enum:
+    return pl.Enum(list(config.rule_book.names))
+
+
+def counter_dtype(config: BillingConfig) -> pl.Enum:
+    return pl.Enum([name for name, _tier in config.rule_book.counters()])
+
+
+# --------------------------------------------------------------------------------------------
 # Step 1: one key's messages in billing order, with local time and rule set (§1, §2 Order).
 
-RULE_SET = pl.Enum([r.name for r in rules.rule_sets()])
-_CBP = [r.name for r in rules.rule_sets() if r.is_cbp]
-_PMP = [r.name for r in rules.rule_sets() if not r.is_cbp]
 _FEW_VALUES = pl.Categorical()  # business numbers, WABAs and countries: few values, carried as codes
 # What a charge shows of its message, kept by input row (`orig`) and gathered for charge rows alone:
 # only what orders and windows the messages is sorted.
 _ATTRIBUTES = ["message_id", "user_id", "local_date", "business_phone", "waba_id", "user_country"]
-# What `kernel` returns: the charge columns but `billable`, in codes where values are few, and what
-# the monthly counters need.
-CANDIDATE_SCHEMA = {
-    "rule_set": RULE_SET,
-    "pricing_model": PRICING_MODEL,
-    "category": CATEGORY,
-    "pricing_type": PRICING_TYPE,
-    "started_at": schema.INSTANT,
-    "expires_at": schema.INSTANT,
-    "business_phone": _FEW_VALUES,
-    "waba_id": _FEW_VALUES,
-    "user_id": pl.String(),
-    "market": _FEW_VALUES,
-    "message_count": pl.Int64(),
-    "opening_message_id": pl.String(),
-    "free_tier_counter": COUNTER,
-    "free_tier_scope": pl.String(),
-    "local_month": pl.Date(),
-}
+
+
+def candidate_schema(config: BillingConfig) -> dict[str, pl.DataType]:
+    """What `kernel` returns: the charge columns but `billable`, in codes where values are few, and
+    what the monthly counters need: which counter (`free_tier_counter`, null when none), its scope
+    and month, its size (`free_units`), and what a charge past it pays (`beyond_free_tier`).
+    A candidate that waits for its counter has a null `pricing_type`."""
+    return {
+        "rule_set": rule_set_dtype(config),
+        "pricing_model": PRICING_MODEL,
+        "category": CATEGORY,
+        "pricing_type": PRICING_TYPE,
+        "started_at": schema.INSTANT,
+        "expires_at": schema.INSTANT,
+        "business_phone": _FEW_VALUES,
+        "waba_id": _FEW_VALUES,
+        "user_id": pl.String(),
+        "market": _FEW_VALUES,
+        "message_count": pl.Int64(),
+        "opening_message_id": pl.String(),
+        "free_tier_counter": counter_dtype(config),
+        "free_tier_scope": pl.String(),
+        "local_month": pl.Date(),
+        "free_units": pl.Int64(),
+        "beyond_free_tier": PRICING_TYPE,
+    }
+
+
+# The candidates' columns whatever the rules (their Enum categories differ between rule books).
+CANDIDATE_SCHEMA = candidate_schema(BillingConfig())
 
 
 def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -114,7 +147,11 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
     frame = messages.lazy() if isinstance(messages, pl.DataFrame) else messages
     names = frame.collect_schema().names()
     is_template = pl.col("message_type") == schema.TEMPLATE
-    slot_codes = _SLOT_CODES | {alias: _SLOT_CODES[billed] for alias, billed in rules.BILLED_CATEGORY.items()}
+    choices = config.rule_book.choices
+    slot_codes = _SLOT_CODES | {alias: _SLOT_CODES[billed] for alias, billed in choices.billed_category.items()}
+    reported = (
+        pl.col(schema.FEP_EXPIRES_AT).cast(schema.INSTANT).dt.epoch("us") if schema.FEP_EXPIRES_AT in names else pl.lit(None, pl.Int64)
+    )
     slot = looked_up(pl.col("template_category"), slot_codes, pl.UInt8)
     query = (
         frame.with_columns(
@@ -128,7 +165,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             key_hash=_key_hash(),
             key_check=pl.struct("user_id", "business_phone").hash(seed=7),
             t=pl.col("timestamp").dt.epoch("us"),
-            direction_rank=looked_up(pl.col("direction"), rules.DIRECTION_RANK, pl.UInt8),
+            direction_rank=looked_up(pl.col("direction"), choices.direction_rank, pl.UInt8),
             failed=(pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed"),
             local_date=local_time(config).dt.date(),
             is_template=is_template,
@@ -136,14 +173,17 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             is_reaction=pl.col("message_type") == schema.REACTION,
             slot=pl.when(is_template).then(slot),
             takes_entry_point=(pl.col("direction") == "inbound") & pl.col("entry_point").is_not_null(),
+            from_ctwa=(pl.col("direction") == "inbound") & (pl.col("entry_point") == rules.CTWA).fill_null(False),
+            fep_reported=reported,
             business_phone=pl.col("business_phone").cast(_FEW_VALUES),
             waba_id=pl.col("waba_id").cast(_FEW_VALUES),
             user_country=pl.col("user_country").cast(_FEW_VALUES),
         )
-        .with_columns(rule_set=_rule_set_expr(config))
+        .with_columns(period=_period_expr(config))
+        .with_columns(rule_set=_per_period(config, lambda p: config.rule_book.names.index(p.name), _PERIOD))
     )
     rows = query.collect(engine="streaming")
-    _refuse_what_cannot_be_billed(rows, frame)
+    _refuse_what_cannot_be_billed(rows, frame, config)
     # The attributes in one chunk (the reader returns ~100): gathers across chunks are 8× slower.
     # The narrow frame is copied by the filter of failed messages anyway. Parts are taken as
     # columns: the reader's columns are chunked differently, and a `select` or `drop` first
@@ -156,8 +196,8 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
         m.with_columns(
             key=((pl.col("key_hash") != pl.col("key_hash").shift(1)).fill_null(True).cum_sum() - 1).cast(pl.UInt32),
             seq=pl.int_range(pl.len(), dtype=pl.UInt32),
-            inbound=pl.col("direction_rank") == rules.DIRECTION_RANK["inbound"],
-            outbound=pl.col("direction_rank") == rules.DIRECTION_RANK["outbound"],
+            inbound=pl.col("direction_rank") == choices.direction_rank["inbound"],
+            outbound=pl.col("direction_rank") == choices.direction_rank["outbound"],
         ).drop("key_hash", "direction_rank"),
         attributes,
     )
@@ -224,16 +264,17 @@ def local_time(config: BillingConfig, column: str = "timestamp") -> pl.Expr:
     return local
 
 
-def _rule_set_expr(config: BillingConfig) -> pl.Expr:
-    if config.rules is not None:
-        return pl.lit(config.rules, dtype=RULE_SET)
-    expr = pl.lit(None, dtype=RULE_SET)
-    for rule_set in rules.rule_sets():  # oldest first, so later switches overwrite earlier ones
-        expr = pl.when(pl.col("local_date") >= rule_set.effective_from).then(pl.lit(rule_set.name, dtype=RULE_SET)).otherwise(expr)
+def _period_expr(config: BillingConfig) -> pl.Expr:
+    """Each message's rule-set period (§1): the latest that starts on or before its local date;
+    with a what-if rule set, that rule set's, its first period before it came into force."""
+    periods = config.periods()
+    expr = pl.lit(None, dtype=_PERIOD) if config.rules is None else pl.lit(0, dtype=_PERIOD)
+    for code, period in enumerate(periods):  # oldest first, so later switches overwrite earlier ones
+        expr = pl.when(pl.col("local_date") >= period.effective_from).then(pl.lit(code, dtype=_PERIOD)).otherwise(expr)
     return expr
 
 
-def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame) -> None:
+def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, config: BillingConfig) -> None:
     """Rows `analytics.ingest` would have quarantined are an error here, never silently skipped.
     The first such row is read again from `messages` to name it."""
     if rows.height == 0:
@@ -249,12 +290,12 @@ def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame) ->
         first = message(undirected)
         raise ValueError(
             f"message {first['message_id']} has direction {first['direction']!r}: expected one of "
-            f"{', '.join(rules.DIRECTION_RANK)} (analytics.ingest quarantines such rows)"
+            f"{', '.join(schema.DIRECTIONS)} (analytics.ingest quarantines such rows)"
         )
     if rows["rule_set"][early] is None:
         first = message(early)
         raise ValueError(
-            f"message {first['message_id']} at {first['timestamp']} is before {rules.first_supported_date()} in its "
+            f"message {first['message_id']} at {first['timestamp']} is before {config.rule_book.first_supported_date()} in its "
             f"WABA time zone: notification-based pricing is not modelled (analytics.ingest quarantines such rows)"
         )
     if rows["unknown_category"][uncategorised]:
@@ -278,10 +319,10 @@ def kernel(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.D
     """
     m, attributes = prepare(messages, config)
     if m.height == 0:
-        return _empty_candidates()
-    m = _customer_service_window(m)
+        return _empty_candidates(config)
+    m = _customer_service_window(m, config)
     m = _free_entry_points(m, config)
-    m = _cbp_conversations(m)
+    m = _cbp_conversations(m, config)
     return _charge_candidates(m, attributes, config)
 
 
@@ -299,86 +340,162 @@ def _bfill(value: pl.Expr, segment: str = "key") -> pl.Expr:
     return pl.when(came_from == pl.col(segment)).then(value.backward_fill())
 
 
-def _customer_service_window(m: pl.DataFrame) -> pl.DataFrame:
-    """§2 CSW: open at t iff t < (latest inbound at or before t in order) + 24 h."""
-    csw = rules.CUSTOMER_SERVICE_WINDOW // dt.timedelta(microseconds=1)
-    last_inbound = _ffill(pl.when(pl.col("inbound")).then(pl.col("t")))
-    return m.with_columns(csw_open=(pl.col("t") < last_inbound + csw).fill_null(False))
+def _customer_service_window(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+    """§2 CSW: open at t iff t < the end set by the latest inbound message at or before t in order
+    (its time plus its period's `customer_service_window`)."""
+    csw = _per_period(config, lambda p: _us(p.customer_service_window), pl.Int64)
+    csw_until = _ffill(pl.when(pl.col("inbound")).then(pl.col("t") + csw))
+    return m.with_columns(csw_open=(pl.col("t") < csw_until).fill_null(False))
 
 
 def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
-    """§2 FEP: offers, the outbound message that takes one up, and the 72 h windows they open.
+    """§2 FEP: offers, the outbound message that takes one up, and the windows they open.
 
     An offer (inbound with entry_point) is taken up by the first outbound message after it, if
-    that comes within 24 h; a later entry-point message replaces the offer. Take-ups inside an
-    open FEP window open nothing (rules.FEP_REOPENS_INSIDE_OPEN_WINDOW), so openings are a chain
-    over take-ups with the FEP window's length. `epoch` counts the FEP windows opened so far:
-    an opening closes every other conversation of the key (§2 Precedence), so a conversation only
+    that comes before the offer ends; a later entry-point message replaces the offer. Take-ups
+    inside an open FEP window open nothing (the choice `fep_reopens_inside_open_window`), so
+    openings are a chain over take-ups, each window as long as its opener's period and entry
+    point say (`BillingConfig.fep_window_of`). `epoch` counts the FEP windows opened so far: an
+    opening closes every other conversation of the key (§2 Precedence), so a conversation only
     absorbs messages of its own epoch.
 
-    Only a message within the offer window and one FEP window of its key's latest offer can take
-    an offer up or fall in a FEP window, so the windows are worked out on those alone (entry-point
-    traffic is a small part of most traffic) and every other message is outside any.
+    Only a message within the longest offer and the longest window of its key's latest offer (or
+    before the latest end Meta reported, §9) can take an offer up or fall in a FEP window, so the
+    windows are worked out on those alone (entry-point traffic is a small part of most traffic)
+    and every other message is outside any.
     """
-    offer_window = rules.FEP_OFFER_WINDOW // dt.timedelta(microseconds=1)
-    fep_window = config.fep_window // dt.timedelta(microseconds=1)
+    longest = max(_us(p.fep_offer_window) + _us(max(config.fep_window_of(p, rules.CTWA))) for p in config.periods())
     latest_offer = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("t")))
-    reach = m.select((pl.col("t") < latest_offer + offer_window + fep_window).fill_null(False)).to_series()
+    reach_expr = (pl.col("t") < latest_offer + longest).fill_null(False) | (pl.col("t") < _ffill(pl.col("fep_reported"))).fill_null(False)
+    reach = m.select(reach_expr).to_series()
     reached = reach.arg_true()
-    windows = _fep_windows(m.filter(reach).select("key", "seq", "t", "outbound", "takes_entry_point", "rule_set"), config)
+    stretch = m.filter(reach).select(
+        "key", "seq", "t", "inbound", "outbound", "takes_entry_point", "from_ctwa", "period", "fep_reported"
+    )
+    walk = config.fep_model == rules.EXTEND or stretch["fep_reported"].is_not_null().any()
+    windows = _fep_windows_walked(stretch, config) if walk else _fep_windows(stretch, config)
     m = m.with_columns(
         fep_open=_spread(windows["fep_open"], reached, m.height, False),
         in_fep=_spread(windows["in_fep"], reached, m.height, False),
         fep_opener=_spread(windows["fep_opener"], reached, m.height, None),
         fep_is_cbp=_spread(windows["fep_is_cbp"], reached, m.height, False),
+        fep_end=_spread(windows["fep_end"], reached, m.height, None),
     )
     return m.with_columns(
         epoch=((pl.col("key") != pl.col("key").shift(1)).fill_null(True) | pl.col("fep_open")).cum_sum(),
         next_fep_t=_bfill(pl.when(pl.col("fep_open")).then(pl.col("t"))),
-    ).drop("takes_entry_point")
+    ).drop("takes_entry_point", "from_ctwa", "fep_reported")
+
+
+def _fep_window_lengths(config: BillingConfig) -> tuple[dict[int, int], dict[int, int]]:
+    """(length, longest length) in microseconds of a window, by `period * 2 + from_ctwa` of its
+    opener's period and its offer's entry point."""
+    lengths, longest = {}, {}
+    for code, period in enumerate(config.periods()):
+        for ctwa in (0, 1):
+            length, up_to = config.fep_window_of(period, rules.CTWA if ctwa else None)
+            lengths[code * 2 + ctwa], longest[code * 2 + ctwa] = _us(length), _us(up_to)
+    return lengths, longest
 
 
 def _fep_windows(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
-    """`fep_open`, `in_fep`, `fep_opener` and `fep_is_cbp` of `_free_entry_points`, for whole
-    stretches of keys' messages in billing order that start at an offer."""
-    offer_window = rules.FEP_OFFER_WINDOW // dt.timedelta(microseconds=1)
-    fep_window = config.fep_window // dt.timedelta(microseconds=1)
-    offer_t = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("t")))
+    """`fep_open`, `in_fep`, `fep_opener`, `fep_is_cbp` and `fep_end` of `_free_entry_points`
+    where every window has the length it opens with, for whole stretches of keys' messages in
+    billing order that start at an offer."""
+    offer = _per_period(config, lambda p: _us(p.fep_offer_window), pl.Int64)
+    offer_until = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("t") + offer))
     offer_seq = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("seq")))
+    offer_ctwa = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("from_ctwa")))
     previous_outbound_seq = _ffill(pl.when(pl.col("outbound")).then(pl.col("seq"))).shift(1)
     previous_outbound_seq = pl.when(pl.col("key") == pl.col("key").shift(1)).then(previous_outbound_seq)
+    lengths, _longest = _fep_window_lengths(config)
     m = m.with_columns(
         takes_offer=(
             pl.col("outbound")
-            & offer_t.is_not_null()
+            & offer_until.is_not_null()
             & (previous_outbound_seq.is_null() | (previous_outbound_seq < offer_seq))
-            & (pl.col("t") < offer_t + offer_window)
-        ).fill_null(False)
+            & (pl.col("t") < offer_until)
+        ).fill_null(False),
+        window=looked_up(pl.col("period").cast(pl.Int32) * 2 + offer_ctwa.fill_null(False).cast(pl.Int32), lengths, pl.Int64),
     )
-    fep_open = _chain_starts(m, "takes_offer", ["key"], fep_window)
-    if rules.FEP_REOPENS_INSIDE_OPEN_WINDOW:
+    if config.rule_book.choices.fep_reopens_inside_open_window:
         fep_open = m["takes_offer"]
+    else:
+        fep_open = _chain_starts(m, "takes_offer", ["key"], "window")
     m = m.with_columns(fep_open=fep_open)
-    fep_start = _ffill(pl.when(pl.col("fep_open")).then(pl.col("t")))
+    fep_end = _ffill(pl.when(pl.col("fep_open")).then(pl.col("t") + pl.col("window")))
     return m.select(
         "fep_open",
-        in_fep=(pl.col("outbound") & (pl.col("t") < fep_start + fep_window)).fill_null(False),
+        in_fep=(pl.col("outbound") & (pl.col("t") < fep_end)).fill_null(False),
         fep_opener=_ffill(pl.when(pl.col("fep_open")).then(pl.col("seq"))),
-        fep_is_cbp=_ffill(pl.when(pl.col("fep_open")).then(pl.col("rule_set").is_in(_CBP))).fill_null(False),
+        fep_is_cbp=_ffill(pl.when(pl.col("fep_open")).then(_periods_where(config, lambda p: p.is_cbp))).fill_null(False),
+        fep_end=pl.when(pl.col("fep_open")).then(pl.col("t") + pl.col("window")),
     )
 
 
-def _cbp_conversations(m: pl.DataFrame) -> pl.DataFrame:
+def _fep_windows_walked(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+    """The columns of `_fep_windows` where a window's end moves after it opens: user messages that
+    extend it (§9 `extend-24h-per-user-message`) or the end Meta reported for a message inside it
+    (§9: Meta's own window wins). Each message in turn, as `analytics.reference.KeyState` does for
+    these rules; it runs only on the messages near an offer or inside a reported window."""
+    lengths, longest = _fep_window_lengths(config)
+    offers = [_us(p.fep_offer_window) for p in config.periods()]
+    extensions = [_us(p.ctwa_fep_extension) for p in config.periods()]
+    cbp = [p.is_cbp for p in config.periods()]
+    reopens = config.rule_book.choices.fep_reopens_inside_open_window
+    n = m.height
+    fep_open, in_fep, fep_is_cbp = [False] * n, [False] * n, [False] * n
+    fep_opener: list[int | None] = [None] * n
+    fep_end: list[int | None] = [None] * n
+    key = None
+    offer_until = start = until = up_to = opener = None
+    offer_ctwa, extension, is_cbp = False, 0, False
+    columns = ("key", "seq", "t", "inbound", "outbound", "takes_entry_point", "from_ctwa", "period", "fep_reported")
+    for i, (k, seq, t, inbound, outbound, entry, ctwa, period, reported) in enumerate(zip(*(m[c] for c in columns), strict=True)):
+        if k != key:
+            key, offer_until, start, until, up_to, opener = k, None, None, None, None, None
+        inside = start is not None and start <= t < until
+        if inbound:
+            if entry:
+                offer_until, offer_ctwa = t + offers[period], ctwa
+            if inside and up_to is not None:
+                until = min(max(until, t + extension), up_to)
+                fep_end[opener] = until
+        elif outbound:
+            if offer_until is not None:
+                taken_up = t < offer_until
+                offer_until = None
+                if taken_up and (reopens or not inside):
+                    code = period * 2 + int(offer_ctwa)
+                    start, until, opener = t, t + lengths[code], i
+                    up_to = t + longest[code] if longest[code] > lengths[code] else None
+                    extension, is_cbp = extensions[period], cbp[period]
+                    fep_open[i], fep_end[i] = True, until
+            if reported is not None and start is not None and start <= t < reported:
+                until, up_to = reported, None
+                fep_end[opener] = until
+            if start is not None and start <= t < until:
+                in_fep[i] = True
+        if opener is not None:
+            fep_opener[i], fep_is_cbp[i] = m["seq"][opener], is_cbp
+    return pl.DataFrame(
+        {"fep_open": fep_open, "in_fep": in_fep, "fep_opener": fep_opener, "fep_is_cbp": fep_is_cbp, "fep_end": fep_end},
+        schema={"fep_open": pl.Boolean, "in_fep": pl.Boolean, "fep_opener": pl.UInt32, "fep_is_cbp": pl.Boolean, "fep_end": pl.Int64},
+    )
+
+
+def _cbp_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     """§3–4 where a CBP conversation can reach, and each message's `conversation` (`_conversation_of`).
 
     A CBP conversation is opened by a CBP message and lasts one window, so only the messages
-    within a window of their key's latest CBP message can open one or be absorbed by one
-    (crossover into PMP included, §5). The slot chains run on those alone: in traffic that is
-    mostly PMP, a small part of the messages. Elsewhere nothing opens, and a message belongs at
-    most to a CBP FEP window (`_free_entry_points`, which runs on every message).
+    within the longest conversation window of their key's latest CBP message can open one or be
+    absorbed by one (crossover into PMP included, §5). The slot chains run on those alone: in
+    traffic that is mostly PMP, a small part of the messages. Elsewhere nothing opens, and a
+    message belongs at most to a CBP FEP window (`_free_entry_points`, which runs on every message).
     """
-    window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
-    latest_cbp = _ffill(pl.when(pl.col("rule_set").is_in(_CBP)).then(pl.col("t")))
+    cbp_periods = [p for p in config.periods() if p.is_cbp]
+    window = max((_us(p.conversation_window) for p in cbp_periods), default=0)
+    latest_cbp = _ffill(pl.when(_periods_where(config, lambda p: p.is_cbp)).then(pl.col("t")))
     reach = m.select((pl.col("t") < latest_cbp + window).fill_null(False)).to_series()
     reached = reach.arg_true()
     if reached.len() == 0:
@@ -386,7 +503,8 @@ def _cbp_conversations(m: pl.DataFrame) -> pl.DataFrame:
             schema={"opens_2022": pl.Boolean, "opens_slot": pl.Boolean, "opens_service": pl.Boolean, "conversation": pl.UInt32}
         )
     else:
-        within = _cbp_2023_conversations(_cbp_2022_conversations(m.filter(reach)))
+        within = m.filter(reach).with_columns(window=_per_period(config, lambda p: _us(p.conversation_window), pl.Int64))
+        within = _per_category_conversations(_one_slot_conversations(within, config), config)
         opened = within.select("opens_2022", "opens_slot", "opens_service", conversation=_conversation_of(within))
 
     return m.with_columns(
@@ -406,21 +524,30 @@ def _spread(values: pl.Series, rows: pl.Series, height: int, fill: bool | None) 
     return pl.repeat(fill, height, dtype=values.dtype, eager=True).scatter(rows, values)
 
 
-def _cbp_2022_conversations(m: pl.DataFrame) -> pl.DataFrame:
-    """§3: one slot per key. Its last conversation carries over into later rule sets (§5 Crossover)."""
-    window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
-    m = m.with_columns(
-        eligible_2022=pl.col("outbound") & ~pl.col("in_fep") & (pl.col("rule_set") == "cbp-2022")
-    )
-    m = m.with_columns(opens_2022=_chain_starts(m, "eligible_2022", ["epoch"], window))
-    opened_at = _ffill(pl.when(pl.col("opens_2022")).then(pl.col("t")), "epoch")
+def _crosses(config: BillingConfig, opener_rule_set: pl.Expr, slot: str | None) -> pl.Expr:
+    """§5 Crossover [choice]: may a conversation of `slot` opened under `opener_rule_set` absorb
+    the row's message? Always under `all_categories`; under `utility`, only a utility
+    conversation takes messages of a later rule set."""
+    if config.rule_book.choices.crossover == "all_categories" or slot == "utility":
+        return pl.lit(True)
+    return pl.col("rule_set") == opener_rule_set
+
+
+def _one_slot_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+    """§3: one slot per key. Its last conversation carries over into later rule sets (§5 Crossover).
+    (The `_2022` columns are named for the year the one-slot rules were in force.)"""
+    one_slot = _periods_where(config, lambda p: p.conversations == rules.ONE_SLOT)
+    m = m.with_columns(eligible_2022=pl.col("outbound") & ~pl.col("in_fep") & one_slot)
+    m = m.with_columns(opens_2022=_chain_starts(m, "eligible_2022", ["epoch"], "window"))
+    opened_until = _ffill(pl.when(pl.col("opens_2022")).then(pl.col("t") + pl.col("window")), "epoch")
+    opener_rule_set = _ffill(pl.when(pl.col("opens_2022")).then(pl.col("rule_set")), "epoch")
     return m.with_columns(
         conversation_2022=_ffill(pl.when(pl.col("opens_2022")).then(pl.col("seq")), "epoch"),
-        in_2022=(pl.col("outbound") & ~pl.col("in_fep") & (pl.col("t") < opened_at + window)).fill_null(False),
+        in_2022=(pl.col("outbound") & ~pl.col("in_fep") & (pl.col("t") < opened_until) & _crosses(config, opener_rule_set, None)).fill_null(False),
     ).drop("eligible_2022")
 
 
-def _cbp_2023_conversations(m: pl.DataFrame) -> pl.DataFrame:
+def _per_category_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     """§4: a slot per template category, and service conversations for what no slot absorbs.
 
     Template chains are independent per category. A non-template opens a service conversation
@@ -428,67 +555,70 @@ def _cbp_2023_conversations(m: pl.DataFrame) -> pl.DataFrame:
     non-templates that no template conversation covers. A conversation keeps absorbing after a
     switch to PMP (§5 Crossover): the `open_*` flags are computed for every later message.
     """
-    window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
     free = pl.col("outbound") & ~pl.col("in_fep") & ~pl.col("in_2022")
-    m = m.with_columns(eligible_2023=free & (pl.col("rule_set") == "cbp-2023"))
+    per_category = _periods_where(config, lambda p: p.conversations == rules.PER_CATEGORY)
+    m = m.with_columns(eligible_2023=free & per_category)
     m = m.with_columns(
         opens_slot=_chain_starts(
-            m.with_columns(e=pl.col("eligible_2023") & pl.col("is_template")), "e", ["epoch", "slot"], window
+            m.with_columns(e=pl.col("eligible_2023") & pl.col("is_template")), "e", ["epoch", "slot"], "window"
         )
     )
     for name, code in _SLOT_CODES.items():
         opener = pl.col("opens_slot") & (pl.col("slot") == code)
-        opened_at = _ffill(pl.when(opener).then(pl.col("t")), "epoch")
+        opened_until = _ffill(pl.when(opener).then(pl.col("t") + pl.col("window")), "epoch")
+        opener_rule_set = _ffill(pl.when(opener).then(pl.col("rule_set")), "epoch")
         m = m.with_columns(
             _ffill(pl.when(opener).then(pl.col("seq")), "epoch").alias(f"{name}_conversation"),
-            ((pl.col("t") < opened_at + window) & free).fill_null(False).alias(f"{name}_open"),
+            ((pl.col("t") < opened_until) & free & _crosses(config, opener_rule_set, name)).fill_null(False).alias(f"{name}_open"),
         )
     any_template_open = pl.any_horizontal([f"{name}_open" for name in _SLOT_CODES])
-    m = m.with_columns(
-        e=pl.col("eligible_2023") & ~pl.col("is_template") & ~any_template_open
-    )
-    m = m.with_columns(opens_service=_chain_starts(m, "e", ["epoch"], window)).drop("e")
+    m = m.with_columns(e=pl.col("eligible_2023") & ~pl.col("is_template") & ~any_template_open)
+    m = m.with_columns(opens_service=_chain_starts(m, "e", ["epoch"], "window")).drop("e")
     service_opener = pl.col("opens_service")
-    service_opened_at = _ffill(pl.when(service_opener).then(pl.col("t")), "epoch")
+    service_until = _ffill(pl.when(service_opener).then(pl.col("t") + pl.col("window")), "epoch")
+    service_rule_set = _ffill(pl.when(service_opener).then(pl.col("rule_set")), "epoch")
     return m.with_columns(
         service_conversation=_ffill(pl.when(service_opener).then(pl.col("seq")), "epoch"),
-        service_open=((pl.col("t") < service_opened_at + window) & free).fill_null(False),
+        service_open=((pl.col("t") < service_until) & free & _crosses(config, service_rule_set, rules.SERVICE)).fill_null(False),
     ).drop("eligible_2023")
 
 
-def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: int) -> pl.Series:
-    """Which eligible messages open a fixed-length window, greedily in order within each group.
+def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: str) -> pl.Series:
+    """Which eligible messages open a window, greedily in order within each group; `window` names
+    the column with the length (µs) of the window each message would open.
 
-    The first eligible message opens; every later one inside [start, start + window) is absorbed;
-    the first one at or after start + window opens the next. See the module docstring.
+    The first eligible message opens; every later one inside [start, start + its window) is
+    absorbed; the first one at or after that end opens the next. See the module docstring.
     """
     rows = (
-        m.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), *group, "t", eligible)
+        m.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), *group, "t", window, eligible)
         .filter(pl.col(eligible))
         .sort([*group, "row"])
     )
     opens = pl.repeat(False, m.height, eager=True).rename("opens")
     if rows.height == 0:
         return opens
+    longest = rows[window].max()
     new_group = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in group]).fill_null(True)
     rows = rows.with_columns(
-        burst=(new_group | (pl.col("t") - pl.col("t").shift(1) >= window)).fill_null(True).cum_sum()
+        burst=(new_group | (pl.col("t") - pl.col("t").shift(1) >= longest)).fill_null(True).cum_sum()
     )
     first_in_burst = rows["burst"] != rows["burst"].shift(1).fill_null(-1)
     last_in_burst = rows["burst"] != rows["burst"].shift(-1).fill_null(-1)
     rows = rows.with_columns(
         burst_start=pl.when(first_in_burst).then(pl.col("t")).forward_fill(),
+        burst_until=pl.when(first_in_burst).then(pl.col("t") + pl.col(window)).forward_fill(),
         burst_end=pl.when(last_in_burst).then(pl.col("t")).backward_fill(),
     )
     opening_rows = [rows.filter(first_in_burst)["row"]]
-    # Bursts longer than one window hold several conversations: open them round by round.
-    pending = rows.filter((pl.col("burst_end") - pl.col("burst_start") >= window) & ~first_in_burst)
-    pending = pending.filter(pl.col("t") >= pl.col("burst_start") + window)
+    # Bursts that outlast their first window hold several conversations: open them round by round.
+    pending = rows.filter((pl.col("burst_end") >= pl.col("burst_until")) & ~first_in_burst)
+    pending = pending.filter(pl.col("t") >= pl.col("burst_until"))
     while pending.height:
         first = pending["burst"] != pending["burst"].shift(1).fill_null(-1)
-        pending = pending.with_columns(opened_at=pl.when(first).then(pl.col("t")).forward_fill())
+        pending = pending.with_columns(opened_until=pl.when(first).then(pl.col("t") + pl.col(window)).forward_fill())
         opening_rows.append(pending.filter(first)["row"])
-        pending = pending.filter(pl.col("t") >= pl.col("opened_at") + window)
+        pending = pending.filter(pl.col("t") >= pl.col("opened_until"))
     opening = pl.concat(opening_rows)
     return opens.scatter(opening, True)
 
@@ -500,91 +630,55 @@ def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: int)
 def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     """One row per charge candidate, in output order (`_key_order`).
 
-    A message gives at most one row: it opens a CBP conversation (of its own slot, of cbp-2022, of
+    A message gives at most one row: it opens a CBP conversation (of its own slot, one-slot, of
     service, or a CBP FEP window), or it is a PMP message that is charged or falls in a PMP FEP
     window; the two never meet. So one filter in billing order yields every row, and the
     few-valued columns (category, pricing type, counter) are Enum codes until `finish`.
     """
-    window = rules.CONVERSATION_WINDOW // dt.timedelta(microseconds=1)
-    fep_window = config.fep_window // dt.timedelta(microseconds=1)
+    is_cbp = _periods_where(config, lambda p: p.is_cbp)
     cbp = (pl.col("fep_open") & pl.col("fep_is_cbp")) | pl.col("opens_2022") | pl.col("opens_slot") | pl.col("opens_service")
     pmp = (pl.col("in_fep") & ~pl.col("fep_is_cbp")) | (
-        pl.col("outbound") & pl.col("rule_set").is_in(_PMP) & ~pl.col("in_fep") & pl.col("conversation").is_null()
+        pl.col("outbound") & ~is_cbp & ~pl.col("in_fep") & pl.col("conversation").is_null()
     )
     absorbed = m.select("conversation").drop_nulls().group_by("conversation").len()  # a conversation's messages
     messages_in = pl.zeros(m.height, pl.UInt32, eager=True).scatter(absorbed["conversation"], absorbed["len"])
     rows = m.filter(cbp | pmp).select(
-        "key", "seq", "orig", "rule_set", "t", "is_template", "is_reaction", "slot", "csw_open", "fep_open", "in_fep",
-        "next_fep_t", "opens_2022", "opens_service", cbp=cbp,
+        "key", "seq", "orig", "period", "rule_set", "t", "is_template", "is_reaction", "slot", "csw_open", "fep_open",
+        "in_fep", "fep_end", "next_fep_t", "opens_2022", "opens_service", cbp=cbp,
     )
     del m
     if rows.height == 0:
-        return _empty_candidates()
+        return _empty_candidates(config)
     rows = rows.with_columns(
         local_date=attributes["local_date"].gather(rows["orig"]),
         message_count=pl.when("cbp").then(messages_in.gather(rows["seq"])).otherwise(1),
     )
     slot_category = looked_up(pl.col("slot"), {code: name for name, code in _SLOT_CODES.items()}, CATEGORY)
+    window = _per_period(config, lambda p: _us(p.conversation_window), pl.Int64)
     rows = rows.with_columns(
         category=pl.when(~pl.col("cbp"))
-        .then(pl.when(pl.col("is_template")).then(slot_category).otherwise(_category("service")))
+        .then(pl.when(pl.col("is_template")).then(slot_category).otherwise(_category(rules.SERVICE)))
         .when(pl.col("fep_open"))
         .then(_category(rules.FEP_CATEGORY))
         .when(pl.col("opens_2022"))
-        .then(pl.when(pl.col("csw_open")).then(_category("user_initiated")).otherwise(_category("business_initiated")))
+        .then(pl.when(pl.col("csw_open")).then(_category(rules.USER_INITIATED)).otherwise(_category(rules.BUSINESS_INITIATED)))
         .when(pl.col("opens_service"))
-        .then(_category("service"))
+        .then(_category(rules.SERVICE))
         .otherwise(slot_category),
         expires_at=pl.when(pl.col("cbp")).then(
-            pl.min_horizontal(
-                pl.col("t") + pl.when(pl.col("fep_open")).then(fep_window).otherwise(window),
-                pl.when(pl.col("fep_open")).then(None).otherwise(pl.col("next_fep_t")),
-            )
+            pl.when(pl.col("fep_open")).then(pl.col("fep_end")).otherwise(pl.min_horizontal(pl.col("t") + window, pl.col("next_fep_t")))
         ),
     )
-    service_free = pl.col("local_date") >= rules.SERVICE_CONVERSATIONS_FREE_FROM
-    is_service = pl.col("category") == "service"
-    rows = rows.select(
-        "key", "orig", "rule_set", "t", "expires_at", "local_date", "message_count", "category",
-        pricing_type=pl.when(pl.col("cbp"))
-        .then(
-            pl.when(pl.col("fep_open"))
-            .then(_pricing_type("free_entry_point"))
-            .when(is_service & service_free)
-            .then(_pricing_type("free_customer_service"))
-            .otherwise(_pricing_type("regular"))
-        )
-        .when(pl.col("in_fep"))
-        .then(_pricing_type("free_entry_point"))
-        .when(pl.col("is_reaction"))
-        .then(_pricing_type("free_customer_service"))
-        .when(is_service)
-        .then(pl.when(pl.col("rule_set") == "pmp-2025").then(_pricing_type("free_customer_service")).otherwise(_pricing_type("regular")))
-        .when((pl.col("category") == "utility") & (pl.col("rule_set") == "pmp-2025") & pl.col("csw_open"))
-        .then(_pricing_type("free_customer_service"))
-        .otherwise(_pricing_type("regular")),
-        free_tier_counter=pl.when(pl.col("cbp"))
-        .then(
-            pl.when(pl.col("fep_open"))
-            .then(None)
-            .when(pl.col("rule_set") == "cbp-2022")
-            .then(_counter("cbp-2022"))
-            .when(is_service & ~service_free)
-            .then(_counter("cbp-2023-service"))
-        )
-        .when(~pl.col("in_fep") & ~pl.col("is_reaction") & is_service & (pl.col("rule_set") == "pmp-2026-10"))
-        .then(_counter("pmp-2026-10-service")),
-    )
+    rows = rows.with_columns(_pricing(config))
     rows = rows[_key_order(rows["key"], _key_ranks(rows, attributes))]
     rows = rows.hstack(attributes.select("business_phone", "waba_id", "user_country").gather(rows["orig"]))
     rows = rows.with_columns(
         category=_authentication_international(config), market=markets.markets_of(rows["user_country"], rows["local_date"])
     )
+    names = config.rule_book.names
     return rows.select(
-        rule_set="rule_set",
-        pricing_model=pl.when(pl.col("rule_set").is_in(_PMP))
-        .then(pl.lit("PMP", dtype=PRICING_MODEL))
-        .otherwise(pl.lit("CBP", dtype=PRICING_MODEL)),
+        rule_set=looked_up(pl.col("rule_set"), dict(enumerate(names)), rule_set_dtype(config)),
+        pricing_model=pl.when(is_cbp).then(pl.lit(rules.CBP, dtype=PRICING_MODEL)).otherwise(pl.lit(rules.PMP, dtype=PRICING_MODEL)),
         category="category",
         pricing_type="pricing_type",
         started_at=pl.from_epoch("t", time_unit="us").dt.replace_time_zone(schema.UTC),
@@ -596,13 +690,66 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
         message_count=pl.col("message_count").cast(pl.Int64),
         opening_message_id=attributes["message_id"].gather(rows["orig"]),
         free_tier_counter="free_tier_counter",
-        free_tier_scope=pl.when(pl.col("free_tier_counter") == "pmp-2026-10-service")
+        free_tier_scope=pl.when(pl.col("free_tier_counter").is_in(_counters_where(config, lambda t: t.scope == "business_phone")))
         .then(pl.col("business_phone"))
         .when(pl.col("free_tier_counter").is_not_null())
         .then(pl.col("waba_id"))
         .cast(pl.String),
         local_month=_month_start("local_date"),
+        free_units=looked_up(pl.col("free_tier_counter"), {name: t.size for name, t in config.rule_book.counters()}, pl.Int64),
+        beyond_free_tier="beyond_free_tier",
     )
+
+
+def _counters_where(config: BillingConfig, holds: Callable[[rules.FreeTier], bool]) -> list[str]:
+    return [name for name, tier in config.rule_book.counters() if holds(tier)]
+
+
+def _pricing(config: BillingConfig) -> list[pl.Expr]:
+    """§3-5 from the periods' properties (as `analytics.reference.KeyState._pricing_type`):
+    `pricing_type` (null where a free tier's counter decides), `free_tier_counter` (the counter a
+    candidate takes a place in: a waiting one, or a free-entry-point one the choice
+    `fep_counts_toward_free_tier` counts) and `beyond_free_tier` (what a charge past the free
+    units pays: `regular`, or `free_exempt` for an exempt business's service, §9)."""
+    periods = config.periods()
+    category = pl.col("category")
+
+    def category_in(lists: Callable[[RuleSet], tuple[str, ...]]) -> pl.Expr:
+        found = pl.lit(False)
+        for code, period in enumerate(periods):
+            named = [c for c in lists(period) if c in CATEGORY.categories]
+            if named:
+                found = pl.when(pl.col("period") == code).then(category.is_in(named)).otherwise(found)
+        return found
+
+    counter = pl.lit(None, dtype=counter_dtype(config))
+    for code, period in enumerate(periods):
+        for tier in period.free_tiers:
+            named = [c for c in tier.categories if c in CATEGORY.categories]
+            counter = pl.when((pl.col("period") == code) & category.is_in(named)).then(
+                pl.lit(f"{period.name}/{tier.name}", dtype=counter_dtype(config))
+            ).otherwise(counter)
+    is_cbp = _periods_where(config, lambda p: p.is_cbp)
+    free_reaction = pl.col("is_reaction") & ~pl.col("cbp") & _periods_where(config, lambda p: p.reactions_free and not p.is_cbp)
+    fep = (pl.col("cbp") & pl.col("fep_open")) | (~pl.col("cbp") & pl.col("in_fep"))
+    exempt_until = config.service_exempt_until
+    exempt = (category == rules.SERVICE) & ~is_cbp & (pl.col("local_date") <= exempt_until) if exempt_until else pl.lit(False)
+    beyond = pl.when(exempt).then(_pricing_type("free_exempt")).otherwise(_pricing_type("regular"))
+    free_cs = free_reaction | category_in(lambda p: p.free_categories) | (
+        category_in(lambda p: p.free_in_customer_service_window) & pl.col("csw_open")
+    )
+    counts_fep = config.rule_book.choices.fep_counts_toward_free_tier
+    return [
+        pl.when(fep)
+        .then(_pricing_type("free_entry_point"))
+        .when(free_cs)
+        .then(_pricing_type("free_customer_service"))
+        .when(counter.is_null())
+        .then(beyond)
+        .alias("pricing_type"),
+        pl.when(fep & (pl.lit(counts_fep) & ~free_reaction) | ~fep & ~free_cs).then(counter).alias("free_tier_counter"),
+        beyond.alias("beyond_free_tier"),
+    ]
 
 
 def _month_start(column: str) -> pl.Expr:
@@ -617,10 +764,6 @@ def _category(name: str) -> pl.Expr:
 
 def _pricing_type(name: str) -> pl.Expr:
     return pl.lit(name, dtype=PRICING_TYPE)
-
-
-def _counter(name: str) -> pl.Expr:
-    return pl.lit(name, dtype=COUNTER)
 
 
 def _conversation_of(m: pl.DataFrame) -> pl.Series:
@@ -679,8 +822,8 @@ def _authentication_international(config: BillingConfig) -> pl.Expr:
     return pl.when(applies).then(_category(rules.AUTH_INTERNATIONAL)).otherwise(pl.col("category"))
 
 
-def _empty_candidates() -> pl.DataFrame:
-    return pl.DataFrame(schema=CANDIDATE_SCHEMA)
+def _empty_candidates(config: BillingConfig) -> pl.DataFrame:
+    return pl.DataFrame(schema=candidate_schema(config))
 
 
 # --------------------------------------------------------------------------------------------
@@ -697,7 +840,7 @@ def apply_free_tiers(candidates: pl.DataFrame, *, con: duckdb.DuckDBPyConnection
     con = con or duckdb.connect()
     con.register("counted_charges", ArrowStream(counted))
     try:
-        decided = pl.DataFrame(con.sql(query("free_tiers"), params=free_tier_parameters()))
+        decided = pl.DataFrame(con.sql(query("free_tiers")))
     finally:
         con.unregister("counted_charges")
     return decide(candidates, decided)
@@ -710,7 +853,8 @@ def counted_charges(candidates: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("free_tier_counter").is_not_null())
         .select(
             "row", pl.col("free_tier_counter").cast(pl.String), "free_tier_scope", "local_month", "started_at",
-            pl.col("business_phone").cast(pl.String), "user_id", "opening_message_id",
+            pl.col("business_phone").cast(pl.String), "user_id", "opening_message_id", "free_units",
+            placed_as=pl.col("pricing_type").cast(pl.String), beyond_free_tier=pl.col("beyond_free_tier").cast(pl.String),
         )
     )
 
@@ -744,13 +888,18 @@ def _as(name: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
     return pl.col(name).cast(target)
 
 
-def describe(charges: pl.DataFrame | pl.LazyFrame) -> str:
+def describe(charges: pl.DataFrame | pl.LazyFrame, config: BillingConfig | None = None) -> str:
     """The run summary of a billing: charges by rule set, category and pricing type, and a warning
-    wherever a result rests on a rule set Meta has not published itself (billing-rules.md §1)."""
+    wherever a result rests on a rule that Meta has not published itself, naming the rule
+    (data/rules/rule_sets.toml `status`), or on a model of an unpublished mechanism (§9 `fep_model`)."""
+    config = config or BillingConfig()
     counts = (
         charges.lazy()
         .group_by("rule_set", "category", "pricing_type")
-        .agg(charges=pl.len(), billable=pl.col("billable").sum(), messages=pl.col("message_count").sum())
+        .agg(
+            charges=pl.len(), billable=pl.col("billable").sum(), messages=pl.col("message_count").sum(),
+            first=pl.col("started_at").min(), last=pl.col("started_at").max(),
+        )
         .sort("rule_set", "category", "pricing_type")
         .collect()
     )
@@ -760,19 +909,27 @@ def describe(charges: pl.DataFrame | pl.LazyFrame) -> str:
         lines.append(
             f"  {row['rule_set']:<12} {row['category']:<28} {row['pricing_type']:<22} {row['charges']:>10,} {row['messages']:>10,}"
         )
-    for rule_set in rules.rule_sets():
-        if rule_set.status == "reported" and rule_set.name in set(counts["rule_set"]):
-            lines.append(
-                f"warning: {rule_set.name} charges follow rules reported by partners, not read on Meta's pricing page "
-                f"({rule_set.source})"
-            )
+    lines.extend(f"warning: {text}" for text in rule_warnings(counts, config))
     return "\n".join(lines)
 
 
-def free_tier_parameters() -> dict[str, int]:
-    """The free units a month of each counter, read from `analytics.rules` when a run starts."""
-    return {
-        "cbp_2022_free": rules.CBP_2022_FREE_CONVERSATIONS,
-        "cbp_2023_free_service": rules.CBP_2023_FREE_SERVICE_CONVERSATIONS,
-        "pmp_2026_free_service": rules.PMP_2026_FREE_SERVICE_MESSAGES,
-    }
+def rule_warnings(charges: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> list[str]:
+    """One sentence for each rule the charges rest on that is not `meta_documented`, naming the
+    rule set, its period and the source, and one for a free entry point model beyond Meta's word."""
+    used = charges.lazy().group_by("rule_set").agg(first=pl.col("started_at").min(), last=pl.col("started_at").max()).collect()
+    spans = {row["rule_set"]: (row["first"].date(), row["last"].date()) for row in used.iter_rows(named=True)}
+    warnings = []
+    periods = config.periods()
+    for code, period in enumerate(periods):
+        span = spans.get(period.name)
+        ends = next((p.effective_from for p in periods[code + 1 :] if p.name == period.name), None)
+        if period.status == "meta_documented" or span is None or span[1] < period.effective_from or (ends and span[0] >= ends):
+            continue
+        what = f"{period.name} from {period.effective_from}" if period.amended else period.name
+        warnings.append(f"{what} ({period.note}) is {period.status.replace('_', ' ')}, not read on Meta's own pages: {period.source}")
+    if config.fep_model != rules.FIXED_72H and spans:
+        warnings.append(
+            f"free entry point windows follow fep_model {config.fep_model}, a model: Meta has not published what makes a "
+            "click-to-WhatsApp window last longer than 72 h (billing-rules.md §9)"
+        )
+    return warnings

@@ -59,7 +59,7 @@ STATUS_COLOURS: dict[str, str] = {
     reconcile.MISSING_META: "#b279a2",
 }
 PRICING_TYPE_COLOURS: dict[str, str] = dict(
-    zip(schema.PRICING_TYPES, ("#4c78a8", "#9ecae9", "#eeca3b", "#b279a2"), strict=True)
+    zip(schema.PRICING_TYPES, ("#4c78a8", "#9ecae9", "#eeca3b", "#b279a2", "#72b7b2"), strict=True)
 )
 SCENARIO_COLOURS = ("#333333", "#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d")  # baseline first
 SAVING_COLOUR, EXTRA_COST_COLOUR = "#54a24b", "#e45756"

@@ -112,7 +112,7 @@ def _bill_bucket(scratch: Path, bucket: int, messages: pl.LazyFrame | None, conf
 def _decide_free_tiers(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
     counted = sorted(str(p) for p in (scratch / "counted").glob("*.parquet"))
     con.read_parquet(counted).create_view("counted_charges")
-    decided = con.sql(query("free_tiers"), params=charges.free_tier_parameters())
+    decided = con.sql(query("free_tiers"))
     decided.write_parquet(str(scratch / "decided"), partition_by=["bucket"], write_partition_columns=True)
 
 

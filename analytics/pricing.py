@@ -730,7 +730,7 @@ def _unpriced_lines(partials: pl.DataFrame) -> list[str]:
 
 
 def _reported_rule_lines(partials: pl.DataFrame, total: Decimal, unit: str) -> list[str]:
-    reported = [r.name for r in rules.rule_sets() if r.status == "reported"]
+    reported = sorted({r.name for r in rules.shipped().periods if r.status != "meta_documented"})
     depends = partials.filter(pl.col("billable") & pl.col("rule_set").is_in(reported))
     if depends.height == 0:
         return []
@@ -739,5 +739,5 @@ def _reported_rule_lines(partials: pl.DataFrame, total: Decimal, unit: str) -> l
     names = ", ".join(sorted(set(depends["rule_set"].to_list())))
     return [
         f"Warning: {_money(cost)} {unit}{share} is for {int(depends['charges'].sum()):,} billable charges under rule set {names}, "
-        "reported by partners and not read on Meta's own pricing page (billing-rules.md §1): verify before relying on it."
+        "whose rules are not all read on Meta's own pages (data/rules/rule_sets.toml `status`): verify before relying on it."
     ]

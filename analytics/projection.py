@@ -60,7 +60,8 @@ WEEK = dt.timedelta(weeks=1)
 YEAR_IN_WEEKS = 52
 LEVEL_WEEKS = 13  # how much recent traffic grew: the last 13 weeks against the same weeks a year earlier
 MONTH_IN_DAYS = 30.44
-CONTEXT = max(rules.FEP_WINDOW, rules.CUSTOMER_SERVICE_WINDOW, rules.CONVERSATION_WINDOW)
+# The traffic before a projection that its first messages' windows can reach (the rules' longest).
+CONTEXT = max(rules.shipped().longest(w) for w in ("ctwa_fep_window_up_to", "customer_service_window", "conversation_window"))
 DEFAULT_HISTORY_MONTHS = 3
 
 PROJECT_SCHEMA: dict[str, pl.DataType] = {

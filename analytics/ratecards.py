@@ -81,7 +81,7 @@ CATEGORIES = (
     rules.AUTH,
     rules.AUTH_INTERNATIONAL,
     "service",
-    *rules.CBP_2022_CATEGORIES,
+    *rules.INITIATOR_CATEGORIES,
 )
 # contracts.md §3: volume tiers count utility, and authentication with authentication_international.
 TIER_FAMILY = {"utility": "utility", rules.AUTH: rules.AUTH, rules.AUTH_INTERNATIONAL: rules.AUTH}

@@ -15,7 +15,7 @@ a `reason` (one of `REASONS`) and an `explanation` in plain language with the fi
 **Levels.**
 1. `message` (PMP, per message): Meta's item is a wamid with `pricing_model: PMP`; it is matched
    to our charge whose `opening_message_id` is that wamid. Category (`marketing_lite` is billed as
-   marketing, rules.BILLED_CATEGORY, so the two are the same), pricing type (Meta's `type` wins over
+   marketing, the choice `marketing_lite_billed_as`, so the two are the same), pricing type (Meta's `type` wins over
    `billable` when both are given, §7) and billing are compared.
 2. `conversation` (CBP): Meta's conversation id groups the wamids of its statuses. It is matched to
    our conversation whose opening message is among them, the one whose window starts nearest to
@@ -273,17 +273,18 @@ def _with_costs(charges: pl.DataFrame, priced: pl.DataFrame) -> pl.DataFrame:
 # --- Our side: which charge each message belongs to ---------------------------------------------------
 
 
-def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame) -> pl.DataFrame:
+def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, config: BillingConfig | None = None) -> pl.DataFrame:
     """`message_id` -> `opening_message_id` of the charge each delivered outbound message belongs to.
 
     A message that opened a charge (a CBP conversation, a PMP row) belongs to it. Any other was
     absorbed by an open CBP conversation of its key, by the rules `analytics.reference` follows:
     a conversation contains `t` if `started_at <= t < expires_at` (an FEP opening ends others early:
-    `expires_at` is the real end); an FEP conversation and a `cbp-2022` one absorb everything, a
-    `cbp-2023` one the templates of its slot and every non-template; the FEP conversation first,
+    `expires_at` is the real end); an FEP conversation and a one-slot one absorb everything, a
+    per-category one the templates of its slot and every non-template; the FEP conversation first,
     then the earliest opened (§2 Precedence, §4.3, §5 Crossover). Failed and inbound messages
     belong to nothing and are not listed.
     """
+    config = config or BillingConfig()
     outbound = messages.filter(
         (pl.col("direction") == "outbound") & pl.col("status").ne_missing(FAILED)
     ).select(
@@ -292,7 +293,7 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame) -> p
         "user_id",
         "timestamp",
         is_template=pl.col("message_type") == schema.TEMPLATE,
-        slot=pl.col("template_category").replace(rules.BILLED_CATEGORY),
+        slot=pl.col("template_category").replace(config.rule_book.choices.billed_category),
     )
     openers = charges.select("opening_message_id")
     own = outbound.join(openers, left_on="message_id", right_on="opening_message_id", how="semi").select(
@@ -305,7 +306,7 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame) -> p
         "started_at",
         "expires_at",
         "opening_message_id",
-        takes_all=(pl.col("category") == rules.FEP_CATEGORY) | (pl.col("rule_set") == "cbp-2022"),
+        takes_all=(pl.col("category") == rules.FEP_CATEGORY) | pl.col("rule_set").is_in(config.one_slot_rule_sets()),
         is_fep=pl.col("category") == rules.FEP_CATEGORY,
         conversation_slot=pl.col("category").replace({rules.AUTH_INTERNATIONAL: rules.AUTH}),
     )
@@ -361,8 +362,9 @@ def meta_items(meta_pricing: pl.DataFrame, config: BillingConfig | None = None) 
         )
         .with_columns(meta_pricing_model=pl.lit("PMP"))
     )
-    fep_window = int(config.fep_window.total_seconds())
-    window = int(rules.CONVERSATION_WINDOW.total_seconds())
+    conversation_window, fep_window_length = config.conversation_windows()
+    fep_window = int(fep_window_length.total_seconds())
+    window = int(conversation_window.total_seconds())
     cbp = (
         usable.filter(pl.col("model") == "CBP")
         .with_columns(
@@ -445,10 +447,10 @@ class _MessageContext:
             _status="status",
             _direction="direction",
             _ours_message_category=pl.when(pl.col("message_type") == schema.TEMPLATE)
-            .then(pl.col("template_category").replace(rules.BILLED_CATEGORY))
+            .then(pl.col("template_category").replace(config.rule_book.choices.billed_category))
             .otherwise(pl.when(pl.col("direction") == "outbound").then(pl.lit(SERVICE))),
         )
-        attributed = conversation_of_messages(charges, messages).join(
+        attributed = conversation_of_messages(charges, messages, config).join(
             charges.select(
                 "opening_message_id",
                 _absorbed_by_category="category",
@@ -646,8 +648,9 @@ def _classified(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     }
     rows = rows.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in defaults.items() if c not in rows.columns)
     level_is = {level: pl.col("level") == level for level in (MESSAGE, CONVERSATION)}
-    ours_category = pl.col("ours_category").replace(rules.BILLED_CATEGORY)
-    meta_category = pl.col("meta_category").replace(rules.BILLED_CATEGORY)
+    billed_as = config.rule_book.choices.billed_category
+    ours_category = pl.col("ours_category").replace(billed_as)
+    meta_category = pl.col("meta_category").replace(billed_as)
     is_cbp = pl.col("meta_pricing_model") == "CBP"
     # [choice] Under PMP a free entry point message may come as category referral_conversion (Gupshup lists
     # it among PMP categories); we give it the message's own category (billing-rules.md §2): the same thing.
@@ -892,14 +895,14 @@ def _explain_pricing_type(row: dict) -> str:
             "input, or the window length differs (billing-rules.md §2, §8)"
         )
     elif "free_tier" in kinds:
-        hint = "the monthly free tier counts differently (1,000 a month per WABA, or per number under pmp-2026-10)"
+        hint = "the monthly free tier counts differently (its size and scope, per WABA or per business number, are in data/rules/rule_sets.toml)"
     elif row.get("ours_category") == "utility":
         hint = (
             "whether the customer service window was open differs: the user's last message may be missing from the "
             "input, or free utility templates in the window began on another date for this business (billing-rules.md §8)"
         )
-    elif row.get("_rule_set") == "pmp-2026-10":
-        hint = "the rules of pmp-2026-10 are reported by partners, not read on Meta's own page (billing-rules.md §1)"
+    elif row.get("_rule_set") in rules.shipped().names and rules.rule_set(row["_rule_set"]).status != "meta_documented":
+        hint = f"the rules of {row['_rule_set']} are not read on Meta's own pages (data/rules/rule_sets.toml)"
     else:
         hint = "check the rule set in force (--timezone, --rules)"
     return f"{text}: {hint}."
@@ -954,19 +957,19 @@ def _explain_rule_model(row: dict, config: BillingConfig) -> str:
             f"Meta billed {meta} where we computed {ours}: the free entry point window is modelled differently — the "
             "user's entry may be missing from the input, or the window was shorter (billing-rules.md §2, §8)."
         )
-    era_2022 = {meta in rules.CBP_2022_CATEGORIES, ours in rules.CBP_2022_CATEGORIES}
+    era_2022 = {meta in rules.INITIATOR_CATEGORIES, ours in rules.INITIATOR_CATEGORIES}
     if era_2022 == {True, False} and rules.FEP_CATEGORY not in pair:
         return (
-            f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: one side uses the categories of "
-            "cbp-2022 (user- and business-initiated), the other those of cbp-2023; the switch was 2023-06-01 in the "
-            "WABA time zone (check --timezone)."
+            f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: one side uses the one-slot "
+            "categories (user- and business-initiated), the other the per-category ones; the switch between the two "
+            "rule sets is at midnight in the WABA time zone (check --timezone)."
         )
     if pair <= {"user_initiated", "business_initiated"}:
         return (
             f"Meta says {meta} where we computed {ours}: whether a customer service window was open differs — the "
             "user's message that opened it may be missing from the input."
         )
-    known = {*rules.CBP_2022_CATEGORIES, *rules.CBP_2023_SLOTS, rules.AUTH_INTERNATIONAL, "marketing_lite"}
+    known = {*rules.INITIATOR_CATEGORIES, *rules.CATEGORY_SLOTS, rules.AUTH_INTERNATIONAL, "marketing_lite"}
     if meta not in known:
         return f"Meta billed category {meta}, which this package does not model (e.g. an AI provider's or group rate)."
     return f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: a rule modelled differently."
@@ -1133,7 +1136,7 @@ def _report_buckets(
         period_start=pl.col("start").dt.epoch("us"),
         period_end=pl.col("end").dt.epoch("us"),
         **{d: (pl.lit(None, pl.String) if d in absent else pl.col(d)) for d in _DIMENSIONS if d != "category"},
-        category=pl.lit(None, pl.String) if "category" in absent else pl.col("category").replace(rules.BILLED_CATEGORY),
+        category=pl.lit(None, pl.String) if "category" in absent else pl.col("category").replace(config.rule_book.choices.billed_category),
         meta_category="category",
         volume="volume",
         cost="cost",
@@ -1301,7 +1304,7 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
     (opening + window, rounded up to the next whole minute, as Meta has been seen to do).
     """
     config = config or BillingConfig()
-    attributed = conversation_of_messages(charges, messages)
+    attributed = conversation_of_messages(charges, messages, config)
     rows = (
         messages.join(attributed, on="message_id", how="inner")
         .join(
@@ -1314,9 +1317,8 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
         )
     )
     cbp = pl.col("pricing_model") == "CBP"
-    window = pl.when(pl.col("category") == rules.FEP_CATEGORY).then(pl.lit(config.fep_window)).otherwise(
-        pl.lit(rules.CONVERSATION_WINDOW)
-    )
+    conversation_window, fep_window = config.conversation_windows()
+    window = pl.when(pl.col("category") == rules.FEP_CATEGORY).then(pl.lit(fep_window)).otherwise(pl.lit(conversation_window))
     nominal_end = pl.col("started_at") + window
     rounded_end = nominal_end.dt.truncate("1m") + pl.when(nominal_end.dt.truncate("1m") == nominal_end).then(
         pl.duration(minutes=0)
@@ -1484,7 +1486,7 @@ def perturb(
 
     meta = meta_pricing.with_columns(
         category=pl.when(pl.col("message_id").is_in(wamids(RECATEGORISED)))
-        .then(pl.col("category").replace(rules.BILLED_CATEGORY).replace(_OTHER_CATEGORY))
+        .then(pl.col("category").replace(rules.shipped().choices.billed_category).replace(_OTHER_CATEGORY))
         .otherwise(pl.col("category")),
         pricing_type=pl.when(pl.col("message_id").is_in(wamids(PRICING_TYPE_CHANGED)) & (pl.col("pricing_model") == "PMP"))
         .then(pl.lit("free_customer_service"))
@@ -1504,7 +1506,7 @@ def perturb(
 def agreement_by_category(rows: pl.DataFrame) -> pl.DataFrame:
     """Per level and category (ours, else Meta's): rows compared, matches, and the agreement rate."""
     return (
-        rows.with_columns(category=pl.coalesce(pl.col("ours_category").replace(rules.BILLED_CATEGORY), "meta_category").fill_null("(all)"))
+        rows.with_columns(category=pl.coalesce(pl.col("ours_category").replace(rules.shipped().choices.billed_category), "meta_category").fill_null("(all)"))
         .group_by("level", "category")
         .agg(compared=pl.len(), matched=(pl.col("status") == MATCH).sum())
         .with_columns(agreement=(pl.col("matched") / pl.col("compared")).round(4))

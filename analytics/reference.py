@@ -22,12 +22,21 @@ Decisions where billing-rules.md is silent (the fast engine implements the same)
   billed as delivered. An inbound row acts whatever its status.
 - Every row, failed and inbound ones included, must have a rule set (§1): a row before the first
   rule set (2022-02-01, WABA time zone) raises ValueError naming it, it is never dropped silently.
-  With `BillingConfig.rules` every row has that rule set.
+  With `BillingConfig.rules` every row has that rule set, in the period (amendment) of its date.
+- What a message does is decided by the rule-set *period* of its own local date
+  (`analytics.rules.RuleSet`): the customer service window an inbound message opens, the offer
+  and window lengths of a free entry point, the conversations and pricing types of an outbound
+  message. The code reads the period's properties and never a rule set's name.
 - A template whose category is not one of `schema.TEMPLATE_CATEGORIES` raises ValueError: ingest
   quarantines it, and a guess would misbill it.
 - A null `waba_id` is the default WABA (`schema.DEFAULT_WABA`), as ingest fills it.
 - FEP offer (§2): an entry-point message sets `offer_until = t + 24 h`, replacing any earlier offer,
-  taken up or not. The next delivered outbound message ends the offer whatever it does: if it comes
+  taken up or not; the window it leads to has the length `BillingConfig.fep_window_of` gives for
+  the opener's period and the offer's entry point (§9 `fep_model`). Under
+  `extend-24h-per-user-message` an inbound message inside an extendable window moves its end to
+  `max(end, t + 24 h)`, never past the longest length. A delivered message that carries Meta's own
+  end of its window (`fep_expires_at`, §9 "Meta's own window wins") sets the end of the key's
+  latest window when it falls inside that window as Meta tells it (`fep_start <= t < fep_expires_at`). The next delivered outbound message ends the offer whatever it does: if it comes
   while the offer lasts it takes it up (opening an FEP window unless one is open,
   `rules.FEP_REOPENS_INSIDE_OPEN_WINDOW`); if it comes later the offer lapses.
 - Opening an FEP window closes every open conversation of the key at that instant, whatever its
@@ -39,16 +48,21 @@ Decisions where billing-rules.md is silent (the fast engine implements the same)
   later PMP rule set (no row for them). Opened under PMP it is no conversation: each message
   inside it is its own `free_entry_point` row.
 - Crossover (§5): an open conversation absorbs what its own rules would absorb, whatever the rule
-  set of the message: a `cbp-2022` conversation absorbs everything, a `cbp-2023` conversation of
-  slot C absorbs C templates and every non-template. When several open conversations would absorb
+  set of the message: a one-slot conversation absorbs everything, a per-category conversation of
+  slot C absorbs C templates and every non-template (with the choice `crossover = "utility"`,
+  only utility conversations absorb messages of a later rule set). When several open conversations would absorb
   a message, the earliest opened takes it (§4.3 says so for non-templates).
 - Authentication-international (§4.5) is decided at the opening message: its `user_country` and
   local date (a CBP conversation at its opening, a PMP row at delivery, FEP rows included).
-- Free tiers are counted per rule set, per scope (WABA, or business phone for `pmp-2026-10`) and
-  local calendar month of `started_at`, in the order started_at, business_phone, user_id,
-  opening_message_id (strings byte-wise).
-- `cbp-2023` service conversations: the free tier applies when the conversation opened (local date)
-  before `rules.SERVICE_CONVERSATIONS_FREE_FROM`, `free_customer_service` from then on.
+- Free tiers are counted per rule set and tier, per scope (WABA or business phone, as the tier
+  says) and local calendar month of `started_at`, in the order started_at, business_phone,
+  user_id, opening_message_id (strings byte-wise).
+- Free tiers count the charges of the categories a tier names, per rule set (amendments share
+  their rule set's counters). FEP charges only take places in a counter when the choice
+  `fep_counts_toward_free_tier` says so, and stay `free_entry_point`; reactions never count where
+  the rules make them free.
+- Service exemption (§9): a PMP service charge that would be `regular` (beyond the free tier, or
+  with no free tier) is `free_exempt` while `BillingConfig.service_exempt_until` lasts.
 """
 
 from __future__ import annotations
@@ -66,30 +80,12 @@ from analytics import rules, schema
 from analytics.markets import market_of
 from analytics.rules import BillingConfig, RuleSet
 
-# Rule set names of §1 (data/rules/rule_sets.csv), where the engine's behaviour depends on which one.
-CBP_2022 = "cbp-2022"
-CBP_2023 = "cbp-2023"
-PMP_2025 = "pmp-2025"
-PMP_2026_10 = "pmp-2026-10"
-
-# Pricing types (contracts.md §2).
+# Pricing types (contracts.md §2; `free_exempt` only with BillingConfig.service_exempt_until).
 REGULAR = "regular"
 FREE_TIER = "free_tier"
 FREE_ENTRY_POINT = "free_entry_point"
 FREE_CUSTOMER_SERVICE = "free_customer_service"
-
-SERVICE = "service"
-USER_INITIATED = "user_initiated"
-BUSINESS_INITIATED = "business_initiated"
-
-# §3.3, §4.4, §5: the size of each rule set's monthly free tier.
-def free_tier_size(rule_set_name: str) -> int:
-    """Free units a month of the counter of a rule set (§3.3, §4.4, §5), read from `rules` at call time."""
-    return {
-        CBP_2022: rules.CBP_2022_FREE_CONVERSATIONS,
-        CBP_2023: rules.CBP_2023_FREE_SERVICE_CONVERSATIONS,
-        PMP_2026_10: rules.PMP_2026_FREE_SERVICE_MESSAGES,
-    }[rule_set_name]
+FREE_EXEMPT = "free_exempt"
 
 
 def bill(messages: pl.DataFrame, config: BillingConfig = BillingConfig()) -> pl.DataFrame:
@@ -102,11 +98,13 @@ def bill(messages: pl.DataFrame, config: BillingConfig = BillingConfig()) -> pl.
     for message in _read_messages(messages, config):
         by_key[(message.business_phone, message.user_id)].append(message)
 
+    rank = config.rule_book.choices.direction_rank
     charges: list[Charge] = []
     for key_messages in by_key.values():
-        charges.extend(_walk_key(sorted(key_messages, key=_processing_order), config))
+        ordered = sorted(key_messages, key=lambda m: (m.timestamp, rank.get(m.direction, rank["outbound"]), m.message_id.encode()))
+        charges.extend(_walk_key(ordered, config))
 
-    _apply_free_tiers(charges)
+    _apply_free_tiers(charges, config)
     return _finish(charges, config)
 
 
@@ -128,8 +126,10 @@ class Message:
     template_category: str | None
     status: str | None
     entry_point: str | None
+    fep_expires_at: dt.datetime | None  # Meta's end of the FEP window it was delivered in (§9)
     local_date: dt.date  # in the WABA time zone (§1, §2 Months)
-    rule_set: RuleSet  # in force at the message's local date, or BillingConfig.rules
+    rule_set: RuleSet  # the period in force at the message's local date, or of BillingConfig.rules
+    billed_as: dict[str, str]  # §2 [choice]: template categories billed as another
 
     @property
     def is_inbound(self) -> bool:
@@ -152,9 +152,9 @@ class Message:
     def billed_category(self) -> str:
         """The category a template is billed as (§2: `marketing_lite` as `marketing`); `service` otherwise."""
         if not self.is_template:
-            return SERVICE
+            return rules.SERVICE
         assert self.template_category is not None
-        return rules.BILLED_CATEGORY.get(self.template_category, self.template_category)
+        return self.billed_as.get(self.template_category, self.template_category)
 
     def describe(self) -> str:
         return _describe(self.__dict__)
@@ -169,19 +169,21 @@ def _describe(row: dict) -> str:
 
 
 def _read_messages(messages: pl.DataFrame, config: BillingConfig) -> Iterator[Message]:
-    """Each row as a `Message`: local date in its WABA's time zone and rule set (§1)."""
-    forced = rules.rule_set(config.rules) if config.rules is not None else None
-    rows = messages.select([pl.col(c).cast(t) for c, t in schema.MESSAGE_SCHEMA.items()])
+    """Each row as a `Message`: local date in its WABA's time zone and rule-set period (§1)."""
+    book = config.rule_book
+    columns = {**schema.MESSAGE_SCHEMA, schema.FEP_EXPIRES_AT: schema.INSTANT}
+    missing = [pl.lit(None, dtype=t).alias(c) for c, t in columns.items() if c not in messages.columns]
+    rows = messages.with_columns(missing).select([pl.col(c).cast(t) for c, t in columns.items()])
     for row in rows.iter_rows(named=True):
         waba_id = row["waba_id"] if row["waba_id"] is not None else schema.DEFAULT_WABA
         timezone = config.timezone_of(waba_id)
         local_date = row["timestamp"].astimezone(_zone(timezone)).date()
-        rule_set = forced or rules.rule_set_on(local_date)
+        period = config.period_on(local_date)
         described = _describe(row)
-        if rule_set is None:
+        if period is None:
             raise ValueError(
                 f"{described} is dated {local_date} in {timezone}, before the first supported rule set "
-                f"({rules.first_supported_date()}): notification-based pricing is not supported. "
+                f"({book.first_supported_date()}): notification-based pricing is not supported. "
                 "Ingest quarantines such rows; remove it or bill with an explicit rule set (--rules)."
             )
         if row["message_type"] == schema.TEMPLATE and row["template_category"] not in schema.TEMPLATE_CATEGORIES:
@@ -201,19 +203,16 @@ def _read_messages(messages: pl.DataFrame, config: BillingConfig) -> Iterator[Me
             template_category=row["template_category"],
             status=row["status"],
             entry_point=row["entry_point"],
+            fep_expires_at=row.get("fep_expires_at"),
             local_date=local_date,
-            rule_set=rule_set,
+            rule_set=period,
+            billed_as=book.choices.billed_category,
         )
 
 
 @cache
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
-
-
-def _processing_order(message: Message) -> tuple[dt.datetime, int, bytes]:
-    """§2 Order: timestamp, inbound before outbound at equal timestamps, then message_id byte-wise."""
-    return (message.timestamp, rules.DIRECTION_RANK.get(message.direction, 1), message.message_id.encode())
 
 
 # --- Step 2: the state machine of one key -----------------------------------------------------------
@@ -224,8 +223,9 @@ class Charge:
     """One row of the charges table in the making: a CBP conversation or a PMP message.
 
     `pricing_type` is None while the row waits for its free tier (step 3). `slot` is the CBP slot a
-    conversation occupies: the billed category under `cbp-2023` (§4.1), None under `cbp-2022` (one
-    slot, §3.1) and for FEP conversations.
+    conversation occupies: the billed category of a per-category conversation (§4.1), None for a
+    one-slot conversation (§3.1) and for FEP conversations. `counted` says a free-entry-point
+    charge takes a place in its free tier's counter (the choice `fep_counts_toward_free_tier`).
     """
 
     rule_set: RuleSet
@@ -235,6 +235,7 @@ class Charge:
     expires_at: dt.datetime | None
     slot: str | None = None
     message_count: int = 1
+    counted: bool = False
 
     @property
     def started_at(self) -> dt.datetime:
@@ -243,11 +244,14 @@ class Charge:
     def is_open_at(self, t: dt.datetime) -> bool:
         return self.expires_at is not None and self.started_at <= t < self.expires_at
 
-    def absorbs(self, message: Message) -> bool:
+    def absorbs(self, message: Message, crossover: str) -> bool:
         """§3.1, §4.2-4.3, §5 Crossover: what this conversation takes by its own rules, whatever the
-        rule set of the message: `cbp-2022` everything; `cbp-2023` templates of its slot and every
-        non-template."""
-        if self.rule_set.name == CBP_2022:
+        rule set of the message: one slot, everything; per category, templates of its slot and every
+        non-template. With the choice `crossover = "utility"`, only a utility conversation takes
+        messages of a later rule set."""
+        if message.rule_set.name != self.rule_set.name and crossover != "all_categories" and self.slot != "utility":
+            return False
+        if self.rule_set.conversations == rules.ONE_SLOT:
             return True
         return not message.is_template or message.billed_category == self.slot
 
@@ -256,10 +260,11 @@ class Charge:
 class KeyState:
     """What §2 makes a key remember between its messages.
 
-    - `csw_until`: end of the customer service window, 24 h after the latest inbound message.
-    - `offer_until`: end of the pending free entry point offer, None when there is none.
-    - `fep_start`, `fep_until`: the latest FEP window; `fep_conversation` is its conversation when
-      it was opened under CBP (None under PMP).
+    - `csw_until`: end of the customer service window, set by the latest inbound message.
+    - `offer_until`, `offer_entry_point`: the pending free entry point offer, None when there is none.
+    - `fep_start`, `fep_until`: the latest FEP window; `fep_up_to`, how far user messages may still
+      extend it (§9 `extend-24h-per-user-message`), and `fep_extension`, by how much;
+      `fep_conversation` is its conversation when it was opened under CBP (None under PMP).
     - `open_conversations`: CBP conversations that may still be open, in opening order.
     - `charges`: every record this key has produced, in the order produced.
     """
@@ -267,8 +272,11 @@ class KeyState:
     config: BillingConfig
     csw_until: dt.datetime | None = None
     offer_until: dt.datetime | None = None
+    offer_entry_point: str | None = None
     fep_start: dt.datetime | None = None
     fep_until: dt.datetime | None = None
+    fep_up_to: dt.datetime | None = None
+    fep_extension: dt.timedelta = dt.timedelta(0)
     fep_conversation: Charge | None = None
     open_conversations: list[Charge] = field(default_factory=list)
     charges: list[Charge] = field(default_factory=list)
@@ -279,15 +287,24 @@ class KeyState:
     def inside_fep_window(self, t: dt.datetime) -> bool:
         return self.fep_start is not None and self.fep_until is not None and self.fep_start <= t < self.fep_until
 
+    def _set_fep_until(self, until: dt.datetime) -> None:
+        self.fep_until = until
+        if self.fep_conversation is not None:
+            self.fep_conversation.expires_at = until
+
     # Inbound ------------------------------------------------------------------------------------
 
     def receive(self, message: Message) -> None:
         """§2: an inbound message opens or refreshes the CSW; with an entry point it makes an FEP offer
-        (replacing any earlier one). It never opens a conversation."""
-        t = message.timestamp
-        self.csw_until = t + rules.CUSTOMER_SERVICE_WINDOW
+        (replacing any earlier one). It never opens a conversation. §9: inside an extendable FEP
+        window it moves the window's end."""
+        t, period = message.timestamp, message.rule_set
+        self.csw_until = t + period.customer_service_window
         if message.entry_point:
-            self.offer_until = t + rules.FEP_OFFER_WINDOW
+            self.offer_until = t + period.fep_offer_window
+            self.offer_entry_point = message.entry_point
+        if self.inside_fep_window(t) and self.fep_up_to is not None and self.fep_until is not None:
+            self._set_fep_until(min(max(self.fep_until, t + self.fep_extension), self.fep_up_to))
 
     # Outbound -----------------------------------------------------------------------------------
 
@@ -297,11 +314,16 @@ class KeyState:
         t = message.timestamp
         self.open_conversations = [c for c in self.open_conversations if c.is_open_at(t)]
         self._take_up_offer(message)
+        reported = message.fep_expires_at
+        if reported is not None and self.fep_start is not None and self.fep_start <= t < reported:
+            self._set_fep_until(reported)  # §9: Meta's own window wins, and user messages no longer move it
+            self.fep_up_to = None
 
         if self.inside_fep_window(t):
             self._bill_inside_fep_window(message)
             return
-        absorbing = next((c for c in self.open_conversations if c.absorbs(message)), None)
+        crossover = self.config.rule_book.choices.crossover
+        absorbing = next((c for c in self.open_conversations if c.absorbs(message, crossover)), None)
         if absorbing is not None:
             absorbing.message_count += 1  # §3.1, §4.2-4.3, §5 Crossover: no charge of its own
             return
@@ -313,35 +335,50 @@ class KeyState:
     def _take_up_offer(self, message: Message) -> None:
         """§2 FEP: the first delivered outbound message after an offer ends it; if the offer still
         lasts, the message takes it up and opens an FEP window from itself, unless it falls inside
-        an open one (`rules.FEP_REOPENS_INSIDE_OPEN_WINDOW`)."""
+        an open one (the choice `fep_reopens_inside_open_window`)."""
         if self.offer_until is None:
             return
         t = message.timestamp
         taken_up = t < self.offer_until
         self.offer_until = None
-        if taken_up and (rules.FEP_REOPENS_INSIDE_OPEN_WINDOW or not self.inside_fep_window(t)):
+        reopens = self.config.rule_book.choices.fep_reopens_inside_open_window
+        if taken_up and (reopens or not self.inside_fep_window(t)):
             self._open_fep_window(message)
 
     def _open_fep_window(self, opener: Message) -> None:
-        """§2 FEP, Precedence: a window of `config.fep_window` from the opener. It closes every open
-        conversation now (any rule set); under CBP it is itself a `referral_conversion` conversation."""
-        t = opener.timestamp
-        self.fep_start, self.fep_until = t, t + self.config.fep_window
+        """§2 FEP, Precedence: a window from the opener, as long as `BillingConfig.fep_window_of`
+        says. It closes every open conversation now (any rule set); under CBP it is itself a
+        `referral_conversion` conversation."""
+        t, period = opener.timestamp, opener.rule_set
+        length, up_to = self.config.fep_window_of(period, self.offer_entry_point)
+        self.fep_start, self.fep_until = t, t + length
+        self.fep_up_to = t + up_to if up_to > length else None
+        self.fep_extension = period.ctwa_fep_extension
         for conversation in self.open_conversations:
             conversation.expires_at = t  # closed by the FEP window: its real end
         self.open_conversations = []
         self.fep_conversation = None
-        if not opener.rule_set.is_cbp:
+        if not period.is_cbp:
             return
         self.fep_conversation = Charge(
-            rule_set=opener.rule_set,
+            rule_set=period,
             category=rules.FEP_CATEGORY,
             pricing_type=FREE_ENTRY_POINT,
             opening=opener,
             expires_at=self.fep_until,
             message_count=0,  # the opener is inside its own window: deliver() counts it like the rest
+            counted=self._fep_counted(period, rules.FEP_CATEGORY, opener),
         )
         self.charges.append(self.fep_conversation)
+
+    def _fep_counted(self, period: RuleSet, category: str, message: Message) -> bool:
+        """§2 [choice]: a free entry point charge takes a place in the free tier of its category
+        only when `fep_counts_toward_free_tier`; a free reaction never does."""
+        if not self.config.rule_book.choices.fep_counts_toward_free_tier:
+            return False
+        if message.is_reaction and period.reactions_free and not period.is_cbp:
+            return False
+        return period.free_tier_of(category) is not None
 
     def _bill_inside_fep_window(self, message: Message) -> None:
         """§2: everything delivered inside the FEP window is free. A CBP window is one conversation
@@ -350,73 +387,76 @@ class KeyState:
         if self.fep_conversation is not None:
             self.fep_conversation.message_count += 1
             return
+        category = message.billed_category
         self.charges.append(
             Charge(
                 rule_set=message.rule_set,
-                category=message.billed_category,
+                category=category,
                 pricing_type=FREE_ENTRY_POINT,
                 opening=message,
                 expires_at=None,
+                counted=self._fep_counted(message.rule_set, category, message),
             )
         )
 
-    def _open_conversation(self, message: Message) -> None:
-        """§3.2 (`cbp-2022`) and §4.2-4.4 (`cbp-2023`): a 24 h conversation opened by this message.
+    def _pricing_type(self, period: RuleSet, category: str, message: Message) -> str | None:
+        """§3-5 from the period's properties: free reactions, always-free categories, categories
+        free inside the customer service window, then a free tier's counter (None: step 3
+        decides), else `regular` (or `free_exempt`, §9)."""
+        if message.is_reaction and period.reactions_free and not period.is_cbp:
+            return FREE_CUSTOMER_SERVICE
+        if category in period.free_categories:
+            return FREE_CUSTOMER_SERVICE
+        if category in period.free_in_customer_service_window and self.csw_open_at(message.timestamp):
+            return FREE_CUSTOMER_SERVICE
+        if period.free_tier_of(category) is not None:
+            return None
+        return _beyond_free_tier(period, category, message.local_date, self.config)
 
-        `cbp-2022`: `user_initiated` if the CSW is open, else `business_initiated`; free tier later.
-        `cbp-2023`: the template's billed category (`regular`) or `service` for a non-template;
-        service waits for the free tier before `rules.SERVICE_CONVERSATIONS_FREE_FROM` and is
-        `free_customer_service` from then on.
+    def _open_conversation(self, message: Message) -> None:
+        """§3.2 (one slot) and §4.2-4.4 (per category): a conversation opened by this message.
+
+        One slot: `user_initiated` if the CSW is open, else `business_initiated`. Per category: the
+        template's billed category, or `service` for a non-template. Its pricing type follows the
+        period (`_pricing_type`).
         """
-        t = message.timestamp
-        if message.rule_set.name == CBP_2022:
-            category = USER_INITIATED if self.csw_open_at(t) else BUSINESS_INITIATED
-            pricing_type, slot = None, None
-        elif message.rule_set.name == CBP_2023:
+        t, period = message.timestamp, message.rule_set
+        if period.conversations == rules.ONE_SLOT:
+            category = rules.USER_INITIATED if self.csw_open_at(t) else rules.BUSINESS_INITIATED
+            slot = None
+        elif period.conversations == rules.PER_CATEGORY:
             category = slot = message.billed_category
-            if category != SERVICE:
-                pricing_type = REGULAR
-            elif message.local_date < rules.SERVICE_CONVERSATIONS_FREE_FROM:
-                pricing_type = None
-            else:
-                pricing_type = FREE_CUSTOMER_SERVICE
         else:
-            raise ValueError(f"rule set {message.rule_set.name!r} has no conversation rules ({message.describe()})")
+            raise ValueError(f"rule set {period.name!r} has no conversation rules ({message.describe()})")
         conversation = Charge(
-            rule_set=message.rule_set,
+            rule_set=period,
             category=category,
-            pricing_type=pricing_type,
+            pricing_type=self._pricing_type(period, category, message),
             opening=message,
-            expires_at=t + rules.CONVERSATION_WINDOW,
+            expires_at=t + period.conversation_window,
             slot=slot,
         )
         self.open_conversations.append(conversation)
         self.charges.append(conversation)
 
     def _pmp_charge(self, message: Message) -> Charge:
-        """§5: one row per delivered message that no FEP window or open conversation took.
-
-        marketing, authentication: `regular`. utility: `pmp-2025` free inside the CSW, `pmp-2026-10`
-        always `regular`. Non-template: `pmp-2025` `free_customer_service`; `pmp-2026-10` reactions
-        `free_customer_service`, other non-templates wait for the free tier.
-        """
+        """§5: one row per delivered message that no FEP window or open conversation took."""
         category = message.billed_category
-        if category == "utility":
-            free_in_csw = message.rule_set.name == PMP_2025 and self.csw_open_at(message.timestamp)
-            pricing_type: str | None = FREE_CUSTOMER_SERVICE if free_in_csw else REGULAR
-        elif category != SERVICE:
-            pricing_type = REGULAR
-        elif message.rule_set.name == PMP_2026_10 and not message.is_reaction:
-            pricing_type = None
-        else:
-            pricing_type = FREE_CUSTOMER_SERVICE
         return Charge(
             rule_set=message.rule_set,
             category=category,
-            pricing_type=pricing_type,
+            pricing_type=self._pricing_type(message.rule_set, category, message),
             opening=message,
             expires_at=None,
         )
+
+
+def _beyond_free_tier(period: RuleSet, category: str, local_date: dt.date, config: BillingConfig) -> str:
+    """What a charge past every free unit pays: `regular`, or `free_exempt` for a PMP service message
+    of an exempt business (§9)."""
+    if category == rules.SERVICE and not period.is_cbp and config.exempt_on(local_date):
+        return FREE_EXEMPT
+    return REGULAR
 
 
 def _walk_key(messages: Iterable[Message], config: BillingConfig) -> list[Charge]:
@@ -433,15 +473,17 @@ def _walk_key(messages: Iterable[Message], config: BillingConfig) -> list[Charge
 # --- Step 3: monthly counters -----------------------------------------------------------------------
 
 
-def _free_tier_counter(charge: Charge) -> tuple[str, str, str]:
-    """The monthly counter a record waits for: (rule set, scope, local month of started_at).
-
-    §3.3 `cbp-2022` and §4.4 `cbp-2023` count per WABA; §5 `pmp-2026-10` per business phone number.
-    Months are calendar months in the WABA time zone (§2 Months).
-    """
+def _free_tier_counter(charge: Charge) -> tuple[str, str, str] | None:
+    """The monthly counter a record takes a place in: (rule set and tier, scope, local month of
+    started_at), or None. §3.3, §4.4, §5: scope per WABA or per business phone number, as the tier
+    says; months are calendar months in the WABA time zone (§2 Months)."""
+    if charge.pricing_type is not None and not charge.counted:
+        return None
+    tier = charge.rule_set.free_tier_of(charge.category)
+    assert tier is not None
     opening = charge.opening
-    scope = opening.business_phone if charge.rule_set.name == PMP_2026_10 else opening.waba_id
-    return (charge.rule_set.name, scope, opening.local_date.strftime("%Y-%m"))
+    scope = opening.business_phone if tier.scope == "business_phone" else opening.waba_id
+    return (f"{charge.rule_set.name}/{tier.name}", scope, opening.local_date.strftime("%Y-%m"))
 
 
 def _free_tier_order(charge: Charge) -> tuple[dt.datetime, bytes, bytes, bytes]:
@@ -449,21 +491,25 @@ def _free_tier_order(charge: Charge) -> tuple[dt.datetime, bytes, bytes, bytes]:
     return (opening.timestamp, opening.business_phone.encode(), opening.user_id.encode(), opening.message_id.encode())
 
 
-def _apply_free_tiers(charges: list[Charge]) -> None:
-    """§3.3, §4.4, §5: the first N records of each counter are `free_tier`, the rest `regular`.
-
-    Only records left without a pricing type by the walk wait for a counter: non-FEP `cbp-2022`
-    conversations, `cbp-2023` service conversations opened before 2024-11-01, and `pmp-2026-10`
-    non-template messages other than reactions and FEP rows. Counters are per rule set, so a month
-    that straddles a switch counts each rule set apart.
-    """
+def _apply_free_tiers(charges: list[Charge], config: BillingConfig) -> None:
+    """§3.3, §4.4, §5: the first N places of each counter are `free_tier`, the rest `regular` (or
+    `free_exempt`, §9). Only records left without a pricing type by the walk are decided; FEP
+    records the choice counts take places and stay `free_entry_point`."""
     counters: dict[tuple[str, str, str], list[Charge]] = defaultdict(list)
     for charge in charges:
-        if charge.pricing_type is None:
-            counters[_free_tier_counter(charge)].append(charge)
-    for (rule_set_name, _scope, _month), waiting in counters.items():
+        counter = _free_tier_counter(charge)
+        if counter is not None:
+            counters[counter].append(charge)
+    for waiting in counters.values():
         for position, charge in enumerate(sorted(waiting, key=_free_tier_order)):
-            charge.pricing_type = FREE_TIER if position < free_tier_size(rule_set_name) else REGULAR
+            if charge.pricing_type is not None:
+                continue
+            tier = charge.rule_set.free_tier_of(charge.category)
+            assert tier is not None
+            if position < tier.size:
+                charge.pricing_type = FREE_TIER
+            else:
+                charge.pricing_type = _beyond_free_tier(charge.rule_set, charge.category, charge.opening.local_date, config)
 
 
 # --- Step 4: category, market and the table ---------------------------------------------------------

@@ -158,15 +158,11 @@ def openings(charges: pl.DataFrame, billing: BillingConfig | None = None) -> pl.
 
 def rule_set_switches(start: dt.date, end: dt.date) -> pl.DataFrame:
     """Every date in [start, end] from which other rules apply (`SWITCHES_SCHEMA`), oldest first:
-    each rule set's start (data/rules/rule_sets.csv, billing-rules.md §1) and the change inside
-    `cbp-2023` from which every service conversation is free (`rules.SERVICE_CONVERSATIONS_FREE_FROM`,
-    §4.4). Dates are 00:00 in the WABA time zone, so a switch falls on the first day of its local
-    month; `label` is short enough to print on a chart: the rule set's name, or `service free`.
+    each rule set's start and each amendment inside a rule set (data/rules/rule_sets.toml,
+    billing-rules.md §1, §9). Dates are 00:00 in the WABA time zone; `label` is short enough to
+    print on a chart: the rule set's name, or the amendment's `label`.
     """
-    found = [(r.effective_from, r.name, r.name) for r in rules.rule_sets()]
-    service_free = rules.rule_set_on(rules.SERVICE_CONVERSATIONS_FREE_FROM)
-    if service_free is not None:
-        found.append((rules.SERVICE_CONVERSATIONS_FREE_FROM, service_free.name, "service free"))
+    found = [(r.effective_from, r.name, r.label or r.name) for r in rules.shipped().periods]
     inside = sorted((d, name, label) for d, name, label in found if start <= d <= end)
     return pl.DataFrame(
         {"date": [d for d, _, _ in inside], "rule_set": [n for _, n, _ in inside], "label": [label for _, _, label in inside]},

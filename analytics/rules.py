@@ -1,17 +1,22 @@
-"""Meta's billing rules as data and named constants: one place to change when Meta changes them.
+"""Meta's billing rules as data: one file to change when Meta changes them.
 
-Normative text: ../shared/domain/billing-rules.md (cited below as §n). Every **[choice]** of that
-document is a constant or a `BillingConfig` option here; the engines (`analytics.reference`, the
-oracle, and `analytics.charges`, the fast one) read them from this module and nowhere else.
+Normative text: ../shared/domain/billing-rules.md (cited below as §n). The rule sets, their
+amendments and billing-rules.md's **[choice]**s are `data/rules/rule_sets.toml`, read into a
+`RuleBook`: the engines (`analytics.reference`, the oracle, and `analytics.charges`, the fast one),
+pricing, reconciliation, strategies and the Spark path read `RuleSet` properties from it and never
+a rule set's name. A business's own settings (time zones, authentication-international, the
+service exemption, the free entry point model) are a `BillingConfig`, which carries the book.
+
+A `RuleSet` here is one *period* of a rule set: the rule set's properties as amended up to a date.
+The charges say the rule set's `name`; the period only decides how a message is billed.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,92 +25,318 @@ from analytics.resources import resource
 
 HOUR = dt.timedelta(hours=1)
 
-# §2 Windows. All are half-open: a window opened at s with length L contains t iff s <= t < s + L.
-CONVERSATION_WINDOW = 24 * HOUR  # §3, §4: a conversation lasts 24 h from its opening message
-CUSTOMER_SERVICE_WINDOW = 24 * HOUR  # §2: 24 h from the user's latest message
-FEP_OFFER_WINDOW = 24 * HOUR  # §2: an entry-point message is an offer the business must take up in 24 h
-FEP_WINDOW = 72 * HOUR  # §2: the free entry point window; §8 notes it may have been 24 h before 2023-03
-
-# §2 [choice] An outbound message that takes up an offer inside an already open FEP window opens nothing.
-FEP_REOPENS_INSIDE_OPEN_WINDOW = False
-# §2 [choice] FEP conversations never count toward a free tier. (States the choice: both engines
-# implement this value only; changing it needs a change to their free-tier counters.)
-FEP_COUNTS_TOWARD_FREE_TIER = False
-# §2 [choice] marketing_lite templates are billed as marketing.
-BILLED_CATEGORY = {"marketing_lite": "marketing"}
-# §5 [choice] a conversation open at a rule-set switch absorbs what its own rules would absorb, every
-# category. (States the choice: both engines implement this value only.)
-CROSSOVER_ALL_CATEGORIES = True
-
-# Free tiers: (size, counted per). §3.3, §4.4, §5.
-CBP_2022_FREE_CONVERSATIONS = 1_000  # per WABA per month, both types
-CBP_2023_FREE_SERVICE_CONVERSATIONS = 1_000  # per WABA per month, service only, until SERVICE_FREE_FROM
-SERVICE_CONVERSATIONS_FREE_FROM = dt.date(2024, 11, 1)  # §1, §4.4: every service conversation free
-PMP_2026_FREE_SERVICE_MESSAGES = 1_000  # per business phone number per month, reactions not counted
-
-# Categories (contracts.md §2).
-CBP_2022_CATEGORIES = ("user_initiated", "business_initiated", "referral_conversion")
-CBP_2023_SLOTS = ("marketing", "utility", "authentication", "service")
+# Categories of contracts.md §2 that the rules name.
 FEP_CATEGORY = "referral_conversion"
 AUTH = "authentication"
 AUTH_INTERNATIONAL = "authentication_international"
+SERVICE = "service"
+USER_INITIATED = "user_initiated"
+BUSINESS_INITIATED = "business_initiated"
+INITIATOR_CATEGORIES = (USER_INITIATED, BUSINESS_INITIATED, FEP_CATEGORY)  # one-slot conversations (§3)
+CATEGORY_SLOTS = ("marketing", "utility", AUTH, SERVICE)  # per-category conversations (§4.1)
 
-# §2 [choice] Order of a key's messages: timestamp, inbound before outbound, then message_id byte-wise.
-DIRECTION_RANK = {"inbound": 0, "outbound": 1}
+# Pricing models, conversation kinds and free-tier scopes as the rules file spells them.
+CBP, PMP = "CBP", "PMP"
+ONE_SLOT, PER_CATEGORY, NO_CONVERSATIONS = "one_slot", "per_category", "none"
+SCOPES = ("waba", "business_phone")
+STATUSES = ("meta_documented", "reported", "unverified")
+CROSSOVERS = ("all_categories", "utility")
+
+# §9 [choice] How long a click-to-WhatsApp ad's free entry point window lasts since 2026-09-28.
+FIXED_72H, FIXED_7D, EXTEND = "fixed-72h", "fixed-7d", "extend-24h-per-user-message"
+FEP_MODELS = (FIXED_72H, FIXED_7D, EXTEND)
+CTWA = "ctwa"
+
+
+@dataclass(frozen=True)
+class FreeTier:
+    """Monthly free units (§3.3, §4.4, §5): the first `size` charges a month of `categories`, per
+    WABA or business phone number, are `free_tier`."""
+
+    name: str
+    size: int
+    scope: str
+    categories: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Choices:
+    """billing-rules.md's **[choice]**s that belong to no rule set, read by both engines."""
+
+    inbound_first_at_equal_time: bool = True  # §2 Order
+    fep_reopens_inside_open_window: bool = False  # §2 FEP
+    fep_counts_toward_free_tier: bool = False  # §2 FEP
+    marketing_lite_billed_as: str = "marketing"  # §2 Template category
+    crossover: str = "all_categories"  # §5 Crossover
+
+    @property
+    def direction_rank(self) -> dict[str, int]:
+        """§2 Order at equal timestamps: the rank of each direction."""
+        return {"inbound": 0, "outbound": 1} if self.inbound_first_at_equal_time else {"inbound": 1, "outbound": 0}
+
+    @property
+    def billed_category(self) -> dict[str, str]:
+        """Template categories billed as another (§2: `marketing_lite` as `marketing`)."""
+        return {"marketing_lite": self.marketing_lite_billed_as}
 
 
 @dataclass(frozen=True)
 class RuleSet:
+    """One period of a rule set: its properties in force from `effective_from` (data/rules/rule_sets.toml
+    says what each means)."""
+
     name: str
     effective_from: dt.date  # 00:00 in the WABA time zone
-    pricing_model: str  # CBP or PMP
-    status: str  # meta_documented or reported (§1: say so wherever results depend on a reported rule set)
+    pricing_model: str
+    status: str
     source: str
     note: str
+    conversations: str
+    conversation_window: dt.timedelta
+    customer_service_window: dt.timedelta
+    fep_offer_window: dt.timedelta
+    fep_window: dt.timedelta
+    ctwa_fep_window_up_to: dt.timedelta
+    ctwa_fep_extension: dt.timedelta
+    free_in_customer_service_window: tuple[str, ...]
+    free_categories: tuple[str, ...]
+    reactions_free: bool
+    free_tiers: tuple[FreeTier, ...]
+    volume_tier_categories: tuple[str, ...]
+    service_rate_from: str
+    amended: bool = False  # a period an amendment starts, not the rule set's first
+    label: str = ""  # an amendment's name on a chart
 
     @property
     def is_cbp(self) -> bool:
-        return self.pricing_model == "CBP"
+        return self.pricing_model == CBP
+
+    def free_tier_of(self, category: str) -> FreeTier | None:
+        """The free tier that counts charges of `category`, if any."""
+        return next((tier for tier in self.free_tiers if category in tier.categories), None)
+
+
+@dataclass(frozen=True)
+class RuleBook:
+    """Every period of every rule set, oldest first, and the choices (data/rules/rule_sets.toml)."""
+
+    periods: tuple[RuleSet, ...]
+    choices: Choices = field(default_factory=Choices)
+    source: str = "data/rules/rule_sets.toml"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The rule sets' names, oldest first."""
+        return tuple(dict.fromkeys(p.name for p in self.periods))
+
+    def first_periods(self) -> tuple[RuleSet, ...]:
+        """Each rule set as it came into force, oldest first."""
+        return tuple(p for p in self.periods if not p.amended)
+
+    def rule_set(self, name: str) -> RuleSet:
+        """The rule set `name` as it came into force; ValueError naming the known ones."""
+        for period in self.periods:
+            if period.name == name:
+                return period
+        raise ValueError(f"unknown rule set {name!r}: expected one of {', '.join(self.names)}")
+
+    def first_supported_date(self) -> dt.date:
+        """Traffic before this date was billed per notification, which this package does not model (§1)."""
+        return self.periods[0].effective_from
+
+    def period_on(self, local_date: dt.date, forced: str | None = None) -> RuleSet | None:
+        """The period in force on a date of the WABA time zone (None before the first, §1). With
+        `forced` (a what-if for all traffic), that rule set's period in force on the date, or its
+        first period before it came into force."""
+        candidates = [p for p in self.periods if forced is None or p.name == forced]
+        if forced is not None and not candidates:
+            self.rule_set(forced)  # raises naming the known rule sets
+        current = candidates[0] if forced is not None else None
+        for period in candidates:
+            if period.effective_from <= local_date:
+                current = period
+        return current
+
+    def periods_for(self, forced: str | None) -> tuple[RuleSet, ...]:
+        """The periods a run can meet: every one, or those of the forced rule set."""
+        return tuple(p for p in self.periods if forced is None or p.name == forced)
+
+    def longest(self, window: str) -> dt.timedelta:
+        """The longest `window` (a RuleSet timedelta property) of any period."""
+        return max(getattr(p, window) for p in self.periods)
+
+    def counters(self) -> tuple[tuple[str, FreeTier], ...]:
+        """Every free-tier counter: (counter name, tier). Counters are per rule set, so a month that
+        straddles a switch counts each rule set apart; amendments of a rule set share its counters."""
+        found: dict[str, FreeTier] = {}
+        for period in self.periods:
+            for tier in period.free_tiers:
+                found.setdefault(f"{period.name}/{tier.name}", tier)
+        return tuple(found.items())
+
+    @classmethod
+    def from_toml(cls, text: str, source: str) -> RuleBook:
+        return _read_book(tomllib.loads(text), source)
+
+
+# --- Reading the rules file -------------------------------------------------------------------------
+
+_WINDOWS = {
+    "conversation_window_hours": "conversation_window",
+    "customer_service_window_hours": "customer_service_window",
+    "fep_offer_hours": "fep_offer_window",
+    "fep_window_hours": "fep_window",
+    "ctwa_fep_window_up_to_hours": "ctwa_fep_window_up_to",
+    "ctwa_fep_extension_hours": "ctwa_fep_extension",
+}
+_LISTS = ("free_in_customer_service_window", "free_categories", "volume_tier_categories")
+_PROPERTIES = (*_WINDOWS, *_LISTS, "conversations", "reactions_free", "free_tiers", "service_rate_from")
+_DESCRIBED = ("status", "source", "note")
+_OPTIONAL = ("label",)
+
+
+class RulesFileError(ValueError):
+    """A rules file that does not say what the engines need, with where and what to fix."""
+
+
+def _read_book(document: Mapping[str, object], source: str) -> RuleBook:
+    choices = Choices(**_known(document.get("choices", {}), {f.name for f in fields(Choices)}, f"{source} [choices]"))
+    if choices.crossover not in CROSSOVERS:
+        raise RulesFileError(f"{source} [choices]: crossover {choices.crossover!r} is not one of {', '.join(CROSSOVERS)}")
+    periods: list[RuleSet] = []
+    raw = document.get("rule_set", [])
+    if not isinstance(raw, list) or not raw:
+        raise RulesFileError(f"{source}: no [[rule_set]] tables")
+    for table in raw:
+        where = f"{source} rule set {table.get('name')!r}"
+        allowed = {"name", "effective_from", "pricing_model", "amendment", *_DESCRIBED, *_PROPERTIES}
+        _known(table, allowed, where)
+        missing = [k for k in ("name", "effective_from", "pricing_model", *_DESCRIBED, *_PROPERTIES) if k not in table]
+        if missing:
+            raise RulesFileError(f"{where}: missing {', '.join(missing)}")
+        period = _period(table, where, base=None)
+        periods.append(period)
+        for amendment in table.get("amendment", []):
+            at = f"{where} amendment of {amendment.get('effective_from')}"
+            _known(amendment, {"effective_from", *_DESCRIBED, *_OPTIONAL, *_PROPERTIES}, at)
+            period = _period({**amendment, "name": period.name, "pricing_model": period.pricing_model}, at, base=period)
+            periods.append(period)
+    periods.sort(key=lambda p: p.effective_from)
+    return RuleBook(periods=tuple(periods), choices=choices, source=source)
+
+
+def _known(table: object, allowed: set[str], where: str) -> dict:
+    if not isinstance(table, dict):
+        raise RulesFileError(f"{where}: expected a table")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise RulesFileError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+    return table
+
+
+def _period(table: Mapping[str, object], where: str, base: RuleSet | None) -> RuleSet:
+    values: dict[str, object] = {} if base is None else {f.name: getattr(base, f.name) for f in fields(RuleSet)}
+    values["amended"] = base is not None
+    for key, value in table.items():
+        if key == "amendment":
+            continue
+        if key in _WINDOWS:
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise RulesFileError(f"{where}: {key} must be a positive number of hours, not {value!r}")
+            values[_WINDOWS[key]] = dt.timedelta(hours=value)
+        elif key in _LISTS:
+            values[key] = tuple(_strings(value, key, where))
+        elif key == "free_tiers":
+            values[key] = tuple(_free_tier(t, where) for t in _list(value, key, where))
+        elif key == "effective_from":
+            if not isinstance(value, dt.date):
+                raise RulesFileError(f"{where}: effective_from must be a TOML date (2027-01-01), not {value!r}")
+            values[key] = value
+        elif key == "reactions_free":
+            if not isinstance(value, bool):
+                raise RulesFileError(f"{where}: reactions_free must be true or false")
+            values[key] = value
+        else:
+            values[key] = str(value)
+    period = RuleSet(**values)  # type: ignore[arg-type]
+    checks = {
+        "pricing_model": (period.pricing_model, (CBP, PMP)),
+        "status": (period.status, STATUSES),
+        "conversations": (period.conversations, (ONE_SLOT, PER_CATEGORY) if period.is_cbp else (NO_CONVERSATIONS,)),
+    }
+    for key, (value, allowed) in checks.items():
+        if value not in allowed:
+            raise RulesFileError(f"{where}: {key} {value!r} is not one of {', '.join(allowed)}")
+    return period
+
+
+def _list(value: object, key: str, where: str) -> list:
+    if not isinstance(value, list):
+        raise RulesFileError(f"{where}: {key} must be a list")
+    return value
+
+
+def _strings(value: object, key: str, where: str) -> list[str]:
+    items = _list(value, key, where)
+    if not all(isinstance(v, str) for v in items):
+        raise RulesFileError(f"{where}: {key} must be a list of category names")
+    return items
+
+
+def _free_tier(table: object, where: str) -> FreeTier:
+    _known(table, {"name", "size", "scope", "categories"}, f"{where} free tier")
+    assert isinstance(table, dict)
+    size, scope = table.get("size"), table.get("scope")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise RulesFileError(f"{where}: a free tier's size must be a whole number >= 0, not {size!r}")
+    if scope not in SCOPES:
+        raise RulesFileError(f"{where}: a free tier's scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    return FreeTier(
+        name=str(table.get("name", "")), size=size, scope=scope, categories=tuple(_strings(table.get("categories"), "categories", where))
+    )
 
 
 @cache
+def shipped() -> RuleBook:
+    """The rules this package ships (data/rules/rule_sets.toml)."""
+    return RuleBook.from_toml(resource("data", "rules", "rule_sets.toml").read_text(encoding="utf-8"), "data/rules/rule_sets.toml")
+
+
+def load(path: str | Path) -> RuleBook:
+    """A rules file of your own, in the shipped file's format (what-if rules, or Meta's next change
+    before this package ships it)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RulesFileError(f"cannot read rules file {path}: {getattr(error, 'strerror', None) or 'not UTF-8 text'}") from None
+    try:
+        return RuleBook.from_toml(text, str(path))
+    except tomllib.TOMLDecodeError as error:
+        raise RulesFileError(f"rules file {path} is not valid TOML: {error}") from None
+    except TypeError as error:  # a value of the wrong kind where a table was expected
+        raise RulesFileError(f"rules file {path}: {error}") from None
+
+
+# The shipped book's views, for code that has no BillingConfig at hand.
 def rule_sets() -> tuple[RuleSet, ...]:
-    """The dated rule sets of §1, oldest first, from data/rules/rule_sets.csv."""
-    text = resource("data", "rules", "rule_sets.csv").read_text(encoding="utf-8")
-    rows = [
-        RuleSet(
-            name=r["rule_set"],
-            effective_from=dt.date.fromisoformat(r["effective_from"]),
-            pricing_model=r["pricing_model"],
-            status=r["status"],
-            source=r["source"],
-            note=r["note"],
-        )
-        for r in csv.DictReader(io.StringIO(text))
-    ]
-    return tuple(sorted(rows, key=lambda r: r.effective_from))
+    """The shipped rule sets as each came into force, oldest first (§1)."""
+    return shipped().first_periods()
 
 
 def rule_set(name: str) -> RuleSet:
-    for candidate in rule_sets():
-        if candidate.name == name:
-            return candidate
-    known = ", ".join(r.name for r in rule_sets())
-    raise ValueError(f"unknown rule set {name!r}: expected one of {known}")
+    return shipped().rule_set(name)
 
 
 def first_supported_date() -> dt.date:
-    """Traffic before this date was billed per notification, which this package does not model (§1)."""
-    return rule_sets()[0].effective_from
+    return shipped().first_supported_date()
 
 
 def rule_set_on(local_date: dt.date) -> RuleSet | None:
-    """The rule set in force on a date of the WABA time zone, or None before the first one (§1)."""
-    current = None
-    for candidate in rule_sets():
-        if candidate.effective_from <= local_date:
-            current = candidate
-    return current
+    """The shipped rule set period in force on a date of the WABA time zone, or None before §1's first."""
+    return shipped().period_on(local_date)
+
+
+# --- A business's settings ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -134,27 +365,74 @@ class BillingConfig:
     - `timezone`: the WABA time zone that sets month and rule-set boundaries (§1, §2 Months);
       `waba_timezones` overrides it per WABA id.
     - `rules`: one rule set for all traffic (what-if), instead of the one in force at each message.
-    - `fep_window`: length of the free entry point window (§8: perhaps 24 h before 2023-03).
+    - `fep_window`: a free entry point window length for every window, instead of the rules'
+      (§8: perhaps 24 h before 2023-03); None: the rules' `fep_window_hours`.
+    - `fep_model`: §9, how long a click-to-WhatsApp ad's window lasts where the rules allow more
+      than `fep_window_hours`: `fixed-72h` (default: the documented minimum, so costs are never
+      understated), `fixed-7d` (the most Meta allows), `extend-24h-per-user-message`.
+    - `service_exempt_until`: §9, an eligible government or non-profit: service messages beyond
+      the free tier are `free_exempt` up to and including this date (Meta: 2027-12-31). Default off.
     - `authentication_international`: §4.5; default, no such setting.
+    - `rule_book`: the rules (data/rules/rule_sets.toml, or a file of your own).
     """
 
     timezone: str = "UTC"
     waba_timezones: dict[str, str] = field(default_factory=dict)
     rules: str | None = None
-    fep_window: dt.timedelta = FEP_WINDOW
+    fep_window: dt.timedelta | None = None
+    fep_model: str = FIXED_72H
+    service_exempt_until: dt.date | None = None
     authentication_international: AuthenticationInternational = field(default_factory=AuthenticationInternational)
+    rule_book: RuleBook = field(default_factory=shipped)
 
     def __post_init__(self) -> None:
         for tz in (self.timezone, *self.waba_timezones.values()):
             try:
                 ZoneInfo(tz)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, TypeError):
                 raise ValueError(f"unknown time zone {tz!r}: use an IANA name such as 'Europe/Rome' or 'UTC'") from None
         if self.rules is not None:
-            rule_set(self.rules)
+            self.rule_book.rule_set(self.rules)
+        if self.fep_model not in FEP_MODELS:
+            raise ValueError(f"unknown fep_model {self.fep_model!r}: expected one of {', '.join(FEP_MODELS)}")
+        if self.fep_window is not None and self.fep_window <= dt.timedelta(0):
+            raise ValueError(f"fep_window must be positive, not {self.fep_window}")
 
     def timezone_of(self, waba_id: str) -> str:
         return self.waba_timezones.get(waba_id, self.timezone)
+
+    def period_on(self, local_date: dt.date) -> RuleSet | None:
+        """The rule-set period that bills a message of this local date (§1, or the what-if `rules`)."""
+        return self.rule_book.period_on(local_date, self.rules)
+
+    def periods(self) -> tuple[RuleSet, ...]:
+        """The periods this run can bill with, oldest first."""
+        return self.rule_book.periods_for(self.rules)
+
+    def fep_window_of(self, period: RuleSet, entry_point: str | None) -> tuple[dt.timedelta, dt.timedelta]:
+        """§2, §9: a free entry point window's (initial length, longest length) when `period`
+        bills its opening message and the offer came from `entry_point`. Page call-to-action
+        windows and every window before the rules allow more keep `fep_window_hours`."""
+        base = self.fep_window or period.fep_window
+        up_to = max(base, period.ctwa_fep_window_up_to) if entry_point == CTWA else base
+        if self.fep_model == FIXED_7D:
+            return up_to, up_to
+        if self.fep_model == EXTEND:
+            return base, up_to
+        return base, base
+
+    def conversation_windows(self) -> tuple[dt.timedelta, dt.timedelta]:
+        """(conversation window, free entry point window) of the latest conversation-based rules:
+        what Meta's conversation reports (billing-rules.md §7) are read with."""
+        latest = [p for p in self.rule_book.periods if p.is_cbp][-1]
+        return latest.conversation_window, self.fep_window or latest.fep_window
+
+    def one_slot_rule_sets(self) -> list[str]:
+        """The rule sets whose conversations take every message (§3.1)."""
+        return sorted({p.name for p in self.rule_book.periods if p.conversations == ONE_SLOT})
+
+    def exempt_on(self, local_date: dt.date) -> bool:
+        return self.service_exempt_until is not None and local_date <= self.service_exempt_until
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> BillingConfig:
@@ -164,7 +442,9 @@ class BillingConfig:
         [billing]
         timezone = "Europe/Rome"
         waba_timezones = { "104996122399160" = "America/Sao_Paulo" }
-        fep_window_hours = 72
+        fep_model = "fixed-72h"            # or "fixed-7d", "extend-24h-per-user-message"
+        service_exempt_until = 2027-12-31  # an eligible government or non-profit
+        rules_file = "my-rules.toml"       # relative to this file; default: the shipped rules
         [billing.authentication_international]
         home_country = "IT"
         start_dates = { IN = "2024-07-01", ID = "2024-06-01" }
@@ -177,14 +457,22 @@ class BillingConfig:
             "timezone": table.get("timezone", "UTC"),
             "waba_timezones": {str(k): v for k, v in table.get("waba_timezones", {}).items()},
             "rules": table.get("rules"),
-            "fep_window": dt.timedelta(hours=table.get("fep_window_hours", FEP_WINDOW / HOUR)),
+            "fep_model": table.get("fep_model", FIXED_72H),
+            "service_exempt_until": _date(table["service_exempt_until"]) if "service_exempt_until" in table else None,
             "authentication_international": AuthenticationInternational(
                 home_country=auth.get("home_country"),
                 start_dates={k: _date(v) for k, v in auth.get("start_dates", {}).items()},
             ),
         }
+        if "fep_window_hours" in table:
+            values["fep_window"] = dt.timedelta(hours=table["fep_window_hours"])
+        if "rules_file" in table:
+            values["rule_book"] = load(Path(path).parent / table["rules_file"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    def with_rules(self, rules: str | None) -> BillingConfig:
+        return replace(self, rules=rules)
 
 
 def _date(value: object) -> dt.date:

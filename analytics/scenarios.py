@@ -8,7 +8,7 @@ A scenario file (TOML) names scenarios; each `[scenario.NAME]` table may set:
 description = "Shipping updates wait for the customer's next message, up to 4 h"
 strategies = [{ name = "utility_into_window", tolerance_hours = 4 }]
 [scenario.today_rules]
-rules = "pmp-2026-10"               # one rule set for all traffic (billing-rules.md §1)
+rules = "<rule set>"                # one rule set for all traffic (data/rules/rule_sets.toml)
 rates_on = 2026-10-01               # price every charge at the card's rates in force that day
 [scenario.campaigns_grow]
 growth = { marketing = 1.2, markets = { Italy = 1.1 } }
@@ -607,8 +607,9 @@ def explanations(results: Sequence[ScenarioResult], billing: BillingConfig) -> p
         moved_volumes = _volume_changes(result.volumes_before, result.volumes_after)
         if moved_volumes:
             add("volumes", f"WhatsApp messages by category: {moved_volumes}")
-        if result.rule_sets and any(rules.rule_set(r).status == "reported" for r in result.rule_sets):
-            add("warning", "part of the cost rests on pmp-2026-10, reported by partners and not read on Meta's own pricing page")
+        undocumented = sorted({p.name for p in billing.rule_book.periods if p.status != "meta_documented"} & set(result.rule_sets))
+        if undocumented:
+            add("warning", f"part of the cost rests on {', '.join(undocumented)}, whose rules are not all read on Meta's own pages")
         if result.unpriced_charges:
             add("unpriced", f"{result.unpriced_charges:,} billable charges have no rate in the card and are not in the cost")
         add("cost", _cost_sentence(result, baseline))

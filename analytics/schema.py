@@ -54,7 +54,13 @@ CHARGE_SCHEMA: dict[str, pl.DataType] = {
 }
 CHARGE_ORDER = ("business_phone", "user_id", "started_at", "opening_message_id")
 
-PRICING_TYPES = ("regular", "free_tier", "free_entry_point", "free_customer_service")
+# `free_exempt` appears only for a business with a service exemption (billing-rules.md §9), so a
+# run without one keeps to the four values of contracts.md §2.
+PRICING_TYPES = ("regular", "free_tier", "free_entry_point", "free_customer_service", "free_exempt")
+
+# Optional canonical column (an extension of contracts.md §1): the end Meta gave the free entry
+# point window an outbound message was delivered in (status webhook `conversation.expiration_timestamp`).
+FEP_EXPIRES_AT = "fep_expires_at"
 
 
 def empty_messages() -> pl.DataFrame:

@@ -275,11 +275,14 @@ def apply_free_tiers(candidates: DataFrame) -> DataFrame:
         "free_tier_counter",
         "free_tier_scope",
         "local_month",
+        "free_units",
+        "beyond_free_tier",
+        F.col("pricing_type").alias("placed_as"),
         *pricing.DELIVERY_ORDER,
         F.struct(*kept).alias("charge"),  # passes through the query as one column
     )
     counted.createOrReplaceTempView("counted_charges")
-    decided = spark.sql(spark_dialect(query("free_tiers")), args=charges.free_tier_parameters())
+    decided = spark.sql(spark_dialect(query("free_tiers")))
     spark.catalog.dropTempView("counted_charges")
     uncounted = candidates.filter(F.col("free_tier_counter").isNull()).select(*kept, "pricing_type")
     billed = uncounted.unionByName(decided.select("charge.*", "pricing_type"))

@@ -60,7 +60,8 @@ GROWTH_CATEGORIES = ("marketing", "utility", "authentication", SERVICE)
 PERIODS = {"day": "1d", "week": "1w", "month": "1mo"}  # calendar periods (weeks start on Monday)
 OTHER_CHANNEL_CATEGORY = "authentication_other_channel"  # the cost line of `channel_shift`
 ENTRY_POINT_NAMES = {"ctwa": "a Click-to-WhatsApp ad", "page_cta": "a Facebook Page call-to-action"}
-_CSW_US = rules.CUSTOMER_SERVICE_WINDOW // dt.timedelta(microseconds=1)
+# The customer service window of the rules (data/rules/rule_sets.toml; every rule set's so far).
+_CSW_US = rules.shipped().longest("customer_service_window") // dt.timedelta(microseconds=1)
 _ROW = "_row"
 _NO_FACTORS: Mapping[str, float] = MappingProxyType({})
 
@@ -442,7 +443,7 @@ def growth(
     frame = messages.with_columns(user_country=missing_user_country(names))
     outbound = frame.filter(_delivered_outbound())
     kind = pl.when(pl.col("message_type") == schema.TEMPLATE).then(
-        pl.col("template_category").replace(rules.BILLED_CATEGORY)
+        pl.col("template_category").replace(rules.shipped().choices.billed_category)
     ).otherwise(pl.lit(SERVICE))
     rank = {c: i for i, c in enumerate(GROWTH_CATEGORIES)}
     dominant = (
@@ -561,7 +562,7 @@ def volumes(frame: pl.DataFrame | pl.LazyFrame) -> dict[str, int]:
         pl.when(pl.col("direction") == "inbound")
         .then(pl.lit("inbound"))
         .when(pl.col("message_type") == schema.TEMPLATE)
-        .then(pl.col("template_category").replace(rules.BILLED_CATEGORY))
+        .then(pl.col("template_category").replace(rules.shipped().choices.billed_category))
         .otherwise(pl.lit(SERVICE))
     )
     counted = frame.filter(~pl.col("status").eq_missing("failed")).group_by(kind=kind).len().collect()

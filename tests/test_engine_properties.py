@@ -2,9 +2,10 @@
 
 Random traffic is drawn around the instants where the rules are delicate: rule-set switches,
 exact 24 h and 72 h boundaries (times on an hour grid), equal timestamps, failed messages,
-entry-point offers, several keys and WABAs, non-UTC time zones, `--rules` overrides and
-authentication-international settings. Free tiers are shrunk to two units so that counters
-overflow in small traffic. On failure hypothesis shrinks the traffic and the smallest failing
+entry-point offers and Meta's own free entry point ends, several keys and WABAs, markets on both
+sides of 2026-07-01, non-UTC time zones, `--rules` overrides, authentication-international
+settings, the free entry point models, the service exemption and every [choice] of the rules
+file. Free tiers are shrunk to two units so that counters overflow in small traffic. On failure hypothesis shrinks the traffic and the smallest failing
 traffic is printed as a table.
 
 `make test` runs a few thousand examples; set WA_ANALYTICS_PROPERTY_EXAMPLES for more.
@@ -17,11 +18,12 @@ import os
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from analytics import charges, reference, rules, schema
 from analytics.rules import AuthenticationInternational, BillingConfig
+from traffic import with_free_tier_size
 
 EXAMPLES = int(os.environ.get("WA_ANALYTICS_PROPERTY_EXAMPLES", "2000"))
 
@@ -32,6 +34,8 @@ PIVOTS = [
     dt.datetime(2024, 10, 31, tzinfo=dt.UTC),
     dt.datetime(2025, 7, 1, tzinfo=dt.UTC),
     dt.datetime(2025, 9, 30, tzinfo=dt.UTC),
+    dt.datetime(2026, 7, 1, tzinfo=dt.UTC),
+    dt.datetime(2026, 9, 28, tzinfo=dt.UTC),
     dt.datetime(2026, 10, 1, tzinfo=dt.UTC),
     dt.datetime(2026, 11, 30, tzinfo=dt.UTC),
 ]
@@ -39,6 +43,7 @@ USERS = [  # (user_id, user_country)
     ("393330000001", "IT"),
     ("919990000002", "IN"),
     ("263770000003", "ZW"),
+    ("48221234567", "PL"),
     ("IT.1234567890123456789", None),
 ]
 BUSINESS_NUMBERS = [("B1", "W1"), ("B2", "W1"), ("B3", "W2")]
@@ -55,7 +60,7 @@ def traffic(draw: st.DrawFn) -> pl.DataFrame:
     rows = []
     for message_id in ids:
         (business_phone, waba_id), (user_id, country) = draw(st.sampled_from(keys))
-        hours = draw(st.integers(0, 110))
+        hours = draw(st.integers(0, 200))
         jitter = draw(st.sampled_from([0, 0, 0, 1, -1, 1800]))  # µs or half an hour off the grid
         timestamp = start + dt.timedelta(hours=hours, microseconds=jitter if abs(jitter) == 1 else 0)
         timestamp += dt.timedelta(seconds=jitter if jitter == 1800 else 0)
@@ -79,9 +84,25 @@ def traffic(draw: st.DrawFn) -> pl.DataFrame:
                 ),
                 "status": "received" if inbound else draw(st.sampled_from(["delivered", "read", "sent", "failed", None])),
                 "entry_point": draw(st.sampled_from([None, None, "ctwa", "page_cta"])) if inbound else None,
+                "fep_expires_at": (
+                    None if inbound else draw(st.sampled_from([None] * 6 + [timestamp + dt.timedelta(hours=h) for h in (1, 72, 100)]))
+                ),
             }
         )
-    return pl.DataFrame(rows, schema=schema.MESSAGE_SCHEMA)
+    return pl.DataFrame(rows, schema={**schema.MESSAGE_SCHEMA, schema.FEP_EXPIRES_AT: schema.INSTANT})
+
+
+@st.composite
+def rule_books(draw: st.DrawFn) -> rules.RuleBook:
+    """The shipped rules with two free units per tier, and every [choice] drawn."""
+    choices = rules.Choices(
+        inbound_first_at_equal_time=draw(st.sampled_from([True, True, False])),
+        fep_reopens_inside_open_window=draw(st.sampled_from([False, False, True])),
+        fep_counts_toward_free_tier=draw(st.booleans()),
+        marketing_lite_billed_as=draw(st.sampled_from(["marketing", "marketing", "utility"])),
+        crossover=draw(st.sampled_from(rules.CROSSOVERS)),
+    )
+    return with_free_tier_size(rules.shipped(), 2, choices)
 
 
 configs = st.builds(
@@ -89,7 +110,9 @@ configs = st.builds(
     timezone=st.sampled_from(["UTC", "Europe/Rome", "America/Sao_Paulo", "Asia/Kolkata"]),
     waba_timezones=st.sampled_from([{}, {"W2": "America/Mexico_City"}]),
     rules=st.sampled_from([None, None, None, *[r.name for r in rules.rule_sets()]]),
-    fep_window=st.sampled_from([rules.FEP_WINDOW, 24 * rules.HOUR]),
+    fep_window=st.sampled_from([None, None, 24 * rules.HOUR]),
+    fep_model=st.sampled_from(rules.FEP_MODELS),
+    service_exempt_until=st.sampled_from([None, None, dt.date(2026, 11, 15)]),
     authentication_international=st.sampled_from(
         [
             AuthenticationInternational(),
@@ -97,21 +120,14 @@ configs = st.builds(
             AuthenticationInternational(home_country=None, start_dates={"IN": dt.date(2025, 7, 1)}),
         ]
     ),
+    rule_book=rule_books(),
 )
 
 
-@pytest.fixture
-def small_free_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two free units per counter, so small traffic crosses every free tier."""
-    monkeypatch.setattr(rules, "CBP_2022_FREE_CONVERSATIONS", 2)
-    monkeypatch.setattr(rules, "CBP_2023_FREE_SERVICE_CONVERSATIONS", 2)
-    monkeypatch.setattr(rules, "PMP_2026_FREE_SERVICE_MESSAGES", 2)
-
-
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(messages=traffic(), config=configs)
-def test_fast_engine_agrees_with_reference(small_free_tiers: None, messages: pl.DataFrame, config: BillingConfig) -> None:
-    note(f"config: {config}")
+def test_fast_engine_agrees_with_reference(messages: pl.DataFrame, config: BillingConfig) -> None:
+    note(f"config: { {k: v for k, v in vars(config).items() if k != 'rule_book'} }, choices: {config.rule_book.choices}")
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=400, fmt_str_lengths=40):
         note(f"traffic:\n{messages.sort('timestamp')}")
         try:

@@ -503,7 +503,7 @@ def _service_conversations(count: int, start: str, *, waba_id: str = "W1", prefi
 
 
 def test_cbp_2023_free_tier_ends_after_1000_service_conversations_per_waba_month(bill):
-    assert rules.CBP_2023_FREE_SERVICE_CONVERSATIONS == 1_000
+    assert rules.rule_set("cbp-2023").free_tier_of("service") == rules.FreeTier("service", 1_000, "waba", ("service",))
     march = _service_conversations(1_001, "2024-03-04T08:00:00Z")
     other_waba = _service_conversations(1, "2024-03-20T08:00:00Z", waba_id="W2", prefix="w")
     april = _service_conversations(1, "2024-04-01T08:00:00Z", prefix="a")
@@ -530,7 +530,7 @@ def test_free_tier_at_equal_opening_times_goes_by_business_phone_then_user_id(bi
 
 
 def test_cbp_2022_free_tier_counts_both_types_but_not_fep_conversations(bill):
-    assert rules.CBP_2022_FREE_CONVERSATIONS == 1_000
+    assert rules.rule_set("cbp-2022").free_tier_of("business_initiated").size == 1_000
     fep = Traffic("2022-09-01T00:00:00Z", user_id="000", id_prefix="f")
     fep.user(0, entry_point="ctwa").template(1, "utility")
     keys = [fep]
@@ -549,7 +549,7 @@ def test_cbp_2022_free_tier_counts_both_types_but_not_fep_conversations(bill):
 
 
 def test_pmp_2026_10_free_tier_is_1000_service_messages_per_business_phone_month_reactions_not_counted(bill):
-    assert rules.PMP_2026_FREE_SERVICE_MESSAGES == 1_000
+    assert rules.rule_set("pmp-2026-10").free_tier_of("service") == rules.FreeTier("service", 1_000, "business_phone", ("service",))
     busy = Traffic(PMP_2026_DAY, business_phone="B1")
     busy.user(0)
     for n in range(1_001):

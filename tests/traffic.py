@@ -19,7 +19,9 @@ from decimal import Decimal
 
 import polars as pl
 
-from analytics import schema
+import dataclasses
+
+from analytics import rules, schema
 from analytics.ratecards import RATE_DTYPE, TIER_FAMILY, load_card
 
 Hours = float | dt.timedelta
@@ -145,3 +147,11 @@ def low_tier_card() -> pl.DataFrame:
             tiered.with_columns(tier_from=pl.lit(8, dtype=pl.Int64), rate=pl.lit(Decimal("0.000501"), dtype=RATE_DTYPE)),
         ]
     ).sort("currency", "market", "category", "effective_from", "tier_from")
+
+
+def with_free_tier_size(book: rules.RuleBook, size: int, choices: rules.Choices | None = None) -> rules.RuleBook:
+    """`book` with every free tier `size` units a month (so small traffic crosses them), and `choices`."""
+    periods = tuple(
+        dataclasses.replace(p, free_tiers=tuple(dataclasses.replace(t, size=size) for t in p.free_tiers)) for p in book.periods
+    )
+    return dataclasses.replace(book, periods=periods, choices=choices or book.choices)
