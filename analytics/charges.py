@@ -88,6 +88,17 @@ def _us(length: dt.timedelta) -> int:
     return length // dt.timedelta(microseconds=1)
 
 
+def charge_period(book: rules.RuleBook) -> pl.Expr:
+    """A charge's rule-set period, as its place in `book.periods`: the period of its `rule_set` in
+    force on its `local_date` (the rule set's first period before it came into force, as a
+    what-if run bills)."""
+    code = pl.lit(None, dtype=_PERIOD)
+    for place, period in enumerate(book.periods):  # oldest first: later periods of a name overwrite
+        starts = pl.lit(True) if not period.amended else pl.col("local_date") >= period.effective_from
+        code = pl.when((pl.col("rule_set") == period.name) & starts).then(pl.lit(place, dtype=_PERIOD)).otherwise(code)
+    return code
+
+
 def rule_set_dtype(config: BillingConfig) -> pl.Enum:
     return pl.Enum(list(config.rule_book.names))
 
@@ -380,6 +391,7 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
         fep_opener=_spread(windows["fep_opener"], reached, m.height, None),
         fep_is_cbp=_spread(windows["fep_is_cbp"], reached, m.height, False),
         fep_end=_spread(windows["fep_end"], reached, m.height, None),
+        fep_from_meta=_spread(windows["fep_from_meta"], reached, m.height, False),
     )
     return m.with_columns(
         epoch=((pl.col("key") != pl.col("key").shift(1)).fill_null(True) | pl.col("fep_open")).cum_sum(),
@@ -430,6 +442,7 @@ def _fep_windows(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
         fep_opener=_ffill(pl.when(pl.col("fep_open")).then(pl.col("seq"))),
         fep_is_cbp=_ffill(pl.when(pl.col("fep_open")).then(_periods_where(config, lambda p: p.is_cbp))).fill_null(False),
         fep_end=pl.when(pl.col("fep_open")).then(pl.col("t") + pl.col("window")),
+        fep_from_meta=pl.lit(False),
     )
 
 
@@ -444,7 +457,7 @@ def _fep_windows_walked(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     cbp = [p.is_cbp for p in config.periods()]
     reopens = config.rule_book.choices.fep_reopens_inside_open_window
     n = m.height
-    fep_open, in_fep, fep_is_cbp = [False] * n, [False] * n, [False] * n
+    fep_open, in_fep, fep_is_cbp, from_meta = [False] * n, [False] * n, [False] * n, [False] * n
     fep_opener: list[int | None] = [None] * n
     fep_end: list[int | None] = [None] * n
     key = None
@@ -473,14 +486,20 @@ def _fep_windows_walked(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
                     fep_open[i], fep_end[i] = True, until
             if reported is not None and start is not None and start <= t < reported:
                 until, up_to = reported, None
-                fep_end[opener] = until
+                fep_end[opener], from_meta[opener] = until, True
             if start is not None and start <= t < until:
                 in_fep[i] = True
         if opener is not None:
             fep_opener[i], fep_is_cbp[i] = m["seq"][opener], is_cbp
     return pl.DataFrame(
-        {"fep_open": fep_open, "in_fep": in_fep, "fep_opener": fep_opener, "fep_is_cbp": fep_is_cbp, "fep_end": fep_end},
-        schema={"fep_open": pl.Boolean, "in_fep": pl.Boolean, "fep_opener": pl.UInt32, "fep_is_cbp": pl.Boolean, "fep_end": pl.Int64},
+        {
+            "fep_open": fep_open, "in_fep": in_fep, "fep_opener": fep_opener, "fep_is_cbp": fep_is_cbp, "fep_end": fep_end,
+            "fep_from_meta": from_meta,
+        },
+        schema={
+            "fep_open": pl.Boolean, "in_fep": pl.Boolean, "fep_opener": pl.UInt32, "fep_is_cbp": pl.Boolean, "fep_end": pl.Int64,
+            "fep_from_meta": pl.Boolean,
+        },
     )
 
 
@@ -768,7 +787,7 @@ def _pricing_type(name: str) -> pl.Expr:
 
 def _conversation_of(m: pl.DataFrame) -> pl.Series:
     """The position (`seq`) of the message that opened the CBP conversation each outbound message
-    is attributed to: the FEP window of a CBP opener first, then a carried cbp-2022 conversation,
+    is attributed to: the FEP window of a CBP opener first, then a carried one-slot conversation,
     then the template's own slot, then (non-templates) the earliest-opened open conversation
     (§4.3), which is the one with the lowest position since positions follow billing order."""
     own_slot = pl.lit(None, dtype=pl.UInt32)
@@ -909,8 +928,38 @@ def describe(charges: pl.DataFrame | pl.LazyFrame, config: BillingConfig | None 
         lines.append(
             f"  {row['rule_set']:<12} {row['category']:<28} {row['pricing_type']:<22} {row['charges']:>10,} {row['messages']:>10,}"
         )
-    lines.extend(f"warning: {text}" for text in rule_warnings(counts, config))
+    lines.extend(f"warning: {text}" for text in rule_warnings(charges, config))
     return "\n".join(lines)
+
+
+def describe_fep_windows(messages: pl.DataFrame | pl.LazyFrame, billed: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> str:
+    """How the free entry point windows of a run were decided (§9): how many took the end Meta
+    reported (`fep_expires_at`), how many were modelled (and how, `fep_model`). Empty when the
+    charges have no free-entry-point charge."""
+    if billed.lazy().filter(pl.col("pricing_type") == "free_entry_point").select(pl.len()).collect().item() == 0:
+        return ""
+    model = f"fep_model {config.fep_model}" + (f", {config.fep_window} for every window" if config.fep_window else "")
+    frame = messages.lazy()
+    if schema.FEP_EXPIRES_AT not in frame.collect_schema().names():
+        return f"Free entry point windows: every one modelled ({model}): the input carries no end reported by Meta."
+    if frame.select(pl.col(schema.FEP_EXPIRES_AT).is_not_null().any()).collect().item() is not True:
+        return f"Free entry point windows: every one modelled ({model}): the input carries no end reported by Meta."
+    windows = fep_windows(frame, config)
+    from_meta = int(windows["from_meta"].sum())
+    return (
+        f"Free entry point windows: {windows.height:,}; {from_meta:,} with the end Meta reported (fep_expires_at), "
+        f"{windows.height - from_meta:,} modelled ({model})."
+    )
+
+
+def fep_windows(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.DataFrame:
+    """Every free entry point window the messages open: its opener's `seq` in billing order, and
+    `from_meta`, whether its end is one Meta reported (§9)."""
+    m, _attributes = prepare(messages, config)
+    if m.height == 0:
+        return pl.DataFrame(schema={"fep_opener": pl.UInt32, "from_meta": pl.Boolean})
+    m = _free_entry_points(m, config)
+    return m.filter("fep_open").select("fep_opener", from_meta=pl.col("fep_from_meta").fill_null(False))
 
 
 def rule_warnings(charges: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> list[str]:

@@ -110,6 +110,7 @@ def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None)
         send_log=args.send_log,
         templates=args.templates,
         timezone=_timezone(args),
+        waba_timezones=billing_config(args).waba_timezones if getattr(args, "config", None) else None,
         pseudonymise_key=key_from_env() if args.pseudonymise else None,
     )
     if ingested.summary.rows_quarantined and quarantine_path is not None:
@@ -268,14 +269,16 @@ def run_charges(args: argparse.Namespace) -> int:
     if ingested.summary.rows_used <= partitioned.ROWS_PER_BUCKET:
         result = charges.bill(ingested.messages, config)
         ingest.write_frame(result, args.output)
-        _say(charges.describe(result))
+        _say(charges.describe(result, config))
+        _say(charges.describe_fep_windows(ingested.messages, result, config))
     else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages
         with tempfile.TemporaryDirectory(prefix="wa-analytics-") as scratch:
             messages, billed = Path(scratch) / "messages.parquet", Path(scratch) / "charges.parquet"
             ingest.write_frame(ingested.messages, messages)
             partitioned.bill_parquet([messages], billed, config, workdir=scratch)
             ingest.write_frame(pl.scan_parquet(billed), args.output)
-            _say(charges.describe(pl.scan_parquet(billed)))
+            _say(charges.describe(pl.scan_parquet(billed), config))
+            _say(charges.describe_fep_windows(ingested.messages, pl.scan_parquet(billed), config))
     _say(f"Charges: {args.output}")
     return EXIT_OK
 

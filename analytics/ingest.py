@@ -21,7 +21,8 @@ Follow a file through this module in order:
    2. `MISSING_VALUE`: a required value (§1) is missing
    3. `NO_TIME_ZONE`: an ISO 8601 timestamp without offset (never guessed, §1)
    4. `BAD_TIMESTAMP`: neither ISO 8601 with offset or `Z` nor Unix seconds
-   5. `before_first_supported()`: before 2022-02-01 00:00 in `timezone` (billing-rules.md §1)
+   5. `before_first_supported()`: before 2022-02-01 00:00 in the row's WABA time zone
+      (`waba_timezones`, else `timezone`), the same instant the engines switch at (billing-rules.md §1)
    6. `UNKNOWN_DIRECTION`: not `inbound` or `outbound` (any case)
    7. `TEMPLATE_WITHOUT_CATEGORY`, then 8. `UNKNOWN_CATEGORY` (templates only)
    9. `UNKNOWN_STATUS`; 10. `UNKNOWN_ENTRY_POINT` (inbound only)
@@ -55,7 +56,7 @@ import gzip
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -430,16 +431,18 @@ def conform_raw(frame: pl.LazyFrame) -> pl.LazyFrame:
 # --- 2. Validate ---------------------------------------------------------------------------------
 
 
-def validate(raw: pl.LazyFrame, *, timezone: str = "UTC") -> tuple[pl.LazyFrame, pl.LazyFrame]:
+def validate(
+    raw: pl.LazyFrame, *, timezone: str = "UTC", waba_timezones: Mapping[str, str] | None = None
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """(messages in exactly MESSAGE_SCHEMA, quarantine) from raw canonical rows (docstring, step 2).
 
     The quarantine has `source_file`, `source_row`, `reason` and the raw values as read.
     """
-    labelled = label(raw, timezone=timezone)
+    labelled = label(raw, timezone=timezone, waba_timezones=waba_timezones)
     return messages_of(labelled), quarantine_of(labelled)
 
 
-def label(raw: pl.LazyFrame, *, timezone: str = "UTC") -> pl.LazyFrame:
+def label(raw: pl.LazyFrame, *, timezone: str = "UTC", waba_timezones: Mapping[str, str] | None = None) -> pl.LazyFrame:
     """Every raw row with its canonical values, its outcome (used, duplicate, quarantined, blank) and reason.
 
     Scans `raw` once now to find repeated message_ids (`repeated_messages`); the rest stays lazy.
@@ -457,7 +460,7 @@ def label(raw: pl.LazyFrame, *, timezone: str = "UTC") -> pl.LazyFrame:
         *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point")],
         pl.col("user_country").str.to_uppercase(),
         pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
-    ).with_columns(_row_reason(_first_supported_instant(timezone)).alias(_REASON))
+    ).with_columns(_row_reason(_first_supported_instants(timezone, waba_timezones or {})).alias(_REASON))
     checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS)
     return _resolve_duplicates(checked, repeated_messages(checked))
 
@@ -511,6 +514,16 @@ def _has_no_zone(parts: pl.Expr) -> pl.Expr:
     return (parts.struct["date"].is_not_null() & ~zone).fill_null(False)
 
 
+def _first_supported_instants(timezone: str, waba_timezones: Mapping[str, str]) -> pl.Expr:
+    """Each row's first supported instant: 00:00 of the first rule set's date in its WABA's time
+    zone (`waba_timezones`, else `timezone`), as the engines decide it (billing-rules.md §1)."""
+    first = pl.lit(_first_supported_instant(timezone))
+    waba_id = pl.col("waba_id").fill_null(DEFAULT_WABA)
+    for waba, zone in waba_timezones.items():
+        first = pl.when(waba_id == waba).then(pl.lit(_first_supported_instant(zone))).otherwise(first)
+    return first
+
+
 def _first_supported_instant(timezone: str) -> dt.datetime:
     """00:00 of the first supported date in the WABA time zone, as a UTC instant (billing-rules.md §1)."""
     midnight = dt.datetime.combine(first_supported_date(), dt.time(0), tzinfo=zone_info(timezone))
@@ -524,7 +537,7 @@ def zone_info(timezone: str) -> ZoneInfo:
         raise UsageError(f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Rome' or 'UTC'") from None
 
 
-def _row_reason(first_instant: dt.datetime) -> pl.Expr:
+def _row_reason(first_instant: pl.Expr) -> pl.Expr:
     """The first reason (docstring, step 2, 1–10) a row cannot be used, or null."""
     missing = pl.concat_str(
         [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in REQUIRED_MESSAGE_COLUMNS], separator=", ", ignore_nulls=True
@@ -714,9 +727,12 @@ def read_messages(
     send_log: str | Path | None = None,
     templates: str | Path | None = None,
     timezone: str = "UTC",
+    waba_timezones: Mapping[str, str] | None = None,
     pseudonymise_key: bytes | None = None,
 ) -> Ingested:
-    """Canonical messages from any number of files of any supported format (module docstring)."""
+    """Canonical messages from any number of files of any supported format (module docstring).
+    `timezone` and `waba_timezones` (`BillingConfig`'s) decide which rows come before the first
+    supported rule set."""
     if not paths:
         raise UsageError("no input files: give at least one CSV, Parquet or JSON file")
     zone_info(timezone)
@@ -724,7 +740,7 @@ def read_messages(
     template_list = webhooks.read_templates(templates) if templates is not None else None
     inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
     with _reading(inputs):
-        labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone)
+        labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone, waba_timezones=waba_timezones)
         outcomes = _outcome_counts(labelled).collect(engine="streaming")
     messages, quarantine = markets.with_user_country(messages_of(labelled)), quarantine_of(labelled)
     if pseudonymise_key is not None:

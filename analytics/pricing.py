@@ -63,7 +63,7 @@ import duckdb
 import polars as pl
 
 from analytics import rules, schema
-from analytics.charges import local_time, looked_up
+from analytics.charges import charge_period, local_time, looked_up
 from analytics.errors import InputError, UsageError
 from analytics.markets import UNKNOWN_MARKET
 from analytics.ratecards import RATE_SCALE, TIER_FAMILY, load_card
@@ -229,26 +229,44 @@ PRICEABLE_SCHEMA: dict[str, pl.DataType] = {
     "month": pl.String(),
     "portfolio": pl.String(),
     "family": pl.String(),
+    "rate_fallback": pl.String(),
 }
 PRICED_ROW_SCHEMA: dict[str, pl.DataType] = {**PRICED_SCHEMA, "local_date": pl.Date(), "rate_note": pl.String()}
 
 
 def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingConfig) -> pl.DataFrame:
     """Stage 1, row by row: the charges with their local date and month (WABA time zone),
-    portfolio and tier family (`PRICEABLE_SCHEMA`), in their order."""
+    portfolio, tier family and rate fallback (`PRICEABLE_SCHEMA`), in their order.
+
+    The rules of each charge's rule-set period (data/rules/rule_sets.toml) decide two things here:
+    only `volume_tier_categories` have a tier family (service never does), and a service message
+    of a period with `service_rate_from` pays that category's list rate where the card has no
+    service rate in force (`rate_fallback`; billing-rules.md §9)."""
     require_charge_columns(charges.columns)
     # One chunk: the columns added here and later come in one, and a frame whose columns are chunked
     # differently is realigned (copied whole) by every later operation. Column by column, since a
     # `select` of differently chunked columns realigns them first.
     frame = pl.DataFrame([charges.get_column(c).rechunk() for c in schema.CHARGE_SCHEMA])
     frame = frame.with_columns(local_date=local_date(billing))
+    book = billing.rule_book
+    period = charge_period(book)
+    tiered = pl.lit(False)
+    fallback = pl.lit(None, dtype=pl.String)
+    for code, rule_period in enumerate(book.periods):
+        tiered = pl.when(period == code).then(pl.col("category").is_in(rule_period.volume_tier_categories)).otherwise(tiered)
+        if rule_period.service_rate_from:
+            fallback = pl.when(period == code).then(pl.lit(rule_period.service_rate_from)).otherwise(fallback)
+    frame = frame.with_columns(
+        tiered=tiered.fill_null(False),
+        rate_fallback=pl.when(pl.col("category") == rules.SERVICE).then(fallback),
+    )
+    frame = frame.with_columns(family=pl.when("tiered").then(_tier_family(pl.col("category")))).drop("tiered")
     return frame.with_columns(
         month=_month_names(frame["local_date"]),
         portfolio=pl.col("waba_id").replace_strict(pricing.portfolios, default=pl.lit(DEFAULT_PORTFOLIO), return_dtype=pl.String)
         if pricing.portfolios
         else pl.lit(DEFAULT_PORTFOLIO, dtype=pl.String),
-        family=_tier_family(pl.col("category")),
-    )
+    ).select(*PRICEABLE_SCHEMA)
 
 
 def _month_names(dates: pl.Series) -> pl.Series:
@@ -437,9 +455,18 @@ def _card_rows(frame: pl.DataFrame, needed: pl.DataFrame, rates: pl.DataFrame) -
     list_rows = effective.join(
         indexed.filter(pl.col("tier_from") == 1).drop("tier_from"), on=["market", "category", "effective_from"], how="left"
     )
-    billable = frame.lazy().filter("billable").select("row", *RATE_KEYS, "tier_position").collect()
+    billable = frame.lazy().filter("billable").select("row", *RATE_KEYS, "tier_position", "rate_fallback").collect()
     by_list = billable.filter(pl.col("tier_position").is_null()).join(list_rows.select(*RATE_KEYS, "card_row"), on=list(RATE_KEYS), how="left")
     card_row = card_row.scatter(by_list["row"], by_list["card_row"])
+    # §9: no service rate in force at all: the list rate of the category the rules name.
+    falling_back = by_list.filter(pl.col("card_row").is_null() & pl.col("rate_fallback").is_not_null())
+    if falling_back.height:
+        fallback_keys = falling_back.select("row", "market", category="rate_fallback", local_date="local_date")
+        effective_fallback = _effective_dates(fallback_keys.select(*RATE_KEYS).unique(), rates).join(
+            indexed.filter(pl.col("tier_from") == 1).drop("tier_from"), on=["market", "category", "effective_from"], how="left"
+        )
+        by_fallback = fallback_keys.join(effective_fallback.select(*RATE_KEYS, "card_row"), on=list(RATE_KEYS), how="left")
+        card_row = card_row.scatter(by_fallback["row"], by_fallback["card_row"])
     tiered = billable.filter(pl.col("tier_position").is_not_null())
     if tiered.height:
         # Graduated tiers: the row with the largest tier_from <= position, among the rows in force.

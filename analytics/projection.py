@@ -3,7 +3,7 @@
 Meta's prices depend on windows and timing (billing-rules.md §2), so a projection is made of
 messages, not of totals: `replay` builds the traffic of each future month from real history and
 `project` bills and prices it like real traffic (`analytics.scenarios.compare`), under the rule
-set in force at each future date (a projection across 2026-10-01 switches to `pmp-2026-10`) and the
+set in force at each future date (a projection across a switch date takes the next rule set, data/rules/rule_sets.toml) and the
 card's rates for those dates (a rate the card does not know is reported unpriced, not invented).
 
 How a future month F is built (`replay`), in the billing time zone:

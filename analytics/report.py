@@ -157,7 +157,9 @@ def load_traffic(
     paths = [str(p) for p in input_paths] if input_paths else [str(sample)]
     is_sample = all(Path(p).resolve() == sample for p in paths)
     the_period = period(month, billing.timezone)
-    ingested = ingest.read_messages(paths, send_log=send_log, templates=templates, timezone=billing.timezone)
+    ingested = ingest.read_messages(
+        paths, send_log=send_log, templates=templates, timezone=billing.timezone, waba_timezones=billing.waba_timezones
+    )
     messages = ingested.messages.filter(pl.col("timestamp") < the_period.end).collect()
     if messages.height == 0:
         raise InputError(f"no messages before the end of {the_period.month} ({billing.timezone}) in {', '.join(paths)}")

@@ -520,7 +520,7 @@ def bill_files(
         if is_directory_output(output):
             billed.write.mode("overwrite").parquet(str(output))
             written = pl.scan_parquet(str(output).rstrip("/") + "/*.parquet")  # also s3://... and the like
-            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written))
+            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, config or BillingConfig()))
         from analytics import ingest
 
         ingest.output_suffix(output)
@@ -530,7 +530,7 @@ def bill_files(
             parts = sorted((scratch / "charges").glob("part-*.parquet"))
             written = pl.scan_parquet(parts) if parts else schema.empty_charges().lazy()
             ingest.write_frame(written.sort(schema.CHARGE_ORDER), output)
-            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written))
+            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, config or BillingConfig()))
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 

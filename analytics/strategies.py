@@ -281,8 +281,8 @@ def utility_into_window(messages: pl.LazyFrame, *, tolerance_hours: float = 4.0)
 
     Business behaviour: an order or shipping update that is not urgent is held back until the user
     writes, if the user writes within `tolerance_hours`; it then goes out the moment the user's
-    message arrives, inside the window the message opens (billing-rules.md §5: under `pmp-2025` a
-    utility template inside the window is free). If the user does not write within the tolerance,
+    message arrives, inside the window the message opens (billing-rules.md §5: where the rules make
+    utility free inside the window, `free_in_customer_service_window`, it costs nothing). If the user does not write within the tolerance,
     the template is sent as before. Assumptions: the user writes when they would have anyway (the
     held-back template does not change their behaviour); failed templates are left alone.
     """
@@ -318,8 +318,8 @@ def templates_to_free_form(
     Business behaviour: while the user's window is open the business may send any message
     (billing-rules.md §2), so a template whose text a plain reply would carry is sent as one.
     `share` is the part of those templates where a reply would do (chosen per message, seeded).
-    Under `pmp-2025` such replies are free service messages; under `pmp-2026-10` service messages
-    are metered after 1,000 a month per number (§5). Assumptions: the message is sent at the same
+    Such replies are free service messages where the rules make service free, and metered past the
+    free tier where they do not (from 2026-10-01, §5, §9). Assumptions: the message is sent at the same
     time; authentication codes should stay templates (Meta's policy), so choose them knowingly.
     """
     unknown = [c for c in categories if c not in schema.TEMPLATE_CATEGORIES]
