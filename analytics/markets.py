@@ -4,9 +4,9 @@ Meta prices a message by the market of the user it goes to: the country calling 
 phone, and inside +1 the area code (809, 829, 849 Dominican Republic; 658, 876 Jamaica; 787, 939
 Puerto Rico, all `Rest of Latin America`; every other +1 number `North America`). Which country is
 in which market, and since when, is Meta's region table, shipped as data/markets/regions.csv
-(pricing-research.md §4.0); the dated changes (Zimbabwe 2025-10-01, nine new markets 2026-10-01)
-are rows of that table, not code. Phones are parsed with `phonenumbers`, never prefix tables,
-except for the +1 area codes that Meta's own table names.
+(pricing-research.md §4.0); the dated changes (Zimbabwe 2025-10-01, six new markets 2026-07-01,
+nine new markets 2026-10-01) are rows of that table, not code. Phones are parsed with
+`phonenumbers`, never prefix tables, except for the +1 area codes that Meta's own table names.
 
 Inputs have hundreds of millions of messages but far fewer users, so the frame functions parse each
 distinct phone once and map the answers back.

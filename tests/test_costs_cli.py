@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 SAMPLE = ROOT / "data" / "sample" / "messages.csv.gz"
 TRAFFIC, CARD = str(FIXTURES / "traffic.csv"), str(FIXTURES / "card.csv")
+CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -92,6 +96,51 @@ def test_costs_of_the_shipped_sample_with_the_shipped_card(capsys, tmp_path):
     assert "Costs in USD from the shipped card" in err
     assert "Warning: " in err and "rule set pmp-2026-10, reported by partners" in err
     assert "Unpriced" not in err
+
+
+# Made-up rates with a volume tier from the 3rd utility message of a month, for Poland and for the
+# region it leaves on 2026-07-01 (billing-rules.md §9), so that tier positions show in the costs.
+LOW_TIER_CARD = """effective_from,currency,market,category,tier_from,rate,source,note
+2026-04-01,USD,Rest of Central & Eastern Europe,utility,1,0.0200,tests,trust C; made up for tests
+2026-04-01,USD,Rest of Central & Eastern Europe,utility,3,0.0100,tests,trust C; made up for tests
+2026-07-01,USD,Poland,utility,1,0.0120,tests,trust C; made up for tests
+2026-07-01,USD,Poland,utility,3,0.0060,tests,trust C; made up for tests
+"""
+WARSAW, PRAGUE = "48221234567", "420601123456"  # +48 22 (Poland), +420 (Czech Republic: still in the region)
+
+
+def utility_templates(month: str) -> str:
+    """Two utility templates to Prague, then three to Warsaw, one a day from the 2nd: all billable."""
+    lines = ["message_id,timestamp,direction,business_phone,waba_id,user_id,message_type,template_category,status"]
+    for day, user in enumerate([PRAGUE, PRAGUE, WARSAW, WARSAW, WARSAW], start=2):
+        lines.append(f"wamid.{month}.{day},{month}-{day:02d}T09:00:00Z,outbound,P1,W1,{user},template,utility,delivered")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("month", "expected"),
+    [
+        # June: Warsaw is in Rest of Central & Eastern Europe and counts with Prague: positions 1-2
+        # Prague (2 × 0.0200), 3-5 Warsaw (3 × 0.0100, the region's tier from the 3rd).
+        ("2026-06", [("Rest of Central & Eastern Europe", 5, Decimal("0.070000"))]),
+        # August: Poland counts alone: Warsaw 1-2 (2 × 0.0120) and 3 (0.0060); Prague 1-2 (2 × 0.0200).
+        ("2026-08", [("Poland", 3, Decimal("0.030000")), ("Rest of Central & Eastern Europe", 2, Decimal("0.040000"))]),
+    ],
+)
+def test_warsaw_is_priced_and_tiered_as_poland_from_2026_07_01(tmp_path, month, expected):
+    """billing-rules.md §9, P1: from 2026-07-01 a Polish user is market Poland, and Polish utility
+    messages count toward Poland's volume tiers, no longer the region's."""
+    traffic, card, out = tmp_path / "traffic.csv", tmp_path / "card.csv", tmp_path / "costs.csv"
+    traffic.write_text(utility_templates(month))
+    card.write_text(LOW_TIER_CARD)
+    run = subprocess.run(
+        [str(CONSOLE_SCRIPT), "costs", str(traffic), "--rate-card", str(card), "-o", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    rollup = pl.read_csv(out, infer_schema=False).filter(pl.col("billable_charges") != "0")
+    assert set(rollup["month"]) == {month} and set(rollup["category"]) == {"utility"}
+    assert [(r["market"], int(r["billable_charges"]), Decimal(r["cost"])) for r in rollup.sort("market").iter_rows(named=True)] == expected
 
 
 def test_rate_card_import_writes_a_card_that_loads(capsys, tmp_path):

@@ -25,6 +25,7 @@ from analytics.markets import (
 from meta_fixtures import META_2026_04
 
 ZIMBABWE_MOVES = dt.date(2025, 10, 1)
+SIX_MARKETS_FROM = dt.date(2026, 7, 1)
 NINE_MARKETS_FROM = dt.date(2026, 10, 1)
 SHARED_RATE_CARD = META_2026_04 / "USD_rates.csv"
 
@@ -96,6 +97,12 @@ def test_what_is_not_a_phone_has_no_country(not_a_phone):
         ("77010001234", dt.date(2026, 9, 30), "Other"),
         ("77010001234", dt.date(2026, 10, 1), "Kazakhstan"),
         ("79160001234", dt.date(2026, 10, 1), "Russia"),
+        ("48221234567", dt.date(2026, 6, 30), "Rest of Central & Eastern Europe"),  # Warsaw, +48 22
+        ("+48 22 123 45 67", dt.date(2026, 7, 1), "Poland"),
+        ("85291234567", dt.date(2026, 6, 30), "Rest of Asia Pacific"),
+        ("85291234567", dt.date(2026, 7, 1), "Hong Kong"),
+        ("97433123456", dt.date(2026, 6, 30), "Rest of Middle East"),
+        ("97433123456", dt.date(2026, 7, 1), "Qatar"),
         ("380500001234", dt.date(2026, 9, 30), "Rest of Central & Eastern Europe"),
         ("380500001234", dt.date(2026, 10, 1), "Ukraine"),
         ("94770001234", dt.date(2026, 9, 30), "Rest of Asia Pacific"),
@@ -110,6 +117,31 @@ def test_market_of_a_phone_on_a_date(phone, on, market):
 def test_zimbabwe_moves_to_rest_of_africa_on_2025_10_01():
     assert market_of("ZW", ZIMBABWE_MOVES - dt.timedelta(days=1)) == OTHER_MARKET
     assert market_of("ZW", ZIMBABWE_MOVES) == "Rest of Africa"
+
+
+@pytest.mark.parametrize(
+    ("country", "name", "group_before"),
+    [
+        ("HK", "Hong Kong", "Rest of Asia Pacific"),
+        ("HU", "Hungary", "Rest of Central & Eastern Europe"),
+        ("PL", "Poland", "Rest of Central & Eastern Europe"),
+        ("QA", "Qatar", "Rest of Middle East"),
+        ("RO", "Romania", "Rest of Central & Eastern Europe"),
+        ("SG", "Singapore", "Rest of Asia Pacific"),
+    ],
+)
+def test_six_markets_of_their_own_from_2026_07_01(country, name, group_before):
+    """billing-rules.md §9: standalone from 2026-07-01, named as Meta's page and cards name them (P1)."""
+    rows = region_table().filter(pl.col("country") == country)
+    assert market_of(country, SIX_MARKETS_FROM - dt.timedelta(days=1)) == group_before
+    assert market_of(country, SIX_MARKETS_FROM) == name
+    assert market_of(country, NINE_MARKETS_FROM) == name
+    assert rows.select("market", "effective_from", "effective_until", "status").rows() == [
+        (group_before, None, SIX_MARKETS_FROM, "meta_documented"),
+        (name, SIX_MARKETS_FROM, None, "meta_documented"),
+    ]
+    assert "Previous rate card updates" in rows["source"][1]
+    assert name in MARKETS
 
 
 @pytest.mark.parametrize(

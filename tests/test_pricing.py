@@ -23,7 +23,7 @@ from analytics.pricing import MissingRateError, PricingConfig, costs, format_inv
 from analytics.ratecards import TIER_FAMILY, load_card
 from analytics.resources import query
 from analytics.rules import BillingConfig
-from traffic import low_tier_card
+from traffic import Traffic, low_tier_card, merge
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -561,6 +561,44 @@ def test_the_shipped_card_prices_every_billable_charge_of_the_sample(sample_char
     got = {(r["month"], r["market"], r["category"]): r["cost"] for r in rollup.iter_rows(named=True)}
     assert got == expected
     assert rollup["cost"].sum() == sum(expected.values())
+
+
+# billing-rules.md §9: the six markets of 2026-07-01 on the shipped card (data/rate_cards/README.md).
+# A phone of each; the rate of (marketing, utility, authentication) in June (the region's, Meta's
+# CSV), August (own rate where a source gives it, else none) and November (the 2026-10-01 card).
+SIX_MARKETS = {
+    "Hong Kong": ("85291234567", ("0.0732", "0.0113", "0.0113"), ("0.0732", None, None), ("0.0732", "0.0260", "0.0260")),
+    "Hungary": ("36201234567", ("0.0860", "0.0212", "0.0212"), ("0.0860", None, None), ("0.0860", "0.0350", "0.0350")),
+    "Poland": ("48221234567", ("0.0860", "0.0212", "0.0212"), (None, None, None), ("0.0366", "0.0122", "0.0122")),
+    "Qatar": ("97433123456", ("0.0341", "0.0091", "0.0091"), ("0.0341", "0.0120", "0.0120"), ("0.0341", "0.0120", "0.0120")),
+    "Romania": ("40712345678", ("0.0860", "0.0212", "0.0212"), ("0.0860", None, None), ("0.0860", "0.0290", "0.0290")),
+    "Singapore": ("6581234567", ("0.0732", "0.0113", "0.0113"), ("0.0732", None, None), ("0.0732", "0.0160", "0.0160")),
+}
+REGION_LEFT = {"Hong Kong": "Rest of Asia Pacific", "Singapore": "Rest of Asia Pacific", "Qatar": "Rest of Middle East"}
+
+
+@pytest.mark.parametrize("market", sorted(SIX_MARKETS))
+def test_the_six_markets_of_2026_07_01_never_get_the_regions_rate_after_they_leave(market):
+    """From 2026-07-01 a user of the six is priced at the market's own rate where a source gives
+    it, and is unpriced (never the region's rate) where none does."""
+    phone, june, august, november = SIX_MARKETS[market]
+    region = REGION_LEFT.get(market, "Rest of Central & Eastern Europe")
+    traffics = [
+        Traffic(start, user_id=phone, user_country=None, id_prefix=f"{start[:7]}.")
+        .template(0, "marketing").template(1, "utility").template(2, "authentication")
+        for start in ("2026-06-10T09:00:00Z", "2026-08-10T09:00:00Z", "2026-11-10T09:00:00Z")
+    ]
+    billed = charges.bill(merge(*traffics))
+    priced = price(billed, pricing_config=PricingConfig(currency="USD", report_unpriced=True)).filter("billable")
+    got = {(r["month"], r["category"]): (r["market"], r["rate"]) for r in priced.iter_rows(named=True)}
+    expected = {}
+    for month, rates in (("2026-06", june), ("2026-08", august), ("2026-11", november)):
+        for category, rate in zip(("marketing", "utility", "authentication"), rates):
+            expected[(month, category)] = (region if month == "2026-06" else market, None if rate is None else D(rate))
+    assert got == expected
+    if None in august:
+        with pytest.raises(MissingRateError, match=rf"no rate for USD {market} \w+ on 2026-08-10 .*the card says .unknown: "):
+            price(billed, pricing_config=PricingConfig(currency="USD"))
 
 
 def test_no_charges_price_to_empty_tables_of_the_right_shape():
