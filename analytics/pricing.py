@@ -656,15 +656,19 @@ def invoice_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
 _CATEGORY_COLUMNS = ("marketing", "utility", rules.AUTH, rules.AUTH_INTERNATIONAL, "service")
 
 
-def format_invoice(priced: pl.DataFrame, pricing_config: PricingConfig | None = None, *, card_name: str = "") -> str:
+def format_invoice(
+    priced: pl.DataFrame, pricing_config: PricingConfig | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None
+) -> str:
     """An invoice-style summary for stderr: per month a line per WABA and business number with
     charges, billable charges, cost by category and total, then cost by market; a grand total,
     the share of cost by rate trust, unpriced charges, and a warning for cost that depends on a
-    rule set Meta's own page does not document (billing-rules.md §1)."""
-    return format_invoice_from_partials(cost_partials(priced), pricing_config, card_name=card_name)
+    rule set whose rules are not all `meta_documented` in `rule_book` (default: the shipped rules)."""
+    return format_invoice_from_partials(cost_partials(priced), pricing_config, card_name=card_name, rule_book=rule_book)
 
 
-def format_invoice_from_partials(partials: pl.DataFrame, pricing_config: PricingConfig | None = None, *, card_name: str = "") -> str:
+def format_invoice_from_partials(
+    partials: pl.DataFrame, pricing_config: PricingConfig | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None
+) -> str:
     """`format_invoice` of the charges whose `cost_partials` these are (of all parts, concatenated)."""
     pricing_config = pricing_config or PricingConfig()
     currency = partials["currency"].drop_nulls().first() if partials.height else None
@@ -699,7 +703,7 @@ def format_invoice_from_partials(partials: pl.DataFrame, pricing_config: Pricing
     )
     lines += _trust_lines(partials, total)
     lines += _unpriced_lines(partials)
-    lines += _reported_rule_lines(with_cost, total, unit)
+    lines += _reported_rule_lines(with_cost, total, unit, rule_book or rules.shipped())
     lines.append("Amounts are exact sums rounded half away from zero to cents; a line may differ from a total by a cent.")
     return "\n".join(lines)
 
@@ -756,8 +760,8 @@ def _unpriced_lines(partials: pl.DataFrame) -> list[str]:
     return [f"Unpriced: {int(unpriced['charges'].sum()):,} billable charges have no rate in the card and are not in the total: {listed}{more}"]
 
 
-def _reported_rule_lines(partials: pl.DataFrame, total: Decimal, unit: str) -> list[str]:
-    reported = sorted({r.name for r in rules.shipped().periods if r.status != "meta_documented"})
+def _reported_rule_lines(partials: pl.DataFrame, total: Decimal, unit: str, book: rules.RuleBook) -> list[str]:
+    reported = sorted({r.name for r in book.periods if r.status != "meta_documented"})
     depends = partials.filter(pl.col("billable") & pl.col("rule_set").is_in(reported))
     if depends.height == 0:
         return []

@@ -416,7 +416,7 @@ def reconcile_items(
     config = config or BillingConfig()
     charges = with_user_country(charges, messages)
     pmp, cbp, unreadable = meta_items(meta_pricing, config)
-    context = _MessageContext.of(charges, messages, quarantine)
+    context = _MessageContext.of(charges, messages, quarantine, config)
     ours = charges.select(
         "opening_message_id", "rule_set", "expires_at", "business_phone", "user_id", "market", "user_country",
         *[pl.col(c).alias(a) for c, a in _OURS.items()],
@@ -441,7 +441,9 @@ class _MessageContext:
     quarantined: pl.DataFrame  # message_id, _quarantine_reason
 
     @classmethod
-    def of(cls, charges: pl.DataFrame, messages: pl.DataFrame, quarantine: pl.DataFrame | pl.LazyFrame | None) -> _MessageContext:
+    def of(
+        cls, charges: pl.DataFrame, messages: pl.DataFrame, quarantine: pl.DataFrame | pl.LazyFrame | None, config: BillingConfig
+    ) -> _MessageContext:
         known = messages.select(
             "message_id",
             _status="status",
@@ -908,6 +910,14 @@ def _explain_pricing_type(row: dict) -> str:
     return f"{text}: {hint}."
 
 
+def _rule_sets_with(config: BillingConfig, conversations: str) -> str:
+    return " and ".join(sorted({p.name for p in config.rule_book.periods if p.conversations == conversations}))
+
+
+def _switch_to(config: BillingConfig, conversations: str) -> str:
+    return str(next(p.effective_from for p in config.rule_book.periods if p.conversations == conversations))
+
+
 def _explain_rule_model(row: dict, config: BillingConfig) -> str:
     meta_model, ours_model = row.get("meta_pricing_model"), row.get("ours_pricing_model")
     if row.get("_missing_meta"):
@@ -960,9 +970,10 @@ def _explain_rule_model(row: dict, config: BillingConfig) -> str:
     era_2022 = {meta in rules.INITIATOR_CATEGORIES, ours in rules.INITIATOR_CATEGORIES}
     if era_2022 == {True, False} and rules.FEP_CATEGORY not in pair:
         return (
-            f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: one side uses the one-slot "
-            "categories (user- and business-initiated), the other the per-category ones; the switch between the two "
-            "rule sets is at midnight in the WABA time zone (check --timezone)."
+            f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: one side uses the categories of "
+            f"{_rule_sets_with(config, rules.ONE_SLOT)} (user- and business-initiated), the other those of "
+            f"{_rule_sets_with(config, rules.PER_CATEGORY)}; the switch was {_switch_to(config, rules.PER_CATEGORY)} in the "
+            "WABA time zone (check --timezone)."
         )
     if pair <= {"user_initiated", "business_initiated"}:
         return (

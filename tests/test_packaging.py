@@ -27,7 +27,7 @@ def test_wheel_ships_queries_and_reference_data_and_reads_them_outside_the_check
         "analytics/queries/free_tiers.sql",
         "analytics/queries/bucket_messages.sql",
         "analytics/queries/reconcile_aggregates.sql",
-        "analytics/data/rules/rule_sets.csv",
+        "analytics/data/rules/rule_sets.toml",
         "analytics/data/markets/regions.csv",
         "analytics/data/sample/messages.csv.gz",
         "analytics/data/rate_cards/meta-usd-2026-04-01.csv",

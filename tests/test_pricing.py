@@ -7,6 +7,7 @@ arithmetic, so each figure can be checked by hand.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as dt
 import gzip
 from decimal import Decimal
@@ -17,7 +18,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from analytics import charges, generate, ingest, pricing, schema
+from analytics import charges, generate, ingest, pricing, rules, schema
 from analytics.errors import UsageError
 from analytics.pricing import MissingRateError, PricingConfig, costs, format_invoice, invoice, price
 from analytics.ratecards import TIER_FAMILY, load_card
@@ -471,8 +472,16 @@ def test_priced_charges_keep_the_charges_and_add_the_pricing_columns():
 def test_cost_under_a_reported_rule_set_is_flagged(tmp_path):
     card = card_of(tmp_path, "2026-10-01,USD,Italy,service,1,0.0300,,\n2026-10-01,USD,Italy,marketing,1,0.0795,,\n")
     rows = frame(charge("2026-10-05T10:00:00Z", "service", rule_set="pmp-2026-10"), charge("2026-10-05T10:00:00Z", "marketing", rule_set="pmp-2026-10"))
-    summary = format_invoice(price(rows, card=card))
-    assert "Warning: 0.11 USD (100.0% of the total) is for 2 billable charges under rule set pmp-2026-10, reported by partners" in summary
+    priced = price(rows, card=card)
+    assert "Warning" not in format_invoice(priced)  # the shipped rules of 2026-10 are on Meta's own pages
+    book = rules.shipped()
+    reported = dataclasses.replace(
+        book, periods=tuple(dataclasses.replace(p, status="reported") if p.name == "pmp-2026-10" else p for p in book.periods)
+    )
+    assert (
+        "Warning: 0.11 USD (100.0% of the total) is for 2 billable charges under rule set pmp-2026-10, whose rules are not all "
+        "read on Meta's own pages" in format_invoice(priced, rule_book=reported)
+    )
 
 
 # --- Configuration ---------------------------------------------------------------------------------

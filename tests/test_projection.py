@@ -45,9 +45,10 @@ def test_a_month_is_replayed_from_the_latest_whole_weeks_of_history():
     assert february.height == 28
     assert february["timestamp"][0] == instant("2026-02-01T09:30:00Z")  # Jan 4 (a Sunday) -> Feb 1 (a Sunday)
     assert february["message_id"][0] == "m0004~p2026-02"
-    # the last 72 h of history come along, unchanged, for the windows open at the start
+    # the last 7 days of history (the longest window the rules have, a click-to-WhatsApp ad's since
+    # 2026-09-28) come along, unchanged, for the windows open at the start
     context = replayed.messages.filter(pl.col("timestamp") < replayed.start)
-    assert context["message_id"].to_list() == ["m0029", "m0030", "m0031"]
+    assert context["message_id"].to_list() == [f"m{d:04d}" for d in range(25, 32)]
 
 
 def test_recent_windows_share_the_users_between_them_and_ids_stay_unique():

@@ -663,7 +663,7 @@ def test_windows_agree_within_sixty_seconds(shift, expected):
     )], schema=schema.MESSAGE_SCHEMA)
     billed = charges.bill(messages)
     meta = reconcile.meta_pricing_objects(billed, messages).with_columns(
-        conversation_expires_at=pl.when(pl.col("status") == "sent").then(pl.lit(opened + rules.CONVERSATION_WINDOW + shift))
+        conversation_expires_at=pl.when(pl.col("status") == "sent").then(pl.lit(opened + rules.rule_set("cbp-2023").conversation_window + shift))
     )
     result = reconcile.reconcile(messages, billed, meta_pricing=meta)
     assert items(result, ("message_id", "reason")) == [("wamid.M", expected)]

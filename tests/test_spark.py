@@ -24,7 +24,7 @@ from analytics import charges, cli, generate, pricing, rules, schema
 from analytics import spark as spark_engine
 from analytics.resources import query
 from analytics.rules import BillingConfig
-from traffic import low_tier_card
+from traffic import low_tier_card, with_free_tier_size
 
 pytest.importorskip("pyspark", reason="the Spark engine needs pyspark: pip install 'wa-analytics[spark]'")
 
@@ -45,20 +45,19 @@ def traffic() -> pl.DataFrame:
     return generated.unique(subset="message_id", keep="first", maintain_order=True)
 
 
-@pytest.fixture
-def small_free_tiers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Five free units a month per counter, so each counter has free and paid charges every month."""
-    monkeypatch.setattr(rules, "CBP_2022_FREE_CONVERSATIONS", 5)
-    monkeypatch.setattr(rules, "CBP_2023_FREE_SERVICE_CONVERSATIONS", 5)
-    monkeypatch.setattr(rules, "PMP_2026_FREE_SERVICE_MESSAGES", 5)
+# Five free units a month per counter, so each counter has free and paid charges every month.
+SMALL_FREE_TIERS = with_free_tier_size(rules.shipped(), 5)
 
 
 @pytest.mark.parametrize(
     ("config", "session_timezone"),
-    [(BillingConfig(timezone="Europe/Rome"), "UTC"), (BillingConfig(rules="cbp-2022"), "America/Sao_Paulo")],
+    [
+        (BillingConfig(timezone="Europe/Rome", rule_book=SMALL_FREE_TIERS), "UTC"),
+        (BillingConfig(rules="cbp-2022", rule_book=SMALL_FREE_TIERS), "America/Sao_Paulo"),
+    ],
     ids=["rules-in-force-rome", "what-if-cbp-2022-in-a-session-not-in-utc"],
 )
-def test_spark_charges_equal_the_local_engine(spark, traffic, small_free_tiers, config, session_timezone) -> None:
+def test_spark_charges_equal_the_local_engine(spark, traffic, config, session_timezone) -> None:
     """A notebook's session may have any time zone: instants cross Arrow as instants."""
     local = schema.conform_charges(charges.bill(traffic, config))
     spark.conf.set("spark.sql.session.timeZone", session_timezone)
@@ -179,20 +178,23 @@ def test_free_tier_query_decides_the_same_in_duckdb_and_spark(spark) -> None:
     counted_charges = pl.DataFrame(
         {
             "row": [0, 1, 2, 3, 4],
-            "free_tier_counter": ["pmp-2026-10-service"] * 3 + ["cbp-2022"] * 2,
+            "free_tier_counter": ["pmp-2026-10/service"] * 3 + ["cbp-2022/conversations"] * 2,
             "free_tier_scope": ["+391", "+391", "+392", "waba", "waba"],
             "local_month": [dt.date(2026, 10, 1)] * 3 + [dt.date(2022, 3, 1)] * 2,
             "started_at": [at, at, at, at, at + dt.timedelta(seconds=1)],
             "business_phone": ["+391", "+391", "+392", "+391", "+391"],
             "user_id": ["b", "a", "a", "a", "a"],
             "opening_message_id": ["m1", "m2", "m3", "m4", "m5"],
-        }
+            "free_units": [1] * 5,
+            "placed_as": [None] * 5,
+            "beyond_free_tier": ["regular"] * 3 + ["free_exempt", "free_exempt"],
+        },
+        schema_overrides={"placed_as": pl.String},
     )
-    parameters = {"cbp_2022_free": 1, "cbp_2023_free_service": 1, "pmp_2026_free_service": 1}
-    in_duckdb = duckdb.connect().sql(query("free_tiers"), params=parameters).pl().sort("row")
+    in_duckdb = duckdb.connect().sql(query("free_tiers")).pl().sort("row")
     spark.createDataFrame(counted_charges.to_arrow()).createOrReplaceTempView("counted_charges")
-    in_spark = pl.from_arrow(spark.sql(spark_engine.spark_dialect(query("free_tiers")), args=parameters).toArrow()).sort("row")
-    assert in_duckdb["pricing_type"].to_list() == ["regular", "free_tier", "free_tier", "free_tier", "regular"]
+    in_spark = pl.from_arrow(spark.sql(spark_engine.spark_dialect(query("free_tiers"))).toArrow()).sort("row")
+    assert in_duckdb["pricing_type"].to_list() == ["regular", "free_tier", "free_tier", "free_tier", "free_exempt"]
     assert_frame_equal(in_spark, in_duckdb, check_dtypes=False)
 
 
