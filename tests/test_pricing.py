@@ -616,3 +616,38 @@ def test_no_charges_price_to_empty_tables_of_the_right_shape():
     assert costs(priced).schema == pl.Schema(pricing.ROLLUP_SCHEMA)
     assert invoice(priced).height == 0
     assert "Total: 0 charges, 0 billable, 0.00" in format_invoice(priced)
+
+
+# --- Service messages from 2026-10-01 (billing-rules.md §9, data/rules/rule_sets.toml) ------------------
+
+SERVICE_CARD = (
+    "2026-10-01,EUR,Italy,utility,1,0.0300,,\n"
+    "2026-10-01,EUR,Italy,utility,3,0.0200,,\n"
+    "2026-10-01,EUR,Spain,utility,1,0.0200,,\n"
+    "2026-10-01,EUR,Spain,service,1,0.0150,,\n"
+    "2026-10-01,EUR,France,utility,1,0.0400,,\n"
+    "2026-10-01,EUR,France,service,1,,,unknown: not transcribed\n"
+)
+
+
+def test_service_pays_the_market_s_utility_list_rate_where_the_card_has_no_service_row(tmp_path):
+    card = card_of(tmp_path, SERVICE_CARD)
+    service = burst(4, "2026-10-05T10:00:00Z", category="service", rule_set="pmp-2026-10")
+    spain = charge("2026-10-05T11:00:00Z", "service", market="Spain", rule_set="pmp-2026-10", message="s1")
+    priced = price(frame(*service, spain), card=card)
+
+    italy = priced.filter(pl.col("market") == "Italy")
+    # the utility list rate, and never a volume tier: four service messages, the card tiers utility from the 3rd
+    assert italy["rate"].to_list() == [Decimal("0.0300")] * 4 and italy["tier_position"].null_count() == 4
+    assert priced.filter(pl.col("market") == "Spain")["rate"].to_list() == [Decimal("0.0150")]  # its own service row wins
+
+
+def test_a_service_row_without_a_rate_stays_unpriced_and_the_rule_is_per_rule_set(tmp_path):
+    card = card_of(tmp_path, SERVICE_CARD)
+    france = frame(charge("2026-10-05T10:00:00Z", "service", market="France", rule_set="pmp-2026-10"))
+    with pytest.raises(MissingRateError, match="France"):
+        price(france, card=card)
+    # a rule set without `service_rate_from` (a what-if of pmp-2025 with metered service) does not fall back
+    what_if = frame(charge("2026-10-05T10:00:00Z", "service", rule_set="pmp-2025"))
+    with pytest.raises(MissingRateError, match="service"):
+        price(what_if, card=card)
