@@ -160,9 +160,8 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
     is_template = pl.col("message_type") == schema.TEMPLATE
     choices = config.rule_book.choices
     slot_codes = _SLOT_CODES | {alias: _SLOT_CODES[billed] for alias, billed in choices.billed_category.items()}
-    reported = (
-        pl.col(schema.FEP_EXPIRES_AT).cast(schema.INSTANT).dt.epoch("us") if schema.FEP_EXPIRES_AT in names else pl.lit(None, pl.Int64)
-    )
+    # §9: the end Meta gave a free entry point window, where the input has it (`fep_expires_at`)
+    reported = [pl.col(schema.FEP_EXPIRES_AT).cast(schema.INSTANT).dt.epoch("us").alias("fep_reported")] if schema.FEP_EXPIRES_AT in names else []
     slot = looked_up(pl.col("template_category"), slot_codes, pl.UInt8)
     query = (
         frame.with_columns(
@@ -185,7 +184,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             slot=pl.when(is_template).then(slot),
             takes_entry_point=(pl.col("direction") == "inbound") & pl.col("entry_point").is_not_null(),
             from_ctwa=(pl.col("direction") == "inbound") & (pl.col("entry_point") == rules.CTWA).fill_null(False),
-            fep_reported=reported,
+            *reported,
             business_phone=pl.col("business_phone").cast(_FEW_VALUES),
             waba_id=pl.col("waba_id").cast(_FEW_VALUES),
             user_country=pl.col("user_country").cast(_FEW_VALUES),
@@ -200,7 +199,10 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
     # columns: the reader's columns are chunked differently, and a `select` or `drop` first
     # realigns every column's chunks (20 ms a million messages).
     attributes = pl.DataFrame([rows.get_column(c).rechunk() for c in _ATTRIBUTES])
-    narrow = pl.DataFrame([rows.get_column(c) for c in rows.columns if c not in _ATTRIBUTES and c != "unknown_category"])
+    unreported = "fep_reported" in rows.columns and rows["fep_reported"].null_count() == rows.height
+    narrow = pl.DataFrame(
+        [rows.get_column(c) for c in rows.columns if c not in _ATTRIBUTES and c != "unknown_category" and not (unreported and c == "fep_reported")]
+    )
     del rows
     m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed"), attributes)
     return (
@@ -377,12 +379,13 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     """
     longest = max(_us(p.fep_offer_window) + _us(max(config.fep_window_of(p, rules.CTWA))) for p in config.periods())
     latest_offer = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("t")))
-    reach_expr = (pl.col("t") < latest_offer + longest).fill_null(False) | (pl.col("t") < _ffill(pl.col("fep_reported"))).fill_null(False)
+    reach_expr = (pl.col("t") < latest_offer + longest).fill_null(False)
+    reported = pl.col("fep_reported") if "fep_reported" in m.columns else pl.lit(None, dtype=pl.Int64).alias("fep_reported")
+    if "fep_reported" in m.columns:  # inside a window as long as Meta said, whatever the model
+        reach_expr = reach_expr | (pl.col("t") < _ffill(reported)).fill_null(False)
     reach = m.select(reach_expr).to_series()
     reached = reach.arg_true()
-    stretch = m.filter(reach).select(
-        "key", "seq", "t", "inbound", "outbound", "takes_entry_point", "from_ctwa", "period", "fep_reported"
-    )
+    stretch = m.filter(reach).select("key", "seq", "t", "inbound", "outbound", "takes_entry_point", "from_ctwa", "period", reported)
     walk = config.fep_model == rules.EXTEND or stretch["fep_reported"].is_not_null().any()
     windows = _fep_windows_walked(stretch, config) if walk else _fep_windows(stretch, config)
     m = m.with_columns(
@@ -396,7 +399,7 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     return m.with_columns(
         epoch=((pl.col("key") != pl.col("key").shift(1)).fill_null(True) | pl.col("fep_open")).cum_sum(),
         next_fep_t=_bfill(pl.when(pl.col("fep_open")).then(pl.col("t"))),
-    ).drop("takes_entry_point", "from_ctwa", "fep_reported")
+    ).drop("takes_entry_point", "from_ctwa", "fep_reported", strict=False)
 
 
 def _fep_window_lengths(config: BillingConfig) -> tuple[dict[int, int], dict[int, int]]:
