@@ -47,6 +47,8 @@ def traffic() -> pl.DataFrame:
 
 # Five free units a month per counter, so each counter has free and paid charges every month.
 SMALL_FREE_TIERS = with_free_tier_size(rules.shipped(), 5)
+# ... and free entry point charges taking places in them (the choice), the other way round.
+COUNTING_FEP = with_free_tier_size(rules.shipped(), 5, rules.Choices(fep_counts_toward_free_tier=True, crossover="utility"))
 
 
 @pytest.mark.parametrize(
@@ -54,8 +56,14 @@ SMALL_FREE_TIERS = with_free_tier_size(rules.shipped(), 5)
     [
         (BillingConfig(timezone="Europe/Rome", rule_book=SMALL_FREE_TIERS), "UTC"),
         (BillingConfig(rules="cbp-2022", rule_book=SMALL_FREE_TIERS), "America/Sao_Paulo"),
+        (
+            BillingConfig(
+                fep_model="extend-24h-per-user-message", service_exempt_until=dt.date(2026, 10, 20), rule_book=COUNTING_FEP
+            ),
+            "UTC",
+        ),
     ],
-    ids=["rules-in-force-rome", "what-if-cbp-2022-in-a-session-not-in-utc"],
+    ids=["rules-in-force-rome", "what-if-cbp-2022-in-a-session-not-in-utc", "every-option-of-2026"],
 )
 def test_spark_charges_equal_the_local_engine(spark, traffic, config, session_timezone) -> None:
     """A notebook's session may have any time zone: instants cross Arrow as instants."""
@@ -71,6 +79,8 @@ def test_spark_charges_equal_the_local_engine(spark, traffic, config, session_ti
         for rule_set in ("cbp-2022", "cbp-2023", "pmp-2026-10"):  # each counter decided both ways
             decided = set(local.filter(pl.col("rule_set") == rule_set)["pricing_type"])
             assert {"free_tier", "regular"} <= decided, rule_set
+    if config.service_exempt_until is not None:
+        assert "free_exempt" in set(local["pricing_type"])
 
 
 # Two WABAs in two time zones and two portfolios, a markup, tiers reached every month.
