@@ -31,6 +31,7 @@ from analytics.reconcile import (
     MATCH,
     MISSING_META,
     MISSING_OURS,
+    NOT_MODELLED,
     PRICING_NOT_REPORTED,
     PRICING_TYPE_DIFFERS,
     QUARANTINED,
@@ -112,7 +113,7 @@ def events_of(*values: object) -> pl.DataFrame:
 
 
 def test_every_reason_code_is_a_named_constant_documented_in_the_module():
-    assert len(REASONS) == len(set(REASONS)) == 14
+    assert len(REASONS) == len(set(REASONS)) == 15
     for code, explanation in REASONS.items():
         assert code == code.lower() and explanation
         assert f"`{code}`" in reconcile.__doc__, code
@@ -228,22 +229,23 @@ WAMID_AI = "wamid.HBgMOTE4ODcxNjAxMjk3FQIAERgSMTdCRE111UyRkNDNDc0RUU4MjA4AA=="
 
 
 def test_gupshup_general_purpose_ai_status_and_v3_billing_event(tmp_path):
+    # general_purpose_ai: an AI provider's non-template message (changes-2026-h2.md §6). Ingest reads it as a
+    # non-template, we charge it as service, and reconciliation says Meta's category is not modelled yet.
     meta_status, v3_event = gupshup_general_purpose_ai()
     stream = jsonl(tmp_path, meta_status, v3_event)
     among_inputs = read_reports([stream], strict=False).pricing  # what the CLI finds among the INPUTs
     result = run([stream], events=[among_inputs])
     assert items(result) == [
-        ("message", "gupshup_billing_event", WAMID_AI, MISSING_OURS, QUARANTINED),
-        ("message", "webhook", WAMID_AI, MISSING_OURS, QUARANTINED),
+        ("message", "gupshup_billing_event", WAMID_AI, DIFFERENT, NOT_MODELLED),
+        ("message", "webhook", WAMID_AI, DIFFERENT, NOT_MODELLED),
     ]
-    typed = run([stream], events=[among_inputs], send_log=send_log(tmp_path, (WAMID_AI, "text", "")))
-    assert items(typed) == [
-        ("message", "gupshup_billing_event", WAMID_AI, DIFFERENT, RULE_MODEL_DIFFERS),
-        ("message", "webhook", WAMID_AI, DIFFERENT, RULE_MODEL_DIFFERS),
-    ]
-    assert typed.rows["explanation"][0] == (
-        "Meta billed category general_purpose_ai, which this package does not model (e.g. an AI provider's or group rate)."
+    assert result.rows.select("ours_category", "meta_category").row(1) == ("service", "general_purpose_ai")
+    assert result.rows["explanation"][1] == (
+        f"Meta billed message {WAMID_AI} as category general_purpose_ai (general_purpose_ai, regular), which this "
+        "package reads and keeps but does not model yet (an AI provider's or group rate): not compared."
     )
+    typed = run([stream], events=[among_inputs], send_log=send_log(tmp_path, (WAMID_AI, "text", "")))
+    assert items(typed) == items(result)
 
 
 def test_gupshup_v3_billing_event_whose_status_was_dropped(tmp_path):
@@ -791,8 +793,8 @@ def test_cli_finds_gupshup_v3_billing_events_among_the_inputs(tmp_path, capsys):
     assert cli.main(["reconcile", str(stream), "-o", str(out)]) == 0
     capsys.readouterr()
     assert pl.read_csv(out).select("meta_source", "status", "reason").rows() == [
-        ("gupshup_billing_event", MISSING_OURS, QUARANTINED),
-        ("webhook", MISSING_OURS, QUARANTINED),
+        ("gupshup_billing_event", DIFFERENT, NOT_MODELLED),
+        ("webhook", DIFFERENT, NOT_MODELLED),
     ]
 
 

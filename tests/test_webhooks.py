@@ -253,9 +253,9 @@ def test_gupshup_general_purpose_ai_status_and_v3_billing_event(tmp_path):
     wamid = "wamid.HBgMOTE4ODcxNjAxMjk3FQIAERgSMTdCRE111UyRkNDNDc0RUU4MjA4AA=="
     where = dict(business_phone="1005972845928404", waba_id="758747873957634", user_id="398871601297")
     assert result.messages.to_dicts() == [
-        # general_purpose_ai is no category this package prices or reads as a type
-        row(message_id=wamid, timestamp="1770366909", direction="outbound", **where, status="delivered",
-            source_file=str(path), source_row=1, problem=UNKNOWN_TYPE)
+        # general_purpose_ai: an AI provider's non-template message (not priced here, but its type is known)
+        row(message_id=wamid, timestamp="1770366909", direction="outbound", **where, message_type="text",
+            status="delivered", source_file=str(path), source_row=1)
     ]
     assert result.billing.to_dicts() == [
         billing(message_id=wamid, status="delivered", timestamp="1770366909", **where, pricing_model="PMP",
