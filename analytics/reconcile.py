@@ -350,14 +350,18 @@ def meta_items(meta_pricing: pl.DataFrame, config: BillingConfig | None = None) 
     """(PMP items, CBP items, unreadable rows) of Meta's per-message billing.
 
     PMP: one item per (source, wamid), the values of the status that bills it (`STATUS_PRECEDENCE`).
-    CBP (`pricing_model` CBP, or no model but a conversation id, as CBP-2022 webhooks without
-    `pricing` have): one item per (source, conversation id), with its wamids, category (pricing
+    CBP (`pricing_model` CBP, or no model on any status of the message but a conversation id, as
+    CBP-2022 webhooks without `pricing` have): one item per (source, conversation id), with its wamids, category (pricing
     category, else the conversation's origin), billable flag and window start (expiration minus
     the window).
     """
     config = config or BillingConfig()
+    # A status with a conversation but no pricing takes its message's model from the message's other
+    # statuses (v24+ keeps the conversation inside free entry point windows, P3); else it is CBP-2022.
     model = pl.coalesce(
-        pl.col("pricing_model"), pl.when(pl.col("conversation_id").is_not_null()).then(pl.lit("CBP"))
+        pl.col("pricing_model"),
+        pl.col("pricing_model").drop_nulls().first().over("meta_source", "message_id"),
+        pl.when(pl.col("conversation_id").is_not_null()).then(pl.lit("CBP")),
     )
     rows = meta_pricing.with_columns(
         model=model,
@@ -959,7 +963,7 @@ def _explain_pricing_type(row: dict) -> str:
     text = f"Meta billed it {meta_text} where we computed {ours} ({row['_rule_set']})"
     if meta and row.get("meaning"):
         when = row["_meaning_date"].strftime("%Y-%m") if row.get("_meaning_date") else "then"
-        text += f"; Meta's {meta} in {when} means {row['meaning']}"
+        text += f" (in {when} Meta's {meta} means {row['meaning']})"
     kinds = {ours, meta, *(row.get("agreeing_types") or [])}
     if "free_entry_point" in kinds or (row["meta_pricing_model"] == "CBP" and row["meta_billable"] is False):
         hint = (

@@ -43,10 +43,11 @@ statuses of one message arrive in separate payloads and retries repeat (`fold_st
 2. Meta's billed category from the statuses (`billed_category`, billing-rules.md §7). Categories
    are read lower case, `authentication-international` (Meta's spelling from 2026) as
    `authentication_international`. PMP: `service` and `general_purpose_ai` (an AI provider's
-   message, charged per non-template message) are a non-template (`text`, the type is not said);
-   `marketing`, `utility`, `authentication`, `marketing_lite` a template of that category;
-   `authentication_international` an `authentication` template; `referral_conversion` (free entry
-   point), the `group_*` categories and anything else, unknown. CBP, or no `pricing_model`: a `service` conversation (`pricing.category` or
+   message, charged per non-template message) and `group_service` are a non-template (`text`, the
+   type is not said); `marketing`, `utility`, `authentication`, `marketing_lite` a template of that
+   category, and `group_marketing`, `group_utility` too (the row is still set aside as a group
+   send); `authentication_international` an `authentication` template; `referral_conversion` (free
+   entry point) and anything else, unknown. CBP, or no `pricing_model`: a `service` conversation (`pricing.category` or
    `conversation.origin.type`) is a non-template, since templates never ride a service
    conversation (§4.2); `marketing`, `utility`, `authentication` and the 2022 categories settle
    nothing, since a non-template rides any open conversation (§4.3).
@@ -96,10 +97,12 @@ PMP_TEMPLATE_CATEGORIES = {
     "authentication": "authentication",
     "marketing_lite": "marketing_lite",
     "authentication_international": "authentication",
+    "group_marketing": "marketing",
+    "group_utility": "utility",
 }
 # PMP categories that name a non-template message: service, and an AI provider's message, which Meta
 # charges per delivered non-template message (changes-2026-h2.md §6, "AI Providers").
-PMP_NON_TEMPLATE_CATEGORIES = (SERVICE, "general_purpose_ai")
+PMP_NON_TEMPLATE_CATEGORIES = (SERVICE, "group_service", "general_purpose_ai")
 CATEGORY_SPELLINGS = {"authentication-international": "authentication_international"}
 CTWA_SOURCE = "ad"
 # Meta says a message is inside a free entry point window (billing-rules.md §7, §9).
