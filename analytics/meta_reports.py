@@ -623,6 +623,25 @@ def concat_pricing(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema=PRICING_SCHEMA)
 
 
+def in_metas_words(frame: pl.DataFrame, *, local_date: pl.Expr, pricing_type: str) -> pl.DataFrame:
+    """`frame` with our pricing type in column `pricing_type` replaced by the word Meta uses for it on
+    `local_date` (`pricing_type_meanings()` read backwards: from 2026-10-01 our `free_tier` is Meta's
+    `free_customer_service`); unchanged where the table says nothing (before 2025-07-01)."""
+    table = pricing_type_meanings().filter(pl.col("ours_pricing_type").is_not_null())
+    meaning_from = pl.lit(None, pl.Date)
+    for effective_from in table["effective_from"].unique().sort():
+        meaning_from = pl.when(local_date >= effective_from).then(pl.lit(effective_from)).otherwise(meaning_from)
+    words = table.unique(["effective_from", "ours_pricing_type"], keep="first", maintain_order=True).select(
+        _meaning_from="effective_from", _ours_type="ours_pricing_type", _metas_word="meta_pricing_type"
+    )
+    return (
+        frame.with_columns(_meaning_from=meaning_from)
+        .join(words, left_on=["_meaning_from", pricing_type], right_on=["_meaning_from", "_ours_type"], how="left", maintain_order="left")
+        .with_columns(pl.coalesce("_metas_word", pricing_type).alias(pricing_type))
+        .drop("_meaning_from", "_metas_word")
+    )
+
+
 # --- JSON values -------------------------------------------------------------------------------------
 
 

@@ -34,7 +34,10 @@ a `reason` (one of `REASONS`) and an `explanation` in plain language with the fi
 3. `aggregate`: per data point of an analytics response, our charges of the same pricing model
    rolled up to the same bucket (Meta's `start`/`end`, in Unix time), country, phone number,
    category and pricing type — on the dimensions the response has; the others are summed over,
-   as are tiers and conversation directions (`queries/reconcile_aggregates.sql`). Volumes and, when
+   as are tiers and conversation directions (`queries/reconcile_aggregates.sql`). Our pricing
+   types are put in Meta's words of the charge's date (`meta_reports.in_metas_words`: from
+   2026-10-01 our `free_tier` is Meta's `free_customer_service`, as `pricing_analytics` has no
+   free-tier type). Volumes and, when
    our charges are priced, costs are compared; where Meta gives no cost (a partner's credit line)
    the row says so instead of showing a zero. [choice] CBP free entry point conversations count as
    `service`, as in Meta's example response; Meta's `marketing_lite` counts as marketing.
@@ -98,6 +101,7 @@ from analytics.meta_reports import (
     PRICING_SCHEMA,
     REPORT_PRICING_MODEL,
     WEBHOOK,
+    in_metas_words,
     with_pricing_type_meaning,
 )
 from analytics.resources import ArrowStream, query
@@ -1192,6 +1196,8 @@ def _report_buckets(
             {rules.FEP_CATEGORY: CBP_FREE_ENTRY_AS} if model == "CBP" else {}
         ),
     )
+    if model == "PMP":  # our pricing types in Meta's words of the charge's date (the table of the item level)
+        ours = in_metas_words(ours, local_date=engine.local_time(config, "started_at").dt.date(), pricing_type="pricing_type")
     if "phone_number" in present:
         theirs = set(report["phone_number"].drop_nulls().to_list())
         if not theirs <= set(ours["phone_number"].drop_nulls().to_list()):
@@ -1406,8 +1412,8 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
     """The pricing objects Meta would send for our own charges, as webhook rows (PRICING_SCHEMA).
 
     Each delivered outbound message gets a `sent` row and, unless it only reached `sent`, a row of
-    its status. PMP: `pricing_model`, category (`marketing_lite` as Meta writes it), `type` and
-    `billable`, no conversation. CBP: the conversation's category, `billable` true unless it is a
+    its status. PMP: `pricing_model`, category (`marketing_lite` as Meta writes it), `type` in
+    Meta's words of the day (`meta_reports.in_metas_words`) and `billable`, no conversation. CBP: the conversation's category, `billable` true unless it is a
     free entry point conversation (§7), a conversation id, and on the `sent` row only the expiration
     (opening + window, rounded up to the next whole minute, as Meta has been seen to do).
     """
@@ -1424,6 +1430,7 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
             how="left",
         )
     )
+    rows = in_metas_words(rows, local_date=engine.local_time(config, "started_at").dt.date(), pricing_type="pricing_type")
     cbp = pl.col("pricing_model") == "CBP"
     window = pl.when(pl.col("category") == rules.FEP_CATEGORY).then(pl.lit(config.fep_window)).otherwise(
         pl.lit(rules.CONVERSATION_WINDOW)
@@ -1476,8 +1483,12 @@ def meta_analytics_response(
     every = {HALF_HOUR: "30m", DAILY: "1d", MONTHLY: "1mo"}[granularity]
     local = pl.col("started_at").dt.convert_time_zone(timezone).dt.truncate(every)
     priced = "cost" in charges.columns
+    ours = charges.filter(pl.col("pricing_model") == model)
+    if model == "PMP":  # in Meta's words of the day (from 2026-10-01 our free_tier is FREE_CUSTOMER_SERVICE)
+        day = pl.col("started_at").dt.convert_time_zone(timezone).dt.date()
+        ours = in_metas_words(ours, local_date=day, pricing_type="pricing_type")
     points = (
-        charges.filter(pl.col("pricing_model") == model)
+        ours
         .with_columns(start=local.dt.epoch("s"), end=local.dt.offset_by(every).dt.epoch("s"))
         .group_by("start", "end", "user_country", "category", "pricing_type")
         .agg(volume=pl.len(), **({"cost": pl.col("cost").sum()} if priced else {}))

@@ -981,3 +981,24 @@ def test_general_purpose_ai_is_not_modelled_yet():
     assert items(result, ("message_id", "ours_category", "meta_category", "status", "reason")) == [
         ("wamid.A1", "service", "general_purpose_ai", DIFFERENT, NOT_MODELLED)
     ]
+
+
+def test_pricing_analytics_after_the_switch_counts_our_free_tier_as_free_customer_service():
+    # pricing_analytics has no free-tier type (its pricing types: FREE_CUSTOMER_SERVICE, FREE_ENTRY_POINT,
+    # FREE_GROUP_CUSTOMER_SERVICE, REGULAR); from 2026-10-01 a service message inside the tier is FREE_CUSTOMER_SERVICE.
+    start = dt.datetime(2026, 11, 3, tzinfo=UTC)
+    ours = our_charges(
+        (start + dt.timedelta(hours=9), "pmp-2026-10", "service", "free_tier", 3, "IT", "5550001", Decimal(0)),
+        (start + dt.timedelta(hours=10), "pmp-2026-10", "service", "free_customer_service", 1, "IT", "5550001", Decimal(0)),
+        (start + dt.timedelta(hours=11), "pmp-2026-10", "utility", "regular", 2, "IT", "5550001", Decimal("0.03")),
+    ).drop("cost")
+    day = int(start.timestamp())
+    response = {"pricing_analytics": {"data": [{"data_points": [
+        {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "FREE_CUSTOMER_SERVICE", "pricing_category": "SERVICE", "volume": 4},
+        {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
+    ]}]}}
+    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), config=BillingConfig())
+    assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status").rows() == [
+        ("service", "free_customer_service", 4, 4, MATCH),
+        ("utility", "regular", 2, 2, MATCH),
+    ]
