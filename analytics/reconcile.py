@@ -37,9 +37,8 @@ a `reason` (one of `REASONS`) and an `explanation` in plain language with the fi
    as are tiers and conversation directions (`queries/reconcile_aggregates.sql`). Our pricing
    types are put in Meta's words of the charge's date (`meta_reports.in_metas_words`: from
    2026-10-01 our `free_tier` is Meta's `free_customer_service`, as `pricing_analytics` has no
-   free-tier type). Volumes and, when
-   our charges are priced, costs are compared; where Meta gives no cost (a partner's credit line)
-   the row says so instead of showing a zero. [choice] CBP free entry point conversations count as
+   free-tier type). Volumes and, when our charges are priced, costs are compared; where Meta gives
+   no cost (a partner's credit line) the row says so instead of showing a zero. [choice] CBP free entry point conversations count as
    `service`, as in Meta's example response; Meta's `marketing_lite` counts as marketing.
 
 Each source of Meta's (webhook, Gupshup message event, Gupshup billing event, each analytics file)
@@ -329,7 +328,8 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame) -> p
         "started_at",
         "expires_at",
         "opening_message_id",
-        takes_all=(pl.col("category") == rules.FEP_CATEGORY) | (pl.col("rule_set") == "cbp-2022"),
+        # An FEP conversation, and any of the 2022 categories' rule set (user-/business-initiated), takes all.
+        takes_all=pl.col("category").is_in(rules.CBP_2022_CATEGORIES),
         is_fep=pl.col("category") == rules.FEP_CATEGORY,
         conversation_slot=pl.col("category").replace({rules.AUTH_INTERNATIONAL: rules.AUTH}),
     )
@@ -353,11 +353,11 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame) -> p
 def meta_items(meta_pricing: pl.DataFrame, config: BillingConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(PMP items, CBP items, unreadable rows) of Meta's per-message billing.
 
-    PMP: one item per (source, wamid), the values of the status that bills it (`STATUS_PRECEDENCE`).
-    CBP (`pricing_model` CBP, or no model on any status of the message but a conversation id, as
-    CBP-2022 webhooks without `pricing` have): one item per (source, conversation id), with its wamids, category (pricing
-    category, else the conversation's origin), billable flag and window start (expiration minus
-    the window).
+    PMP: one item per (source, wamid, group participant), the values of the status that bills it
+    (`STATUS_PRECEDENCE`). CBP (`pricing_model` CBP, or no model on any status of the message but
+    a conversation id, as CBP-2022 webhooks without `pricing` have): one item per (source,
+    conversation id), with its wamids, category (pricing category, else the conversation's origin),
+    billable flag and window start (expiration minus the window).
     """
     config = config or BillingConfig()
     # A status with a conversation but no pricing takes its message's model from the message's other
@@ -1071,18 +1071,18 @@ def _explain_rule_model(row: dict, config: BillingConfig) -> str:
         )
     era_2022 = {meta in rules.CBP_2022_CATEGORIES, ours in rules.CBP_2022_CATEGORIES}
     if era_2022 == {True, False} and rules.FEP_CATEGORY not in pair:
+        first, second = rules.rule_sets()[:2]  # oldest first: the rule sets of the 2022 and 2023 categories
         return (
             f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: one side uses the categories of "
-            "cbp-2022 (user- and business-initiated), the other those of cbp-2023; the switch was 2023-06-01 in the "
-            "WABA time zone (check --timezone)."
+            f"{first.name} (user- and business-initiated), the other those of {second.name}; the switch was "
+            f"{second.effective_from.isoformat()} in the WABA time zone (check --timezone)."
         )
     if pair <= {"user_initiated", "business_initiated"}:
         return (
             f"Meta says {meta} where we computed {ours}: whether a customer service window was open differs — the "
             "user's message that opened it may be missing from the input."
         )
-    known = {*rules.CBP_2022_CATEGORIES, *rules.CBP_2023_SLOTS, rules.AUTH_INTERNATIONAL, "marketing_lite"}
-    if meta not in known:
+    if meta not in MODELLED_CATEGORIES:
         return f"Meta billed category {meta}, which this package does not model (e.g. an AI provider's or group rate)."
     return f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: a rule modelled differently."
 
@@ -1413,7 +1413,8 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
 
     Each delivered outbound message gets a `sent` row and, unless it only reached `sent`, a row of
     its status. PMP: `pricing_model`, category (`marketing_lite` as Meta writes it), `type` in
-    Meta's words of the day (`meta_reports.in_metas_words`) and `billable`, no conversation. CBP: the conversation's category, `billable` true unless it is a
+    Meta's words of the day (`meta_reports.in_metas_words`) and `billable`, no conversation. CBP:
+    the conversation's category, `billable` true unless it is a
     free entry point conversation (§7), a conversation id, and on the `sent` row only the expiration
     (opening + window, rounded up to the next whole minute, as Meta has been seen to do).
     """

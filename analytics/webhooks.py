@@ -47,9 +47,9 @@ statuses of one message arrive in separate payloads and retries repeat (`fold_st
    type is not said); `marketing`, `utility`, `authentication`, `marketing_lite` a template of that
    category, and `group_marketing`, `group_utility` too (the row is still set aside as a group
    send); `authentication_international` an `authentication` template; `referral_conversion` (free
-   entry point) and anything else, unknown. CBP, or no `pricing_model`: a `service` conversation (`pricing.category` or
-   `conversation.origin.type`) is a non-template, since templates never ride a service
-   conversation (§4.2); `marketing`, `utility`, `authentication` and the 2022 categories settle
+   entry point) and anything else, unknown. CBP, or no `pricing_model`: a `service` conversation
+   (`pricing.category` or `conversation.origin.type`) is a non-template, since templates never ride
+   a service conversation (§4.2); `marketing`, `utility`, `authentication` and the 2022 categories settle
    nothing, since a non-template rides any open conversation (§4.3).
    A template whose category step 1 could not find also takes the PMP billed category.
 3. Still unknown: `problem` says which file would settle it (`UNKNOWN_TYPE`, or what the template
@@ -100,8 +100,8 @@ PMP_TEMPLATE_CATEGORIES = {
     "group_marketing": "marketing",
     "group_utility": "utility",
 }
-# PMP categories that name a non-template message: service, and an AI provider's message, which Meta
-# charges per delivered non-template message (changes-2026-h2.md §6, "AI Providers").
+# PMP categories that name a non-template message: service, a group's, and an AI provider's message,
+# which Meta charges per delivered non-template message (changes-2026-h2.md §6, "AI Providers").
 PMP_NON_TEMPLATE_CATEGORIES = (SERVICE, "group_service", "general_purpose_ai")
 CATEGORY_SPELLINGS = {"authentication-international": "authentication_international"}
 CTWA_SOURCE = "ad"
