@@ -50,7 +50,8 @@ latest); the rest is not compared and the summary says how many.
 this package reads and keeps but does not bill yet — a group send (`recipient_type: group`), a
 category outside `MODELLED_CATEGORIES` (`group_*`, `general_purpose_ai`), a pricing type none of
 ours corresponds to (`free_group_customer_service`) — is `not_modelled`, matched or not (unless the
-input lacks the message altogether: `status_missing`). Otherwise a matched item gets the first that
+input lacks the message altogether: `status_missing`); so is an analytics data point of such
+traffic that we have no charge for. Otherwise a matched item gets the first that
 applies in this order:
 - `rule_model_differs`: another pricing model (per message against per conversation: --timezone,
   the crossover of §5), or a category difference the rules decide (authentication-international,
@@ -101,6 +102,7 @@ from analytics.meta_reports import (
     REPORT_PRICING_MODEL,
     WEBHOOK,
     in_metas_words,
+    pricing_type_meanings,
     with_pricing_type_meaning,
 )
 from analytics.resources import ArrowStream, query
@@ -1280,8 +1282,16 @@ def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, config: B
     ours_volume, meta_volume = pl.col("ours_volume"), pl.col("meta_volume")
     cost_difference = pl.col("ours_cost") - pl.col("meta_cost")
     tolerance = pl.lit(COST_TOLERANCE, dtype=COST_DTYPE)
+    # Meta's group and AI traffic (categories we do not bill, pricing types none of ours match): read, not compared.
+    unmatched_types = pricing_type_meanings().filter(pl.col("ours_pricing_type").is_null())["meta_pricing_type"].unique()
+    not_modelled = (
+        (pl.col("category").is_not_null() & ~pl.col("category").is_in(MODELLED_CATEGORIES))
+        | pl.col("pricing_type").is_in(unmatched_types.to_list())
+    ).fill_null(False)
     reason = (
-        pl.when(meta_volume.is_null() | ours_volume.is_null() | (ours_volume != meta_volume))
+        pl.when(not_modelled & ours_volume.is_null())
+        .then(pl.lit(NOT_MODELLED))
+        .when(meta_volume.is_null() | ours_volume.is_null() | (ours_volume != meta_volume))
         .then(pl.lit(VOLUME_DIFFERS))
         .when(pl.lit(not compare_cost))
         .then(pl.lit(AGREES))
@@ -1366,6 +1376,12 @@ def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, config: B
 def _explain_aggregate(row: dict, compare_cost: bool) -> str:
     reason, ours, meta = row["reason"], row["ours_volume"], row["meta_volume"]
     unit = "conversation" if row["pricing_model"] == "CBP" else "message"
+    if reason == NOT_MODELLED:
+        what = ", ".join(v for v in (row.get("meta_categories") or row.get("category"), row.get("pricing_type")) if v)
+        return (
+            f"Meta counts {_plural(meta, unit)} ({what}) that this package reads but does not bill yet (group "
+            "messages, AI providers): not compared."
+        )
     merged = ""
     if row.get("meta_categories") and row["meta_categories"] != row.get("category"):
         merged = f" (Meta's {row['meta_categories']} together, billed alike)"

@@ -1002,3 +1002,27 @@ def test_pricing_analytics_after_the_switch_counts_our_free_tier_as_free_custome
         ("service", "free_customer_service", 4, 4, MATCH),
         ("utility", "regular", 2, 2, MATCH),
     ]
+
+
+def test_pricing_analytics_group_and_ai_points_are_not_modelled():
+    start = dt.datetime(2026, 11, 3, tzinfo=UTC)
+    ours = our_charges(
+        (start + dt.timedelta(hours=11), "pmp-2026-10", "utility", "regular", 2, "IT", "5550001", Decimal("0.03")),
+    ).drop("cost")
+    day = int(start.timestamp())
+    point = {"start": day, "end": day + 86400, "country": "IT"}
+    response = {"pricing_analytics": {"data": [{"data_points": [
+        {**point, "pricing_type": "REGULAR", "pricing_category": "GROUP_MARKETING", "volume": 6},
+        {**point, "pricing_type": "FREE_GROUP_CUSTOMER_SERVICE", "pricing_category": "GROUP_SERVICE", "volume": 3},
+        {**point, "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
+    ]}]}}
+    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), config=BillingConfig())
+    assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason").rows() == [
+        ("group_marketing", "regular", None, 6, MISSING_OURS, NOT_MODELLED),
+        ("group_service", "free_group_customer_service", None, 3, MISSING_OURS, NOT_MODELLED),
+        ("utility", "regular", 2, 2, MATCH, AGREES),
+    ]
+    assert rows["explanation"][0] == (
+        "Meta counts 6 messages (group_marketing, regular) that this package reads but does not bill yet (group "
+        "messages, AI providers): not compared."
+    )
