@@ -636,7 +636,10 @@ def in_metas_words(frame: pl.DataFrame, *, local_date: pl.Expr, pricing_type: st
     )
     return (
         frame.with_columns(_meaning_from=meaning_from)
-        .join(words, left_on=["_meaning_from", pricing_type], right_on=["_meaning_from", "_ours_type"], how="left", maintain_order="left")
+        .join(
+            words, left_on=["_meaning_from", pricing_type], right_on=["_meaning_from", "_ours_type"],
+            how="left", maintain_order="left",
+        )
         .with_columns(pl.coalesce("_metas_word", pricing_type).alias(pricing_type))
         .drop("_meaning_from", "_metas_word")
     )

@@ -38,8 +38,9 @@ a `reason` (one of `REASONS`) and an `explanation` in plain language with the fi
    types are put in Meta's words of the charge's date (`meta_reports.in_metas_words`: from
    2026-10-01 our `free_tier` is Meta's `free_customer_service`, as `pricing_analytics` has no
    free-tier type). Volumes and, when our charges are priced, costs are compared; where Meta gives
-   no cost (a partner's credit line) the row says so instead of showing a zero. [choice] CBP free entry point conversations count as
-   `service`, as in Meta's example response; Meta's `marketing_lite` counts as marketing.
+   no cost (a partner's credit line) the row says so instead of showing a zero. [choice] CBP free
+   entry point conversations count as `service`, as in Meta's example response; Meta's
+   `marketing_lite` counts as marketing.
 
 Each source of Meta's (webhook, Gupshup message event, Gupshup billing event, each analytics file)
 is compared on its own, so one message may have a row per source. Our charges that no item of any
@@ -146,7 +147,10 @@ REASONS: dict[str, str] = {
     RATE_CARD_GAP: "aggregate: cost differs where our rate is unknown (the card has no rate)",
     COST_NOT_AVAILABLE: "aggregate: Meta gives no cost (a WABA on a partner's credit line)",
     ROUNDING: "aggregate: volumes agree, costs differ by no more than rounding",
-    NOT_MODELLED: "Meta billed a category, pricing type or group send this package reads and keeps but does not bill yet (group messages, AI providers): not compared",
+    NOT_MODELLED: (
+        "Meta billed a category, pricing type or group send this package reads and keeps but does not bill yet "
+        "(group messages, AI providers): not compared"
+    ),
 }
 
 WINDOW_TOLERANCE = dt.timedelta(seconds=60)  # §7: expiration_timestamp is rounded up to the minute
@@ -1008,7 +1012,8 @@ def _explain_not_modelled(row: dict) -> str:
         to = f" to participant {row['_participant']}" if row.get("_participant") else ""
         return (
             f"Meta billed group message {row['message_id']}{to} ({billed}): group sends are read and kept, but this "
-            "package does not bill them yet (one charge per delivered participant, group categories and windows): not compared."
+            "package does not bill them yet (one charge per delivered participant, group categories and windows): "
+            "not compared."
         )
     if category is not None and category not in MODELLED_CATEGORIES:
         return (
@@ -1199,7 +1204,8 @@ def _report_buckets(
         ),
     )
     if model == "PMP":  # our pricing types in Meta's words of the charge's date (the table of the item level)
-        ours = in_metas_words(ours, local_date=engine.local_time(config, "started_at").dt.date(), pricing_type="pricing_type")
+        day = engine.local_time(config, "started_at").dt.date()
+        ours = in_metas_words(ours, local_date=day, pricing_type="pricing_type")
     if "phone_number" in present:
         theirs = set(report["phone_number"].drop_nulls().to_list())
         if not theirs <= set(ours["phone_number"].drop_nulls().to_list()):
@@ -1486,7 +1492,8 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
         source_row=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
         problem=pl.lit(None, pl.String),
     )
-    return frame.select([(pl.col(c) if c in frame.columns else pl.lit(None)).cast(t).alias(c) for c, t in PRICING_SCHEMA.items()])
+    columns = frame.columns  # subtype and group recipients: none in our own charges
+    return frame.select([(pl.col(c) if c in columns else pl.lit(None)).cast(t).alias(c) for c, t in PRICING_SCHEMA.items()])
 
 
 def meta_analytics_response(
