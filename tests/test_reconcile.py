@@ -1026,3 +1026,15 @@ def test_pricing_analytics_group_and_ai_points_are_not_modelled():
         "Meta counts 6 messages (group_marketing, regular) that this package reads but does not bill yet (group "
         "messages, AI providers): not compared."
     )
+
+
+def test_cli_reconciles_the_2026_10_webhooks_in_one_run(tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    inputs = [str(OCTOBER / f) for f in ("statuses_2026_10.jsonl", "fep_2026_10.jsonl", "group_statuses.jsonl")]
+    assert cli.main(["reconcile", *inputs, "--send-log", str(OCTOBER / "send_log_2026_10.csv"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    rows = pl.read_csv(out)
+    assert rows.group_by("reason").len().sort("reason").rows() == [
+        (AGREES, 7), (NOT_MODELLED, 3), (PRICING_TYPE_DIFFERS, 1), (RULE_MODEL_DIFFERS, 1),
+    ]
+    assert "        3  not_modelled: Meta billed a category, pricing type or group send" in err
