@@ -903,6 +903,7 @@ def _canonical(draws: _Draws, users: pl.DataFrame, rows: pl.DataFrame, chunk: in
         ),
         status=status,
         entry_point=pl.col("entry").replace_strict(dict(enumerate(ENTRY_POINTS)), default=None, return_dtype=pl.String),
+        fep_expires_at=pl.lit(None),  # only Meta's status webhooks say where a window ends
     )
     return frame.select([pl.col(c).cast(t) for c, t in MESSAGE_SCHEMA.items()])
 

@@ -25,7 +25,8 @@ Follow a file through this module in order:
       (`waba_timezones`, else `timezone`), the same instant the engines switch at (billing-rules.md §1)
    6. `UNKNOWN_DIRECTION`: not `inbound` or `outbound` (any case)
    7. `TEMPLATE_WITHOUT_CATEGORY`, then 8. `UNKNOWN_CATEGORY` (templates only)
-   9. `UNKNOWN_STATUS`; 10. `UNKNOWN_ENTRY_POINT` (inbound only)
+   9. `UNKNOWN_STATUS`; 10. `UNKNOWN_ENTRY_POINT` (inbound only); 10a. `BAD_FEP_EXPIRY`: an
+      `fep_expires_at` given that is neither ISO 8601 with offset nor Unix seconds
    11. `CONFLICTING_DUPLICATE`: another row with the same message_id has different canonical
        values (all such rows go, since none can be trusted over the others; a row quarantined for
        its own reason takes no part)
@@ -36,7 +37,9 @@ Follow a file through this module in order:
    instants (fractions kept to the microsecond), `direction`, `message_type`, `template_category`,
    `status` and `entry_point` lower-cased, `user_country` upper-cased, empty `waba_id` is
    `default`. A category on a non-template and an entry point on an outbound message mean nothing
-   to billing (§1): they are set to null and counted in the run summary's notes. Rows with no value
+   to billing (§1): they are set to null and counted in the run summary's notes. The optional
+   `fep_expires_at` (the end Meta gave a free entry point window, README) is an instant like
+   `timestamp`, kept on outbound rows only; files without the column read it as null. Rows with no value
    at all (blank lines, `,,,,`) are not messages: they are skipped and counted in the notes.
 3. **Locate and pseudonymise** (`read_messages`): `markets.with_user_country` fills `user_country`
    from the phone; with a key, `pseudonymise` replaces user ids and phones (also in the quarantine).
@@ -111,6 +114,10 @@ TEMPLATE_WITHOUT_CATEGORY = f"template without category: add template_category (
 UNKNOWN_CATEGORY = f"unknown template_category: use {_CATEGORIES}"
 UNKNOWN_STATUS = f"unknown status: use {', '.join(STATUSES)}, or leave it empty"
 UNKNOWN_ENTRY_POINT = f"unknown entry_point: use {' or '.join(ENTRY_POINTS)}, or leave it empty"
+BAD_FEP_EXPIRY = (
+    "fep_expires_at is not a time: write ISO 8601 with an offset (2026-10-05T09:30:00Z) or Unix seconds, "
+    "or leave it empty"
+)
 CONFLICTING_DUPLICATE = "conflicting duplicate of message_id"  # the summary's key; rows get the details
 ROWS_NAMED_PER_CONFLICT = 5
 
@@ -122,6 +129,7 @@ def before_first_supported() -> str:
 # Internal columns of the labelled frame.
 _POSITION, _RAW, _INSTANT, _NO_ZONE, _REASON = "_position", "_raw", "_instant", "_no_zone", "_reason"
 _ISO_PARTS = "_iso_parts"
+_FEP_ISO_PARTS, _FEP_INSTANT = "_fep_iso_parts", "_fep_instant"
 _KIND, _OUTCOME, _BLANK = "_reason_kind", "_outcome", "_blank"
 _ENTRY_POINT_IGNORED, _CATEGORY_IGNORED = "_entry_point_ignored", "_category_ignored"
 _ROW_INDEX, _OVERFLOW = "_row_index", "_overflow"
@@ -452,16 +460,20 @@ def label(raw: pl.LazyFrame, *, timezone: str = "UTC", waba_timezones: Mapping[s
         .with_row_index(_POSITION)
         .with_columns(pl.struct(MESSAGE_COLUMNS).alias(_RAW))
         .with_columns(_trimmed(c) for c in MESSAGE_COLUMNS)
-        .with_columns(pl.col("timestamp").str.extract_groups(_ISO).alias(_ISO_PARTS))
+        .with_columns(
+            pl.col("timestamp").str.extract_groups(_ISO).alias(_ISO_PARTS),
+            pl.col("fep_expires_at").str.extract_groups(_ISO).alias(_FEP_ISO_PARTS),
+        )
     )
     checked = trimmed.with_columns(
         pl.coalesce(_iso_instant(pl.col(_ISO_PARTS)), _unix_instant(pl.col("timestamp"))).alias(_INSTANT),
         _has_no_zone(pl.col(_ISO_PARTS)).alias(_NO_ZONE),
+        pl.coalesce(_iso_instant(pl.col(_FEP_ISO_PARTS)), _unix_instant(pl.col("fep_expires_at"))).alias(_FEP_INSTANT),
         *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point")],
         pl.col("user_country").str.to_uppercase(),
         pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
     ).with_columns(_row_reason(_first_supported_instants(timezone, waba_timezones or {})).alias(_REASON))
-    checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS)
+    checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT)
     return _resolve_duplicates(checked, repeated_messages(checked))
 
 
@@ -538,7 +550,7 @@ def zone_info(timezone: str) -> ZoneInfo:
 
 
 def _row_reason(first_instant: pl.Expr) -> pl.Expr:
-    """The first reason (docstring, step 2, 1–10) a row cannot be used, or null."""
+    """The first reason (docstring, step 2, 1–10a) a row cannot be used, or null."""
     missing = pl.concat_str(
         [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in REQUIRED_MESSAGE_COLUMNS], separator=", ", ignore_nulls=True
     )
@@ -557,6 +569,7 @@ def _row_reason(first_instant: pl.Expr) -> pl.Expr:
         .when(pl.col("status").is_not_null() & ~pl.col("status").is_in(STATUSES)).then(pl.lit(UNKNOWN_STATUS))
         .when((pl.col("direction") == "inbound") & entry_point.is_not_null() & ~entry_point.is_in(ENTRY_POINTS))
         .then(pl.lit(UNKNOWN_ENTRY_POINT))
+        .when(pl.col("fep_expires_at").is_not_null() & pl.col(_FEP_INSTANT).is_null()).then(pl.lit(BAD_FEP_EXPIRY))
     )
 
 
@@ -569,6 +582,7 @@ def _canonical_values() -> list[pl.Expr]:
         pl.col("waba_id").fill_null(DEFAULT_WABA),
         pl.when(template).then(pl.col("template_category")).alias("template_category"),
         pl.when(~outbound).then(pl.col("entry_point")).alias("entry_point"),
+        pl.when(outbound).then(pl.col(_FEP_INSTANT)).alias("fep_expires_at"),
         (outbound & pl.col("entry_point").is_not_null()).fill_null(False).alias(_ENTRY_POINT_IGNORED),
         (~template & pl.col("template_category").is_not_null()).fill_null(False).alias(_CATEGORY_IGNORED),
     ]

@@ -23,7 +23,7 @@ lower case; Gupshup's deduction `type` FTC (free tier conversation) is `free_tie
 a category name is that category (`regular` when billable); `FREE_ENTRY`, the name Meta's docs
 give to a conversation type its responses call `FREE_ENTRY_POINT`, is `free_entry_point`. Meta's
 own spelling stays where it differs only by a choice of ours: `marketing_lite` is kept (we bill it
-as marketing, rules.BILLED_CATEGORY; reconciliation compares it so).
+as marketing, the rules file's choice `marketing_lite_billed_as`; reconciliation compares it so).
 
 Nothing is dropped silently: a row that cannot be used keeps its source position and says why in
 `problem` (a placeholder value copied from documentation, an unreadable number); values of other
@@ -36,10 +36,12 @@ run with an `InputError` that says which file and what to request instead.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,9 @@ from typing import Any
 import polars as pl
 
 from analytics.errors import InputError
+from analytics.resources import resource
 from analytics.schema import INSTANT
-from analytics.webhooks import looks_like_webhook
+from analytics.webhooks import category_of, looks_like_webhook
 
 # Where a row of Meta's per-message billing came from.
 WEBHOOK = "webhook"
@@ -85,6 +88,9 @@ PRICING_SCHEMA: dict[str, pl.DataType] = {
     "conversation_id": pl.String(),
     "conversation_expires_at": INSTANT,
     "conversation_origin": pl.String(),
+    "pricing_subtype": pl.String(),  # webhook `pricing.subtype`, e.g. paid_exempt (exempt service)
+    "recipient_type": pl.String(),  # `group` for a group send (one row per participant)
+    "recipient_participant_id": pl.String(),
     "source_file": pl.String(),
     "source_row": pl.Int64(),
     "problem": pl.String(),
@@ -478,7 +484,7 @@ def deduction(
         problems.append(f"billable {billable!r} is neither true nor false")
     kind_text = _lower(kind)
     named_type = pricing_type_of(kind_text)
-    category_text = _lower(category)
+    category_text = category_of(_text(category))
     if named_type in PRICING_TYPES:
         pricing_type = named_type
         if named_type == "free_tier":
@@ -518,7 +524,7 @@ def _message_event(payload: dict, time: dt.datetime | None) -> dict | None:
         "business_phone": None,
         "user_id": _text(payload.get("destination")),
         "pricing_model": model,
-        "category": _lower(pricing.get("category")),
+        "category": category_of(_text(pricing.get("category"))),
         "pricing_type": pricing_type_of(_lower(pricing.get("type"))),
         "billable": billable,
         "conversation_id": _text(conversation.get("id")),
@@ -549,6 +555,9 @@ def webhook_pricing(billing: pl.DataFrame) -> pl.DataFrame:
         conversation_id="conversation_id",
         conversation_expires_at=pl.from_epoch(expires, time_unit="s").dt.replace_time_zone("UTC").cast(INSTANT),
         conversation_origin="conversation_origin",
+        pricing_subtype="pricing_subtype",
+        recipient_type="recipient_type",
+        recipient_participant_id="recipient_participant_id",
         source_file="source_file",
         source_row="source_row",
         problem=pl.when(pl.col("conversation_expires_at").is_not_null() & expires.is_null()).then(
@@ -557,10 +566,83 @@ def webhook_pricing(billing: pl.DataFrame) -> pl.DataFrame:
     ).cast(PRICING_SCHEMA)  # type: ignore[arg-type]
 
 
+# --- what a status webhook's pricing type means, by date ---------------------------------------------
+
+
+PRICING_TYPE_MEANINGS_SCHEMA: dict[str, pl.DataType] = {
+    "effective_from": pl.Date(),
+    "meta_pricing_type": pl.String(),
+    "ours_pricing_type": pl.String(),
+    "billable": pl.Boolean(),
+    "meaning": pl.String(),
+    "source": pl.String(),
+}
+
+
+@cache
+def pricing_type_meanings() -> pl.DataFrame:
+    """data/rules/webhook_pricing_types.csv, one row per (effective_from, Meta's pricing type, our
+    pricing type that agrees with it): from `effective_from` (00:00 in the WABA time zone) until the
+    next date of the table, Meta's `pricing.type` means `meaning` (source: Meta's status webhook
+    reference, P3 of changes-2026-h2.md; on 2026-10-01 `free_customer_service` changed from "inside
+    the customer service window" to "inside the free tier"). An empty `ours_pricing_type` is a type
+    none of our charges corresponds to (group messages: not modelled yet)."""
+    text = resource("data", "rules", "webhook_pricing_types.csv").read_text(encoding="utf-8")
+    return pl.read_csv(io.StringIO(text), schema=PRICING_TYPE_MEANINGS_SCHEMA)
+
+
+def with_pricing_type_meaning(frame: pl.DataFrame, *, local_date: pl.Expr, pricing_type: str) -> pl.DataFrame:
+    """`frame` with what Meta's pricing type in column `pricing_type` meant on `local_date` (a date in
+    the WABA time zone), by `pricing_type_meanings()`:
+    - `meaning_from`: the effective date of the meanings in force (null before the table's first date);
+    - `agreeing_types`: our pricing types that agree with Meta's (empty: none of ours corresponds;
+      null: Meta's type is not in the table, or no meaning is in force);
+    - `meaning`: the meaning in words (alternatives joined by "; or ")."""
+    table = pricing_type_meanings()
+    meaning_from = pl.lit(None, pl.Date)
+    for effective_from in table["effective_from"].unique().sort():
+        meaning_from = pl.when(local_date >= effective_from).then(pl.lit(effective_from)).otherwise(meaning_from)
+    by_type = table.group_by("effective_from", "meta_pricing_type", maintain_order=True).agg(
+        agreeing_types=pl.col("ours_pricing_type").drop_nulls(),
+        meaning=pl.col("meaning").str.join("; or "),
+    )
+    return frame.drop("meaning_from", "agreeing_types", "meaning", strict=False).with_columns(
+        meaning_from=meaning_from
+    ).join(
+        by_type,
+        left_on=["meaning_from", pricing_type],
+        right_on=["effective_from", "meta_pricing_type"],
+        how="left",
+        maintain_order="left",
+    )
+
+
 def concat_pricing(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
     """Several PRICING_SCHEMA tables as one."""
     frames = [f.select(list(PRICING_SCHEMA)) for f in frames if f.height]
     return pl.concat(frames) if frames else pl.DataFrame(schema=PRICING_SCHEMA)
+
+
+def in_metas_words(frame: pl.DataFrame, *, local_date: pl.Expr, pricing_type: str) -> pl.DataFrame:
+    """`frame` with our pricing type in column `pricing_type` replaced by the word Meta uses for it on
+    `local_date` (`pricing_type_meanings()` read backwards: from 2026-10-01 our `free_tier` is Meta's
+    `free_customer_service`); unchanged where the table says nothing (before 2025-07-01)."""
+    table = pricing_type_meanings().filter(pl.col("ours_pricing_type").is_not_null())
+    meaning_from = pl.lit(None, pl.Date)
+    for effective_from in table["effective_from"].unique().sort():
+        meaning_from = pl.when(local_date >= effective_from).then(pl.lit(effective_from)).otherwise(meaning_from)
+    words = table.unique(["effective_from", "ours_pricing_type"], keep="first", maintain_order=True).select(
+        _meaning_from="effective_from", _ours_type="ours_pricing_type", _metas_word="meta_pricing_type"
+    )
+    return (
+        frame.with_columns(_meaning_from=meaning_from)
+        .join(
+            words, left_on=["_meaning_from", pricing_type], right_on=["_meaning_from", "_ours_type"],
+            how="left", maintain_order="left",
+        )
+        .with_columns(pl.coalesce("_metas_word", pricing_type).alias(pricing_type))
+        .drop("_meaning_from", "_metas_word")
+    )
 
 
 # --- JSON values -------------------------------------------------------------------------------------

@@ -14,9 +14,16 @@ a `reason` (one of `REASONS`) and an `explanation` in plain language with the fi
 
 **Levels.**
 1. `message` (PMP, per message): Meta's item is a wamid with `pricing_model: PMP`; it is matched
-   to our charge whose `opening_message_id` is that wamid. Category (`marketing_lite` is billed as
-   marketing, the choice `marketing_lite_billed_as`, so the two are the same), pricing type (Meta's `type` wins over
-   `billable` when both are given, §7) and billing are compared.
+   to our charge whose `opening_message_id` is that wamid (a group send: an item per participant).
+   Category (`marketing_lite` is billed as marketing, the choice `marketing_lite_billed_as`, so
+   the two are the same), pricing type and billing are compared. Meta's `type` is read with the meaning in force at
+   the message's date in its WABA's time zone (data/rules/webhook_pricing_types.csv, from Meta's
+   status webhook reference): through 2026-09-30 `free_customer_service` is our
+   `free_customer_service` (inside the customer service window); from 2026-10-01 it is our
+   `free_tier` (a service message inside the 1,000 free a month) or, for a reaction,
+   `free_customer_service`, and `regular` covers utility inside the window. `billable`, which Meta
+   deprecates, is read only where `type` is absent (§7). `subtype: paid_exempt` marks a service
+   message Meta does not charge (an exempt government or non-profit, billing-rules.md §9).
 2. `conversation` (CBP): Meta's conversation id groups the wamids of its statuses. It is matched to
    our conversation whose opening message is among them, the one whose window starts nearest to
    Meta's: `expiration_timestamp` minus the window (24 h; the FEP window for `referral_conversion`).
@@ -27,18 +34,26 @@ a `reason` (one of `REASONS`) and an `explanation` in plain language with the fi
 3. `aggregate`: per data point of an analytics response, our charges of the same pricing model
    rolled up to the same bucket (Meta's `start`/`end`, in Unix time), country, phone number,
    category and pricing type — on the dimensions the response has; the others are summed over,
-   as are tiers and conversation directions (`queries/reconcile_aggregates.sql`). Volumes and, when
-   our charges are priced, costs are compared; where Meta gives no cost (a partner's credit line)
-   the row says so instead of showing a zero. [choice] CBP free entry point conversations count as
-   `service`, as in Meta's example response; Meta's `marketing_lite` counts as marketing.
+   as are tiers and conversation directions (`queries/reconcile_aggregates.sql`). Our pricing
+   types are put in Meta's words of the charge's date (`meta_reports.in_metas_words`: from
+   2026-10-01 our `free_tier` is Meta's `free_customer_service`, as `pricing_analytics` has no
+   free-tier type). Volumes and, when our charges are priced, costs are compared; where Meta gives
+   no cost (a partner's credit line) the row says so instead of showing a zero. [choice] CBP free
+   entry point conversations count as `service`, as in Meta's example response; Meta's
+   `marketing_lite` counts as marketing.
 
 Each source of Meta's (webhook, Gupshup message event, Gupshup billing event, each analytics file)
 is compared on its own, so one message may have a row per source. Our charges that no item of any
 source matches are `missing_meta`, but only inside the period Meta's items cover (earliest to
 latest); the rest is not compared and the summary says how many.
 
-**Reasons** (constants below; `REASONS` holds the one-line text of each). A matched item gets the
-first that applies in this order:
+**Reasons** (constants below; `REASONS` holds the one-line text of each). Any item of Meta's that
+this package reads and keeps but does not bill yet — a group send (`recipient_type: group`), a
+category outside `MODELLED_CATEGORIES` (`group_*`, `general_purpose_ai`), a pricing type none of
+ours corresponds to (`free_group_customer_service`) — is `not_modelled`, matched or not (unless the
+input lacks the message altogether: `status_missing`); so is an analytics data point of such
+traffic that we have no charge for. Otherwise a matched item gets the first that
+applies in this order:
 - `rule_model_differs`: another pricing model (per message against per conversation: --timezone,
   the crossover of §5), or a category difference the rules decide (authentication-international,
   free entry point, user- against business-initiated, a category this package does not model);
@@ -73,6 +88,7 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 
+from analytics import charges as engine
 from analytics import markets, pricing, rules, schema
 from analytics.errors import UsageError
 from analytics.meta_reports import (
@@ -86,6 +102,9 @@ from analytics.meta_reports import (
     PRICING_SCHEMA,
     REPORT_PRICING_MODEL,
     WEBHOOK,
+    in_metas_words,
+    pricing_type_meanings,
+    with_pricing_type_meaning,
 )
 from analytics.resources import ArrowStream, query
 from analytics.rules import BillingConfig
@@ -111,6 +130,7 @@ COST_DIFFERS = "cost_differs"
 RATE_CARD_GAP = "rate_card_gap"
 COST_NOT_AVAILABLE = "cost_not_available"
 ROUNDING = "rounding"
+NOT_MODELLED = "not_modelled"
 
 REASONS: dict[str, str] = {
     AGREES: "Meta's figures agree with ours",
@@ -127,6 +147,10 @@ REASONS: dict[str, str] = {
     RATE_CARD_GAP: "aggregate: cost differs where our rate is unknown (the card has no rate)",
     COST_NOT_AVAILABLE: "aggregate: Meta gives no cost (a WABA on a partner's credit line)",
     ROUNDING: "aggregate: volumes agree, costs differ by no more than rounding",
+    NOT_MODELLED: (
+        "Meta billed a category, pricing type or group send this package reads and keeps but does not bill yet "
+        "(group messages, AI providers): not compared"
+    ),
 }
 
 WINDOW_TOLERANCE = dt.timedelta(seconds=60)  # §7: expiration_timestamp is rounded up to the minute
@@ -135,6 +159,11 @@ TEMPLATE_FAMILY = ("marketing", "utility", "authentication")
 SERVICE = "service"
 CBP_FREE_ENTRY_AS = SERVICE  # [choice] a CBP FEP conversation in conversation_analytics, as in Meta's example
 FAILED = "failed"
+# Categories our charges can carry (contracts.md §2) and Meta's marketing_lite, which we bill as marketing;
+# any other category of Meta's (group_*, general_purpose_ai, ...) is `NOT_MODELLED`.
+MODELLED_CATEGORIES = (*rules.INITIATOR_CATEGORIES, *rules.CATEGORY_SLOTS, rules.AUTH_INTERNATIONAL, "marketing_lite")
+GROUP = "group"
+PAID_EXEMPT = "paid_exempt"  # webhook pricing.subtype: an exempt government or non-profit's service message
 # Which status's pricing object stands for a message when several carry one: the one that bills it.
 STATUS_PRECEDENCE = {"delivered": 0, "read": 1, "played": 1, "sent": 2}
 
@@ -306,7 +335,8 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, conf
         "started_at",
         "expires_at",
         "opening_message_id",
-        takes_all=(pl.col("category") == rules.FEP_CATEGORY) | pl.col("rule_set").is_in(config.one_slot_rule_sets()),
+        # An FEP conversation, and any of the 2022 categories' rule set (user-/business-initiated), takes all.
+        takes_all=pl.col("category").is_in(rules.INITIATOR_CATEGORIES),
         is_fep=pl.col("category") == rules.FEP_CATEGORY,
         conversation_slot=pl.col("category").replace({rules.AUTH_INTERNATIONAL: rules.AUTH}),
     )
@@ -330,15 +360,19 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, conf
 def meta_items(meta_pricing: pl.DataFrame, config: BillingConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(PMP items, CBP items, unreadable rows) of Meta's per-message billing.
 
-    PMP: one item per (source, wamid), the values of the status that bills it (`STATUS_PRECEDENCE`).
-    CBP (`pricing_model` CBP, or no model but a conversation id, as CBP-2022 webhooks without
-    `pricing` have): one item per (source, conversation id), with its wamids, category (pricing
-    category, else the conversation's origin), billable flag and window start (expiration minus
-    the window).
+    PMP: one item per (source, wamid, group participant), the values of the status that bills it
+    (`STATUS_PRECEDENCE`). CBP (`pricing_model` CBP, or no model on any status of the message but
+    a conversation id, as CBP-2022 webhooks without `pricing` have): one item per (source,
+    conversation id), with its wamids, category (pricing category, else the conversation's origin),
+    billable flag and window start (expiration minus the window).
     """
     config = config or BillingConfig()
+    # A status with a conversation but no pricing takes its message's model from the message's other
+    # statuses (v24+ keeps the conversation inside free entry point windows, P3); else it is CBP-2022.
     model = pl.coalesce(
-        pl.col("pricing_model"), pl.when(pl.col("conversation_id").is_not_null()).then(pl.lit("CBP"))
+        pl.col("pricing_model"),
+        pl.col("pricing_model").drop_nulls().first().over("meta_source", "message_id"),
+        pl.when(pl.col("conversation_id").is_not_null()).then(pl.lit("CBP")),
     )
     rows = meta_pricing.with_columns(
         model=model,
@@ -353,11 +387,13 @@ def meta_items(meta_pricing: pl.DataFrame, config: BillingConfig | None = None) 
     unreadable = rows.filter(pl.col("problem").is_not_null()).select(list(UNREADABLE_SCHEMA))
     usable = rows.filter(pl.col("problem").is_null()).sort("rank", "time", "source_row", nulls_last=True)
 
+    # A group send has one status per participant (P3): an item each.
     pmp = (
         usable.filter(pl.col("model") == "PMP")
-        .group_by("meta_source", "message_id", maintain_order=True)
+        .group_by("meta_source", "message_id", "recipient_participant_id", maintain_order=True)
         .agg(
             *[pl.col(c).drop_nulls().first() for c in ("business_phone", "user_id", "category", "pricing_type", "billable", "time")],
+            *[pl.col(c).drop_nulls().first() for c in ("pricing_subtype", "recipient_type")],
             pl.col("source_file", "source_row").first(),
         )
         .with_columns(meta_pricing_model=pl.lit("PMP"))
@@ -376,6 +412,7 @@ def meta_items(meta_pricing: pl.DataFrame, config: BillingConfig | None = None) 
             pl.col("conversation_id").first(),
             message_ids=pl.col("message_id").sort_by("time", "message_id", nulls_last=True).unique(maintain_order=True),
             *[pl.col(c).drop_nulls().first() for c in ("business_phone", "user_id", "category", "pricing_type", "billable")],
+            *[pl.col(c).drop_nulls().first() for c in ("pricing_subtype", "recipient_type", "recipient_participant_id")],
             expires_at=pl.col("conversation_expires_at").min(),
             first_time=pl.col("time").min(),
             last_time=pl.col("time").max(),
@@ -418,7 +455,7 @@ def reconcile_items(
     pmp, cbp, unreadable = meta_items(meta_pricing, config)
     context = _MessageContext.of(charges, messages, quarantine, config)
     ours = charges.select(
-        "opening_message_id", "rule_set", "expires_at", "business_phone", "user_id", "market", "user_country",
+        "opening_message_id", "rule_set", "expires_at", "business_phone", "user_id", "market", "user_country", "waba_id",
         *[pl.col(c).alias(a) for c, a in _OURS.items()],
     )
     message_rows = _message_level(pmp, ours, context)
@@ -427,6 +464,7 @@ def reconcile_items(
     missing, notes = _missing_meta(ours, paired, pmp, cbp, meta_pricing)
     parts = [message_rows, conversation_rows, *([missing] if missing is not None else [])]
     rows = pl.concat(parts, how="diagonal_relaxed")
+    rows = _with_meta_meaning(rows, config)
     rows = _classified(rows, config)
     return _finished(rows), unreadable, notes
 
@@ -524,6 +562,10 @@ def _joined_item_columns() -> dict[str, str | pl.Expr]:
         "_absorbed_by_started_at": "_absorbed_by_started_at",
         "_absorbed_by_rule_set": "_absorbed_by_rule_set",
         "_quarantine_reason": "_quarantine_reason",
+        "waba_id": "waba_id",
+        "_subtype": "pricing_subtype",
+        "_recipient_type": "recipient_type",
+        "_participant": "recipient_participant_id",
     }
 
 
@@ -630,6 +672,7 @@ def _missing_meta(
             country="user_country",
             market="market",
             **{a: a for a in _OURS.values()},
+            waba_id="waba_id",
             _paired=pl.lit(True),
             _missing_meta=pl.lit(True),
             _rule_set="rule_set",
@@ -641,12 +684,27 @@ def _missing_meta(
     return rows, notes
 
 
+def _with_meta_meaning(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+    """Item rows with what Meta's pricing type meant at the message's date in its WABA's time zone
+    (`meta_reports.with_pricing_type_meaning`: `agreeing_types`, `meaning`, `meaning_from`), the
+    one place where the date decides how Meta's `pricing.type` is read (billing-rules.md §9)."""
+    dated = rows.with_columns(
+        _meaning_at=pl.coalesce("ours_started_at", "meta_started_at"),
+        waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA),
+    )
+    local_date = engine.local_time(config, "_meaning_at").dt.date()
+    return with_pricing_type_meaning(
+        dated.with_columns(_meaning_date=local_date), local_date=pl.col("_meaning_date"), pricing_type="meta_pricing_type"
+    )
+
+
 def _classified(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     """`status`, `reason` and `explanation` of item rows (module docstring, Reasons)."""
     defaults = {
         "_missing_meta": pl.Boolean, "_meta_conversation": pl.String, "_meta_model": pl.String,
         "_explained": pl.String, "_quarantined_wamid": pl.String, "_missing_wamids": pl.List(pl.String),
-        "_meta_conversation_wamids": pl.List(pl.String),
+        "_meta_conversation_wamids": pl.List(pl.String), "_subtype": pl.String, "_recipient_type": pl.String,
+        "_participant": pl.String, "agreeing_types": pl.List(pl.String), "meaning": pl.String,
     }
     rows = rows.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in defaults.items() if c not in rows.columns)
     level_is = {level: pl.col("level") == level for level in (MESSAGE, CONVERSATION)}
@@ -677,18 +735,33 @@ def _classified(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
         .then(pl.col("meta_billable").not_())
         .otherwise(False)  # free_customer_service: Meta may say either (service conversations, from 2024-11)
     )
+    # Meta's type, read with the meaning in force at the message's date (`_with_meta_meaning`), wins over
+    # `billable`, which Meta deprecates and which is read only where `type` is absent (§7, §9). An
+    # exempt service message (`subtype: paid_exempt`) is one Meta does not charge.
     pmp_pricing_differs = (
-        pl.when(pl.col("meta_pricing_type").is_not_null())
-        .then(pl.col("meta_pricing_type") != pl.col("ours_pricing_type"))  # type wins over billable (§7)
+        pl.when(pl.col("_subtype") == PAID_EXEMPT)
+        .then(pl.col("ours_billable"))
+        .when(pl.col("meta_pricing_type").is_not_null() & pl.col("agreeing_types").is_not_null())
+        .then(~pl.col("agreeing_types").list.contains(pl.col("ours_pricing_type")))
+        .when(pl.col("meta_pricing_type").is_not_null())
+        .then(pl.col("meta_pricing_type") != pl.col("ours_pricing_type"))
         .when(pl.col("meta_billable").is_not_null())
         .then(pl.col("meta_billable") != pl.col("ours_billable"))
         .otherwise(False)
     )
+    # Read and kept, not billed here yet: a group send, a category we do not bill, a pricing type none of ours matches.
+    not_modelled = (
+        (pl.col("_recipient_type") == GROUP)
+        | (pl.col("meta_category").is_not_null() & ~pl.col("meta_category").is_in(MODELLED_CATEGORIES))
+        | (pl.col("agreeing_types").list.len() == 0)
+    ).fill_null(False)
     gap = (pl.col("ours_started_at") - pl.col("meta_started_at")).dt.total_microseconds().abs()
     window_differs = is_cbp & (gap > WINDOW_TOLERANCE // dt.timedelta(microseconds=1)).fill_null(False)
     free_of_ours = pl.col("ours_pricing_type").is_in(["free_tier", "free_customer_service"])
     paired_reason = (
-        pl.when(model_differs.fill_null(False))
+        pl.when(not_modelled)
+        .then(pl.lit(NOT_MODELLED))
+        .when(model_differs.fill_null(False))
         .then(pl.lit(RULE_MODEL_DIFFERS))
         .when((category_differs & _category_is_the_input(ours_category, meta_category)).fill_null(False))
         .then(pl.lit(CATEGORY_CHANGED))
@@ -706,8 +779,13 @@ def _classified(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     )
     # Meta's items without a charge of ours: what the input says about their messages.
     message_category = pl.col("_ours_message_category")
+    lost = pl.col("_quarantine_reason").is_null() & (pl.col("_status").is_null() | (pl.col("_status") == FAILED))
     unpaired_reason = (
-        pl.when(level_is[CONVERSATION] & pl.col("_explained").is_null())
+        pl.when(level_is[MESSAGE] & lost)
+        .then(pl.lit(STATUS_MISSING))
+        .when(not_modelled)
+        .then(pl.lit(NOT_MODELLED))
+        .when(level_is[CONVERSATION] & pl.col("_explained").is_null())
         .then(pl.when(pl.col("_quarantine_reason").is_not_null()).then(pl.lit(QUARANTINED)).otherwise(pl.lit(STATUS_MISSING)))
         .when(level_is[MESSAGE] & pl.col("_quarantine_reason").is_not_null())
         .then(pl.lit(QUARANTINED))
@@ -801,6 +879,8 @@ def _explain_item(row: dict, config: BillingConfig) -> str:
             f"Agrees. Meta marks the conversation billable, as it marks every conversation but free entry point ones, "
             f"free tier included (billing-rules.md §7); we count it {row['ours_pricing_type']}: no charge on either side."
         )
+    if reason == NOT_MODELLED:
+        return _explain_not_modelled(row)
     if reason == QUARANTINED:
         wamid = row.get("_quarantined_wamid") or row["message_id"]
         return (
@@ -888,13 +968,29 @@ def _explain_category(row: dict) -> str:
 
 def _explain_pricing_type(row: dict) -> str:
     ours, meta = row["ours_pricing_type"], row["meta_pricing_type"]
+    if row.get("_subtype") == PAID_EXEMPT:
+        return (
+            f"Meta marks it {meta or 'billed'} with subtype paid_exempt: an eligible government or non-profit's service "
+            f"message beyond the free tier, which Meta does not charge until 2027-12-31 (changes-2026-h2.md §4); we "
+            f"computed {ours} ({row['_rule_set']}): set the business's service exemption ([billing] service_exempt_until in the "
+            "config file)."
+        )
     meta_text = meta or ("billable" if row["meta_billable"] else "not billable")
     text = f"Meta billed it {meta_text} where we computed {ours} ({row['_rule_set']})"
-    kinds = {ours, meta}
+    if meta and row.get("meaning"):
+        when = row["_meaning_date"].strftime("%Y-%m") if row.get("_meaning_date") else "then"
+        text += f" (in {when} Meta's {meta} means {row['meaning']})"
+    kinds = {ours, meta, *(row.get("agreeing_types") or [])}
     if "free_entry_point" in kinds or (row["meta_pricing_model"] == "CBP" and row["meta_billable"] is False):
         hint = (
             "the free entry point window differs: the user's Click-to-WhatsApp or Page entry may be missing from the "
             "input, or the window length differs (billing-rules.md §2, §8)"
+        )
+    elif "free_tier" in kinds and row.get("meaning_from") is not None:
+        hint = (
+            "the free tier of service messages is counted in another order: we give it to the first delivered in time "
+            "order each month per business number, and Meta does not say which messages get it "
+            "(changes-2026-h2.md §7, open question 2)"
         )
     elif "free_tier" in kinds:
         hint = "the monthly free tier counts differently (its size and scope, per WABA or per business number, are in data/rules/rule_sets.toml)"
@@ -903,8 +999,8 @@ def _explain_pricing_type(row: dict) -> str:
             "whether the customer service window was open differs: the user's last message may be missing from the "
             "input, or free utility templates in the window began on another date for this business (billing-rules.md §8)"
         )
-    elif row.get("_rule_set") in rules.shipped().names and rules.rule_set(row["_rule_set"]).status != "meta_documented":
-        hint = f"the rules of {row['_rule_set']} are not read on Meta's own pages (data/rules/rule_sets.toml)"
+    elif (status := _rule_set_status(row.get("_rule_set"))) not in (None, "meta_documented"):
+        hint = f"the rules of {row['_rule_set']} are {status}, not read on Meta's own page (billing-rules.md §1)"
     else:
         hint = "check the rule set in force (--timezone, --rules)"
     return f"{text}: {hint}."
@@ -916,6 +1012,34 @@ def _rule_sets_with(config: BillingConfig, conversations: str) -> str:
 
 def _switch_to(config: BillingConfig, conversations: str) -> str:
     return str(next(p.effective_from for p in config.rule_book.periods if p.conversations == conversations))
+
+
+def _rule_set_status(name: str | None) -> str | None:
+    """The status of a rule set (meta_documented, reported, ...) as its data says, None if unknown."""
+    statuses = {p.status for p in rules.shipped().periods if p.name == name}
+    return None if not statuses else "meta_documented" if statuses == {"meta_documented"} else "partly reported"
+
+
+def _explain_not_modelled(row: dict) -> str:
+    category, pricing_type = row.get("meta_category"), row.get("meta_pricing_type")
+    billed = ", ".join(v for v in (category, pricing_type) if v) or "no category"
+    if row.get("_recipient_type") == GROUP:
+        to = f" to participant {row['_participant']}" if row.get("_participant") else ""
+        return (
+            f"Meta billed group message {row['message_id']}{to} ({billed}): group sends are read and kept, but this "
+            "package does not bill them yet (one charge per delivered participant, group categories and windows): "
+            "not compared."
+        )
+    if category is not None and category not in MODELLED_CATEGORIES:
+        return (
+            f"Meta billed message {row['message_id']} as category {category} ({billed}), which this package reads and "
+            "keeps but does not model yet (an AI provider's or group rate): not compared."
+        )
+    meaning = f" ({row['meaning']})" if row.get("meaning") else ""
+    return (
+        f"Meta's pricing type {pricing_type}{meaning} has no counterpart among our charges yet: category not modelled "
+        "yet, not compared."
+    )
 
 
 def _explain_rule_model(row: dict, config: BillingConfig) -> str:
@@ -980,8 +1104,7 @@ def _explain_rule_model(row: dict, config: BillingConfig) -> str:
             f"Meta says {meta} where we computed {ours}: whether a customer service window was open differs — the "
             "user's message that opened it may be missing from the input."
         )
-    known = {*rules.INITIATOR_CATEGORIES, *rules.CATEGORY_SLOTS, rules.AUTH_INTERNATIONAL, "marketing_lite"}
-    if meta not in known:
+    if meta not in MODELLED_CATEGORIES:
         return f"Meta billed category {meta}, which this package does not model (e.g. an AI provider's or group rate)."
     return f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: a rule modelled differently."
 
@@ -1095,6 +1218,9 @@ def _report_buckets(
             {rules.FEP_CATEGORY: CBP_FREE_ENTRY_AS} if model == "CBP" else {}
         ),
     )
+    if model == "PMP":  # our pricing types in Meta's words of the charge's date (the table of the item level)
+        day = engine.local_time(config, "started_at").dt.date()
+        ours = in_metas_words(ours, local_date=day, pricing_type="pricing_type")
     if "phone_number" in present:
         theirs = set(report["phone_number"].drop_nulls().to_list())
         if not theirs <= set(ours["phone_number"].drop_nulls().to_list()):
@@ -1177,8 +1303,16 @@ def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, config: B
     ours_volume, meta_volume = pl.col("ours_volume"), pl.col("meta_volume")
     cost_difference = pl.col("ours_cost") - pl.col("meta_cost")
     tolerance = pl.lit(COST_TOLERANCE, dtype=COST_DTYPE)
+    # Meta's group and AI traffic (categories we do not bill, pricing types none of ours match): read, not compared.
+    unmatched_types = pricing_type_meanings().filter(pl.col("ours_pricing_type").is_null())["meta_pricing_type"].unique()
+    not_modelled = (
+        (pl.col("category").is_not_null() & ~pl.col("category").is_in(MODELLED_CATEGORIES))
+        | pl.col("pricing_type").is_in(unmatched_types.to_list())
+    ).fill_null(False)
     reason = (
-        pl.when(meta_volume.is_null() | ours_volume.is_null() | (ours_volume != meta_volume))
+        pl.when(not_modelled & ours_volume.is_null())
+        .then(pl.lit(NOT_MODELLED))
+        .when(meta_volume.is_null() | ours_volume.is_null() | (ours_volume != meta_volume))
         .then(pl.lit(VOLUME_DIFFERS))
         .when(pl.lit(not compare_cost))
         .then(pl.lit(AGREES))
@@ -1263,6 +1397,12 @@ def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, config: B
 def _explain_aggregate(row: dict, compare_cost: bool) -> str:
     reason, ours, meta = row["reason"], row["ours_volume"], row["meta_volume"]
     unit = "conversation" if row["pricing_model"] == "CBP" else "message"
+    if reason == NOT_MODELLED:
+        what = ", ".join(v for v in (row.get("meta_categories") or row.get("category"), row.get("pricing_type")) if v)
+        return (
+            f"Meta counts {_plural(meta, unit)} ({what}) that this package reads but does not bill yet (group "
+            "messages, AI providers): not compared."
+        )
     merged = ""
     if row.get("meta_categories") and row["meta_categories"] != row.get("category"):
         merged = f" (Meta's {row['meta_categories']} together, billed alike)"
@@ -1309,8 +1449,9 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
     """The pricing objects Meta would send for our own charges, as webhook rows (PRICING_SCHEMA).
 
     Each delivered outbound message gets a `sent` row and, unless it only reached `sent`, a row of
-    its status. PMP: `pricing_model`, category (`marketing_lite` as Meta writes it), `type` and
-    `billable`, no conversation. CBP: the conversation's category, `billable` true unless it is a
+    its status. PMP: `pricing_model`, category (`marketing_lite` as Meta writes it), `type` in
+    Meta's words of the day (`meta_reports.in_metas_words`) and `billable`, no conversation. CBP:
+    the conversation's category, `billable` true unless it is a
     free entry point conversation (§7), a conversation id, and on the `sent` row only the expiration
     (opening + window, rounded up to the next whole minute, as Meta has been seen to do).
     """
@@ -1327,6 +1468,7 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
             how="left",
         )
     )
+    rows = in_metas_words(rows, local_date=engine.local_time(config, "started_at").dt.date(), pricing_type="pricing_type")
     cbp = pl.col("pricing_model") == "CBP"
     conversation_window, fep_window = config.conversation_windows()
     window = pl.when(pl.col("category") == rules.FEP_CATEGORY).then(pl.lit(fep_window)).otherwise(pl.lit(conversation_window))
@@ -1359,11 +1501,13 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
         status=pl.col("_status"), conversation_expires_at=pl.lit(None, schema.INSTANT)
     )
     frame = pl.concat([sent, later], how="diagonal_relaxed").sort("message_id", "status")
-    return frame.with_columns(
+    frame = frame.with_columns(
         source_file=pl.lit("synthetic"),
         source_row=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
         problem=pl.lit(None, pl.String),
-    ).select([pl.col(c).cast(t) for c, t in PRICING_SCHEMA.items()])
+    )
+    columns = frame.columns  # subtype and group recipients: none in our own charges
+    return frame.select([(pl.col(c) if c in columns else pl.lit(None)).cast(t).alias(c) for c, t in PRICING_SCHEMA.items()])
 
 
 def meta_analytics_response(
@@ -1377,8 +1521,12 @@ def meta_analytics_response(
     every = {HALF_HOUR: "30m", DAILY: "1d", MONTHLY: "1mo"}[granularity]
     local = pl.col("started_at").dt.convert_time_zone(timezone).dt.truncate(every)
     priced = "cost" in charges.columns
+    ours = charges.filter(pl.col("pricing_model") == model)
+    if model == "PMP":  # in Meta's words of the day (from 2026-10-01 our free_tier is FREE_CUSTOMER_SERVICE)
+        day = pl.col("started_at").dt.convert_time_zone(timezone).dt.date()
+        ours = in_metas_words(ours, local_date=day, pricing_type="pricing_type")
     points = (
-        charges.filter(pl.col("pricing_model") == model)
+        ours
         .with_columns(start=local.dt.epoch("s"), end=local.dt.offset_by(every).dt.epoch("s"))
         .group_by("start", "end", "user_country", "category", "pricing_type")
         .agg(volume=pl.len(), **({"cost": pl.col("cost").sum()} if priced else {}))

@@ -171,9 +171,10 @@ def _describe(row: dict) -> str:
 def _read_messages(messages: pl.DataFrame, config: BillingConfig) -> Iterator[Message]:
     """Each row as a `Message`: local date in its WABA's time zone and rule-set period (§1)."""
     book = config.rule_book
-    columns = {**schema.MESSAGE_SCHEMA, schema.FEP_EXPIRES_AT: schema.INSTANT}
-    missing = [pl.lit(None, dtype=t).alias(c) for c, t in columns.items() if c not in messages.columns]
-    rows = messages.with_columns(missing).select([pl.col(c).cast(t) for c, t in columns.items()])
+    names = messages.columns  # an optional column may be absent (older canonical files): null
+    rows = messages.select(
+        [(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in schema.MESSAGE_SCHEMA.items()]
+    )
     for row in rows.iter_rows(named=True):
         waba_id = row["waba_id"] if row["waba_id"] is not None else schema.DEFAULT_WABA
         timezone = config.timezone_of(waba_id)

@@ -427,10 +427,6 @@ class BillingConfig:
         latest = [p for p in self.rule_book.periods if p.is_cbp][-1]
         return latest.conversation_window, self.fep_window or latest.fep_window
 
-    def one_slot_rule_sets(self) -> list[str]:
-        """The rule sets whose conversations take every message (§3.1)."""
-        return sorted({p.name for p in self.rule_book.periods if p.conversations == ONE_SLOT})
-
     def exempt_on(self, local_date: dt.date) -> bool:
         return self.service_exempt_until is not None and local_date <= self.service_exempt_until
 

@@ -11,7 +11,7 @@ import polars as pl
 UTC = "UTC"
 INSTANT = pl.Datetime("us", UTC)
 
-# contracts.md §1, in the contract's order.
+# contracts.md §1, in the contract's order, then the optional extensions (README, canonical messages).
 MESSAGE_SCHEMA: dict[str, pl.DataType] = {
     "message_id": pl.String(),
     "timestamp": INSTANT,
@@ -25,6 +25,9 @@ MESSAGE_SCHEMA: dict[str, pl.DataType] = {
     "template_category": pl.String(),
     "status": pl.String(),
     "entry_point": pl.String(),
+    # Optional extension, last: the end Meta gave the free entry point window an outbound message was
+    # delivered in (status webhook `conversation.expiration_timestamp`), null when Meta did not say.
+    "fep_expires_at": INSTANT,
 }
 REQUIRED_MESSAGE_COLUMNS = ("message_id", "timestamp", "direction", "business_phone", "user_id", "message_type")
 

@@ -28,26 +28,39 @@ statuses of one message arrive in separate payloads and retries repeat (`fold_st
   the earliest. `source_row` is the row of the status that gave the timestamp.
 - `user_id` is `recipient_id`, else `recipient_user_id` (BSUID); phone and country as inbound.
 - Group sends (`recipient_type: group`) carry a problem: the rules here bill one user per key.
+  Their billing rows are kept, one per participant (`recipient_participant_id`), for reconciliation.
+- `fep_expires_at`: the end Meta gave the free entry point window the message was delivered in,
+  `conversation.expiration_timestamp` (on `sent`, Unix seconds as found), when some status of the
+  message says it is inside one (`pricing.type` `free_entry_point`, or category or
+  `conversation.origin.type` `referral_conversion`); else null. From Graph API v24 the `conversation`
+  object is omitted except inside such a window (P3 of changes-2026-h2.md), so its absence is normal.
 
 `message_type` / `template_category` of an outbound row, first source that settles it:
 1. The send log (`read_send_log`), joined on message_id: its `message_type` (a row naming a
    template_name or template_category without a type is a template). The category is its
    `template_category`, else its `template_name` (and `language`, when given) looked up in the
    template list (`read_templates`); a name whose languages disagree settles nothing.
-2. Meta's billed category from the statuses (`billed_category`, billing-rules.md §7). PMP:
-   `service` is a non-template (`text`, the type is not said); `marketing`, `utility`,
-   `authentication`, `marketing_lite` a template of that category; `authentication_international`
-   an `authentication` template; `referral_conversion` (free entry point) and anything else,
-   unknown. CBP, or no `pricing_model`: a `service` conversation (`pricing.category` or
-   `conversation.origin.type`) is a non-template, since templates never ride a service
-   conversation (§4.2); `marketing`, `utility`, `authentication` and the 2022 categories settle
+2. Meta's billed category from the statuses (`billed_category`, billing-rules.md §7). Categories
+   are read lower case, `authentication-international` (Meta's spelling from 2026) as
+   `authentication_international`. PMP: `service` and `general_purpose_ai` (an AI provider's
+   message, charged per non-template message) and `group_service` are a non-template (`text`, the
+   type is not said); `marketing`, `utility`, `authentication`, `marketing_lite` a template of that
+   category, and `group_marketing`, `group_utility` too (the row is still set aside as a group
+   send); `authentication_international` an `authentication` template; `referral_conversion` (free
+   entry point) and anything else, unknown. CBP, or no `pricing_model`: a `service` conversation
+   (`pricing.category` or `conversation.origin.type`) is a non-template, since templates never ride
+   a service conversation (§4.2); `marketing`, `utility`, `authentication` and the 2022 categories settle
    nothing, since a non-template rides any open conversation (§4.3).
    A template whose category step 1 could not find also takes the PMP billed category.
 3. Still unknown: `problem` says which file would settle it (`UNKNOWN_TYPE`, or what the template
    list lacks).
 
-`billing` keeps Meta's own figures, one row per (wamid, status) with a `pricing` or `conversation`
-object (the first seen), for reconciliation (§7).
+`billing` keeps Meta's own figures, one row per (wamid, status, group participant) with a `pricing`
+or `conversation` object (the first seen), for reconciliation (§7): `pricing.type` (or its alias
+`pricing_type`), `billable` (deprecated by Meta; reconciliation reads it only where `type` is
+absent), category, `pricing.subtype` (e.g. `paid_exempt`), the conversation, and for group sends
+`recipient_type` and `recipient_participant_id`. Categories this package does not bill (`group_*`,
+`general_purpose_ai`) are kept as Meta writes them.
 """
 
 from __future__ import annotations
@@ -84,8 +97,17 @@ PMP_TEMPLATE_CATEGORIES = {
     "authentication": "authentication",
     "marketing_lite": "marketing_lite",
     "authentication_international": "authentication",
+    "group_marketing": "marketing",
+    "group_utility": "utility",
 }
+# PMP categories that name a non-template message: service, a group's, and an AI provider's message,
+# which Meta charges per delivered non-template message (changes-2026-h2.md §6, "AI Providers").
+PMP_NON_TEMPLATE_CATEGORIES = (SERVICE, "group_service", "general_purpose_ai")
+CATEGORY_SPELLINGS = {"authentication-international": "authentication_international"}
 CTWA_SOURCE = "ad"
+# Meta says a message is inside a free entry point window (billing-rules.md §7, §9).
+FREE_ENTRY_POINT = "free_entry_point"
+FEP_CATEGORY = "referral_conversion"
 
 UNKNOWN_TYPE = (
     "outbound message type unknown: status webhooks do not name the template; pass --send-log "
@@ -134,13 +156,16 @@ BILLING_SCHEMA: dict[str, pl.DataType] = {
     "conversation_id": pl.String(),
     "conversation_expires_at": pl.String(),
     "conversation_origin": pl.String(),
+    "pricing_subtype": pl.String(),
+    "recipient_type": pl.String(),
+    "recipient_participant_id": pl.String(),
     "source_file": pl.String(),
     "source_row": pl.Int64(),
 }
 _STATUS_SCHEMA: dict[str, pl.DataType] = {
     **{c: pl.String() for c in ("message_id", "status", "timestamp", "business_phone", "waba_id", "user_id")},
-    **{c: pl.String() for c in ("user_phone", "user_country", "recipient_type")},
-    **{c: t for c, t in BILLING_SCHEMA.items() if c.startswith(("pricing", "billable", "conversation"))},
+    **{c: pl.String() for c in ("user_phone", "user_country")},
+    **{c: t for c, t in BILLING_SCHEMA.items() if c.startswith(("pricing", "billable", "conversation", "recipient"))},
     "has_billing": pl.Boolean(),
     "source_row": pl.Int64(),
 }
@@ -440,15 +465,25 @@ def status_record(status: dict, envelope: _Envelope) -> dict:
         "user_phone": user_phone,
         "user_country": user_country,
         "recipient_type": _lower(status.get("recipient_type")),
+        "recipient_participant_id": _text(status.get("recipient_participant_id")),
         "pricing_model": _text(pricing.get("pricing_model")),
-        "pricing_category": _lower(pricing.get("category")),
+        "pricing_category": category_of(pricing.get("category")),
         "pricing_type": _lower(pricing_type),
+        "pricing_subtype": _lower(pricing.get("subtype")),
         "billable": _boolean(pricing.get("billable")),
         "conversation_id": _text(conversation.get("id")),
         "conversation_expires_at": _text(conversation.get("expiration_timestamp")),
-        "conversation_origin": _lower(_object(conversation.get("origin")).get("type")),
+        "conversation_origin": category_of(_object(conversation.get("origin")).get("type")),
         "has_billing": isinstance(status.get("pricing"), dict) or isinstance(status.get("conversation"), dict),
     }
+
+
+def category_of(value: Any) -> str | None:
+    """Meta's pricing or conversation category, lower case, in the project's spelling: Meta writes
+    `authentication-international` with a hyphen in status webhooks (P3, 2026), `_international`
+    elsewhere and before."""
+    category = _lower(value)
+    return CATEGORY_SPELLINGS.get(category, category) if category is not None else None
 
 
 def user_identity(phone: str | None, bsuid: str | None, contacts: tuple[dict, ...]) -> tuple[str | None, ...]:
@@ -500,6 +535,12 @@ def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
         *[pl.col(c).drop_nulls().unique(maintain_order=True).alias(f"{c}_seen") for c in identity],
         pl.col("status").drop_nulls().unique(maintain_order=True).alias("statuses_seen"),
         is_group=(pl.col("recipient_type") == "group").any(),
+        in_fep_window=(
+            (pl.col("pricing_type") == FREE_ENTRY_POINT)
+            | (pl.col("pricing_category") == FEP_CATEGORY)
+            | (pl.col("conversation_origin") == FEP_CATEGORY)
+        ).any(),
+        window_end=pl.col("conversation_expires_at").drop_nulls().first(),
     )
     problems = [
         pl.when(pl.col("rank").is_null()).then(
@@ -524,6 +565,7 @@ def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
         pl.lit(None, pl.String).alias("template_category"),
         pl.col("rank").replace_strict(RANK_STATUS, default=None, return_dtype=pl.String).alias("status"),
         pl.lit(None, pl.String).alias("entry_point"),
+        pl.when(pl.col("in_fep_window")).then(pl.col("window_end")).alias("fep_expires_at"),
         "pricing_model",
         "pricing_category",
         "conversation_origin",
@@ -534,12 +576,12 @@ def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
 
 
 def billing_rows(statuses: pl.DataFrame) -> pl.DataFrame:
-    """Meta's billing fields, one row per (wamid, status) that carried them, the first seen in file
-    and row order (§7)."""
+    """Meta's billing fields, one row per (wamid, status, group participant) that carried them, the
+    first seen in file and row order (§7): a group send has one status per participant (P3)."""
     return (
         statuses.filter(pl.col("has_billing"))
         .sort(["file_order", "source_row"], maintain_order=True)
-        .unique(["message_id", "status"], keep="first", maintain_order=True)
+        .unique(["message_id", "status", "recipient_participant_id"], keep="first", maintain_order=True)
         .select(list(BILLING_SCHEMA))
     )
 
@@ -581,7 +623,7 @@ def billed_category() -> tuple[pl.Expr, pl.Expr]:
     is_pmp = pl.col("pricing_model").str.to_uppercase() == PMP
     category = pl.col("pricing_category")
     pmp_template = category.replace_strict(PMP_TEMPLATE_CATEGORIES, default=None, return_dtype=pl.String)
-    service = pl.when(is_pmp).then(category == SERVICE).otherwise(
+    service = pl.when(is_pmp).then(category.is_in(PMP_NON_TEMPLATE_CATEGORIES)).otherwise(
         (category == SERVICE) | (pl.col("conversation_origin") == SERVICE)
     )
     message_type = (

@@ -505,3 +505,64 @@ def test_traffic_summary_counts():
         ("2026-02", "outbound", "marketing", 1),
         ("2026-02", "outbound", "utility", 1),
     ]
+
+
+# --- fep_expires_at: the optional extension column (README, canonical messages) ----------------------------
+
+FEP_HEADER = HEADER + ",fep_expires_at"
+WEBHOOKS_2026_10 = Path(__file__).parent / "fixtures" / "webhooks"
+
+
+def test_fep_expires_at_is_optional_and_null_when_absent(tmp_path):
+    messages, quarantine, _ = read(write_csv(tmp_path, GOOD_ROW))
+    assert messages.schema["fep_expires_at"] == MESSAGE_SCHEMA["fep_expires_at"] == pl.Datetime("us", "UTC")
+    assert messages["fep_expires_at"].to_list() == [None] and quarantine.is_empty()
+
+
+def test_fep_expires_at_from_a_canonical_csv_is_an_instant_on_outbound_rows_only(tmp_path):
+    path = write_csv(
+        tmp_path,
+        "wamid.O1,2026-11-03T10:05:00Z,outbound,15550001111,waba-1,393330000001,text,,delivered,,2026-11-06T11:05:00+01:00",
+        "wamid.O2,2026-11-03T10:06:00Z,outbound,15550001111,waba-1,393330000001,text,,delivered,,1793959500",
+        "wamid.O3,2026-11-03T10:07:00Z,outbound,15550001111,waba-1,393330000001,text,,delivered,,",
+        "wamid.I1,2026-11-03T10:00:00Z,inbound,15550001111,waba-1,393330000001,text,,received,ctwa,1793959500",
+        "wamid.O4,2026-11-03T10:08:00Z,outbound,15550001111,waba-1,393330000001,text,,delivered,,next tuesday",
+        header=FEP_HEADER,
+    )
+    messages, quarantine, summary = read(path)
+    end = dt.datetime(2026, 11, 6, 10, 5, tzinfo=UTC)
+    assert messages.select("message_id", "fep_expires_at").rows() == [
+        ("wamid.O1", end), ("wamid.O2", end), ("wamid.O3", None), ("wamid.I1", None),  # inbound: means nothing
+    ]
+    assert quarantined(quarantine) == [(6, ingest.BAD_FEP_EXPIRY)]
+    assert quarantine["fep_expires_at"].to_list() == ["next tuesday"]  # as read
+    assert_counts_add_up(summary)
+
+
+def test_fep_expires_at_from_metas_status_webhooks():
+    ingested = ingest.read_messages(
+        [WEBHOOKS_2026_10 / "fep_2026_10.jsonl"], send_log=WEBHOOKS_2026_10 / "send_log_2026_10.csv"
+    )
+    end = dt.datetime(2026, 11, 6, 10, 5, tzinfo=UTC)  # expiration_timestamp 1793959500, on `sent`
+    assert ingested.messages.collect().select("message_id", "fep_expires_at").rows() == [
+        ("wamid.F1in", None), ("wamid.F1", end), ("wamid.F2", end),
+    ]
+
+
+def test_fep_expires_at_survives_parquet_and_older_files_without_it(tmp_path):
+    messages, _, _ = read(write_csv(tmp_path, "wamid.O1,2026-11-03T10:05:00Z,outbound,15550001111,waba-1,393330000001,text,,delivered,,1793959500", header=FEP_HEADER))
+    messages.write_parquet(tmp_path / "new.parquet")
+    messages.drop("fep_expires_at").write_parquet(tmp_path / "old.parquet")
+    new, _, _ = read(tmp_path / "new.parquet")
+    old, _, _ = read(tmp_path / "old.parquet")
+    assert new["fep_expires_at"].to_list() == [dt.datetime(2026, 11, 6, 10, 5, tzinfo=UTC)]
+    assert old["fep_expires_at"].to_list() == [None] and old.schema == pl.Schema(MESSAGE_SCHEMA)
+
+
+def test_the_reference_engine_reads_messages_without_the_fep_column():
+    from analytics import charges, reference
+
+    messages, _, _ = read(FIXTURES / "messages.csv")
+    without = messages.drop("fep_expires_at")
+    assert reference.bill(without).equals(reference.bill(messages))
+    assert reference.bill(without).height == charges.bill(messages).height > 0

@@ -395,3 +395,27 @@ def test_webhook_expiration_that_is_not_a_time_is_a_problem():
     (row,) = webhook_pricing(billing).to_dicts()
     assert (row["pricing_model"], row["pricing_type"]) == ("CBP", "free_entry_point")
     assert row["problem"] == "conversation expiration_timestamp tomorrow is not Unix seconds"
+
+
+def test_authentication_international_is_one_spelling_whatever_the_source(tmp_path):
+    # Meta's status webhooks write it with a hyphen from 2026 (P3); Gupshup passes Meta's value on.
+    event = {
+        "app": "demo", "timestamp": 1793700065000, "version": 2, "type": "billing-event",
+        "payload": {"deductions": {"type": "regular", "model": "PMP", "source": "whatsapp", "billable": True,
+                                   "category": "authentication-international"},
+                    "references": {"id": "wamid.H1", "gsId": "g1", "destination": "919800000001"}},
+    }
+    rows, _ = meta_reports.gupshup_rows(event, source_file="events", source_row=1)
+    assert [(r["category"], r["pricing_type"]) for r in rows] == [("authentication_international", "regular")]
+    hook = {"object": "whatsapp_business_account", "entry": [{"id": "100000000000010", "changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": "200000000000010"},
+        "statuses": [{"id": "wamid.H2", "status": "sent", "timestamp": "1793700300", "recipient_id": "919800000001",
+                      "pricing": {"pricing_model": "PMP", "type": "regular", "category": "authentication-international",
+                                  "subtype": "paid_exempt"}}]}}]}]}
+    path = tmp_path / "hooks.jsonl"
+    path.write_text(json.dumps(hook) + "\n")
+    priced = meta_reports.webhook_pricing(read_webhooks(path).billing)
+    assert priced.select("category", "pricing_type", "pricing_subtype", "recipient_type").rows() == [
+        ("authentication_international", "regular", "paid_exempt", None)
+    ]
+    assert priced.schema == pl.Schema(meta_reports.PRICING_SCHEMA)

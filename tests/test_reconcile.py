@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from analytics import charges, cli, generate, ingest, pricing, reconcile, rules, schema
+from analytics import charges, cli, generate, ingest, meta_reports, pricing, reconcile, rules, schema
 from analytics.meta_reports import concat_pricing, gupshup_rows, read_analytics, read_reports, webhook_pricing
 from analytics.reconcile import (
     AGREES,
@@ -31,6 +31,7 @@ from analytics.reconcile import (
     MATCH,
     MISSING_META,
     MISSING_OURS,
+    NOT_MODELLED,
     PRICING_NOT_REPORTED,
     PRICING_TYPE_DIFFERS,
     QUARANTINED,
@@ -112,7 +113,7 @@ def events_of(*values: object) -> pl.DataFrame:
 
 
 def test_every_reason_code_is_a_named_constant_documented_in_the_module():
-    assert len(REASONS) == len(set(REASONS)) == 14
+    assert len(REASONS) == len(set(REASONS)) == 15
     for code, explanation in REASONS.items():
         assert code == code.lower() and explanation
         assert f"`{code}`" in reconcile.__doc__, code
@@ -228,22 +229,23 @@ WAMID_AI = "wamid.HBgMOTE4ODcxNjAxMjk3FQIAERgSMTdCRE111UyRkNDNDc0RUU4MjA4AA=="
 
 
 def test_gupshup_general_purpose_ai_status_and_v3_billing_event(tmp_path):
+    # general_purpose_ai: an AI provider's non-template message (changes-2026-h2.md §6). Ingest reads it as a
+    # non-template, we charge it as service, and reconciliation says Meta's category is not modelled yet.
     meta_status, v3_event = gupshup_general_purpose_ai()
     stream = jsonl(tmp_path, meta_status, v3_event)
     among_inputs = read_reports([stream], strict=False).pricing  # what the CLI finds among the INPUTs
     result = run([stream], events=[among_inputs])
     assert items(result) == [
-        ("message", "gupshup_billing_event", WAMID_AI, MISSING_OURS, QUARANTINED),
-        ("message", "webhook", WAMID_AI, MISSING_OURS, QUARANTINED),
+        ("message", "gupshup_billing_event", WAMID_AI, DIFFERENT, NOT_MODELLED),
+        ("message", "webhook", WAMID_AI, DIFFERENT, NOT_MODELLED),
     ]
-    typed = run([stream], events=[among_inputs], send_log=send_log(tmp_path, (WAMID_AI, "text", "")))
-    assert items(typed) == [
-        ("message", "gupshup_billing_event", WAMID_AI, DIFFERENT, RULE_MODEL_DIFFERS),
-        ("message", "webhook", WAMID_AI, DIFFERENT, RULE_MODEL_DIFFERS),
-    ]
-    assert typed.rows["explanation"][0] == (
-        "Meta billed category general_purpose_ai, which this package does not model (e.g. an AI provider's or group rate)."
+    assert result.rows.select("ours_category", "meta_category").row(1) == ("service", "general_purpose_ai")
+    assert result.rows["explanation"][1] == (
+        f"Meta billed message {WAMID_AI} as category general_purpose_ai (general_purpose_ai, regular), which this "
+        "package reads and keeps but does not model yet (an AI provider's or group rate): not compared."
     )
+    typed = run([stream], events=[among_inputs], send_log=send_log(tmp_path, (WAMID_AI, "text", "")))
+    assert items(typed) == items(result)
 
 
 def test_gupshup_v3_billing_event_whose_status_was_dropped(tmp_path):
@@ -791,8 +793,8 @@ def test_cli_finds_gupshup_v3_billing_events_among_the_inputs(tmp_path, capsys):
     assert cli.main(["reconcile", str(stream), "-o", str(out)]) == 0
     capsys.readouterr()
     assert pl.read_csv(out).select("meta_source", "status", "reason").rows() == [
-        ("gupshup_billing_event", MISSING_OURS, QUARANTINED),
-        ("webhook", MISSING_OURS, QUARANTINED),
+        ("gupshup_billing_event", DIFFERENT, NOT_MODELLED),
+        ("webhook", DIFFERENT, NOT_MODELLED),
     ]
 
 
@@ -823,3 +825,216 @@ def test_cli_says_when_costs_cannot_be_compared(tmp_path, capsys):
     assert status == 0, err
     assert "Costs not compared (volumes only): the rate card has no USD rates: it has EUR" in err
     assert set(pl.read_csv(out).filter(pl.col("level") == "aggregate")["reason"]) == {AGREES, VOLUME_DIFFERS}
+
+
+# --- status webhooks after 2026-10-01: pricing types read with the meaning at the message's date -----------
+
+OCTOBER = Path(__file__).resolve().parent / "fixtures" / "webhooks"
+ITEM_TYPES = ("message_id", "ours_pricing_type", "meta_pricing_type", "status", "reason")
+
+
+def test_pricing_types_are_read_with_the_meaning_in_force_at_the_message_date():
+    result = run([OCTOBER / "statuses_2026_10.jsonl"], send_log=OCTOBER / "send_log_2026_10.csv")
+    assert items(result, ITEM_TYPES) == [
+        # September 2026: free_customer_service = inside the customer service window.
+        ("wamid.W1", "free_customer_service", "free_customer_service", MATCH, AGREES),
+        ("wamid.W2", "free_customer_service", "free_customer_service", MATCH, AGREES),
+        # November 2026: free_customer_service = inside the free tier (or a reaction); regular = utility in the window.
+        ("wamid.W3", "free_tier", "free_customer_service", MATCH, AGREES),
+        ("wamid.W4", "regular", "regular", MATCH, AGREES),
+        ("wamid.W5", "free_customer_service", "free_customer_service", MATCH, AGREES),
+        ("wamid.W6", "free_tier", "regular", DIFFERENT, PRICING_TYPE_DIFFERS),
+        ("wamid.W7", "regular", "regular", DIFFERENT, RULE_MODEL_DIFFERS),
+    ]
+    w6 = result.rows.filter(pl.col("message_id") == "wamid.W6")["explanation"][0]
+    assert w6.startswith(
+        "Meta billed it regular where we computed free_tier (pmp-2026-10) (in 2026-11 Meta's regular means billable, "
+        "including one-to-one utility inside the customer service window"
+    )
+    assert w6.endswith(
+        ": the free tier of service messages is counted in another order: we give it to the first delivered in time "
+        "order each month per business number, and Meta does not say which messages get it "
+        "(changes-2026-h2.md §7, open question 2)."
+    )
+    w7 = result.rows.filter(pl.col("message_id") == "wamid.W7").row(0, named=True)
+    assert (w7["ours_category"], w7["meta_category"]) == ("authentication", "authentication_international")
+
+
+def test_authentication_international_with_a_hyphen_agrees_once_the_business_setting_is_given():
+    setting = AuthenticationInternational(home_country="IT", start_dates={"IN": dt.date(2024, 7, 1)})
+    result = run(
+        [OCTOBER / "statuses_2026_10.jsonl"], send_log=OCTOBER / "send_log_2026_10.csv",
+        config=BillingConfig(authentication_international=setting),
+    )
+    assert result.rows.filter(pl.col("message_id") == "wamid.W7").select(ITEM[2:]).rows() == [("wamid.W7", MATCH, AGREES)]
+
+
+def test_the_old_meaning_read_after_the_switch_would_be_a_difference(monkeypatch):
+    # The same November traffic compared as if Meta's type kept its September meaning: W3 (inside the free tier)
+    # would not agree. The meaning table is data; a table whose last date is 2025-07-01 says just that.
+    table = meta_reports.pricing_type_meanings()
+    old_only = table.filter(pl.col("effective_from") == dt.date(2025, 7, 1))
+    monkeypatch.setattr(meta_reports, "pricing_type_meanings", lambda: old_only)
+    result = run([OCTOBER / "statuses_2026_10.jsonl"], send_log=OCTOBER / "send_log_2026_10.csv")
+    assert result.rows.filter(pl.col("message_id") == "wamid.W3").select(ITEM_TYPES[3:]).row(0) == (DIFFERENT, PRICING_TYPE_DIFFERS)
+
+
+@pytest.mark.parametrize(
+    ("local_date", "agreeing"),
+    [
+        (dt.date(2025, 6, 30), None),  # before per-message pricing: no meaning in force
+        (dt.date(2026, 9, 30), ["free_customer_service"]),
+        (dt.date(2026, 10, 1), ["free_tier", "free_customer_service"]),
+    ],
+)
+def test_the_meaning_of_free_customer_service_changes_on_2026_10_01(local_date, agreeing):
+    frame = pl.DataFrame({"day": [local_date], "meta_pricing_type": ["free_customer_service"]})
+    read = meta_reports.with_pricing_type_meaning(frame, local_date=pl.col("day"), pricing_type="meta_pricing_type")
+    assert read["agreeing_types"].to_list() == [agreeing]
+
+
+def test_the_meaning_changes_at_midnight_in_the_waba_time_zone(tmp_path):
+    # 2026-09-30 23:30 UTC is 2026-10-01 01:30 in Rome: a service reply Meta calls free_customer_service is
+    # inside the free tier there (we count free_tier), inside the window in UTC (we count free_customer_service).
+    user = "393330000901"
+    stream = jsonl(
+        tmp_path,
+        {"object": "whatsapp_business_account", "entry": [{"id": "100000000000010", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": {"phone_number_id": "200000000000010"},
+            "contacts": [{"wa_id": user}], "messages": [{"from": user, "id": "wamid.Tin", "timestamp": "1790811000", "type": "text"}]}}]}]},
+        {"object": "whatsapp_business_account", "entry": [{"id": "100000000000010", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": {"phone_number_id": "200000000000010"},
+            "statuses": [{"id": "wamid.T", "status": "delivered", "timestamp": "1790811060", "recipient_id": user,
+                          "pricing": {"pricing_model": "PMP", "type": "free_customer_service", "category": "service"}}]}}]}]},
+    )
+    rome = run([stream], timezone="Europe/Rome")
+    utc = run([stream], timezone="UTC")
+    assert items(rome, ITEM_TYPES) == [("wamid.T", "free_tier", "free_customer_service", MATCH, AGREES)]
+    assert items(utc, ITEM_TYPES) == [("wamid.T", "free_customer_service", "free_customer_service", MATCH, AGREES)]
+
+
+def test_billable_is_read_only_where_type_is_absent(tmp_path):
+    user = "393330000902"
+    def delivered(wamid, t, pricing):
+        return {"object": "whatsapp_business_account", "entry": [{"id": "100000000000010", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": {"phone_number_id": "200000000000010"},
+            "statuses": [{"id": wamid, "status": "delivered", "timestamp": str(t), "recipient_id": user, "pricing": pricing}]}}]}]}
+    stream = jsonl(
+        tmp_path,
+        # Deprecated billable contradicts type: type wins (we count free_tier, Meta's type agrees).
+        delivered("wamid.B1", 1793700065, {"pricing_model": "PMP", "type": "free_customer_service", "category": "service", "billable": True}),
+        # No type: billable decides (true against our free_tier: a difference).
+        delivered("wamid.B2", 1793700125, {"pricing_model": "PMP", "category": "service", "billable": True}),
+    )
+    result = run([stream])
+    assert items(result, ITEM_TYPES) == [
+        ("wamid.B1", "free_tier", "free_customer_service", MATCH, AGREES),
+        ("wamid.B2", "free_tier", None, DIFFERENT, PRICING_TYPE_DIFFERS),
+    ]
+
+
+def test_metas_free_entry_point_window_reconciles_without_a_conversation_per_message():
+    # F2's `read` status carries the window's conversation but no pricing: still a PMP message, not a CBP conversation.
+    result = run([OCTOBER / "fep_2026_10.jsonl"], send_log=OCTOBER / "send_log_2026_10.csv")
+    assert items(result, ITEM_TYPES) == [
+        ("wamid.F1", "free_entry_point", "free_entry_point", MATCH, AGREES),
+        ("wamid.F2", "free_entry_point", "free_entry_point", MATCH, AGREES),
+    ]
+
+
+def test_paid_exempt_is_a_service_message_meta_does_not_charge():
+    ingested = ingest.read_messages([str(OCTOBER / "paid_exempt.jsonl")])
+    messages = ingested.messages.collect()
+    config = BillingConfig()
+    billed = charges.bill(messages, config)
+    meta = webhook_pricing(ingested.billing)
+    # Ours: the month's first service message, inside the free tier: neither side charges it.
+    free = reconcile.reconcile(messages, billed, meta_pricing=meta, config=config)
+    assert items(free, ITEM_TYPES) == [("wamid.X1", "free_tier", "regular", MATCH, AGREES)]
+    # Ours past the free tier (as if it were the 1,001st): we charge what Meta exempts.
+    charged = billed.with_columns(pricing_type=pl.lit("regular"), billable=pl.lit(True))
+    result = reconcile.reconcile(messages, charged, meta_pricing=meta, config=config)
+    assert items(result, ITEM_TYPES) == [("wamid.X1", "regular", "regular", DIFFERENT, PRICING_TYPE_DIFFERS)]
+    assert result.rows["explanation"][0].startswith(
+        "Meta marks it regular with subtype paid_exempt: an eligible government or non-profit's service message beyond "
+        "the free tier, which Meta does not charge until 2027-12-31"
+    )
+
+
+def test_group_statuses_are_classified_not_modelled_one_row_per_participant():
+    result = run([OCTOBER / "group_statuses.jsonl"])
+    assert items(result, ("message_id", "meta_category", "meta_pricing_type", "status", "reason")) == [
+        ("wamid.G1", "group_marketing", "regular", MISSING_OURS, NOT_MODELLED),
+        ("wamid.G1", "group_marketing", "regular", MISSING_OURS, NOT_MODELLED),
+        ("wamid.G2", "group_service", "free_group_customer_service", MISSING_OURS, NOT_MODELLED),
+    ]
+    assert sorted(result.rows["explanation"].to_list())[0] == (
+        "Meta billed group message wamid.G1 to participant 393330000401 (group_marketing, regular): group sends are "
+        "read and kept, but this package does not bill them yet (one charge per delivered participant, group "
+        "categories and windows): not compared."
+    )
+    assert "not_modelled: Meta billed a category, pricing type or group send" in result.summary()
+
+
+def test_general_purpose_ai_is_not_modelled_yet():
+    result = run([OCTOBER / "general_purpose_ai.jsonl"])
+    assert items(result, ("message_id", "ours_category", "meta_category", "status", "reason")) == [
+        ("wamid.A1", "service", "general_purpose_ai", DIFFERENT, NOT_MODELLED)
+    ]
+
+
+def test_pricing_analytics_after_the_switch_counts_our_free_tier_as_free_customer_service():
+    # pricing_analytics has no free-tier type (its pricing types: FREE_CUSTOMER_SERVICE, FREE_ENTRY_POINT,
+    # FREE_GROUP_CUSTOMER_SERVICE, REGULAR); from 2026-10-01 a service message inside the tier is FREE_CUSTOMER_SERVICE.
+    start = dt.datetime(2026, 11, 3, tzinfo=UTC)
+    ours = our_charges(
+        (start + dt.timedelta(hours=9), "pmp-2026-10", "service", "free_tier", 3, "IT", "5550001", Decimal(0)),
+        (start + dt.timedelta(hours=10), "pmp-2026-10", "service", "free_customer_service", 1, "IT", "5550001", Decimal(0)),
+        (start + dt.timedelta(hours=11), "pmp-2026-10", "utility", "regular", 2, "IT", "5550001", Decimal("0.03")),
+    ).drop("cost")
+    day = int(start.timestamp())
+    response = {"pricing_analytics": {"data": [{"data_points": [
+        {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "FREE_CUSTOMER_SERVICE", "pricing_category": "SERVICE", "volume": 4},
+        {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
+    ]}]}}
+    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), config=BillingConfig())
+    assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status").rows() == [
+        ("service", "free_customer_service", 4, 4, MATCH),
+        ("utility", "regular", 2, 2, MATCH),
+    ]
+
+
+def test_pricing_analytics_group_and_ai_points_are_not_modelled():
+    start = dt.datetime(2026, 11, 3, tzinfo=UTC)
+    ours = our_charges(
+        (start + dt.timedelta(hours=11), "pmp-2026-10", "utility", "regular", 2, "IT", "5550001", Decimal("0.03")),
+    ).drop("cost")
+    day = int(start.timestamp())
+    point = {"start": day, "end": day + 86400, "country": "IT"}
+    response = {"pricing_analytics": {"data": [{"data_points": [
+        {**point, "pricing_type": "REGULAR", "pricing_category": "GROUP_MARKETING", "volume": 6},
+        {**point, "pricing_type": "FREE_GROUP_CUSTOMER_SERVICE", "pricing_category": "GROUP_SERVICE", "volume": 3},
+        {**point, "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
+    ]}]}}
+    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), config=BillingConfig())
+    assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason").rows() == [
+        ("group_marketing", "regular", None, 6, MISSING_OURS, NOT_MODELLED),
+        ("group_service", "free_group_customer_service", None, 3, MISSING_OURS, NOT_MODELLED),
+        ("utility", "regular", 2, 2, MATCH, AGREES),
+    ]
+    assert rows["explanation"][0] == (
+        "Meta counts 6 messages (group_marketing, regular) that this package reads but does not bill yet (group "
+        "messages, AI providers): not compared."
+    )
+
+
+def test_cli_reconciles_the_2026_10_webhooks_in_one_run(tmp_path, capsys):
+    out = tmp_path / "out.csv"
+    inputs = [str(OCTOBER / f) for f in ("statuses_2026_10.jsonl", "fep_2026_10.jsonl", "group_statuses.jsonl")]
+    assert cli.main(["reconcile", *inputs, "--send-log", str(OCTOBER / "send_log_2026_10.csv"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    rows = pl.read_csv(out)
+    assert rows.group_by("reason").len().sort("reason").rows() == [
+        (AGREES, 7), (NOT_MODELLED, 3), (PRICING_TYPE_DIFFERS, 1), (RULE_MODEL_DIFFERS, 1),
+    ]
+    assert "        3  not_modelled: Meta billed a category, pricing type or group send" in err

@@ -253,9 +253,9 @@ def test_gupshup_general_purpose_ai_status_and_v3_billing_event(tmp_path):
     wamid = "wamid.HBgMOTE4ODcxNjAxMjk3FQIAERgSMTdCRE111UyRkNDNDc0RUU4MjA4AA=="
     where = dict(business_phone="1005972845928404", waba_id="758747873957634", user_id="398871601297")
     assert result.messages.to_dicts() == [
-        # general_purpose_ai is no category this package prices or reads as a type
-        row(message_id=wamid, timestamp="1770366909", direction="outbound", **where, status="delivered",
-            source_file=str(path), source_row=1, problem=UNKNOWN_TYPE)
+        # general_purpose_ai: an AI provider's non-template message (not priced here, but its type is known)
+        row(message_id=wamid, timestamp="1770366909", direction="outbound", **where, message_type="text",
+            status="delivered", source_file=str(path), source_row=1)
     ]
     assert result.billing.to_dicts() == [
         billing(message_id=wamid, status="delivered", timestamp="1770366909", **where, pricing_model="PMP",
@@ -765,3 +765,100 @@ def test_ingest_folds_statuses_across_its_input_files_instead_of_quarantining_a_
         ("wamid.X", "sent", str(sent)),
         ("wamid.X", "read", str(read)),
     ]
+
+
+# --- the meanings of 2026-10-01 (tests/fixtures/webhooks, syntax from Meta's status reference P3) ----------
+
+OCTOBER = Path(__file__).parent / "fixtures" / "webhooks"
+
+
+def billing_of(result, wamid: str, *columns: str) -> list[tuple]:
+    return result.billing.filter(pl.col("message_id") == wamid).select(columns).rows()
+
+
+def message_of(result, wamid: str) -> dict:
+    (found,) = result.messages.filter(pl.col("message_id") == wamid).to_dicts()
+    return found
+
+
+def test_v24_status_without_conversation_is_a_normal_status():
+    result = read_webhooks(OCTOBER / "statuses_2026_10.jsonl")
+    # W3: `sent` without pricing or conversation, `delivered` with pricing only (no billable: deprecated).
+    assert message_of(result, "wamid.W3") | {"source_file": None} == row(
+        message_id="wamid.W3", timestamp="1793700065", direction="outbound", business_phone="200000000000010",
+        waba_id="100000000000010", user_id="393330000101", message_type="text", status="delivered", source_row=7,
+    )
+    assert billing_of(result, "wamid.W3", "status", "pricing_type", "pricing_category", "billable", "conversation_id") == [
+        ("delivered", "free_customer_service", "service", None, None)
+    ]
+    assert result.messages["problem"].is_null().all()
+
+
+def test_authentication_international_with_a_hyphen_reads_as_the_projects_spelling():
+    result = read_webhooks(OCTOBER / "statuses_2026_10.jsonl")
+    assert billing_of(result, "wamid.W7", "status", "pricing_category", "pricing_type") == [
+        ("sent", "authentication_international", "regular")
+    ]
+    w7 = message_of(result, "wamid.W7")
+    assert (w7["message_type"], w7["template_category"], w7["status"], w7["user_id"]) == (
+        "template", "authentication", "delivered", "919800000001",
+    )
+
+
+def test_free_entry_point_status_carries_the_end_meta_gave_the_window():
+    result = read_webhooks(OCTOBER / "fep_2026_10.jsonl", send_log=read_send_log(OCTOBER / "send_log_2026_10.csv"))
+    window_end = str(1793700000 + 300 + 72 * 3600)  # on `sent` only, 72 h after F1
+    assert result.messages.select("message_id", "direction", "status", "fep_expires_at").rows() == [
+        ("wamid.F1in", "inbound", "received", None),
+        ("wamid.F1", "outbound", "delivered", window_end),
+        ("wamid.F2", "outbound", "read", window_end),
+    ]
+    assert billing_of(result, "wamid.F2", "status", "conversation_id", "conversation_expires_at", "pricing_type") == [
+        ("sent", "a1b2c3d4e5f60718293a4b5c6d7e8f90", window_end, "free_entry_point"),
+        ("read", "a1b2c3d4e5f60718293a4b5c6d7e8f90", None, None),
+    ]
+
+
+def test_an_expiration_outside_a_free_entry_point_window_is_not_a_window_end(tmp_path):
+    # Before v24 every status had a conversation with an expiration (P3): only an FEP window's end is kept.
+    marketing = status(
+        "wamid.M", "sent", "1751400000", pricing={"pricing_model": "PMP", "type": "regular", "category": "marketing"},
+        conversation={"id": "c1", "expiration_timestamp": "1751486400", "origin": {"type": "marketing"}},
+    )
+    result = read_webhooks(jsonl(tmp_path, payload(statuses=[marketing])))
+    assert result.messages.select("message_id", "template_category", "fep_expires_at").rows() == [("wamid.M", "marketing", None)]
+
+
+def test_paid_exempt_subtype_is_kept_in_the_billing_rows():
+    result = read_webhooks(OCTOBER / "paid_exempt.jsonl")
+    assert billing_of(result, "wamid.X1", "pricing_type", "pricing_category", "pricing_subtype") == [
+        ("regular", "service", "paid_exempt")
+    ]
+    assert message_of(result, "wamid.X1")["message_type"] == "text"
+
+
+def test_a_reaction_takes_its_type_from_the_send_log():
+    result = read_webhooks(OCTOBER / "statuses_2026_10.jsonl", send_log=read_send_log(OCTOBER / "send_log_2026_10.csv"))
+    assert message_of(result, "wamid.W5")["message_type"] == "reaction"
+    assert billing_of(result, "wamid.W5", "pricing_type", "pricing_category") == [("free_customer_service", "service")]
+
+
+def test_group_statuses_are_read_and_kept_per_participant():
+    result = read_webhooks(OCTOBER / "group_statuses.jsonl")
+    assert result.messages.select("message_id", "user_id", "status", "problem").rows() == [
+        ("wamid.G1", "120363000000000010", "delivered", GROUP_SEND),
+        ("wamid.G2", "120363000000000010", "delivered", GROUP_SEND),
+    ]
+    columns = ("message_id", "status", "recipient_type", "recipient_participant_id", "pricing_category", "pricing_type")
+    assert result.billing.select(columns).rows() == [
+        ("wamid.G1", "sent", "group", "393330000401", "group_marketing", "regular"),
+        ("wamid.G1", "sent", "group", "393330000402", "group_marketing", "regular"),
+        ("wamid.G2", "delivered", "group", "393330000401", "group_service", "free_group_customer_service"),
+    ]
+
+
+def test_general_purpose_ai_is_a_non_template_with_its_category_kept():
+    result = read_webhooks(OCTOBER / "general_purpose_ai.jsonl")
+    a1 = message_of(result, "wamid.A1")
+    assert (a1["message_type"], a1["template_category"], a1["problem"]) == ("text", None, None)
+    assert billing_of(result, "wamid.A1", "pricing_category", "pricing_type") == [("general_purpose_ai", "regular")]
