@@ -193,8 +193,8 @@ def conform_messages(messages: DataFrame, *, where: str = "messages") -> DataFra
         )
     return messages.select(
         [
-            (F.col(c) if c in types else F.lit(None)).cast(TimestampType() if c == "timestamp" else StringType()).alias(c)
-            for c in schema.MESSAGE_SCHEMA
+            (F.col(c) if c in types else F.lit(None)).cast(TimestampType() if t == schema.INSTANT else StringType()).alias(c)
+            for c, t in schema.MESSAGE_SCHEMA.items()
         ]
     )
 
