@@ -64,7 +64,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from analytics import markets, webhooks
+from analytics import markets, outputs, webhooks
 from analytics.errors import InputError, UsageError
 from analytics.pseudonymise import pseudonymise
 from analytics.rules import first_supported_date
@@ -843,24 +843,23 @@ def output_suffix(path: str | Path) -> str:
     return suffix
 
 
-def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path) -> None:
+def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_people: bool = False) -> None:
     """CSV (`.csv`, `.csv.gz`, timestamps ISO 8601 with offset) or Parquet, by extension; streamed, and
-    written to a temporary file first so a failed run leaves no half-written output."""
+    written atomically (`outputs.atomic`) so a failed or stopped run leaves no half-written output.
+
+    `for_people`: a CSV analysts open in a spreadsheet (quarantine, explanations, invoice,
+    reconciliation): text cells that a spreadsheet would run as a formula are neutralised
+    (`outputs.neutralise_formulas`). Parquet keeps every value exact.
+    """
     path = Path(path)
     suffix = output_suffix(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
+    with outputs.atomic(path) as partial:
         if suffix in PARQUET_SUFFIXES:
             frame.lazy().sink_parquet(partial)
         else:
             compression = "gzip" if suffix == ".csv.gz" else "uncompressed"
-            frame.lazy().sink_csv(
-                partial, compression=compression, datetime_format=CSV_DATETIME_FORMAT, check_extension=False
-            )
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+            frame = outputs.neutralise_formulas(frame.lazy()) if for_people else frame.lazy()
+            frame.sink_csv(partial, compression=compression, datetime_format=CSV_DATETIME_FORMAT, check_extension=False)
 
 
 # --- What was read: the traffic at a glance ------------------------------------------------------

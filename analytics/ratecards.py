@@ -50,7 +50,7 @@ from typing import Any
 
 import polars as pl
 
-from analytics import rules
+from analytics import outputs, rules
 from analytics.errors import InputError, UsageError
 from analytics.markets import MARKETS
 from analytics.resources import resource
@@ -60,6 +60,9 @@ PROVENANCE_COLUMNS = ("source", "note")
 REQUIRED_COLUMNS = ("effective_from", "currency", "market", "category", "rate")
 
 RATE_SCALE = 6  # decimals a rate may have; costs are exact decimals (analytics.pricing)
+# A rate per message at or above this is a typo (1e308): Meta's highest list rates are a few
+# thousand (IDR, COP); the bound also keeps every cost inside RATE_DTYPE's 38 digits.
+RATE_LIMIT = Decimal(1_000_000)
 RATE_DTYPE = pl.Decimal(38, RATE_SCALE)
 
 CARD_SCHEMA: dict[str, pl.DataType] = {
@@ -246,6 +249,8 @@ def parse_rate(text: str) -> tuple[Decimal | None, str | None]:
         return None, f"negative rate {text}"
     if -rate.as_tuple().exponent > RATE_SCALE:  # type: ignore[operator]
         return None, f"rate {text} has more than {RATE_SCALE} decimals"
+    if rate >= RATE_LIMIT:
+        return None, f"rate {text} is implausibly large (a rate per message is below {RATE_LIMIT:,} in every currency)"
     return rate, None
 
 
@@ -296,8 +301,7 @@ def write_card(rows: pl.DataFrame, path: str | Path) -> None:
     path = Path(path)
     if path.suffix.lower() != ".csv":
         raise UsageError(f"cannot write '{path}': a rate card is a .csv file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with outputs.atomic(path) as partial, open(partial, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows.select(columns).iter_rows())

@@ -662,7 +662,14 @@ def read_send_log(path: str | Path) -> pl.DataFrame:
         raw = pl.read_csv(path, infer_schema=False)
     except (OSError, pl.exceptions.PolarsError) as error:
         raise InputError(f"cannot read the send log as CSV ({error})", path=str(path)) from None
-    raw = raw.rename({c: c.strip().lower() for c in raw.columns})
+    names = [c.strip().lower() for c in raw.columns]
+    repeated_names = sorted({n for n in names if names.count(n) > 1})
+    if repeated_names:
+        raise InputError(
+            f"the send log has more than one {repeated_names[0]} column (column names ignore case and spaces)",
+            path=str(path), fix="Keep one of them",
+        )
+    raw = raw.rename(dict(zip(raw.columns, names)))
     if "message_id" not in raw.columns or not {"message_type", "template_name", "template_category"} & set(raw.columns):
         raise InputError(
             "the send log needs message_id and one of message_type, template_name, template_category; "
