@@ -1,0 +1,293 @@
+"""Issue 15 through the installed command: inputs never written, outputs atomic, exit statuses, signals,
+no secret echoed, no spreadsheet formula written. Each test runs `wa-analytics` as a subprocess and
+checks the exit status, the one-line message and that the inputs are byte for byte as they were."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from analytics import outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
+SAMPLE = ROOT / "data" / "sample" / "messages.csv.gz"
+CARD = ROOT / "data" / "rate_cards" / "meta-usd-2026-04-01.csv"
+
+
+def wa(*argv: object, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *map(str, argv)], capture_output=True, text=True, check=False, cwd=cwd, env=env, timeout=300
+    )
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The run's stderr, which must be one line 'wa-analytics: error: ...' (exit 2)."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("wa-analytics: error: ")
+    return lines[0]
+
+
+def fingerprint(*paths: Path) -> dict[Path, tuple[str, int, int]]:
+    """Content hash, size and modification time: what "untouched" means."""
+    return {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size, p.stat().st_mtime_ns) for p in paths}
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files a run may have left in `folder`."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".partial") or p.name.startswith(".wa-analytics"))
+
+
+@pytest.fixture(scope="module")
+def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The issue's `in.csv`: the first 200 lines of the shipped sample."""
+    path = tmp_path_factory.mktemp("sample") / "in.csv"
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as sample:
+        path.write_text("".join(line for _, line in zip(range(200), sample)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sample_parquet(sample_csv: Path) -> Path:
+    """`in.csv` as canonical messages."""
+    made = wa("ingest", sample_csv, "-o", sample_csv.with_name("m.parquet"))
+    assert made.returncode == 0, made.stderr
+    return sample_csv.with_name("m.parquet")
+
+
+@pytest.fixture
+def work(tmp_path: Path, sample_csv: Path, sample_parquet: Path) -> Path:
+    """A folder holding in.csv and its canonical messages, m.parquet."""
+    for source in (sample_csv, sample_parquet):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    return tmp_path
+
+
+# --- Item 4: an output that is an input is refused; every output is written atomically -------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "victim", "expected"),
+    [
+        (["ingest", "in.csv", "-o", "out.parquet", "--quarantine", "in.csv"], "in.csv", "--quarantine in.csv is also an input (in.csv)"),
+        (["charges", "m.parquet", "-o", "m.parquet"], "m.parquet", "-o m.parquet is also an input (m.parquet)"),
+        (["costs", "m.parquet", "-o", "m.parquet"], "m.parquet", "-o m.parquet is also an input (m.parquet)"),
+        (["costs", "m.parquet", "-o", "c.csv", "--invoice", "m.parquet"], "m.parquet", "--invoice m.parquet is also an input"),
+        (["costs", "in.csv", "-o", "c.csv", "--quarantine", "./in.csv"], "in.csv", "--quarantine ./in.csv is also an input (in.csv)"),
+        (["compare", "in.csv", "--scenarios", "s.toml", "-o", "x.csv", "--explanations", "in.csv"], "in.csv", "--explanations in.csv is also an input"),
+        (["compare", "in.csv", "--scenarios", "card.toml", "-o", "card.csv"], "card.csv", "-o card.csv is also an input (card.csv)"),
+        (["project", "in.csv", "--months", "1", "-o", "p.csv", "--backtest", "in.csv"], "in.csv", "--backtest in.csv is also an input"),
+        (["reconcile", "in.csv", "-o", "in.csv"], "in.csv", "-o in.csv is also an input (in.csv)"),
+        (["charges", "in.csv", "--send-log", "log.csv", "-o", "log.csv"], "log.csv", "-o log.csv is also an input (log.csv)"),
+        (["rate-card", "import", "in.csv", "--effective", "2026-04-01", "-o", "in.csv"], "in.csv", "-o in.csv is also an input"),
+        (["report", "--month", "2026-01", "--input", "in.csv", "--params", "p.toml", "-o", "p.toml"], "p.toml", "-o p.toml is also an input"),
+    ],
+)
+def test_an_output_that_is_an_input_is_refused_and_the_input_untouched(work, argv, victim, expected):
+    (work / "s.toml").write_text('[scenario.a]\nstrategies = [{ name = "cap_marketing", per_user = 4 }]\n')
+    (work / "log.csv").write_text("message_id,message_type\nwamid.X,text\n")
+    (work / "p.toml").write_text('timezone = "UTC"\n')
+    (work / "card.toml").write_text('[scenario.a]\nrate_card = "card.csv"\n')
+    (work / "card.csv").write_bytes(CARD.read_bytes())
+    before = fingerprint(*(p for p in work.iterdir() if p.is_file()))
+    line = error_line(wa(*argv, cwd=work))
+    assert expected in line and "write the output to another file" in line
+    assert fingerprint(*before) == before
+    assert sorted(p.name for p in work.iterdir()) == sorted(p.name for p in before)  # nothing else written
+    assert victim in line
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_an_output_linked_to_an_input_is_refused(work, link):
+    (work / "alias.parquet").symlink_to("m.parquet") if link == "symbolic" else os.link(work / "m.parquet", work / "alias.parquet")
+    before = fingerprint(work / "m.parquet")
+    line = error_line(wa("charges", "m.parquet", "-o", "alias.parquet", cwd=work))
+    assert "-o alias.parquet is also an input (m.parquet)" in line
+    assert fingerprint(work / "m.parquet") == before
+
+
+def test_the_default_quarantine_file_may_not_be_an_input_either(work):
+    """`-o out.parquet` puts quarantined rows in out.quarantine.csv: an input of that name is kept."""
+    (work / "out.quarantine.csv").write_bytes((work / "in.csv").read_bytes())
+    before = fingerprint(work / "out.quarantine.csv")
+    line = error_line(wa("ingest", "out.quarantine.csv", "-o", "out.parquet", cwd=work))
+    assert "the quarantine file out.quarantine.csv (beside -o) is also an input" in line
+    assert fingerprint(work / "out.quarantine.csv") == before
+
+
+def test_two_outputs_naming_one_file_are_refused(work):
+    line = error_line(wa("costs", "m.parquet", "-o", "c.csv", "--invoice", "c.csv", cwd=work))
+    assert "--invoice c.csv is also -o c.csv: give each output its own file" in line
+    assert not (work / "c.csv").exists()
+
+
+def test_an_output_is_replaced_whole_with_the_usual_permissions_and_no_temporary_left(work):
+    (work / "c.csv").write_text("an older cost table\n")
+    done = wa("costs", "m.parquet", "-o", "c.csv", cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert pl.read_csv(work / "c.csv").columns[:3] == ["month", "market", "category"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (work / "c.csv").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert leftovers(work) == []
+
+
+def test_a_failing_write_keeps_the_old_output_and_removes_its_temporary(tmp_path):
+    old = tmp_path / "out.csv"
+    old.write_text("old\n")
+    with pytest.raises(RuntimeError), outputs.atomic(old) as partial:
+        partial.write_text("half")
+        raise RuntimeError("the writer failed")
+    assert old.read_text() == "old\n"
+    assert leftovers(tmp_path) == []
+
+
+# --- Item 8: outputs that cannot be written are usage errors, found before the work ---------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["ingest", "in.csv", "-o", "/proc/x.csv"], "-o /proc/x.csv"),
+        (["ingest", "in.csv", "-o", "m.csv", "--quarantine", "/proc/q.csv"], "--quarantine /proc/q.csv"),
+        (["costs", "m.parquet", "-o", "c.csv", "--invoice", "/proc/i.csv"], "--invoice /proc/i.csv"),
+        (["compare", "in.csv", "--scenarios", "s.toml", "-o", "x.csv", "--explanations", "/proc/e.csv"], "--explanations /proc/e.csv"),
+        (["generate", "--users", "5", "--start", "2026-01-01", "--months", "1", "-o", "/proc/g.csv"], "-o /proc/g.csv"),
+        (["charges", "in.csv", "-o", "in.csv/x.parquet"], "-o in.csv/x.parquet"),
+    ],
+)
+def test_an_output_in_a_folder_that_cannot_be_written_is_refused_before_the_work(work, argv, named):
+    (work / "s.toml").write_text('[scenario.a]\nstrategies = [{ name = "cap_marketing", per_user = 4 }]\n')
+    before = fingerprint(work / "in.csv", work / "m.parquet")
+    line = error_line(wa(*argv, cwd=work))  # one line: no run summary, so nothing was read
+    assert f"cannot write {named}:" in line and "choose another folder" in line
+    assert ".partial" not in line and "probe" not in line
+    assert fingerprint(*before) == before
+    assert leftovers(work) == []
+
+
+@pytest.mark.parametrize("output", ["folder", "folder.csv"])
+def test_an_output_naming_a_folder_is_refused(work, output):
+    (work / output).mkdir()
+    line = error_line(wa("charges", "m.parquet", "-o", output, cwd=work))
+    assert f"'{output}'" in line or f"-o {output} is a folder" in line
+    assert list((work / output).iterdir()) == []
+
+
+def test_a_send_log_with_two_columns_differing_in_case_is_an_input_error(work):
+    (work / "log.csv").write_text("message_id,Message_Type,message_type\nwamid.X,template,text\n")
+    before = fingerprint(work / "log.csv")
+    line = error_line(wa("ingest", "in.csv", "--send-log", "log.csv", "-o", "out.csv", cwd=work))
+    assert line == (
+        "wa-analytics: error: log.csv: the send log has more than one message_type column (column names ignore case "
+        "and spaces). Keep one of them"
+    )
+    assert fingerprint(work / "log.csv") == before
+
+
+def test_a_rate_of_1e308_is_an_input_error_naming_file_and_line(work):
+    (work / "card.csv").write_text(
+        "effective_from,currency,market,category,tier_from,rate\n2022-01-01,USD,Italy,marketing,1,1e308\n"
+    )
+    result = wa("costs", "m.parquet", "--rate-card", "card.csv", "--report-unpriced", "-o", "c.csv", cwd=work)
+    assert result.returncode == 2, result.stderr
+    assert "card.csv, line 2: rate 1e308 is implausibly large" in result.stderr
+    assert "internal error" not in result.stderr and not (work / "c.csv").exists()
+
+
+@pytest.mark.parametrize("option", ["--markup-per-charge", "--markup-percent"])
+def test_a_markup_of_1e308_is_a_usage_error(work, option):
+    line = error_line(wa("costs", "m.parquet", option, "1e308", "-o", "c.csv", cwd=work))
+    assert "1e308 is implausibly large: give a number below 1,000,000" in line
+
+
+# --- Item 13: SIGINT and SIGTERM stop at once, with one line, and leave no partial file -----------
+
+STOPPED = "wa-analytics: stopped by {}; no half-written file was left, outputs not yet written are unchanged"
+
+
+@pytest.fixture(scope="module")
+def large_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated traffic that takes seconds to bill (about 200,000 messages)."""
+    path = tmp_path_factory.mktemp("large") / "large.csv"
+    made = wa("generate", "--users", "50000", "--start", "2026-01-01", "--months", "3", "-o", path)
+    assert made.returncode == 0, made.stderr
+    return path
+
+
+def start_and_signal_after_reading(folder: Path, number: int, *argv: object, **popen) -> tuple[int, list[str]]:
+    """Run `wa-analytics argv` in `folder`, send signal `number` once its inputs are read (the run
+    summary's "Used ..." line) and return its exit status and stderr lines."""
+    process = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), *map(str, argv)], cwd=folder, stderr=subprocess.PIPE, text=True, **popen
+    )
+    lines = []
+    for line in process.stderr:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("Used "):
+            process.send_signal(number)
+            break
+    lines += process.stderr.read().splitlines()
+    return process.wait(timeout=120), lines
+
+
+@pytest.mark.parametrize(
+    ("number", "status", "name"), [(signal.SIGINT, 130, "SIGINT (Ctrl-C)"), (signal.SIGTERM, 143, "SIGTERM")]
+)
+def test_a_signal_stops_the_run_at_once_with_one_line_and_no_output(tmp_path, large_csv, number, status, name):
+    before = fingerprint(large_csv)
+    returned, lines = start_and_signal_after_reading(tmp_path, number, "charges", large_csv, "-o", "charges.csv")
+    assert returned == status
+    assert lines[-1] == STOPPED.format(name)
+    assert not any("Traceback" in line or line.startswith("Charges") for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the output nor a temporary
+    assert fingerprint(large_csv) == before
+
+
+def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path, large_csv):
+    """A background job of a script starts with SIGINT ignored: Python kept ignoring it, and the run
+    finished with exit 0 and its whole output (the issue's "ignored 4 s into a run")."""
+    ignoring = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    returned, lines = start_and_signal_after_reading(
+        tmp_path, signal.SIGINT, "charges", large_csv, "-o", "charges.parquet", **ignoring
+    )
+    assert returned == 130
+    assert lines[-1] == STOPPED.format("SIGINT (Ctrl-C)")
+    assert not (tmp_path / "charges.parquet").exists()
+
+
+WRITING = """
+import sys, time
+from analytics import cli, outputs
+cli.stop_on_signals()
+with outputs.atomic(sys.argv[1]) as partial, outputs.scratch_folder(folder=sys.argv[2]) as scratch:
+    partial.write_text("half a file")
+    print(partial.name, scratch.name, flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize(("number", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_a_write_removes_the_temporary_and_the_scratch_folder(tmp_path, number, status):
+    (tmp_path / "out.csv").write_text("the previous output\n")
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITING, str(tmp_path / "out.csv"), str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    partial, scratch = process.stdout.readline().split()
+    assert (tmp_path / partial).is_file() and (tmp_path / scratch).is_dir()
+    process.send_signal(number)
+    assert process.wait(timeout=60) == status
+    assert process.stderr.read().strip().splitlines()[-1].startswith(f"wa-analytics: stopped by {signal.Signals(number).name}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+    assert (tmp_path / "out.csv").read_text() == "the previous output\n"
