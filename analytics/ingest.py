@@ -65,7 +65,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from analytics import markets, outputs, webhooks
-from analytics.errors import InputError, UsageError
+from analytics.errors import InputError, UsageError, found_names
 from analytics.pseudonymise import pseudonymise
 from analytics.rules import first_supported_date
 from analytics.schema import (
@@ -202,7 +202,7 @@ def _canonical_positions(path: Path, names: Sequence[str]) -> tuple[dict[str, in
             ignored.append(name.strip() or "(unnamed)")
     missing = [c for c in REQUIRED_MESSAGE_COLUMNS if c not in positions]
     if missing:
-        found = ", ".join(n.strip() for n in names[:20]) + (", ..." if len(names) > 20 else "") or "none"
+        found = found_names(names)
         problem = "has none of the canonical message columns" if len(missing) == len(REQUIRED_MESSAGE_COLUMNS) else (
             f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
         )
@@ -217,7 +217,7 @@ def _canonical_positions(path: Path, names: Sequence[str]) -> tuple[dict[str, in
 def _ignored_note(path: Path, ignored: Sequence[str]) -> tuple[str, ...]:
     if not ignored:
         return ()
-    return (f"{path}: ignored column{'s' if len(ignored) > 1 else ''} not in the canonical table: {', '.join(ignored)}",)
+    return (f"{path}: ignored column{'s' if len(ignored) > 1 else ''} not in the canonical table: {found_names(ignored)}",)
 
 
 def _empty_input(path: Path, kind: str) -> RawInput:

@@ -61,7 +61,7 @@ from typing import Any
 
 import polars as pl
 
-from analytics.errors import InputError
+from analytics.errors import InputError, found_names
 from analytics.schema import MESSAGE_SCHEMA, TEMPLATE
 
 WABA_OBJECT = "whatsapp_business_account"
@@ -666,14 +666,14 @@ def read_send_log(path: str | Path) -> pl.DataFrame:
     repeated_names = sorted({n for n in names if names.count(n) > 1})
     if repeated_names:
         raise InputError(
-            f"the send log has more than one {repeated_names[0]} column (column names ignore case and spaces)",
+            f"the send log has more than one {found_names(repeated_names[:1])} column (column names ignore case and spaces)",
             path=str(path), fix="Keep one of them",
         )
     raw = raw.rename(dict(zip(raw.columns, names)))
     if "message_id" not in raw.columns or not {"message_type", "template_name", "template_category"} & set(raw.columns):
         raise InputError(
             "the send log needs message_id and one of message_type, template_name, template_category; "
-            f"found {', '.join(raw.columns)}",
+            f"found {found_names(raw.columns)}",
             path=str(path),
         )
     log = _normalised_send_log(raw).with_row_index("row", offset=2)  # row 1 is the header

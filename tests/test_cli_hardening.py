@@ -291,3 +291,59 @@ def test_a_signal_during_a_write_removes_the_temporary_and_the_scratch_folder(tm
     assert process.stderr.read().strip().splitlines()[-1].startswith(f"wa-analytics: stopped by {signal.Signals(number).name}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
     assert (tmp_path / "out.csv").read_text() == "the previous output\n"
+
+
+# --- Item 1: no message echoes a file beyond a short, clean excerpt of the field at fault ----------
+
+SECRET = "k3y-that-must-not-leak-7c1d"
+
+
+def secret_env() -> dict[str, str]:
+    return {**os.environ, "WA_ANALYTICS_PSEUDONYM_KEY": SECRET}
+
+
+def assert_nothing_leaked(result: subprocess.CompletedProcess[str], folder: Path, *, holding: str = "") -> None:
+    """Neither the messages nor a file the run wrote (any file of `folder` but `holding`) shows the secret."""
+    written = (p.read_text(errors="replace") for p in folder.iterdir() if p.is_file() and p.name != holding)
+    for text in (result.stderr, result.stdout, *written):
+        assert SECRET not in text and "WA_ANALYTICS_PSEUDONYM_KEY" not in text and "PATH=" not in text
+
+
+def test_a_scenario_naming_proc_environ_as_its_rate_card_prints_no_environment(work):
+    (work / "s.toml").write_text('[scenario.a]\nrate_card = "/proc/self/environ"\n')
+    result = wa("compare", "in.csv", "--scenarios", "s.toml", "-o", "x.csv", cwd=work, env=secret_env())
+    line = error_line(result)
+    assert line == "wa-analytics: error: /proc/self/environ: not a text file (it holds NUL bytes). A rate card is a CSV file"
+    assert_nothing_leaked(result, work)
+
+
+def test_report_params_naming_proc_environ_prints_no_environment(work):
+    (work / "p.toml").write_text('rate_card = "/proc/self/environ"\n')
+    result = wa("report", "--month", "2026-01", "--input", "in.csv", "--params", "p.toml", "-o", "r.html", cwd=work, env=secret_env())
+    assert result.returncode != 0
+    assert "/proc/self/environ: not a text file (it holds NUL bytes)" in result.stderr
+    assert_nothing_leaked(result, work)  # the kept failed notebook included
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["ingest", "secrets.csv", "-o", "out.csv"], "has none of the canonical message columns (found: 1 header that is not a column name)"),
+        (["ingest", "in.csv", "--send-log", "secrets.csv", "-o", "out.csv"], "found 1 header that is not a column name"),
+        (["costs", "m.parquet", "--rate-card", "secrets.csv", "-o", "out.csv"], "unexpected column 1 header that is not a column name"),
+    ],
+)
+def test_a_dotenv_file_given_as_data_is_not_echoed(work, argv, expected):
+    (work / "secrets.csv").write_text(f"WA_ANALYTICS_PSEUDONYM_KEY={SECRET}\n")
+    result = wa(*argv, cwd=work)
+    assert result.returncode == 2 and expected in result.stderr
+    assert_nothing_leaked(result, work, holding="secrets.csv")
+
+
+def test_a_bad_rate_card_value_is_quoted_short_and_without_control_characters(work):
+    long_value = "0.1\x1b[2J" + "x" * 200
+    (work / "card.csv").write_text(f"effective_from,currency,market,category,tier_from,rate\n2022-01-01,USD,Italy,marketing,1,{long_value}\n")
+    result = wa("costs", "m.parquet", "--rate-card", "card.csv", "-o", "out.csv", cwd=work)
+    assert result.returncode == 2
+    assert "card.csv, line 2: rate '0.1 [2J" + "x" * 24 + "…' is not a number" in result.stderr
+    assert "\x1b" not in result.stderr and "x" * 40 not in result.stderr
