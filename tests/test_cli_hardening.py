@@ -347,3 +347,78 @@ def test_a_bad_rate_card_value_is_quoted_short_and_without_control_characters(wo
     assert result.returncode == 2
     assert "card.csv, line 2: rate '0.1 [2J" + "x" * 24 + "…' is not a number" in result.stderr
     assert "\x1b" not in result.stderr and "x" * 40 not in result.stderr
+
+
+# --- Item 3: the CSV files people open carry no formula; machine files keep every value exact ----
+
+FORMULA = "=cmd|' /C calc'!A0"
+
+
+@pytest.fixture
+def formulas(work: Path) -> Path:
+    """in.csv with formula-like cells: a WABA `@waba`, a used row whose message_id is a formula, and a row
+    quarantined for its timestamp whose cells start with characters OWASP names."""
+    lines = (work / "in.csv").read_text().splitlines()
+    first = lines[1].split(",")
+    first[0] = FORMULA
+    bad = ["-2+3", "yesterday", "inbound", "+391234", "=1+1", "\tTAB", "", "", "text", "", "received", ""]
+    rows = [",".join(first), ",".join(bad), *lines[2:]]
+    (work / "f.csv").write_text("\n".join([lines[0], *rows]).replace(",104996122399150,", ",@waba,") + "\n")
+    return work / "f.csv"
+
+
+def csv_cells(path: Path) -> list[dict[str, str]]:
+    return pl.read_csv(path, infer_schema=False).to_dicts()
+
+
+def test_quarantine_cells_are_neutralised_while_canonical_messages_stay_exact(work, formulas):
+    before = fingerprint(formulas)
+    done = wa("ingest", "f.csv", "-o", "out.csv", "--quarantine", "q.csv", cwd=work)
+    assert done.returncode == 0, done.stderr
+    quarantined = csv_cells(work / "q.csv")
+    assert [(r["message_id"], r["timestamp"], r["business_phone"], r["waba_id"], r["user_id"]) for r in quarantined] == [
+        ("'-2+3", "yesterday", "'+391234", "'=1+1", "'\tTAB")
+    ]
+    assert wa("ingest", "f.csv", "-o", "out.parquet", cwd=work).returncode == 0
+    for machine in (csv_cells(work / "out.csv"), pl.read_parquet(work / "out.parquet").to_dicts()):
+        assert (machine[0]["message_id"], machine[0]["waba_id"]) == (FORMULA, "@waba")
+    assert fingerprint(formulas) == before
+
+
+def test_invoice_csv_is_neutralised_while_invoice_parquet_and_costs_stay_exact(work, formulas):
+    done = wa("costs", "f.csv", "-o", "c.csv", "--invoice", "inv.csv", cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert "'@waba" in {r["waba_id"] for r in csv_cells(work / "inv.csv")}
+    assert wa("costs", "f.csv", "-o", "c.parquet", "--invoice", "inv.parquet", cwd=work).returncode == 0
+    assert "@waba" in set(pl.read_parquet(work / "inv.parquet")["waba_id"])
+
+
+def test_reconciliation_csv_is_neutralised_while_its_parquet_stays_exact(tmp_path):
+    for name in ("webhooks_pmp.jsonl", "send_log_pmp.csv"):  # Meta's statuses, one wamid a formula
+        text = (ROOT / "tests" / "fixtures" / "reconcile" / name).read_text()
+        (tmp_path / name).write_text(text.replace("wamid.R1", FORMULA))
+    inputs = ["webhooks_pmp.jsonl", "--send-log", "send_log_pmp.csv"]
+    done = wa("reconcile", *inputs, "-o", "rec.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ids = {r["message_id"] for r in csv_cells(tmp_path / "rec.csv")}
+    assert f"'{FORMULA}" in ids and "wamid.R2" in ids and FORMULA not in ids
+    assert wa("reconcile", *inputs, "-o", "rec.parquet", cwd=tmp_path).returncode == 0
+    assert FORMULA in set(pl.read_parquet(tmp_path / "rec.parquet")["message_id"])
+
+
+def test_explanations_csv_is_neutralised_while_the_comparison_stays_exact(work):
+    (work / "s.toml").write_text('[scenario."=cmd"]\nstrategies = [{ name = "cap_marketing", per_user = 1 }]\n')
+    done = wa("compare", "in.csv", "--scenarios", "s.toml", "-o", "x.csv", cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert "'=cmd" in {r["scenario"] for r in csv_cells(work / "x.explanations.csv")}
+    assert "=cmd" in {r["scenario"] for r in csv_cells(work / "x.csv")}
+
+
+def test_only_text_cells_are_neutralised_and_numbers_stay_numbers():
+    frame = pl.LazyFrame(
+        {"cost": [-1.5, 2.0], "note": ["-1.5", "fine"], "tab": ["\tx", "a-b"], "when": [None, "+1"]},
+    )
+    assert outputs.neutralise_formulas(frame).collect().to_dicts() == [
+        {"cost": -1.5, "note": "'-1.5", "tab": "'\tx", "when": None},
+        {"cost": 2.0, "note": "fine", "tab": "a-b", "when": "'+1"},
+    ]
