@@ -53,7 +53,6 @@ import csv
 import datetime as dt
 import gzip
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager

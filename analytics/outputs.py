@@ -100,8 +100,34 @@ def atomic(path: str | Path) -> Iterator[Path]:
     try:
         yield partial
         os.replace(partial, path)
+    except OSError as error:
+        if partial.name not in str(error):  # an input that could not be read, say: not ours to rename
+            raise
+        why = error.strerror or str(error).replace(str(partial), str(path))
+        raise UsageError(f"cannot write {path}: {why}; check the folder and its free space, or choose another") from None
     finally:
         _remove(partial)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """`atomic` for an output that is a folder (Spark's Parquet directory): a temporary folder beside
+    `path` to write into, put in place of `path` when the block succeeds (the old folder, if any,
+    moved aside first and then removed), removed otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+    _track(partial)
+    _track(old)
+    try:
+        yield partial
+        if path.exists():
+            os.replace(path, old)
+        os.replace(partial, path)
+    finally:
+        _remove(partial)
+        _remove(old)
 
 
 @contextmanager

@@ -134,7 +134,7 @@ def _card_files(path: str | Path | Traversable) -> list[tuple[str, str]]:
     return [(str(path), _card_text(where))]
 
 
-def _card_text(path: Path) -> str:
+def _card_text(path: Path | Traversable) -> str:
     """The card's text; a file holding NUL bytes is no CSV (`/proc/self/environ` named by mistake) and is
     refused before anything of it could reach a message."""
     text = path.read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 
 from analytics import outputs
+from analytics.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
@@ -150,6 +151,38 @@ def test_a_failing_write_keeps_the_old_output_and_removes_its_temporary(tmp_path
         raise RuntimeError("the writer failed")
     assert old.read_text() == "old\n"
     assert leftovers(tmp_path) == []
+
+
+def test_spark_refuses_an_output_folder_that_is_its_input_folder(work):
+    (work / "messages").mkdir()
+    (work / "messages" / "part-0.parquet").write_bytes((work / "m.parquet").read_bytes())
+    before = fingerprint(work / "messages" / "part-0.parquet")
+    line = error_line(wa("charges", "--engine", "spark", "messages", "-o", "messages/", cwd=work))
+    assert "-o messages/ is also an input (messages)" in line
+    assert fingerprint(*before) == before and sorted(p.name for p in (work / "messages").iterdir()) == ["part-0.parquet"]
+
+
+def test_a_spark_output_folder_is_replaced_whole(work):
+    pytest.importorskip("pyspark")
+    (work / "charges").mkdir()
+    (work / "charges" / "stale.parquet").write_bytes((work / "m.parquet").read_bytes())  # an older run's
+    done = wa("charges", "--engine", "spark", "--spark-master", "local[1]", "m.parquet", "-o", "charges", cwd=work)
+    assert done.returncode == 0, done.stderr
+    written = sorted(p.name for p in (work / "charges").iterdir())
+    assert "stale.parquet" not in written and "_SUCCESS" in written
+    local = wa("charges", "m.parquet", "-o", "local.parquet", cwd=work)
+    assert local.returncode == 0, local.stderr
+    assert pl.read_parquet(work / "charges" / "*.parquet").height == pl.read_parquet(work / "local.parquet").height
+    assert leftovers(work) == []
+
+
+def test_a_write_that_fails_names_the_output_never_the_temporary(tmp_path):
+    folder = tmp_path / "gone"
+    with pytest.raises(UsageError) as failure, outputs.atomic(folder / "out.csv") as partial:
+        folder.rmdir()  # the folder vanishes under the writer
+        pl.LazyFrame({"a": [1]}).sink_csv(partial)
+    assert str(failure.value).startswith(f"cannot write {folder / 'out.csv'}: ")
+    assert ".partial" not in str(failure.value)
 
 
 # --- Item 8: outputs that cannot be written are usage errors, found before the work ---------------
@@ -422,3 +455,17 @@ def test_only_text_cells_are_neutralised_and_numbers_stay_numbers():
         {"cost": -1.5, "note": "'-1.5", "tab": "'\tx", "when": None},
         {"cost": 2.0, "note": "fine", "tab": "a-b", "when": "'+1"},
     ]
+
+
+def test_a_scenario_file_reads_its_paths_beside_itself_and_reports_them_as_given(work):
+    (work / "plans").mkdir()
+    (work / "plans" / "card.csv").write_bytes(CARD.read_bytes())
+    (work / "plans" / "s.toml").write_text('[scenario.a]\nrate_card = "card.csv"\n[scenario.b]\nrate_card = "nope.csv"\n')
+    line = error_line(wa("compare", "in.csv", "--scenarios", "plans/s.toml", "-o", "x.csv", cwd=work))
+    assert line == (
+        "wa-analytics: error: plans/s.toml: scenario b: rate_card nope.csv does not exist "
+        "(looked for plans/nope.csv: a path is read relative to the scenario file)"
+    )
+    (work / "plans" / "s.toml").write_text('[scenario.a]\nrate_card = "card.csv"\n')
+    done = wa("compare", "in.csv", "--scenarios", "plans/s.toml", "-o", "x.csv", cwd=work)
+    assert done.returncode == 0, done.stderr
