@@ -91,18 +91,23 @@ def _say(text: str) -> None:
 # --- Signals ---------------------------------------------------------------------------------------
 
 _stopping = threading.Lock()
+_stderr = 2  # the terminal's stderr, kept apart: `report` points descriptor 2 at its kernels' log for a while
 
 
 def stop_on_signals() -> None:
     """SIGINT (Ctrl-C) and SIGTERM end the process at once: temporaries removed (no half-written
     output survives, analytics/outputs.py), one line on stderr, exit 128 + the signal's number.
 
-    Python runs a signal handler only when the main thread is between bytecodes, which it may not
-    be for seconds while Polars or DuckDB work in native code, and a KeyboardInterrupt raised there
-    can be caught by a library on its way up (a run once finished with exit 0 after Ctrl-C). So the
-    C-level handler's wake-up byte is read by a watcher thread, which stops the process itself;
+    Python's own handling failed twice: a KeyboardInterrupt raised wherever the main thread was
+    printed a traceback, and a run started with SIGINT ignored (a background job of a script, which
+    is how a Ctrl-C "4 s into a run" once finished with exit 0) kept ignoring it. Handlers are
+    installed for both signals whatever they were. And Python runs a handler only when the main
+    thread is between bytecodes, which it may not be while Polars or DuckDB work in native code: so
+    the C-level handler's wake-up byte is read by a watcher thread, which stops the process itself;
     the Python handler does the same, should another library take the wake-up file descriptor.
     """
+    global _stderr
+    _stderr = os.dup(2)
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -122,7 +127,7 @@ def _stop(number: int) -> None:
     if not _stopping.acquire(blocking=False):  # the other path is already stopping the process
         return
     outputs.remove_temporaries()
-    os.write(2, f"{_stopped_line(number)}\n".encode())  # not print: the main thread may hold sys.stderr's lock
+    os.write(_stderr, f"{_stopped_line(number)}\n".encode())  # not print: the main thread may hold sys.stderr's lock
     os._exit(EXIT_SIGNALLED + number)
 
 

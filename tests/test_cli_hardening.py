@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -297,6 +298,23 @@ def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path, large_csv):
     assert returned == 130
     assert lines[-1] == STOPPED.format("SIGINT (Ctrl-C)")
     assert not (tmp_path / "charges.parquet").exists()
+
+
+def test_a_signal_stops_the_report_while_a_notebook_runs_and_still_says_so(tmp_path, sample_csv):
+    """`report` points descriptor 2 at its kernels' log while a notebook runs: the line must still
+    reach the terminal."""
+    pytest.importorskip("papermill")
+    process = subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "report", "--month", "2026-01", "--input", str(sample_csv), "-o", "r.html"],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+    )
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    while process.poll() is None and not children.read_text().split():  # until a notebook kernel runs
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    assert process.stderr.read().strip().splitlines()[-1] == STOPPED.format("SIGTERM")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 WRITING = """
