@@ -103,7 +103,7 @@ def atomic(path: str | Path) -> Iterator[Path]:
     except OSError as error:
         if partial.name not in str(error):  # an input that could not be read, say: not ours to rename
             raise
-        why = error.strerror or str(error).replace(str(partial), str(path))
+        why = error.strerror or str(error).split(":", 1)[0]  # Polars: "<why> (os error N): <the temporary's path>"
         raise UsageError(f"cannot write {path}: {why}; check the folder and its free space, or choose another") from None
     finally:
         _remove(partial)
