@@ -27,7 +27,7 @@ class UsageError(Exception):
 
 EXCERPT_LIMIT = 32
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_NAME_LIKE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .()/#-]{0,39}")
+_NAME_LIKE = re.compile(r"[\w(][\w .()/#-]{0,39}")  # \w: letters of any script, digits, _
 
 
 def excerpt(value: object, *, limit: int = EXCERPT_LIMIT) -> str:
@@ -46,5 +46,5 @@ def found_names(names: Sequence[str], *, most: int = 20, quote: bool = False) ->
     shown = [repr(n) for n in shown] if quote else shown
     parts = shown[:most] + ([f"{len(shown) - most} more"] if len(shown) > most else [])
     if hidden:
-        parts.append(f"{hidden} {'header that is' if hidden == 1 else 'headers that are'} not a column name")
+        parts.append(f"{hidden} header that is not a column name" if hidden == 1 else f"{hidden} headers that are not column names")
     return ", ".join(parts) or "none"

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from analytics import outputs
-from analytics.errors import UsageError
+from analytics.errors import UsageError, found_names
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
@@ -389,6 +389,12 @@ def test_a_dotenv_file_given_as_data_is_not_echoed(work, argv, expected):
     result = wa(*argv, cwd=work)
     assert result.returncode == 2 and expected in result.stderr
     assert_nothing_leaked(result, work, holding="secrets.csv")
+
+
+def test_found_names_shows_names_of_any_script_and_only_counts_the_rest():
+    names = ["Téléphone", "message id", "(unnamed)", "WA_ANALYTICS_PSEUDONYM_KEY=x", "y" * 41]
+    assert found_names(names) == "Téléphone, message id, (unnamed), 2 headers that are not column names"
+    assert found_names(["a=b"]) == "1 header that is not a column name"
 
 
 def test_a_bad_rate_card_value_is_quoted_short_and_without_control_characters(work):
