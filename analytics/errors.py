@@ -48,3 +48,11 @@ def found_names(names: Sequence[str], *, most: int = 20, quote: bool = False) ->
     if hidden:
         parts.append(f"{hidden} header that is not a column name" if hidden == 1 else f"{hidden} headers that are not column names")
     return ", ".join(parts) or "none"
+
+
+def library_reason(error: BaseException, *, limit: int = 120) -> str:
+    """A library's error (Polars, csv, json) as the reason of a message: its first line, without the
+    file's text it may quote (Polars puts it `between backticks`), short and without control characters."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    line = _CONTROL.sub(" ", re.sub(r"`[^`]*(`|$)", "…", line)).strip()
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -64,7 +64,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from analytics import markets, outputs, webhooks
-from analytics.errors import InputError, UsageError, found_names
+from analytics.errors import InputError, UsageError, found_names, library_reason
 from analytics.pseudonymise import pseudonymise
 from analytics.rules import first_supported_date
 from analytics.schema import (
@@ -769,7 +769,7 @@ def _reading(inputs: Sequence[RawInput]) -> Iterator[None]:
 
 
 def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return library_reason(error)  # never the file's text Polars quotes
 
 
 def _pseudonymised_quarantine(quarantine: pl.LazyFrame, key: bytes) -> pl.LazyFrame:

@@ -61,7 +61,7 @@ from typing import Any
 
 import polars as pl
 
-from analytics.errors import InputError, found_names
+from analytics.errors import InputError, found_names, library_reason
 from analytics.schema import MESSAGE_SCHEMA, TEMPLATE
 
 WABA_OBJECT = "whatsapp_business_account"
@@ -661,7 +661,7 @@ def read_send_log(path: str | Path) -> pl.DataFrame:
     try:
         raw = pl.read_csv(path, infer_schema=False)
     except (OSError, pl.exceptions.PolarsError) as error:
-        raise InputError(f"cannot read the send log as CSV ({error})", path=str(path)) from None
+        raise InputError(f"cannot read the send log as CSV ({library_reason(error)})", path=str(path)) from None
     names = [c.strip().lower() for c in raw.columns]
     repeated_names = sorted({n for n in names if names.count(n) > 1})
     if repeated_names:

@@ -391,6 +391,22 @@ def test_a_dotenv_file_given_as_data_is_not_echoed(work, argv, expected):
     assert_nothing_leaked(result, work, holding="secrets.csv")
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["ingest", "broken.csv", "-o", "out.csv"], "broken.csv: cannot be read as CSV (could not parse …)"),
+        (["ingest", "in.csv", "--send-log", "broken.csv", "-o", "out.csv"], "broken.csv: cannot read the send log as CSV (could not parse …)"),
+    ],
+)
+def test_a_library_error_does_not_quote_the_file(work, argv, expected):
+    """Polars quotes the line it could not parse: the message keeps its reason, not the line."""
+    header = "message_id,timestamp,direction,business_phone,user_id,message_type,message_type_x"
+    (work / "broken.csv").write_text(f'{header}\nwamid.1,a,b,c\n"{SECRET}\n')
+    result = wa(*argv, cwd=work)
+    assert expected in error_line(result)
+    assert_nothing_leaked(result, work, holding="broken.csv")
+
+
 def test_found_names_shows_names_of_any_script_and_only_counts_the_rest():
     names = ["Téléphone", "message id", "(unnamed)", "WA_ANALYTICS_PSEUDONYM_KEY=x", "y" * 41]
     assert found_names(names) == "Téléphone, message id, (unnamed), 2 headers that are not column names"
