@@ -44,7 +44,7 @@ from analytics import (  # noqa: E402
     __version__, charges, generate, ingest, meta_reports, outputs, partitioned, pricing, projection, ratecards, reconcile, rules,
     scenarios,
 )
-from analytics.errors import InputError, UsageError  # noqa: E402
+from analytics.errors import InputError, UsageError, printable  # noqa: E402
 from analytics.pseudonymise import key_from_env  # noqa: E402
 
 PROG = "wa-analytics"
@@ -75,12 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version
         return exit_.code if isinstance(exit_.code, int) else EXIT_OK
     except (InputError, UsageError) as error:
-        _say(f"{PROG}: error: {error}")
+        _say(f"{PROG}: error: {printable(error)}")
         return EXIT_USAGE
     except Exception as error:  # noqa: BLE001 - the last line of defence: a message, not a traceback
         if getattr(args, "debug", False):
             traceback.print_exc()
-        _say(f"{PROG}: internal error: {error or type(error).__name__} (run with --debug for the traceback)")
+        _say(f"{PROG}: internal error: {printable(error) or type(error).__name__} (run with --debug for the traceback)")
         return EXIT_INTERNAL
 
 

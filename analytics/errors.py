@@ -56,3 +56,9 @@ def library_reason(error: BaseException, *, limit: int = 120) -> str:
     line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     line = _CONTROL.sub(" ", re.sub(r"`[^`]*(`|$)", "…", line)).strip()
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def printable(message: object) -> str:
+    """A message as the terminal gets it: no control characters but line breaks (a file's escape
+    sequences that slipped into a message cannot rewrite the screen)."""
+    return re.sub(r"[^\S\n ]|[\x00-\x08\x0b-\x1f\x7f-\x9f]", " ", str(message))
