@@ -70,7 +70,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _check_writable(label: str, path: Path, *, folder_ok: bool) -> None:
     if path.is_dir() and not folder_ok:
-        raise UsageError(f"{_named(label, path)} is a folder: name a file inside it, e.g. {path / path.name}.csv")
+        raise UsageError(f"{_named(label, path)} is a folder: name a file inside it, e.g. {path / 'output.csv'}")
     if folder_ok and path.exists() and not path.is_dir() and not path.suffix:
         raise UsageError(f"{_named(label, path)} is a file: name a folder")
     folder = path if path.is_dir() else path.parent
