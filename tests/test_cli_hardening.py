@@ -458,7 +458,7 @@ def test_quarantine_cells_are_neutralised_while_canonical_messages_stay_exact(wo
     assert fingerprint(formulas) == before
 
 
-def test_invoice_csv_is_neutralised_while_invoice_parquet_and_costs_stay_exact(work, formulas):
+def test_invoice_csv_is_neutralised_while_invoice_parquet_stays_exact(work, formulas):
     done = wa("costs", "f.csv", "-o", "c.csv", "--invoice", "inv.csv", cwd=work)
     assert done.returncode == 0, done.stderr
     assert "'@waba" in {r["waba_id"] for r in csv_cells(work / "inv.csv")}
