@@ -8,30 +8,49 @@ one, write the pair and append the first to `SUBCOMMANDS`; `add_input_arguments`
 Exit status: 0 success (rows may have been quarantined: the summary says how many and where); 2 bad
 input or usage (`InputError`, `UsageError`, a command line argparse rejects), with
 "wa-analytics: error: <message>"; 1 anything else, with "wa-analytics: internal error: <message>"
-(`--debug` prints the traceback).
+(`--debug` prints the traceback); 130 stopped by Ctrl-C (SIGINT), 143 by SIGTERM, with one line and
+no half-written file left (`stop_on_signals`).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import signal
 import sys
-import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-import polars as pl
 
-from analytics import (
-    __version__, charges, generate, ingest, meta_reports, partitioned, pricing, projection, ratecards, reconcile, rules, scenarios,
+def _stop_while_starting(number: int, _frame: object) -> None:
+    os.write(2, f"wa-analytics: stopped by {signal.Signals(number).name} while starting; nothing was written\n".encode())
+    os._exit(128 + number)
+
+
+# The console script stops on SIGINT and SIGTERM from its first instant, before the second its imports
+# take, and even when started with SIGINT ignored (`wa-analytics ... &` in a script: Python would keep
+# ignoring it, and the run finish with exit 0); `main` then installs `stop_on_signals`.
+if Path(sys.argv[0]).name == "wa-analytics" and threading.current_thread() is threading.main_thread():
+    for _number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(_number, _stop_while_starting)
+
+import polars as pl  # noqa: E402 - after the signal handlers: importing takes a second
+
+from analytics import (  # noqa: E402
+    __version__, charges, generate, ingest, meta_reports, outputs, partitioned, pricing, projection, ratecards, reconcile, rules,
+    scenarios,
 )
-from analytics.errors import InputError, UsageError
-from analytics.pseudonymise import key_from_env
+from analytics.errors import InputError, UsageError, printable  # noqa: E402
+from analytics.pseudonymise import key_from_env  # noqa: E402
 
 PROG = "wa-analytics"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+EXIT_SIGNALLED = 128  # + the signal's number: 130 for SIGINT (Ctrl-C), 143 for SIGTERM
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,25 +61,79 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `wa-analytics` with `argv` (default: the process's arguments); returns the exit status."""
+    """Run `wa-analytics` with `argv` (default: the process's arguments, and then SIGINT and SIGTERM
+    stop the process: `stop_on_signals`); returns the exit status."""
     args = argparse.Namespace(debug=False)
+    if argv is None and threading.current_thread() is threading.main_thread():
+        stop_on_signals()
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C in a caller that kept Python's own handler (main(argv) in a test)
+        _say(_stopped_line(signal.SIGINT))
+        return EXIT_SIGNALLED + signal.SIGINT
     except SystemExit as exit_:  # --help, --version
         return exit_.code if isinstance(exit_.code, int) else EXIT_OK
     except (InputError, UsageError) as error:
-        _say(f"{PROG}: error: {error}")
+        _say(f"{PROG}: error: {printable(error)}")
         return EXIT_USAGE
     except Exception as error:  # noqa: BLE001 - the last line of defence: a message, not a traceback
         if getattr(args, "debug", False):
             traceback.print_exc()
-        _say(f"{PROG}: internal error: {error or type(error).__name__} (run with --debug for the traceback)")
+        _say(f"{PROG}: internal error: {printable(error) or type(error).__name__} (run with --debug for the traceback)")
         return EXIT_INTERNAL
 
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr)
+
+
+# --- Signals ---------------------------------------------------------------------------------------
+
+_stopping = threading.Lock()
+_stderr = 2  # the terminal's stderr, kept apart: `report` points descriptor 2 at its kernels' log for a while
+
+
+def stop_on_signals() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM end the process at once: temporaries removed (no half-written
+    output survives, analytics/outputs.py), one line on stderr, exit 128 + the signal's number.
+
+    Python's own handling failed twice: a KeyboardInterrupt raised wherever the main thread was
+    printed a traceback, and a run started with SIGINT ignored (a background job of a script, which
+    is how a Ctrl-C "4 s into a run" once finished with exit 0) kept ignoring it. Handlers are
+    installed for both signals whatever they were. And Python runs a handler only when the main
+    thread is between bytecodes, which it may not be while Polars or DuckDB work in native code: so
+    the C-level handler's wake-up byte is read by a watcher thread, which stops the process itself;
+    the Python handler does the same, should another library take the wake-up file descriptor.
+    """
+    global _stderr
+    _stderr = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for number in STOP_SIGNALS:
+        signal.signal(number, lambda number, _frame: _stop(number))
+    threading.Thread(target=_watch_signals, args=(read_end,), name="wa-analytics-signals", daemon=True).start()
+
+
+def _watch_signals(read_end: int) -> None:
+    while True:
+        for number in os.read(read_end, 64):
+            if number in STOP_SIGNALS:
+                _stop(number)
+
+
+def _stop(number: int) -> None:
+    if not _stopping.acquire(blocking=False):  # the other path is already stopping the process
+        return
+    outputs.remove_temporaries()
+    os.write(_stderr, f"{_stopped_line(number)}\n".encode())  # not print: the main thread may hold sys.stderr's lock
+    os._exit(EXIT_SIGNALLED + number)
+
+
+def _stopped_line(number: int) -> str:
+    name = signal.Signals(number).name + (" (Ctrl-C)" if number == signal.SIGINT else "")
+    return f"{PROG}: stopped by {name}; no half-written file was left, outputs not yet written are unchanged"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +187,7 @@ def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None)
         pseudonymise_key=key_from_env() if args.pseudonymise else None,
     )
     if ingested.summary.rows_quarantined and quarantine_path is not None:
-        ingest.write_frame(ingested.quarantine, quarantine_path)
+        ingest.write_frame(ingested.quarantine, quarantine_path, for_people=True)
     _say(ingested.summary.format(quarantine_path=quarantine_path))
     return ingested
 
@@ -126,6 +199,27 @@ def _timezone(args: argparse.Namespace) -> str:
     if getattr(args, "config", None):
         return billing_config(args).timezone
     return "UTC"
+
+
+# Options that name files the command reads: no output may be one of them.
+_INPUT_OPTIONS = ("inputs", "send_log", "templates", "config", "rate_card", "scenarios", "analytics", "params", "input", "rates", "tiers")
+
+
+def check_outputs(
+    args: argparse.Namespace, given: dict[str, str | None], *, inputs: Sequence[object] = (), folders: Sequence[str] = ()
+) -> None:
+    """Before any work (outputs.check): no output is an input (the files the options name, and
+    `inputs`, e.g. the rate cards a scenario file names), another output, a folder (but `folders`),
+    or in a folder that cannot be written. `given` maps how each output was given to its path."""
+    read: list[object] = [*inputs]
+    for name in _INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        read += value if isinstance(value, list) else [value]
+    outputs.check(given, [str(p) for p in read if isinstance(p, (str, Path))], folders=folders)
+
+
+def _quarantine_option(args: argparse.Namespace, path: str) -> dict[str, str]:
+    return {f"--quarantine {path}" if args.quarantine else f"the quarantine file {path} (beside -o)": path}
 
 
 def add_billing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,10 +296,11 @@ def run_ingest(args: argparse.Namespace) -> int:
     quarantine_path = args.quarantine or default_quarantine_path(args.output)
     if ingest.output_suffix(quarantine_path) not in ingest.CSV_SUFFIXES:
         raise UsageError(f"the quarantine file '{quarantine_path}' must be CSV (.csv or .csv.gz)")
+    check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)})
     ingested = read_inputs(args, quarantine_path=quarantine_path)
     ingest.write_frame(ingested.messages, args.output)
     if args.quarantine and not ingested.summary.rows_quarantined:
-        ingest.write_frame(ingested.quarantine, args.quarantine)  # an asked-for file exists, even empty
+        ingest.write_frame(ingested.quarantine, args.quarantine, for_people=True)  # an asked-for file exists, even empty
     _say(f"Canonical messages: {args.output}")
     return EXIT_OK
 
@@ -264,15 +359,17 @@ def run_charges(args: argparse.Namespace) -> int:
     if args.engine == "spark":
         return run_charges_on_spark(args)
     ingest.output_suffix(args.output)
+    quarantine_path = args.quarantine or default_quarantine_path(args.output)
+    check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)})
     config = billing_config(args)
-    ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
+    ingested = read_inputs(args, quarantine_path=quarantine_path)
     if ingested.summary.rows_used <= partitioned.ROWS_PER_BUCKET:
         result = charges.bill(ingested.messages, config)
         ingest.write_frame(result, args.output)
         _say(charges.describe(result, config))
         _say(charges.describe_fep_windows(ingested.messages, result, config))
     else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages
-        with tempfile.TemporaryDirectory(prefix="wa-analytics-") as scratch:
+        with outputs.scratch_folder() as scratch:
             messages, billed = Path(scratch) / "messages.parquet", Path(scratch) / "charges.parquet"
             ingest.write_frame(ingested.messages, messages)
             partitioned.bill_parquet([messages], billed, config, workdir=scratch)
@@ -290,6 +387,8 @@ def run_charges_on_spark(args: argparse.Namespace) -> int:
     _spark_inputs_only(args)
     if not spark.is_directory_output(args.output):
         ingest.output_suffix(args.output)
+    if "://" not in args.output:  # a local path; a cluster's storage is Spark's to check
+        check_outputs(args, {f"-o {args.output}": args.output}, folders=[f"-o {args.output}"])
     run = spark.bill_files(args.inputs, args.output, billing_config(args), master=args.spark_master)
     _say(run.summary)
     _say(f"Charges: {args.output}")
@@ -318,6 +417,7 @@ def add_generate_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    check_outputs(args, {f"-o {args.output}": args.output})
     if ingest.output_suffix(args.output) == ".parquet" and not args.with_defects:
         rows = generate.generate_to_parquet(args.output, users=args.users, start=args.start, months=args.months, seed=args.seed)
     else:
@@ -391,6 +491,16 @@ def run_costs(args: argparse.Namespace) -> int:
         ingest.output_suffix(args.invoice)
     billing = billing_config(args)
     prices = pricing_config(args)
+    quarantine_path = args.quarantine or default_quarantine_path(args.output)
+    check_outputs(
+        args,
+        {
+            f"-o {args.output}": args.output,
+            f"--invoice {args.invoice}": args.invoice,
+            **(_quarantine_option(args, quarantine_path) if args.engine == "local" else {}),
+        },
+        inputs=[prices.rate_card],
+    )
     card = ratecards.load_card(prices.rate_card)  # a bad card stops the run before the inputs are read
     if args.engine == "spark":  # billed, priced and summed on Spark; the exact sums come back
         from analytics import spark
@@ -398,11 +508,11 @@ def run_costs(args: argparse.Namespace) -> int:
         _spark_inputs_only(args)
         partials = spark.cost_partials_of_files(args.inputs, billing, prices, card=card, master=args.spark_master)
     else:
-        ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
+        ingested = read_inputs(args, quarantine_path=quarantine_path)
         partials = pricing.cost_partials(pricing.price(charges.bill(ingested.messages, billing), billing, prices, card=card))
     ingest.write_frame(pricing.costs_from_partials(partials), args.output)
     if args.invoice:
-        ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice)
+        ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice, for_people=True)
     card_name = str(prices.rate_card) if prices.rate_card else "the shipped card (data/rate_cards/)"
     _say(pricing.format_invoice_from_partials(partials, prices, card_name=card_name))
     _say(f"Costs: {args.output}" + (f"; invoice lines: {args.invoice}" if args.invoice else ""))
@@ -438,6 +548,7 @@ def add_rate_card_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_rate_card_import(args: argparse.Namespace) -> int:
+    check_outputs(args, {f"-o {args.output}": args.output})
     imported = ratecards.import_meta_card(
         args.rates, args.tiers, effective=args.effective, source=args.source, note=args.note, currency=args.currency
     )
@@ -467,6 +578,10 @@ def _beside(output: str, what: str) -> str:
     return str(path.with_name(f"{path.name[: -len(ingest.output_suffix(output))]}.{what}.csv"))
 
 
+def _explanations_option(args: argparse.Namespace, path: str) -> dict[str, str]:
+    return {f"--explanations {path}" if args.explanations else f"the explanations file {path} (beside -o)": path}
+
+
 def add_compare_command(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "compare",
@@ -486,11 +601,17 @@ def run_compare(args: argparse.Namespace) -> int:
     explained = args.explanations or _beside(args.output, "explanations")
     billing, prices = billing_config(args), pricing_config(args)
     loaded = scenarios.load_scenarios(args.scenarios)  # a bad scenario file stops the run before the inputs are read
+    quarantine_path = args.quarantine or default_quarantine_path(args.output)
+    check_outputs(
+        args,
+        {f"-o {args.output}": args.output, **_explanations_option(args, explained), **_quarantine_option(args, quarantine_path)},
+        inputs=[prices.rate_card, *(s.rate_card for s in loaded)],
+    )
     cards = scenarios.load_cards(loaded, prices)
-    ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
+    ingested = read_inputs(args, quarantine_path=quarantine_path)
     comparison = scenarios.compare(ingested.messages, loaded, billing, prices, cards=cards)
     ingest.write_frame(comparison.table, args.output)
-    ingest.write_frame(comparison.explanations, explained)
+    ingest.write_frame(comparison.explanations, explained, for_people=True)
     _say(scenarios.format_comparison(comparison))
     _say(f"Comparison: {args.output}; explanations: {explained}")
     return EXIT_OK
@@ -523,14 +644,19 @@ def run_project(args: argparse.Namespace) -> int:
     explained, checked = args.explanations or _beside(args.output, "explanations"), args.backtest or _beside(args.output, "backtest")
     billing, prices = billing_config(args), pricing_config(args)
     loaded = scenarios.load_scenarios(args.scenarios) if args.scenarios else [scenarios.Scenario(scenarios.BASELINE)]
+    quarantine_path = args.quarantine or default_quarantine_path(args.output)
+    written = {f"-o {args.output}": args.output, **_explanations_option(args, explained), **_quarantine_option(args, quarantine_path)}
+    if not args.no_backtest:
+        written[f"--backtest {checked}" if args.backtest else f"the back-test file {checked} (beside -o)"] = checked
+    check_outputs(args, written, inputs=[prices.rate_card, *(s.rate_card for s in loaded)])
     cards = scenarios.load_cards(loaded, prices)
-    ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
+    ingested = read_inputs(args, quarantine_path=quarantine_path)
     projected = projection.project(
         ingested.messages, loaded, months=args.months, billing=billing, pricing_config=prices,
         history_months=args.history_months, run_backtest=not args.no_backtest, cards=cards,
     )
     ingest.write_frame(projected.table, args.output)
-    ingest.write_frame(projected.comparison.explanations, explained)
+    ingest.write_frame(projected.comparison.explanations, explained, for_people=True)
     if projected.backtest is not None:
         ingest.write_frame(projected.backtest.errors, checked)
     _say(projection.format_projection(projected, billing.timezone))
@@ -572,12 +698,14 @@ def add_reconcile_command(subcommands: argparse._SubParsersAction) -> None:
 
 def run_reconcile(args: argparse.Namespace) -> int:
     ingest.output_suffix(args.output)
+    quarantine_path = args.quarantine or default_quarantine_path(args.output)
+    check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)})
     billing = billing_config(args)
     reports = meta_reports.read_reports(args.analytics)  # bad report files stop the run before the inputs are read
     # Gupshup's v3 billing events arrive in Meta's envelope, among the webhook traffic: ingest skips them.
     json_inputs = [p for p in args.inputs if Path(p).suffix.lower() in ingest.JSON_SUFFIXES]
     among_inputs = meta_reports.read_reports(json_inputs, strict=False)
-    ingested = read_inputs(args, quarantine_path=args.quarantine or default_quarantine_path(args.output))
+    ingested = read_inputs(args, quarantine_path=quarantine_path)
     messages = ingested.messages.collect()
     billed = charges.bill(messages, billing)
     meta_pricing = meta_reports.concat_pricing(
@@ -589,7 +717,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         messages, billed, meta_pricing=meta_pricing, analytics=reports.analytics, quarantine=ingested.quarantine,
         priced=priced, config=billing, notes=skipped,
     )
-    ingest.write_frame(result.rows, args.output)
+    ingest.write_frame(result.rows, args.output, for_people=True)
     _say(result.summary())
     if args.rules:
         _say(f"Note: billed under --rules {args.rules} (what-if); Meta billed under the rules in force at each message.")
@@ -636,6 +764,12 @@ def run_report_command(args: argparse.Namespace) -> int:
     for path in args.input:
         if not Path(path).exists():
             raise UsageError(f"--input {path}: no such file")
+    check_outputs(
+        args,
+        {f"-o {args.output}": args.output, f"--keep-notebooks {args.keep_notebooks}": args.keep_notebooks},
+        inputs=[parameters.get("rate_card"), parameters.get("scenarios_file")],
+        folders=[f"--keep-notebooks {args.keep_notebooks}"],
+    )
     try:
         written = report.run_report(
             args.output, month=args.month, input_paths=args.input or None, parameters=parameters, keep_notebooks=args.keep_notebooks

@@ -52,6 +52,7 @@ import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from analytics import outputs
 from analytics.errors import UsageError
 from analytics.rules import rule_sets
 from analytics.schema import MESSAGE_SCHEMA
@@ -197,16 +198,19 @@ def generate_to_parquet(
     Returns the number of rows written."""
     rows = 0
     writer: pq.ParquetWriter | None = None
-    try:
-        for _, frame in _chunks(users=users, start=start, months=months, seed=seed, chunk_users=chunk_users):
-            table = frame.to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(str(path), table.schema, compression="zstd")
-            writer.write_table(table)
-            rows += frame.height
-    finally:
-        if writer is not None:
-            writer.close()
+    with outputs.atomic(path) as partial:
+        try:
+            for _, frame in _chunks(users=users, start=start, months=months, seed=seed, chunk_users=chunk_users):
+                table = frame.to_arrow()
+                if writer is None:
+                    writer = pq.ParquetWriter(str(partial), table.schema, compression="zstd")
+                writer.write_table(table)
+                rows += frame.height
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:  # no traffic: an empty table, not a missing file
+            pl.DataFrame(schema=MESSAGE_SCHEMA).write_parquet(partial, compression="zstd")
     return rows
 
 
@@ -243,7 +247,8 @@ def write_traffic(frame: pl.DataFrame, path: str | Path, *, with_defects: bool =
     if name.endswith(".parquet"):
         if with_defects:
             raise UsageError(f"{path}: broken lines can only be written to CSV (a Parquet column has one type)")
-        frame.write_parquet(path, compression="zstd")
+        with outputs.atomic(path) as partial:
+            frame.write_parquet(partial, compression="zstd")
         return
     if not (name.endswith(".csv") or name.endswith(".csv.gz")):
         raise UsageError(f"{path}: cannot tell the output format from the extension; use {_FORMATS}")
@@ -252,11 +257,12 @@ def write_traffic(frame: pl.DataFrame, path: str | Path, *, with_defects: bool =
     if with_defects:
         text.write(_defect_lines(frame).encode("utf-8"))
     data = text.getvalue()
-    if name.endswith(".gz"):
-        with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-            gz.write(data)
-    else:
-        Path(path).write_bytes(data)
+    with outputs.atomic(path) as partial:
+        if name.endswith(".gz"):
+            with open(partial, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                gz.write(data)
+        else:
+            partial.write_bytes(data)
 
 
 # --- Seeded draws ------------------------------------------------------------------------------

@@ -57,7 +57,6 @@ import csv
 import datetime as dt
 import gzip
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -68,8 +67,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from analytics import markets, webhooks
-from analytics.errors import InputError, UsageError
+from analytics import markets, outputs, webhooks
+from analytics.errors import InputError, UsageError, found_names, library_reason
 from analytics.pseudonymise import pseudonymise
 from analytics.rules import first_supported_date
 from analytics.schema import (
@@ -211,7 +210,7 @@ def _canonical_positions(path: Path, names: Sequence[str]) -> tuple[dict[str, in
             ignored.append(name.strip() or "(unnamed)")
     missing = [c for c in REQUIRED_MESSAGE_COLUMNS if c not in positions]
     if missing:
-        found = ", ".join(n.strip() for n in names[:20]) + (", ..." if len(names) > 20 else "") or "none"
+        found = found_names(names)
         problem = "has none of the canonical message columns" if len(missing) == len(REQUIRED_MESSAGE_COLUMNS) else (
             f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
         )
@@ -226,7 +225,7 @@ def _canonical_positions(path: Path, names: Sequence[str]) -> tuple[dict[str, in
 def _ignored_note(path: Path, ignored: Sequence[str]) -> tuple[str, ...]:
     if not ignored:
         return ()
-    return (f"{path}: ignored column{'s' if len(ignored) > 1 else ''} not in the canonical table: {', '.join(ignored)}",)
+    return (f"{path}: ignored column{'s' if len(ignored) > 1 else ''} not in the canonical table: {found_names(ignored)}",)
 
 
 def _empty_input(path: Path, kind: str) -> RawInput:
@@ -800,7 +799,7 @@ def _reading(inputs: Sequence[RawInput]) -> Iterator[None]:
 
 
 def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return library_reason(error)  # never the file's text Polars quotes
 
 
 def _pseudonymised_quarantine(quarantine: pl.LazyFrame, key: bytes) -> pl.LazyFrame:
@@ -873,24 +872,23 @@ def output_suffix(path: str | Path) -> str:
     return suffix
 
 
-def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path) -> None:
+def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_people: bool = False) -> None:
     """CSV (`.csv`, `.csv.gz`, timestamps ISO 8601 with offset) or Parquet, by extension; streamed, and
-    written to a temporary file first so a failed run leaves no half-written output."""
+    written atomically (`outputs.atomic`) so a failed or stopped run leaves no half-written output.
+
+    `for_people`: a CSV analysts open in a spreadsheet (quarantine, explanations, invoice,
+    reconciliation): text cells that a spreadsheet would run as a formula are neutralised
+    (`outputs.neutralise_formulas`). Parquet keeps every value exact.
+    """
     path = Path(path)
     suffix = output_suffix(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    try:
+    with outputs.atomic(path) as partial:
         if suffix in PARQUET_SUFFIXES:
             frame.lazy().sink_parquet(partial)
         else:
             compression = "gzip" if suffix == ".csv.gz" else "uncompressed"
-            frame.lazy().sink_csv(
-                partial, compression=compression, datetime_format=CSV_DATETIME_FORMAT, check_extension=False
-            )
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+            frame = outputs.neutralise_formulas(frame.lazy()) if for_people else frame.lazy()
+            frame.sink_csv(partial, compression=compression, datetime_format=CSV_DATETIME_FORMAT, check_extension=False)
 
 
 # --- What was read: the traffic at a glance ------------------------------------------------------

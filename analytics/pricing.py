@@ -62,7 +62,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from analytics import rules, schema
+from analytics import ratecards, rules, schema
 from analytics.charges import charge_period, local_time, looked_up
 from analytics.errors import InputError, UsageError
 from analytics.markets import UNKNOWN_MARKET
@@ -122,6 +122,8 @@ def _decimal(value: object, name: str, places: int) -> Decimal:
         raise UsageError(f"{name} {value} must be a number >= 0")
     if -number.as_tuple().exponent > places:  # type: ignore[operator]
         raise UsageError(f"{name} {value} has more than {places} decimals")
+    if number >= ratecards.RATE_LIMIT:  # a typo (1e308), and beyond what a cost's 38 digits hold
+        raise UsageError(f"{name} {value} is implausibly large: give a number below {ratecards.RATE_LIMIT:,}")
     return number
 
 

@@ -50,8 +50,8 @@ from typing import Any
 
 import polars as pl
 
-from analytics import rules
-from analytics.errors import InputError, UsageError
+from analytics import outputs, rules
+from analytics.errors import InputError, UsageError, excerpt, found_names
 from analytics.markets import MARKETS
 from analytics.resources import resource
 
@@ -60,6 +60,9 @@ PROVENANCE_COLUMNS = ("source", "note")
 REQUIRED_COLUMNS = ("effective_from", "currency", "market", "category", "rate")
 
 RATE_SCALE = 6  # decimals a rate may have; costs are exact decimals (analytics.pricing)
+# A rate per message at or above this is a typo (1e308): Meta's highest list rates are a few
+# thousand (IDR, COP); the bound also keeps every cost inside RATE_DTYPE's 38 digits.
+RATE_LIMIT = Decimal(1_000_000)
 RATE_DTYPE = pl.Decimal(38, RATE_SCALE)
 
 CARD_SCHEMA: dict[str, pl.DataType] = {
@@ -125,10 +128,19 @@ def _card_files(path: str | Path | Traversable) -> list[tuple[str, str]]:
         files = sorted((f for f in where.iterdir() if f.name.endswith(".csv")), key=lambda f: f.name)
         if not files:
             raise InputError("no rate card here: the folder has no .csv file", path=str(path))
-        return [(str(f), f.read_text(encoding="utf-8")) for f in files]
+        return [(str(f), _card_text(f)) for f in files]
     if not where.is_file():
         raise InputError("rate card not found", path=str(path), fix="Give a CSV file or a folder of CSV files")
-    return [(str(path), where.read_text(encoding="utf-8"))]
+    return [(str(path), _card_text(where))]
+
+
+def _card_text(path: Path | Traversable) -> str:
+    """The card's text; a file holding NUL bytes is no CSV (`/proc/self/environ` named by mistake) and is
+    refused before anything of it could reach a message."""
+    text = path.read_text(encoding="utf-8")
+    if "\x00" in text:
+        raise InputError("not a text file (it holds NUL bytes)", path=str(path), fix="A rate card is a CSV file")
+    return text
 
 
 def _load(files: Sequence[tuple[str, str]]) -> pl.DataFrame:
@@ -174,7 +186,7 @@ def _read_rows(name: str, text: str, problems: list[str]) -> list[dict[str, Any]
         if missing:
             problems.append(f"{name}, line 1: missing column {', '.join(missing)}")
         if unexpected:
-            problems.append(f"{name}, line 1: unexpected column {', '.join(repr(c) for c in unexpected)}")
+            problems.append(f"{name}, line 1: unexpected column {found_names(unexpected, quote=True)}")
         return []
     rows = []
     for values in reader:
@@ -197,20 +209,20 @@ def _typed_row(raw: dict[str, str], where: str, problems: list[str]) -> dict[str
         effective_from = dt.date.fromisoformat(raw["effective_from"])
     except ValueError:
         effective_from = None
-        found.append(f"effective_from {raw['effective_from']!r} is not a date (YYYY-MM-DD)")
+        found.append(f"effective_from {excerpt(raw['effective_from'])} is not a date (YYYY-MM-DD)")
     currency = raw["currency"]
     if not _CURRENCY.match(currency):
-        found.append(f"currency {currency!r} is not an ISO 4217 code (three capital letters, e.g. USD)")
+        found.append(f"currency {excerpt(currency)} is not an ISO 4217 code (three capital letters, e.g. USD)")
     market = raw["market"]
     if market not in MARKETS:
-        found.append(f"unknown market {market!r}{_did_you_mean(market, MARKETS)}")
+        found.append(f"unknown market {excerpt(market)}{_did_you_mean(market, MARKETS)}")
     category = raw["category"]
     if category not in CATEGORIES:
-        found.append(f"unknown category {category!r}: expected one of {', '.join(CATEGORIES)}")
+        found.append(f"unknown category {excerpt(category)}: expected one of {', '.join(CATEGORIES)}")
     tier_text = raw.get("tier_from", "") or "1"
     tier_from = int(tier_text) if tier_text.isdigit() else None
     if tier_from is None or tier_from < 1:
-        found.append(f"tier_from {tier_text!r} is not a whole number >= 1")
+        found.append(f"tier_from {excerpt(tier_text)} is not a whole number >= 1")
     elif tier_from > 1 and category in CATEGORIES and category not in TIER_FAMILY:
         found.append(f"tier_from {tier_from} for {category}: only utility and authentication have volume tiers")
     rate, rate_problem = parse_rate(raw["rate"])
@@ -239,13 +251,15 @@ def parse_rate(text: str) -> tuple[Decimal | None, str | None]:
     try:
         rate = Decimal(text)
     except InvalidOperation:
-        return None, f"rate {text!r} is not a number (write it like 0.0245; leave it empty when not known)"
+        return None, f"rate {excerpt(text)} is not a number (write it like 0.0245; leave it empty when not known)"
     if not rate.is_finite():
-        return None, f"rate {text!r} is not a number"
+        return None, f"rate {excerpt(text)} is not a number"
     if rate < 0:
         return None, f"negative rate {text}"
     if -rate.as_tuple().exponent > RATE_SCALE:  # type: ignore[operator]
         return None, f"rate {text} has more than {RATE_SCALE} decimals"
+    if rate >= RATE_LIMIT:
+        return None, f"rate {text} is implausibly large (a rate per message is below {RATE_LIMIT:,} in every currency)"
     return rate, None
 
 
@@ -296,8 +310,7 @@ def write_card(rows: pl.DataFrame, path: str | Path) -> None:
     path = Path(path)
     if path.suffix.lower() != ".csv":
         raise UsageError(f"cannot write '{path}': a rate card is a .csv file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    with outputs.atomic(path) as partial, open(partial, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows.select(columns).iter_rows())
@@ -460,7 +473,7 @@ def _meta_list_rates(path: Path, effective: dt.date, currency: str | None) -> tu
         where = f"{path}, row {offset}"
         market = row[0]
         if market in seen_markets:
-            raise InputError(f"{where}: market {market!r} appears twice")
+            raise InputError(f"{where}: market {excerpt(market)} appears twice")
         seen_markets.add(market)
         code = _currency(row[currency_col], currency, where)
         for index, category in columns.items():

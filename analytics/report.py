@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from analytics import charges, ingest, meta_reports, pricing, reconcile
+from analytics import charges, ingest, meta_reports, outputs, pricing, reconcile
 from analytics.errors import InputError, UsageError
 from analytics.ingest import IngestSummary
 from analytics.resources import resource
@@ -326,7 +325,7 @@ def run_report(
         chosen["input_paths"] = [str(Path(p).resolve()) for p in input_paths]
     chosen["chart_format"] = "png"
     executed: list[tuple[str, dict]] = []
-    with tempfile.TemporaryDirectory(prefix="wa-analytics-report-") as scratch:
+    with outputs.scratch_folder(prefix="wa-analytics-report-") as scratch:
         for name in notebooks:
             target = Path(scratch) / f"{name}.ipynb"
             mine = {k: v for k, v in chosen.items() if name in declared.get(k, set())}
@@ -338,15 +337,15 @@ def run_report(
                     )
             except PapermillExecutionError as error:
                 kept = output.with_name(f"{output.stem}.failed-{name}.ipynb")
-                output.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(target, kept)
+                with outputs.atomic(kept) as partial:
+                    shutil.copyfile(target, partial)
                 raise NotebookFailed(_failure_message(name, error, kept)) from None
             executed.append((name, json.loads(target.read_text(encoding="utf-8"))))
             if keep_notebooks:
-                Path(keep_notebooks).mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(target, Path(keep_notebooks) / target.name)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_html(executed, title=f"WhatsApp Business traffic report, {chosen['month']}"), encoding="utf-8")
+                with outputs.atomic(Path(keep_notebooks) / target.name) as partial:
+                    shutil.copyfile(target, partial)
+    with outputs.atomic(output) as partial:
+        partial.write_text(render_html(executed, title=f"WhatsApp Business traffic report, {chosen['month']}"), encoding="utf-8")
     return output
 
 

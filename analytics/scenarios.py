@@ -184,11 +184,12 @@ def _scenario(name: str, table: Mapping[str, object], base: Path | None) -> Scen
     rule_set = text("rules")
     if rule_set is not None:
         rules.rule_set(rule_set)  # ValueError naming the known rule sets
-    card = text("rate_card")
+    given = card = text("rate_card")
     if card is not None and base is not None:
         card = str(base / card)
     if card is not None and not Path(card).exists():
-        raise ValueError(f"rate_card {card} does not exist")
+        beside = f" (looked for {card}: a path is read relative to the scenario file)" if card != given else ""
+        raise ValueError(f"rate_card {given} does not exist{beside}")
     rates_on = table.get("rates_on")
     if rates_on is not None:
         try:

@@ -55,9 +55,7 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +64,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 import pyarrow as pa
 
-from analytics import charges, pricing, schema
+from analytics import charges, outputs, pricing, schema
 from analytics.errors import InputError, UsageError
 from analytics.ratecards import load_card
 from analytics.resources import query
@@ -518,21 +516,22 @@ def bill_files(
     with _kernel_errors():
         billed = bill(read_messages(spark, inputs), config).sortWithinPartitions(*schema.CHARGE_ORDER)
         if is_directory_output(output):
-            billed.write.mode("overwrite").parquet(str(output))
+            if "://" in str(output):  # a cluster's storage: Spark's own commit protocol
+                billed.write.mode("overwrite").parquet(str(output))
+            else:
+                with outputs.atomic_folder(output) as partial:
+                    billed.write.parquet(str(partial))
             written = pl.scan_parquet(str(output).rstrip("/") + "/*.parquet")  # also s3://... and the like
             return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, config or BillingConfig()))
         from analytics import ingest
 
         ingest.output_suffix(output)
-        scratch = Path(tempfile.mkdtemp(prefix=".wa-analytics-spark-", dir=Path(output).parent))
-        try:
+        with outputs.scratch_folder(prefix=".wa-analytics-spark-", folder=Path(output).parent) as scratch:
             billed.write.mode("overwrite").parquet(str(scratch / "charges"))
             parts = sorted((scratch / "charges").glob("part-*.parquet"))
             written = pl.scan_parquet(parts) if parts else schema.empty_charges().lazy()
             ingest.write_frame(written.sort(schema.CHARGE_ORDER), output)
             return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, config or BillingConfig()))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def cost_partials_of_files(

@@ -74,7 +74,7 @@ from typing import Any
 
 import polars as pl
 
-from analytics.errors import InputError
+from analytics.errors import InputError, found_names, library_reason
 from analytics.schema import MESSAGE_SCHEMA, TEMPLATE
 
 WABA_OBJECT = "whatsapp_business_account"
@@ -703,12 +703,19 @@ def read_send_log(path: str | Path) -> pl.DataFrame:
     try:
         raw = pl.read_csv(path, infer_schema=False)
     except (OSError, pl.exceptions.PolarsError) as error:
-        raise InputError(f"cannot read the send log as CSV ({error})", path=str(path)) from None
-    raw = raw.rename({c: c.strip().lower() for c in raw.columns})
+        raise InputError(f"cannot read the send log as CSV ({library_reason(error)})", path=str(path)) from None
+    names = [c.strip().lower() for c in raw.columns]
+    repeated_names = sorted({n for n in names if names.count(n) > 1})
+    if repeated_names:
+        raise InputError(
+            f"the send log has more than one {found_names(repeated_names[:1])} column (column names ignore case and spaces)",
+            path=str(path), fix="Keep one of them",
+        )
+    raw = raw.rename(dict(zip(raw.columns, names)))
     if "message_id" not in raw.columns or not {"message_type", "template_name", "template_category"} & set(raw.columns):
         raise InputError(
             "the send log needs message_id and one of message_type, template_name, template_category; "
-            f"found {', '.join(raw.columns)}",
+            f"found {found_names(raw.columns)}",
             path=str(path),
         )
     log = _normalised_send_log(raw).with_row_index("row", offset=2)  # row 1 is the header
