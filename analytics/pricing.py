@@ -62,7 +62,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from analytics import rules, schema
+from analytics import config_schema, rules, schema
 from analytics.charges import local_time, looked_up
 from analytics.errors import InputError, UsageError
 from analytics.markets import UNKNOWN_MARKET
@@ -171,6 +171,7 @@ class PricingConfig:
         report_unpriced = false
         ```
         """
+        config_schema.load(path)  # UsageError naming the file, key and what is expected
         with open(path, "rb") as handle:
             table = tomllib.load(handle).get("pricing", {})
         unknown = set(table) - {f for f in cls.__dataclass_fields__}

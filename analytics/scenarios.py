@@ -151,6 +151,8 @@ def load_scenarios(path: str | Path) -> list[Scenario]:
             document = tomllib.load(handle)
     except OSError as error:
         raise UsageError(f"cannot read the scenario file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path} is not a TOML scenario file: invalid UTF-8 at byte {error.start}; save it as UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path} is not valid TOML: {error}") from None
     unknown = sorted(set(document) - {"scenario"})
@@ -402,7 +404,10 @@ def compare(
     for item in scenarios:
         started = time.perf_counter()
         rule_set = item.rules or billing.rules
-        changed = apply_steps(shared.messages, item.steps, billing)
+        try:
+            changed = apply_steps(shared.messages, item.steps, billing)
+        except strategies.TrafficTooLarge as error:
+            raise UsageError(f"scenario {item.name}: {error}") from None
         traffic, effects, other_channel = changed.messages, changed.effects, changed.other_channel
         billed = shared.charges_of(traffic, changed.changed_keys, rule_set) if item.changes_traffic else shared.charges(rule_set)
         if keep_from is not None:
