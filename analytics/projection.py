@@ -62,6 +62,7 @@ LEVEL_WEEKS = 13  # how much recent traffic grew: the last 13 weeks against the 
 MONTH_IN_DAYS = 30.44
 CONTEXT = max(rules.FEP_WINDOW, rules.CUSTOMER_SERVICE_WINDOW, rules.CONVERSATION_WINDOW)
 DEFAULT_HISTORY_MONTHS = 3
+MAX_MONTHS = 60  # five years: every projected month is real traffic in memory
 
 PROJECT_SCHEMA: dict[str, pl.DataType] = {
     "scenario": pl.String(),
@@ -156,8 +157,8 @@ def replay(
     """The traffic of the `months` months after the history (module docstring). `until` cuts the
     history there (a back-test's origin, a month start in `timezone`); `seasonal` False always
     replays recent history."""
-    if months < 1:
-        raise UsageError(f"--months {months}: project at least one month")
+    if not 1 <= months <= MAX_MONTHS:
+        raise UsageError(f"--months {months}: project at least one month and at most {MAX_MONTHS} (each is built as traffic)")
     if history_months < 1:
         raise UsageError(f"--history-months {history_months}: use at least one month of history")
     frame = messages if isinstance(messages, pl.DataFrame) else messages.collect()
