@@ -109,3 +109,91 @@ def test_a_bad_strategy_value_names_the_scenario_and_the_strategy(tmp_path):
         f"wa-analytics: error: {tmp_path / 's.toml'}: scenario caps: strategy cap_marketing: period = 'fortnight': "
         "choose day, week, month"
     )
+
+
+# --- report: parameters checked before any notebook runs ------------------------------------------------
+
+
+def report_refuses(tmp_path: Path, *argv: str | Path, params: str | None = None) -> str:
+    """`wa-analytics report` with `argv` (and a params file of `params`): exit 2 with one line, no
+    report and no kept notebook written, every file in the folder untouched."""
+    if params is not None:
+        (tmp_path / "params.toml").write_text(params)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    extra = ["--params", tmp_path / "params.toml"] if params is not None else []
+    message = one_line_error(wa_analytics("report", "--month", "2026-10", *argv, *extra, "-o", tmp_path / "report.html"))
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+    return message
+
+
+def test_report_on_garbage_input_exits_2_before_any_notebook(tmp_path):
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"\x89\xb8\xff\x00garbage" * 300)
+    message = report_refuses(tmp_path, "--input", garbage)
+    assert message.startswith(f"wa-analytics: error: {garbage}: cannot read the header as CSV")
+    assert garbage.read_bytes() == b"\x89\xb8\xff\x00garbage" * 300
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ('timezone = "Mars/Olympus"\n', "timezone = 'Mars/Olympus': expected an IANA time zone name such as \"Europe/Rome\" or \"UTC\""),
+        ('currency = "XXX"\n', "currency = 'XXX': the rate card has no rates in it; it has BRL, EUR, INR, USD: choose one, or give a rate_card in that currency"),
+        ('months_ahead = "three"\n', "months_ahead = 'three': expected a whole number of months from 1 to 60, such as 3"),
+        ('meta_source = "meta"\n', "meta_source = 'meta': expected \"input\", \"synthetic\" or \"auto\""),
+        ('rule_set = "pmp-2027"\n', "rule_set = 'pmp-2027': expected the name of a rule set: \"cbp-2022\""),
+        ('rate_card = "missing.csv"\n', "rate_card: "),
+    ],
+)
+def test_report_parameters_are_checked_before_any_notebook(tmp_path, params, expected):
+    message = report_refuses(tmp_path, params=params)
+    assert message.startswith(f"wa-analytics: error: --params {tmp_path / 'params.toml'}: ")
+    assert expected in message
+
+
+def test_report_checks_the_config_file_a_parameter_names(tmp_path):
+    config = tmp_path / "analytics.toml"
+    config.write_text("[billing]\nfep_window_hours = -5\n")
+    message = report_refuses(tmp_path, params='config_file = "analytics.toml"\n')
+    assert message == (
+        f"wa-analytics: error: {config}: [billing] fep_window_hours: expected a number of hours above 0 and at most 168, such as 72, got -5"
+    )
+
+
+def test_report_checks_the_scenarios_file_a_parameter_names(tmp_path):
+    (tmp_path / "s.toml").write_text('[scenario.a]\ngrowth = { marketing = 1e9 }\n')
+    message = report_refuses(tmp_path, params='scenarios_file = "s.toml"\n')
+    assert "scenario a: strategy growth: growth factor marketing = 1e+09 must be between 0 and 100" in message
+
+
+def test_report_without_the_notebook_extras_says_which_extra_to_install(tmp_path):
+    script = (
+        "import sys; sys.modules['papermill'] = None\n"  # as if the extra were not installed
+        "from analytics import cli; sys.exit(cli.main(sys.argv[1:]))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, "report", "--month", "2026-10", "-o", str(tmp_path / "r.html")],
+        capture_output=True, text=True, check=False,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip() == (
+        "wa-analytics: error: the report needs the notebook extras (papermill not installed): "
+        "pip install 'wa-analytics[notebooks]' (make install does)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_report_on_one_month_of_history_says_what_the_projection_needs(tmp_path):
+    import polars as pl
+
+    one_month = tmp_path / "october.csv"
+    sample = pl.read_csv(SAMPLE, infer_schema_length=0)
+    sample.filter(pl.col("timestamp").str.starts_with("2026-10")).write_csv(one_month)
+    before = one_month.read_bytes()
+    out = tmp_path / "report.html"
+    run = wa_analytics("report", "--input", one_month, "--month", "2026-10", "-o", out)
+    assert run.returncode == 0, run.stderr
+    page = out.read_text()
+    assert "No projection: it needs 2 months of history, and the input holds 1 month up to 2026-10." in page
+    assert "Strategies and projection" in page and "Traceback" not in page
+    assert one_month.read_bytes() == before
