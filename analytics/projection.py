@@ -270,16 +270,17 @@ class BackTest:
     currency: str | None
 
     def _worst(self) -> str:
-        row = self.errors.sort(pl.col("cost_error").abs(), descending=True).row(0, named=True)
+        row = self.errors.drop_nulls("cost_error").sort(pl.col("cost_error").abs(), descending=True).row(0, named=True)
         return f"{row['month']} projected from {row['origin']}: {row['cost_error']:+.1%}"
 
     def band(self, horizon: int) -> float | None:
-        known = self.by_horizon.filter(pl.col("horizon") <= horizon)
-        return float(known["band"].max()) if known.height else None  # type: ignore[arg-type]
+        widest = self.by_horizon.filter(pl.col("horizon") <= horizon)["band"].max()
+        return float(widest) if widest is not None else None  # type: ignore[arg-type]
 
     @property
     def mape_cost(self) -> float | None:
-        return float(self.errors["cost_error"].abs().mean()) if self.errors.height else None  # type: ignore[arg-type]
+        mean = self.errors["cost_error"].abs().mean()
+        return float(mean) if mean is not None else None  # type: ignore[arg-type]
 
     @property
     def mape_billable_charges(self) -> float | None:
@@ -288,7 +289,7 @@ class BackTest:
     @property
     def coverage(self) -> float | None:
         """The share of back-test months whose actual cost fell inside the band."""
-        if self.errors.height == 0:
+        if self.mape_cost is None:
             return None
         bands = self.errors.select(pl.col("horizon").map_elements(self.band, return_dtype=pl.Float64)).to_series()
         return float((self.errors["cost_error"].abs() <= bands).mean())  # type: ignore[arg-type]
@@ -297,16 +298,27 @@ class BackTest:
         if self.errors.height == 0:
             return "Back-test: the history is too short (no origin with enough months before it): no band."
         origins = self.errors["origin"].unique().sort().to_list()
+        unpriced = self.errors["cost_error"].null_count()
         lines = [
             f"Back-test: {len(origins)} origins ({origins[0]} to {origins[-1]}), each projected from the history before it "
-            f"and compared with the real months: MAPE billable charges {self.mape_billable_charges:.1%}, cost {self.mape_cost:.1%}",
-            f"  the band (± cost MAPE) held the actual cost in {self.coverage:.0%} of these months; largest miss "
-            f"{self.errors['cost_error'].abs().max():.1%} ({self._worst()})",
-            "  horizon  origins  MAPE billable  MAPE cost  band (±)",
+            f"and compared with the real months: MAPE billable charges {_percent(self.mape_billable_charges)}, "
+            f"cost {_percent(self.mape_cost)}",
         ]
+        if self.mape_cost is not None:
+            lines.append(
+                f"  the band (± cost MAPE) held the actual cost in {self.coverage:.0%} of these months; largest miss "
+                f"{self.errors['cost_error'].abs().max():.1%} ({self._worst()})"
+            )
+        if unpriced:
+            lines.append(
+                f"  cost not compared in {unpriced} of {self.errors.height} months: their cost is incomplete (charges without "
+                f"a rate{f' in {self.currency}' if self.currency else ''} in the card are unpriced){'; no band' if self.mape_cost is None else ''}"
+            )
+        lines.append("  horizon  origins  MAPE billable  MAPE cost  band (±)")
         for row in self.by_horizon.iter_rows(named=True):
             lines.append(
-                f"  {row['horizon']:>7}  {row['origins']:>7}  {row['mape_billable_charges']:>13.1%}  {row['mape_cost']:>9.1%}  {row['band']:>8.1%}"
+                f"  {row['horizon']:>7}  {row['origins']:>7}  {_percent(row['mape_billable_charges']):>13}  "
+                f"{_percent(row['mape_cost']):>9}  {_percent(row['band']):>8}"
             )
         return "\n".join(lines)
 
@@ -364,7 +376,10 @@ def backtest(
                     "billable_charges_error": _relative(row["billable_charges"], row["billable_charges_actual"]),
                     "actual_cost": row["cost_actual"],
                     "projected_cost": row["cost"],
-                    "cost_error": _relative(row["cost"], row["cost_actual"]),
+                    # a cost with unpriced charges on either side is incomplete: not compared, not zero
+                    "cost_error": None
+                    if row["unpriced_charges"] or row["unpriced_charges_actual"]
+                    else _relative(row["cost"], row["cost_actual"]),
                 }
             )
     errors = pl.DataFrame(rows, schema=_ERRORS_SCHEMA).sort("origin", "horizon")
@@ -398,9 +413,13 @@ def _monthly(comparison: Comparison) -> pl.DataFrame:
     """The baseline's billable charges and cost per month, all categories."""
     return (
         comparison.baseline.rollup.group_by("month")
-        .agg(pl.col("billable_charges").sum(), cost=pl.col("cost").sum().cast(pl.Float64))
+        .agg(pl.col("billable_charges", "unpriced_charges").sum(), cost=pl.col("cost").sum().cast(pl.Float64))
         .sort("month")
     )
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:.1%}" if value is not None else "n/a"
 
 
 def _relative(projected: float, actual: float) -> float | None:
