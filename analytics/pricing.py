@@ -284,7 +284,8 @@ def rates_in(card: pl.DataFrame, currency: str | None) -> pl.DataFrame:
     rates = card.filter(pl.col("currency") == currency) if currency else card.clear()
     if currency and rates.height == 0:
         raise UsageError(
-            f"the rate card has no {currency} rates: it has {', '.join(sorted(card['currency'].unique()))}"
+            f"the rate card has no {currency} rates: it has "
+            + (", ".join(sorted(card["currency"].unique())) or "no rates at all (a header without rows)")
         )
     return rates
 
@@ -406,11 +407,13 @@ def choose_currency(needed: pl.DataFrame, card: pl.DataFrame) -> str | None:
             f"the rate card prices this traffic in {' and '.join(complete)}: choose one with --currency "
             f"(or `currency` in the [pricing] table of the config file)"
         )
+    if not available:
+        raise UsageError("the rate card has no rates: give a card with rows of rates (contracts.md §3, data/rate_cards/README.md)")
     described = ", ".join(f"{c} {coverage[c]:,}" for c in available)
     raise UsageError(
         f"no currency of the rate card prices every billable charge (of {needed.height:,} market, category and "
-        f"day combinations, each currency prices: {described}): choose one with --currency, and see "
-        f"--report-unpriced"
+        f"day combinations, each currency prices: {described}): choose one with --currency (`costs` then needs "
+        f"--report-unpriced to report the charges it has no rate for; `compare` and `project` count them as unpriced)"
     )
 
 

@@ -311,6 +311,11 @@ def load_cards(
             read[path] = load_card(path)
         if (path, item.rates_on) not in cards:
             cards[(path, item.rates_on)] = card_in_force_on(read[path], item.rates_on) if item.rates_on else read[path]
+            if item.rates_on and cards[(path, item.rates_on)].height == 0 and read[path].height:
+                raise UsageError(
+                    f"scenario {item.name}: rates_on = {item.rates_on}: the rate card has no rates in force then "
+                    f"(its first are from {read[path]['effective_from'].min()}): choose a later date"
+                )
     return cards
 
 

@@ -197,3 +197,81 @@ def test_a_report_on_one_month_of_history_says_what_the_projection_needs(tmp_pat
     assert "No projection: it needs 2 months of history, and the input holds 1 month up to 2026-10." in page
     assert "Strategies and projection" in page and "Traceback" not in page
     assert one_month.read_bytes() == before
+
+
+# --- rate-card messages: one line, complete, with a fix that exists ---------------------------------------
+
+CARD_HEADER = "effective_from,currency,market,category,tier_from,rate\n"
+META_RATES = Path(__file__).parent / "fixtures" / "pricing" / "meta_gbp_rates.csv"
+
+
+def test_rate_card_problems_are_one_line_naming_file_and_line(tmp_path):
+    card = tmp_path / "card.csv"
+    card.write_text(CARD_HEADER + "2026-01-01,USD,Italy,marketing,1,abc\n2026-01-01,USD,Narnia,marketing,1,0.1\n")
+    traffic = copied(TRAFFIC, tmp_path)
+    message = one_line_error(wa_analytics("costs", traffic, "--rate-card", card, "-o", tmp_path / "c.csv"))
+    assert message.startswith(
+        f"wa-analytics: error: invalid rate card: {card}, line 2: rate 'abc' is not a number (write it like 0.0245; "
+        f"leave it empty when not known); {card}, line 3: unknown market 'Narnia': did you mean 'Nigeria'?"
+    )
+    assert not (tmp_path / "c.csv").exists() and traffic.read_bytes() == TRAFFIC.read_bytes()
+
+
+def test_a_header_only_card_says_it_has_no_rates(tmp_path):
+    card = tmp_path / "card.csv"
+    card.write_text(CARD_HEADER)
+    traffic = copied(TRAFFIC, tmp_path)
+    message = one_line_error(wa_analytics("costs", traffic, "--rate-card", card, "-o", tmp_path / "c.csv"))
+    assert message == "wa-analytics: error: the rate card has no rates: give a card with rows of rates (contracts.md §3, data/rate_cards/README.md)"
+    with_currency = one_line_error(wa_analytics("costs", traffic, "--rate-card", card, "--currency", "USD", "-o", tmp_path / "c.csv"))
+    assert with_currency == "wa-analytics: error: the rate card has no USD rates: it has no rates at all (a header without rows)"
+    assert card.read_text() == CARD_HEADER and not (tmp_path / "c.csv").exists()
+
+
+def test_rates_on_before_the_card_names_the_scenario_and_the_first_date(tmp_path):
+    message = compare_refuses(tmp_path, b"[scenario.old]\nrates_on = 1900-01-01\n")
+    assert message == (
+        "wa-analytics: error: scenario old: rates_on = 1900-01-01: the rate card has no rates in force then "
+        "(its first are from 2022-02-01): choose a later date"
+    )
+
+
+def test_compare_suggests_only_options_it_takes(tmp_path):
+    card = tmp_path / "card.csv"
+    card.write_text(CARD_HEADER + "2022-02-01,USD,Italy,marketing,1,0.05\n2022-02-01,EUR,Italy,marketing,1,0.05\n")
+    scenario_file = tmp_path / "s.toml"
+    scenario_file.write_text("[scenario.a]\n")
+    traffic = copied(TRAFFIC, tmp_path)
+    message = one_line_error(
+        wa_analytics("compare", traffic, "--scenarios", scenario_file, "--rate-card", card, "-o", tmp_path / "x.csv")
+    )
+    assert "no currency of the rate card prices every billable charge" in message
+    assert "choose one with --currency (`costs` then needs --report-unpriced" in message
+    assert "`compare` and `project` count them as unpriced" in message
+    # the fix it names exists: with --currency, compare runs and counts the rest as unpriced
+    fixed = wa_analytics(
+        "compare", traffic, "--scenarios", scenario_file, "--rate-card", card, "--currency", "USD", "-o", tmp_path / "x.csv"
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert "billable charges have no rate in the card and are not in the cost" in fixed.stderr
+
+
+def test_rate_card_import_names_the_input_file_and_line(tmp_path):
+    rates = tmp_path / "rates.csv"
+    # line 9 of Meta's file (its header spans lines 4 and 5); the card it would generate has it on another line
+    rates.write_text(META_RATES.read_text().replace("\nOther,GBD,", "\nNarnia,GBD,"))
+    before = rates.read_bytes()
+    out = tmp_path / "card.csv"
+    message = one_line_error(wa_analytics("rate-card", "import", rates, "--effective", "2027-03-01", "--currency", "GBP", "-o", out))
+    assert message.startswith(
+        f"wa-analytics: error: the imported card does not validate: invalid rate card: {rates}, line 9: unknown market 'Narnia'"
+    )
+    assert message.count("unknown market") == 1  # one input line, once, however many card rows it makes
+    assert not out.exists() and rates.read_bytes() == before
+
+
+def test_rate_card_import_names_the_input_line_of_a_bad_rate(tmp_path):
+    rates = tmp_path / "rates.csv"
+    rates.write_text(META_RATES.read_text().replace("\nIndia,GBD,0.0100,", "\nIndia,GBD,abc,"))
+    message = one_line_error(wa_analytics("rate-card", "import", rates, "--effective", "2027-03-01", "--currency", "GBP", "-o", tmp_path / "c.csv"))
+    assert message == f"wa-analytics: error: {rates}, line 8: rate 'abc' is not a number (write it like 0.0245; leave it empty when not known)"
