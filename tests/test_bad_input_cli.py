@@ -275,3 +275,67 @@ def test_rate_card_import_names_the_input_line_of_a_bad_rate(tmp_path):
     rates.write_text(META_RATES.read_text().replace("\nIndia,GBD,0.0100,", "\nIndia,GBD,abc,"))
     message = one_line_error(wa_analytics("rate-card", "import", rates, "--effective", "2027-03-01", "--currency", "GBP", "-o", tmp_path / "c.csv"))
     assert message == f"wa-analytics: error: {rates}, line 8: rate 'abc' is not a number (write it like 0.0245; leave it empty when not known)"
+
+
+# --- what the README promises, as written ---------------------------------------------------------------
+
+
+def test_project_in_a_currency_the_card_lacks_for_some_months_reports_them_unpriced(tmp_path):
+    sample = copied(SAMPLE, tmp_path)
+    out = tmp_path / "x.csv"
+    run = wa_analytics("project", sample, "--months", "1", "--currency", "EUR", "-o", out)
+    assert run.returncode == 0, run.stderr
+    assert "internal error" not in run.stderr
+    assert "cost not compared in 8 of 8 months: their cost is incomplete (charges without a rate in EUR in the card are unpriced); no band" in run.stderr
+    assert "billable charges have no rate in the card and are not in the cost" in run.stderr
+    import polars as pl
+
+    table = pl.read_csv(out)
+    assert set(table["currency"].drop_nulls()) == {"EUR"} and table["unpriced_charges"].sum() > 0
+    assert table["cost_low"].null_count() == table.height  # no band without a cost back-test
+    assert sample.read_bytes() == SAMPLE.read_bytes()
+
+
+def readme_crontab_line() -> str:
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [text for text in readme.splitlines() if text.startswith("0 6 2 * * cd /srv/wa-analytics")]
+    return line
+
+
+def test_the_readme_crontab_line_runs_with_the_example_parameters_copied_beside_the_checkout(tmp_path):
+    """The README's schedule, paths moved under tmp_path: the checkout (its .venv/bin/wa-analytics),
+    the example parameters copied beside it as the README says, traffic as Parquet, the reports and
+    the log. `--month previous` becomes 2026-10, the sample's last whole month, so the test does not
+    depend on today's date; the rest of the line runs as written, through the shell."""
+    checkout, data, reports, log = (tmp_path / name for name in ("srv", "data", "reports", "log"))
+    for folder in (checkout / ".venv" / "bin", data, reports, log):
+        folder.mkdir(parents=True)
+    (checkout / ".venv" / "bin" / "wa-analytics").symlink_to(CONSOLE_SCRIPT)
+    params = checkout / "report-params.toml"
+    params.write_bytes((ROOT / "examples" / "report-params.toml").read_bytes())  # cp examples/report-params.toml report-params.toml
+    ingested = wa_analytics("ingest", SAMPLE, "-o", data / "whatsapp.parquet", "--quarantine", tmp_path / "q.csv")
+    assert ingested.returncode == 0, ingested.stderr
+    command = readme_crontab_line().split(" ", 5)[5].replace("\\%", "%")  # cron passes \% to the shell as %
+    assert "--month previous" in command
+    command = (
+        command.replace("/srv/wa-analytics", str(checkout)).replace("/data/whatsapp", str(data))
+        .replace("/srv/reports", str(reports)).replace("/var/log", str(log)).replace("--month previous", "--month 2026-10")
+    )
+    before = params.read_bytes()
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False, cwd=tmp_path)
+    said = (log / "wa-analytics-report.log").read_text()
+    assert done.returncode == 0, said
+    (written,) = list(reports.iterdir())
+    assert written.name.startswith("whatsapp-") and written.suffix == ".html"
+    assert "Report month 2026-10 (UTC)" in written.read_text()
+    assert said.strip().endswith(f"Report: {written}")
+    assert params.read_bytes() == before
+
+
+def test_summary_keeps_stdout_for_its_table_and_stderr_for_the_run(tmp_path):
+    traffic = copied(TRAFFIC, tmp_path)
+    run = wa_analytics("summary", traffic)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.startswith("Read ") and "Used " in run.stderr
+    assert "Read " not in run.stdout and run.stdout.strip()
+    assert traffic.read_bytes() == TRAFFIC.read_bytes()
