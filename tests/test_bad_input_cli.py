@@ -339,3 +339,14 @@ def test_summary_keeps_stdout_for_its_table_and_stderr_for_the_run(tmp_path):
     assert run.stderr.startswith("Read ") and "Used " in run.stderr
     assert "Read " not in run.stdout and run.stdout.strip()
     assert traffic.read_bytes() == TRAFFIC.read_bytes()
+
+
+def test_report_in_eur_shows_the_projection_with_its_unpriced_months_said(tmp_path):
+    params = tmp_path / "params.toml"
+    params.write_text('currency = "EUR"\n')
+    out = tmp_path / "report.html"
+    run = wa_analytics("report", "--month", "2026-10", "--params", params, "-o", out)
+    assert run.returncode == 0, run.stderr
+    page = out.read_text()
+    assert "cost not compared in 18 of 18 months: their cost is incomplete (charges without a rate in EUR in the card are unpriced); no band" in page
+    assert params.read_text() == 'currency = "EUR"\n'
