@@ -196,7 +196,7 @@ def check(document: Mapping[str, object], schema: Table = SCHEMA, where: tuple[s
         elif isinstance(spec, Entries):
             problem = _check_entries(value, spec, where, key)
         else:
-            problem = None if spec.valid(value) else f"{_name(where, key)}: expected {spec.describe()}, got {_excerpt(value)}"
+            problem = None if spec.valid(value) else f"{_name(where, key)}: expected {spec.describe()}, got {excerpt(value)}"
         if problem:
             return problem
     return None
@@ -204,13 +204,13 @@ def check(document: Mapping[str, object], schema: Table = SCHEMA, where: tuple[s
 
 def _check_entries(value: object, spec: Entries, where: tuple[str, ...], key: str) -> str | None:
     if not isinstance(value, dict):
-        return f"{_name(where, key)}: expected {spec.expected}, got {_excerpt(value)}"
+        return f"{_name(where, key)}: expected {spec.expected}, got {excerpt(value)}"
     for entry, entry_value in value.items():
-        name = f'{_name(where, key)}."{_excerpt(entry, quote=False)}"'
+        name = f'{_name(where, key)}."{excerpt(entry, quote=False)}"'
         if not spec.key.valid(entry):
             return f"{name}: expected the key to be {spec.key.describe()}"
         if not spec.value.valid(entry_value):
-            return f"{name}: expected {spec.value.describe()}, got {_excerpt(entry_value)}"
+            return f"{name}: expected {spec.value.describe()}, got {excerpt(entry_value)}"
     return None
 
 
@@ -220,9 +220,9 @@ def _unknown(key: str, schema: Table, where: tuple[str, ...]) -> str:
     if not where:
         tables = " and ".join(f"[{k}]" for k in known)
         hint = f"did you mean [{close[0]}]? " if close else ""
-        return f"unknown table [{_excerpt(key, quote=False)}]: {hint}the config file holds {tables} (see the README)"
+        return f"unknown table [{excerpt(key, quote=False)}]: {hint}the config file holds {tables} (see the README)"
     hint = f"did you mean {close[0]}? " if close else ""
-    return f"unknown key {_excerpt(key, quote=False)} in [{'.'.join(where)}]: {hint}expected one of {', '.join(known)}"
+    return f"unknown key {excerpt(key, quote=False)} in [{'.'.join(where)}]: {hint}expected one of {', '.join(known)}"
 
 
 def _name(where: tuple[str, ...], key: str) -> str:
@@ -235,7 +235,7 @@ def _type(value: object) -> str:
     )
 
 
-def _excerpt(value: object, *, quote: bool = True) -> str:
+def excerpt(value: object, *, quote: bool = True) -> str:
     """A short, printable rendering of a value from the file: never more than EXCERPT characters."""
     if isinstance(value, dict | list):
         return _type(value)

@@ -440,7 +440,7 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
     for name, value in chosen.items():
         kind = PARAMETER_SCHEMA.get(name)
         if kind is not None and value is not None and not kind.valid(value):
-            raise UsageError(f"{label} {name} = {config_schema._excerpt(value)}: expected {kind.describe()}")
+            raise UsageError(f"{label} {name} = {config_schema.excerpt(value)}: expected {kind.describe()}")
     for name in ("config_file", "rate_card", "scenarios_file", "send_log", "templates", "input_paths", "analytics_paths"):
         value = chosen.get(name)
         for path in value if isinstance(value, list) else [value] if value else []:
@@ -457,7 +457,7 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
     if currency and str(currency).strip().upper() not in set(card["currency"]):
         known = ", ".join(sorted(card["currency"].unique()))
         raise UsageError(
-            f"{label} currency = {config_schema._excerpt(currency)}: the rate card has no rates in it; "
+            f"{label} currency = {config_schema.excerpt(currency)}: the rate card has no rates in it; "
             f"it has {known}: choose one, or give a rate_card in that currency"
         )
     paths = chosen.get("input_paths")
