@@ -171,6 +171,7 @@ def replay(
         frame = frame.filter(pl.col("timestamp") < end)
     if frame.height == 0:
         raise UsageError("no complete month of history to project from")
+    _check_size(frame, months)
     start = frame["timestamp"].min()
     zone = ZoneInfo(timezone)
     local_end = end.astimezone(zone)
@@ -185,6 +186,20 @@ def replay(
     projected = pl.concat(parts, how="vertical")
     labels = tuple(s.month for s in sources)
     return Replay(conform_messages(projected), end, labels, tuple(sources), notes)
+
+
+def _check_size(history: pl.DataFrame, months: int) -> None:
+    """Refuse, before building it, a projection whose months (each about an average month of the
+    history) this machine could not bill."""
+    days = (history["timestamp"].max() - history["timestamp"].min()).days + 1  # type: ignore[operator]
+    estimate = int(history.height / max(days, 1) * MONTH_IN_DAYS * months)
+    memory = strategies.physical_memory()
+    if memory is not None and estimate * strategies.BYTES_PER_MESSAGE > memory:
+        raise UsageError(
+            f"--months {months}: the projection would hold about {estimate:,} messages, which need about "
+            f"{estimate * strategies.BYTES_PER_MESSAGE / 1e9:,.0f} GB to bill, more than this machine's "
+            f"{memory / 1e9:,.0f} GB of memory: project fewer months"
+        )
 
 
 def _month_from_history(
@@ -207,7 +222,10 @@ def _month_from_history(
         part = _shifted(frame, first - year, last - year, year)
         if level:
             spec = strategies.STRATEGIES["growth"]
-            part = strategies.sent(spec.function(part.lazy(), factors=level, seed=seed)).collect()
+            try:
+                part = strategies.sent(spec.function(part.lazy(), factors=level, seed=seed)).collect()
+            except ValueError as error:  # a year-ago month too thin to scale from, or growth beyond memory
+                raise UsageError(f"projecting {label} from the same month a year earlier: {error}") from None
         return Source(label, ((first - year, last - year),), (YEAR_IN_WEEKS,), True, level), part
     base = math.ceil((last - history_end_) / WEEK)
     shifts = []

@@ -511,7 +511,7 @@ def _check_size(joined: pl.LazyFrame) -> None:
     traffic this machine cannot bill: a clear error instead of the kernel's out-of-memory kill."""
     size = joined.select(rows=pl.len(), added=(pl.col("copies").fill_null(1) - 1).clip(lower_bound=0).sum()).collect()
     total = int(size["rows"][0]) + int(size["added"][0] or 0)
-    memory = _physical_memory()
+    memory = physical_memory()
     if memory is not None and total * BYTES_PER_MESSAGE > memory:
         raise TrafficTooLarge(
             f"growth would build about {total:,} messages, which need about {total * BYTES_PER_MESSAGE / 1e9:,.0f} GB "
@@ -519,7 +519,8 @@ def _check_size(joined: pl.LazyFrame) -> None:
         )
 
 
-def _physical_memory() -> int | None:
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the platform does not say."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not on this platform: no estimate to hold it to

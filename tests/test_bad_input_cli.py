@@ -68,7 +68,7 @@ def test_a_market_growth_factor_is_bounded_too(tmp_path):
 
 
 def test_growth_that_would_not_fit_in_memory_is_sized_and_refused_before_it_is_built(tmp_path):
-    memory = strategies._physical_memory()
+    memory = strategies.physical_memory()
     # Every user of the sample ×100, its Italian users ×100 again: about 260 M messages.
     if memory is None or memory > 100e9:
         pytest.skip("the estimate is held to this machine's memory, which is too large for the test")
@@ -350,3 +350,16 @@ def test_report_in_eur_shows_the_projection_with_its_unpriced_months_said(tmp_pa
     page = out.read_text()
     assert "cost not compared in 18 of 18 months: their cost is incomplete (charges without a rate in EUR in the card are unpriced); no band" in page
     assert params.read_text() == 'currency = "EUR"\n'
+
+
+def test_a_projection_too_large_for_memory_is_refused_before_it_is_built(monkeypatch):
+    from analytics import ingest, projection
+    from analytics.errors import UsageError
+
+    messages = ingest.read_messages([str(TRAFFIC)]).messages.collect()
+    monkeypatch.setattr(strategies, "physical_memory", lambda: 1_000)  # a machine of 1 kB
+    with pytest.raises(UsageError, match=r"^--months 2: the projection would hold about [\d,]+ messages, .* project fewer months$"):
+        projection.replay(messages, months=2)
+    monkeypatch.setattr(strategies, "physical_memory", lambda: None)  # no figure: no estimate to hold it to
+    with pytest.raises(UsageError, match="no complete month of history|too short"):
+        projection.replay(messages, months=2)
