@@ -365,7 +365,7 @@ def run_report(
         )
     if input_paths:
         chosen["input_paths"] = [str(Path(p).resolve()) for p in input_paths]
-    check_parameters(chosen, parameters_file)
+    check_parameters(chosen, parameters_file, month=month)
     timezone = str(chosen.get("timezone") or "UTC")
     chosen["month"] = report_month(month, timezone)
     chosen["chart_format"] = "png"
@@ -428,14 +428,15 @@ def require_extras() -> None:
         )
 
 
-def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path | None = None) -> None:
+def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path | None = None, *, month: str | None = None) -> None:
     """Every report parameter checked before any notebook runs: bad input or usage is a UsageError
     or InputError (exit status 2) naming the parameter, not a notebook failing half-way (exit 1).
 
     Types and values first (`timezone = "Mars/Olympus"`, `currency = "XXX"`), then what the
     parameters name: the config file against its schema, the scenarios file, the rate card and its
-    currency, and the inputs (read as far as their headers; JSON is read whole). `parameters_file`,
-    where they were read from, is named in the message."""
+    currency, and the inputs (read as far as their headers; JSON is read whole) and, given the
+    report `month`, that they hold messages before its end. `parameters_file`, where they were
+    read from, is named in the message."""
     label = f"--params {parameters_file}:" if parameters_file else "report parameter"
     for name, value in chosen.items():
         kind = PARAMETER_SCHEMA.get(name)
@@ -460,11 +461,17 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
             f"{label} currency = {config_schema.excerpt(currency)}: the rate card has no rates in it; "
             f"it has {known}: choose one, or give a rate_card in that currency"
         )
-    paths = chosen.get("input_paths")
-    if paths:
-        ingest.read_messages(
-            paths, send_log=chosen.get("send_log"), templates=chosen.get("templates"), timezone=timezone  # type: ignore[arg-type]
-        )
+    paths = chosen.get("input_paths") or [str(resource(*SAMPLE))]
+    ingested = ingest.read_messages(
+        paths, send_log=chosen.get("send_log"), templates=chosen.get("templates"), timezone=timezone  # type: ignore[arg-type]
+    )
+    if month is not None:
+        the_period = period(month, timezone)
+        if ingested.messages.filter(pl.col("timestamp") < the_period.end).head(1).collect().height == 0:
+            raise InputError(
+                f"no messages before the end of {the_period.month} ({timezone}) in {', '.join(map(str, paths))}: "  # type: ignore[call-overload]
+                "choose a later --month"
+            )
 
 
 @contextmanager

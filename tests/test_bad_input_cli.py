@@ -363,3 +363,10 @@ def test_a_projection_too_large_for_memory_is_refused_before_it_is_built(monkeyp
     monkeypatch.setattr(strategies, "physical_memory", lambda: None)  # no figure: no estimate to hold it to
     with pytest.raises(UsageError, match="no complete month of history|too short"):
         projection.replay(messages, months=2)
+
+
+def test_a_report_month_before_the_traffic_exits_2_before_any_notebook(tmp_path):
+    traffic = copied(TRAFFIC, tmp_path)
+    message = one_line_error(wa_analytics("report", "--input", traffic, "--month", "2025-06", "-o", tmp_path / "r.html"))
+    assert message == f"wa-analytics: error: no messages before the end of 2025-06 (UTC) in {traffic}: choose a later --month"
+    assert [p.name for p in tmp_path.iterdir()] == [traffic.name] and traffic.read_bytes() == TRAFFIC.read_bytes()
