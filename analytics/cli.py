@@ -760,6 +760,7 @@ def add_report_command(subcommands: argparse._SubParsersAction) -> None:
 def run_report_command(args: argparse.Namespace) -> int:
     from analytics import report
 
+    report.require_extras()
     parameters = report.read_params(args.params) if args.params else {}
     for path in args.input:
         if not Path(path).exists():
@@ -772,7 +773,8 @@ def run_report_command(args: argparse.Namespace) -> int:
     )
     try:
         written = report.run_report(
-            args.output, month=args.month, input_paths=args.input or None, parameters=parameters, keep_notebooks=args.keep_notebooks
+            args.output, month=args.month, input_paths=args.input or None, parameters=parameters, keep_notebooks=args.keep_notebooks,
+            parameters_file=args.params,
         )
     except report.NotebookFailed as failure:
         _say(f"{PROG}: report failed: {failure}")

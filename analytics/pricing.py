@@ -62,7 +62,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from analytics import ratecards, rules, schema
+from analytics import config_schema, ratecards, rules, schema
 from analytics.charges import charge_period, local_time, looked_up
 from analytics.errors import InputError, UsageError
 from analytics.markets import UNKNOWN_MARKET
@@ -173,6 +173,7 @@ class PricingConfig:
         report_unpriced = false
         ```
         """
+        config_schema.load(path)  # UsageError naming the file, key and what is expected
         with open(path, "rb") as handle:
             table = tomllib.load(handle).get("pricing", {})
         unknown = set(table) - {f for f in cls.__dataclass_fields__}
@@ -303,7 +304,8 @@ def rates_in(card: pl.DataFrame, currency: str | None) -> pl.DataFrame:
     rates = card.filter(pl.col("currency") == currency) if currency else card.clear()
     if currency and rates.height == 0:
         raise UsageError(
-            f"the rate card has no {currency} rates: it has {', '.join(sorted(card['currency'].unique()))}"
+            f"the rate card has no {currency} rates: it has "
+            + (", ".join(sorted(card["currency"].unique())) or "no rates at all (a header without rows)")
         )
     return rates
 
@@ -425,11 +427,13 @@ def choose_currency(needed: pl.DataFrame, card: pl.DataFrame) -> str | None:
             f"the rate card prices this traffic in {' and '.join(complete)}: choose one with --currency "
             f"(or `currency` in the [pricing] table of the config file)"
         )
+    if not available:
+        raise UsageError("the rate card has no rates: give a card with rows of rates (contracts.md §3, data/rate_cards/README.md)")
     described = ", ".join(f"{c} {coverage[c]:,}" for c in available)
     raise UsageError(
         f"no currency of the rate card prices every billable charge (of {needed.height:,} market, category and "
-        f"day combinations, each currency prices: {described}): choose one with --currency, and see "
-        f"--report-unpriced"
+        f"day combinations, each currency prices: {described}): choose one with --currency (`costs` then needs "
+        f"--report-unpriced to report the charges it has no rate for; `compare` and `project` count them as unpriced)"
     )
 
 

@@ -63,6 +63,7 @@ MONTH_IN_DAYS = 30.44
 # The traffic before a projection that its first messages' windows can reach (the rules' longest).
 CONTEXT = max(rules.shipped().longest(w) for w in ("ctwa_fep_window_up_to", "customer_service_window", "conversation_window"))
 DEFAULT_HISTORY_MONTHS = 3
+MAX_MONTHS = 60  # five years: every projected month is real traffic in memory
 
 PROJECT_SCHEMA: dict[str, pl.DataType] = {
     "scenario": pl.String(),
@@ -157,8 +158,8 @@ def replay(
     """The traffic of the `months` months after the history (module docstring). `until` cuts the
     history there (a back-test's origin, a month start in `timezone`); `seasonal` False always
     replays recent history."""
-    if months < 1:
-        raise UsageError(f"--months {months}: project at least one month")
+    if not 1 <= months <= MAX_MONTHS:
+        raise UsageError(f"--months {months}: project at least one month and at most {MAX_MONTHS} (each is built as traffic)")
     if history_months < 1:
         raise UsageError(f"--history-months {history_months}: use at least one month of history")
     frame = messages if isinstance(messages, pl.DataFrame) else messages.collect()
@@ -171,6 +172,7 @@ def replay(
         frame = frame.filter(pl.col("timestamp") < end)
     if frame.height == 0:
         raise UsageError("no complete month of history to project from")
+    _check_size(frame, months)
     start = frame["timestamp"].min()
     zone = ZoneInfo(timezone)
     local_end = end.astimezone(zone)
@@ -185,6 +187,20 @@ def replay(
     projected = pl.concat(parts, how="vertical")
     labels = tuple(s.month for s in sources)
     return Replay(conform_messages(projected), end, labels, tuple(sources), notes)
+
+
+def _check_size(history: pl.DataFrame, months: int) -> None:
+    """Refuse, before building it, a projection whose months (each about an average month of the
+    history) this machine could not bill."""
+    days = (history["timestamp"].max() - history["timestamp"].min()).days + 1  # type: ignore[operator]
+    estimate = int(history.height / max(days, 1) * MONTH_IN_DAYS * months)
+    memory = strategies.physical_memory()
+    if memory is not None and estimate * strategies.BYTES_PER_MESSAGE > memory:
+        raise UsageError(
+            f"--months {months}: the projection would hold about {estimate:,} messages, which need about "
+            f"{estimate * strategies.BYTES_PER_MESSAGE / 1e9:,.0f} GB to bill, more than this machine's "
+            f"{memory / 1e9:,.0f} GB of memory: project fewer months"
+        )
 
 
 def _month_from_history(
@@ -207,7 +223,10 @@ def _month_from_history(
         part = _shifted(frame, first - year, last - year, year)
         if level:
             spec = strategies.STRATEGIES["growth"]
-            part = strategies.sent(spec.function(part.lazy(), factors=level, seed=seed)).collect()
+            try:
+                part = strategies.sent(spec.function(part.lazy(), factors=level, seed=seed)).collect()
+            except ValueError as error:  # a year-ago month too thin to scale from, or growth beyond memory
+                raise UsageError(f"projecting {label} from the same month a year earlier: {error}") from None
         return Source(label, ((first - year, last - year),), (YEAR_IN_WEEKS,), True, level), part
     base = math.ceil((last - history_end_) / WEEK)
     shifts = []
@@ -270,16 +289,17 @@ class BackTest:
     currency: str | None
 
     def _worst(self) -> str:
-        row = self.errors.sort(pl.col("cost_error").abs(), descending=True).row(0, named=True)
+        row = self.errors.drop_nulls("cost_error").sort(pl.col("cost_error").abs(), descending=True).row(0, named=True)
         return f"{row['month']} projected from {row['origin']}: {row['cost_error']:+.1%}"
 
     def band(self, horizon: int) -> float | None:
-        known = self.by_horizon.filter(pl.col("horizon") <= horizon)
-        return float(known["band"].max()) if known.height else None  # type: ignore[arg-type]
+        widest = self.by_horizon.filter(pl.col("horizon") <= horizon)["band"].max()
+        return float(widest) if widest is not None else None  # type: ignore[arg-type]
 
     @property
     def mape_cost(self) -> float | None:
-        return float(self.errors["cost_error"].abs().mean()) if self.errors.height else None  # type: ignore[arg-type]
+        mean = self.errors["cost_error"].abs().mean()
+        return float(mean) if mean is not None else None  # type: ignore[arg-type]
 
     @property
     def mape_billable_charges(self) -> float | None:
@@ -288,7 +308,7 @@ class BackTest:
     @property
     def coverage(self) -> float | None:
         """The share of back-test months whose actual cost fell inside the band."""
-        if self.errors.height == 0:
+        if self.mape_cost is None:
             return None
         bands = self.errors.select(pl.col("horizon").map_elements(self.band, return_dtype=pl.Float64)).to_series()
         return float((self.errors["cost_error"].abs() <= bands).mean())  # type: ignore[arg-type]
@@ -297,16 +317,27 @@ class BackTest:
         if self.errors.height == 0:
             return "Back-test: the history is too short (no origin with enough months before it): no band."
         origins = self.errors["origin"].unique().sort().to_list()
+        unpriced = self.errors["cost_error"].null_count()
         lines = [
             f"Back-test: {len(origins)} origins ({origins[0]} to {origins[-1]}), each projected from the history before it "
-            f"and compared with the real months: MAPE billable charges {self.mape_billable_charges:.1%}, cost {self.mape_cost:.1%}",
-            f"  the band (± cost MAPE) held the actual cost in {self.coverage:.0%} of these months; largest miss "
-            f"{self.errors['cost_error'].abs().max():.1%} ({self._worst()})",
-            "  horizon  origins  MAPE billable  MAPE cost  band (±)",
+            f"and compared with the real months: MAPE billable charges {_percent(self.mape_billable_charges)}, "
+            f"cost {_percent(self.mape_cost)}",
         ]
+        if self.mape_cost is not None:
+            lines.append(
+                f"  the band (± cost MAPE) held the actual cost in {self.coverage:.0%} of these months; largest miss "
+                f"{self.errors['cost_error'].abs().max():.1%} ({self._worst()})"
+            )
+        if unpriced:
+            lines.append(
+                f"  cost not compared in {unpriced} of {self.errors.height} months: their cost is incomplete (charges without "
+                f"a rate{f' in {self.currency}' if self.currency else ''} in the card are unpriced){'; no band' if self.mape_cost is None else ''}"
+            )
+        lines.append("  horizon  origins  MAPE billable  MAPE cost  band (±)")
         for row in self.by_horizon.iter_rows(named=True):
             lines.append(
-                f"  {row['horizon']:>7}  {row['origins']:>7}  {row['mape_billable_charges']:>13.1%}  {row['mape_cost']:>9.1%}  {row['band']:>8.1%}"
+                f"  {row['horizon']:>7}  {row['origins']:>7}  {_percent(row['mape_billable_charges']):>13}  "
+                f"{_percent(row['mape_cost']):>9}  {_percent(row['band']):>8}"
             )
         return "\n".join(lines)
 
@@ -364,7 +395,10 @@ def backtest(
                     "billable_charges_error": _relative(row["billable_charges"], row["billable_charges_actual"]),
                     "actual_cost": row["cost_actual"],
                     "projected_cost": row["cost"],
-                    "cost_error": _relative(row["cost"], row["cost_actual"]),
+                    # a cost with unpriced charges on either side is incomplete: not compared, not zero
+                    "cost_error": None
+                    if row["unpriced_charges"] or row["unpriced_charges_actual"]
+                    else _relative(row["cost"], row["cost_actual"]),
                 }
             )
     errors = pl.DataFrame(rows, schema=_ERRORS_SCHEMA).sort("origin", "horizon")
@@ -398,9 +432,13 @@ def _monthly(comparison: Comparison) -> pl.DataFrame:
     """The baseline's billable charges and cost per month, all categories."""
     return (
         comparison.baseline.rollup.group_by("month")
-        .agg(pl.col("billable_charges").sum(), cost=pl.col("cost").sum().cast(pl.Float64))
+        .agg(pl.col("billable_charges", "unpriced_charges").sum(), cost=pl.col("cost").sum().cast(pl.Float64))
         .sort("month")
     )
+
+
+def _percent(value: float | None) -> str:
+    return f"{value:.1%}" if value is not None else "n/a"
 
 
 def _relative(projected: float, actual: float) -> float | None:

@@ -170,7 +170,7 @@ def _problem_list(problems: Sequence[str]) -> str:
     shown = list(problems[:_MAX_PROBLEMS])
     if len(problems) > _MAX_PROBLEMS:
         shown.append(f"... and {len(problems) - _MAX_PROBLEMS} more")
-    return "invalid rate card:\n  " + "\n  ".join(shown) + "\n"
+    return "invalid rate card: " + "; ".join(shown)  # one line: a scheduler's log keeps it whole
 
 
 def _read_rows(name: str, text: str, problems: list[str]) -> list[dict[str, Any]]:
@@ -384,7 +384,7 @@ def import_meta_card(
         },
         schema={c: pl.String for c in (*CARD_COLUMNS, *PROVENANCE_COLUMNS)},
     )
-    _validate_imported(frame, rates)
+    _validate_imported(frame, [r["where"] for r in rows])
     return ImportedCard(
         rows=frame,
         markets=tuple(market_order),
@@ -394,24 +394,39 @@ def import_meta_card(
     )
 
 
-def _validate_imported(frame: pl.DataFrame, rates: str | Path) -> None:
-    """The same checks as `load_card`, so an imported card always loads."""
+_GENERATED = "\x00card"  # the name the generated card is checked under, replaced by the input's file and line
+
+
+def _validate_imported(frame: pl.DataFrame, sources: Sequence[str]) -> None:
+    """The same checks as `load_card`, so an imported card always loads. A problem names the input
+    file and line the card row came from (`sources`, one per row), not the generated card's line."""
     text = io.StringIO()
     frame.write_csv(text)
-    try:
-        _load([(str(rates), text.getvalue())])
-    except InputError as error:
-        raise InputError(f"the imported card does not validate: {error}") from None
+    problems: list[str] = []
+    rows = _read_rows(_GENERATED, text.getvalue(), problems)
+    problems += _table_problems(rows)
+    if problems:
+        # the generated card has one row per line after its header: line n is row n - 2
+        named = [re.sub(rf"{_GENERATED}, line (\d+)", lambda m: sources[int(m.group(1)) - 2], p) for p in problems]
+        raise InputError(f"the imported card does not validate: {_problem_list(list(dict.fromkeys(named)))}", fix=_CARD_FORMAT_HINT)
 
 
-def _read_meta_csv(path: Path) -> list[list[str]]:
+def _read_meta_csv(path: Path) -> tuple[list[list[str]], list[int]]:
+    """The rows of one of Meta's CSVs, cells stripped, and the file line each row starts on (a
+    quoted header cell may span two lines)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError("file not found", path=str(path)) from None
     except UnicodeDecodeError:
         raise InputError("not a UTF-8 text file: is it Meta's CSV download?", path=str(path)) from None
-    return [[cell.strip() for cell in row] for row in csv.reader(io.StringIO(text))]
+    reader = csv.reader(io.StringIO(text))
+    rows, lines, start = [], [], 1
+    for row in reader:
+        rows.append([cell.strip() for cell in row])
+        lines.append(start)
+        start = reader.line_num + 1
+    return rows, lines
 
 
 def _check_title_date(path: Path, rows: Sequence[Sequence[str]], effective: dt.date) -> None:
@@ -452,7 +467,7 @@ def _currency(token: str, override: str | None, where: str) -> str:
 
 
 def _meta_list_rates(path: Path, effective: dt.date, currency: str | None) -> tuple[list[dict[str, str]], list[str]]:
-    rows = _read_meta_csv(path)
+    rows, lines = _read_meta_csv(path)
     _check_title_date(path, rows, effective)
     header_at = _header_row(path, rows)
     header = [_normalised(h) for h in rows[header_at]]
@@ -467,10 +482,10 @@ def _meta_list_rates(path: Path, effective: dt.date, currency: str | None) -> tu
         raise InputError("the header has no Marketing column: is this Meta's list-rate file?", path=str(path))
     out: list[dict[str, str]] = []
     seen_markets: set[str] = set()
-    for offset, row in enumerate(rows[header_at + 1 :], start=header_at + 2):
+    for row, line in zip(rows[header_at + 1 :], lines[header_at + 1 :]):
         if not any(row):
             continue
-        where = f"{path}, row {offset}"
+        where = f"{path}, line {line}"
         market = row[0]
         if market in seen_markets:
             raise InputError(f"{where}: market {excerpt(market)} appears twice")
@@ -480,7 +495,7 @@ def _meta_list_rates(path: Path, effective: dt.date, currency: str | None) -> tu
             value = row[index] if index < len(row) else ""
             if value.lower() in _NOT_AVAILABLE:
                 continue
-            out.append(_card_row(effective, code, market, category, 1, _meta_rate(value, where)))
+            out.append(_card_row(effective, code, market, category, 1, _meta_rate(value, where), where))
     if not out:
         raise InputError("no rates below the header", path=str(path))
     return out, notes
@@ -504,8 +519,12 @@ def _meta_count(text: str, where: str) -> int | None:
     return int(digits)
 
 
-def _card_row(effective: dt.date, currency: str, market: str, category: str, tier_from: int, rate: str) -> dict[str, str]:
+def _card_row(
+    effective: dt.date, currency: str, market: str, category: str, tier_from: int, rate: str, where: str
+) -> dict[str, str]:
+    """A row of the card made from Meta's CSV; `where` is the input file and line it comes from."""
     return {
+        "where": where,
         "effective_from": effective.isoformat(),
         "currency": currency,
         "market": market,
@@ -548,7 +567,7 @@ def _tier_sections(path: Path, rows: Sequence[Sequence[str]], header_at: int) ->
 def _meta_tier_rates(
     path: Path, effective: dt.date, currency: str | None, list_rows: Sequence[dict[str, str]]
 ) -> tuple[list[dict[str, str]], int]:
-    rows = _read_meta_csv(path)
+    rows, lines = _read_meta_csv(path)
     _check_title_date(path, rows, effective)
     header_at = _header_row(path, rows)
     currency_col = [_normalised(h) for h in rows[header_at]].index("currency")
@@ -558,10 +577,10 @@ def _meta_tier_rates(
     bands = 0
     market = ""
     previous_to: dict[tuple[str, str], int | None] = {}
-    for offset, row in enumerate(rows[header_at + 1 :], start=header_at + 2):
+    for row, line in zip(rows[header_at + 1 :], lines[header_at + 1 :]):
         if not any(row):
             continue
-        where = f"{path}, row {offset}"
+        where = f"{path}, line {line}"
         market = row[0] or market  # Meta names the market on a group's first row only
         if not market:
             raise InputError(f"{where}: tier row before any market name")
@@ -596,7 +615,7 @@ def _meta_tier_rates(
                     raise InputError(
                         f"{where}: {market} {section.category} band from {band_from:,} {what} the band ending at {expected:,}"
                     )
-                out.append(_card_row(effective, code, market, section.category, max(band_from, 1), rate))
+                out.append(_card_row(effective, code, market, section.category, max(band_from, 1), rate, where))
             if band_to is not None and band_to < band_from:
                 raise InputError(f"{where}: {market} {section.category} band from {band_from:,} to {band_to:,}")
             previous_to[key] = band_to

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import importlib
 import json
 import os
 import re
@@ -36,7 +37,8 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from analytics import charges, ingest, meta_reports, outputs, pricing, reconcile
+from analytics import charges, config_schema, ingest, meta_reports, outputs, pricing, ratecards, reconcile
+from analytics.config_schema import Value
 from analytics.errors import InputError, UsageError
 from analytics.ingest import IngestSummary
 from analytics.resources import resource
@@ -176,6 +178,46 @@ def load_traffic(
     )
 
 
+# A month of up to 31 days replayed in whole weeks needs up to 37 days of history before it (analytics.projection).
+PROJECTION_HISTORY_MONTHS = 2
+
+
+@dataclass(frozen=True)
+class NotShown:
+    """A report section this input cannot show, and why: false, and shown as its reason in its place."""
+
+    reason: str
+
+    def __bool__(self) -> bool:
+        return False
+
+    def _repr_markdown_(self) -> str:
+        return f"*{self.reason}*"
+
+
+def projected(
+    traffic: Traffic, scenarios: Sequence[object], *, months: int, pricing_config: pricing.PricingConfig
+) -> object:
+    """`projection.project` of the scenarios from the report's history, or `NotShown` saying how much
+    history a projection needs when the input holds less (one month of traffic is a report, not a
+    failure)."""
+    from analytics import projection
+
+    zone = traffic.period.timezone
+    history = traffic.messages.select(pl.col("timestamp").dt.convert_time_zone(zone).dt.strftime("%Y-%m").n_unique()).item()
+    if history < PROJECTION_HISTORY_MONTHS:
+        return NotShown(
+            f"No projection: it needs {PROJECTION_HISTORY_MONTHS} months of history, and the input holds "
+            f"{history} month{'s' if history != 1 else ''} up to {traffic.period.month}."
+        )
+    try:
+        return projection.project(
+            traffic.messages, scenarios, months=months, billing=traffic.billing, pricing_config=pricing_config  # type: ignore[arg-type]
+        )
+    except UsageError as error:  # the history cannot be replayed forward (too short in whole weeks)
+        return NotShown(f"No projection: {error}.")
+
+
 def scenarios_path(scenarios_file: str | Path | None) -> Path:
     """The scenarios file to use: the one given, else the shipped examples/scenarios.toml."""
     return Path(scenarios_file) if scenarios_file else Path(str(resource(*SCENARIOS)))
@@ -300,11 +342,14 @@ def run_report(
     parameters: Mapping[str, object] | None = None,
     notebooks: Sequence[str] = REPORT_NOTEBOOKS,
     keep_notebooks: str | Path | None = None,
+    parameters_file: str | Path | None = None,
 ) -> Path:
     """Run the report notebooks for `month` on `input_paths` and write one HTML file to `output`.
 
     `parameters` override the notebooks' defaults (the names their `parameters` cells declare).
-    `keep_notebooks` is a folder to keep the executed notebooks in. Raises `NotebookFailed`.
+    `keep_notebooks` is a folder to keep the executed notebooks in; `parameters_file`, where the
+    parameters come from, for messages. Every parameter is checked before any notebook runs
+    (`check_parameters`). Raises `NotebookFailed`.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -319,10 +364,11 @@ def run_report(
         raise UsageError(
             f"unknown report parameter {', '.join(unknown)}: the report notebooks take {', '.join(sorted(declared))}"
         )
-    timezone = str(chosen.get("timezone") or "UTC")
-    chosen["month"] = report_month(month, timezone)
     if input_paths:
         chosen["input_paths"] = [str(Path(p).resolve()) for p in input_paths]
+    check_parameters(chosen, parameters_file, month=month)
+    timezone = str(chosen.get("timezone") or "UTC")
+    chosen["month"] = report_month(month, timezone)
     chosen["chart_format"] = "png"
     executed: list[tuple[str, dict]] = []
     with outputs.scratch_folder(prefix="wa-analytics-report-") as scratch:
@@ -349,6 +395,86 @@ def run_report(
     return output
 
 
+# What `wa-analytics report` imports besides the package's own dependencies: the `notebooks` extra.
+NOTEBOOK_EXTRAS = ("papermill", "nbformat", "ipykernel", "altair", "vl_convert", "mistune")
+MONTHS_AHEAD = Value("a whole number of months from 1 to 60, such as 3", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 60)
+META_SOURCES = Value('"input", "synthetic" or "auto"', lambda v: v in {INPUT, SYNTHETIC, AUTO})
+PATHS = Value("a list of file paths, such as [\"meta/pricing_analytics.json\"]", lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v))
+PATH = Value("a file path (a string)", lambda v: isinstance(v, str) and bool(v))
+# Each parameter's kind; None is every parameter's default ("not set"), except where the notebooks say otherwise.
+PARAMETER_SCHEMA: dict[str, Value] = {
+    "timezone": config_schema.TIME_ZONE,
+    "rule_set": config_schema.SCHEMA.settings["billing"].settings["rules"],  # type: ignore[union-attr]
+    "currency": config_schema.SCHEMA.settings["pricing"].settings["currency"],  # type: ignore[union-attr]
+    "months_ahead": MONTHS_AHEAD,
+    "meta_source": META_SOURCES,
+    "input_paths": PATHS,
+    "analytics_paths": PATHS,
+    **{name: PATH for name in ("config_file", "rate_card", "scenarios_file", "send_log", "templates")},
+}
+
+
+def require_extras() -> None:
+    """UsageError naming the extra to install when the report's notebook machinery is missing."""
+    missing = []
+    for module in NOTEBOOK_EXTRAS:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise UsageError(
+            f"the report needs the notebook extras ({', '.join(missing)} not installed): "
+            "pip install 'wa-analytics[notebooks]' (make install does)"
+        )
+
+
+def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path | None = None, *, month: str | None = None) -> None:
+    """Every report parameter checked before any notebook runs: bad input or usage is a UsageError
+    or InputError (exit status 2) naming the parameter, not a notebook failing half-way (exit 1).
+
+    Types and values first (`timezone = "Mars/Olympus"`, `currency = "XXX"`), then what the
+    parameters name: the config file against its schema, the scenarios file, the rate card and its
+    currency, and the inputs (read as far as their headers; JSON is read whole) and, given the
+    report `month`, that they hold messages before its end. `parameters_file`, where they were
+    read from, is named in the message."""
+    label = f"--params {parameters_file}:" if parameters_file else "report parameter"
+    for name, value in chosen.items():
+        kind = PARAMETER_SCHEMA.get(name)
+        if kind is not None and value is not None and not kind.valid(value):
+            raise UsageError(f"{label} {name} = {config_schema.excerpt(value)}: expected {kind.describe()}")
+    for name in ("config_file", "rate_card", "scenarios_file", "send_log", "templates", "input_paths", "analytics_paths"):
+        value = chosen.get(name)
+        for path in value if isinstance(value, list) else [value] if value else []:
+            if not Path(path).exists():
+                raise UsageError(f"{label} {name}: {path}: no such file")
+    billing = BillingConfig.from_toml(chosen["config_file"]) if chosen.get("config_file") else BillingConfig()  # type: ignore[arg-type]
+    timezone = str(chosen.get("timezone") or billing.timezone)
+    if chosen.get("scenarios_file"):
+        from analytics import scenarios
+
+        scenarios.load_scenarios(str(chosen["scenarios_file"]))
+    currency = chosen.get("currency")
+    card = ratecards.load_card(chosen.get("rate_card"))  # type: ignore[arg-type]
+    if currency and str(currency).strip().upper() not in set(card["currency"]):
+        known = ", ".join(sorted(card["currency"].unique()))
+        raise UsageError(
+            f"{label} currency = {config_schema.excerpt(currency)}: the rate card has no rates in it; "
+            f"it has {known}: choose one, or give a rate_card in that currency"
+        )
+    paths = chosen.get("input_paths") or [str(resource(*SAMPLE))]
+    ingested = ingest.read_messages(
+        paths, send_log=chosen.get("send_log"), templates=chosen.get("templates"), timezone=timezone  # type: ignore[arg-type]
+    )
+    if month is not None:
+        the_period = period(month, timezone)
+        if ingested.messages.filter(pl.col("timestamp") < the_period.end).head(1).collect().height == 0:
+            raise InputError(
+                f"no messages before the end of {the_period.month} ({timezone}) in {', '.join(map(str, paths))}: "  # type: ignore[call-overload]
+                "choose a later --month"
+            )
+
+
 @contextmanager
 def _kernel_log(path: Path) -> Iterator[None]:
     """Send what the notebook kernels print on the process's stderr (ipykernel's start-up warnings,
@@ -366,23 +492,35 @@ def _kernel_log(path: Path) -> Iterator[None]:
 
 
 def _failure_message(name: str, error: Exception, kept: Path) -> str:
+    cell, line, text = _failing_line(error)
+    where = f"cell {cell}" + (f", line {line}" if line else "")
     return (
-        f"report notebook {name} failed in cell {getattr(error, 'exec_count', '?')} "
-        f"(`{_failing_line(error)}`): {getattr(error, 'ename', 'error')}: {getattr(error, 'evalue', error)}. "
-        f"The executed notebook, with the error, is {kept}"
+        f"report notebook {name} failed in {where} (`{text}`): {getattr(error, 'ename', 'error')}: "
+        f"{getattr(error, 'evalue', error)}. The executed notebook, with the error, is {kept}"
     )
 
 
-def _failing_line(error: Exception) -> str:
-    """The cell's line that raised (IPython marks it `---->` in the traceback), else its first line."""
+def _failing_line(error: Exception) -> tuple[object, int | None, str]:
+    """The cell (its execution count), line and text that raised. IPython's traceback starts the
+    frame of the notebook's cell with `Cell In[3], line 15` and marks the line with `--->`; a call
+    deeper in the package is a later frame, so the cell's own frame names what the notebook ran."""
+    cell: object = getattr(error, "exec_count", None) or "?"
     for frame in getattr(error, "traceback", None) or []:
-        for line in _ANSI.sub("", frame).splitlines():
-            if line.lstrip().startswith("---->"):
-                return line.split(None, 2)[-1].strip()
+        lines = _ANSI.sub("", frame).splitlines()
+        header = _CELL_FRAME.match(lines[0]) if lines else None
+        if header is None:
+            continue
+        for line in lines[1:]:
+            marked = _MARKED_LINE.match(line)
+            if marked:
+                return header["cell"], int(marked["number"]), marked["text"].strip()
+        return header["cell"], int(header["line"]), ""
     source = (getattr(error, "source", "") or "").strip().splitlines()
-    return source[0] if source else ""
+    return cell, None, source[0] if source else ""
 
 
+_CELL_FRAME = re.compile(r"Cell In\[(?P<cell>\d+)\], line (?P<line>\d+)")
+_MARKED_LINE = re.compile(r"\s*-+>\s*(?P<number>\d+)\s(?P<text>.*)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _QUOTED_CELL = re.compile(r"<td>&quot;(.*?)&quot;</td>")
 

@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from analytics import config_schema
 from analytics.resources import resource
 
 HOUR = dt.timedelta(hours=1)
@@ -446,6 +447,7 @@ class BillingConfig:
         start_dates = { IN = "2024-07-01", ID = "2024-06-01" }
         ```
         """
+        config_schema.load(path)  # UsageError naming the file, key and what is expected
         with open(path, "rb") as handle:
             table = tomllib.load(handle).get("billing", {})
         auth = table.get("authentication_international", {})

@@ -151,6 +151,8 @@ def load_scenarios(path: str | Path) -> list[Scenario]:
             document = tomllib.load(handle)
     except OSError as error:
         raise UsageError(f"cannot read the scenario file {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path} is not a TOML scenario file: invalid UTF-8 at byte {error.start}; save it as UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path} is not valid TOML: {error}") from None
     unknown = sorted(set(document) - {"scenario"})
@@ -310,6 +312,11 @@ def load_cards(
             read[path] = load_card(path)
         if (path, item.rates_on) not in cards:
             cards[(path, item.rates_on)] = card_in_force_on(read[path], item.rates_on) if item.rates_on else read[path]
+            if item.rates_on and cards[(path, item.rates_on)].height == 0 and read[path].height:
+                raise UsageError(
+                    f"scenario {item.name}: rates_on = {item.rates_on}: the rate card has no rates in force then "
+                    f"(its first are from {read[path]['effective_from'].min()}): choose a later date"
+                )
     return cards
 
 
@@ -403,7 +410,10 @@ def compare(
     for item in scenarios:
         started = time.perf_counter()
         rule_set = item.rules or billing.rules
-        changed = apply_steps(shared.messages, item.steps, billing)
+        try:
+            changed = apply_steps(shared.messages, item.steps, billing)
+        except strategies.TrafficTooLarge as error:
+            raise UsageError(f"scenario {item.name}: {error}") from None
         traffic, effects, other_channel = changed.messages, changed.effects, changed.other_channel
         billed = shared.charges_of(traffic, changed.changed_keys, rule_set) if item.changes_traffic else shared.charges(rule_set)
         if keep_from is not None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import inspect
+import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,14 @@ ENTRY_POINT_NAMES = {"ctwa": "a Click-to-WhatsApp ad", "page_cta": "a Facebook P
 _CSW_US = rules.shipped().longest("customer_service_window") // dt.timedelta(microseconds=1)
 _ROW = "_row"
 _NO_FACTORS: Mapping[str, float] = MappingProxyType({})
+# Bounds on what a scenario may ask for: beyond them a value is a typo, not a plan.
+MAX_GROWTH_FACTOR = 100.0
+# What billing holds per message at its peak, rounded up (benchmarks/README.md: 10 M messages, 2.6 GB).
+BYTES_PER_MESSAGE = 500
+
+
+class TrafficTooLarge(ValueError):
+    """A strategy would build more traffic than this machine can bill."""
 
 
 # --- The registry ---------------------------------------------------------------------------------
@@ -144,7 +153,10 @@ def build(name: str, params: Mapping[str, object]) -> tuple[StrategySpec, dict[s
     if missing:
         raise ValueError(f"strategy {name} needs {', '.join(missing)}: its parameters are {_described(spec)}")
     values = {p: _converted(name, p, params[p], spec.parameters[p][0]) for p in params}
-    spec.function(schema.empty_messages().lazy(), **values)  # the function checks ranges and choices
+    try:
+        spec.function(schema.empty_messages().lazy(), **values)  # the function checks ranges and choices
+    except ValueError as error:
+        raise ValueError(f"strategy {name}: {error}") from None
     return spec, values
 
 
@@ -432,13 +444,11 @@ def growth(
     for category, factor in factors.items():
         if category not in GROWTH_CATEGORIES:
             raise ValueError(f"growth category {category!r}: choose among {', '.join(GROWTH_CATEGORIES)}")
-        if factor < 0:
-            raise ValueError(f"growth factor {category} = {factor} must be 0 or more")
+        _check_factor(category, factor)
     for market, factor in markets.items():
         if market not in MARKETS:
             raise ValueError(f"growth market {market!r} is not one of Meta's markets (data/markets/regions.csv)")
-        if factor < 0:
-            raise ValueError(f"growth factor {market} = {factor} must be 0 or more")
+        _check_factor(market, factor)
     names = messages.collect_schema().names()
     frame = messages.with_columns(user_country=missing_user_country(names))
     outbound = frame.filter(_delivered_outbound())
@@ -471,6 +481,7 @@ def growth(
         *KEY, copies=(factor.floor() + (draw < factor - factor.floor()).cast(pl.Float64)).cast(pl.Int64)
     ).filter(pl.col("copies") != 1)
     joined = _aligned(frame, copies, KEY)
+    _check_size(joined)
     kept = joined.with_columns(
         pl.when(pl.col("copies") == 0).then(pl.lit(DROPPED)).otherwise(pl.col(CHANGE)).alias(CHANGE)
     )
@@ -486,6 +497,35 @@ def growth(
         .drop("copy")
     )
     return pl.concat([kept, added], how="vertical").drop("copies")
+
+
+def _check_factor(name: str, factor: float) -> None:
+    if not 0 <= factor <= MAX_GROWTH_FACTOR:
+        raise ValueError(
+            f"growth factor {name} = {factor:g} must be between 0 and {MAX_GROWTH_FACTOR:g} "
+            f"(1.2 is 20% more customers; {MAX_GROWTH_FACTOR:g} is {MAX_GROWTH_FACTOR:g} times today's)"
+        )
+
+
+def _check_size(joined: pl.LazyFrame) -> None:
+    """Count the messages growth would build (rows × copies) before building them, and refuse
+    traffic this machine cannot bill: a clear error instead of the kernel's out-of-memory kill."""
+    size = joined.select(rows=pl.len(), added=(pl.col("copies").fill_null(1) - 1).clip(lower_bound=0).sum()).collect()
+    total = int(size["rows"][0]) + int(size["added"][0] or 0)
+    memory = physical_memory()
+    if memory is not None and total * BYTES_PER_MESSAGE > memory:
+        raise TrafficTooLarge(
+            f"growth would build about {total:,} messages, which need about {total * BYTES_PER_MESSAGE / 1e9:,.0f} GB "
+            f"to bill, more than this machine's {memory / 1e9:,.0f} GB of memory: ask for smaller growth factors"
+        )
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on this platform: no estimate to hold it to
+        return None
 
 
 @strategy(

@@ -507,7 +507,7 @@ def test_pricing_config_reads_the_pricing_table_of_the_config_file(tmp_path):
     assert PricingConfig.from_toml(config, currency="USD").currency == "USD"
     assert BillingConfig.from_toml(config).timezone == "Europe/Rome"
     config.write_text("[pricing]\nmarkup = 3\n")
-    with pytest.raises(UsageError, match="unknown setting markup in \\[pricing\\]"):
+    with pytest.raises(UsageError, match="unknown key markup in \\[pricing\\]"):
         PricingConfig.from_toml(config)
 
 

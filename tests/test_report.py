@@ -197,14 +197,34 @@ def test_the_report_shows_the_checked_key_totals(sample_report):
     assert f"marketing,USD,{marketing['billable_charges'].sum()},{marketing['cost'].sum()}" in page
 
 
-def test_a_failing_notebook_is_named_with_its_cell_and_kept(tmp_path, capsys):
+def test_an_input_that_is_not_traffic_is_refused_before_any_notebook_runs(tmp_path, capsys):
     output = tmp_path / "report.html"
     status = cli.main(["report", "--month", "2026-10", "--input", str(RECONCILE / "card.csv"), "-o", str(output)])
     said = capsys.readouterr().err
+    assert status == 2
+    assert said.startswith(f"wa-analytics: error: {RECONCILE / 'card.csv'}: ") and "canonical message columns" in said
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_notebook_is_named_with_the_cell_and_line_that_raised_and_kept(tmp_path, capsys, monkeypatch):
+    shipped = json.loads(report.notebook_path("01_conversation_volumes").read_text())
+    cells = [c for c in shipped["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    cells.append(
+        {"cell_type": "code", "id": "raises", "execution_count": None, "metadata": {}, "outputs": [], "source": "import json\n\nvalue = 1\njson.loads('{')\n"}
+    )
+    failing = tmp_path / "01_conversation_volumes.ipynb"
+    failing.write_text(json.dumps({**shipped, "cells": cells}))
+    monkeypatch.setattr(report, "notebook_path", lambda name: failing)
+    output = tmp_path / "out" / "report.html"
+    status = cli.main(["report", "--month", "2026-10", "-o", str(output)])
+    said = capsys.readouterr().err
     assert status == 1
-    assert "report notebook 01_conversation_volumes failed in cell" in said
-    assert "(`traffic = report.load_traffic(`): InputError: " in said and "canonical message columns" in said
-    assert (tmp_path / "report.failed-01_conversation_volumes.ipynb").exists()
+    assert said.startswith(
+        # cell 3: papermill injects the parameters as cell 2
+        "wa-analytics: report failed: report notebook 01_conversation_volumes failed in cell 3, line 4 (`json.loads('{')`): "
+        "JSONDecodeError: "
+    )
+    assert (tmp_path / "out" / "report.failed-01_conversation_volumes.ipynb").exists()
     assert not output.exists()
 
 

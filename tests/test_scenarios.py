@@ -124,7 +124,7 @@ def test_charges_without_a_rate_are_counted_apart_not_priced_at_zero(tmp_path):
         ('[scenario.a]\nstrategies = [{ name = "send_less" }]', "scenario a: unknown strategy 'send_less': expected one of utility_into_window"),
         ('[scenario.a]\nstrategies = [{ name = "cap_marketing", per_user = "four" }]', "scenario a: strategy cap_marketing: per_user = 'four' is not a whole number"),
         ('[scenario.a]\nstrategies = [{ name = "cap_marketing" }]', "scenario a: strategy cap_marketing needs per_user"),
-        ('[scenario.a]\nstrategies = [{ name = "more_entry_points", share = 2 }]', "scenario a: share = 2.0 must be between 0 and 1"),
+        ('[scenario.a]\nstrategies = [{ name = "more_entry_points", share = 2 }]', "scenario a: strategy more_entry_points: share = 2.0 must be between 0 and 1"),
         ('[scenario.a]\nstrategies = [{ per_user = 4 }]', "scenario a: strategy 1 has no name"),
         ('[scenario.a]\nstrategy = []', "scenario a: unknown setting strategy: a scenario may set description, rules"),
         ('[scenario.a]\nrules = "pmp-2027"', "scenario a: unknown rule set 'pmp-2027': expected one of cbp-2022"),
