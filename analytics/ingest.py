@@ -34,7 +34,8 @@ Follow a file through this module in order:
    first in input order, and counted in `duplicates_dropped`. Canonical form: timestamps as UTC
    instants (fractions kept to the microsecond), `direction`, `message_type`, `template_category`,
    `status` and `entry_point` lower-cased, `user_country` upper-cased, empty `waba_id` is
-   `default`. A category on a non-template and an entry point on an outbound message mean nothing
+   `default`, a phone-like `user_id` as its digits (`_canonical_values`; the number it was
+   written as goes to an empty `user_phone` in E.164, and the summary counts such rows). A category on a non-template and an entry point on an outbound message mean nothing
    to billing (§1): they are set to null and counted in the run summary's notes. Rows with no value
    at all (blank lines, `,,,,`) are not messages: they are skipped and counted in the notes.
 3. **Locate and pseudonymise** (`read_messages`): `markets.with_user_country` fills `user_country`
@@ -124,6 +125,7 @@ _ISO_PARTS = "_iso_parts"
 _KIND, _OUTCOME, _BLANK = "_reason_kind", "_outcome", "_blank"
 _ENTRY_POINT_IGNORED, _CATEGORY_IGNORED = "_entry_point_ignored", "_category_ignored"
 _ROW_INDEX, _OVERFLOW = "_row_index", "_overflow"
+_ID_NORMALISED, _ID_AS_WRITTEN = "_user_id_normalised", "_user_id_as_written"
 USED, DUPLICATE, QUARANTINED, BLANK = "used", "duplicate", "quarantined", "blank"
 
 
@@ -548,11 +550,22 @@ def _row_reason(first_instant: dt.datetime) -> pl.Expr:
 
 
 def _canonical_values() -> list[pl.Expr]:
-    """Canonical form of a checked row; flags what was set to null for the notes."""
+    """Canonical form of a checked row; flags what was set to null or rewritten for the notes.
+
+    A phone-like `user_id` becomes its digits (`markets.phone_digits`: E.164 without `+`, as Meta's
+    `wa_id`), here and nowhere else, so that `+39 333 000 1106` in a CRM export and `393330001106`
+    in a webhook are one user to every key formed later (windows, tiers, duplicates). Where that
+    rewrote the id, `_ID_AS_WRITTEN` keeps the number in E.164 for `user_phone` (`messages_of`).
+    """
     template = pl.col("message_type") == TEMPLATE
     outbound = pl.col("direction") == "outbound"
+    digits = markets.phone_digits_expr(pl.col("user_id"))
+    respelled = (digits != pl.col("user_id")).fill_null(False)
     return [
         pl.col(_INSTANT).alias("timestamp"),
+        pl.coalesce(digits, pl.col("user_id")).alias("user_id"),
+        respelled.alias(_ID_NORMALISED),
+        pl.when(respelled).then(pl.lit("+") + digits).alias(_ID_AS_WRITTEN),
         pl.col("waba_id").fill_null(DEFAULT_WABA),
         pl.when(template).then(pl.col("template_category")).alias("template_category"),
         pl.when(~outbound).then(pl.col("entry_point")).alias("entry_point"),
@@ -628,8 +641,10 @@ def _resolve_duplicates(checked: pl.LazyFrame, repeats: pl.DataFrame) -> pl.Lazy
 
 
 def messages_of(labelled: pl.LazyFrame) -> pl.LazyFrame:
-    """The used rows, exactly MESSAGE_SCHEMA, in input order."""
-    return labelled.filter(pl.col(_OUTCOME) == USED).select(pl.col(c).cast(t) for c, t in MESSAGE_SCHEMA.items())
+    """The used rows, exactly MESSAGE_SCHEMA, in input order; a `user_id` written as a phone number
+    other than its digits keeps that number in `user_phone` (E.164), unless one is given."""
+    used = labelled.filter(pl.col(_OUTCOME) == USED).with_columns(pl.coalesce("user_phone", _ID_AS_WRITTEN).alias("user_phone"))
+    return used.select(pl.col(c).cast(t) for c, t in MESSAGE_SCHEMA.items())
 
 
 def quarantine_of(labelled: pl.LazyFrame) -> pl.LazyFrame:
@@ -745,6 +760,7 @@ def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
         unconfirmed=(pl.col("status") == "sent").sum(),
         entry_points_ignored=pl.col(_ENTRY_POINT_IGNORED).sum(),
         categories_ignored=pl.col(_CATEGORY_IGNORED).sum(),
+        user_ids_normalised=pl.col(_ID_NORMALISED).sum(),
     )
 
 
@@ -814,6 +830,11 @@ def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequenc
         notes.append(f"entry_point ignored on {_plural(entry_points, 'outbound message')}: it only means something inbound")
     if categories := total(used, "categories_ignored"):
         notes.append(f"template_category ignored on {_plural(categories, 'non-template message')}")
+    if normalised := total(used, "user_ids_normalised"):
+        notes.append(
+            f"user_id written as a phone number with +, 00, spaces, dashes, parentheses or a trailing .0 on "
+            f"{_plural(normalised, 'row')}: read as its digits (Meta's wa_id form), so each user is one customer"
+        )
     return IngestSummary(
         rows_read=total(counted),
         rows_used=total(used),

@@ -1,0 +1,115 @@
+"""Issue 15 (hardening) and issue 14 item 7, through the installed `wa-analytics` command: what
+ingest does with one customer written two ways, users without a market, implausible timestamps,
+webhook retries and unreadable CSV, asserted on the exit status, the one-line message and the counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
+HEADER = "message_id,timestamp,direction,business_phone,waba_id,user_id,user_phone,user_country,message_type,template_category,status"
+
+
+def wa_analytics(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [str(CONSOLE_SCRIPT), *map(str, argv)], capture_output=True, text=True, env=env, check=False, timeout=300
+    )
+
+
+def write_csv(path: Path, *rows: str, header: str = HEADER) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def unix(text: str) -> int:
+    return int(dt.datetime.fromisoformat(text).timestamp())
+
+
+def inbound_webhook(wamid: str, wa_id: str, when: str) -> dict:
+    """An inbound text message as Meta's Cloud API posts it (formats-research.md §1.1)."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "B1"},
+            "contacts": [{"profile": {"name": "Mario"}, "wa_id": wa_id}],
+            "messages": [{"from": wa_id, "id": wamid, "timestamp": str(unix(when)), "type": "text", "text": {"body": "hi"}}],
+        }}]}],
+    }
+
+
+def status_webhook(wamid: str, status: str, wa_id: str, when: str) -> dict:
+    """An outbound message's status as Meta's Cloud API posts it (PMP, utility)."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "B1"},
+            "statuses": [{
+                "id": wamid, "status": status, "timestamp": str(unix(when)), "recipient_id": wa_id,
+                "pricing": {"billable": False, "pricing_model": "PMP", "category": "utility", "type": "free_customer_service"},
+            }],
+        }}]}],
+    }
+
+
+def write_jsonl(path: Path, *payloads: dict) -> Path:
+    path.write_text("".join(json.dumps(p) + "\n" for p in payloads), encoding="utf-8")
+    return path
+
+
+# --- issue 15 item 5: one customer billed as two --------------------------------------------------
+
+
+@pytest.mark.parametrize("spelled", ["+393330001106", "0039 333 000 1106", "+39 (333) 000-1106", "393330001106.0"])
+def test_a_phone_written_two_ways_is_one_customer(tmp_path, spelled):
+    """The user writes (webhook, wa_id digits); the CRM export names them with + or 00, separators
+    or a spreadsheet float: the utility template inside their open window is free, not `regular`."""
+    webhook = write_jsonl(tmp_path / "inbound.jsonl", inbound_webhook("wamid.IN1", "393330001106", "2026-03-02T10:00:00+00:00"))
+    export = write_csv(
+        tmp_path / "crm.csv",
+        f'wamid.OUT1,2026-03-02T11:00:00Z,outbound,B1,WABA1,"{spelled}",,,template,utility,delivered',
+    )
+    charged = wa_analytics("charges", webhook, export, "-o", tmp_path / "charges.csv")
+    assert charged.returncode == 0, charged.stderr
+    assert "read as its digits (Meta's wa_id form), so each user is one customer" in charged.stderr
+    assert "on 1 row:" in charged.stderr
+    charges = pl.read_csv(tmp_path / "charges.csv", infer_schema=False)
+    assert charges.select("user_id", "category", "pricing_type", "billable").rows() == [
+        ("393330001106", "utility", "free_customer_service", "false")
+    ]
+
+    ingested = wa_analytics("ingest", webhook, export, "-o", tmp_path / "messages.csv")
+    assert ingested.returncode == 0, ingested.stderr
+    assert "Read 2 rows from 2 files" in ingested.stderr and "Used 2 rows." in ingested.stderr
+    messages = pl.read_csv(tmp_path / "messages.csv", infer_schema=False)
+    # The id as written survives as the E.164 number in user_phone; the webhook's digits need none.
+    assert messages.select("message_id", "user_id", "user_phone", "user_country").rows() == [
+        ("wamid.IN1", "393330001106", None, "IT"),
+        ("wamid.OUT1", "393330001106", "+393330001106", "IT"),
+    ]
+
+
+def test_business_scoped_ids_and_other_ids_are_left_as_written(tmp_path):
+    export = write_csv(
+        tmp_path / "in.csv",
+        "m1,2026-03-02T10:00:00Z,inbound,B1,,PE.9771234567,,,text,,",
+        "m2,2026-03-02T10:00:00Z,inbound,B1,,US.13491208655302741918,,,text,,",
+        "m3,2026-03-02T10:00:00Z,inbound,B1,,393330001106,,,text,,",
+    )
+    result = wa_analytics("ingest", export, "-o", tmp_path / "messages.csv")
+    assert result.returncode == 0, result.stderr
+    assert "read as its digits" not in result.stderr  # nothing was rewritten
+    messages = pl.read_csv(tmp_path / "messages.csv", infer_schema=False)
+    assert messages["user_id"].to_list() == ["PE.9771234567", "US.13491208655302741918", "393330001106"]
+    assert messages["user_phone"].null_count() == 3
