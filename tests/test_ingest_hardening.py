@@ -113,3 +113,25 @@ def test_business_scoped_ids_and_other_ids_are_left_as_written(tmp_path):
     messages = pl.read_csv(tmp_path / "messages.csv", infer_schema=False)
     assert messages["user_id"].to_list() == ["PE.9771234567", "US.13491208655302741918", "393330001106"]
     assert messages["user_phone"].null_count() == 3
+
+
+# --- issue 14 item 7: markets without a phone number ---------------------------------------------
+
+
+def test_a_business_scoped_id_with_a_country_prefix_gives_the_market(tmp_path):
+    """changes-2026-h2.md §6: `PE.977…` is a user in Peru, priced as Peru, when no phone or country is known."""
+    export = write_csv(
+        tmp_path / "in.csv",
+        "m1,2026-03-02T10:00:00Z,outbound,B1,,PE.9771234567,,,template,marketing,delivered",
+        "m2,2026-03-02T10:00:00Z,outbound,B1,,IN.1013456789,,,template,marketing,delivered",
+        "m3,2026-03-02T10:00:00Z,outbound,B1,,PE.9771234568,,CL,template,marketing,delivered",  # the given country wins
+        "m4,2026-03-02T10:00:00Z,outbound,B1,,PE.9771234569,+393330001106,,template,marketing,delivered",  # the phone wins
+    )
+    ingested = wa_analytics("ingest", export, "-o", tmp_path / "messages.csv")
+    assert ingested.returncode == 0, ingested.stderr
+    messages = pl.read_csv(tmp_path / "messages.csv", infer_schema=False)
+    assert messages["user_country"].to_list() == ["PE", "IN", "CL", "IT"]
+    costed = wa_analytics("costs", export, "--currency", "USD", "-o", tmp_path / "costs.csv")
+    assert costed.returncode == 0, costed.stderr
+    costs = pl.read_csv(tmp_path / "costs.csv")
+    assert sorted(costs.select("market", "charges").rows()) == [("Chile", 1), ("India", 1), ("Italy", 1), ("Peru", 1)]
