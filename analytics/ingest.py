@@ -25,7 +25,9 @@ Follow a file through this module in order:
    6. `UNKNOWN_DIRECTION`: not `inbound` or `outbound` (any case)
    7. `TEMPLATE_WITHOUT_CATEGORY`, then 8. `UNKNOWN_CATEGORY` (templates only)
    9. `UNKNOWN_STATUS`; 10. `UNKNOWN_ENTRY_POINT` (inbound only)
-   11. `CONFLICTING_DUPLICATE`: another row with the same message_id has different canonical
+   11. `UNKNOWN_COUNTRY`: `user_country` is not an ISO 3166-1 alpha-2 code (`XX`, `UK`, `Italy`):
+       never priced as `Other`, whether or not a phone would have been used instead
+   12. `CONFLICTING_DUPLICATE`: another row with the same message_id has different canonical
        values (all such rows go, since none can be trusted over the others; a row quarantined for
        its own reason takes no part)
 
@@ -39,8 +41,12 @@ Follow a file through this module in order:
    to billing (§1): they are set to null and counted in the run summary's notes. Rows with no value
    at all (blank lines, `,,,,`) are not messages: they are skipped and counted in the notes.
 3. **Locate and pseudonymise** (`read_messages`): `markets.with_user_country` fills `user_country`
-   from the phone; with a key, `pseudonymise` replaces user ids and phones (also in the quarantine).
-4. **Count** (`IngestSummary`): rows read = used + duplicates dropped + quarantined, always.
+   from the phone, the given country or a business-scoped id's country prefix. Users for whom none
+   is known keep their rows (their free messages and windows still count) with market `Unknown`,
+   and are counted in the summary by why (`markets.unknown_market_reason`), with the first row of
+   each reason: `costs` cannot price their paid charges. With a key, `pseudonymise` replaces user
+   ids and phones (also in the quarantine).
+4. **Count** (`IngestSummary`): rows read = used + dropped + quarantined, always.
 
 `read_messages` returns lazy frames: the input files are scanned again whenever they are collected
 or written (`write_frame` streams them to disk). Before returning, it scans the inputs to find
@@ -111,6 +117,10 @@ TEMPLATE_WITHOUT_CATEGORY = f"template without category: add template_category (
 UNKNOWN_CATEGORY = f"unknown template_category: use {_CATEGORIES}"
 UNKNOWN_STATUS = f"unknown status: use {', '.join(STATUSES)}, or leave it empty"
 UNKNOWN_ENTRY_POINT = f"unknown entry_point: use {' or '.join(ENTRY_POINTS)}, or leave it empty"
+UNKNOWN_COUNTRY = (
+    "user_country is not an ISO 3166-1 alpha-2 country code: write two letters such as IT or GB (not UK), "
+    "or leave it empty"
+)
 CONFLICTING_DUPLICATE = "conflicting duplicate of message_id"  # the summary's key; rows get the details
 ROWS_NAMED_PER_CONFLICT = 5
 
@@ -527,13 +537,14 @@ def zone_info(timezone: str) -> ZoneInfo:
 
 
 def _row_reason(first_instant: dt.datetime) -> pl.Expr:
-    """The first reason (docstring, step 2, 1–10) a row cannot be used, or null."""
+    """The first reason (docstring, step 2, 1–11) a row cannot be used, or null."""
     missing = pl.concat_str(
         [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in REQUIRED_MESSAGE_COLUMNS], separator=", ", ignore_nulls=True
     )
     template = pl.col("message_type") == TEMPLATE
     category = pl.col("template_category")
     entry_point = pl.col("entry_point")
+    country = pl.col("user_country")
     return (
         pl.when(pl.col("problem").is_not_null()).then(pl.col("problem"))
         .when(missing != "").then(pl.lit(MISSING_VALUE) + missing)
@@ -546,6 +557,7 @@ def _row_reason(first_instant: dt.datetime) -> pl.Expr:
         .when(pl.col("status").is_not_null() & ~pl.col("status").is_in(STATUSES)).then(pl.lit(UNKNOWN_STATUS))
         .when((pl.col("direction") == "inbound") & entry_point.is_not_null() & ~entry_point.is_in(ENTRY_POINTS))
         .then(pl.lit(UNKNOWN_ENTRY_POINT))
+        .when(country.is_not_null() & ~country.is_in(sorted(markets.iso_countries()))).then(pl.lit(UNKNOWN_COUNTRY))
     )
 
 
@@ -665,6 +677,16 @@ class InputFile:
 
 
 @dataclass(frozen=True)
+class UnknownMarkets:
+    """Users whose market could not be found, for one reason (`markets.unknown_market_reason`)."""
+
+    reason: str
+    users: int
+    rows: int
+    first: str  # where the first such row is: "file, row n"
+
+
+@dataclass(frozen=True)
 class IngestSummary:
     """What a run read and did with it; rows_read = rows_used + duplicates_dropped + quarantined rows."""
 
@@ -673,6 +695,7 @@ class IngestSummary:
     duplicates_dropped: int
     quarantined: dict[str, int] = field(default_factory=dict)  # reason -> rows, most frequent first
     unconfirmed_deliveries: int = 0  # used rows with status `sent`: billed as delivered
+    unknown_markets: tuple[UnknownMarkets, ...] = ()  # most users first
     notes: tuple[str, ...] = ()
     files: tuple[InputFile, ...] = ()
 
@@ -694,6 +717,17 @@ class IngestSummary:
             lines += [f"  {count:>{width},}  {reason}" for reason, count in self.quarantined.items()]
         else:
             lines.append("Quarantined no rows.")
+        if self.unknown_markets:
+            users = sum(u.users for u in self.unknown_markets)
+            rows = sum(u.rows for u in self.unknown_markets)
+            lines.append(
+                f"Market unknown for {_plural(users, 'user')} ({_plural(rows, 'row')}): kept with market Unknown, "
+                "but costs cannot price their paid messages; by reason:"
+            )
+            lines += [
+                f"  {_plural(u.users, 'user')} ({_plural(u.rows, 'row')}): {u.reason} (first: {u.first})"
+                for u in self.unknown_markets
+            ]
         if self.unconfirmed_deliveries:
             lines.append(
                 f"{_plural(self.unconfirmed_deliveries, 'outbound message')} with status sent (delivery not confirmed): "
@@ -740,7 +774,7 @@ def read_messages(
     inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
     with _reading(inputs):
         labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone)
-        outcomes = _outcome_counts(labelled).collect(engine="streaming")
+        outcomes, unlocated = pl.collect_all([_outcome_counts(labelled), _unlocated_users(labelled)], engine="streaming")
     messages, quarantine = markets.with_user_country(messages_of(labelled)), quarantine_of(labelled)
     if pseudonymise_key is not None:
         messages = pseudonymise(messages, pseudonymise_key)
@@ -750,7 +784,7 @@ def read_messages(
         messages=messages,
         quarantine=quarantine,
         billing=_billing(inputs),
-        summary=summarise(outcomes, inputs, notes),
+        summary=replace(summarise(outcomes, inputs, notes), unknown_markets=unknown_markets(unlocated)),
     )
 
 
@@ -762,6 +796,33 @@ def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
         categories_ignored=pl.col(_CATEGORY_IGNORED).sum(),
         user_ids_normalised=pl.col(_ID_NORMALISED).sum(),
     )
+
+
+def _unlocated_users(labelled: pl.LazyFrame) -> pl.LazyFrame:
+    """The users of used rows for whom no country is known (market `Unknown`): user_id, one phone,
+    rows, and the first row's place. Works on the distinct (id, phone, country) spellings, few."""
+    used = labelled.filter(pl.col(_OUTCOME) == USED)
+    spellings = used.group_by("user_id", "user_phone", "user_country").agg(
+        rows=pl.len(),
+        position=pl.col(_POSITION).min(),
+        source_file=pl.col("source_file").sort_by(_POSITION).first(),
+        source_row=pl.col("source_row").sort_by(_POSITION).first(),
+    )
+    located = markets.with_user_country(spellings).filter(pl.col("user_country").is_null())
+    return located.sort("position").group_by("user_id", maintain_order=True).agg(
+        pl.col("rows").sum(), pl.col("user_phone", "position", "source_file", "source_row").first()
+    )
+
+
+def unknown_markets(unlocated: pl.DataFrame) -> tuple[UnknownMarkets, ...]:
+    """`_unlocated_users` counted by reason, most users first."""
+    by_reason: dict[str, list] = {}
+    for row in unlocated.sort("position").iter_rows(named=True):
+        reason = markets.unknown_market_reason(row["user_id"], row["user_phone"])
+        users, rows, first = by_reason.get(reason, (0, 0, f"{row['source_file']}, row {row['source_row']}"))
+        by_reason[reason] = [users + 1, rows + row["rows"], first]
+    counted = [UnknownMarkets(reason, users, rows, first) for reason, (users, rows, first) in by_reason.items()]
+    return tuple(sorted(counted, key=lambda u: (-u.users, u.reason)))
 
 
 _READ_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError)

@@ -135,3 +135,75 @@ def test_a_business_scoped_id_with_a_country_prefix_gives_the_market(tmp_path):
     assert costed.returncode == 0, costed.stderr
     costs = pl.read_csv(tmp_path / "costs.csv")
     assert sorted(costs.select("market", "charges").rows()) == [("Chile", 1), ("India", 1), ("Italy", 1), ("Peru", 1)]
+
+
+# --- issue 15 item 6: markets silently Unknown ---------------------------------------------------
+
+UNLOCATED = (
+    "m1,2026-03-02T10:00:00Z,outbound,B1,,@mario,,,template,marketing,delivered",
+    "m2,2026-03-02T10:00:00Z,outbound,B1,,user.abc,,,template,marketing,delivered",
+    "m3,2026-03-02T10:00:00Z,outbound,B1,,+800 1234 5678,,,template,marketing,delivered",
+    "m4,2026-03-02T10:00:00Z,outbound,B1,,3.9333E+11,,,template,marketing,delivered",
+    "m5,2026-03-02T10:00:00Z,outbound,B1,,03330001106,,,template,marketing,delivered",
+    "m6,2026-03-02T11:00:00Z,outbound,B1,,@mario,,,template,marketing,delivered",
+    "m7,2026-03-02T11:00:00Z,outbound,B1,,0039 333 000 1106,,,template,marketing,delivered",  # located: Italy
+)
+
+
+def test_users_without_a_market_are_counted_by_reason_and_kept(tmp_path):
+    from analytics import markets
+
+    export = write_csv(tmp_path / "in.csv", *UNLOCATED)
+    result = wa_analytics("ingest", export, "-o", tmp_path / "messages.csv")
+    assert result.returncode == 0, result.stderr
+    assert "Used 7 rows." in result.stderr
+    lines = result.stderr.splitlines()
+    heading = lines.index(
+        "Market unknown for 5 users (6 rows): kept with market Unknown, but costs cannot price their paid messages; by reason:"
+    )
+    assert lines[heading + 1 : heading + 5] == [
+        f"  2 users (3 rows): {markets.NOT_A_PHONE} (first: {export}, row 2)",
+        f"  1 user (1 row): {markets.NON_GEOGRAPHIC_NUMBER} (first: {export}, row 4)",
+        f"  1 user (1 row): {markets.NO_SUCH_CALLING_CODE} (first: {export}, row 6)",
+        f"  1 user (1 row): {markets.SCIENTIFIC_NOTATION} (first: {export}, row 5)",
+    ]
+    assert "@mario" not in result.stderr  # the summary names reasons and rows, never the ids
+    messages = pl.read_csv(tmp_path / "messages.csv", infer_schema=False)
+    assert messages["user_country"].to_list() == [None] * 6 + ["IT"]
+
+
+def test_costs_names_why_a_charge_has_no_market(tmp_path):
+    from analytics import markets
+
+    export = write_csv(tmp_path / "in.csv", UNLOCATED[4])
+    result = wa_analytics("costs", export, "--currency", "USD", "-o", tmp_path / "costs.csv")
+    assert result.returncode == 2
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("wa-analytics: error: no rate for USD Unknown marketing on 2026-03-02")
+    assert f"the user's market is not known: {markets.NO_SUCH_CALLING_CODE}" in error
+    assert not (tmp_path / "costs.csv").exists()
+
+    by_currency = wa_analytics("costs", export, "-o", tmp_path / "costs.csv")
+    assert by_currency.returncode == 2
+    assert "1 of them are of users whose market is unknown (the run summary says why)" in by_currency.stderr.splitlines()[-1]
+    assert f"1 user (1 row): {markets.NO_SUCH_CALLING_CODE}" in by_currency.stderr
+
+
+@pytest.mark.parametrize("country", ["XX", "UK", "Italy", "1"])
+def test_a_user_country_that_is_no_iso_code_is_quarantined_not_priced_as_other(tmp_path, country):
+    from analytics import ingest
+
+    export = write_csv(
+        tmp_path / "in.csv",
+        f"m1,2026-03-02T10:00:00Z,outbound,B1,,user.abc,,{country},template,marketing,delivered",
+        "m2,2026-03-02T10:00:00Z,outbound,B1,,user.def,,it,template,marketing,delivered",
+    )
+    quarantine = tmp_path / "bad.csv"
+    result = wa_analytics("costs", export, "--currency", "USD", "-o", tmp_path / "costs.csv", "--quarantine", quarantine)
+    assert result.returncode == 0, result.stderr
+    assert "Read 2 rows" in result.stderr and "Used 1 row." in result.stderr
+    assert f"Quarantined 1 row (written to {quarantine}):\n  1  {ingest.UNKNOWN_COUNTRY}" in result.stderr
+    assert pl.read_csv(quarantine, infer_schema=False).select("source_row", "reason", "user_country").rows() == [
+        ("2", ingest.UNKNOWN_COUNTRY, country)
+    ]
+    assert pl.read_csv(tmp_path / "costs.csv")["market"].to_list() == ["Italy"]
