@@ -27,7 +27,10 @@ Follow a file through this module in order:
    9. `UNKNOWN_STATUS`; 10. `UNKNOWN_ENTRY_POINT` (inbound only)
    11. `UNKNOWN_COUNTRY`: `user_country` is not an ISO 3166-1 alpha-2 code (`XX`, `UK`, `Italy`):
        never priced as `Other`, whether or not a phone would have been used instead
-   12. `CONFLICTING_DUPLICATE`: another row with the same message_id has different canonical
+   12. `after_latest()`: a timestamp later than the latest plausible one, by default the run's
+       start plus `FUTURE_MARGIN` (`99999999999` is year 5138: milliseconds cut short, not a time
+       to bill); `read_messages(latest=...)`, `--latest-timestamp` on the command line
+   13. `CONFLICTING_DUPLICATE`: another row with the same message_id has different canonical
        values (all such rows go, since none can be trusted over the others; a row quarantined for
        its own reason takes no part)
 
@@ -121,6 +124,7 @@ UNKNOWN_COUNTRY = (
     "user_country is not an ISO 3166-1 alpha-2 country code: write two letters such as IT or GB (not UK), "
     "or leave it empty"
 )
+FUTURE_MARGIN = dt.timedelta(days=1)  # a timestamp later than the run's start plus this is implausible (`after_latest`)
 CONFLICTING_DUPLICATE = "conflicting duplicate of message_id"  # the summary's key; rows get the details
 ROWS_NAMED_PER_CONFLICT = 5
 
@@ -442,20 +446,24 @@ def conform_raw(frame: pl.LazyFrame) -> pl.LazyFrame:
 # --- 2. Validate ---------------------------------------------------------------------------------
 
 
-def validate(raw: pl.LazyFrame, *, timezone: str = "UTC") -> tuple[pl.LazyFrame, pl.LazyFrame]:
+def validate(
+    raw: pl.LazyFrame, *, timezone: str = "UTC", latest: dt.datetime | None = None
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """(messages in exactly MESSAGE_SCHEMA, quarantine) from raw canonical rows (docstring, step 2).
 
     The quarantine has `source_file`, `source_row`, `reason` and the raw values as read.
     """
-    labelled = label(raw, timezone=timezone)
+    labelled = label(raw, timezone=timezone, latest=latest)
     return messages_of(labelled), quarantine_of(labelled)
 
 
-def label(raw: pl.LazyFrame, *, timezone: str = "UTC") -> pl.LazyFrame:
+def label(raw: pl.LazyFrame, *, timezone: str = "UTC", latest: dt.datetime | None = None) -> pl.LazyFrame:
     """Every raw row with its canonical values, its outcome (used, duplicate, quarantined, blank) and reason.
 
-    Scans `raw` once now to find repeated message_ids (`repeated_messages`); the rest stays lazy.
+    `latest`: the latest plausible timestamp (default `default_latest()`, now plus a day). Scans
+    `raw` once now to find repeated message_ids (`repeated_messages`); the rest stays lazy.
     """
+    latest = default_latest() if latest is None else latest
     trimmed = (
         conform_raw(raw)
         .with_row_index(_POSITION)
@@ -469,7 +477,7 @@ def label(raw: pl.LazyFrame, *, timezone: str = "UTC") -> pl.LazyFrame:
         *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point")],
         pl.col("user_country").str.to_uppercase(),
         pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
-    ).with_columns(_row_reason(_first_supported_instant(timezone)).alias(_REASON))
+    ).with_columns(pl.coalesce(_row_reason(_first_supported_instant(timezone)), _implausible_time(latest)).alias(_REASON))
     checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS)
     return _resolve_duplicates(checked, repeated_messages(checked))
 
@@ -527,6 +535,39 @@ def _first_supported_instant(timezone: str) -> dt.datetime:
     """00:00 of the first supported date in the WABA time zone, as a UTC instant (billing-rules.md §1)."""
     midnight = dt.datetime.combine(first_supported_date(), dt.time(0), tzinfo=zone_info(timezone))
     return midnight.astimezone(dt.timezone.utc)
+
+
+def default_latest(now: dt.datetime | None = None) -> dt.datetime:
+    """The latest timestamp a run accepts unless told otherwise: its start plus `FUTURE_MARGIN`."""
+    return (now or dt.datetime.now(dt.timezone.utc)) + FUTURE_MARGIN
+
+
+def latest_option(text: str) -> dt.datetime:
+    """`--latest-timestamp`: an ISO 8601 date (the whole day counts, UTC) or an instant with an offset."""
+    value = text.strip()
+    try:
+        if len(value) == 10:
+            return dt.datetime.combine(dt.date.fromisoformat(value), dt.time.max, tzinfo=dt.timezone.utc)
+        instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise UsageError(
+            f"--latest-timestamp {text!r} is not a date or an instant with a time zone: write 2027-12-31 or 2027-12-31T23:00:00Z"
+        )
+    return instant.astimezone(dt.timezone.utc)
+
+
+def after_latest(latest: dt.datetime) -> str:
+    return (
+        f"timestamp after {latest.astimezone(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}, the latest this run accepts "
+        "(a mistake such as milliseconds or a wrong year? --latest-timestamp accepts later ones; default: the run's start plus one day)"
+    )
+
+
+def _implausible_time(latest: dt.datetime) -> pl.Expr:
+    """`after_latest` for a row whose timestamp is later than `latest` (docstring, step 2, 12)."""
+    return pl.when(pl.col(_INSTANT) > latest).then(pl.lit(after_latest(latest)))
 
 
 def zone_info(timezone: str) -> ZoneInfo:
@@ -764,8 +805,10 @@ def read_messages(
     templates: str | Path | None = None,
     timezone: str = "UTC",
     pseudonymise_key: bytes | None = None,
+    latest: dt.datetime | None = None,
 ) -> Ingested:
-    """Canonical messages from any number of files of any supported format (module docstring)."""
+    """Canonical messages from any number of files of any supported format (module docstring);
+    timestamps after `latest` (default: now plus `FUTURE_MARGIN`) are quarantined."""
     if not paths:
         raise UsageError("no input files: give at least one CSV, Parquet or JSON file")
     zone_info(timezone)
@@ -773,7 +816,7 @@ def read_messages(
     template_list = webhooks.read_templates(templates) if templates is not None else None
     inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
     with _reading(inputs):
-        labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone)
+        labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone, latest=latest)
         outcomes, unlocated = pl.collect_all([_outcome_counts(labelled), _unlocated_users(labelled)], engine="streaming")
     messages, quarantine = markets.with_user_country(messages_of(labelled)), quarantine_of(labelled)
     if pseudonymise_key is not None:

@@ -207,3 +207,68 @@ def test_a_user_country_that_is_no_iso_code_is_quarantined_not_priced_as_other(t
         ("2", ingest.UNKNOWN_COUNTRY, country)
     ]
     assert pl.read_csv(tmp_path / "costs.csv")["market"].to_list() == ["Italy"]
+
+
+# --- issue 15 item 7: implausible timestamps -----------------------------------------------------
+
+
+def test_a_timestamp_far_in_the_future_is_quarantined_with_a_reason(tmp_path):
+    export = write_csv(
+        tmp_path / "in.csv",
+        "m1,99999999999,inbound,B1,,393330001106,,,text,,",  # year 5138: milliseconds cut short
+        "m2,2026-03-02T10:00:00Z,inbound,B1,,393330001106,,,text,,",
+        "m3,9999-12-31T00:00:00Z,inbound,B1,,393330001106,,,text,,",
+    )
+    quarantine = tmp_path / "bad.csv"
+    started = dt.datetime.now(dt.timezone.utc)
+    result = wa_analytics("charges", export, "-o", tmp_path / "charges.csv", "--quarantine", quarantine)
+    assert result.returncode == 0, result.stderr
+    assert "Read 3 rows" in result.stderr and "Used 1 row." in result.stderr
+    rows = pl.read_csv(quarantine, infer_schema=False).select("source_row", "reason", "timestamp").rows()
+    assert [(row, timestamp) for row, _, timestamp in rows] == [("2", "99999999999"), ("4", "9999-12-31T00:00:00Z")]
+    reason = rows[0][1]
+    assert rows[1][1] == reason and reason.startswith("timestamp after ") and "--latest-timestamp" in reason
+    bound = dt.datetime.fromisoformat(reason.split()[2].rstrip(","))
+    assert dt.timedelta(days=1) <= bound - started < dt.timedelta(days=1, minutes=5)  # the run's start plus one day
+    assert f"Quarantined 2 rows (written to {quarantine}):\n  2  {reason}" in result.stderr
+
+
+def test_latest_timestamp_sets_the_bound(tmp_path):
+    export = write_csv(
+        tmp_path / "in.csv",
+        "m1,2027-03-01T23:59:59Z,inbound,B1,,393330001106,,,text,,",
+        "m2,2027-03-02T00:00:00Z,inbound,B1,,393330001106,,,text,,",
+        "m3,2026-03-02T10:00:00Z,inbound,B1,,393330001106,,,text,,",
+    )
+    result = wa_analytics("ingest", export, "-o", tmp_path / "m.csv", "--latest-timestamp", "2027-03-01")
+    assert result.returncode == 0, result.stderr
+    assert pl.read_csv(tmp_path / "m.csv")["message_id"].to_list() == ["m1", "m3"]
+    assert "1  timestamp after 2027-03-01T23:59:59Z, the latest this run accepts" in result.stderr
+
+    instant = wa_analytics("ingest", export, "-o", tmp_path / "m.csv", "--latest-timestamp", "2027-03-02T01:00:00+01:00")
+    assert instant.returncode == 0, instant.stderr
+    assert pl.read_csv(tmp_path / "m.csv")["message_id"].to_list() == ["m1", "m2", "m3"]
+
+    for bad in ("2027-03-02T01:00", "tomorrow"):
+        refused = wa_analytics("ingest", export, "-o", tmp_path / "other.csv", "--latest-timestamp", bad)
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines() == [
+            f"wa-analytics: error: --latest-timestamp {bad!r} is not a date or an instant with a time zone: "
+            "write 2027-12-31 or 2027-12-31T23:00:00Z"
+        ]
+        assert not (tmp_path / "other.csv").exists()
+
+
+def test_the_bound_is_inclusive_and_to_the_microsecond(tmp_path):
+    from analytics import ingest
+
+    export = write_csv(
+        tmp_path / "in.csv",
+        "m1,2026-03-02T10:00:00.000000Z,inbound,B1,,393330001106,,,text,,",
+        "m2,2026-03-02T10:00:00.000001Z,inbound,B1,,393330001106,,,text,,",
+    )
+    latest = dt.datetime(2026, 3, 2, 10, tzinfo=dt.timezone.utc)
+    ingested = ingest.read_messages([export], latest=latest)
+    assert ingested.messages.collect()["message_id"].to_list() == ["m1"]
+    assert ingested.summary.quarantined == {ingest.after_latest(latest): 1}
+    assert ingest.default_latest(latest) == latest + dt.timedelta(days=1)
