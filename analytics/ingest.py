@@ -156,6 +156,8 @@ class RawInput:
     notes: tuple[str, ...] = ()
     billing: pl.DataFrame | None = None
     webhook: webhooks.WebhookFile | None = None  # statuses still to fold with the other files' (`fold_webhooks`)
+    statuses_retried: int = 0  # webhook statuses identical to one read before (retries): dropped
+    statuses_folded: int = 0  # other webhook statuses, folded into their message's row: dropped
 
 
 def read_raw(
@@ -188,11 +190,50 @@ def fold_webhooks(
     (`webhooks.fold_files`): one message's statuses may sit in several files (daily dumps)."""
     files = [i.webhook for i in inputs if i.webhook is not None]
     folded = iter(webhooks.fold_files(files, send_log=send_log, templates=templates))  # in the inputs' order
-    return [_with_rows(i, next(folded)) if i.webhook is not None else i for i in inputs]
+    retried = iter(_retried_statuses(files))
+    paths: set[str] = set()
+    result = []
+    for raw_input in inputs:
+        if raw_input.webhook is None:
+            result.append(raw_input)
+            continue
+        rows = next(folded)
+        if raw_input.path in paths:  # the same file again: its folded rows are the first reading's
+            rows = replace(rows, messages=rows.messages.filter(pl.col("direction").ne_missing("outbound")))
+        paths.add(raw_input.path)
+        result.append(_with_rows(raw_input, rows, next(retried)))
+    return result
 
 
-def _with_rows(raw_input: RawInput, rows: webhooks.WebhookRows) -> RawInput:
-    return replace(raw_input, frame=conform_raw(rows.messages.lazy()), billing=rows.billing, webhook=None)
+def _with_rows(raw_input: RawInput, rows: webhooks.WebhookRows, retried: int) -> RawInput:
+    """The input with its folded rows, and how many of its status records no row stands for:
+    retries (identical to a status read before) and the other statuses of a message, both dropped,
+    so that rows read = used + dropped + quarantined for webhooks as for CSV."""
+    assert raw_input.webhook is not None
+    absorbed = raw_input.webhook.statuses.height - (rows.messages.height - raw_input.webhook.rows.height)
+    retried = min(retried, absorbed)
+    return replace(
+        raw_input,
+        frame=conform_raw(rows.messages.lazy()),
+        billing=rows.billing,
+        webhook=None,
+        statuses_retried=retried,
+        statuses_folded=absorbed - retried,
+    )
+
+
+def _retried_statuses(files: Sequence[webhooks.WebhookFile]) -> list[int]:
+    """Per file, its status records identical (but for where they were read) to one read before in
+    the run, in file and row order: Meta's retries, and the same status in two overlapping dumps."""
+    if not files:
+        return []
+    statuses = pl.concat(
+        [f.statuses.drop("source_file", "source_row").with_columns(_file=pl.lit(i, pl.Int32)) for i, f in enumerate(files)]
+    )
+    content = [c for c in statuses.columns if c != "_file"]
+    counted = statuses.with_columns(_retry=~pl.struct(content).is_first_distinct()).group_by("_file").agg(pl.col("_retry").sum())
+    by_file = dict(counted.iter_rows())
+    return [int(by_file.get(i, 0)) for i in range(len(files))]
 
 
 def _suffix(path: Path) -> str:
@@ -729,7 +770,12 @@ class UnknownMarkets:
 
 @dataclass(frozen=True)
 class IngestSummary:
-    """What a run read and did with it; rows_read = rows_used + duplicates_dropped + quarantined rows."""
+    """What a run read and did with it; rows_read = rows_used + rows_dropped + rows_quarantined.
+
+    A webhook file's rows are its inbound messages and status records: a message's statuses are
+    folded into one row (`statuses_folded` are the others), and identical repeats of a status
+    (retries) are `duplicates_dropped`, as identical repeats of a message are.
+    """
 
     rows_read: int
     rows_used: int
@@ -739,17 +785,28 @@ class IngestSummary:
     unknown_markets: tuple[UnknownMarkets, ...] = ()  # most users first
     notes: tuple[str, ...] = ()
     files: tuple[InputFile, ...] = ()
+    statuses_folded: int = 0  # webhook statuses folded into their message's row
 
     @property
     def rows_quarantined(self) -> int:
         return sum(self.quarantined.values())
+
+    @property
+    def rows_dropped(self) -> int:
+        return self.duplicates_dropped + self.statuses_folded
 
     def format(self, *, quarantine_path: str | Path | None = None) -> str:
         """The run summary, for stderr."""
         lines = [f"Read {_plural(self.rows_read, 'row')} from {_plural(len(self.files), 'file')}:"]
         lines += [f"  {f.path} ({f.kind}): {_plural(f.rows, 'row')}" for f in self.files]
         lines.append(f"Used {_plural(self.rows_used, 'row')}.")
-        if self.duplicates_dropped:
+        if self.statuses_folded:
+            repeats = f"{_plural(self.duplicates_dropped, 'identical repeat')} (webhook retries included), " if self.duplicates_dropped else ""
+            lines.append(
+                f"Dropped {_plural(self.rows_dropped, 'row')}: {repeats}"
+                f"{_plural(self.statuses_folded, 'status update')} folded into the row of its message."
+            )
+        elif self.duplicates_dropped:
             lines.append(f"Dropped {_plural(self.duplicates_dropped, 'identical repeat')} of a message_id (kept once).")
         if self.rows_quarantined:
             where = f" (written to {quarantine_path})" if quarantine_path else ""
@@ -925,7 +982,11 @@ def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequenc
         .sort(["rows", _KIND], descending=[True, False])
     )
     blank = outcomes.filter(pl.col(_OUTCOME) == BLANK).group_by("source_file").agg(pl.col("rows").sum()).sort("source_file")
-    rows_per_file = dict(counted.group_by("source_file").agg(pl.col("rows").sum()).iter_rows())
+    rows_per_file = Counter(dict(counted.group_by("source_file").agg(pl.col("rows").sum()).iter_rows()))
+    for raw_input in inputs:
+        rows_per_file[raw_input.path] += raw_input.statuses_retried + raw_input.statuses_folded
+    retried = sum(i.statuses_retried for i in inputs)
+    folded = sum(i.statuses_folded for i in inputs)
     notes = [
         *notes,
         *[f"{file}: skipped {_plural(rows, 'row')} without any value (blank lines)" for file, rows in blank.iter_rows()],
@@ -940,9 +1001,10 @@ def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequenc
             f"{_plural(normalised, 'row')}: read as its digits (Meta's wa_id form), so each user is one customer"
         )
     return IngestSummary(
-        rows_read=total(counted),
+        rows_read=total(counted) + retried + folded,
         rows_used=total(used),
-        duplicates_dropped=total(counted.filter(pl.col(_OUTCOME) == DUPLICATE)),
+        duplicates_dropped=total(counted.filter(pl.col(_OUTCOME) == DUPLICATE)) + retried,
+        statuses_folded=folded,
         quarantined=dict(quarantined.iter_rows()),
         unconfirmed_deliveries=total(used, "unconfirmed"),
         notes=tuple(notes),

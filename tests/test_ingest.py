@@ -34,7 +34,7 @@ def quarantined(quarantine: pl.DataFrame) -> list[tuple[int, str]]:
 
 
 def assert_counts_add_up(summary: ingest.IngestSummary) -> None:
-    assert summary.rows_read == summary.rows_used + summary.duplicates_dropped + summary.rows_quarantined
+    assert summary.rows_read == summary.rows_used + summary.rows_dropped + summary.rows_quarantined
 
 
 # --- each validation rule, with its exact reason and line ------------------------------------------
@@ -393,7 +393,9 @@ def test_webhook_payloads_are_recognised_by_their_shape():
         dt.datetime(2026, 3, 8, 9, 0, tzinfo=UTC),
         dt.datetime(2026, 3, 8, 9, 1, 5, tzinfo=UTC),  # the delivered status's time, not the sent one
     ]
-    assert ingested.summary.files == (ingest.InputFile(str(path), "webhook JSON", 2),)
+    # Three records read (a message, two statuses): two rows used, the sent status folded into its message's.
+    assert ingested.summary.files == (ingest.InputFile(str(path), "webhook JSON", 3),)
+    assert (ingested.summary.rows_read, ingested.summary.rows_used, ingested.summary.statuses_folded) == (3, 2, 1)
     assert ingested.billing["status"].to_list() == ["sent", "delivered"]
 
 

@@ -272,3 +272,51 @@ def test_the_bound_is_inclusive_and_to_the_microsecond(tmp_path):
     assert ingested.messages.collect()["message_id"].to_list() == ["m1"]
     assert ingested.summary.quarantined == {ingest.after_latest(latest): 1}
     assert ingest.default_latest(latest) == latest + dt.timedelta(days=1)
+
+
+# --- issue 15 item 14: webhook retries counted ---------------------------------------------------
+
+
+def summary_counts(stderr: str) -> dict[str, int]:
+    """Read, used, dropped and quarantined rows from the run summary's lines."""
+    counts = {"dropped": 0, "quarantined": 0}
+    for line in stderr.splitlines():
+        words = line.replace(",", "").split()
+        if words and words[0] in ("Read", "Used", "Dropped", "Quarantined") and words[1].isdigit():
+            counts[words[0].lower()] = int(words[1])
+    return counts
+
+
+def test_two_identical_webhook_status_lines_are_one_row_and_one_dropped(tmp_path):
+    delivered = status_webhook("wamid.O1", "delivered", "393330001106", "2026-03-02T11:00:00+00:00")
+    webhook = write_jsonl(tmp_path / "retry.jsonl", delivered, delivered)
+    result = wa_analytics("ingest", webhook, "-o", tmp_path / "m.csv")
+    assert result.returncode == 0, result.stderr
+    assert "Read 2 rows from 1 file:" in result.stderr
+    assert f"  {webhook} (webhook JSON): 2 rows" in result.stderr
+    assert "Used 1 row." in result.stderr
+    assert "Dropped 1 identical repeat of a message_id (kept once)." in result.stderr
+    assert summary_counts(result.stderr) == {"read": 2, "used": 1, "dropped": 1, "quarantined": 0}
+
+
+def test_webhook_counts_add_up_with_statuses_retries_and_quarantined_rows(tmp_path):
+    sent = status_webhook("wamid.O1", "sent", "393330001106", "2026-03-02T11:00:00+00:00")
+    delivered = status_webhook("wamid.O1", "delivered", "393330001106", "2026-03-02T11:00:05+00:00")
+    read = status_webhook("wamid.O1", "read", "393330001106", "2026-03-02T11:05:00+00:00")
+    inbound = inbound_webhook("wamid.I1", "393330001106", "2026-03-02T10:00:00+00:00")
+    future = inbound_webhook("wamid.I2", "393330001106", "5138-11-16T09:46:39+00:00")
+    day1 = write_jsonl(tmp_path / "day1.jsonl", inbound, sent, delivered, sent, future)
+    day2 = write_jsonl(tmp_path / "day2.jsonl", delivered, read, inbound)  # overlapping dumps
+    result = wa_analytics("ingest", day1, day2, "-o", tmp_path / "m.csv")
+    assert result.returncode == 0, result.stderr
+    # 8 records: 2 rows used (the inbound message, the outbound one at its delivered time), the
+    # future message quarantined; 3 identical repeats (sent, delivered, inbound) and 2 statuses
+    # (sent, read) folded into the outbound row.
+    assert summary_counts(result.stderr) == {"read": 8, "used": 2, "dropped": 5, "quarantined": 1}
+    assert "Dropped 5 rows: 3 identical repeats (webhook retries included), 2 status updates folded into the row of its message." in result.stderr
+    assert f"  {day1} (webhook JSON): 5 rows" in result.stderr and f"  {day2} (webhook JSON): 3 rows" in result.stderr
+    messages = pl.read_csv(tmp_path / "m.csv", infer_schema=False)
+    assert messages.select("message_id", "status", "timestamp").rows() == [
+        ("wamid.I1", "received", "2026-03-02T10:00:00+00:00"),
+        ("wamid.O1", "read", "2026-03-02T11:00:05+00:00"),
+    ]

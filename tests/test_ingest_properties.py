@@ -105,7 +105,7 @@ def assert_read_cleanly(*paths: Path) -> ingest.IngestSummary | None:
         return None
     summary = ingested.summary
     messages, quarantine = ingested.messages.collect(), ingested.quarantine.collect()
-    assert summary.rows_read == summary.rows_used + summary.duplicates_dropped + summary.rows_quarantined
+    assert summary.rows_read == summary.rows_used + summary.rows_dropped + summary.rows_quarantined
     assert summary.rows_read == sum(f.rows for f in summary.files)
     assert messages.height == summary.rows_used
     assert quarantine.height == summary.rows_quarantined
