@@ -325,11 +325,43 @@ def _csv_header(path: Path) -> list[str] | None:
         with (gzip.open(path, "rb") if _suffix(path) == ".csv.gz" else open(path, "rb")) as binary:
             lines = (line.decode("utf-8-sig" if number == 0 else "utf-8") for number, line in enumerate(binary))
             header = next(csv.reader(lines), None)  # decodes only the header's lines
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as error:
+    except UnicodeDecodeError:
+        raise _unreadable_csv(path) from None
+    except (OSError, EOFError, csv.Error) as error:
         raise InputError(f"cannot read the header as CSV ({error})", path=str(path), fix="Give a UTF-8 CSV file") from None
     if header is None or not any(name.strip() for name in header):
         return None
     return header
+
+
+NOT_UTF8 = "line {} is not UTF-8 text (a Latin-1 or Windows-1252 byte such as é?)"
+UNCLOSED_QUOTE = "line {} opens a quoted value that is never closed"
+
+
+def csv_fault(path: Path) -> InputError | None:
+    """Why a CSV that the scanner could not read is unreadable, naming the line: the first line
+    that is not UTF-8, else the line where a quoted value opens and never closes. None if neither."""
+    opened_at = None  # the line of a quoted value still open
+    try:
+        with gzip.open(path, "rb") if _suffix(path) == ".csv.gz" else open(path, "rb") as binary:
+            for number, line in enumerate(binary, start=1):
+                try:
+                    text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    return InputError(NOT_UTF8.format(number), path=str(path), fix="Save the file as UTF-8")
+                if text.count('"') % 2:  # an odd number of quotes opens or closes a value ("" is a quote inside)
+                    opened_at = number if opened_at is None else None
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+    if opened_at is None:
+        return None
+    return InputError(
+        UNCLOSED_QUOTE.format(opened_at), path=str(path), fix='Close the quote, or write a quote inside a quoted value as ""'
+    )
+
+
+def _unreadable_csv(path: Path) -> InputError:
+    return csv_fault(path) or InputError("cannot be read as UTF-8 CSV", path=str(path), fix="Save the file as UTF-8")
 
 
 def scan_canonical_parquet(path: Path) -> RawInput:
@@ -387,8 +419,9 @@ def _json_text(path: Path) -> str:
         return path.read_bytes().decode("utf-8-sig")
     except OSError as error:
         raise InputError(f"cannot read the file ({error.strerror or error})", path=str(path)) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", path=str(path), fix="Save the file as UTF-8") from None
+    except UnicodeDecodeError as error:
+        line = path.read_bytes().count(b"\n", 0, error.start) + 1
+        raise InputError(NOT_UTF8.format(line), path=str(path), fix="Save the file as UTF-8") from None
 
 
 def _first_json_value(path: Path, text: str) -> tuple[Any, Any]:
@@ -938,6 +971,9 @@ def _reading(inputs: Sequence[RawInput]) -> Iterator[None]:
             try:
                 raw_input.frame.collect(engine="streaming")
             except _READ_ERRORS as file_error:
+                fault = csv_fault(Path(raw_input.path)) if raw_input.kind == "CSV" else None
+                if fault is not None:
+                    raise fault from None
                 raise InputError(
                     f"cannot be read as {raw_input.kind} ({_first_line(file_error)})",
                     path=raw_input.path,

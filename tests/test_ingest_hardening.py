@@ -320,3 +320,51 @@ def test_webhook_counts_add_up_with_statuses_retries_and_quarantined_rows(tmp_pa
         ("wamid.I1", "received", "2026-03-02T10:00:00+00:00"),
         ("wamid.O1", "read", "2026-03-02T11:00:05+00:00"),
     ]
+
+
+# --- issue 15 item 11 (ingest): line numbers of unreadable CSV ------------------------------------
+
+GOOD = "m{},2026-03-02T10:00:00Z,inbound,B1,,393330001106,,,text,,"
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.csv.gz"])
+def test_a_latin1_byte_names_the_file_and_line(tmp_path, name):
+    import gzip
+
+    lines = [HEADER, *(GOOD.format(i) for i in range(1, 40)), "m40,2026-03-02T10:00:00Z,inbound,B1,,Jos\xe9,,,text,,", GOOD.format(41)]
+    data = ("\n".join(lines) + "\n").encode("latin-1")
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    original = path.read_bytes()
+    result = wa_analytics("ingest", path, "-o", tmp_path / "m.csv")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"wa-analytics: error: {path}: line 41 is not UTF-8 text (a Latin-1 or Windows-1252 byte such as é?). Save the file as UTF-8"
+    ]
+    assert path.read_bytes() == original
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_an_unterminated_quote_names_the_file_and_line_and_echoes_nothing(tmp_path):
+    rows = [GOOD.format(i) for i in range(1, 6)]
+    rows.insert(2, 'm9,2026-03-02T10:00:00Z,inbound,"B1,,SECRET-VALUE,,,text,,')
+    path = write_csv(tmp_path / "in.csv", *rows)
+    result = wa_analytics("ingest", path, "-o", tmp_path / "m.csv")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f'wa-analytics: error: {path}: line 4 opens a quoted value that is never closed. Close the quote, or write a quote inside a quoted value as ""'
+    ]
+    assert "SECRET" not in result.stderr
+
+
+def test_a_latin1_byte_in_the_header_or_json_names_the_line(tmp_path):
+    header = tmp_path / "header.csv"
+    header.write_bytes((HEADER.replace("message_type", "tipo_di_messaggio_\xe9") + "\n").encode("latin-1"))
+    result = wa_analytics("ingest", header, "-o", tmp_path / "m.csv")
+    assert result.returncode == 2
+    assert f"{header}: line 1 is not UTF-8 text" in result.stderr.splitlines()[-1]
+    records = tmp_path / "records.jsonl"
+    records.write_bytes(b'{"message_id": "m1"}\n{"message_id": "m2", "user_id": "Jos\xe9"}\n')
+    result = wa_analytics("ingest", records, "-o", tmp_path / "m.csv")
+    assert result.returncode == 2
+    assert f"{records}: line 2 is not UTF-8 text" in result.stderr.splitlines()[-1]
