@@ -312,7 +312,7 @@ def test_a_file_without_any_canonical_column_says_so(tmp_path):
         ("messages.xlsx", "x", "unknown file type '.xlsx'"),
         ("broken.parquet", "not parquet", "cannot read as Parquet"),
         ("broken.csv.gz", "not gzip", "cannot read the header as CSV"),
-        ("latin1.csv", f"{HEADER}\n".encode() + b"wamid.L1,2026-01-05T09:00:00Z,inbound,1,,Caf\xe9,text,,,\n", "cannot be read as CSV"),
+        ("latin1.csv", f"{HEADER}\n".encode() + b"wamid.L1,2026-01-05T09:00:00Z,inbound,1,,Caf\xe9,text,,,\n", "line 2 is not UTF-8 text"),
         ("broken.json", '{"message_id": ', "not valid JSON"),
         ("twice.csv", f"{HEADER},Direction\n", "column 'direction' appears twice"),
     ],
