@@ -40,8 +40,9 @@ Follow a file through this module in order:
    instants (fractions kept to the microsecond), `direction`, `message_type`, `template_category`,
    `status` and `entry_point` lower-cased, `user_country` upper-cased, empty `waba_id` is
    `default`, a phone-like `user_id` as its digits (`_canonical_values`; the number it was
-   written as goes to an empty `user_phone` in E.164, and the summary counts such rows). A category on a non-template and an entry point on an outbound message mean nothing
-   to billing (§1): they are set to null and counted in the run summary's notes. Rows with no value
+   written as goes to an empty `user_phone` in E.164, and the summary counts such rows). A
+   category on a non-template and an entry point on an outbound message mean nothing to billing
+   (§1): they are set to null and counted in the run summary's notes. Rows with no value
    at all (blank lines, `,,,,`) are not messages: they are skipped and counted in the notes.
 3. **Locate and pseudonymise** (`read_messages`): `markets.with_user_country` fills `user_country`
    from the phone, the given country or a business-scoped id's country prefix. Users for whom none
@@ -834,10 +835,13 @@ class IngestSummary:
         lines += [f"  {f.path} ({f.kind}): {_plural(f.rows, 'row')}" for f in self.files]
         lines.append(f"Used {_plural(self.rows_used, 'row')}.")
         if self.statuses_folded:
-            repeats = f"{_plural(self.duplicates_dropped, 'identical repeat')} (webhook retries included), " if self.duplicates_dropped else ""
+            repeats = (
+                f"{_plural(self.duplicates_dropped, 'identical repeat')} (webhook retries included), "
+                if self.duplicates_dropped else ""
+            )
             lines.append(
                 f"Dropped {_plural(self.rows_dropped, 'row')}: {repeats}"
-                f"{_plural(self.statuses_folded, 'status update')} folded into the row of its message."
+                f"{_plural(self.statuses_folded, 'status update')} folded into their message's row."
             )
         elif self.duplicates_dropped:
             lines.append(f"Dropped {_plural(self.duplicates_dropped, 'identical repeat')} of a message_id (kept once).")

@@ -291,8 +291,7 @@ def missing_user_country(names: list[str]) -> pl.Expr:
     case, where ingest has filled the rest)."""
     phone = pl.coalesce(_phone_digits_expr("user_phone", names), _phone_digits_expr("user_id", names))
     missing = pl.col("user_country").is_null()
-    located = pl.coalesce(_country_of_phones(pl.when(missing).then(phone)), _bsuid_country_expr("user_id", names))
-    return pl.when(missing).then(located).otherwise(pl.col("user_country"))
+    return pl.when(missing).then(_country_of_phones(pl.when(missing).then(phone))).otherwise(pl.col("user_country"))
 
 
 def with_user_country(frame: Frame) -> Frame:

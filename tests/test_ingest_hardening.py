@@ -313,7 +313,7 @@ def test_webhook_counts_add_up_with_statuses_retries_and_quarantined_rows(tmp_pa
     # future message quarantined; 3 identical repeats (sent, delivered, inbound) and 2 statuses
     # (sent, read) folded into the outbound row.
     assert summary_counts(result.stderr) == {"read": 8, "used": 2, "dropped": 5, "quarantined": 1}
-    assert "Dropped 5 rows: 3 identical repeats (webhook retries included), 2 status updates folded into the row of its message." in result.stderr
+    assert "Dropped 5 rows: 3 identical repeats (webhook retries included), 2 status updates folded into their message's row." in result.stderr
     assert f"  {day1} (webhook JSON): 5 rows" in result.stderr and f"  {day2} (webhook JSON): 3 rows" in result.stderr
     messages = pl.read_csv(tmp_path / "m.csv", infer_schema=False)
     assert messages.select("message_id", "status", "timestamp").rows() == [

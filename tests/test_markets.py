@@ -23,7 +23,6 @@ from analytics.markets import (
     country_of_phone,
     market_of,
     markets_of,
-    missing_user_country,
     phone_digits,
     phone_digits_expr,
     region_table,
@@ -248,12 +247,6 @@ def test_a_business_scoped_id_gives_its_country_when_no_phone_or_country_is_know
     )
     assert with_user_country(messages)["user_country"].to_list() == ["PE", "IN", "IT", "CL", None, None, None]
     assert [country_of_bsuid(u) for u in ("PE.977", "XX.1", "PE", "user.1")] == ["PE", None, None, None]
-
-
-def test_the_engine_locates_a_business_scoped_id_too():
-    frame = pl.DataFrame({"user_id": ["PE.977", "393330001234"], "user_country": [None, None]}, schema={"user_id": pl.String, "user_country": pl.String})
-    located = frame.select(missing_user_country(frame.columns).alias("user_country"))
-    assert located["user_country"].to_list() == ["PE", "IT"]
 
 
 @pytest.mark.parametrize(
