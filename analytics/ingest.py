@@ -911,7 +911,9 @@ def read_messages(
     inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
     with _reading(inputs):
         labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone, latest=latest)
-        outcomes, unlocated = pl.collect_all([_outcome_counts(labelled), _unlocated_users(labelled)], engine="streaming")
+        by_user = _outcome_counts(labelled).collect(engine="streaming")
+    outcomes = by_user.group_by("source_file", _OUTCOME, _KIND).agg(pl.col(_COUNTED).sum())
+    unlocated = _unlocated_users(by_user)
     messages, quarantine = markets.with_user_country(messages_of(labelled)), quarantine_of(labelled)
     if pseudonymise_key is not None:
         messages = pseudonymise(messages, pseudonymise_key)
@@ -925,8 +927,17 @@ def read_messages(
     )
 
 
+_USER = ("user_id", "user_phone", "user_country")
+_COUNTED = ("rows", "unconfirmed", "entry_points_ignored", "categories_ignored", "user_ids_normalised")
+
+
 def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
-    return labelled.group_by("source_file", _OUTCOME, _KIND).agg(
+    """Rows per file, outcome, reason and user (as written): the run summary's counts and the users
+    without a market (`_unlocated_users`) in one pass over the input. One row per distinct user
+    and file, and where each first appears (the lowest position, and its row in its file)."""
+    return labelled.group_by("source_file", _OUTCOME, _KIND, *_USER).agg(
+        position=pl.col(_POSITION).min(),
+        source_row=pl.col("source_row").min(),
         rows=pl.len(),
         unconfirmed=(pl.col("status") == "sent").sum(),
         entry_points_ignored=pl.col(_ENTRY_POINT_IGNORED).sum(),
@@ -935,18 +946,14 @@ def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _unlocated_users(labelled: pl.LazyFrame) -> pl.LazyFrame:
+def _unlocated_users(by_user: pl.DataFrame) -> pl.DataFrame:
     """The users of used rows for whom no country is known (market `Unknown`): user_id, one phone,
-    rows, and the first row's place. Works on the distinct (id, phone, country) spellings, few."""
-    used = labelled.filter(pl.col(_OUTCOME) == USED)
-    spellings = used.group_by("user_id", "user_phone", "user_country").agg(
-        rows=pl.len(),
-        position=pl.col(_POSITION).min(),
-        source_file=pl.col("source_file").sort_by(_POSITION).first(),
-        source_row=pl.col("source_row").sort_by(_POSITION).first(),
+    rows, and the first row's place, from `_outcome_counts` (each distinct phone parsed once)."""
+    spellings = by_user.filter(pl.col(_OUTCOME) == USED).sort("position").group_by(*_USER, maintain_order=True).agg(
+        pl.col("rows").sum(), pl.col("position", "source_file", "source_row").first()
     )
     located = markets.with_user_country(spellings).filter(pl.col("user_country").is_null())
-    return located.sort("position").group_by("user_id", maintain_order=True).agg(
+    return located.group_by("user_id", maintain_order=True).agg(
         pl.col("rows").sum(), pl.col("user_phone", "position", "source_file", "source_row").first()
     )
 
