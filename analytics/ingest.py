@@ -325,11 +325,14 @@ def _csv_header(path: Path) -> list[str] | None:
     try:
         with (gzip.open(path, "rb") if _suffix(path) == ".csv.gz" else open(path, "rb")) as binary:
             lines = (line.decode("utf-8-sig" if number == 0 else "utf-8") for number, line in enumerate(binary))
-            header = next(csv.reader(lines), None)  # decodes only the header's lines
+            reader = csv.reader(lines)
+            header = next(reader, None)  # decodes only the header's lines
     except UnicodeDecodeError:
         raise _unreadable_csv(path) from None
     except (OSError, EOFError, csv.Error) as error:
         raise InputError(f"cannot read the header as CSV ({error})", path=str(path), fix="Give a UTF-8 CSV file") from None
+    if reader.line_num > 1 and (fault := csv_fault(path)) is not None:  # a quote in the header that never closes
+        raise fault
     if header is None or not any(name.strip() for name in header):
         return None
     return header

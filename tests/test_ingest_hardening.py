@@ -368,3 +368,12 @@ def test_a_latin1_byte_in_the_header_or_json_names_the_line(tmp_path):
     result = wa_analytics("ingest", records, "-o", tmp_path / "m.csv")
     assert result.returncode == 2
     assert f"{records}: line 2 is not UTF-8 text" in result.stderr.splitlines()[-1]
+
+
+def test_a_quote_that_never_closes_in_the_header_names_line_1_and_echoes_no_row(tmp_path):
+    path = write_csv(tmp_path / "in.csv", GOOD.format(1).replace("393330001106", "SECRET-ID"), header='"' + HEADER)
+    result = wa_analytics("ingest", path, "-o", tmp_path / "m.csv")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f'wa-analytics: error: {path}: line 1 opens a quoted value that is never closed. Close the quote, or write a quote inside a quoted value as ""'
+    ]
