@@ -34,9 +34,11 @@ report: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## The property test with 20,000 random traffics instead of 2,000 (about ten times as long).
+## The property test with 20,000 random traffics instead of 2,000 (about ten times as long), and the
+## ingest fuzz test with 2,000 random inputs of each kind instead of 25 (200 through the command).
 test-thorough: $(STAMP)
 	WA_ANALYTICS_PROPERTY_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_engine_properties.py
+	WA_ANALYTICS_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q tests/test_ingest_properties.py
 
 ## Regenerate the shipped sample (deterministic for the seed).
 sample: $(STAMP)

@@ -174,6 +174,13 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace user ids and phones by keyed pseudonyms (key from WA_ANALYTICS_PSEUDONYM_KEY)",
     )
+    parser.add_argument(
+        "--latest-timestamp",
+        metavar="WHEN",
+        type=ingest.latest_option,
+        help="quarantine messages later than this date (UTC, the whole day counts) or instant with an offset "
+        "(default: the run's start plus one day)",
+    )
 
 
 def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None) -> ingest.Ingested:
@@ -185,6 +192,7 @@ def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None)
         timezone=_timezone(args),
         waba_timezones=billing_config(args).waba_timezones if getattr(args, "config", None) else None,
         pseudonymise_key=key_from_env() if args.pseudonymise else None,
+        latest=args.latest_timestamp,
     )
     if ingested.summary.rows_quarantined and quarantine_path is not None:
         ingest.write_frame(ingested.quarantine, quarantine_path, for_people=True)

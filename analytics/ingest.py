@@ -27,7 +27,12 @@ Follow a file through this module in order:
    7. `TEMPLATE_WITHOUT_CATEGORY`, then 8. `UNKNOWN_CATEGORY` (templates only)
    9. `UNKNOWN_STATUS`; 10. `UNKNOWN_ENTRY_POINT` (inbound only); 10a. `BAD_FEP_EXPIRY`: an
       `fep_expires_at` given that is neither ISO 8601 with offset nor Unix seconds
-   11. `CONFLICTING_DUPLICATE`: another row with the same message_id has different canonical
+   11. `UNKNOWN_COUNTRY`: `user_country` is not an ISO 3166-1 alpha-2 code (`XX`, `UK`, `Italy`):
+       never priced as `Other`, whether or not a phone would have been used instead
+   12. `after_latest()`: a timestamp later than the latest plausible one, by default the run's
+       start plus `FUTURE_MARGIN` (`99999999999` is year 5138: milliseconds cut short, not a time
+       to bill); `read_messages(latest=...)`, `--latest-timestamp` on the command line
+   13. `CONFLICTING_DUPLICATE`: another row with the same message_id has different canonical
        values (all such rows go, since none can be trusted over the others; a row quarantined for
        its own reason takes no part)
 
@@ -36,14 +41,20 @@ Follow a file through this module in order:
    first in input order, and counted in `duplicates_dropped`. Canonical form: timestamps as UTC
    instants (fractions kept to the microsecond), `direction`, `message_type`, `template_category`,
    `status` and `entry_point` lower-cased, `user_country` upper-cased, empty `waba_id` is
-   `default`. A category on a non-template and an entry point on an outbound message mean nothing
-   to billing (§1): they are set to null and counted in the run summary's notes. The optional
+   `default`, a phone-like `user_id` as its digits (`_canonical_values`; the number it was
+   written as goes to an empty `user_phone` in E.164, and the summary counts such rows). A
+   category on a non-template and an entry point on an outbound message mean nothing to billing
+   (§1): they are set to null and counted in the run summary's notes. The optional
    `fep_expires_at` (the end Meta gave a free entry point window, README) is an instant like
    `timestamp`, kept on outbound rows only; files without the column read it as null. Rows with no value
    at all (blank lines, `,,,,`) are not messages: they are skipped and counted in the notes.
 3. **Locate and pseudonymise** (`read_messages`): `markets.with_user_country` fills `user_country`
-   from the phone; with a key, `pseudonymise` replaces user ids and phones (also in the quarantine).
-4. **Count** (`IngestSummary`): rows read = used + duplicates dropped + quarantined, always.
+   from the phone, the given country or a business-scoped id's country prefix. Users for whom none
+   is known keep their rows (their free messages and windows still count) with market `Unknown`,
+   and are counted in the summary by why (`markets.unknown_market_reason`), with the first row of
+   each reason: `costs` cannot price their paid charges. With a key, `pseudonymise` replaces user
+   ids and phones (also in the quarantine).
+4. **Count** (`IngestSummary`): rows read = used + dropped + quarantined, always.
 
 `read_messages` returns lazy frames: the input files are scanned again whenever they are collected
 or written (`write_frame` streams them to disk). Before returning, it scans the inputs to find
@@ -117,6 +128,11 @@ BAD_FEP_EXPIRY = (
     "fep_expires_at is not a time: write ISO 8601 with an offset (2026-10-05T09:30:00Z) or Unix seconds, "
     "or leave it empty"
 )
+UNKNOWN_COUNTRY = (
+    "user_country is not an ISO 3166-1 alpha-2 country code: write two letters such as IT or GB (not UK), "
+    "or leave it empty"
+)
+FUTURE_MARGIN = dt.timedelta(days=1)  # a timestamp later than the run's start plus this is implausible (`after_latest`)
 CONFLICTING_DUPLICATE = "conflicting duplicate of message_id"  # the summary's key; rows get the details
 ROWS_NAMED_PER_CONFLICT = 5
 
@@ -132,6 +148,7 @@ _FEP_ISO_PARTS, _FEP_INSTANT = "_fep_iso_parts", "_fep_instant"
 _KIND, _OUTCOME, _BLANK = "_reason_kind", "_outcome", "_blank"
 _ENTRY_POINT_IGNORED, _CATEGORY_IGNORED = "_entry_point_ignored", "_category_ignored"
 _ROW_INDEX, _OVERFLOW = "_row_index", "_overflow"
+_ID_NORMALISED, _ID_AS_WRITTEN = "_user_id_normalised", "_user_id_as_written"
 USED, DUPLICATE, QUARANTINED, BLANK = "used", "duplicate", "quarantined", "blank"
 
 
@@ -148,6 +165,8 @@ class RawInput:
     notes: tuple[str, ...] = ()
     billing: pl.DataFrame | None = None
     webhook: webhooks.WebhookFile | None = None  # statuses still to fold with the other files' (`fold_webhooks`)
+    statuses_retried: int = 0  # webhook statuses identical to one read before (retries): dropped
+    statuses_folded: int = 0  # other webhook statuses, folded into their message's row: dropped
 
 
 def read_raw(
@@ -180,11 +199,50 @@ def fold_webhooks(
     (`webhooks.fold_files`): one message's statuses may sit in several files (daily dumps)."""
     files = [i.webhook for i in inputs if i.webhook is not None]
     folded = iter(webhooks.fold_files(files, send_log=send_log, templates=templates))  # in the inputs' order
-    return [_with_rows(i, next(folded)) if i.webhook is not None else i for i in inputs]
+    retried = iter(_retried_statuses(files))
+    paths: set[str] = set()
+    result = []
+    for raw_input in inputs:
+        if raw_input.webhook is None:
+            result.append(raw_input)
+            continue
+        rows = next(folded)
+        if raw_input.path in paths:  # the same file again: its folded rows are the first reading's
+            rows = replace(rows, messages=rows.messages.filter(pl.col("direction").ne_missing("outbound")))
+        paths.add(raw_input.path)
+        result.append(_with_rows(raw_input, rows, next(retried)))
+    return result
 
 
-def _with_rows(raw_input: RawInput, rows: webhooks.WebhookRows) -> RawInput:
-    return replace(raw_input, frame=conform_raw(rows.messages.lazy()), billing=rows.billing, webhook=None)
+def _with_rows(raw_input: RawInput, rows: webhooks.WebhookRows, retried: int) -> RawInput:
+    """The input with its folded rows, and how many of its status records no row stands for:
+    retries (identical to a status read before) and the other statuses of a message, both dropped,
+    so that rows read = used + dropped + quarantined for webhooks as for CSV."""
+    assert raw_input.webhook is not None
+    absorbed = raw_input.webhook.statuses.height - (rows.messages.height - raw_input.webhook.rows.height)
+    retried = min(retried, absorbed)
+    return replace(
+        raw_input,
+        frame=conform_raw(rows.messages.lazy()),
+        billing=rows.billing,
+        webhook=None,
+        statuses_retried=retried,
+        statuses_folded=absorbed - retried,
+    )
+
+
+def _retried_statuses(files: Sequence[webhooks.WebhookFile]) -> list[int]:
+    """Per file, its status records identical (but for where they were read) to one read before in
+    the run, in file and row order: Meta's retries, and the same status in two overlapping dumps."""
+    if not files:
+        return []
+    statuses = pl.concat(
+        [f.statuses.drop("source_file", "source_row").with_columns(_file=pl.lit(i, pl.Int32)) for i, f in enumerate(files)]
+    )
+    content = [c for c in statuses.columns if c != "_file"]
+    counted = statuses.with_columns(_retry=~pl.struct(content).is_first_distinct()).group_by("_file").agg(pl.col("_retry").sum())
+    by_file = dict(counted.iter_rows())
+    return [int(by_file.get(i, 0)) for i in range(len(files))]
 
 
 def _suffix(path: Path) -> str:
@@ -275,12 +333,47 @@ def _csv_header(path: Path) -> list[str] | None:
     try:
         with (gzip.open(path, "rb") if _suffix(path) == ".csv.gz" else open(path, "rb")) as binary:
             lines = (line.decode("utf-8-sig" if number == 0 else "utf-8") for number, line in enumerate(binary))
-            header = next(csv.reader(lines), None)  # decodes only the header's lines
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as error:
+            reader = csv.reader(lines)
+            header = next(reader, None)  # decodes only the header's lines
+    except UnicodeDecodeError:
+        raise _unreadable_csv(path) from None
+    except (OSError, EOFError, csv.Error) as error:
         raise InputError(f"cannot read the header as CSV ({error})", path=str(path), fix="Give a UTF-8 CSV file") from None
+    if reader.line_num > 1 and (fault := csv_fault(path)) is not None:  # a quote in the header that never closes
+        raise fault
     if header is None or not any(name.strip() for name in header):
         return None
     return header
+
+
+NOT_UTF8 = "line {} is not UTF-8 text (a Latin-1 or Windows-1252 byte such as é?)"
+UNCLOSED_QUOTE = "line {} opens a quoted value that is never closed"
+
+
+def csv_fault(path: Path) -> InputError | None:
+    """Why a CSV that the scanner could not read is unreadable, naming the line: the first line
+    that is not UTF-8, else the line where a quoted value opens and never closes. None if neither."""
+    opened_at = None  # the line of a quoted value still open
+    try:
+        with gzip.open(path, "rb") if _suffix(path) == ".csv.gz" else open(path, "rb") as binary:
+            for number, line in enumerate(binary, start=1):
+                try:
+                    text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError:
+                    return InputError(NOT_UTF8.format(number), path=str(path), fix="Save the file as UTF-8")
+                if text.count('"') % 2:  # an odd number of quotes opens or closes a value ("" is a quote inside)
+                    opened_at = number if opened_at is None else None
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+    if opened_at is None:
+        return None
+    return InputError(
+        UNCLOSED_QUOTE.format(opened_at), path=str(path), fix='Close the quote, or write a quote inside a quoted value as ""'
+    )
+
+
+def _unreadable_csv(path: Path) -> InputError:
+    return csv_fault(path) or InputError("cannot be read as UTF-8 CSV", path=str(path), fix="Save the file as UTF-8")
 
 
 def scan_canonical_parquet(path: Path) -> RawInput:
@@ -338,8 +431,9 @@ def _json_text(path: Path) -> str:
         return path.read_bytes().decode("utf-8-sig")
     except OSError as error:
         raise InputError(f"cannot read the file ({error.strerror or error})", path=str(path)) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", path=str(path), fix="Save the file as UTF-8") from None
+    except UnicodeDecodeError as error:
+        line = path.read_bytes().count(b"\n", 0, error.start) + 1
+        raise InputError(NOT_UTF8.format(line), path=str(path), fix="Save the file as UTF-8") from None
 
 
 def _first_json_value(path: Path, text: str) -> tuple[Any, Any]:
@@ -439,21 +533,29 @@ def conform_raw(frame: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def validate(
-    raw: pl.LazyFrame, *, timezone: str = "UTC", waba_timezones: Mapping[str, str] | None = None
+    raw: pl.LazyFrame,
+    *,
+    timezone: str = "UTC",
+    waba_timezones: Mapping[str, str] | None = None,
+    latest: dt.datetime | None = None,
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """(messages in exactly MESSAGE_SCHEMA, quarantine) from raw canonical rows (docstring, step 2).
 
     The quarantine has `source_file`, `source_row`, `reason` and the raw values as read.
     """
-    labelled = label(raw, timezone=timezone, waba_timezones=waba_timezones)
+    labelled = label(raw, timezone=timezone, waba_timezones=waba_timezones, latest=latest)
     return messages_of(labelled), quarantine_of(labelled)
 
 
-def label(raw: pl.LazyFrame, *, timezone: str = "UTC", waba_timezones: Mapping[str, str] | None = None) -> pl.LazyFrame:
+def label(
+    raw: pl.LazyFrame, *, timezone: str = "UTC", waba_timezones: Mapping[str, str] | None = None, latest: dt.datetime | None = None
+) -> pl.LazyFrame:
     """Every raw row with its canonical values, its outcome (used, duplicate, quarantined, blank) and reason.
 
-    Scans `raw` once now to find repeated message_ids (`repeated_messages`); the rest stays lazy.
+    `latest`: the latest plausible timestamp (default `default_latest()`, now plus a day). Scans
+    `raw` once now to find repeated message_ids (`repeated_messages`); the rest stays lazy.
     """
+    latest = default_latest() if latest is None else latest
     trimmed = (
         conform_raw(raw)
         .with_row_index(_POSITION)
@@ -471,7 +573,9 @@ def label(raw: pl.LazyFrame, *, timezone: str = "UTC", waba_timezones: Mapping[s
         *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point")],
         pl.col("user_country").str.to_uppercase(),
         pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
-    ).with_columns(_row_reason(_first_supported_instants(timezone, waba_timezones or {})).alias(_REASON))
+    ).with_columns(
+        pl.coalesce(_row_reason(_first_supported_instants(timezone, waba_timezones or {})), _implausible_time(latest)).alias(_REASON)
+    )
     checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT)
     return _resolve_duplicates(checked, repeated_messages(checked))
 
@@ -541,6 +645,39 @@ def _first_supported_instant(timezone: str) -> dt.datetime:
     return midnight.astimezone(dt.timezone.utc)
 
 
+def default_latest(now: dt.datetime | None = None) -> dt.datetime:
+    """The latest timestamp a run accepts unless told otherwise: its start plus `FUTURE_MARGIN`."""
+    return (now or dt.datetime.now(dt.timezone.utc)) + FUTURE_MARGIN
+
+
+def latest_option(text: str) -> dt.datetime:
+    """`--latest-timestamp`: an ISO 8601 date (the whole day counts, UTC) or an instant with an offset."""
+    value = text.strip()
+    try:
+        if len(value) == 10:
+            return dt.datetime.combine(dt.date.fromisoformat(value), dt.time.max, tzinfo=dt.timezone.utc)
+        instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise UsageError(
+            f"--latest-timestamp {text!r} is not a date or an instant with a time zone: write 2027-12-31 or 2027-12-31T23:00:00Z"
+        )
+    return instant.astimezone(dt.timezone.utc)
+
+
+def after_latest(latest: dt.datetime) -> str:
+    return (
+        f"timestamp after {latest.astimezone(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}, the latest this run accepts "
+        "(a mistake such as milliseconds or a wrong year? --latest-timestamp accepts later ones; default: the run's start plus one day)"
+    )
+
+
+def _implausible_time(latest: dt.datetime) -> pl.Expr:
+    """`after_latest` for a row whose timestamp is later than `latest` (docstring, step 2, 12)."""
+    return pl.when(pl.col(_INSTANT) > latest).then(pl.lit(after_latest(latest)))
+
+
 def zone_info(timezone: str) -> ZoneInfo:
     try:
         return ZoneInfo(timezone)
@@ -549,13 +686,14 @@ def zone_info(timezone: str) -> ZoneInfo:
 
 
 def _row_reason(first_instant: pl.Expr) -> pl.Expr:
-    """The first reason (docstring, step 2, 1–10a) a row cannot be used, or null."""
+    """The first reason (docstring, step 2, 1–11) a row cannot be used, or null."""
     missing = pl.concat_str(
         [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in REQUIRED_MESSAGE_COLUMNS], separator=", ", ignore_nulls=True
     )
     template = pl.col("message_type") == TEMPLATE
     category = pl.col("template_category")
     entry_point = pl.col("entry_point")
+    country = pl.col("user_country")
     return (
         pl.when(pl.col("problem").is_not_null()).then(pl.col("problem"))
         .when(missing != "").then(pl.lit(MISSING_VALUE) + missing)
@@ -569,15 +707,27 @@ def _row_reason(first_instant: pl.Expr) -> pl.Expr:
         .when((pl.col("direction") == "inbound") & entry_point.is_not_null() & ~entry_point.is_in(ENTRY_POINTS))
         .then(pl.lit(UNKNOWN_ENTRY_POINT))
         .when(pl.col("fep_expires_at").is_not_null() & pl.col(_FEP_INSTANT).is_null()).then(pl.lit(BAD_FEP_EXPIRY))
+        .when(country.is_not_null() & ~country.is_in(sorted(markets.iso_countries()))).then(pl.lit(UNKNOWN_COUNTRY))
     )
 
 
 def _canonical_values() -> list[pl.Expr]:
-    """Canonical form of a checked row; flags what was set to null for the notes."""
+    """Canonical form of a checked row; flags what was set to null or rewritten for the notes.
+
+    A phone-like `user_id` becomes its digits (`markets.phone_digits`: E.164 without `+`, as Meta's
+    `wa_id`), here and nowhere else, so that `+39 333 000 1106` in a CRM export and `393330001106`
+    in a webhook are one user to every key formed later (windows, tiers, duplicates). Where that
+    rewrote the id, `_ID_AS_WRITTEN` keeps the number in E.164 for `user_phone` (`messages_of`).
+    """
     template = pl.col("message_type") == TEMPLATE
     outbound = pl.col("direction") == "outbound"
+    digits = markets.phone_digits_expr(pl.col("user_id"))
+    respelled = (digits != pl.col("user_id")).fill_null(False)
     return [
         pl.col(_INSTANT).alias("timestamp"),
+        pl.coalesce(digits, pl.col("user_id")).alias("user_id"),
+        respelled.alias(_ID_NORMALISED),
+        pl.when(respelled).then(pl.lit("+") + digits).alias(_ID_AS_WRITTEN),
         pl.col("waba_id").fill_null(DEFAULT_WABA),
         pl.when(template).then(pl.col("template_category")).alias("template_category"),
         pl.when(~outbound).then(pl.col("entry_point")).alias("entry_point"),
@@ -654,8 +804,10 @@ def _resolve_duplicates(checked: pl.LazyFrame, repeats: pl.DataFrame) -> pl.Lazy
 
 
 def messages_of(labelled: pl.LazyFrame) -> pl.LazyFrame:
-    """The used rows, exactly MESSAGE_SCHEMA, in input order."""
-    return labelled.filter(pl.col(_OUTCOME) == USED).select(pl.col(c).cast(t) for c, t in MESSAGE_SCHEMA.items())
+    """The used rows, exactly MESSAGE_SCHEMA, in input order; a `user_id` written as a phone number
+    other than its digits keeps that number in `user_phone` (E.164), unless one is given."""
+    used = labelled.filter(pl.col(_OUTCOME) == USED).with_columns(pl.coalesce("user_phone", _ID_AS_WRITTEN).alias("user_phone"))
+    return used.select(pl.col(c).cast(t) for c, t in MESSAGE_SCHEMA.items())
 
 
 def quarantine_of(labelled: pl.LazyFrame) -> pl.LazyFrame:
@@ -676,27 +828,57 @@ class InputFile:
 
 
 @dataclass(frozen=True)
+class UnknownMarkets:
+    """Users whose market could not be found, for one reason (`markets.unknown_market_reason`)."""
+
+    reason: str
+    users: int
+    rows: int
+    first: str  # where the first such row is: "file, row n"
+
+
+@dataclass(frozen=True)
 class IngestSummary:
-    """What a run read and did with it; rows_read = rows_used + duplicates_dropped + quarantined rows."""
+    """What a run read and did with it; rows_read = rows_used + rows_dropped + rows_quarantined.
+
+    A webhook file's rows are its inbound messages and status records: a message's statuses are
+    folded into one row (`statuses_folded` are the others), and identical repeats of a status
+    (retries) are `duplicates_dropped`, as identical repeats of a message are.
+    """
 
     rows_read: int
     rows_used: int
     duplicates_dropped: int
     quarantined: dict[str, int] = field(default_factory=dict)  # reason -> rows, most frequent first
     unconfirmed_deliveries: int = 0  # used rows with status `sent`: billed as delivered
+    unknown_markets: tuple[UnknownMarkets, ...] = ()  # most users first
     notes: tuple[str, ...] = ()
     files: tuple[InputFile, ...] = ()
+    statuses_folded: int = 0  # webhook statuses folded into their message's row
 
     @property
     def rows_quarantined(self) -> int:
         return sum(self.quarantined.values())
+
+    @property
+    def rows_dropped(self) -> int:
+        return self.duplicates_dropped + self.statuses_folded
 
     def format(self, *, quarantine_path: str | Path | None = None) -> str:
         """The run summary, for stderr."""
         lines = [f"Read {_plural(self.rows_read, 'row')} from {_plural(len(self.files), 'file')}:"]
         lines += [f"  {f.path} ({f.kind}): {_plural(f.rows, 'row')}" for f in self.files]
         lines.append(f"Used {_plural(self.rows_used, 'row')}.")
-        if self.duplicates_dropped:
+        if self.statuses_folded:
+            repeats = (
+                f"{_plural(self.duplicates_dropped, 'identical repeat')} (webhook retries included), "
+                if self.duplicates_dropped else ""
+            )
+            lines.append(
+                f"Dropped {_plural(self.rows_dropped, 'row')}: {repeats}"
+                f"{_plural(self.statuses_folded, 'status update')} folded into their message's row."
+            )
+        elif self.duplicates_dropped:
             lines.append(f"Dropped {_plural(self.duplicates_dropped, 'identical repeat')} of a message_id (kept once).")
         if self.rows_quarantined:
             where = f" (written to {quarantine_path})" if quarantine_path else ""
@@ -705,6 +887,17 @@ class IngestSummary:
             lines += [f"  {count:>{width},}  {reason}" for reason, count in self.quarantined.items()]
         else:
             lines.append("Quarantined no rows.")
+        if self.unknown_markets:
+            users = sum(u.users for u in self.unknown_markets)
+            rows = sum(u.rows for u in self.unknown_markets)
+            lines.append(
+                f"Market unknown for {_plural(users, 'user')} ({_plural(rows, 'row')}): kept with market Unknown, "
+                "but costs cannot price their paid messages; by reason:"
+            )
+            lines += [
+                f"  {_plural(u.users, 'user')} ({_plural(u.rows, 'row')}): {u.reason} (first: {u.first})"
+                for u in self.unknown_markets
+            ]
         if self.unconfirmed_deliveries:
             lines.append(
                 f"{_plural(self.unconfirmed_deliveries, 'outbound message')} with status sent (delivery not confirmed): "
@@ -742,10 +935,11 @@ def read_messages(
     timezone: str = "UTC",
     waba_timezones: Mapping[str, str] | None = None,
     pseudonymise_key: bytes | None = None,
+    latest: dt.datetime | None = None,
 ) -> Ingested:
     """Canonical messages from any number of files of any supported format (module docstring).
     `timezone` and `waba_timezones` (`BillingConfig`'s) decide which rows come before the first
-    supported rule set."""
+    supported rule set; timestamps after `latest` (default: now plus `FUTURE_MARGIN`) are quarantined."""
     if not paths:
         raise UsageError("no input files: give at least one CSV, Parquet or JSON file")
     zone_info(timezone)
@@ -753,8 +947,10 @@ def read_messages(
     template_list = webhooks.read_templates(templates) if templates is not None else None
     inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
     with _reading(inputs):
-        labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone, waba_timezones=waba_timezones)
-        outcomes = _outcome_counts(labelled).collect(engine="streaming")
+        labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone, waba_timezones=waba_timezones, latest=latest)
+        by_user = _outcome_counts(labelled).collect(engine="streaming")
+    outcomes = by_user.group_by("source_file", _OUTCOME, _KIND).agg(pl.col(_COUNTED).sum())
+    unlocated = _unlocated_users(by_user)
     messages, quarantine = markets.with_user_country(messages_of(labelled)), quarantine_of(labelled)
     if pseudonymise_key is not None:
         messages = pseudonymise(messages, pseudonymise_key)
@@ -764,17 +960,50 @@ def read_messages(
         messages=messages,
         quarantine=quarantine,
         billing=_billing(inputs),
-        summary=summarise(outcomes, inputs, notes),
+        summary=replace(summarise(outcomes, inputs, notes), unknown_markets=unknown_markets(unlocated)),
     )
 
 
+_USER = ("user_id", "user_phone", "user_country")
+_COUNTED = ("rows", "unconfirmed", "entry_points_ignored", "categories_ignored", "user_ids_normalised")
+
+
 def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
-    return labelled.group_by("source_file", _OUTCOME, _KIND).agg(
+    """Rows per file, outcome, reason and user (as written): the run summary's counts and the users
+    without a market (`_unlocated_users`) in one pass over the input. One row per distinct user
+    and file, and where each first appears (the lowest position, and its row in its file)."""
+    return labelled.group_by("source_file", _OUTCOME, _KIND, *_USER).agg(
+        position=pl.col(_POSITION).min(),
+        source_row=pl.col("source_row").min(),
         rows=pl.len(),
         unconfirmed=(pl.col("status") == "sent").sum(),
         entry_points_ignored=pl.col(_ENTRY_POINT_IGNORED).sum(),
         categories_ignored=pl.col(_CATEGORY_IGNORED).sum(),
+        user_ids_normalised=pl.col(_ID_NORMALISED).sum(),
     )
+
+
+def _unlocated_users(by_user: pl.DataFrame) -> pl.DataFrame:
+    """The users of used rows for whom no country is known (market `Unknown`): user_id, one phone,
+    rows, and the first row's place, from `_outcome_counts` (each distinct phone parsed once)."""
+    spellings = by_user.filter(pl.col(_OUTCOME) == USED).sort("position").group_by(*_USER, maintain_order=True).agg(
+        pl.col("rows").sum(), pl.col("position", "source_file", "source_row").first()
+    )
+    located = markets.with_user_country(spellings).filter(pl.col("user_country").is_null())
+    return located.group_by("user_id", maintain_order=True).agg(
+        pl.col("rows").sum(), pl.col("user_phone", "position", "source_file", "source_row").first()
+    )
+
+
+def unknown_markets(unlocated: pl.DataFrame) -> tuple[UnknownMarkets, ...]:
+    """`_unlocated_users` counted by reason, most users first."""
+    by_reason: dict[str, list] = {}
+    for row in unlocated.sort("position").iter_rows(named=True):
+        reason = markets.unknown_market_reason(row["user_id"], row["user_phone"])
+        users, rows, first = by_reason.get(reason, (0, 0, f"{row['source_file']}, row {row['source_row']}"))
+        by_reason[reason] = [users + 1, rows + row["rows"], first]
+    counted = [UnknownMarkets(reason, users, rows, first) for reason, (users, rows, first) in by_reason.items()]
+    return tuple(sorted(counted, key=lambda u: (-u.users, u.reason)))
 
 
 _READ_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError)
@@ -790,6 +1019,9 @@ def _reading(inputs: Sequence[RawInput]) -> Iterator[None]:
             try:
                 raw_input.frame.collect(engine="streaming")
             except _READ_ERRORS as file_error:
+                fault = csv_fault(Path(raw_input.path)) if raw_input.kind == "CSV" else None
+                if fault is not None:
+                    raise fault from None
                 raise InputError(
                     f"cannot be read as {raw_input.kind} ({_first_line(file_error)})",
                     path=raw_input.path,
@@ -834,7 +1066,11 @@ def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequenc
         .sort(["rows", _KIND], descending=[True, False])
     )
     blank = outcomes.filter(pl.col(_OUTCOME) == BLANK).group_by("source_file").agg(pl.col("rows").sum()).sort("source_file")
-    rows_per_file = dict(counted.group_by("source_file").agg(pl.col("rows").sum()).iter_rows())
+    rows_per_file = Counter(dict(counted.group_by("source_file").agg(pl.col("rows").sum()).iter_rows()))
+    for raw_input in inputs:
+        rows_per_file[raw_input.path] += raw_input.statuses_retried + raw_input.statuses_folded
+    retried = sum(i.statuses_retried for i in inputs)
+    folded = sum(i.statuses_folded for i in inputs)
     notes = [
         *notes,
         *[f"{file}: skipped {_plural(rows, 'row')} without any value (blank lines)" for file, rows in blank.iter_rows()],
@@ -843,10 +1079,16 @@ def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequenc
         notes.append(f"entry_point ignored on {_plural(entry_points, 'outbound message')}: it only means something inbound")
     if categories := total(used, "categories_ignored"):
         notes.append(f"template_category ignored on {_plural(categories, 'non-template message')}")
+    if normalised := total(used, "user_ids_normalised"):
+        notes.append(
+            f"user_id written as a phone number with +, 00, spaces, dashes, parentheses or a trailing .0 on "
+            f"{_plural(normalised, 'row')}: read as its digits (Meta's wa_id form), so each user is one customer"
+        )
     return IngestSummary(
-        rows_read=total(counted),
+        rows_read=total(counted) + retried + folded,
         rows_used=total(used),
-        duplicates_dropped=total(counted.filter(pl.col(_OUTCOME) == DUPLICATE)),
+        duplicates_dropped=total(counted.filter(pl.col(_OUTCOME) == DUPLICATE)) + retried,
+        statuses_folded=folded,
         quarantined=dict(quarantined.iter_rows()),
         unconfirmed_deliveries=total(used, "unconfirmed"),
         notes=tuple(notes),

@@ -33,9 +33,31 @@ UNKNOWN_MARKET = "Unknown"  # no phone and no country: not a Meta market, shown 
 
 NANP_CALLING_CODE = 1
 _SEPARATORS = re.compile(r"[\s\-()]")  # what people type inside a phone number
-_PHONE_LIKE = r"^\+?\d{7,15}$"  # E.164 allows at most 15 digits; shorter than 7 is no user's phone
-_PHONE_LIKE_RE = re.compile(_PHONE_LIKE)
+# A phone number once the separators are gone: `+` or the international prefix `00`, 7 to 15 digits
+# (E.164 allows at most 15; shorter is no user's phone), and the `.0` a spreadsheet adds to a number
+# it stored as a float. The digits are group 1.
+_PHONE = r"^(?:\+|00)?(\d{7,15})(?:\.0+)?$"
+_PHONE_RE = re.compile(_PHONE)
 _NON_GEOGRAPHIC = {"001", phonenumbers.UNKNOWN_REGION}  # +800, +882, ... and unassigned codes
+# A business-scoped user id that starts with the user's country (changes-2026-h2.md §6: `PE.977…`).
+_BSUID_COUNTRY = r"^([A-Z]{2})\.\S"
+# ISO 3166-1 alpha-2 codes of territories without a telephone numbering plan of their own, so
+# unknown to `phonenumbers` (Antarctica, Bouvet, South Georgia, Heard, Pitcairn, French Southern
+# Territories, US Minor Outlying Islands); every other code is one of its regions.
+_ISO_WITHOUT_NUMBERING_PLAN = frozenset({"AQ", "BV", "GS", "HM", "PN", "TF", "UM"})
+
+# Why a user's market cannot be found (`unknown_market_reason`), for the run summary.
+NOT_A_PHONE = "the user id is not a phone number and there is no user_phone or user_country: give either"
+NO_SUCH_CALLING_CODE = (
+    "the phone number starts with no assigned country calling code (a national number without its country code?): "
+    "write it in international form or give user_country"
+)
+NON_GEOGRAPHIC_NUMBER = "the phone number is non-geographic (+800, +808, +870, +881, +882, +883, +979): give user_country"
+SCIENTIFIC_NOTATION = (
+    "the user id is a number in scientific notation (3.9333E+11), as a spreadsheet shows it, and lost digits: "
+    "export the column as text"
+)
+_SCIENTIFIC = re.compile(r"^[+-]?\d(?:[.,]\d+)?[eE][+-]?\d+$")
 
 REGION_SCHEMA = {
     "country": pl.String(),
@@ -115,18 +137,62 @@ MARKETS: tuple[str, ...] = tuple(sorted({*region_table()["market"].to_list(), OT
 
 
 def phone_digits(phone: str | None) -> str | None:
-    """The digits of a phone number written with or without `+` and separators; None if it is not one."""
+    """The digits of a phone number (E.164 without `+`) written with `+`, `00` or neither, with
+    spaces, dashes or parentheses, or as a spreadsheet float (`393330001106.0`); None if it is not
+    one (a business-scoped user id, an e-mail address, a number in scientific notation)."""
     if phone is None:
         return None
-    compact = _SEPARATORS.sub("", phone.strip())
-    return compact.lstrip("+") if _PHONE_LIKE_RE.match(compact) else None
+    match = _PHONE_RE.match(_SEPARATORS.sub("", phone.strip()))
+    return match.group(1) if match else None
+
+
+def phone_digits_expr(text: pl.Expr) -> pl.Expr:
+    """`phone_digits` as a polars expression: the digits, or null where `text` is not a phone number."""
+    return text.str.strip_chars().str.replace_all(_SEPARATORS.pattern, "").str.extract(_PHONE, 1)
+
+
+@cache
+def iso_countries() -> frozenset[str]:
+    """Every ISO 3166-1 alpha-2 code a user's country may be (and XK, Kosovo, which phone numbers use)."""
+    return frozenset(phonenumbers.SUPPORTED_REGIONS) | _ISO_WITHOUT_NUMBERING_PLAN | frozenset(_periods())
+
+
+def country_of_bsuid(user_id: str | None) -> str | None:
+    """The country a business-scoped user id starts with (`PE.9771234…` -> PE), if it is an ISO code."""
+    match = re.match(_BSUID_COUNTRY, user_id or "")
+    return match.group(1) if match and match.group(1) in iso_countries() else None
+
+
+def _bsuid_country_expr(column: str, names: list[str]) -> pl.Expr:
+    if column not in names:
+        return pl.lit(None, dtype=pl.String)
+    prefix = pl.col(column).str.strip_chars().str.extract(_BSUID_COUNTRY, 1)
+    return pl.when(prefix.is_in(sorted(iso_countries()))).then(prefix)
+
+
+def unknown_market_reason(user_id: str | None, user_phone: str | None = None) -> str:
+    """Why no country (so no market) can be found for a user without `user_country` (one of the
+    reasons above), for the run summary and the error of a charge that cannot be priced."""
+    for phone in (user_phone, user_id):
+        digits = phone_digits(phone)
+        if digits is not None:
+            try:
+                calling_code = phonenumbers.parse("+" + digits).country_code
+            except phonenumbers.NumberParseException:
+                return NO_SUCH_CALLING_CODE
+            non_geographic = phonenumbers.region_code_for_country_code(calling_code) == "001"
+            return NON_GEOGRAPHIC_NUMBER if non_geographic else NO_SUCH_CALLING_CODE
+    if _SCIENTIFIC.match((user_id or "").strip()):
+        return SCIENTIFIC_NOTATION
+    return NOT_A_PHONE
 
 
 def country_of_phone(phone: str | None) -> str | None:
     """ISO 3166-1 alpha-2 country of a user's phone (`393331234567`, `+1 809 555 0100`), §2.
 
     None for what is not a phone number: a business-scoped user id (`US.13491208655302741918`), an
-    empty value, a non-geographic code (+800, +882).
+    empty value, a non-geographic code (+800, +882). A business-scoped id's country prefix is
+    `country_of_bsuid`.
     """
     digits = phone_digits(phone)
     return None if digits is None else _country_of_digits(digits)
@@ -206,11 +272,10 @@ def _country_of_phones(phones: pl.Expr) -> pl.Expr:
 
 
 def _phone_digits_expr(column: str, names: list[str]) -> pl.Expr:
-    """Digits of `column` where it looks like a phone number (7–15 digits, optional +), else null."""
+    """Digits of `column` where it is a phone number (`phone_digits_expr`), else null."""
     if column not in names:
         return pl.lit(None, dtype=pl.String)
-    compact = pl.col(column).str.strip_chars().str.replace_all(_SEPARATORS.pattern, "")
-    return pl.when(compact.str.contains(_PHONE_LIKE)).then(compact.str.strip_chars_start("+"))
+    return phone_digits_expr(pl.col(column))
 
 
 def _given_country(names: list[str]) -> pl.Expr:
@@ -230,16 +295,18 @@ def missing_user_country(names: list[str]) -> pl.Expr:
 
 
 def with_user_country(frame: Frame) -> Frame:
-    """`user_country` from the user's phone where one is known, else the given one upper-cased (§2).
+    """`user_country` from the user's phone where one is known, else the given one upper-cased, else
+    the country a business-scoped user id starts with (§2; changes-2026-h2.md §6: `PE.977…` is Peru).
 
     The phone is `user_phone`, else `user_id` when it is a wa_id (phone digits); a phone's country
     wins over a given `user_country` (contracts.md §1: that column is used only when no phone is
-    known). Each distinct phone is parsed once.
+    known), and a given one over the BSUID's prefix (a country the business knows is the better
+    witness). Each distinct phone is parsed once.
     """
     names = frame.collect_schema().names()
     keys = [c for c in ("user_id", "user_phone", "user_country") if c in names]
     phone = pl.coalesce(_phone_digits_expr("user_phone", names), _phone_digits_expr("user_id", names))
-    country = pl.coalesce(_country_of_phones(phone), _given_country(names))
+    country = pl.coalesce(_country_of_phones(phone), _given_country(names), _bsuid_country_expr("user_id", names))
     if not keys:
         return frame.with_columns(user_country=country)
     return _through_distinct(frame, keys, country, "user_country")

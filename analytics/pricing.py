@@ -65,7 +65,7 @@ import polars as pl
 from analytics import config_schema, ratecards, rules, schema
 from analytics.charges import charge_period, local_time, looked_up
 from analytics.errors import InputError, UsageError
-from analytics.markets import UNKNOWN_MARKET
+from analytics.markets import UNKNOWN_MARKET, unknown_market_reason
 from analytics.ratecards import RATE_SCALE, TIER_FAMILY, load_card
 from analytics.resources import ArrowStream, query
 from analytics.rules import BillingConfig
@@ -430,9 +430,11 @@ def choose_currency(needed: pl.DataFrame, card: pl.DataFrame) -> str | None:
     if not available:
         raise UsageError("the rate card has no rates: give a card with rows of rates (contracts.md §3, data/rate_cards/README.md)")
     described = ", ".join(f"{c} {coverage[c]:,}" for c in available)
+    unknown = needed.filter(pl.col("market") == UNKNOWN_MARKET).height
+    no_market = f"; {unknown:,} of them are of users whose market is unknown (the run summary says why)" if unknown else ""
     raise UsageError(
         f"no currency of the rate card prices every billable charge (of {needed.height:,} market, category and "
-        f"day combinations, each currency prices: {described}): choose one with --currency (`costs` then needs "
+        f"day combinations, each currency prices: {described}{no_market}): choose one with --currency (`costs` then needs "
         f"--report-unpriced to report the charges it has no rate for; `compare` and `project` count them as unpriced)"
     )
 
@@ -511,7 +513,7 @@ def missing_rate_error(
     if first["tier_position"] is not None and first["tier_from"] is not None and first["tier_from"] > 1:
         what += f", message {first['tier_position']:,} of {first['month']} in its volume-tier counter"
     if first["market"] == UNKNOWN_MARKET:
-        why = ": the user's market is not known (no phone number and no country: give user_phone or user_country)"
+        why = f": the user's market is not known: {unknown_market_reason(first.get('user_id'))}"
     elif first["rate_note"]:
         why = f": the card says {first['rate_note']!r}"
     elif first["rate_effective_from"] is None:

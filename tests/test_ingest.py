@@ -34,7 +34,7 @@ def quarantined(quarantine: pl.DataFrame) -> list[tuple[int, str]]:
 
 
 def assert_counts_add_up(summary: ingest.IngestSummary) -> None:
-    assert summary.rows_read == summary.rows_used + summary.duplicates_dropped + summary.rows_quarantined
+    assert summary.rows_read == summary.rows_used + summary.rows_dropped + summary.rows_quarantined
 
 
 # --- each validation rule, with its exact reason and line ------------------------------------------
@@ -312,7 +312,7 @@ def test_a_file_without_any_canonical_column_says_so(tmp_path):
         ("messages.xlsx", "x", "unknown file type '.xlsx'"),
         ("broken.parquet", "not parquet", "cannot read as Parquet"),
         ("broken.csv.gz", "not gzip", "cannot read the header as CSV"),
-        ("latin1.csv", f"{HEADER}\n".encode() + b"wamid.L1,2026-01-05T09:00:00Z,inbound,1,,Caf\xe9,text,,,\n", "cannot be read as CSV"),
+        ("latin1.csv", f"{HEADER}\n".encode() + b"wamid.L1,2026-01-05T09:00:00Z,inbound,1,,Caf\xe9,text,,,\n", "line 2 is not UTF-8 text"),
         ("broken.json", '{"message_id": ', "not valid JSON"),
         ("twice.csv", f"{HEADER},Direction\n", "column 'direction' appears twice"),
     ],
@@ -393,7 +393,9 @@ def test_webhook_payloads_are_recognised_by_their_shape():
         dt.datetime(2026, 3, 8, 9, 0, tzinfo=UTC),
         dt.datetime(2026, 3, 8, 9, 1, 5, tzinfo=UTC),  # the delivered status's time, not the sent one
     ]
-    assert ingested.summary.files == (ingest.InputFile(str(path), "webhook JSON", 2),)
+    # Three records read (a message, two statuses): two rows used, the sent status folded into its message's.
+    assert ingested.summary.files == (ingest.InputFile(str(path), "webhook JSON", 3),)
+    assert (ingested.summary.rows_read, ingested.summary.rows_used, ingested.summary.statuses_folded) == (3, 2, 1)
     assert ingested.billing["status"].to_list() == ["sent", "delivered"]
 
 

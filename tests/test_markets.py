@@ -13,12 +13,20 @@ from hypothesis import strategies as st
 
 from analytics.markets import (
     MARKETS,
+    NO_SUCH_CALLING_CODE,
+    NON_GEOGRAPHIC_NUMBER,
+    NOT_A_PHONE,
     OTHER_MARKET,
+    SCIENTIFIC_NOTATION,
     UNKNOWN_MARKET,
+    country_of_bsuid,
     country_of_phone,
     market_of,
     markets_of,
+    phone_digits,
+    phone_digits_expr,
     region_table,
+    unknown_market_reason,
     with_market,
     with_user_country,
 )
@@ -236,10 +244,57 @@ def test_with_user_country_prefers_phone_then_wa_id_then_given_country():
 
 
 def test_with_user_country_is_lazy_and_tolerates_missing_optional_columns():
-    lazy = pl.LazyFrame({"user_id": ["77010001234", "79160001234", "US.1"]})
+    lazy = pl.LazyFrame({"user_id": ["77010001234", "79160001234", "user.1"]})
     result = with_user_country(lazy)
     assert isinstance(result, pl.LazyFrame)
     assert result.collect()["user_country"].to_list() == ["KZ", "RU", None]
+
+
+@pytest.mark.parametrize(
+    ("user_id", "expected"),
+    [
+        ("393330001106", "393330001106"),
+        ("+393330001106", "393330001106"),
+        ("0039 333 000 1106", "393330001106"),
+        ("+39 (333) 000-1106", "393330001106"),
+        ("393330001106.0", "393330001106"),
+        ("3.93330001106E+11", None),  # a spreadsheet's display: digits may be lost, never guessed
+        ("PE.97712345678", None),
+        ("@mario", None),
+        ("123456", None),  # shorter than any user's phone
+        ("1234567890123456", None),  # longer than E.164 allows
+    ],
+)
+def test_phone_digits_is_one_form_for_every_spelling(user_id, expected):
+    assert phone_digits(user_id) == expected
+    assert pl.select(phone_digits_expr(pl.lit(user_id))).item() == expected
+
+
+def test_a_business_scoped_id_gives_its_country_when_no_phone_or_country_is_known():
+    """changes-2026-h2.md §6: BSUIDs start with the user's ISO country and a dot."""
+    messages = _messages(
+        user_id=["PE.97712345678", "IN.1013456", "PE.97712345679", "PE.97712345670", "XX.123", "user.9373", "pe.977"],
+        user_phone=[None, None, "+393330001234", None, None, None, None],
+        user_country=[None, None, None, "CL", None, None, None],
+    )
+    assert with_user_country(messages)["user_country"].to_list() == ["PE", "IN", "IT", "CL", None, None, None]
+    assert [country_of_bsuid(u) for u in ("PE.977", "XX.1", "PE", "user.1")] == ["PE", None, None, None]
+
+
+@pytest.mark.parametrize(
+    ("user_id", "user_phone", "reason"),
+    [
+        ("@mario", None, NOT_A_PHONE),
+        ("user.9373", None, NOT_A_PHONE),
+        ("3.93330001106E+11", None, SCIENTIFIC_NOTATION),
+        ("80012345678", None, NON_GEOGRAPHIC_NUMBER),
+        ("+882 1234 5678", None, NON_GEOGRAPHIC_NUMBER),
+        ("03330001106", None, NO_SUCH_CALLING_CODE),
+        ("user.1", "0333 000 1106", NO_SUCH_CALLING_CODE),
+    ],
+)
+def test_why_a_market_is_unknown(user_id, user_phone, reason):
+    assert unknown_market_reason(user_id, user_phone) == reason
 
 
 def test_with_user_country_parses_each_distinct_phone_once(monkeypatch):
