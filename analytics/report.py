@@ -449,6 +449,10 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
             if not Path(path).exists():
                 raise UsageError(f"{label} {name}: {path}: no such file")
     billing = BillingConfig.from_toml(chosen["config_file"]) if chosen.get("config_file") else BillingConfig()  # type: ignore[arg-type]
+    if chosen.get("rule_set") is not None and chosen["rule_set"] not in billing.rule_book.names:
+        raise UsageError(
+            f"{label} rule_set = {config_schema.excerpt(chosen['rule_set'])}: expected {PARAMETER_SCHEMA['rule_set'].describe()}"
+        )
     timezone = str(chosen.get("timezone") or billing.timezone)
     if chosen.get("scenarios_file"):
         from analytics import scenarios
@@ -464,7 +468,11 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
         )
     paths = chosen.get("input_paths") or [str(resource(*SAMPLE))]
     ingested = ingest.read_messages(
-        paths, send_log=chosen.get("send_log"), templates=chosen.get("templates"), timezone=timezone  # type: ignore[arg-type]
+        paths,
+        send_log=chosen.get("send_log"),  # type: ignore[arg-type]
+        templates=chosen.get("templates"),  # type: ignore[arg-type]
+        timezone=timezone,
+        waba_timezones=billing.waba_timezones,
     )
     if month is not None:
         the_period = period(month, timezone)

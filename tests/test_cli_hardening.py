@@ -394,7 +394,7 @@ def test_a_dotenv_file_given_as_data_is_not_echoed(work, argv, expected):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["ingest", "broken.csv", "-o", "out.csv"], "broken.csv: cannot be read as CSV (could not parse …)"),
+        (["ingest", "broken.csv", "-o", "out.csv"], "broken.csv: line 3 opens a quoted value that is never closed"),
         (["ingest", "in.csv", "--send-log", "broken.csv", "-o", "out.csv"], "broken.csv: cannot read the send log as CSV (could not parse …)"),
     ],
 )
