@@ -75,13 +75,20 @@ def bill(
 
 
 def _periods_where(config: BillingConfig, holds: Callable[[RuleSet], bool], column: str = "period") -> pl.Expr:
-    """True for the rows whose period has the property `holds`."""
-    return pl.col(column).is_in([i for i, p in enumerate(config.periods()) if holds(p)])
+    """True for the rows whose period has the property `holds` (a literal where every period or
+    none has it: no per-row work for what the rules hold constant)."""
+    codes = [i for i, p in enumerate(config.periods()) if holds(p)]
+    if len(codes) in (0, len(config.periods())):
+        return pl.lit(bool(codes))
+    return pl.col(column).is_in(codes)
 
 
 def _per_period(config: BillingConfig, value: Callable[[RuleSet], Any], dtype: pl.DataType, column: str = "period") -> pl.Expr:
-    """`value(period)` for every row, by its period code."""
-    return looked_up(pl.col(column), {i: value(p) for i, p in enumerate(config.periods())}, dtype)
+    """`value(period)` for every row, by its period code (a literal where every period agrees)."""
+    values = {i: value(p) for i, p in enumerate(config.periods())}
+    if len(set(values.values())) == 1:
+        return pl.lit(next(iter(values.values())), dtype=dtype)
+    return looked_up(pl.col(column), values, dtype)
 
 
 def _us(length: dt.timedelta) -> int:
@@ -160,8 +167,12 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
     is_template = pl.col("message_type") == schema.TEMPLATE
     choices = config.rule_book.choices
     slot_codes = _SLOT_CODES | {alias: _SLOT_CODES[billed] for alias, billed in choices.billed_category.items()}
-    # §9: the end Meta gave a free entry point window, where the input has it (`fep_expires_at`)
-    reported = [pl.col(schema.FEP_EXPIRES_AT).cast(schema.INSTANT).dt.epoch("us").alias("fep_reported")] if schema.FEP_EXPIRES_AT in names else []
+    # §9: the end Meta gave a free entry point window, where the input has any (`fep_expires_at`)
+    reported = (
+        [pl.col(schema.FEP_EXPIRES_AT).cast(schema.INSTANT).dt.epoch("us").alias("fep_reported")]
+        if schema.FEP_EXPIRES_AT in names and frame.select(pl.col(schema.FEP_EXPIRES_AT).is_not_null().any()).collect().item()
+        else []
+    )
     slot = looked_up(pl.col("template_category"), slot_codes, pl.UInt8)
     query = (
         frame.with_columns(
@@ -199,10 +210,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
     # columns: the reader's columns are chunked differently, and a `select` or `drop` first
     # realigns every column's chunks (20 ms a million messages).
     attributes = pl.DataFrame([rows.get_column(c).rechunk() for c in _ATTRIBUTES])
-    unreported = "fep_reported" in rows.columns and rows["fep_reported"].null_count() == rows.height
-    narrow = pl.DataFrame(
-        [rows.get_column(c) for c in rows.columns if c not in _ATTRIBUTES and c != "unknown_category" and not (unreported and c == "fep_reported")]
-    )
+    narrow = pl.DataFrame([rows.get_column(c) for c in rows.columns if c not in _ATTRIBUTES and c != "unknown_category"])
     del rows
     m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed"), attributes)
     return (

@@ -54,9 +54,10 @@ partials 0.08 s against 0.06 s), against 5.6-7 s for the engine.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any
 from pathlib import Path
 
 import duckdb
@@ -252,13 +253,8 @@ def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingCon
     frame = pl.DataFrame([charges.get_column(c).rechunk() for c in schema.CHARGE_SCHEMA])
     frame = frame.with_columns(local_date=local_date(billing))
     book = billing.rule_book
-    period = charge_period(book)
-    tiered = pl.lit(False)
-    fallback = pl.lit(None, dtype=pl.String)
-    for code, rule_period in enumerate(book.periods):
-        tiered = pl.when(period == code).then(pl.col("category").is_in(rule_period.volume_tier_categories)).otherwise(tiered)
-        if rule_period.service_rate_from:
-            fallback = pl.when(period == code).then(pl.lit(rule_period.service_rate_from)).otherwise(fallback)
+    tiered = _rule_property(book, lambda p: p.volume_tier_categories, lambda categories: pl.col("category").is_in(categories), False)
+    fallback = _rule_property(book, lambda p: p.service_rate_from, lambda name: pl.lit(name or None, dtype=pl.String), None)
     frame = frame.with_columns(
         tiered=tiered.fill_null(False),
         rate_fallback=pl.when(pl.col("category") == rules.SERVICE).then(fallback),
@@ -270,6 +266,28 @@ def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingCon
         if pricing.portfolios
         else pl.lit(DEFAULT_PORTFOLIO, dtype=pl.String),
     ).select(*PRICEABLE_SCHEMA)
+
+
+def _rule_property(
+    book: rules.RuleBook, value: Callable[[rules.RuleSet], Any], as_expr: Callable[[Any], pl.Expr], otherwise: object
+) -> pl.Expr:
+    """`as_expr(value(period))` for each charge's rule-set period: by rule set where every period of
+    it agrees (a few comparisons per charge), by period (`charges.charge_period`) where an
+    amendment changes the value."""
+    found = pl.lit(otherwise)
+    by_value: dict[Any, list[str]] = {}
+    for name in book.names:
+        values = {value(p) for p in book.periods if p.name == name}
+        if len(values) == 1:
+            by_value.setdefault(values.pop(), []).append(name)
+    for shared, names in by_value.items():
+        found = pl.when(pl.col("rule_set").is_in(names)).then(as_expr(shared)).otherwise(found)
+    mixed = [place for place, p in enumerate(book.periods) if not any(p.name in names for names in by_value.values())]
+    if mixed:
+        period = charge_period(book)
+        for place in mixed:
+            found = pl.when(period == place).then(as_expr(value(book.periods[place]))).otherwise(found)
+    return found
 
 
 def _month_names(dates: pl.Series) -> pl.Series:
