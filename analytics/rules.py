@@ -193,6 +193,7 @@ _WINDOWS = {
 _LISTS = ("free_in_customer_service_window", "free_categories", "volume_tier_categories")
 _PROPERTIES = (*_WINDOWS, *_LISTS, "conversations", "reactions_free", "free_tiers", "service_rate_from")
 _DESCRIBED = ("status", "source", "note")
+MAX_WINDOW_HOURS = 24 * 366  # a window of the rules lasts at most a year
 _OPTIONAL = ("label",)
 
 
@@ -242,8 +243,8 @@ def _period(table: Mapping[str, object], where: str, base: RuleSet | None) -> Ru
         if key == "amendment":
             continue
         if key in _WINDOWS:
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise RulesFileError(f"{where}: {key} must be a positive number of hours, not {value!r}")
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= MAX_WINDOW_HOURS:
+                raise RulesFileError(f"{where}: {key} must be a number of hours above 0 and at most {MAX_WINDOW_HOURS}, not {value!r}")
             values[_WINDOWS[key]] = dt.timedelta(hours=value)
         elif key in _LISTS:
             values[key] = tuple(_strings(value, key, where))

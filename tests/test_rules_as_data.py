@@ -97,6 +97,9 @@ def test_a_rules_file_of_your_own_is_read_from_the_config_and_checked(tmp_path: 
     (tmp_path / "rules.toml").write_text(SHIPPED.replace("reactions_free = true", "reactions_free = true\nreaction_rate = 1", 1))
     with pytest.raises(rules.RulesFileError, match=r"rule set 'pmp-2025': unknown key 'reaction_rate'"):
         BillingConfig.from_toml(config_file)
+    (tmp_path / "rules.toml").write_text(SHIPPED.replace("customer_service_window_hours = 24", "customer_service_window_hours = 1e308", 1))
+    with pytest.raises(rules.RulesFileError, match="customer_service_window_hours must be a number of hours above 0 and at most 8784"):
+        BillingConfig.from_toml(config_file)
     (tmp_path / "rules.toml").write_text(SHIPPED.replace('scope = "business_phone"', 'scope = "phone"'))
     with pytest.raises(rules.RulesFileError, match="scope must be one of waba, business_phone, not 'phone'"):
         BillingConfig.from_toml(config_file)
