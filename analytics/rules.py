@@ -22,6 +22,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from analytics import config_schema
+from analytics.errors import excerpt
 from analytics.resources import resource
 
 HOUR = dt.timedelta(hours=1)
@@ -204,13 +205,15 @@ class RulesFileError(ValueError):
 def _read_book(document: Mapping[str, object], source: str) -> RuleBook:
     choices = Choices(**_known(document.get("choices", {}), {f.name for f in fields(Choices)}, f"{source} [choices]"))
     if choices.crossover not in CROSSOVERS:
-        raise RulesFileError(f"{source} [choices]: crossover {choices.crossover!r} is not one of {', '.join(CROSSOVERS)}")
+        raise RulesFileError(f"{source} [choices]: crossover {excerpt(choices.crossover)} is not one of {', '.join(CROSSOVERS)}")
     periods: list[RuleSet] = []
     raw = document.get("rule_set", [])
     if not isinstance(raw, list) or not raw:
         raise RulesFileError(f"{source}: no [[rule_set]] tables")
     for table in raw:
-        where = f"{source} rule set {table.get('name')!r}"
+        if not isinstance(table, dict):
+            raise RulesFileError(f"{source}: each [[rule_set]] must be a table")
+        where = f"{source} rule set {excerpt(table.get('name'))}"
         allowed = {"name", "effective_from", "pricing_model", "amendment", *_DESCRIBED, *_PROPERTIES}
         _known(table, allowed, where)
         missing = [k for k in ("name", "effective_from", "pricing_model", *_DESCRIBED, *_PROPERTIES) if k not in table]
@@ -218,8 +221,8 @@ def _read_book(document: Mapping[str, object], source: str) -> RuleBook:
             raise RulesFileError(f"{where}: missing {', '.join(missing)}")
         period = _period(table, where, base=None)
         periods.append(period)
-        for amendment in table.get("amendment", []):
-            at = f"{where} amendment of {amendment.get('effective_from')}"
+        for amendment in _list(table.get("amendment", []), "amendment", where):
+            at = f"{where} amendment of {excerpt(amendment.get('effective_from') if isinstance(amendment, dict) else amendment)}"
             _known(amendment, {"effective_from", *_DESCRIBED, *_OPTIONAL, *_PROPERTIES}, at)
             period = _period({**amendment, "name": period.name, "pricing_model": period.pricing_model}, at, base=period)
             periods.append(period)
@@ -232,7 +235,7 @@ def _known(table: object, allowed: set[str], where: str) -> dict:
         raise RulesFileError(f"{where}: expected a table")
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise RulesFileError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+        raise RulesFileError(f"{where}: unknown key {excerpt(unknown[0])} (known: {', '.join(sorted(allowed))})")
     return table
 
 
@@ -244,7 +247,7 @@ def _period(table: Mapping[str, object], where: str, base: RuleSet | None) -> Ru
             continue
         if key in _WINDOWS:
             if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= MAX_WINDOW_HOURS:
-                raise RulesFileError(f"{where}: {key} must be a number of hours above 0 and at most {MAX_WINDOW_HOURS}, not {value!r}")
+                raise RulesFileError(f"{where}: {key} must be a number of hours above 0 and at most {MAX_WINDOW_HOURS}, not {excerpt(value)}")
             values[_WINDOWS[key]] = dt.timedelta(hours=value)
         elif key in _LISTS:
             values[key] = tuple(_strings(value, key, where))
@@ -252,7 +255,7 @@ def _period(table: Mapping[str, object], where: str, base: RuleSet | None) -> Ru
             values[key] = tuple(_free_tier(t, where) for t in _list(value, key, where))
         elif key == "effective_from":
             if not isinstance(value, dt.date):
-                raise RulesFileError(f"{where}: effective_from must be a TOML date (2027-01-01), not {value!r}")
+                raise RulesFileError(f"{where}: effective_from must be a TOML date (2027-01-01), not {excerpt(value)}")
             values[key] = value
         elif key == "reactions_free":
             if not isinstance(value, bool):
@@ -268,7 +271,7 @@ def _period(table: Mapping[str, object], where: str, base: RuleSet | None) -> Ru
     }
     for key, (value, allowed) in checks.items():
         if value not in allowed:
-            raise RulesFileError(f"{where}: {key} {value!r} is not one of {', '.join(allowed)}")
+            raise RulesFileError(f"{where}: {key} {excerpt(value)} is not one of {', '.join(allowed)}")
     return period
 
 
@@ -290,9 +293,9 @@ def _free_tier(table: object, where: str) -> FreeTier:
     assert isinstance(table, dict)
     size, scope = table.get("size"), table.get("scope")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise RulesFileError(f"{where}: a free tier's size must be a whole number >= 0, not {size!r}")
+        raise RulesFileError(f"{where}: a free tier's size must be a whole number >= 0, not {excerpt(size)}")
     if scope not in SCOPES:
-        raise RulesFileError(f"{where}: a free tier's scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        raise RulesFileError(f"{where}: a free tier's scope must be one of {', '.join(SCOPES)}, not {excerpt(scope)}")
     return FreeTier(
         name=str(table.get("name", "")), size=size, scope=scope, categories=tuple(_strings(table.get("categories"), "categories", where))
     )
