@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -472,9 +472,6 @@ class BillingConfig:
             values["rule_book"] = load(Path(path).parent / table["rules_file"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
-
-    def with_rules(self, rules: str | None) -> BillingConfig:
-        return replace(self, rules=rules)
 
 
 def _date(value: object) -> dt.date:
