@@ -40,12 +40,18 @@ if Path(sys.argv[0]).name == "wa-analytics" and threading.current_thread() is th
 
 import polars as pl  # noqa: E402 - after the signal handlers: importing takes a second
 
-from analytics import (  # noqa: E402
-    __version__, charges, generate, ingest, meta_reports, outputs, partitioned, pricing, projection, ratecards, reconcile, rules,
-    scenarios,
-)
-from analytics.errors import InputError, UsageError, printable  # noqa: E402
-from analytics.pseudonymise import key_from_env  # noqa: E402
+from analytics import __version__  # noqa: E402
+from analytics.bill import charges, partitioned  # noqa: E402
+from analytics.core import outputs  # noqa: E402
+from analytics.price import pricing  # noqa: E402
+from analytics.read import ingest  # noqa: E402
+from analytics.reconcile import matching as reconcile  # noqa: E402
+from analytics.reconcile import meta_reports  # noqa: E402
+from analytics.synthetic import generate  # noqa: E402
+from analytics.terms import ratecards, rules  # noqa: E402
+from analytics.whatif import projection, scenarios  # noqa: E402
+from analytics.core.errors import InputError, UsageError, printable  # noqa: E402
+from analytics.read.pseudonymise import key_from_env  # noqa: E402
 
 PROG = "wa-analytics"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -96,7 +102,7 @@ _stderr = 2  # the terminal's stderr, kept apart: `report` points descriptor 2 a
 
 def stop_on_signals() -> None:
     """SIGINT (Ctrl-C) and SIGTERM end the process at once: temporaries removed (no half-written
-    output survives, analytics/outputs.py), one line on stderr, exit 128 + the signal's number.
+    output survives, analytics/core/outputs.py), one line on stderr, exit 128 + the signal's number.
 
     Python's own handling failed twice: a KeyboardInterrupt raised wherever the main thread was
     printed a traceback, and a run started with SIGINT ignored (a background job of a script, which
@@ -247,7 +253,7 @@ def add_billing_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--engine and --spark-master (charges, costs): bill on this machine, or on Apache Spark (analytics/spark.py)."""
+    """--engine and --spark-master (charges, costs): bill on this machine, or on Apache Spark (analytics/pipeline/spark.py)."""
     parser.add_argument(
         "--engine",
         choices=["local", "spark"],
@@ -390,7 +396,7 @@ def run_charges(args: argparse.Namespace) -> int:
 
 def run_charges_on_spark(args: argparse.Namespace) -> int:
     """`charges --engine spark`: canonical Parquet in, charges out (one file, or a Parquet directory)."""
-    from analytics import spark
+    from analytics.pipeline import spark
 
     _spark_inputs_only(args)
     if not spark.is_directory_output(args.output):
@@ -413,7 +419,7 @@ def add_generate_command(subcommands: argparse._SubParsersAction) -> None:
         help="write realistic synthetic traffic (an Italian retailer), deterministic for a seed",
         description="Write synthetic canonical messages: support sessions, order notifications, OTP bursts, "
         "marketing waves, Click-to-WhatsApp entries, failed deliveries and webhook-style duplicates "
-        "(see analytics/generate.py). Phone numbers are synthetic.",
+        "(see analytics/synthetic/generate.py). Phone numbers are synthetic.",
     )
     parser.add_argument("--users", type=int, required=True, metavar="N")
     parser.add_argument("--start", type=_date, required=True, metavar="DATE", help="first day, YYYY-MM-DD")
@@ -511,7 +517,7 @@ def run_costs(args: argparse.Namespace) -> int:
     )
     card = ratecards.load_card(prices.rate_card)  # a bad card stops the run before the inputs are read
     if args.engine == "spark":  # billed, priced and summed on Spark; the exact sums come back
-        from analytics import spark
+        from analytics.pipeline import spark
 
         _spark_inputs_only(args)
         partials = spark.cost_partials_of_files(args.inputs, billing, prices, card=card, master=args.spark_master)
@@ -766,7 +772,7 @@ def add_report_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
-    from analytics import report
+    from analytics.present import report
 
     report.require_extras()
     parameters = report.read_params(args.params) if args.params else {}

@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from analytics.errors import UsageError
+from analytics.core.errors import UsageError
 
 # billing-rules.md §2, §8: 72 h, perhaps 24 h before 2023-03; a week is the longest window any model uses.
 MAX_FEP_WINDOW_HOURS = 168
@@ -102,7 +102,7 @@ def _is_amount(value: object) -> bool:
 
 
 def _rule_set_names() -> str:
-    from analytics.rules import rule_sets  # rules reads its config through this module
+    from analytics.terms.rules import rule_sets  # rules reads its config through this module
 
     return (
         "the name of a rule set: " + ", ".join(f'"{r.name}"' for r in rule_sets()) + " (or of the rules_file's)"
@@ -110,7 +110,7 @@ def _rule_set_names() -> str:
 
 
 def _fep_models() -> tuple[str, ...]:
-    from analytics.rules import FEP_MODELS
+    from analytics.terms.rules import FEP_MODELS
 
     return FEP_MODELS
 

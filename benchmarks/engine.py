@@ -9,12 +9,12 @@ fresh process so that peak memory (RSS) is the measurement's own:
 
 - `window`: one plain DuckDB window pass over the same file, `lag(timestamp) over (partition by
   business_phone, user_id order by timestamp)`, counted: the floor any engine must pay;
-- `engine`: `analytics.partitioned.bill_parquet`, Parquet in, charges Parquet out;
-- `pricing`: `analytics.pricing.price` and `costs` on those charges with the shipped card
+- `engine`: `analytics.bill.partitioned.bill_parquet`, Parquet in, charges Parquet out;
+- `pricing`: `analytics.price.pricing.price` and `costs` on those charges with the shipped card
   in USD (unpriced charges reported, not failed: the card knows no rates for some of 2025);
-- `reference`: the reference state machine (`analytics.reference.bill`), at 1 M only, from the
+- `reference`: the reference state machine (`analytics.bill.reference.bill`), at 1 M only, from the
   messages already in memory to a charges frame in memory;
-- `engine-in-memory`: `analytics.charges.bill` timed the same way, at 1 M only. The speed-up
+- `engine-in-memory`: `analytics.bill.charges.bill` timed the same way, at 1 M only. The speed-up
   over the reference is this one's: both implementations get the same frame and return the
   same charges, and neither reads nor writes a file on the clock. The file-to-file speed-up
   (`engine` against `reference`) is reported beside it.
@@ -40,7 +40,7 @@ DATA = HERE / "data"
 RESULTS = HERE / "results"
 START = dt.date(2025, 1, 1)
 MONTHS = 22  # 2025-01 to 2026-10: crosses cbp-2023 → pmp-2025 and pmp-2025 → pmp-2026-10
-MESSAGES_PER_USER_MONTH = 1.6  # what analytics.generate produces, measured
+MESSAGES_PER_USER_MONTH = 1.6  # what analytics.synthetic.generate produces, measured
 # Runs of a second or less move by about 10% from one process to the next: at 1 M each
 # measurement but the reference (21 s) is the median of this many fresh processes.
 SMALL_RUNS = 5
@@ -64,7 +64,8 @@ def traffic_file(size: int) -> Path:
     import polars as pl
     import pyarrow.parquet as pq
 
-    from analytics import generate, markets
+    from analytics.synthetic import generate
+    from analytics.terms import markets
 
     DATA.mkdir(parents=True, exist_ok=True)
     raw = DATA / f"raw-{size}.parquet"
@@ -88,7 +89,8 @@ def measure(kind: str, path: Path) -> dict[str, float]:
     import duckdb
     import polars as pl
 
-    from analytics import charges, partitioned, pricing, reference
+    from analytics.bill import charges, partitioned, reference
+    from analytics.price import pricing
 
     messages = pl.read_parquet(path) if kind in ("reference", "engine-in-memory") else None
     started = time.perf_counter()

@@ -67,7 +67,8 @@ def measure(kind: str, path: Path, scenario_file: Path) -> dict[str, object]:
     if kind == "single":
         import polars as pl
 
-        from analytics import charges, pricing
+        from analytics.bill import charges
+        from analytics.price import pricing
 
         messages = pl.read_parquet(path)
         priced = pricing.price(charges.bill(messages), pricing_config=pricing.PricingConfig(currency=CURRENCY, report_unpriced=True))
@@ -75,7 +76,8 @@ def measure(kind: str, path: Path, scenario_file: Path) -> dict[str, object]:
     elif kind == "compare":
         import polars as pl
 
-        from analytics import pricing, scenarios
+        from analytics.price import pricing
+        from analytics.whatif import scenarios
 
         loaded = scenarios.load_scenarios(scenario_file)
         comparison = scenarios.compare(pl.read_parquet(path), loaded, pricing_config=pricing.PricingConfig(currency=CURRENCY))

@@ -1,4 +1,4 @@
-"""Benchmark of the Spark engine (analytics/spark.py) in local mode next to the local engine.
+"""Benchmark of the Spark engine (analytics/pipeline/spark.py) in local mode next to the local engine.
 
     .venv/bin/python benchmarks/spark.py --sizes 10M                  # Spark local[2], 4 GB driver
     .venv/bin/python benchmarks/spark.py --sizes 1M,10M --master 'local[*]'
@@ -7,10 +7,10 @@ It bills the same cached traffic as benchmarks/engine.py (benchmarks/data/traffi
 generated once: January 2025 to October 2026, so it crosses the `pmp-2025` and `pmp-2026-10`
 switches) four ways, each in a fresh process, in the same run:
 
-- `local charges`: `analytics.partitioned.bill_parquet`, Parquet in, charges Parquet out;
+- `local charges`: `analytics.bill.partitioned.bill_parquet`, Parquet in, charges Parquet out;
 - `local costs`: the same, then `pricing.price` and `pricing.costs` (shipped card, USD);
-- `spark charges`: `analytics.spark.bill_files`, Parquet in, a Parquet directory of charges out;
-- `spark costs`: `analytics.spark.cost_partials_of_files` (billed, priced and summed on Spark;
+- `spark charges`: `analytics.pipeline.spark.bill_files`, Parquet in, a Parquet directory of charges out;
+- `spark costs`: `analytics.pipeline.spark.cost_partials_of_files` (billed, priced and summed on Spark;
   the exact sums come to the driver), then `pricing.costs_from_partials`.
 
 Peak memory is the process tree's: the Python driver, the JVM Spark starts and its Python workers,
@@ -42,8 +42,9 @@ def measure(kind: str, path: Path, master: str, scratch: Path) -> dict[str, floa
     """Run one measurement in this process; print seconds as JSON."""
     import polars as pl
 
-    from analytics import partitioned, pricing
-    from analytics import spark as spark_engine
+    from analytics.bill import partitioned
+    from analytics.price import pricing
+    from analytics.pipeline import spark as spark_engine
 
     card = pricing.PricingConfig(currency="USD", report_unpriced=True)
     started = time.perf_counter()

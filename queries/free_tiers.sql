@@ -1,6 +1,6 @@
 -- Which counted charges a monthly free tier covers (billing-rules.md §3.3, §4.4, §5, §9).
 -- Input: relation `counted_charges`: the charges that take a place in a monthly counter, from
---   analytics.charges.counted_charges: `row` (its place among the candidates), `free_tier_counter`
+--   analytics.bill.charges.counted_charges: `row` (its place among the candidates), `free_tier_counter`
 --   (a rule set's free tier, data/rules/rule_sets.toml), `free_tier_scope` (the WABA or the business
 --   number, as the tier says), `local_month` (WABA time zone), `free_units` (the tier's size),
 --   `placed_as` (the pricing type of a charge that takes a place without being decided by it: a

@@ -1,5 +1,5 @@
 -- Our charges and Meta's analytics data points rolled up to the same buckets, side by side
--- (analytics.reconcile, aggregate level; billing-rules.md §7).
+-- (analytics.reconcile.matching, aggregate level; billing-rules.md §7).
 -- Inputs: relation `our_charges`, one row per charge of ours already placed in a bucket of its
 --   report: report_id, report, pricing_model, granularity, period_start and period_end (Unix
 --   microseconds), the dimensions phone_number, country, category and pricing_type (null on both

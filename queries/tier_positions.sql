@@ -1,10 +1,10 @@
 -- Where each charge stands in its volume-tier counter (pricing-research.md P-8; contracts.md §3).
--- Input: relation `priceable_charges`: charges with, from analytics.pricing.priceable, `portfolio`,
+-- Input: relation `priceable_charges`: charges with, from analytics.price.pricing.priceable, `portfolio`,
 --   `family` (utility, or authentication for both authentication categories) and `month` (YYYY-MM in
 --   the WABA time zone), and `billable`, `pricing_model`, `market` and the columns of delivery order:
 --   started_at, business_phone, user_id, opening_message_id. Any other column passes through.
 --   Relation `tiered_families`: the (market, family) pairs the rate card has tiers for
---   (analytics.pricing.tiered_families).
+--   (analytics.price.pricing.tiered_families).
 -- Parameters: none.
 -- Grain: one row per charge of `priceable_charges`, its columns and `tier_position`: for a billable
 --   PMP charge of a tiered (market, family), its place in the month of its counter (portfolio,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analytics import charges, reference
+from analytics.bill import charges, reference
 from meta_fixtures import SHARED
 
 ENGINES = {"reference": reference.bill, "charges": charges.bill}

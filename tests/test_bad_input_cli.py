@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from analytics import strategies
+from analytics.whatif import strategies
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
 ROOT = Path(__file__).parent.parent
@@ -353,8 +353,9 @@ def test_report_in_eur_shows_the_projection_with_its_unpriced_months_said(tmp_pa
 
 
 def test_a_projection_too_large_for_memory_is_refused_before_it_is_built(monkeypatch):
-    from analytics import ingest, projection
-    from analytics.errors import UsageError
+    from analytics.read import ingest
+    from analytics.whatif import projection
+    from analytics.core.errors import UsageError
 
     messages = ingest.read_messages([str(TRAFFIC)]).messages.collect()
     monkeypatch.setattr(strategies, "physical_memory", lambda: 1_000)  # a machine of 1 kB

@@ -8,8 +8,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import charges, cli, generate, ingest, partitioned, reference, schema
-from analytics.rules import BillingConfig
+from analytics.bill import charges, partitioned, reference
+from analytics import cli
+from analytics.synthetic import generate
+from analytics.read import ingest
+from analytics.core import schema
+from analytics.terms.rules import BillingConfig
 from traffic import Traffic
 
 ROOT = Path(__file__).resolve().parents[1]

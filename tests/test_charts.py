@@ -1,4 +1,4 @@
-"""The chart builders (analytics.charts), through `chart.to_dict()`: marks, fields, titles and the
+"""The chart builders (analytics.present.charts), through `chart.to_dict()`: marks, fields, titles and the
 rows each chart carries; and each one rendered to PNG by vl-convert, offline."""
 
 from __future__ import annotations
@@ -12,8 +12,15 @@ import pytest
 alt = pytest.importorskip("altair")
 vl_convert = pytest.importorskip("vl_convert")
 
-from analytics import charges, charts, ingest, pricing, projection, reconcile, resources, rollups, scenarios, schema  # noqa: E402
-from analytics.rules import BillingConfig  # noqa: E402
+from analytics.bill import charges
+from analytics.present import charts, rollups
+from analytics.read import ingest
+from analytics.price import pricing
+from analytics.whatif import projection, scenarios
+from analytics.reconcile import matching as reconcile
+from analytics.core import resources
+from analytics.core import schema  # noqa: E402
+from analytics.terms.rules import BillingConfig  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import __version__, cli, ingest
-from analytics.schema import MESSAGE_SCHEMA
+from analytics import __version__, cli
+from analytics.read import ingest
+from analytics.core.schema import MESSAGE_SCHEMA
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")

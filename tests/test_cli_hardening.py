@@ -16,8 +16,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import outputs
-from analytics.errors import UsageError, found_names
+from analytics.core import outputs
+from analytics.core.errors import UsageError, found_names
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
@@ -319,7 +319,8 @@ def test_a_signal_stops_the_report_while_a_notebook_runs_and_still_says_so(tmp_p
 
 WRITING = """
 import sys, time
-from analytics import cli, outputs
+from analytics import cli
+from analytics.core import outputs
 cli.stop_on_signals()
 with outputs.atomic(sys.argv[1]) as partial, outputs.scratch_folder(folder=sys.argv[2]) as scratch:
     partial.write_text("half a file")

@@ -11,8 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import cli, pricing
-from analytics.ratecards import load_card
+from analytics import cli
+from analytics.price import pricing
+from analytics.terms.ratecards import load_card
 from meta_fixtures import META_2026_04
 
 ROOT = Path(__file__).resolve().parents[1]

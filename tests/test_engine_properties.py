@@ -1,4 +1,4 @@
-"""The fast engine (`analytics.charges`) agrees exactly with the reference state machine.
+"""The fast engine (`analytics.bill.charges`) agrees exactly with the reference state machine.
 
 Random traffic is drawn around the instants where the rules are delicate: rule-set switches,
 exact 24 h and 72 h boundaries (times on an hour grid), equal timestamps, failed messages,
@@ -21,8 +21,10 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from analytics import charges, reference, rules, schema
-from analytics.rules import AuthenticationInternational, BillingConfig
+from analytics.bill import charges, reference
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.terms.rules import AuthenticationInternational, BillingConfig
 from traffic import with_free_tier_size
 
 EXAMPLES = int(os.environ.get("WA_ANALYTICS_PROPERTY_EXAMPLES", "2000"))

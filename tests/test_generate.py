@@ -1,5 +1,5 @@
 """The synthetic traffic generator: deterministic, in the contract's schema, and showing every
-pattern the billing rules care about (analytics/generate.py docstring)."""
+pattern the billing rules care about (analytics/synthetic/generate.py docstring)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import phonenumbers
 import polars as pl
 import pytest
 
-from analytics.errors import UsageError
-from analytics.generate import (
+from analytics.core.errors import UsageError
+from analytics.synthetic.generate import (
     BUSINESS_NUMBERS,
     COUNTRIES,
     DEFECTS,
@@ -21,7 +21,7 @@ from analytics.generate import (
     synthetic_number_pattern,
     write_traffic,
 )
-from analytics.schema import MESSAGE_SCHEMA
+from analytics.core.schema import MESSAGE_SCHEMA
 
 START = dt.date(2026, 1, 1)
 DAY = dt.timedelta(days=1)
@@ -340,7 +340,7 @@ def test_the_shipped_sample_validates_with_only_its_deliberate_defects_quarantin
     (quarantined, each for its reason) and the deliberate webhook-style repeats (dropped)."""
     from pathlib import Path
 
-    from analytics import ingest
+    from analytics.read import ingest
 
     sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "messages.csv.gz"
     ingested = ingest.read_messages([sample])

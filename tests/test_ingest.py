@@ -1,4 +1,4 @@
-"""Readers, validation and quarantine (contracts.md §1; analytics/ingest.py docstring, step 2)."""
+"""Readers, validation and quarantine (contracts.md §1; analytics/read/ingest.py docstring, step 2)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import ingest
-from analytics.errors import InputError, UsageError
-from analytics.schema import MESSAGE_SCHEMA
+from analytics.read import ingest
+from analytics.core.errors import InputError, UsageError
+from analytics.core.schema import MESSAGE_SCHEMA
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 HEADER = "message_id,timestamp,direction,business_phone,waba_id,user_id,message_type,template_category,status,entry_point"
@@ -562,7 +562,7 @@ def test_fep_expires_at_survives_parquet_and_older_files_without_it(tmp_path):
 
 
 def test_the_reference_engine_reads_messages_without_the_fep_column():
-    from analytics import charges, reference
+    from analytics.bill import charges, reference
 
     messages, _, _ = read(FIXTURES / "messages.csv")
     without = messages.drop("fep_expires_at")

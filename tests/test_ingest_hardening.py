@@ -151,7 +151,7 @@ UNLOCATED = (
 
 
 def test_users_without_a_market_are_counted_by_reason_and_kept(tmp_path):
-    from analytics import markets
+    from analytics.terms import markets
 
     export = write_csv(tmp_path / "in.csv", *UNLOCATED)
     result = wa_analytics("ingest", export, "-o", tmp_path / "messages.csv")
@@ -173,7 +173,7 @@ def test_users_without_a_market_are_counted_by_reason_and_kept(tmp_path):
 
 
 def test_costs_names_why_a_charge_has_no_market(tmp_path):
-    from analytics import markets
+    from analytics.terms import markets
 
     export = write_csv(tmp_path / "in.csv", UNLOCATED[4])
     result = wa_analytics("costs", export, "--currency", "USD", "-o", tmp_path / "costs.csv")
@@ -191,7 +191,7 @@ def test_costs_names_why_a_charge_has_no_market(tmp_path):
 
 @pytest.mark.parametrize("country", ["XX", "UK", "Italy", "1"])
 def test_a_user_country_that_is_no_iso_code_is_quarantined_not_priced_as_other(tmp_path, country):
-    from analytics import ingest
+    from analytics.read import ingest
 
     export = write_csv(
         tmp_path / "in.csv",
@@ -261,7 +261,7 @@ def test_latest_timestamp_sets_the_bound(tmp_path):
 
 
 def test_the_bound_is_inclusive_and_to_the_microsecond(tmp_path):
-    from analytics import ingest
+    from analytics.read import ingest
 
     export = write_csv(
         tmp_path / "in.csv",

@@ -27,9 +27,9 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics import ingest
-from analytics.errors import InputError
-from analytics.schema import MESSAGE_SCHEMA, REQUIRED_MESSAGE_COLUMNS
+from analytics.read import ingest
+from analytics.core.errors import InputError
+from analytics.core.schema import MESSAGE_SCHEMA, REQUIRED_MESSAGE_COLUMNS
 
 EXAMPLES = int(os.environ.get("WA_ANALYTICS_FUZZ_EXAMPLES", "25"))
 FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.markets import (
+from analytics.terms.markets import (
     MARKETS,
     NO_SUCH_CALLING_CODE,
     NON_GEOGRAPHIC_NUMBER,
@@ -298,7 +298,7 @@ def test_why_a_market_is_unknown(user_id, user_phone, reason):
 
 
 def test_with_user_country_parses_each_distinct_phone_once(monkeypatch):
-    import analytics.markets as markets
+    import analytics.terms.markets as markets
 
     parsed: list[str] = []
     original = markets._country_of_digits.__wrapped__

@@ -1,4 +1,4 @@
-"""analytics.meta_reports: Meta's analytics responses and Gupshup events into tidy tables.
+"""analytics.reconcile.meta_reports: Meta's analytics responses and Gupshup events into tidy tables.
 
 Third-party fixtures are read in place from ../shared/fixtures/meta (never copied into the project);
 where a fixture is prose or code around JSON, the test extracts the JSON and says how. Other
@@ -15,9 +15,9 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from analytics import meta_reports
-from analytics.errors import InputError
-from analytics.meta_reports import (
+from analytics.reconcile import meta_reports
+from analytics.core.errors import InputError
+from analytics.reconcile.meta_reports import (
     ANALYTICS_SCHEMA,
     GUPSHUP_BILLING_EVENT,
     GUPSHUP_MESSAGE_EVENT,
@@ -28,7 +28,7 @@ from analytics.meta_reports import (
     read_reports,
     webhook_pricing,
 )
-from analytics.webhooks import BILLING_SCHEMA, read_webhooks
+from analytics.read.webhooks import BILLING_SCHEMA, read_webhooks
 from meta_fixtures import FIXTURES, fenced_blocks, glific_billing_event, gupshup_general_purpose_ai
 
 UTC = dt.UTC
@@ -368,7 +368,7 @@ def test_analytics_and_events_from_several_files_in_one_call(tmp_path):
     assert reports.pricing.height == 1
 
 
-# --- status webhooks, through analytics.webhooks --------------------------------------------------------
+# --- status webhooks, through analytics.read.webhooks --------------------------------------------------------
 
 
 def test_webhook_billing_rows_as_pricing_rows():

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from analytics.resources import ArrowStream
+from analytics.core.resources import ArrowStream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_wheel_ships_queries_and_reference_data_and_reads_them_outside_the_check
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
     probe = (
-        "import analytics.resources as r, analytics.rules as rules;"
+        "import analytics.core.resources as r, analytics.terms.rules as rules;"
         "print(r.resource('queries', 'free_tiers.sql'));"
         "print(len(r.query('free_tiers')) > 0, [x.name for x in rules.rule_sets()])"
     )

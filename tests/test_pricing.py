@@ -18,12 +18,17 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from analytics import charges, generate, ingest, pricing, rules, schema
-from analytics.errors import UsageError
-from analytics.pricing import MissingRateError, PricingConfig, costs, format_invoice, invoice, price
-from analytics.ratecards import TIER_FAMILY, load_card
-from analytics.resources import query
-from analytics.rules import BillingConfig
+from analytics.bill import charges
+from analytics.synthetic import generate
+from analytics.read import ingest
+from analytics.price import pricing
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.core.errors import UsageError
+from analytics.price.pricing import MissingRateError, PricingConfig, costs, format_invoice, invoice, price
+from analytics.terms.ratecards import TIER_FAMILY, load_card
+from analytics.core.resources import query
+from analytics.terms.rules import BillingConfig
 from traffic import Traffic, low_tier_card, merge
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"

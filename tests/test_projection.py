@@ -1,4 +1,4 @@
-"""Projection (analytics/projection.py): history replayed forward by whole weeks, the same month a
+"""Projection (analytics/whatif/projection.py): history replayed forward by whole weeks, the same month a
 year earlier with recent growth, rules and rates of each future date, and the back-test on the
 shipped sample."""
 
@@ -11,9 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import charges, cli, projection
-from analytics.pricing import PricingConfig
-from analytics.scenarios import BASELINE, Scenario
+from analytics.bill import charges
+from analytics import cli
+from analytics.whatif import projection
+from analytics.price.pricing import PricingConfig
+from analytics.whatif.scenarios import BASELINE, Scenario
 from traffic import Traffic, instant, merge
 
 ROOT = Path(__file__).resolve().parents[1]

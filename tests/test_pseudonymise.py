@@ -7,8 +7,8 @@ import re
 import polars as pl
 import pytest
 
-from analytics.errors import UsageError
-from analytics.pseudonymise import KEY_VARIABLE, key_from_env, pseudonym, pseudonymise
+from analytics.core.errors import UsageError
+from analytics.read.pseudonymise import KEY_VARIABLE, key_from_env, pseudonym, pseudonymise
 
 KEY = b"test-key-0123456789abcdef"
 OTHER_KEY = b"another-key-0123456789abcdef"

@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import ratecards
-from analytics.errors import InputError, UsageError
-from analytics.markets import MARKETS
-from analytics.ratecards import CARD_COLUMNS, import_meta_card, load_card, write_card
+from analytics.terms import ratecards
+from analytics.core.errors import InputError, UsageError
+from analytics.terms.markets import MARKETS
+from analytics.terms.ratecards import CARD_COLUMNS, import_meta_card, load_card, write_card
 from meta_fixtures import META_2026_04, SHARED
 
 RESEARCH = SHARED / "domain"

@@ -1,4 +1,4 @@
-"""analytics.reconcile and `wa-analytics reconcile`: our charges against what Meta reported.
+"""analytics.reconcile.matching and `wa-analytics reconcile`: our charges against what Meta reported.
 
 Every third-party fixture with pricing data (../shared/fixtures/meta, read in place) is reconciled
 and its outcome asserted item by item; injected differences (a changed category, a dropped status)
@@ -19,9 +19,16 @@ import duckdb
 import polars as pl
 import pytest
 
-from analytics import charges, cli, generate, ingest, meta_reports, pricing, reconcile, rules, schema
-from analytics.meta_reports import concat_pricing, gupshup_rows, read_analytics, read_reports, webhook_pricing
-from analytics.reconcile import (
+from analytics.bill import charges
+from analytics import cli
+from analytics.synthetic import generate
+from analytics.read import ingest
+from analytics.reconcile import meta_reports, matching as reconcile
+from analytics.price import pricing
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.reconcile.meta_reports import concat_pricing, gupshup_rows, read_analytics, read_reports, webhook_pricing
+from analytics.reconcile.matching import (
     AGREES,
     CATEGORY_CHANGED,
     COST_DIFFERS,
@@ -44,8 +51,8 @@ from analytics.reconcile import (
     VOLUME_DIFFERS,
     WINDOW_DIFFERS,
 )
-from analytics.resources import query
-from analytics.rules import AuthenticationInternational, BillingConfig
+from analytics.core.resources import query
+from analytics.terms.rules import AuthenticationInternational, BillingConfig
 from meta_fixtures import FIXTURES, fenced_blocks, glific_billing_event, gupshup_general_purpose_ai
 
 OURS = Path(__file__).resolve().parent / "fixtures" / "reconcile"

@@ -21,8 +21,12 @@ import papermill
 import polars as pl
 import pytest
 
-from analytics import charges, cli, ingest, pricing, report, rollups
-from analytics.rules import BillingConfig
+from analytics.bill import charges
+from analytics import cli
+from analytics.read import ingest
+from analytics.price import pricing
+from analytics.present import report, rollups
+from analytics.terms.rules import BillingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,4 +1,4 @@
-"""The roll-ups that charts draw (analytics.rollups), on traffic and tables small enough to count by hand."""
+"""The roll-ups that charts draw (analytics.present.rollups), on traffic and tables small enough to count by hand."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from decimal import Decimal
 import polars as pl
 import pytest
 
-from analytics import charges, pricing, reconcile, rollups, schema
-from analytics.rules import BillingConfig
+from analytics.bill import charges
+from analytics.price import pricing
+from analytics.reconcile import matching as reconcile
+from analytics.present import rollups
+from analytics.core import schema
+from analytics.terms.rules import BillingConfig
 from traffic import Traffic, instant, merge
 
 ROME = BillingConfig(timezone="Europe/Rome")
@@ -177,7 +181,7 @@ def test_free_and_paid_shares_per_month_paid_first():
 
 def comparison(*rows: tuple) -> pl.DataFrame:
     """A `Comparison.table`: (scenario, month, category, billable, cost, cost_difference)."""
-    from analytics.scenarios import COMPARE_SCHEMA
+    from analytics.whatif.scenarios import COMPARE_SCHEMA
 
     return pl.DataFrame(
         [
@@ -217,7 +221,7 @@ def test_scenario_costs_and_savings_keep_the_tables_scenario_order():
 
 
 def test_projected_costs_sum_categories_with_their_band():
-    from analytics.projection import PROJECT_SCHEMA
+    from analytics.whatif.projection import PROJECT_SCHEMA
 
     def row(scenario, month, horizon, category, cost, low, high):
         money = lambda v: None if v is None else Decimal(v)  # noqa: E731

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from traffic import Traffic, instant, merge, rows
 
-from analytics import rules
-from analytics.rules import AuthenticationInternational, BillingConfig
+from analytics.terms import rules
+from analytics.terms.rules import AuthenticationInternational, BillingConfig
 
 CBP_2022_DAY = "2022-09-05T08:00:00Z"
 CBP_2023_DAY = "2024-03-04T08:00:00Z"

@@ -17,9 +17,11 @@ import polars as pl
 import pytest
 from traffic import Traffic, merge, rows, with_free_tier_size
 
-from analytics import charges, rules, schema
-from analytics.resources import resource
-from analytics.rules import BillingConfig
+from analytics.bill import charges
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.core.resources import resource
+from analytics.terms.rules import BillingConfig
 
 HOUR = dt.timedelta(hours=1)
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")

@@ -1,4 +1,4 @@
-"""Scenario files and `wa-analytics compare` (analytics/scenarios.py): hand-computed effects on a
+"""Scenario files and `wa-analytics compare` (analytics/whatif/scenarios.py): hand-computed effects on a
 small traffic file, errors that exit 2, and the shipped example on the shipped sample."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import cli, ingest, scenarios, strategies
-from analytics.pricing import PricingConfig
+from analytics import cli
+from analytics.read import ingest
+from analytics.whatif import scenarios, strategies
+from analytics.price.pricing import PricingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "strategies"

@@ -1,4 +1,4 @@
-"""The Spark engine (analytics/spark.py) gives the local engine's charges and costs, row for row.
+"""The Spark engine (analytics/pipeline/spark.py) gives the local engine's charges and costs, row for row.
 
 Spark runs in local mode on 2 cores, one session for the module. The traffic is generated and
 crosses every rule set (cbp-2022 → cbp-2023 → pmp-2025 → pmp-2026-10) and 44 months; the free
@@ -20,10 +20,15 @@ import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
-from analytics import charges, cli, generate, pricing, rules, schema
-from analytics import spark as spark_engine
-from analytics.resources import query
-from analytics.rules import BillingConfig
+from analytics.bill import charges
+from analytics import cli
+from analytics.synthetic import generate
+from analytics.price import pricing
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.pipeline import spark as spark_engine
+from analytics.core.resources import query
+from analytics.terms.rules import BillingConfig
 from traffic import low_tier_card, with_free_tier_size
 
 pytest.importorskip("pyspark", reason="the Spark engine needs pyspark: pip install 'wa-analytics[spark]'")

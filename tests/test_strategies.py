@@ -1,4 +1,4 @@
-"""Each strategy on a small traffic whose effect is computed by hand (analytics/strategies.py).
+"""Each strategy on a small traffic whose effect is computed by hand (analytics/whatif/strategies.py).
 
 Traffic is September 2025 (`pmp-2025`) unless said; costs use tests/fixtures/strategies/card.csv
 (made up: Italy marketing 0.05, utility 0.02, authentication 0.03, service 0.01; Germany 0.10,
@@ -13,9 +13,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import charges, pricing, scenarios, strategies
-from analytics.rules import BillingConfig
-from analytics.scenarios import BASELINE, Scenario
+from analytics.bill import charges
+from analytics.price import pricing
+from analytics.whatif import scenarios, strategies
+from analytics.terms.rules import BillingConfig
+from analytics.whatif.scenarios import BASELINE, Scenario
 from traffic import Traffic, merge
 
 CARD = str(Path(__file__).parent / "fixtures" / "strategies" / "card.csv")

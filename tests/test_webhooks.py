@@ -1,4 +1,4 @@
-"""analytics.webhooks: Meta webhook payloads into raw canonical rows and Meta's billing fields.
+"""analytics.read.webhooks: Meta webhook payloads into raw canonical rows and Meta's billing fields.
 
 Third-party fixtures are read in place from ../shared/fixtures/meta (never copied into the project);
 the other payloads are written here with made-up values.
@@ -12,10 +12,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics import ingest
-from analytics.errors import InputError
-from analytics.schema import MESSAGE_SCHEMA
-from analytics.webhooks import (
+from analytics.read import ingest
+from analytics.core.errors import InputError
+from analytics.core.schema import MESSAGE_SCHEMA
+from analytics.read.webhooks import (
     BILLING_SCHEMA,
     GROUP_SEND,
     NO_TEMPLATE_NAMED,

@@ -21,8 +21,9 @@ import polars as pl
 
 import dataclasses
 
-from analytics import rules, schema
-from analytics.ratecards import RATE_DTYPE, TIER_FAMILY, load_card
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.terms.ratecards import RATE_DTYPE, TIER_FAMILY, load_card
 
 Hours = float | dt.timedelta
 

@@ -1,9 +1,9 @@
 """Reconciliation: our charges against what Meta reported, item by item and in aggregate.
 
 A cost estimate is trusted once it matches the bill. Meta's own view (billing-rules.md §7) comes as
-per-message pricing objects (status webhooks, Gupshup events: `analytics.meta_reports`) and as
+per-message pricing objects (status webhooks, Gupshup events: `analytics.reconcile.meta_reports`) and as
 aggregates (`conversation_analytics`, `pricing_analytics`). Each of Meta's items is compared with
-what `analytics.charges` computed from the same traffic, and gets one row with a `status`:
+what `analytics.bill.charges` computed from the same traffic, and gets one row with a `status`:
 
 - `match`: Meta billed it as we computed it (possibly with a note);
 - `missing_ours`: Meta reported it and we have no charge for it;
@@ -88,10 +88,12 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 
-from analytics import charges as engine
-from analytics import markets, pricing, rules, schema
-from analytics.errors import UsageError
-from analytics.meta_reports import (
+from analytics.bill import charges as engine
+from analytics.terms import markets, rules
+from analytics.price import pricing
+from analytics.core import schema
+from analytics.core.errors import UsageError
+from analytics.reconcile.meta_reports import (
     COST_DTYPE,
     COST_SCALE,
     CONVERSATION_ANALYTICS,
@@ -106,8 +108,8 @@ from analytics.meta_reports import (
     pricing_type_meanings,
     with_pricing_type_meaning,
 )
-from analytics.resources import ArrowStream, query
-from analytics.rules import BillingConfig
+from analytics.core.resources import ArrowStream, query
+from analytics.terms.rules import BillingConfig
 
 # --- Statuses, reasons, tolerances ------------------------------------------------------------------
 
@@ -306,7 +308,7 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, conf
     """`message_id` -> `opening_message_id` of the charge each delivered outbound message belongs to.
 
     A message that opened a charge (a CBP conversation, a PMP row) belongs to it. Any other was
-    absorbed by an open CBP conversation of its key, by the rules `analytics.reference` follows:
+    absorbed by an open CBP conversation of its key, by the rules `analytics.bill.reference` follows:
     a conversation contains `t` if `started_at <= t < expires_at` (an FEP opening ends others early:
     `expires_at` is the real end); an FEP conversation and a one-slot one absorb everything, a
     per-category one the templates of its slot and every non-template; the FEP conversation first,

@@ -1,4 +1,4 @@
-"""Charts: Altair builders over the tidy roll-ups of `analytics.rollups`, in one house theme.
+"""Charts: Altair builders over the tidy roll-ups of `analytics.present.rollups`, in one house theme.
 
 Each builder takes a small Polars frame (a roll-up, or `Comparison.table` / `Projection.table`) and
 returns an Altair chart (`alt.Chart`, or a layer or concat of them); it never saves or shows it.
@@ -29,8 +29,11 @@ from typing import Any
 import altair as alt
 import polars as pl
 
-from analytics import reconcile, rollups, schema, strategies
-from analytics.scenarios import BASELINE
+from analytics.reconcile import matching as reconcile
+from analytics.present import rollups
+from analytics.core import schema
+from analytics.whatif import strategies
+from analytics.whatif.scenarios import BASELINE
 
 THEME = "wa-analytics"
 FONT = "Helvetica, Arial, sans-serif"

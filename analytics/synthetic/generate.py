@@ -52,10 +52,10 @@ import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analytics import outputs
-from analytics.errors import UsageError
-from analytics.rules import rule_sets
-from analytics.schema import MESSAGE_SCHEMA
+from analytics.core import outputs
+from analytics.core.errors import UsageError
+from analytics.terms.rules import rule_sets
+from analytics.core.schema import MESSAGE_SCHEMA
 
 DAY = 86_400
 HOUR = 3_600

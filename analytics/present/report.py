@@ -5,7 +5,7 @@ Two halves, one module, because they share the notebooks' parameters:
 - **For the notebooks** (`notebooks/reports/*.ipynb`): `load_traffic` reads the input (the shipped
   synthetic sample when none is given), bills it up to the end of the report month and returns
   what every notebook needs (`Traffic`). The notebooks hold no other logic: roll-ups come from
-  `analytics.rollups`, charts from `analytics.charts`.
+  `analytics.present.rollups`, charts from `analytics.present.charts`.
 - **For schedulers** (`wa-analytics report`): `run_report` executes each report notebook with
   papermill, with the same parameters for all (`REPORT_NOTEBOOKS`), and renders them into one HTML
   file without code, charts embedded as PNG images made by vl-convert (`chart_format = "png"`), so
@@ -37,12 +37,18 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from analytics import charges, config_schema, ingest, meta_reports, outputs, pricing, ratecards, reconcile
+from analytics.bill import charges
+from analytics import config_schema
+from analytics.read import ingest
+from analytics.reconcile import meta_reports, matching as reconcile
+from analytics.core import outputs
+from analytics.price import pricing
+from analytics.terms import ratecards
 from analytics.config_schema import Value
-from analytics.errors import InputError, UsageError
-from analytics.ingest import IngestSummary
-from analytics.resources import resource
-from analytics.rules import BillingConfig
+from analytics.core.errors import InputError, UsageError
+from analytics.read.ingest import IngestSummary
+from analytics.core.resources import resource
+from analytics.terms.rules import BillingConfig
 
 # In the order the report shows them.
 REPORT_NOTEBOOKS = ("01_conversation_volumes", "02_costs", "03_strategies_and_projection", "04_reconciliation")
@@ -178,7 +184,7 @@ def load_traffic(
     )
 
 
-# A month of up to 31 days replayed in whole weeks needs up to 37 days of history before it (analytics.projection).
+# A month of up to 31 days replayed in whole weeks needs up to 37 days of history before it (analytics.whatif.projection).
 PROJECTION_HISTORY_MONTHS = 2
 
 
@@ -201,7 +207,7 @@ def projected(
     """`projection.project` of the scenarios from the report's history, or `NotShown` saying how much
     history a projection needs when the input holds less (one month of traffic is a report, not a
     failure)."""
-    from analytics import projection
+    from analytics.whatif import projection
 
     zone = traffic.period.timezone
     history = traffic.messages.select(pl.col("timestamp").dt.convert_time_zone(zone).dt.strftime("%Y-%m").n_unique()).item()
@@ -261,7 +267,7 @@ def reconciliation(
     pricing_config: pricing.PricingConfig | None = None,
     seed: int = 1,
 ) -> Compared:
-    """Our charges against Meta's view (billing-rules.md §7; analytics.reconcile).
+    """Our charges against Meta's view (billing-rules.md §7; analytics.reconcile.matching).
 
     `meta_source`: `input` compares with the webhook pricing objects of the input and the analytics
     responses in `analytics_paths`; `synthetic` makes Meta's side from our own charges and perturbs
@@ -455,7 +461,7 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
         )
     timezone = str(chosen.get("timezone") or billing.timezone)
     if chosen.get("scenarios_file"):
-        from analytics import scenarios
+        from analytics.whatif import scenarios
 
         scenarios.load_scenarios(str(chosen["scenarios_file"]))
     currency = chosen.get("currency")

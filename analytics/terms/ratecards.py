@@ -12,7 +12,7 @@ effective_from,currency,market,category,tier_from,rate,source,note
   currency, market and category. Rates are looked up by date, whatever the rule set.
 - `tier_from` (optional, default 1): the n-th billable message of a month, counted per business
   portfolio, market and category family, is priced by the row with the largest `tier_from` <= n
-  (`analytics.pricing`). Only utility, authentication and authentication_international have tiers.
+  (`analytics.price.pricing`). Only utility, authentication and authentication_international have tiers.
 - `rate`: a decimal number >= 0 with at most `RATE_SCALE` decimals, in `currency` per unit. An
   **empty rate means "not known"** from that date (or, with `tier_from` > 1, from that tier on):
   it stops an earlier row from carrying over to a date it does not cover, so a charge there is
@@ -23,7 +23,7 @@ effective_from,currency,market,category,tier_from,rate,source,note
 
 `load_card` reads a card (a CSV file, or a folder whose `*.csv` files together form one card; the
 default is the card shipped in data/rate_cards/) and validates it: required columns, dates,
-currencies, markets (`analytics.markets.MARKETS`), categories (contracts.md §2), tiers, negative
+currencies, markets (`analytics.terms.markets.MARKETS`), categories (contracts.md §2), tiers, negative
 rates, duplicates. Every problem names the file and line.
 
 `import_meta_card` reads the CSV files Meta publishes on its pricing page (a list-rate file and a
@@ -50,16 +50,17 @@ from typing import Any
 
 import polars as pl
 
-from analytics import outputs, rules
-from analytics.errors import InputError, UsageError, excerpt, found_names
-from analytics.markets import MARKETS
-from analytics.resources import resource
+from analytics.core import outputs
+from analytics.terms import rules
+from analytics.core.errors import InputError, UsageError, excerpt, found_names
+from analytics.terms.markets import MARKETS
+from analytics.core.resources import resource
 
 CARD_COLUMNS = ("effective_from", "currency", "market", "category", "tier_from", "rate")
 PROVENANCE_COLUMNS = ("source", "note")
 REQUIRED_COLUMNS = ("effective_from", "currency", "market", "category", "rate")
 
-RATE_SCALE = 6  # decimals a rate may have; costs are exact decimals (analytics.pricing)
+RATE_SCALE = 6  # decimals a rate may have; costs are exact decimals (analytics.price.pricing)
 # A rate per message at or above this is a typo (1e308): Meta's highest list rates are a few
 # thousand (IDR, COP); the bound also keeps every cost inside RATE_DTYPE's 38 digits.
 RATE_LIMIT = Decimal(1_000_000)

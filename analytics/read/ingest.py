@@ -6,7 +6,7 @@ Follow a file through this module in order:
    `schema.MESSAGE_SCHEMA` as text, plus `source_file`, `source_row` and `problem` (what the reader
    found wrong with the row, null when fine). CSV (`.csv`, `.csv.gz`) and Parquet are scanned
    lazily, so files larger than memory stream through. JSON (`.json`, `.jsonl`, `.ndjson`) is parsed
-   whole in Python; one whose first value is a Meta webhook payload goes to `analytics.webhooks`,
+   whole in Python; one whose first value is a Meta webhook payload goes to `analytics.read.webhooks`,
    otherwise it holds canonical records (a JSON array of objects, or one object a line).
    Column names are matched without regard to case or surrounding spaces; optional columns may be
    absent (null); other columns are ignored and named in the run summary. A missing required column,
@@ -78,11 +78,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from analytics import markets, outputs, webhooks
-from analytics.errors import InputError, UsageError, found_names, library_reason
-from analytics.pseudonymise import pseudonymise
-from analytics.rules import first_supported_date
-from analytics.schema import (
+from analytics.terms import markets
+from analytics.core import outputs
+from analytics.read import webhooks
+from analytics.core.errors import InputError, UsageError, found_names, library_reason
+from analytics.read.pseudonymise import pseudonymise
+from analytics.terms.rules import first_supported_date
+from analytics.core.schema import (
     DEFAULT_WABA,
     DIRECTIONS,
     ENTRY_POINTS,
@@ -409,7 +411,7 @@ def _as_text(path: Path, name: str, dtype: pl.DataType) -> pl.Expr:
 def read_json(
     path: Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None, fold: bool = True
 ) -> RawInput:
-    """Webhook payloads (to `analytics.webhooks`) or canonical records, by the file's first value."""
+    """Webhook payloads (to `analytics.read.webhooks`) or canonical records, by the file's first value."""
     text = _json_text(path)
     if not text.strip():
         return _empty_input(path, "JSON")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
-from analytics.errors import UsageError
+from analytics.core.errors import UsageError
 
 _live: set[Path] = set()  # temporaries and scratch folders of the running process
 _lock = threading.RLock()  # re-entrant: a signal handler may run while the main thread holds it

@@ -26,8 +26,8 @@ from typing import TypeVar
 
 import polars as pl
 
-from analytics.errors import UsageError
-from analytics.markets import phone_digits, with_user_country
+from analytics.core.errors import UsageError
+from analytics.terms.markets import phone_digits, with_user_country
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
@@ -75,7 +75,7 @@ def pseudonymise(frame: Frame, key: bytes, *, columns: tuple[str, ...] = PSEUDON
     """Derive `user_country`, then replace `columns` (the present ones) by keyed pseudonyms.
 
     Each distinct value is hashed once and joined back; row order is kept through a row index (see
-    `analytics.markets` for why not the join's `maintain_order`).
+    `analytics.terms.markets` for why not the join's `maintain_order`).
     """
     if len(key) < MIN_KEY_LENGTH:
         raise UsageError(f"a pseudonymisation key needs at least {MIN_KEY_LENGTH} bytes, got {len(key)}")

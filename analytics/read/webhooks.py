@@ -1,7 +1,7 @@
 """Meta Cloud API webhook payloads into raw canonical message rows (contracts.md §1).
 
 `read_webhooks` reads JSONL (one payload a line), a JSON array of payloads, or one payload, and
-returns every column of `analytics.schema.MESSAGE_SCHEMA` as text, plus `source_file`,
+returns every column of `analytics.core.schema.MESSAGE_SCHEMA` as text, plus `source_file`,
 `source_row` and `problem`. Ingest parses the timestamp (Unix seconds, kept as found), validates,
 and quarantines every row whose `problem` is set. Nothing is dropped silently: a line that is not
 JSON, or not a webhook, becomes a row that says so; changes of other fields are counted in
@@ -74,8 +74,8 @@ from typing import Any
 
 import polars as pl
 
-from analytics.errors import InputError, found_names, library_reason
-from analytics.schema import MESSAGE_SCHEMA, TEMPLATE
+from analytics.core.errors import InputError, found_names, library_reason
+from analytics.core.schema import MESSAGE_SCHEMA, TEMPLATE
 
 WABA_OBJECT = "whatsapp_business_account"
 MESSAGES_FIELD = "messages"

@@ -30,9 +30,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from analytics import charges, ingest, schema
-from analytics.resources import query
-from analytics.rules import BillingConfig
+from analytics.bill import charges
+from analytics.read import ingest
+from analytics.core import schema
+from analytics.core.resources import query
+from analytics.terms.rules import BillingConfig
 
 # Messages billed at once. A bucket peaks near 260 bytes a message (benchmarks/README.md), so 10 M
 # keeps a run under 3 GB (9.7 M messages in one pass: 2.5 GB; 97 M in ten buckets: 3.0 GB).

@@ -2,11 +2,11 @@
 
 The step between money and pictures (STYLE.md: read → bill → price → roll up → chart). Every
 "sum per X" a notebook would otherwise write inline lives here, so a notebook cell is one call and
-`analytics.charts` only draws. Each function returns a Polars DataFrame sorted one fixed way, a
+`analytics.present.charts` only draws. Each function returns a Polars DataFrame sorted one fixed way, a
 few hundred rows at most whatever the traffic (months × categories, 7 × 24 cells, ...).
 
 Time: a charge's month, weekday and hour are read in its WABA's time zone (`BillingConfig.timezone_of`),
-the way `analytics.pricing` reads months (billing-rules.md §2 Months): `month` is the same
+the way `analytics.price.pricing` reads months (billing-rules.md §2 Months): `month` is the same
 `YYYY-MM` string as in `pricing.costs`, so volumes and costs line up month by month.
 
 Money: the roll-ups of `pricing.costs` (exact decimals) are summed exactly, then rounded half away
@@ -21,9 +21,12 @@ import datetime as dt
 
 import polars as pl
 
-from analytics import pricing, reconcile, rules, schema
-from analytics.charges import local_time
-from analytics.rules import BillingConfig
+from analytics.price import pricing
+from analytics.reconcile import matching as reconcile
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.bill.charges import local_time
+from analytics.terms.rules import BillingConfig
 
 CENTS = 2
 SHARE_DECIMALS = 4
@@ -226,7 +229,7 @@ def free_and_paid(costs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-# --- Scenarios and projections (analytics.scenarios, analytics.projection) ----------------------------
+# --- Scenarios and projections (analytics.whatif.scenarios, analytics.whatif.projection) ----------------------------
 
 
 def scenario_costs(comparison_table: pl.DataFrame) -> pl.DataFrame:
@@ -292,7 +295,7 @@ def projected_costs(projection_table: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-# --- Reconciliation (analytics.reconcile) ------------------------------------------------------------
+# --- Reconciliation (analytics.reconcile.matching) ------------------------------------------------------------
 
 
 def reconciliation_by_month(items: pl.DataFrame, billing: BillingConfig | None = None) -> pl.DataFrame:

@@ -1,6 +1,6 @@
 """The production billing engine: canonical messages in, charges (contracts.md §2) out.
 
-It computes exactly what `analytics.reference` computes (property tests hold it to that), without a
+It computes exactly what `analytics.bill.reference` computes (property tests hold it to that), without a
 Python loop over messages or users. Why the work is split the way it is:
 
 - **Per key, in Polars** (`kernel`). Everything of billing-rules.md §2–5 except the monthly
@@ -43,9 +43,10 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
-from analytics import markets, rules, schema
-from analytics.resources import ArrowStream, query
-from analytics.rules import BillingConfig, RuleSet
+from analytics.terms import markets, rules
+from analytics.core import schema
+from analytics.core.resources import ArrowStream, query
+from analytics.terms.rules import BillingConfig, RuleSet
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
@@ -63,7 +64,7 @@ def bill(
     *,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pl.DataFrame:
-    """Charges for canonical messages (already validated and deduplicated by `analytics.ingest`),
+    """Charges for canonical messages (already validated and deduplicated by `analytics.read.ingest`),
     in the columns of contracts.md §2, sorted by business number, user, time and opening message."""
     config = config or BillingConfig()
     return finish(apply_free_tiers(kernel(messages, config), con=con))
@@ -71,7 +72,7 @@ def bill(
 
 # --------------------------------------------------------------------------------------------
 # The rules as expressions: every property is read from the run's rule-set periods
-# (`analytics.rules`), looked up by the message's period code; no rule set is named here.
+# (`analytics.terms.rules`), looked up by the message's period code; no rule set is named here.
 
 
 def _periods_where(config: BillingConfig, holds: Callable[[RuleSet], bool], column: str = "period") -> pl.Expr:
@@ -296,7 +297,7 @@ def _period_expr(config: BillingConfig) -> pl.Expr:
 
 
 def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, config: BillingConfig) -> None:
-    """Rows `analytics.ingest` would have quarantined are an error here, never silently skipped.
+    """Rows `analytics.read.ingest` would have quarantined are an error here, never silently skipped.
     The first such row is read again from `messages` to name it."""
     if rows.height == 0:
         return
@@ -311,19 +312,19 @@ def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, co
         first = message(undirected)
         raise ValueError(
             f"message {first['message_id']} has direction {first['direction']!r}: expected one of "
-            f"{', '.join(schema.DIRECTIONS)} (analytics.ingest quarantines such rows)"
+            f"{', '.join(schema.DIRECTIONS)} (analytics.read.ingest quarantines such rows)"
         )
     if rows["rule_set"][early] is None:
         first = message(early)
         raise ValueError(
             f"message {first['message_id']} at {first['timestamp']} is before {config.rule_book.first_supported_date()} in its "
-            f"WABA time zone: notification-based pricing is not modelled (analytics.ingest quarantines such rows)"
+            f"WABA time zone: notification-based pricing is not modelled (analytics.read.ingest quarantines such rows)"
         )
     if rows["unknown_category"][uncategorised]:
         first = message(uncategorised)
         raise ValueError(
             f"template message {first['message_id']} has category {first['template_category']!r}: expected one of "
-            f"{', '.join(schema.TEMPLATE_CATEGORIES)} (analytics.ingest quarantines such rows)"
+            f"{', '.join(schema.TEMPLATE_CATEGORIES)} (analytics.read.ingest quarantines such rows)"
         )
 
 
@@ -460,7 +461,7 @@ def _fep_windows(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
 def _fep_windows_walked(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     """The columns of `_fep_windows` where a window's end moves after it opens: user messages that
     extend it (§9 `extend-24h-per-user-message`) or the end Meta reported for a message inside it
-    (§9: Meta's own window wins). Each message in turn, as `analytics.reference.KeyState` does for
+    (§9: Meta's own window wins). Each message in turn, as `analytics.bill.reference.KeyState` does for
     these rules; it runs only on the messages near an offer or inside a reported window."""
     lengths, longest = _fep_window_lengths(config)
     offers = [_us(p.fep_offer_window) for p in config.periods()]
@@ -736,7 +737,7 @@ def _counters_where(config: BillingConfig, holds: Callable[[rules.FreeTier], boo
 
 
 def _pricing(config: BillingConfig) -> list[pl.Expr]:
-    """§3-5 from the periods' properties (as `analytics.reference.KeyState._pricing_type`):
+    """§3-5 from the periods' properties (as `analytics.bill.reference.KeyState._pricing_type`):
     `pricing_type` (null where a free tier's counter decides), `free_tier_counter` (the counter a
     candidate takes a place in: a waiting one, or a free-entry-point one the choice
     `fep_counts_toward_free_tier` counts) and `beyond_free_tier` (what a charge past the free
@@ -891,7 +892,7 @@ def counted_charges(candidates: pl.DataFrame) -> pl.DataFrame:
 
 def decide(candidates: Frame, decided: pl.DataFrame) -> Frame:
     """Write the free-tier decisions (`row`: place among the candidates, `pricing_type`) back into
-    the candidates, in memory or read lazily and streamed to the output (`analytics.partitioned`)."""
+    the candidates, in memory or read lazily and streamed to the output (`analytics.bill.partitioned`)."""
     dtype = candidates.lazy().collect_schema()["pricing_type"]
     pricing_type = pl.col("pricing_type")
     for value in decided["pricing_type"].unique(maintain_order=True):

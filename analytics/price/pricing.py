@@ -30,7 +30,7 @@ percent at most 4 and the fixed markup at most 6, so a charge's cost is an exact
 decimals, `invoice` to cents. Invoice totals are the exact sum rounded, so lines may differ from
 the total by a cent.
 
-`price` runs in stages that other engines reuse (`analytics.spark` runs them on partitions):
+`price` runs in stages that other engines reuse (`analytics.pipeline.spark` runs them on partitions):
 `priceable` (row by row: local date, month, portfolio, family), `tier_positions` (across charges:
 `queries/tier_positions.sql`), `priced_rows` (row by row: lookups, markup, cost), then the
 missing-rate check (`missing_rate_error`). The roll-ups go through exact partials
@@ -63,13 +63,15 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from analytics import config_schema, ratecards, rules, schema
-from analytics.charges import charge_period, local_time, looked_up
-from analytics.errors import InputError, UsageError
-from analytics.markets import UNKNOWN_MARKET, unknown_market_reason
-from analytics.ratecards import RATE_SCALE, TIER_FAMILY, load_card
-from analytics.resources import ArrowStream, query
-from analytics.rules import BillingConfig
+from analytics import config_schema
+from analytics.terms import ratecards, rules
+from analytics.core import schema
+from analytics.bill.charges import charge_period, local_time, looked_up
+from analytics.core.errors import InputError, UsageError
+from analytics.terms.markets import UNKNOWN_MARKET, unknown_market_reason
+from analytics.terms.ratecards import RATE_SCALE, TIER_FAMILY, load_card
+from analytics.core.resources import ArrowStream, query
+from analytics.terms.rules import BillingConfig
 
 DEFAULT_PORTFOLIO = "default"
 COST_SCALE = 12  # rate (6 places) × markup factor (6 places): exact
@@ -205,7 +207,7 @@ def price(
     """Charges (contracts.md §2) with what each costs (`PRICED_SCHEMA`), in the charges' order.
 
     `card` (from `ratecards.load_card`) overrides `pricing_config.rate_card`, to price many runs
-    with one card. The stages, each usable alone (`analytics.spark` runs them on partitions):
+    with one card. The stages, each usable alone (`analytics.pipeline.spark` runs them on partitions):
     `priceable` (row by row), `tier_positions` (`queries/tier_positions.sql`, across charges),
     `priced_rows` (row by row again, given the positions), then the missing-rate check.
     """

@@ -1,7 +1,7 @@
 """The reference billing engine: a plain state machine per (business_phone, user_id), the oracle.
 
 Normative text: ../shared/domain/billing-rules.md, cited as §n. This module is the place to read
-when a charge needs explaining; `analytics.charges` is the fast engine with the same signature and
+when a charge needs explaining; `analytics.bill.charges` is the fast engine with the same signature and
 is held to this one by property tests. Slow is fine here, clarity is the point.
 
 `bill()` runs four steps, in this order:
@@ -24,7 +24,7 @@ Decisions where billing-rules.md is silent (the fast engine implements the same)
   rule set (2022-02-01, WABA time zone) raises ValueError naming it, it is never dropped silently.
   With `BillingConfig.rules` every row has that rule set, in the period (amendment) of its date.
 - What a message does is decided by the rule-set *period* of its own local date
-  (`analytics.rules.RuleSet`): the customer service window an inbound message opens, the offer
+  (`analytics.terms.rules.RuleSet`): the customer service window an inbound message opens, the offer
   and window lengths of a free entry point, the conversations and pricing types of an outbound
   message. The code reads the period's properties and never a rule set's name.
 - A template whose category is not one of `schema.TEMPLATE_CATEGORIES` raises ValueError: ingest
@@ -76,9 +76,10 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from analytics import rules, schema
-from analytics.markets import market_of
-from analytics.rules import BillingConfig, RuleSet
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.terms.markets import market_of
+from analytics.terms.rules import BillingConfig, RuleSet
 
 # Pricing types (contracts.md §2; `free_exempt` only with BillingConfig.service_exempt_until).
 REGULAR = "regular"

@@ -24,7 +24,7 @@ from typing import TypeVar
 import phonenumbers
 import polars as pl
 
-from analytics.resources import resource
+from analytics.core.resources import resource
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 

@@ -5,7 +5,7 @@ Two tables come out, whatever the source:
 
 - `PRICING_SCHEMA`, Meta's per-message billing: one row per status or event that carried a pricing
   or conversation object. Sources (`meta_source`):
-  - `webhook`: status webhooks, as `analytics.webhooks` keeps them (`WebhookRows.billing`, turned
+  - `webhook`: status webhooks, as `analytics.read.webhooks` keeps them (`WebhookRows.billing`, turned
     into this table by `webhook_pricing`);
   - `gupshup_message_event`: Gupshup v2 `message-event`s with `pricing{policy, category, type}` and
     `conversation{id, expiresAt, type}` (Gupshup's names for Meta's fields);
@@ -48,10 +48,10 @@ from typing import Any
 
 import polars as pl
 
-from analytics.errors import InputError
-from analytics.resources import resource
-from analytics.schema import INSTANT
-from analytics.webhooks import category_of, looks_like_webhook
+from analytics.core.errors import InputError
+from analytics.core.resources import resource
+from analytics.core.schema import INSTANT
+from analytics.read.webhooks import category_of, looks_like_webhook
 
 # Where a row of Meta's per-message billing came from.
 WEBHOOK = "webhook"
@@ -534,7 +534,7 @@ def _message_event(payload: dict, time: dt.datetime | None) -> dict | None:
     }
 
 
-# --- status webhooks, as analytics.webhooks keeps them ------------------------------------------------
+# --- status webhooks, as analytics.read.webhooks keeps them ------------------------------------------------
 
 
 def webhook_pricing(billing: pl.DataFrame) -> pl.DataFrame:

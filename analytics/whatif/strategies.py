@@ -1,13 +1,13 @@
 """Messaging strategies: what the business would do differently, as transformations of its traffic.
 
 A strategy is a pure function from canonical messages (contracts.md §1, a Polars `LazyFrame`) to
-the messages the business would have sent under that strategy; `analytics.scenarios` bills and
+the messages the business would have sent under that strategy; `analytics.whatif.scenarios` bills and
 prices the result with the same engine and rate cards as the real traffic, because Meta's prices
 depend on windows and timing (billing-rules.md §2), so a saving can only be computed by replaying
 the changed traffic, never by multiplying a spreadsheet.
 
 Each strategy is registered by name (`STRATEGIES`), takes keyword parameters (a scenario file sets
-them, `analytics.scenarios`), and marks what it did in the `change` column, so that every saving
+them, `analytics.whatif.scenarios`), and marks what it did in the `change` column, so that every saving
 can be traced to its cause:
 
 - `moved`: the message is sent at another time;
@@ -45,8 +45,9 @@ from types import MappingProxyType
 
 import polars as pl
 
-from analytics import rules, schema
-from analytics.markets import MARKETS, market_expr, missing_user_country
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.terms.markets import MARKETS, market_expr, missing_user_country
 
 # The `change` column and its values (module docstring).
 CHANGE = "change"
@@ -81,7 +82,7 @@ class TrafficTooLarge(ValueError):
 @dataclass(frozen=True)
 class StrategySpec:
     """A registered strategy: `function` (what the module exports: any tracked or canonical
-    frame), `core` (the same on a frame whose rows are all still sent, as `analytics.scenarios`
+    frame), `core` (the same on a frame whose rows are all still sent, as `analytics.whatif.scenarios`
     gives it: no rows to set aside), its parameters (name -> annotation, default or `REQUIRED`)
     and `explain`, a sentence with `{moved}`, `{converted}`, `{added}`, `{dropped}`,
     `{other_channel}`, `{added_users}`, ... and the parameters as fields."""
@@ -131,7 +132,7 @@ def tracked(messages: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
 
 
 def sent(frame: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-    """The canonical messages a changed traffic sends through WhatsApp: what `analytics.charges` bills."""
+    """The canonical messages a changed traffic sends through WhatsApp: what `analytics.bill.charges` bills."""
     frame = frame.lazy()
     if CHANGE not in frame.collect_schema().names():
         return frame.select(list(schema.MESSAGE_SCHEMA))
@@ -539,7 +540,7 @@ def channel_shift(
 
     Business behaviour: one-time passwords sent by SMS (or e-mail, voice) instead of WhatsApp for a
     seeded `share` of the messages. They leave the WhatsApp traffic and are marked `other_channel`;
-    `analytics.scenarios` prices them at `unit_cost` (in the scenario's currency) on a separate line,
+    `analytics.whatif.scenarios` prices them at `unit_cost` (in the scenario's currency) on a separate line,
     category `authentication_other_channel`, so totals compare fairly. Failed sends stay as they
     are (they cost nothing). Assumptions: the other channel delivers every message it is given.
     """

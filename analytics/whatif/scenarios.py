@@ -16,7 +16,7 @@ rate_card = "cards/provider.csv"    # relative to the scenario file
 currency = "EUR"
 ```
 
-`strategies` is an array of inline tables, each a `name` from `analytics.strategies.STRATEGIES`
+`strategies` is an array of inline tables, each a `name` from `analytics.whatif.strategies.STRATEGIES`
 and its parameters, applied in order after `growth` (the `growth` strategy with the table's
 factors). A scenario that leaves `rules`, `rate_card` or `currency` out takes the run's (command
 line or config file); its currency defaults to the one the baseline is priced in.
@@ -35,7 +35,7 @@ difference from the scenario named `baseline`. The work they share is done once:
   dropped, sent by another channel); `changed_keys` finds them from the messages alone, exactly
   but slower, and the tests hold every strategy's marks to it.
 
-Costs follow `analytics.pricing`. Billable charges without a rate are never priced at zero: they
+Costs follow `analytics.price.pricing`. Billable charges without a rate are never priced at zero: they
 are counted in `unpriced_charges` and left out of `cost` (a what-if under other rules may need
 rates the card does not have), and `format_comparison` says so.
 
@@ -56,11 +56,15 @@ from pathlib import Path
 
 import polars as pl
 
-from analytics import charges, pricing, rules, schema, strategies
-from analytics.errors import UsageError
-from analytics.ratecards import load_card
-from analytics.rules import BillingConfig
-from analytics.strategies import CHANGE, KEY, OTHER_CHANNEL, StrategyEffect, StrategySpec
+from analytics.bill import charges
+from analytics.price import pricing
+from analytics.terms import rules
+from analytics.core import schema
+from analytics.whatif import strategies
+from analytics.core.errors import UsageError
+from analytics.terms.ratecards import load_card
+from analytics.terms.rules import BillingConfig
+from analytics.whatif.strategies import CHANGE, KEY, OTHER_CHANNEL, StrategyEffect, StrategySpec
 
 BASELINE = "baseline"
 SCENARIO_SETTINGS = ("description", "rules", "rate_card", "rates_on", "currency", "growth", "strategies")

@@ -6,7 +6,7 @@ same rules run on the engine users already have, without a second implementation
 1. **Per key, the local kernel.** Keys are independent except for the monthly counters
    (billing-rules.md §2 Key), so the messages are hash-partitioned by (`business_phone`,
    `user_id`), sorted by key inside each partition, and handed through Arrow (`mapInArrow`) to
-   `charges.kernel`, the very function `charges.bill` and `analytics.partitioned` call. It puts
+   `charges.kernel`, the very function `charges.bill` and `analytics.bill.partitioned` call. It puts
    each chunk's messages in §2 order itself. A partition is cut into chunks of about
    `ROWS_PER_CHUNK` messages at key boundaries, so a Python worker holds one chunk, however large
    its partition is.
@@ -64,11 +64,13 @@ from typing import TYPE_CHECKING
 import polars as pl
 import pyarrow as pa
 
-from analytics import charges, outputs, pricing, schema
-from analytics.errors import InputError, UsageError
-from analytics.ratecards import load_card
-from analytics.resources import query
-from analytics.rules import BillingConfig
+from analytics.bill import charges
+from analytics.core import outputs, schema
+from analytics.price import pricing
+from analytics.core.errors import InputError, UsageError
+from analytics.terms.ratecards import load_card
+from analytics.core.resources import query
+from analytics.terms.rules import BillingConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -78,7 +80,7 @@ DEFAULT_MASTER = "local[*]"
 DEFAULT_DRIVER_MEMORY = "4g"
 KEY = ("business_phone", "user_id")  # billing-rules.md §2 Key
 # Messages handed to the kernel at once: its fixed cost per call is amortised well before 1 M, and
-# a worker then peaks near 300 MB (the kernel's ~260 bytes a message, analytics/partitioned.py).
+# a worker then peaks near 300 MB (the kernel's ~260 bytes a message, analytics/bill/partitioned.py).
 ROWS_PER_CHUNK = 1_000_000
 # Messages per Spark partition: enough partitions to keep every core busy and retries cheap.
 ROWS_PER_PARTITION = 2_000_000
@@ -504,7 +506,7 @@ def bill_files(
     inputs: Sequence[str | Path], output: str | Path, config: BillingConfig | None = None, *, master: str = DEFAULT_MASTER
 ) -> SparkRun:
     """Bill canonical-message Parquet (files or directories) on Spark into `output`: a Parquet
-    directory (each part file sorted by key and time, as `analytics.partitioned` sorts its
+    directory (each part file sorted by key and time, as `analytics.bill.partitioned` sorts its
     buckets: no global sort of every charge) or one `.parquet`/`.csv`/`.csv.gz` file sorted like
     `charges.bill` (Spark writes the parts, Polars sorts and joins them)."""
     if not master.startswith("local") and not is_directory_output(output):
@@ -523,7 +525,7 @@ def bill_files(
                     billed.write.parquet(str(partial))
             written = pl.scan_parquet(str(output).rstrip("/") + "/*.parquet")  # also s3://... and the like
             return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, config or BillingConfig()))
-        from analytics import ingest
+        from analytics.read import ingest
 
         ingest.output_suffix(output)
         with outputs.scratch_folder(prefix=".wa-analytics-spark-", folder=Path(output).parent) as scratch:

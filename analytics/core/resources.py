@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-_CHECKOUT = Path(__file__).resolve().parent.parent
+_CHECKOUT = Path(__file__).resolve().parent.parent.parent
 
 
 def resource(*parts: str) -> Traversable:

@@ -2,7 +2,7 @@
 
 Meta's prices depend on windows and timing (billing-rules.md §2), so a projection is made of
 messages, not of totals: `replay` builds the traffic of each future month from real history and
-`project` bills and prices it like real traffic (`analytics.scenarios.compare`), under the rule
+`project` bills and prices it like real traffic (`analytics.whatif.scenarios.compare`), under the rule
 set in force at each future date (a projection across a switch date takes the next rule set, data/rules/rule_sets.toml) and the
 card's rates for those dates (a rate the card does not know is reported unpriced, not invented).
 
@@ -13,7 +13,7 @@ How a future month F is built (`replay`), in the billing time zone:
 2. **Same month a year earlier**, when the history holds it: F's days 52 weeks earlier are
    shifted forward 52 weeks (whole weeks keep each message's weekday and hour). When the history
    also holds the 13 weeks before `history_end` a year earlier (65 weeks of history), volumes are
-   scaled per category by how much those 13 weeks grew since (`analytics.strategies.growth`,
+   scaled per category by how much those 13 weeks grew since (`analytics.whatif.strategies.growth`,
    whole users added or dropped); with less history last year's volume is replayed as it was,
    and the summary says so. On generated traffic of 22 months (benchmarks/engine.py's 1 M file)
    the year-ago replay halved the back-test error: MAPE of the monthly cost 18% against 34% for
@@ -50,11 +50,13 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from analytics import pricing, rules, strategies
-from analytics.errors import UsageError
-from analytics.rules import BillingConfig
-from analytics.scenarios import BASELINE, COMPARE_SCHEMA, Comparison, Scenario, compare, conform_messages, load_cards
-from analytics.strategies import KEY
+from analytics.price import pricing
+from analytics.terms import rules
+from analytics.whatif import strategies
+from analytics.core.errors import UsageError
+from analytics.terms.rules import BillingConfig
+from analytics.whatif.scenarios import BASELINE, COMPARE_SCHEMA, Comparison, Scenario, compare, conform_messages, load_cards
+from analytics.whatif.strategies import KEY
 
 WEEK = dt.timedelta(weeks=1)
 YEAR_IN_WEEKS = 52

@@ -2,7 +2,7 @@
 
 Normative text: ../shared/domain/billing-rules.md (cited below as §n). The rule sets, their
 amendments and billing-rules.md's **[choice]**s are `data/rules/rule_sets.toml`, read into a
-`RuleBook`: the engines (`analytics.reference`, the oracle, and `analytics.charges`, the fast one),
+`RuleBook`: the engines (`analytics.bill.reference`, the oracle, and `analytics.bill.charges`, the fast one),
 pricing, reconciliation, strategies and the Spark path read `RuleSet` properties from it and never
 a rule set's name. A business's own settings (time zones, authentication-international, the
 service exemption, the free entry point model) are a `BillingConfig`, which carries the book.
@@ -22,8 +22,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from analytics import config_schema
-from analytics.errors import excerpt
-from analytics.resources import resource
+from analytics.core.errors import excerpt
+from analytics.core.resources import resource
 
 HOUR = dt.timedelta(hours=1)
 

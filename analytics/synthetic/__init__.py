@@ -1,0 +1,1 @@
+"""Synthetic traffic for samples, tests and benchmarks (`generate`): never real phone numbers."""
