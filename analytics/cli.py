@@ -52,6 +52,7 @@ from analytics.terms import ratecards, rules  # noqa: E402
 from analytics.whatif import projection, scenarios  # noqa: E402
 from analytics.core.errors import InputError, UsageError, printable  # noqa: E402
 from analytics.read.pseudonymise import key_from_env  # noqa: E402
+from analytics.settings import Settings
 
 PROG = "wa-analytics"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -196,7 +197,7 @@ def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None)
         send_log=args.send_log,
         templates=args.templates,
         timezone=_timezone(args),
-        waba_timezones=billing_config(args).waba_timezones if getattr(args, "config", None) else None,
+        waba_timezones=settings_of(args).waba_timezones if getattr(args, "config", None) else None,
         pseudonymise_key=key_from_env() if args.pseudonymise else None,
         latest=args.latest_timestamp,
     )
@@ -211,7 +212,7 @@ def _timezone(args: argparse.Namespace) -> str:
     if args.timezone:
         return args.timezone
     if getattr(args, "config", None):
-        return billing_config(args).timezone
+        return settings_of(args).timezone
     return "UTC"
 
 
@@ -274,14 +275,20 @@ def _spark_inputs_only(args: argparse.Namespace) -> None:
         )
 
 
-def billing_config(args: argparse.Namespace) -> rules.BillingConfig:
-    """The BillingConfig of a command line: the config file if any, then --timezone and --rules."""
+def settings_of(args: argparse.Namespace) -> Settings:
+    """The one `Settings` of a command line: the config file's if any, then the options this
+    command has (--timezone, --rules, --rate-card, --currency, the markups, --report-unpriced) win."""
+    overrides = {
+        name: getattr(args, name, None)
+        for name in ("timezone", "rules", "rate_card", "currency", "markup_percent", "markup_per_charge", "report_unpriced")
+    }
+    config = getattr(args, "config", None)
     try:
-        if args.config:
-            return rules.BillingConfig.from_toml(args.config, timezone=args.timezone, rules=args.rules)
-        return rules.BillingConfig(timezone=args.timezone or "UTC", rules=args.rules)
+        if config:
+            return Settings.from_toml(config, **overrides)
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except (OSError, ValueError, KeyError) as error:  # tomllib.TOMLDecodeError is a ValueError
-        raise UsageError(f"{getattr(args, 'config', None) or 'options'}: {error}") from None
+        raise UsageError(f"{config or 'options'}: {error}") from None
 
 
 # --- ingest ----------------------------------------------------------------------------------------
@@ -375,21 +382,21 @@ def run_charges(args: argparse.Namespace) -> int:
     ingest.output_suffix(args.output)
     quarantine_path = args.quarantine or default_quarantine_path(args.output)
     check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)})
-    config = billing_config(args)
+    settings = settings_of(args)
     ingested = read_inputs(args, quarantine_path=quarantine_path)
     if ingested.summary.rows_used <= partitioned.ROWS_PER_BUCKET:
-        result = charges.bill(ingested.messages, config)
+        result = charges.bill(ingested.messages, settings)
         ingest.write_frame(result, args.output)
-        _say(charges.describe(result, config))
-        _say(charges.describe_fep_windows(ingested.messages, result, config))
+        _say(charges.describe(result, settings))
+        _say(charges.describe_fep_windows(ingested.messages, result, settings))
     else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages
         with outputs.scratch_folder() as scratch:
             messages, billed = Path(scratch) / "messages.parquet", Path(scratch) / "charges.parquet"
             ingest.write_frame(ingested.messages, messages)
-            partitioned.bill_parquet([messages], billed, config, workdir=scratch)
+            partitioned.bill_parquet([messages], billed, settings, workdir=scratch)
             ingest.write_frame(pl.scan_parquet(billed), args.output)
-            _say(charges.describe(pl.scan_parquet(billed), config))
-            _say(charges.describe_fep_windows(ingested.messages, pl.scan_parquet(billed), config))
+            _say(charges.describe(pl.scan_parquet(billed), settings))
+            _say(charges.describe_fep_windows(ingested.messages, pl.scan_parquet(billed), settings))
     _say(f"Charges: {args.output}")
     return EXIT_OK
 
@@ -403,7 +410,7 @@ def run_charges_on_spark(args: argparse.Namespace) -> int:
         ingest.output_suffix(args.output)
     if "://" not in args.output:  # a local path; a cluster's storage is Spark's to check
         check_outputs(args, {f"-o {args.output}": args.output}, folders=[f"-o {args.output}"])
-    run = spark.bill_files(args.inputs, args.output, billing_config(args), master=args.spark_master)
+    run = spark.bill_files(args.inputs, args.output, settings_of(args), master=args.spark_master)
     _say(run.summary)
     _say(f"Charges: {args.output}")
     return EXIT_OK
@@ -482,29 +489,11 @@ def add_costs_command(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_costs)
 
 
-def pricing_config(args: argparse.Namespace) -> pricing.PricingConfig:
-    """The PricingConfig of a command line: the config file's [pricing] table if any, then the options."""
-    overrides = {
-        "rate_card": args.rate_card,
-        "currency": args.currency,
-        "markup_percent": args.markup_percent,
-        "markup_per_charge": args.markup_per_charge,
-        "report_unpriced": args.report_unpriced,
-    }
-    if args.config:
-        try:
-            return pricing.PricingConfig.from_toml(args.config, **overrides)
-        except (OSError, ValueError, KeyError) as error:
-            raise UsageError(f"{args.config}: {error}") from None
-    return pricing.PricingConfig(**{k: v for k, v in overrides.items() if v is not None})
-
-
 def run_costs(args: argparse.Namespace) -> int:
     ingest.output_suffix(args.output)
     if args.invoice:
         ingest.output_suffix(args.invoice)
-    billing = billing_config(args)
-    prices = pricing_config(args)
+    settings = settings_of(args)
     quarantine_path = args.quarantine or default_quarantine_path(args.output)
     check_outputs(
         args,
@@ -513,22 +502,22 @@ def run_costs(args: argparse.Namespace) -> int:
             f"--invoice {args.invoice}": args.invoice,
             **(_quarantine_option(args, quarantine_path) if args.engine == "local" else {}),
         },
-        inputs=[prices.rate_card],
+        inputs=[settings.rate_card],
     )
-    card = ratecards.load_card(prices.rate_card)  # a bad card stops the run before the inputs are read
+    card = ratecards.load_card(settings.rate_card)  # a bad card stops the run before the inputs are read
     if args.engine == "spark":  # billed, priced and summed on Spark; the exact sums come back
         from analytics.pipeline import spark
 
         _spark_inputs_only(args)
-        partials = spark.cost_partials_of_files(args.inputs, billing, prices, card=card, master=args.spark_master)
+        partials = spark.cost_partials_of_files(args.inputs, settings, card=card, master=args.spark_master)
     else:
         ingested = read_inputs(args, quarantine_path=quarantine_path)
-        partials = pricing.cost_partials(pricing.price(charges.bill(ingested.messages, billing), billing, prices, card=card))
+        partials = pricing.cost_partials(pricing.price(charges.bill(ingested.messages, settings), settings, card=card))
     ingest.write_frame(pricing.costs_from_partials(partials), args.output)
     if args.invoice:
         ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice, for_people=True)
-    card_name = str(prices.rate_card) if prices.rate_card else "the shipped card (data/rate_cards/)"
-    _say(pricing.format_invoice_from_partials(partials, prices, card_name=card_name))
+    card_name = str(settings.rate_card) if settings.rate_card else "the shipped card (data/rate_cards/)"
+    _say(pricing.format_invoice_from_partials(partials, settings, card_name=card_name))
     _say(f"Costs: {args.output}" + (f"; invoice lines: {args.invoice}" if args.invoice else ""))
     return EXIT_OK
 
@@ -613,17 +602,17 @@ def add_compare_command(subcommands: argparse._SubParsersAction) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     ingest.output_suffix(args.output)
     explained = args.explanations or _beside(args.output, "explanations")
-    billing, prices = billing_config(args), pricing_config(args)
+    settings = settings_of(args)
     loaded = scenarios.load_scenarios(args.scenarios)  # a bad scenario file stops the run before the inputs are read
     quarantine_path = args.quarantine or default_quarantine_path(args.output)
     check_outputs(
         args,
         {f"-o {args.output}": args.output, **_explanations_option(args, explained), **_quarantine_option(args, quarantine_path)},
-        inputs=[prices.rate_card, *(s.rate_card for s in loaded)],
+        inputs=[settings.rate_card, *(s.rate_card for s in loaded)],
     )
-    cards = scenarios.load_cards(loaded, prices)
+    cards = scenarios.load_cards(loaded, settings)
     ingested = read_inputs(args, quarantine_path=quarantine_path)
-    comparison = scenarios.compare(ingested.messages, loaded, billing, prices, cards=cards)
+    comparison = scenarios.compare(ingested.messages, loaded, settings, cards=cards)
     ingest.write_frame(comparison.table, args.output)
     ingest.write_frame(comparison.explanations, explained, for_people=True)
     _say(scenarios.format_comparison(comparison))
@@ -656,24 +645,24 @@ def add_project_command(subcommands: argparse._SubParsersAction) -> None:
 def run_project(args: argparse.Namespace) -> int:
     ingest.output_suffix(args.output)
     explained, checked = args.explanations or _beside(args.output, "explanations"), args.backtest or _beside(args.output, "backtest")
-    billing, prices = billing_config(args), pricing_config(args)
+    settings = settings_of(args)
     loaded = scenarios.load_scenarios(args.scenarios) if args.scenarios else [scenarios.Scenario(scenarios.BASELINE)]
     quarantine_path = args.quarantine or default_quarantine_path(args.output)
     written = {f"-o {args.output}": args.output, **_explanations_option(args, explained), **_quarantine_option(args, quarantine_path)}
     if not args.no_backtest:
         written[f"--backtest {checked}" if args.backtest else f"the back-test file {checked} (beside -o)"] = checked
-    check_outputs(args, written, inputs=[prices.rate_card, *(s.rate_card for s in loaded)])
-    cards = scenarios.load_cards(loaded, prices)
+    check_outputs(args, written, inputs=[settings.rate_card, *(s.rate_card for s in loaded)])
+    cards = scenarios.load_cards(loaded, settings)
     ingested = read_inputs(args, quarantine_path=quarantine_path)
     projected = projection.project(
-        ingested.messages, loaded, months=args.months, billing=billing, pricing_config=prices,
+        ingested.messages, loaded, months=args.months, settings=settings,
         history_months=args.history_months, run_backtest=not args.no_backtest, cards=cards,
     )
     ingest.write_frame(projected.table, args.output)
     ingest.write_frame(projected.comparison.explanations, explained, for_people=True)
     if projected.backtest is not None:
         ingest.write_frame(projected.backtest.errors, checked)
-    _say(projection.format_projection(projected, billing.timezone))
+    _say(projection.format_projection(projected, settings.timezone))
     _say(f"Projection: {args.output}; explanations: {explained}" + (f"; back-test: {checked}" if projected.backtest else ""))
     return EXIT_OK
 
@@ -714,22 +703,22 @@ def run_reconcile(args: argparse.Namespace) -> int:
     ingest.output_suffix(args.output)
     quarantine_path = args.quarantine or default_quarantine_path(args.output)
     check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)})
-    billing = billing_config(args)
+    settings = settings_of(args)
     reports = meta_reports.read_reports(args.analytics)  # bad report files stop the run before the inputs are read
     # Gupshup's v3 billing events arrive in Meta's envelope, among the webhook traffic: ingest skips them.
     json_inputs = [p for p in args.inputs if Path(p).suffix.lower() in ingest.JSON_SUFFIXES]
     among_inputs = meta_reports.read_reports(json_inputs, strict=False)
     ingested = read_inputs(args, quarantine_path=quarantine_path)
     messages = ingested.messages.collect()
-    billed = charges.bill(messages, billing)
+    billed = charges.bill(messages, settings)
     meta_pricing = meta_reports.concat_pricing(
         [meta_reports.webhook_pricing(ingested.billing), among_inputs.pricing, reports.pricing]
     )
-    priced = _reconcile_prices(args, billed, billing, reports.analytics)
+    priced = _reconcile_prices(args, billed, settings, reports.analytics)
     skipped = [f"not read from the --analytics files: {what} ({count:,})" for what, count in sorted(reports.skipped.items())]
     result = reconcile.reconcile(
         messages, billed, meta_pricing=meta_pricing, analytics=reports.analytics, quarantine=ingested.quarantine,
-        priced=priced, config=billing, notes=skipped,
+        priced=priced, settings=settings, notes=skipped,
     )
     ingest.write_frame(result.rows, args.output, for_people=True)
     _say(result.summary())
@@ -740,10 +729,10 @@ def run_reconcile(args: argparse.Namespace) -> int:
 
 
 def _reconcile_prices(
-    args: argparse.Namespace, billed: pl.DataFrame, billing: rules.BillingConfig, analytics: pl.DataFrame
+    args: argparse.Namespace, billed: pl.DataFrame, settings: Settings, analytics: pl.DataFrame
 ) -> pl.DataFrame | None:
     """Our charges at Meta's list rates for the aggregate level, or None (volumes only, said on stderr)."""
-    priced, why_not = reconcile.priced_at_list_rates(billed, analytics, billing, pricing_config(args))
+    priced, why_not = reconcile.priced_at_list_rates(billed, analytics, settings)
     if why_not:
         _say(why_not)
     return priced

@@ -1,9 +1,9 @@
 """The config file (`--config`, the report's `config_file`): one schema for every table the package
 reads, checked before any value of it is used.
 
-The file holds what a business sets once: `[billing]` (read by `rules.BillingConfig.from_toml`,
-with `[billing.authentication_international]`) and `[pricing]` (read by
-`pricing.PricingConfig.from_toml`). `load` reads the file and refuses, with a `UsageError` (exit
+The file holds what a business sets once: `[billing]` (with
+`[billing.authentication_international]`) and `[pricing]`, both read by
+`analytics.settings.Settings.from_toml`. `load` reads the file and refuses, with a `UsageError` (exit
 status 2) naming the file, the key and what is expected, anything the schema does not allow: an
 unknown table or key (a misspelt `[biling]` is not silently ignored), a value of the wrong type,
 or one out of range (`fep_window_hours = -5`). Values are checked, never converted: the readers
@@ -129,7 +129,7 @@ SCHEMA = Table(
                     key=Value("a WABA id", lambda k: bool(str(k).strip())),
                     value=TIME_ZONE,
                 ),
-                # a name of the rules file in use: BillingConfig checks it against that file
+                # a name of the rules file in use: Settings checks it against that file
                 "rules": Value(_rule_set_names, lambda v: isinstance(v, str) and bool(v.strip())),
                 "rules_file": Value("the path of a rules file in data/rules/rule_sets.toml's format, relative to the config file", _is_text),
                 "fep_window_hours": Value(

@@ -91,6 +91,7 @@ def measure(kind: str, path: Path) -> dict[str, float]:
 
     from analytics.bill import charges, partitioned, reference
     from analytics.price import pricing
+    from analytics.settings import Settings
 
     messages = pl.read_parquet(path) if kind in ("reference", "engine-in-memory") else None
     started = time.perf_counter()
@@ -103,8 +104,8 @@ def measure(kind: str, path: Path) -> dict[str, float]:
     elif kind == "engine":
         partitioned.bill_parquet([path], charges_file(path))
     elif kind == "pricing":
-        card = pricing.PricingConfig(currency="USD", report_unpriced=True)
-        pricing.costs(pricing.price(pl.read_parquet(charges_file(path)), pricing_config=card))
+        card = Settings(currency="USD", report_unpriced=True)
+        pricing.costs(pricing.price(pl.read_parquet(charges_file(path)), settings=card))
     elif kind == "engine-in-memory":
         charges.bill(messages)
     elif kind == "reference":

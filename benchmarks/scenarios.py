@@ -69,18 +69,20 @@ def measure(kind: str, path: Path, scenario_file: Path) -> dict[str, object]:
 
         from analytics.bill import charges
         from analytics.price import pricing
+        from analytics.settings import Settings
 
         messages = pl.read_parquet(path)
-        priced = pricing.price(charges.bill(messages), pricing_config=pricing.PricingConfig(currency=CURRENCY, report_unpriced=True))
+        priced = pricing.price(charges.bill(messages), settings=Settings(currency=CURRENCY, report_unpriced=True))
         pricing.costs(priced)
     elif kind == "compare":
         import polars as pl
 
         from analytics.price import pricing
+        from analytics.settings import Settings
         from analytics.whatif import scenarios
 
         loaded = scenarios.load_scenarios(scenario_file)
-        comparison = scenarios.compare(pl.read_parquet(path), loaded, pricing_config=pricing.PricingConfig(currency=CURRENCY))
+        comparison = scenarios.compare(pl.read_parquet(path), loaded, settings=Settings(currency=CURRENCY))
         extra = {
             "scenarios": {r.name: round(r.seconds, 1) for r in comparison.results},
             "kernel_messages": comparison.shared_kernel_messages,

@@ -44,23 +44,24 @@ def measure(kind: str, path: Path, master: str, scratch: Path) -> dict[str, floa
 
     from analytics.bill import partitioned
     from analytics.price import pricing
+    from analytics.settings import Settings
     from analytics.pipeline import spark as spark_engine
 
-    card = pricing.PricingConfig(currency="USD", report_unpriced=True)
+    card = Settings(currency="USD", report_unpriced=True)
     started = time.perf_counter()
     result: dict[str, float] = {}
     if kind in ("local-charges", "local-costs"):
         run = partitioned.bill_parquet([path], scratch / "charges.parquet", workdir=scratch)
         result["charges"] = run.charges
         if kind == "local-costs":
-            pricing.costs(pricing.price(pl.read_parquet(scratch / "charges.parquet"), pricing_config=card))
+            pricing.costs(pricing.price(pl.read_parquet(scratch / "charges.parquet"), settings=card))
     else:
         spark_engine.session(master)
         result["spark_start_seconds"] = round(time.perf_counter() - started, 2)
         if kind == "spark-charges":
             result["charges"] = spark_engine.bill_files([path], scratch / "charges", master=master).charges
         else:
-            partials = spark_engine.cost_partials_of_files([path], pricing_config=card, master=master)
+            partials = spark_engine.cost_partials_of_files([path], settings=card, master=master)
             result["charges"] = int(partials["charges"].sum())
             pricing.costs_from_partials(partials)
     result["seconds"] = round(time.perf_counter() - started, 2)

@@ -13,7 +13,7 @@ from analytics import cli
 from analytics.synthetic import generate
 from analytics.read import ingest
 from analytics.core import schema
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 from traffic import Traffic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def test_charges_with_rules_override_and_timezone(tmp_path: Path, sample_message
     assert cli.main(["charges", str(SAMPLE), "-o", str(out), "--rules", "cbp-2023", "--timezone", "Europe/Rome"]) == 0
     written = pl.read_csv(out, infer_schema=False)
     assert set(written["rule_set"]) == {"cbp-2023"}
-    expected = reference.bill(sample_messages, BillingConfig(timezone="Europe/Rome", rules="cbp-2023"))
+    expected = reference.bill(sample_messages, Settings(timezone="Europe/Rome", rules="cbp-2023"))
     assert written.height == expected.height
     assert written["category"].value_counts().sort("category").rows() == (
         expected["category"].value_counts().sort("category").rows()
@@ -79,7 +79,7 @@ def test_partitioned_billing_equals_in_memory_billing(tmp_path: Path) -> None:
     )
     source = tmp_path / "messages.parquet"
     traffic.write_parquet(source)
-    config = BillingConfig(timezone="Europe/Rome")
+    config = Settings(timezone="Europe/Rome")
     run = partitioned.bill_parquet([source], tmp_path / "charges.parquet", config, rows_per_bucket=500)
     assert run.buckets > 3
     in_buckets = schema.conform_charges(pl.read_parquet(tmp_path / "charges.parquet"))

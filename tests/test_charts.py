@@ -20,7 +20,7 @@ from analytics.whatif import projection, scenarios
 from analytics.reconcile import matching as reconcile
 from analytics.core import resources
 from analytics.core import schema  # noqa: E402
-from analytics.terms.rules import BillingConfig  # noqa: E402
+from analytics.settings import Settings  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -341,17 +341,17 @@ def test_every_builder_returns_a_chart_and_renders_to_png_offline(builder):
 
 @pytest.fixture(scope="module")
 def sample_charts() -> dict[str, alt.TopLevelMixin]:
-    billing = BillingConfig(timezone="Europe/Rome")
+    billing = Settings(timezone="Europe/Rome")
     sample = resources.resource("data", "sample", "messages.csv.gz")
     messages = ingest.read_messages([str(sample)], timezone=billing.timezone).messages.collect()
     billed = charges.bill(messages, billing)
     costs = pricing.costs(pricing.price(billed, billing))
     plans = [scenarios.scenario("baseline"), scenarios.scenario("today_rules", rules="pmp-2026-10")]
     compared = scenarios.compare(messages, plans, billing)
-    projected = projection.project(messages, plans, months=2, billing=billing)
+    projected = projection.project(messages, plans, months=2, settings=billing)
     meta = reconcile.meta_pricing_objects(billed, messages, billing)
     changed = reconcile.perturb(messages, meta, billed)
-    items = reconcile.reconcile(changed.messages, charges.bill(changed.messages, billing), meta_pricing=changed.meta_pricing, config=billing).rows
+    items = reconcile.reconcile(changed.messages, charges.bill(changed.messages, billing), meta_pricing=changed.meta_pricing, settings=billing).rows
     first, last = billed["started_at"].min(), billed["started_at"].max()
     volumes = rollups.volumes(billed, billing)
     return {

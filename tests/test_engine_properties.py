@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from analytics.bill import charges, reference
 from analytics.terms import rules
 from analytics.core import schema
-from analytics.terms.rules import AuthenticationInternational, BillingConfig
+from analytics.terms.rules import AuthenticationInternational
+from analytics.settings import Settings
 from traffic import with_free_tier_size
 
 EXAMPLES = int(os.environ.get("WA_ANALYTICS_PROPERTY_EXAMPLES", "2000"))
@@ -108,7 +109,7 @@ def rule_books(draw: st.DrawFn) -> rules.RuleBook:
 
 
 configs = st.builds(
-    BillingConfig,
+    Settings,
     timezone=st.sampled_from(["UTC", "Europe/Rome", "America/Sao_Paulo", "Asia/Kolkata"]),
     waba_timezones=st.sampled_from([{}, {"W2": "America/Mexico_City"}]),
     rules=st.sampled_from([None, None, None, *[r.name for r in rules.rule_sets()]]),
@@ -127,17 +128,17 @@ configs = st.builds(
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(messages=traffic(), config=configs)
-def test_fast_engine_agrees_with_reference(messages: pl.DataFrame, config: BillingConfig) -> None:
-    note(f"config: { {k: v for k, v in vars(config).items() if k != 'rule_book'} }, choices: {config.rule_book.choices}")
+@given(messages=traffic(), settings=configs)
+def test_fast_engine_agrees_with_reference(messages: pl.DataFrame, settings: Settings) -> None:
+    note(f"settings: { {k: v for k, v in vars(settings).items() if k != 'rule_book'} }, choices: {settings.rule_book.choices}")
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=400, fmt_str_lengths=40):
         note(f"traffic:\n{messages.sort('timestamp')}")
         try:
-            expected = reference.bill(messages, config)
+            expected = reference.bill(messages, settings)
         except ValueError:  # traffic before 2022-02-01 in its WABA time zone: both engines refuse it
             with pytest.raises(ValueError, match="before"):
-                charges.bill(messages, config)
+                charges.bill(messages, settings)
             return
-        actual = charges.bill(messages, config)
+        actual = charges.bill(messages, settings)
         note(f"reference:\n{expected}\nfast engine:\n{actual}")
     assert actual.to_dicts() == expected.to_dicts()

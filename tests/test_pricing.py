@@ -25,10 +25,10 @@ from analytics.price import pricing
 from analytics.terms import rules
 from analytics.core import schema
 from analytics.core.errors import UsageError
-from analytics.price.pricing import MissingRateError, PricingConfig, costs, format_invoice, invoice, price
+from analytics.price.pricing import MissingRateError, costs, format_invoice, invoice, price
+from analytics.settings import Settings
 from analytics.terms.ratecards import TIER_FAMILY, load_card
 from analytics.core.resources import query
-from analytics.terms.rules import BillingConfig
 from traffic import Traffic, low_tier_card, merge
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
@@ -126,8 +126,8 @@ def test_tiers_count_per_portfolio_market_family_and_month(tmp_path):
     assert priced["rate"].to_list() == [
         D("0.03"), D("0.03"), D("0.03"), D("0.02"), D("0.04"), D("0.06"), D("0.06"), None, D("0.03"), D("0.03")
     ]
-    separate = PricingConfig(portfolios={"W1": "retail", "W2": "wholesale"})
-    by_portfolio = price(frame(*rows), pricing_config=separate, card=card).sort("started_at")
+    separate = Settings(portfolios={"W1": "retail", "W2": "wholesale"})
+    by_portfolio = price(frame(*rows), settings=separate, card=card).sort("started_at")
     assert by_portfolio["tier_position"].to_list()[:4] == [1, 2, 1, 2]
     assert by_portfolio["portfolio"].to_list()[:4] == ["retail", "retail", "wholesale", "wholesale"]
 
@@ -176,17 +176,17 @@ def test_the_tier_counter_in_sql_equals_the_polars_window_across_tier_boundaries
     """queries/tier_positions.sql on DuckDB gives each charge the position the Polars window gave,
     on generated traffic with two WABAs in two portfolios and time zones, in months past both tiers."""
     traffic = generate.generate_traffic(users=300, start=dt.date(2025, 6, 1), months=8, seed=11)
-    billing = BillingConfig(timezone="Europe/Rome", waba_timezones={"104996122399160": "America/Sao_Paulo"})
+    billing = Settings(timezone="Europe/Rome", waba_timezones={"104996122399160": "America/Sao_Paulo"})
     billed = charges.bill(traffic.unique(subset="message_id", keep="first", maintain_order=True), billing)
     card = low_tier_card()
     for portfolios in ({}, {"104996122399150": "retail", "104996122399160": "wholesale"}):
-        config = PricingConfig(currency="USD", portfolios=portfolios, report_unpriced=True)
-        frame = pricing.priceable(billed, billing, config)
+        config = billing.replace(currency="USD", portfolios=portfolios, report_unpriced=True)
+        frame = pricing.priceable(billed, config)
         rates = pricing.rates_in(card, "USD")
         in_sql = pricing.tier_positions(frame, rates)
         assert in_sql.to_list() == polars_tier_positions(frame, rates).to_list()
         assert in_sql.max() > 20 and in_sql.is_not_null().sum() > 300
-        priced = price(billed, billing, config, card=card)
+        priced = price(billed, config, card=card)
         assert priced["tier_position"].to_list() == in_sql.to_list()
         assert set(priced.filter("billable")["tier_from"].drop_nulls()) == {1, 3, 8}
 
@@ -235,7 +235,7 @@ def test_effective_dates_and_months_follow_the_waba_time_zone(tmp_path):
     in_utc = price(frame(*rows), card=card)
     assert in_utc["rate"].to_list() == [D("0.05"), D("0.05")]
     assert in_utc["month"].to_list() == ["2026-03", "2026-03"]
-    rome = BillingConfig(timezone="Europe/Rome")
+    rome = Settings(timezone="Europe/Rome")
     in_rome = price(frame(*rows), rome, card=card)
     assert in_rome["rate"].to_list() == [D("0.06"), D("0.05")]  # 21:59:59 UTC is 23:59:59 in Rome
     assert in_rome["month"].to_list() == ["2026-04", "2026-03"]
@@ -247,7 +247,7 @@ def test_months_are_named_across_years_whatever_the_order_of_the_charges(tmp_pat
     at = ["2027-01-02T10:00:00Z", "2026-03-31T23:59:59Z", "2026-12-31T23:00:00Z", "2026-03-01T00:00:00Z"]
     priced = price(frame(*(charge(t, "marketing", pricing_type="free_entry_point") for t in at)), card=card)
     assert priced["month"].to_list() == ["2027-01", "2026-03", "2026-12", "2026-03"]
-    rome = price(frame(*(charge(t, "marketing", pricing_type="free_entry_point") for t in at)), BillingConfig(timezone="Europe/Rome"), card=card)
+    rome = price(frame(*(charge(t, "marketing", pricing_type="free_entry_point") for t in at)), Settings(timezone="Europe/Rome"), card=card)
     assert rome["month"].to_list() == ["2027-01", "2026-04", "2027-01", "2026-03"]
 
 
@@ -259,7 +259,7 @@ def test_volume_tiers_reset_at_midnight_of_the_first_in_each_wabas_zone(tmp_path
         charge("2026-03-31T22:30:00Z", waba="ROME", phone="R", user="U3"),  # 00:30 Rome, April: a new count
         charge("2026-03-31T23:00:00Z", waba="SAOPAULO", phone="S", user="U4"),  # 20:00 São Paulo, March
     ]
-    config = BillingConfig(timezone="Europe/Rome", waba_timezones={"SAOPAULO": "America/Sao_Paulo"})
+    config = Settings(timezone="Europe/Rome", waba_timezones={"SAOPAULO": "America/Sao_Paulo"})
     priced = price(frame(*rows), config, card=card).sort("started_at")
     assert priced["month"].to_list() == ["2026-03", "2026-03", "2026-04", "2026-03"]
     # One portfolio, two local months at once (Meta's volume-tier example 3): March counts 1, 2, 3.
@@ -290,13 +290,13 @@ def test_a_card_may_hold_several_currencies(tmp_path):
     rows = frame(charge("2026-01-05T10:00:00Z", "marketing"), charge("2026-01-05T10:00:00Z", "marketing", market="Germany"))
     with pytest.raises(UsageError, match="prices this traffic in EUR and USD: choose one with --currency"):
         price(rows, card=card)
-    in_eur = price(rows, pricing_config=PricingConfig(currency="eur"), card=card)
+    in_eur = price(rows, settings=Settings(currency="eur"), card=card)
     assert in_eur["currency"].unique().to_list() == ["EUR"]
     assert in_eur["cost"].sum() == D("0.0650") + D("0.1131")
-    in_usd = price(rows, pricing_config=PricingConfig(currency="USD"), card=card)
+    in_usd = price(rows, settings=Settings(currency="USD"), card=card)
     assert in_usd["cost"].sum() == D("0.0691") + D("0.1365")
     with pytest.raises(UsageError, match="has no GBP rates: it has EUR, USD"):
-        price(rows, pricing_config=PricingConfig(currency="GBP"), card=card)
+        price(rows, settings=Settings(currency="GBP"), card=card)
 
 
 def test_the_default_currency_is_the_one_that_prices_everything(tmp_path):
@@ -318,7 +318,7 @@ def test_a_billable_charge_without_a_rate_names_currency_market_category_and_dat
     card = card_of(tmp_path, DATED)
     rows = frame(charge("2026-02-27T10:00:00Z", "marketing"), *burst(2, "2026-03-05T10:00:00Z"))
     with pytest.raises(MissingRateError) as raised:
-        price(rows, BillingConfig(timezone="Europe/Rome"), card=card)
+        price(rows, Settings(timezone="Europe/Rome"), card=card)
     message = str(raised.value)
     assert "no rate for EUR Italy marketing on 2026-02-27 (time zone Europe/Rome)" in message
     assert "the card has no EUR rate for Italy marketing on or before that date" in message
@@ -341,7 +341,7 @@ def test_an_unknown_tier_is_missing_from_its_first_message(tmp_path):
 def test_report_unpriced_keeps_them_on_a_separate_line(tmp_path):
     card = card_of(tmp_path, DATED)
     rows = frame(*burst(2, "2026-02-27T10:00:00Z", category="marketing"), *burst(1, "2026-03-27T10:00:00Z", category="marketing"))
-    priced = price(rows, pricing_config=PricingConfig(report_unpriced=True), card=card)
+    priced = price(rows, settings=Settings(report_unpriced=True), card=card)
     assert priced["cost"].to_list() == [None, None, D("0.05")]
     rollup = costs(priced)
     assert rollup.select("month", "charges", "billable_charges", "cost", "priced").rows() == [
@@ -380,8 +380,8 @@ def test_a_providers_markup_is_a_percentage_and_a_fixed_amount_per_billable_char
         charge("2026-03-05T10:00:00Z", "marketing", pricing_type="free_entry_point"),
         *burst(3, "2026-03-06T10:00:00Z"),
     )
-    config = PricingConfig(markup_percent=D("12.5"), markup_per_charge="0.001")
-    priced = price(rows, pricing_config=config, card=card)
+    config = Settings(markup_percent=D("12.5"), markup_per_charge="0.001")
+    priced = price(rows, settings=config, card=card)
     # marketing 0.05 × 1.125 + 0.001 = 0.05725; utility 0.03 × 1.125 + 0.001 = 0.03475 (twice);
     # the third utility message is at tier 3: 0.02 × 1.125 + 0.001 = 0.0235; the free one costs 0.
     assert priced["cost"].to_list() == [D("0.05725"), D(0), D("0.03475"), D("0.03475"), D("0.0235")]
@@ -392,11 +392,11 @@ def test_a_providers_markup_is_a_percentage_and_a_fixed_amount_per_billable_char
 
 def test_markup_settings_are_checked():
     with pytest.raises(UsageError, match="more than 4 decimals"):
-        PricingConfig(markup_percent="1.23456")
+        Settings(markup_percent="1.23456")
     with pytest.raises(UsageError, match="must be a number >= 0"):
-        PricingConfig(markup_per_charge=-1)
+        Settings(markup_per_charge=-1)
     with pytest.raises(UsageError, match="is not a number"):
-        PricingConfig(markup_percent="ten")
+        Settings(markup_percent="ten")
 
 
 # --- The roll-ups and a hand-computed invoice -----------------------------------------------------
@@ -404,9 +404,9 @@ def test_markup_settings_are_checked():
 
 def fixture_priced(**config: object) -> pl.DataFrame:
     ingested = ingest.read_messages([FIXTURES / "traffic.csv"], timezone="Europe/Rome")
-    billing = BillingConfig(timezone="Europe/Rome")
+    billing = Settings(timezone="Europe/Rome")
     billed = charges.bill(ingested.messages.collect(), billing)
-    return price(billed, billing, PricingConfig(rate_card=FIXTURES / "card.csv", **config))  # type: ignore[arg-type]
+    return price(billed, billing.replace(rate_card=FIXTURES / "card.csv", **config))
 
 
 def test_hand_computed_costs_for_a_small_traffic_file():
@@ -447,7 +447,7 @@ def test_hand_computed_invoice_for_a_small_traffic_file():
     # Total: 0.36 × 1.1 + 9 billable × 0.001 = 0.405.
     priced = fixture_priced(markup_percent=10, markup_per_charge=D("0.001"))
     assert priced["cost"].sum() == D("0.405")
-    summary = format_invoice(priced, PricingConfig(markup_percent=10, markup_per_charge=D("0.001")))
+    summary = format_invoice(priced, Settings(markup_percent=10, markup_per_charge=D("0.001")))
     assert "Total: 11 charges, 9 billable, 0.41 EUR (markup 0.05)" in summary  # 0.405 -> 0.41, 0.045 -> 0.05
 
 
@@ -492,7 +492,7 @@ def test_cost_under_a_reported_rule_set_is_flagged(tmp_path):
 # --- Configuration ---------------------------------------------------------------------------------
 
 
-def test_pricing_config_reads_the_pricing_table_of_the_config_file(tmp_path):
+def test_settings_read_the_pricing_table_of_the_config_file(tmp_path):
     (tmp_path / "cards").mkdir()
     config = tmp_path / "wa.toml"
     config.write_text(
@@ -500,8 +500,9 @@ def test_pricing_config_reads_the_pricing_table_of_the_config_file(tmp_path):
         '[pricing]\nrate_card = "cards/ours.csv"\ncurrency = "eur"\nportfolios = { "W1" = "retail" }\n'
         "markup_percent = 12.5\nmarkup_per_charge = 0.002\nreport_unpriced = true\n"
     )
-    read = PricingConfig.from_toml(config)
-    assert read == PricingConfig(
+    read = Settings.from_toml(config)
+    assert read == Settings(
+        timezone="Europe/Rome",
         rate_card=str(tmp_path / "cards" / "ours.csv"),
         currency="EUR",
         portfolios={"W1": "retail"},
@@ -509,11 +510,11 @@ def test_pricing_config_reads_the_pricing_table_of_the_config_file(tmp_path):
         markup_per_charge=D("0.002"),
         report_unpriced=True,
     )
-    assert PricingConfig.from_toml(config, currency="USD").currency == "USD"
-    assert BillingConfig.from_toml(config).timezone == "Europe/Rome"
+    assert Settings.from_toml(config, currency="USD").currency == "USD"
+    assert Settings.from_toml(config).timezone == "Europe/Rome"
     config.write_text("[pricing]\nmarkup = 3\n")
     with pytest.raises(UsageError, match="unknown key markup in \\[pricing\\]"):
-        PricingConfig.from_toml(config)
+        Settings.from_toml(config)
 
 
 # --- The shipped sample with the shipped card ---------------------------------------------------
@@ -603,7 +604,7 @@ def test_the_six_markets_of_2026_07_01_never_get_the_regions_rate_after_they_lea
         for start in ("2026-06-10T09:00:00Z", "2026-08-10T09:00:00Z", "2026-11-10T09:00:00Z")
     ]
     billed = charges.bill(merge(*traffics))
-    priced = price(billed, pricing_config=PricingConfig(currency="USD", report_unpriced=True)).filter("billable")
+    priced = price(billed, settings=Settings(currency="USD", report_unpriced=True)).filter("billable")
     got = {(r["month"], r["category"]): (r["market"], r["rate"]) for r in priced.iter_rows(named=True)}
     expected = {}
     for month, rates in (("2026-06", june), ("2026-08", august), ("2026-11", november)):
@@ -612,7 +613,7 @@ def test_the_six_markets_of_2026_07_01_never_get_the_regions_rate_after_they_lea
     assert got == expected
     if None in august:
         with pytest.raises(MissingRateError, match=rf"no rate for USD {market} \w+ on 2026-08-10 .*the card says .unknown: "):
-            price(billed, pricing_config=PricingConfig(currency="USD"))
+            price(billed, settings=Settings(currency="USD"))
 
 
 def test_no_charges_price_to_empty_tables_of_the_right_shape():

@@ -14,7 +14,7 @@ import pytest
 from analytics.bill import charges
 from analytics import cli
 from analytics.whatif import projection
-from analytics.price.pricing import PricingConfig
+from analytics.settings import Settings
 from analytics.whatif.scenarios import BASELINE, Scenario
 from traffic import Traffic, instant, merge
 
@@ -146,7 +146,7 @@ def test_rates_the_card_does_not_know_are_reported_unpriced_not_invented(tmp_pat
     traffic = weekly("2025-08-25T00:00:00Z", 6)
     traffic.template(24 * 36 + 12, "marketing")
     projected = projection.project(
-        traffic.frame(), [Scenario(BASELINE)], months=2, pricing_config=PricingConfig(rate_card=str(card)), history_months=1,
+        traffic.frame(), [Scenario(BASELINE)], months=2, settings=Settings(rate_card=str(card)), history_months=1,
         run_backtest=False,
     )
     rows = projected.table.select("month", "horizon", "billable_charges", "unpriced_charges", "cost").sort("month").rows()

@@ -52,7 +52,8 @@ from analytics.reconcile.matching import (
     WINDOW_DIFFERS,
 )
 from analytics.core.resources import query
-from analytics.terms.rules import AuthenticationInternational, BillingConfig
+from analytics.terms.rules import AuthenticationInternational
+from analytics.settings import Settings
 from meta_fixtures import FIXTURES, fenced_blocks, glific_billing_event, gupshup_general_purpose_ai
 
 OURS = Path(__file__).resolve().parent / "fixtures" / "reconcile"
@@ -64,17 +65,17 @@ ITEM = ("level", "meta_source", "message_id", "status", "reason")
 
 
 def run(
-    paths, *, send_log=None, rules_=None, timezone="UTC", config=None, events=(), analytics=None, priced=False
+    paths, *, send_log=None, rules_=None, timezone="UTC", settings=None, events=(), analytics=None, priced=False
 ) -> reconcile.Reconciliation:
     """Ingest, bill and reconcile as `wa-analytics reconcile` does; `events` are extra pricing rows."""
     ingested = ingest.read_messages([str(p) for p in paths], send_log=send_log, timezone=timezone)
     messages = ingested.messages.collect()
-    config = config or BillingConfig(timezone=timezone, rules=rules_)
+    config = settings or Settings(timezone=timezone, rules=rules_)
     billed = charges.bill(messages, config)
     meta = concat_pricing([webhook_pricing(ingested.billing), *events])
     return reconcile.reconcile(
-        messages, billed, meta_pricing=meta, analytics=analytics, quarantine=ingested.quarantine, config=config,
-        priced=pricing.price(billed, config, pricing.PricingConfig(report_unpriced=True)) if priced else None,
+        messages, billed, meta_pricing=meta, analytics=analytics, quarantine=ingested.quarantine, settings=config,
+        priced=pricing.price(billed, config.replace(report_unpriced=True)) if priced else None,
     )
 
 
@@ -385,7 +386,7 @@ def our_charges(*groups: tuple) -> pl.DataFrame:
 def aggregate(charges_: pl.DataFrame, fixture: str, *, compare_cost: bool = True, timezone: str = "UTC") -> list[tuple]:
     analytics = read_analytics(FIXTURES / fixture)
     frame = charges_ if compare_cost else charges_.drop("cost")
-    rows, unreadable, _ = reconcile.reconcile_aggregates(frame, analytics, config=BillingConfig(timezone=timezone))
+    rows, unreadable, _ = reconcile.reconcile_aggregates(frame, analytics, settings=Settings(timezone=timezone))
     assert unreadable.is_empty()
     return rows.select("period_start", "country", "business_phone", "meta_category", "meta_pricing_type",
                        "ours_volume", "meta_volume", "status", "reason").rows()
@@ -508,13 +509,13 @@ def pricing_analytics_traffic() -> list[dict]:
 def test_pricing_analytics_daily_with_tiers(tmp_path):
     # Meta's example predates 2025-07-01: the traffic is billed per message (--rules pmp-2025), in the
     # WABA's Pacific time, by a business at home in the US billed authentication-international for India.
-    config = BillingConfig(
+    config = Settings(
         timezone="America/Los_Angeles", rules="pmp-2025",
         authentication_international=AuthenticationInternational(home_country="US", start_dates={"IN": dt.date(2025, 1, 1)}),
     )
     analytics = read_analytics(FIXTURES / "meta_docs_analytics__pricing_analytics_daily_tier.json")
     traffic = pricing_analytics_traffic()
-    result = run([canonical(tmp_path, *traffic)], config=config, analytics=analytics)
+    result = run([canonical(tmp_path, *traffic)], settings=config, analytics=analytics)
     day = {d: dt.datetime(2025, 6, d, 7, tzinfo=UTC) for d in range(1, 7)}
     assert result.rows.select("period_start", "country", "meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason").rows() == [
         (day[1], "US", "authentication", "regular", 1, 1, MATCH, AGREES),
@@ -534,7 +535,7 @@ def test_pricing_analytics_daily_with_tiers(tmp_path):
     assert "costs not compared: our charges were not priced (no rate card)" in result.notes
     # Injected: a marketing template dropped from our traffic (a lost webhook).
     dropped = [r for r in traffic if r["user_id"] != US[3]]
-    fewer = run([canonical(tmp_path, *dropped, name="dropped.csv")], config=config, analytics=analytics)
+    fewer = run([canonical(tmp_path, *dropped, name="dropped.csv")], settings=config, analytics=analytics)
     differing = fewer.rows.filter(pl.col("status") != MATCH)
     assert differing.select("period_start", "ours_volume", "meta_volume", "status", "reason").rows() == [
         (day[1], 4, 5, DIFFERENT, VOLUME_DIFFERS)
@@ -601,15 +602,15 @@ def unexpected(result: reconcile.Reconciliation) -> pl.DataFrame:
 
 
 def assert_reconciles_to_the_perturbations(messages: pl.DataFrame, seed: int) -> reconcile.Perturbed:
-    config = BillingConfig()
+    config = Settings()
     billed = charges.bill(messages, config)
     meta = reconcile.meta_pricing_objects(billed, messages, config)
-    clean = reconcile.reconcile(messages, billed, meta_pricing=meta, config=config)
+    clean = reconcile.reconcile(messages, billed, meta_pricing=meta, settings=config)
     assert unexpected(clean).is_empty()
     assert clean.rows.height == billed.height and set(clean.rows["status"]) == {MATCH}
     perturbed = reconcile.perturb(messages, meta, billed, seed=seed)
     again = charges.bill(perturbed.messages, config)
-    result = reconcile.reconcile(perturbed.messages, again, meta_pricing=perturbed.meta_pricing, config=config)
+    result = reconcile.reconcile(perturbed.messages, again, meta_pricing=perturbed.meta_pricing, settings=config)
     got = sorted(unexpected(result).select("level", "message_id", "status", "reason").rows())
     assert got == sorted((p.level, p.message_id, p.status, p.reason) for p in perturbed.perturbations)
     return perturbed
@@ -679,15 +680,15 @@ def test_windows_agree_within_sixty_seconds(shift, expected):
 
 
 def test_synthetic_analytics_reconcile_to_exactly_their_perturbations(sample_messages):
-    config = BillingConfig(timezone="Europe/Rome")
+    config = Settings(timezone="Europe/Rome")
     billed = charges.bill(sample_messages, config)
-    priced = pricing.price(billed, config, pricing.PricingConfig(currency="USD"))
+    priced = pricing.price(billed, config.replace(currency="USD"))
     with_costs = reconcile.with_user_country(billed, sample_messages).join(
         priced.select("opening_message_id", "cost"), on="opening_message_id"
     )
     response = reconcile.meta_analytics_response(with_costs, granularity="DAILY", timezone="Europe/Rome")
     points = response["pricing_analytics"]["data"][0]["data_points"]
-    clean = reconcile.reconcile(sample_messages, billed, analytics=read_analytics(response), priced=priced, config=config)
+    clean = reconcile.reconcile(sample_messages, billed, analytics=read_analytics(response), priced=priced, settings=config)
     assert set(clean.rows["reason"]) == {AGREES} and clean.rows.height == len(points)
     # Perturb five regular points in known ways.
     regular = [p for p in points if p["pricing_type"] == "REGULAR" and p["cost"] > 0]
@@ -697,7 +698,7 @@ def test_synthetic_analytics_reconcile_to_exactly_their_perturbations(sample_mes
     dearer["cost"] += 1
     rounded["cost"] = round(rounded["cost"] + 0.004, 6)
     del no_cost["cost"]
-    result = reconcile.reconcile(sample_messages, billed, analytics=read_analytics(response), priced=priced, config=config)
+    result = reconcile.reconcile(sample_messages, billed, analytics=read_analytics(response), priced=priced, settings=config)
 
     def key(point):
         return (dt.datetime.fromtimestamp(point["start"], UTC), point["country"], point["pricing_category"].lower())
@@ -871,7 +872,7 @@ def test_authentication_international_with_a_hyphen_agrees_once_the_business_set
     setting = AuthenticationInternational(home_country="IT", start_dates={"IN": dt.date(2024, 7, 1)})
     result = run(
         [OCTOBER / "statuses_2026_10.jsonl"], send_log=OCTOBER / "send_log_2026_10.csv",
-        config=BillingConfig(authentication_international=setting),
+        settings=Settings(authentication_international=setting),
     )
     assert result.rows.filter(pl.col("message_id") == "wamid.W7").select(ITEM[2:]).rows() == [("wamid.W7", MATCH, AGREES)]
 
@@ -952,15 +953,15 @@ def test_metas_free_entry_point_window_reconciles_without_a_conversation_per_mes
 def test_paid_exempt_is_a_service_message_meta_does_not_charge():
     ingested = ingest.read_messages([str(OCTOBER / "paid_exempt.jsonl")])
     messages = ingested.messages.collect()
-    config = BillingConfig()
+    config = Settings()
     billed = charges.bill(messages, config)
     meta = webhook_pricing(ingested.billing)
     # Ours: the month's first service message, inside the free tier: neither side charges it.
-    free = reconcile.reconcile(messages, billed, meta_pricing=meta, config=config)
+    free = reconcile.reconcile(messages, billed, meta_pricing=meta, settings=config)
     assert items(free, ITEM_TYPES) == [("wamid.X1", "free_tier", "regular", MATCH, AGREES)]
     # Ours past the free tier (as if it were the 1,001st): we charge what Meta exempts.
     charged = billed.with_columns(pricing_type=pl.lit("regular"), billable=pl.lit(True))
-    result = reconcile.reconcile(messages, charged, meta_pricing=meta, config=config)
+    result = reconcile.reconcile(messages, charged, meta_pricing=meta, settings=config)
     assert items(result, ITEM_TYPES) == [("wamid.X1", "regular", "regular", DIFFERENT, PRICING_TYPE_DIFFERS)]
     assert result.rows["explanation"][0].startswith(
         "Meta marks it regular with subtype paid_exempt: an eligible government or non-profit's service message beyond "
@@ -1004,7 +1005,7 @@ def test_pricing_analytics_after_the_switch_counts_our_free_tier_as_free_custome
         {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "FREE_CUSTOMER_SERVICE", "pricing_category": "SERVICE", "volume": 4},
         {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
     ]}]}}
-    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), config=BillingConfig())
+    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), settings=Settings())
     assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status").rows() == [
         ("service", "free_customer_service", 4, 4, MATCH),
         ("utility", "regular", 2, 2, MATCH),
@@ -1023,7 +1024,7 @@ def test_pricing_analytics_group_and_ai_points_are_not_modelled():
         {**point, "pricing_type": "FREE_GROUP_CUSTOMER_SERVICE", "pricing_category": "GROUP_SERVICE", "volume": 3},
         {**point, "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
     ]}]}}
-    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), config=BillingConfig())
+    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), settings=Settings())
     assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason").rows() == [
         ("group_marketing", "regular", None, 6, MISSING_OURS, NOT_MODELLED),
         ("group_service", "free_group_customer_service", None, 3, MISSING_OURS, NOT_MODELLED),

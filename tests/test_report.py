@@ -26,7 +26,7 @@ from analytics import cli
 from analytics.read import ingest
 from analytics.price import pricing
 from analytics.present import report, rollups
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -64,7 +64,7 @@ def test_load_traffic_keeps_what_precedes_the_end_of_the_month_and_bills_it():
     assert traffic.messages["timestamp"].max() < end
     everything = ingest.read_messages([ROOT / "data/sample/messages.csv.gz"]).messages.collect()
     assert traffic.messages.height == everything.filter(pl.col("timestamp") < end).height
-    expected = charges.bill(everything.filter(pl.col("timestamp") < end), BillingConfig(timezone="America/Sao_Paulo"))
+    expected = charges.bill(everything.filter(pl.col("timestamp") < end), Settings(timezone="America/Sao_Paulo"))
     assert traffic.charges.equals(expected)
 
 
@@ -114,7 +114,7 @@ def test_volumes_notebook_under_another_rule_set_month_and_time_zone(tmp_path):
     printed = run_notebook("01_conversation_volumes", tmp_path, month="2026-03", timezone="Asia/Kolkata", rule_set="pmp-2026-10", chart_format="png")
     got = checked_output(printed)
     traffic = report.load_traffic(month="2026-03", timezone="Asia/Kolkata", rules_name="pmp-2026-10")
-    month = rollups.volumes(traffic.charges, traffic.billing).filter(pl.col("month").cast(pl.String).str.slice(0, 7) == "2026-03")
+    month = rollups.volumes(traffic.charges, traffic.settings).filter(pl.col("month").cast(pl.String).str.slice(0, 7) == "2026-03")
     assert set(got["rule_set"]) == {"pmp-2026-10"}
     assert got["billable_charges"].cast(pl.Int64).sum() == month["billable_charges"].sum() > 0
     assert got["free_charges"].cast(pl.Int64).sum() == month["free_charges"].sum()
@@ -127,7 +127,7 @@ def test_costs_notebook_with_another_card_currency_and_month(tmp_path):
     printed = run_notebook("02_costs", tmp_path, month="2026-05", rate_card=str(card), currency="EUR", timezone="Europe/Rome")
     got = checked_output(printed)
     traffic = report.load_traffic(month="2026-05", timezone="Europe/Rome")
-    priced = pricing.price(traffic.charges, traffic.billing, pricing.PricingConfig(rate_card=card, currency="EUR", report_unpriced=True))
+    priced = pricing.price(traffic.charges, traffic.settings.replace(rate_card=card, currency="EUR", report_unpriced=True))
     expected = pricing.costs(priced).filter(pl.col("month") == "2026-05").group_by("category").agg(pl.col("cost").sum()).sort("category")
     assert set(got["currency"]) == {"EUR"}
     assert got["category"].to_list() == expected["category"].to_list()
@@ -196,7 +196,7 @@ def test_the_report_is_one_html_file_without_code_or_scripts_and_with_every_char
 def test_the_report_shows_the_checked_key_totals(sample_report):
     page = sample_report.read_text()
     traffic = report.load_traffic(month="2026-10")
-    costs = pricing.costs(pricing.price(traffic.charges, traffic.billing, pricing.PricingConfig(report_unpriced=True)))
+    costs = pricing.costs(pricing.price(traffic.charges, traffic.settings.replace(report_unpriced=True)))
     marketing = costs.filter((pl.col("month") == "2026-10") & (pl.col("category") == "marketing"))
     assert f"marketing,USD,{marketing['billable_charges'].sum()},{marketing['cost'].sum()}" in page
 

@@ -13,10 +13,10 @@ from analytics.price import pricing
 from analytics.reconcile import matching as reconcile
 from analytics.present import rollups
 from analytics.core import schema
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 from traffic import Traffic, instant, merge
 
-ROME = BillingConfig(timezone="Europe/Rome")
+ROME = Settings(timezone="Europe/Rome")
 
 
 def costs_rows(*rows: tuple) -> pl.DataFrame:
@@ -51,7 +51,7 @@ def test_volumes_month_follows_the_billing_time_zone():
 def test_volumes_months_agree_with_pricing():
     traffic = Traffic(start="2025-07-31T21:30:00Z").template(0, "marketing").template(1, "utility").user(2).text(3)
     billed = charges.bill(traffic.frame(), ROME)
-    priced = pricing.price(billed, ROME, pricing.PricingConfig(currency="USD", report_unpriced=True))
+    priced = pricing.price(billed, ROME.replace(currency="USD", report_unpriced=True))
     by_pricing = priced.group_by("month", "category").len().sort("month", "category").rows()
     ours = rollups.volumes(billed, ROME).select("month", "category", "charges").rows()
     assert ours == [(m, c, n) for m, c, n in by_pricing]
@@ -94,7 +94,7 @@ def test_openings_has_every_weekday_and_hour_with_zeros_filled():
 def test_openings_reads_each_waba_in_its_own_time_zone():
     rome = Traffic(start="2024-03-04T23:30:00Z", waba_id="rome", id_prefix="r").template(0, "marketing")
     sao_paulo = Traffic(start="2024-03-04T23:30:00Z", waba_id="sp", user_id="5511999990000", id_prefix="s").template(0, "marketing")
-    config = BillingConfig(timezone="Europe/Rome", waba_timezones={"sp": "America/Sao_Paulo"})
+    config = Settings(timezone="Europe/Rome", waba_timezones={"sp": "America/Sao_Paulo"})
     cells = rollups.openings(charges.bill(merge(rome, sao_paulo), config), config)
     # São Paulo is UTC-3: Monday 20:30.
     assert cells.filter(pl.col("charges") > 0).select("weekday_name", "hour", "charges").rows() == [("Mon", 20, 1), ("Tue", 0, 1)]
@@ -285,4 +285,4 @@ def test_reconciliation_by_month_counts_status_and_reason_in_local_months():
 @pytest.mark.parametrize("timezone", ["UTC", "Pacific/Kiritimati"])
 def test_reconciliation_by_month_of_no_items_is_empty(timezone):
     empty = pl.DataFrame(schema=reconcile.RECONCILIATION_SCHEMA)
-    assert rollups.reconciliation_by_month(empty, BillingConfig(timezone=timezone)).height == 0
+    assert rollups.reconciliation_by_month(empty, Settings(timezone=timezone)).height == 0

@@ -13,7 +13,8 @@ import pytest
 from traffic import Traffic, instant, merge, rows
 
 from analytics.terms import rules
-from analytics.terms.rules import AuthenticationInternational, BillingConfig
+from analytics.terms.rules import AuthenticationInternational
+from analytics.settings import Settings
 
 CBP_2022_DAY = "2022-09-05T08:00:00Z"
 CBP_2023_DAY = "2024-03-04T08:00:00Z"
@@ -22,8 +23,8 @@ PMP_2026_DAY = "2026-11-02T08:00:00Z"
 
 ONE_MICROSECOND = dt.timedelta(microseconds=1)
 HOUR = dt.timedelta(hours=1)
-ROME = BillingConfig(timezone="Europe/Rome")
-SAO_PAULO = BillingConfig(timezone="America/Sao_Paulo")
+ROME = Settings(timezone="Europe/Rome")
+SAO_PAULO = Settings(timezone="America/Sao_Paulo")
 
 
 def pricing_types(charges: pl.DataFrame) -> dict[str, int]:
@@ -84,7 +85,7 @@ def test_fep_window_length_follows_the_config(bill):
     t = Traffic(CBP_2023_DAY)
     t.user(0, entry_point="ctwa").template(1, "marketing").template(25, "marketing")
 
-    assert rows(bill(t.frame(), BillingConfig(fep_window=24 * HOUR))) == [
+    assert rows(bill(t.frame(), Settings(fep_window=24 * HOUR))) == [
         ("referral_conversion", "free_entry_point", False, t.at(1), t.at(25), 1, "m0002", "cbp-2023"),
         ("marketing", "regular", True, t.at(25), t.at(49), 1, "m0003", "cbp-2023"),
     ]
@@ -364,7 +365,7 @@ def test_conversation_closed_by_a_pmp_fep_window_absorbs_nothing_after_it(bill):
     t.user(6, entry_point="ctwa").template(7, "utility")  # pmp-2025 FEP window of 1 h from 03:00
     t.template(9, "marketing")  # after the FEP window: the closed conversation does not take it
 
-    assert rows(bill(t.frame(), BillingConfig(fep_window=HOUR))) == [
+    assert rows(bill(t.frame(), Settings(fep_window=HOUR))) == [
         ("marketing", "regular", True, t.at(0), t.at(7), 1, "m0001", "cbp-2023"),
         ("utility", "free_entry_point", False, t.at(7), None, 1, "m0003", "pmp-2025"),
         ("marketing", "regular", True, t.at(9), None, 1, "m0004", "pmp-2025"),
@@ -397,7 +398,7 @@ def test_time_zone_per_waba(bill):
     rome.template(0, "marketing")
     utc = Traffic("2025-06-30T22:30:00Z", business_phone="B-UK", waba_id="W-UK", id_prefix="u")
     utc.template(0, "marketing")
-    config = BillingConfig(waba_timezones={"W-IT": "Europe/Rome"})
+    config = Settings(waba_timezones={"W-IT": "Europe/Rome"})
 
     assert rows(bill(merge(rome, utc), config), ("business_phone", "waba_id", "rule_set")) == [
         ("B-IT", "W-IT", "pmp-2025"),
@@ -423,12 +424,12 @@ def test_rules_override_bills_cbp_2022_traffic_under_pmp_2025(bill):
         ("user_initiated", "free_tier", False, t.at(1), t.at(25), 2, "m0002", "cbp-2022"),
         ("business_initiated", "free_tier", False, t.at(30), t.at(54), 1, "m0004", "cbp-2022"),
     ]
-    assert rows(bill(t.frame(), BillingConfig(rules="pmp-2025"))) == [
+    assert rows(bill(t.frame(), Settings(rules="pmp-2025"))) == [
         ("service", "free_customer_service", False, t.at(1), None, 1, "m0002", "pmp-2025"),
         ("utility", "free_customer_service", False, t.at(2), None, 1, "m0003", "pmp-2025"),
         ("marketing", "regular", True, t.at(30), None, 1, "m0004", "pmp-2025"),
     ]
-    pricing_models = bill(t.frame(), BillingConfig(rules="pmp-2025"))["pricing_model"].unique().to_list()
+    pricing_models = bill(t.frame(), Settings(rules="pmp-2025"))["pricing_model"].unique().to_list()
     assert pricing_models == ["PMP"]
 
 
@@ -579,17 +580,17 @@ def test_free_tier_months_follow_the_waba_time_zone(bill):
     late = instant("2026-12-01T02:00:00Z")  # 2026-11-30 23:00 in São Paulo
     t.text(late - t.start).text(late - t.start + 2 * HOUR)  # 2026-12-01 01:00 in São Paulo
 
-    def last_two(config: BillingConfig) -> list[tuple[object, ...]]:
+    def last_two(config: Settings) -> list[tuple[object, ...]]:
         return rows(bill(t.frame(), config), ("started_at", "pricing_type"))[-2:]
 
-    assert last_two(BillingConfig()) == [(late, "free_tier"), (late + 2 * HOUR, "free_tier")]
+    assert last_two(Settings()) == [(late, "free_tier"), (late + 2 * HOUR, "free_tier")]
     assert last_two(SAO_PAULO) == [(late, "regular"), (late + 2 * HOUR, "free_tier")]
 
 
 # --- §4.5 Authentication-international -------------------------------------------------------------
 
 
-AUTH_INTERNATIONAL = BillingConfig(
+AUTH_INTERNATIONAL = Settings(
     authentication_international=AuthenticationInternational(
         home_country="IN",
         start_dates={"ID": dt.date(2024, 6, 1), "IN": dt.date(2024, 7, 1)},
@@ -624,7 +625,7 @@ def test_authentication_international_from_the_start_date_never_for_the_home_cou
 def test_authentication_international_start_follows_the_waba_time_zone(bill):
     t = Traffic("2024-05-31T22:30:00Z", user_country="ID")  # 2024-06-01 00:30 in Rome
     t.template(0, "authentication")
-    in_rome = BillingConfig(timezone="Europe/Rome", authentication_international=AUTH_INTERNATIONAL.authentication_international)
+    in_rome = Settings(timezone="Europe/Rome", authentication_international=AUTH_INTERNATIONAL.authentication_international)
 
     assert rows(bill(t.frame(), AUTH_INTERNATIONAL), ("category",)) == [("authentication",)]
     assert rows(bill(t.frame(), in_rome), ("category",)) == [("authentication_international",)]

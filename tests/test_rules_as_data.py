@@ -21,7 +21,7 @@ from analytics.bill import charges
 from analytics.terms import rules
 from analytics.core import schema
 from analytics.core.resources import resource
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 
 HOUR = dt.timedelta(hours=1)
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
@@ -59,9 +59,9 @@ def pricing_types(billed: pl.DataFrame) -> dict[str, int]:
     return dict(zip(counts["pricing_type"], counts["len"], strict=True))
 
 
-def with_choices(**changed: object) -> BillingConfig:
+def with_choices(**changed: object) -> Settings:
     book = rules.shipped()
-    return BillingConfig(rule_book=dataclasses.replace(book, choices=dataclasses.replace(book.choices, **changed)))
+    return Settings(rule_book=dataclasses.replace(book, choices=dataclasses.replace(book.choices, **changed)))
 
 
 # --- The next change is a data edit --------------------------------------------------------------------
@@ -70,7 +70,7 @@ def with_choices(**changed: object) -> BillingConfig:
 def test_a_rule_set_added_to_a_copy_of_the_rules_file_bills_traffic_across_its_switch(bill, tmp_path: Path) -> None:
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text(SHIPPED + NEXT_CHANGE, encoding="utf-8")
-    config = BillingConfig(rule_book=rules.load(rules_file))
+    config = Settings(rule_book=rules.load(rules_file))
 
     december = Traffic("2026-12-30T00:00:00Z", id_prefix="d")
     december.user(0).template(30, "utility")  # 30 h after the user: the 24 h window of pmp-2026-10 is closed
@@ -94,17 +94,17 @@ def test_a_rules_file_of_your_own_is_read_from_the_config_and_checked(tmp_path: 
     (tmp_path / "rules.toml").write_text(SHIPPED + NEXT_CHANGE, encoding="utf-8")
     config_file = tmp_path / "analytics.toml"
     config_file.write_text('[billing]\nrules_file = "rules.toml"\n', encoding="utf-8")
-    assert BillingConfig.from_toml(config_file).rule_book.names[-1] == "pmp-2027-01"
+    assert Settings.from_toml(config_file).rule_book.names[-1] == "pmp-2027-01"
 
     (tmp_path / "rules.toml").write_text(SHIPPED.replace("reactions_free = true", "reactions_free = true\nreaction_rate = 1", 1))
     with pytest.raises(rules.RulesFileError, match=r"rule set 'pmp-2025': unknown key 'reaction_rate'"):
-        BillingConfig.from_toml(config_file)
+        Settings.from_toml(config_file)
     (tmp_path / "rules.toml").write_text(SHIPPED.replace("customer_service_window_hours = 24", "customer_service_window_hours = 1e308", 1))
     with pytest.raises(rules.RulesFileError, match="customer_service_window_hours must be a number of hours above 0 and at most 8784"):
-        BillingConfig.from_toml(config_file)
+        Settings.from_toml(config_file)
     (tmp_path / "rules.toml").write_text(SHIPPED.replace('scope = "business_phone"', 'scope = "phone"'))
     with pytest.raises(rules.RulesFileError, match="scope must be one of waba, business_phone, not 'phone'"):
-        BillingConfig.from_toml(config_file)
+        Settings.from_toml(config_file)
 
 
 def test_no_rule_set_name_is_written_in_the_code() -> None:
@@ -141,8 +141,8 @@ def test_choice_fep_counts_toward_free_tier(bill) -> None:
     small = with_free_tier_size(rules.shipped(), 1)
     counting = dataclasses.replace(small, choices=dataclasses.replace(small.choices, fep_counts_toward_free_tier=True))
 
-    assert rows(bill(t.frame(), BillingConfig(rule_book=small)), ("pricing_type",)) == [("free_entry_point",), ("free_tier",)]
-    assert rows(bill(t.frame(), BillingConfig(rule_book=counting)), ("pricing_type",)) == [("free_entry_point",), ("regular",)]
+    assert rows(bill(t.frame(), Settings(rule_book=small)), ("pricing_type",)) == [("free_entry_point",), ("free_tier",)]
+    assert rows(bill(t.frame(), Settings(rule_book=counting)), ("pricing_type",)) == [("free_entry_point",), ("regular",)]
 
 
 def test_choice_marketing_lite_billed_as(bill) -> None:
@@ -180,27 +180,27 @@ def test_the_october_2026_rules_are_meta_documented_and_warn_nowhere(bill) -> No
 def test_service_exemption_makes_service_past_the_free_tier_free_until_its_date(bill) -> None:
     t = Traffic("2027-12-14T20:00:00Z")
     t.user(0).text(1).text(3).text(29)  # 2027-12-14 21:00 and 23:00, 2027-12-16 01:00
-    exempt = BillingConfig(service_exempt_until=dt.date(2027, 12, 15), rule_book=with_free_tier_size(rules.shipped(), 1))
+    exempt = Settings(service_exempt_until=dt.date(2027, 12, 15), rule_book=with_free_tier_size(rules.shipped(), 1))
 
     assert rows(bill(t.frame(), exempt), ("pricing_type", "billable")) == [
         ("free_tier", False),
         ("free_exempt", False),
         ("regular", True),
     ]
-    assert rows(bill(t.frame(), BillingConfig(rule_book=exempt.rule_book)), ("pricing_type",))[1] == ("regular",)
+    assert rows(bill(t.frame(), Settings(rule_book=exempt.rule_book)), ("pricing_type",))[1] == ("regular",)
 
 
 def test_service_exemption_is_read_from_the_config(tmp_path: Path) -> None:
     config_file = tmp_path / "analytics.toml"
     config_file.write_text('[billing]\nservice_exempt_until = 2027-12-31\nfep_model = "fixed-7d"\n', encoding="utf-8")
-    config = BillingConfig.from_toml(config_file)
+    config = Settings.from_toml(config_file)
     assert (config.service_exempt_until, config.fep_model) == (dt.date(2027, 12, 31), "fixed-7d")
 
 
 # --- Free entry point windows: dated lengths and the model options (§9) -----------------------------------
 
 
-def fep_rows(bill, t: Traffic, config: BillingConfig = BillingConfig()) -> list[tuple[object, ...]]:
+def fep_rows(bill, t: Traffic, config: Settings = Settings()) -> list[tuple[object, ...]]:
     return rows(bill(t.frame(), config), ("pricing_type", "opening_message_id"))
 
 
@@ -218,7 +218,7 @@ def test_click_to_whatsapp_windows_from_2026_09_28_follow_the_fep_model(bill, mo
     t = _ctwa("2026-10-05T08:00:00Z")
     t.template(100, "marketing")
 
-    assert fep_rows(bill, t, BillingConfig(fep_model=model))[-1] == (at_h100, "m0003")
+    assert fep_rows(bill, t, Settings(fep_model=model))[-1] == (at_h100, "m0003")
 
 
 def test_a_window_extends_24_hours_from_each_user_message_inside_it_up_to_7_days(bill) -> None:
@@ -229,7 +229,7 @@ def test_a_window_extends_24_hours_from_each_user_message_inside_it_up_to_7_days
         t2.user(h)
     t2.template(168.5, "marketing").template(169.5, "marketing")  # capped at h1 + 168 h
 
-    extend = BillingConfig(fep_model="extend-24h-per-user-message")
+    extend = Settings(fep_model="extend-24h-per-user-message")
     assert fep_rows(bill, t, extend)[-2:] == [("free_entry_point", "m0004"), ("regular", "m0005")]
     assert [r[0] for r in fep_rows(bill, t2, extend)[-2:]] == ["free_entry_point", "regular"]
 
@@ -240,7 +240,7 @@ def test_page_call_to_action_windows_and_earlier_ad_windows_keep_72_hours(bill) 
     before = _ctwa("2026-09-20T08:00:00Z")
     before.template(74, "marketing")
 
-    seven_days = BillingConfig(fep_model="fixed-7d")
+    seven_days = Settings(fep_model="fixed-7d")
     assert fep_rows(bill, page, seven_days)[-1][0] == "regular"
     assert fep_rows(bill, before, seven_days)[-1][0] == "regular"
 
@@ -248,7 +248,7 @@ def test_page_call_to_action_windows_and_earlier_ad_windows_keep_72_hours(bill) 
 def test_a_cbp_free_entry_point_conversation_lasts_as_its_window_does(bill) -> None:
     t = Traffic("2023-09-04T08:00:00Z")
     t.user(0, entry_point="ctwa").text(1).user(60).template(80, "marketing")
-    billed = bill(t.frame(), BillingConfig(fep_model="extend-24h-per-user-message"))
+    billed = bill(t.frame(), Settings(fep_model="extend-24h-per-user-message"))
 
     # before 2026-09-28 the rules allow no more than 72 h: the user message at h60 extends nothing
     assert rows(billed, ("category", "expires_at", "message_count")) == [
@@ -271,7 +271,7 @@ def test_meta_s_own_window_wins_over_the_model(bill) -> None:
         ("free_entry_point", "m0003"),
         ("regular", "m0004"),
     ]
-    assert charges.describe_fep_windows(messages, billed, BillingConfig()) == (
+    assert charges.describe_fep_windows(messages, billed, Settings()) == (
         "Free entry point windows: 1; 1 with the end Meta reported (fep_expires_at), 0 modelled (fep_model fixed-72h)."
     )
 

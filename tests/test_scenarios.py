@@ -12,7 +12,7 @@ import pytest
 from analytics import cli
 from analytics.read import ingest
 from analytics.whatif import scenarios, strategies
-from analytics.price.pricing import PricingConfig
+from analytics.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "strategies"
@@ -79,7 +79,7 @@ def test_differences_are_against_the_baseline_row_by_row():
     comparison = scenarios.compare(
         fixture_messages(),
         scenarios.load_scenarios(SCENARIOS),
-        pricing_config=PricingConfig(rate_card=CARD),
+        settings=Settings(rate_card=CARD),
     )
     base = comparison.table.filter(pl.col("scenario") == "baseline").select("month", "category", base="cost")
     joined = comparison.table.join(base, on=["month", "category"], how="left").with_columns(pl.col("base").fill_null(0))
@@ -97,7 +97,7 @@ def test_a_scenario_in_another_currency_has_no_differences(tmp_path):
     comparison = scenarios.compare(
         fixture_messages(),
         scenarios.load_scenarios(toml),
-        pricing_config=PricingConfig(rate_card=CARD),
+        settings=Settings(rate_card=CARD),
     )
     dollars = comparison.table.filter(pl.col("scenario") == "dollars")
     assert set(dollars["currency"]) == {"USD"} and dollars["cost_difference"].null_count() == dollars.height
@@ -110,7 +110,7 @@ def test_charges_without_a_rate_are_counted_apart_not_priced_at_zero(tmp_path):
     comparison = scenarios.compare(
         fixture_messages(),
         [scenarios.Scenario(scenarios.BASELINE)],
-        pricing_config=PricingConfig(rate_card=str(card)),
+        settings=Settings(rate_card=str(card)),
     )
     marketing = comparison.table.filter(pl.col("category") == "marketing").row(0, named=True)
     assert (marketing["billable_charges"], marketing["unpriced_charges"], marketing["cost"]) == (4, 1, Decimal("0.15"))
@@ -161,7 +161,7 @@ def test_the_file_may_define_its_own_baseline():
     comparison = scenarios.compare(
         fixture_messages(),
         [scenarios.scenario("today", rules="pmp-2025"), own],
-        pricing_config=PricingConfig(rate_card=CARD),
+        settings=Settings(rate_card=CARD),
     )
     assert [r.name for r in comparison.results] == ["baseline", "today"]
     assert totals(comparison.table)["today"] == (7, Decimal("0.33"))
@@ -220,14 +220,14 @@ def test_on_the_sample_strategies_mark_every_key_they_change_and_rebilling_those
     # compare re-bills only the keys a strategy marked: the marks must cover every changed key
     # (checked against per-key fingerprints), and the result must equal billing everything again.
     messages = ingest.read_messages([SAMPLE]).messages.collect()
-    shared = scenarios.SharedWork(messages, scenarios.BillingConfig())
+    shared = scenarios.SharedWork(messages, scenarios.Settings())
     for item in scenarios.load_scenarios(EXAMPLE):
         if not item.steps:
             continue
-        changed = scenarios.apply_steps(shared.messages, item.steps, shared.billing)
+        changed = scenarios.apply_steps(shared.messages, item.steps, shared.settings)
         exact = scenarios.changed_keys(shared.messages, changed.messages)
         assert changed.changed_keys.sort(*strategies.KEY).equals(exact), item.name
         shared.charges(item.rules)
         incremental = shared.charges_of(changed.messages, changed.changed_keys, item.rules)
-        full = scenarios.charges.bill(changed.messages, shared.config(item.rules))
+        full = scenarios.charges.bill(changed.messages, shared.settings_for(item.rules))
         assert incremental.sort(full.columns).equals(full.sort(full.columns)), item.name

@@ -28,12 +28,12 @@ from analytics.terms import rules
 from analytics.core import schema
 from analytics.pipeline import spark as spark_engine
 from analytics.core.resources import query
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 from traffic import low_tier_card, with_free_tier_size
 
 pytest.importorskip("pyspark", reason="the Spark engine needs pyspark: pip install 'wa-analytics[spark]'")
 
-USD = pricing.PricingConfig(currency="USD", report_unpriced=True)  # the shipped card has no rates for parts of 2025
+USD = Settings(currency="USD", report_unpriced=True)  # the shipped card has no rates for parts of 2025
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +59,10 @@ COUNTING_FEP = with_free_tier_size(rules.shipped(), 5, rules.Choices(fep_counts_
 @pytest.mark.parametrize(
     ("config", "session_timezone"),
     [
-        (BillingConfig(timezone="Europe/Rome", rule_book=SMALL_FREE_TIERS), "UTC"),
-        (BillingConfig(rules="cbp-2022", rule_book=SMALL_FREE_TIERS), "America/Sao_Paulo"),
+        (Settings(timezone="Europe/Rome", rule_book=SMALL_FREE_TIERS), "UTC"),
+        (Settings(rules="cbp-2022", rule_book=SMALL_FREE_TIERS), "America/Sao_Paulo"),
         (
-            BillingConfig(
+            Settings(
                 fep_model="extend-24h-per-user-message", service_exempt_until=dt.date(2026, 10, 20), rule_book=COUNTING_FEP
             ),
             "UTC",
@@ -89,8 +89,8 @@ def test_spark_charges_equal_the_local_engine(spark, traffic, config, session_ti
 
 
 # Two WABAs in two time zones and two portfolios, a markup, tiers reached every month.
-ROME_AND_SAO_PAULO = BillingConfig(timezone="Europe/Rome", waba_timezones={"104996122399160": "America/Sao_Paulo"})
-TIERED_USD = pricing.PricingConfig(
+ROME_AND_SAO_PAULO = Settings(timezone="Europe/Rome", waba_timezones={"104996122399160": "America/Sao_Paulo"})
+TIERED_USD = ROME_AND_SAO_PAULO.replace(
     currency="USD",
     portfolios={"104996122399150": "retail", "104996122399160": "wholesale"},
     markup_percent=Decimal("12.5"),
@@ -114,10 +114,10 @@ def test_spark_priced_rows_equal_the_local_engine(spark, local_charges) -> None:
     """`spark.price`: every column of every priced charge, tier positions and exact decimals
     included, in a session whose time zone is neither UTC nor a WABA's."""
     card = low_tier_card()
-    local = pricing.price(local_charges, ROME_AND_SAO_PAULO, TIERED_USD, card=card).sort(schema.CHARGE_ORDER)
+    local = pricing.price(local_charges, TIERED_USD, card=card).sort(schema.CHARGE_ORDER)
     spark.conf.set("spark.sql.session.timeZone", "Asia/Tokyo")
     try:
-        on_spark = priced_to_polars(spark_engine.price(spark.createDataFrame(local_charges.to_arrow()), ROME_AND_SAO_PAULO, TIERED_USD, card=card))
+        on_spark = priced_to_polars(spark_engine.price(spark.createDataFrame(local_charges.to_arrow()), TIERED_USD, card=card))
     finally:
         spark.conf.set("spark.sql.session.timeZone", "UTC")
     assert_frame_equal(on_spark, local)
@@ -128,11 +128,11 @@ def test_spark_priced_rows_equal_the_local_engine(spark, local_charges) -> None:
 def test_spark_costs_equal_the_local_engine(spark, traffic, local_charges) -> None:
     """Billed and priced on Spark, summed per partition: the same costs, invoice lines and summary."""
     card = low_tier_card()
-    local = pricing.price(local_charges, ROME_AND_SAO_PAULO, TIERED_USD, card=card)
+    local = pricing.price(local_charges, TIERED_USD, card=card)
     billed = spark_engine.bill(spark.createDataFrame(traffic.to_arrow()), ROME_AND_SAO_PAULO)
-    on_spark = pl.from_arrow(spark_engine.costs(billed, ROME_AND_SAO_PAULO, TIERED_USD, card=card).toArrow())
+    on_spark = pl.from_arrow(spark_engine.costs(billed, TIERED_USD, card=card).toArrow())
     assert_frame_equal(on_spark.cast(pricing.ROLLUP_SCHEMA), pricing.costs(local))
-    partials = spark_engine.cost_partials(billed, ROME_AND_SAO_PAULO, TIERED_USD, card=card)
+    partials = spark_engine.cost_partials(billed, TIERED_USD, card=card)
     assert_frame_equal(pricing.invoice_from_partials(partials), pricing.invoice(local))
     assert pricing.format_invoice_from_partials(partials, TIERED_USD) == pricing.format_invoice(local, TIERED_USD)
     assert pricing.costs(local).height > 100
@@ -140,17 +140,17 @@ def test_spark_costs_equal_the_local_engine(spark, traffic, local_charges) -> No
 
 def test_a_missing_rate_raises_the_same_error_on_spark(spark, local_charges) -> None:
     """Without --report-unpriced: the local engine's message, from a few rows Spark collects."""
-    strict = pricing.PricingConfig(currency="USD", portfolios=TIERED_USD.portfolios)
+    strict = ROME_AND_SAO_PAULO.replace(currency="USD", portfolios=TIERED_USD.portfolios)
     card = low_tier_card().filter(~((pl.col("market") == "Germany") & (pl.col("category") == "marketing")))
     with pytest.raises(pricing.MissingRateError) as local:
-        pricing.price(local_charges, ROME_AND_SAO_PAULO, strict, card=card)
+        pricing.price(local_charges, strict, card=card)
     charges_frame = spark.createDataFrame(local_charges.to_arrow())
     with pytest.raises(pricing.MissingRateError) as on_spark:
-        spark_engine.price(charges_frame, ROME_AND_SAO_PAULO, strict, card=card)
+        spark_engine.price(charges_frame, strict, card=card)
     assert str(on_spark.value) == str(local.value)
     assert "Germany marketing" in str(local.value) and "In all" in str(local.value)
     with pytest.raises(pricing.MissingRateError) as in_costs:
-        spark_engine.costs(charges_frame, ROME_AND_SAO_PAULO, strict, card=card)
+        spark_engine.costs(charges_frame, strict, card=card)
     assert str(in_costs.value) == str(local.value)
 
 

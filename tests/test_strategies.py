@@ -16,18 +16,18 @@ import pytest
 from analytics.bill import charges
 from analytics.price import pricing
 from analytics.whatif import scenarios, strategies
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 from analytics.whatif.scenarios import BASELINE, Scenario
 from traffic import Traffic, merge
 
 CARD = str(Path(__file__).parent / "fixtures" / "strategies" / "card.csv")
 START = "2025-09-01T00:00:00Z"
-PRICING = pricing.PricingConfig(rate_card=CARD)
+PRICING = Settings(rate_card=CARD)
 
 
 def run(messages: pl.DataFrame, **settings: object) -> scenarios.Comparison:
     """The baseline and one scenario `s` with `settings` (a [scenario.s] table), priced with the test card."""
-    return scenarios.compare(messages, [Scenario(BASELINE), scenarios.scenario("s", **settings)], pricing_config=PRICING)
+    return scenarios.compare(messages, [Scenario(BASELINE), scenarios.scenario("s", **settings)], settings=PRICING)
 
 
 def difference(comparison: scenarios.Comparison, category: str | None = None) -> tuple[int, Decimal]:
@@ -101,7 +101,7 @@ def test_free_form_utility_saves_nothing_under_pmp_2025_and_its_rate_under_pmp_2
             scenarios.scenario(BASELINE, rules="pmp-2026-10"),
             scenarios.scenario("s", rules="pmp-2026-10", strategies=utility_as_replies),
         ],
-        pricing_config=PRICING,
+        settings=PRICING,
     )
     assert difference(comparison) == (-1, Decimal("-0.02"))
 
@@ -297,10 +297,10 @@ def test_billing_only_the_changed_keys_gives_what_billing_everything_gives():
         for i in range(4)
     ]
     messages = merge(*keys)
-    shared = scenarios.SharedWork(messages, BillingConfig())
+    shared = scenarios.SharedWork(messages, Settings())
     shared.charges(None)
     item = scenarios.scenario("s", strategies=[{"name": "cap_marketing", "per_user": 0}, {"name": "utility_into_window"}])
-    changed = scenarios.apply_steps(shared.messages, item.steps, shared.billing)
+    changed = scenarios.apply_steps(shared.messages, item.steps, shared.settings)
     assert changed.changed_keys.sort("user_id").equals(scenarios.changed_keys(shared.messages, changed.messages).sort("user_id"))
     incremental = shared.charges_of(changed.messages, changed.changed_keys, None)
     assert incremental.sort(incremental.columns).equals(charges.bill(changed.messages).sort(incremental.columns))

@@ -46,7 +46,8 @@ import polars as pl
 from analytics.terms import markets, rules
 from analytics.core import schema
 from analytics.core.resources import ArrowStream, query
-from analytics.terms.rules import BillingConfig, RuleSet
+from analytics.terms.rules import RuleSet
+from analytics.settings import Settings
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
@@ -55,19 +56,19 @@ _SLOT_CODES = {"marketing": 1, "utility": 2, "authentication": 3}
 CATEGORY = pl.Enum([*rules.INITIATOR_CATEGORIES, rules.SERVICE, *_SLOT_CODES, rules.AUTH_INTERNATIONAL])
 PRICING_TYPE = pl.Enum(schema.PRICING_TYPES)
 PRICING_MODEL = pl.Enum([rules.CBP, rules.PMP])
-_PERIOD = pl.UInt8  # a message's rule-set period: its place in `BillingConfig.periods()`
+_PERIOD = pl.UInt8  # a message's rule-set period: its place in `Settings.periods()`
 
 
 def bill(
     messages: pl.DataFrame | pl.LazyFrame,
-    config: BillingConfig | None = None,
+    settings: Settings | None = None,
     *,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pl.DataFrame:
     """Charges for canonical messages (already validated and deduplicated by `analytics.read.ingest`),
     in the columns of contracts.md §2, sorted by business number, user, time and opening message."""
-    config = config or BillingConfig()
-    return finish(apply_free_tiers(kernel(messages, config), con=con))
+    settings = settings or Settings()
+    return finish(apply_free_tiers(kernel(messages, settings), con=con))
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,18 +76,18 @@ def bill(
 # (`analytics.terms.rules`), looked up by the message's period code; no rule set is named here.
 
 
-def _periods_where(config: BillingConfig, holds: Callable[[RuleSet], bool], column: str = "period") -> pl.Expr:
+def _periods_where(settings: Settings, holds: Callable[[RuleSet], bool], column: str = "period") -> pl.Expr:
     """True for the rows whose period has the property `holds` (a literal where every period or
     none has it: no per-row work for what the rules hold constant)."""
-    codes = [i for i, p in enumerate(config.periods()) if holds(p)]
-    if len(codes) in (0, len(config.periods())):
+    codes = [i for i, p in enumerate(settings.periods()) if holds(p)]
+    if len(codes) in (0, len(settings.periods())):
         return pl.lit(bool(codes))
     return pl.col(column).is_in(codes)
 
 
-def _per_period(config: BillingConfig, value: Callable[[RuleSet], Any], dtype: pl.DataType, column: str = "period") -> pl.Expr:
+def _per_period(settings: Settings, value: Callable[[RuleSet], Any], dtype: pl.DataType, column: str = "period") -> pl.Expr:
     """`value(period)` for every row, by its period code (a literal where every period agrees)."""
-    values = {i: value(p) for i, p in enumerate(config.periods())}
+    values = {i: value(p) for i, p in enumerate(settings.periods())}
     if len(set(values.values())) == 1:
         return pl.lit(next(iter(values.values())), dtype=dtype)
     return looked_up(pl.col(column), values, dtype)
@@ -107,12 +108,12 @@ def charge_period(book: rules.RuleBook) -> pl.Expr:
     return code
 
 
-def rule_set_dtype(config: BillingConfig) -> pl.Enum:
-    return pl.Enum(list(config.rule_book.names))
+def rule_set_dtype(settings: Settings) -> pl.Enum:
+    return pl.Enum(list(settings.rule_book.names))
 
 
-def counter_dtype(config: BillingConfig) -> pl.Enum:
-    return pl.Enum([name for name, _tier in config.rule_book.counters()])
+def counter_dtype(settings: Settings) -> pl.Enum:
+    return pl.Enum([name for name, _tier in settings.rule_book.counters()])
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,13 +125,13 @@ _FEW_VALUES = pl.Categorical()  # business numbers, WABAs and countries: few val
 _ATTRIBUTES = ["message_id", "user_id", "local_date", "business_phone", "waba_id", "user_country"]
 
 
-def candidate_schema(config: BillingConfig) -> dict[str, pl.DataType]:
+def candidate_schema(settings: Settings) -> dict[str, pl.DataType]:
     """What `kernel` returns: the charge columns but `billable`, in codes where values are few, and
     what the monthly counters need: which counter (`free_tier_counter`, null when none), its scope
     and month, its size (`free_units`), and what a charge past it pays (`beyond_free_tier`).
     A candidate that waits for its counter has a null `pricing_type`."""
     return {
-        "rule_set": rule_set_dtype(config),
+        "rule_set": rule_set_dtype(settings),
         "pricing_model": PRICING_MODEL,
         "category": CATEGORY,
         "pricing_type": PRICING_TYPE,
@@ -142,7 +143,7 @@ def candidate_schema(config: BillingConfig) -> dict[str, pl.DataType]:
         "market": _FEW_VALUES,
         "message_count": pl.Int64(),
         "opening_message_id": pl.String(),
-        "free_tier_counter": counter_dtype(config),
+        "free_tier_counter": counter_dtype(settings),
         "free_tier_scope": pl.String(),
         "local_month": pl.Date(),
         "free_units": pl.Int64(),
@@ -151,10 +152,10 @@ def candidate_schema(config: BillingConfig) -> dict[str, pl.DataType]:
 
 
 # The candidates' columns whatever the rules (their Enum categories differ between rule books).
-CANDIDATE_SCHEMA = candidate_schema(BillingConfig())
+CANDIDATE_SCHEMA = candidate_schema(Settings())
 
 
-def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The messages that can matter, as a narrow frame in billing order, and their attributes.
 
     The narrow frame has one row per message except failed outbound ones (§2: ignored entirely),
@@ -166,7 +167,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
     frame = messages.lazy() if isinstance(messages, pl.DataFrame) else messages
     names = frame.collect_schema().names()
     is_template = pl.col("message_type") == schema.TEMPLATE
-    choices = config.rule_book.choices
+    choices = settings.rule_book.choices
     slot_codes = _SLOT_CODES | {alias: _SLOT_CODES[billed] for alias, billed in choices.billed_category.items()}
     # §9: the end Meta gave a free entry point window, where the input has any (`fep_expires_at`)
     reported = (
@@ -189,7 +190,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             t=pl.col("timestamp").dt.epoch("us"),
             direction_rank=looked_up(pl.col("direction"), choices.direction_rank, pl.UInt8),
             failed=(pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed"),
-            local_date=local_time(config).dt.date(),
+            local_date=local_time(settings).dt.date(),
             is_template=is_template,
             unknown_category=is_template & slot.is_null(),
             is_reaction=pl.col("message_type") == schema.REACTION,
@@ -201,11 +202,11 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
             waba_id=pl.col("waba_id").cast(_FEW_VALUES),
             user_country=pl.col("user_country").cast(_FEW_VALUES),
         )
-        .with_columns(period=_period_expr(config))
-        .with_columns(rule_set=_per_period(config, lambda p: config.rule_book.names.index(p.name), _PERIOD))
+        .with_columns(period=_period_expr(settings))
+        .with_columns(rule_set=_per_period(settings, lambda p: settings.rule_book.names.index(p.name), _PERIOD))
     )
     rows = query.collect(engine="streaming")
-    _refuse_what_cannot_be_billed(rows, frame, config)
+    _refuse_what_cannot_be_billed(rows, frame, settings)
     # The attributes in one chunk (the reader returns ~100): gathers across chunks are 8× slower.
     # The narrow frame is copied by the filter of failed messages anyway. Parts are taken as
     # columns: the reader's columns are chunked differently, and a `select` or `drop` first
@@ -273,30 +274,30 @@ def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.Data
     return ordered[order]
 
 
-def local_time(config: BillingConfig, column: str = "timestamp") -> pl.Expr:
+def local_time(settings: Settings, column: str = "timestamp") -> pl.Expr:
     """Wall-clock time of the instant `column` in its row's WABA time zone (§2 Months, §1 switch
     instants): a message's `timestamp`, or a charge's `started_at`."""
 
     def in_zone(tz: str) -> pl.Expr:
         return pl.col(column).dt.convert_time_zone(tz).dt.replace_time_zone(None)
 
-    local = in_zone(config.timezone)
-    for waba_id, tz in config.waba_timezones.items():
+    local = in_zone(settings.timezone)
+    for waba_id, tz in settings.waba_timezones.items():
         local = pl.when(pl.col("waba_id") == waba_id).then(in_zone(tz)).otherwise(local)
     return local
 
 
-def _period_expr(config: BillingConfig) -> pl.Expr:
+def _period_expr(settings: Settings) -> pl.Expr:
     """Each message's rule-set period (§1): the latest that starts on or before its local date;
     with a what-if rule set, that rule set's, its first period before it came into force."""
-    periods = config.periods()
-    expr = pl.lit(None, dtype=_PERIOD) if config.rules is None else pl.lit(0, dtype=_PERIOD)
+    periods = settings.periods()
+    expr = pl.lit(None, dtype=_PERIOD) if settings.rules is None else pl.lit(0, dtype=_PERIOD)
     for code, period in enumerate(periods):  # oldest first, so later switches overwrite earlier ones
         expr = pl.when(pl.col("local_date") >= period.effective_from).then(pl.lit(code, dtype=_PERIOD)).otherwise(expr)
     return expr
 
 
-def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, config: BillingConfig) -> None:
+def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, settings: Settings) -> None:
     """Rows `analytics.read.ingest` would have quarantined are an error here, never silently skipped.
     The first such row is read again from `messages` to name it."""
     if rows.height == 0:
@@ -317,7 +318,7 @@ def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, co
     if rows["rule_set"][early] is None:
         first = message(early)
         raise ValueError(
-            f"message {first['message_id']} at {first['timestamp']} is before {config.rule_book.first_supported_date()} in its "
+            f"message {first['message_id']} at {first['timestamp']} is before {settings.rule_book.first_supported_date()} in its "
             f"WABA time zone: notification-based pricing is not modelled (analytics.read.ingest quarantines such rows)"
         )
     if rows["unknown_category"][uncategorised]:
@@ -332,20 +333,20 @@ def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, co
 # Step 2: the per-key kernel (§2–5 without the monthly counters).
 
 
-def kernel(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.DataFrame:
+def kernel(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> pl.DataFrame:
     """Charge candidates for whole keys: one row per conversation (CBP) or charged message (PMP).
 
     Pricing types that depend on a monthly counter are left as `free_tier_counter` (which
     counter) for `apply_free_tiers`; everything else is final. Rows come in output order: keys
     by (business_phone, user_id) string order, then billing order.
     """
-    m, attributes = prepare(messages, config)
+    m, attributes = prepare(messages, settings)
     if m.height == 0:
-        return _empty_candidates(config)
-    m = _customer_service_window(m, config)
-    m = _free_entry_points(m, config)
-    m = _cbp_conversations(m, config)
-    return _charge_candidates(m, attributes, config)
+        return _empty_candidates(settings)
+    m = _customer_service_window(m, settings)
+    m = _free_entry_points(m, settings)
+    m = _cbp_conversations(m, settings)
+    return _charge_candidates(m, attributes, settings)
 
 
 def _ffill(value: pl.Expr, segment: str = "key") -> pl.Expr:
@@ -362,22 +363,22 @@ def _bfill(value: pl.Expr, segment: str = "key") -> pl.Expr:
     return pl.when(came_from == pl.col(segment)).then(value.backward_fill())
 
 
-def _customer_service_window(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _customer_service_window(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """§2 CSW: open at t iff t < the end set by the latest inbound message at or before t in order
     (its time plus its period's `customer_service_window`)."""
-    csw = _per_period(config, lambda p: _us(p.customer_service_window), pl.Int64)
+    csw = _per_period(settings, lambda p: _us(p.customer_service_window), pl.Int64)
     csw_until = _ffill(pl.when(pl.col("inbound")).then(pl.col("t") + csw))
     return m.with_columns(csw_open=(pl.col("t") < csw_until).fill_null(False))
 
 
-def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _free_entry_points(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """§2 FEP: offers, the outbound message that takes one up, and the windows they open.
 
     An offer (inbound with entry_point) is taken up by the first outbound message after it, if
     that comes before the offer ends; a later entry-point message replaces the offer. Take-ups
     inside an open FEP window open nothing (the choice `fep_reopens_inside_open_window`), so
     openings are a chain over take-ups, each window as long as its opener's period and entry
-    point say (`BillingConfig.fep_window_of`). `epoch` counts the FEP windows opened so far: an
+    point say (`Settings.fep_window_of`). `epoch` counts the FEP windows opened so far: an
     opening closes every other conversation of the key (§2 Precedence), so a conversation only
     absorbs messages of its own epoch.
 
@@ -386,7 +387,7 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     windows are worked out on those alone (entry-point traffic is a small part of most traffic)
     and every other message is outside any.
     """
-    longest = max(_us(p.fep_offer_window) + _us(max(config.fep_window_of(p, rules.CTWA))) for p in config.periods())
+    longest = max(_us(p.fep_offer_window) + _us(max(settings.fep_window_of(p, rules.CTWA))) for p in settings.periods())
     latest_offer = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("t")))
     reach_expr = (pl.col("t") < latest_offer + longest).fill_null(False)
     reported = pl.col("fep_reported") if "fep_reported" in m.columns else pl.lit(None, dtype=pl.Int64).alias("fep_reported")
@@ -395,8 +396,8 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     reach = m.select(reach_expr).to_series()
     reached = reach.arg_true()
     stretch = m.filter(reach).select("key", "seq", "t", "inbound", "outbound", "takes_entry_point", "from_ctwa", "period", reported)
-    walk = config.fep_model == rules.EXTEND or stretch["fep_reported"].is_not_null().any()
-    windows = _fep_windows_walked(stretch, config) if walk else _fep_windows(stretch, config)
+    walk = settings.fep_model == rules.EXTEND or stretch["fep_reported"].is_not_null().any()
+    windows = _fep_windows_walked(stretch, settings) if walk else _fep_windows(stretch, settings)
     m = m.with_columns(
         fep_open=_spread(windows["fep_open"], reached, m.height, False),
         in_fep=_spread(windows["in_fep"], reached, m.height, False),
@@ -411,28 +412,28 @@ def _free_entry_points(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     ).drop("takes_entry_point", "from_ctwa", "fep_reported", strict=False)
 
 
-def _fep_window_lengths(config: BillingConfig) -> tuple[dict[int, int], dict[int, int]]:
+def _fep_window_lengths(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
     """(length, longest length) in microseconds of a window, by `period * 2 + from_ctwa` of its
     opener's period and its offer's entry point."""
     lengths, longest = {}, {}
-    for code, period in enumerate(config.periods()):
+    for code, period in enumerate(settings.periods()):
         for ctwa in (0, 1):
-            length, up_to = config.fep_window_of(period, rules.CTWA if ctwa else None)
+            length, up_to = settings.fep_window_of(period, rules.CTWA if ctwa else None)
             lengths[code * 2 + ctwa], longest[code * 2 + ctwa] = _us(length), _us(up_to)
     return lengths, longest
 
 
-def _fep_windows(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _fep_windows(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """`fep_open`, `in_fep`, `fep_opener`, `fep_is_cbp` and `fep_end` of `_free_entry_points`
     where every window has the length it opens with, for whole stretches of keys' messages in
     billing order that start at an offer."""
-    offer = _per_period(config, lambda p: _us(p.fep_offer_window), pl.Int64)
+    offer = _per_period(settings, lambda p: _us(p.fep_offer_window), pl.Int64)
     offer_until = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("t") + offer))
     offer_seq = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("seq")))
     offer_ctwa = _ffill(pl.when(pl.col("takes_entry_point")).then(pl.col("from_ctwa")))
     previous_outbound_seq = _ffill(pl.when(pl.col("outbound")).then(pl.col("seq"))).shift(1)
     previous_outbound_seq = pl.when(pl.col("key") == pl.col("key").shift(1)).then(previous_outbound_seq)
-    lengths, _longest = _fep_window_lengths(config)
+    lengths, _longest = _fep_window_lengths(settings)
     m = m.with_columns(
         takes_offer=(
             pl.col("outbound")
@@ -442,7 +443,7 @@ def _fep_windows(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
         ).fill_null(False),
         window=looked_up(pl.col("period").cast(pl.Int32) * 2 + offer_ctwa.fill_null(False).cast(pl.Int32), lengths, pl.Int64),
     )
-    if config.rule_book.choices.fep_reopens_inside_open_window:
+    if settings.rule_book.choices.fep_reopens_inside_open_window:
         fep_open = m["takes_offer"]
     else:
         fep_open = _chain_starts(m, "takes_offer", ["key"], "window")
@@ -452,22 +453,22 @@ def _fep_windows(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
         "fep_open",
         in_fep=(pl.col("outbound") & (pl.col("t") < fep_end)).fill_null(False),
         fep_opener=_ffill(pl.when(pl.col("fep_open")).then(pl.col("seq"))),
-        fep_is_cbp=_ffill(pl.when(pl.col("fep_open")).then(_periods_where(config, lambda p: p.is_cbp))).fill_null(False),
+        fep_is_cbp=_ffill(pl.when(pl.col("fep_open")).then(_periods_where(settings, lambda p: p.is_cbp))).fill_null(False),
         fep_end=pl.when(pl.col("fep_open")).then(pl.col("t") + pl.col("window")),
         fep_from_meta=pl.lit(False),
     )
 
 
-def _fep_windows_walked(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _fep_windows_walked(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """The columns of `_fep_windows` where a window's end moves after it opens: user messages that
     extend it (§9 `extend-24h-per-user-message`) or the end Meta reported for a message inside it
     (§9: Meta's own window wins). Each message in turn, as `analytics.bill.reference.KeyState` does for
     these rules; it runs only on the messages near an offer or inside a reported window."""
-    lengths, longest = _fep_window_lengths(config)
-    offers = [_us(p.fep_offer_window) for p in config.periods()]
-    extensions = [_us(p.ctwa_fep_extension) for p in config.periods()]
-    cbp = [p.is_cbp for p in config.periods()]
-    reopens = config.rule_book.choices.fep_reopens_inside_open_window
+    lengths, longest = _fep_window_lengths(settings)
+    offers = [_us(p.fep_offer_window) for p in settings.periods()]
+    extensions = [_us(p.ctwa_fep_extension) for p in settings.periods()]
+    cbp = [p.is_cbp for p in settings.periods()]
+    reopens = settings.rule_book.choices.fep_reopens_inside_open_window
     n = m.height
     fep_open, in_fep, fep_is_cbp, from_meta = [False] * n, [False] * n, [False] * n, [False] * n
     fep_opener: list[int | None] = [None] * n
@@ -515,7 +516,7 @@ def _fep_windows_walked(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     )
 
 
-def _cbp_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _cbp_conversations(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """§3–4 where a CBP conversation can reach, and each message's `conversation` (`_conversation_of`).
 
     A CBP conversation is opened by a CBP message and lasts one window, so only the messages
@@ -524,9 +525,9 @@ def _cbp_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     traffic that is mostly PMP, a small part of the messages. Elsewhere nothing opens, and a
     message belongs at most to a CBP FEP window (`_free_entry_points`, which runs on every message).
     """
-    cbp_periods = [p for p in config.periods() if p.is_cbp]
+    cbp_periods = [p for p in settings.periods() if p.is_cbp]
     window = max((_us(p.conversation_window) for p in cbp_periods), default=0)
-    latest_cbp = _ffill(pl.when(_periods_where(config, lambda p: p.is_cbp)).then(pl.col("t")))
+    latest_cbp = _ffill(pl.when(_periods_where(settings, lambda p: p.is_cbp)).then(pl.col("t")))
     reach = m.select((pl.col("t") < latest_cbp + window).fill_null(False)).to_series()
     reached = reach.arg_true()
     if reached.len() == 0:
@@ -534,8 +535,8 @@ def _cbp_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
             schema={"opens_2022": pl.Boolean, "opens_slot": pl.Boolean, "opens_service": pl.Boolean, "conversation": pl.UInt32}
         )
     else:
-        within = m.filter(reach).with_columns(window=_per_period(config, lambda p: _us(p.conversation_window), pl.Int64))
-        within = _per_category_conversations(_one_slot_conversations(within, config), config)
+        within = m.filter(reach).with_columns(window=_per_period(settings, lambda p: _us(p.conversation_window), pl.Int64))
+        within = _per_category_conversations(_one_slot_conversations(within, settings), settings)
         opened = within.select("opens_2022", "opens_slot", "opens_service", conversation=_conversation_of(within))
 
     return m.with_columns(
@@ -555,30 +556,30 @@ def _spread(values: pl.Series, rows: pl.Series, height: int, fill: bool | None) 
     return pl.repeat(fill, height, dtype=values.dtype, eager=True).scatter(rows, values)
 
 
-def _crosses(config: BillingConfig, opener_rule_set: pl.Expr, slot: str | None) -> pl.Expr:
+def _crosses(settings: Settings, opener_rule_set: pl.Expr, slot: str | None) -> pl.Expr:
     """§5 Crossover [choice]: may a conversation of `slot` opened under `opener_rule_set` absorb
     the row's message? Always under `all_categories`; under `utility`, only a utility
     conversation takes messages of a later rule set."""
-    if config.rule_book.choices.crossover == "all_categories" or slot == "utility":
+    if settings.rule_book.choices.crossover == "all_categories" or slot == "utility":
         return pl.lit(True)
     return pl.col("rule_set") == opener_rule_set
 
 
-def _one_slot_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _one_slot_conversations(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """§3: one slot per key. Its last conversation carries over into later rule sets (§5 Crossover).
     (The `_2022` columns are named for the year the one-slot rules were in force.)"""
-    one_slot = _periods_where(config, lambda p: p.conversations == rules.ONE_SLOT)
+    one_slot = _periods_where(settings, lambda p: p.conversations == rules.ONE_SLOT)
     m = m.with_columns(eligible_2022=pl.col("outbound") & ~pl.col("in_fep") & one_slot)
     m = m.with_columns(opens_2022=_chain_starts(m, "eligible_2022", ["epoch"], "window"))
     opened_until = _ffill(pl.when(pl.col("opens_2022")).then(pl.col("t") + pl.col("window")), "epoch")
     opener_rule_set = _ffill(pl.when(pl.col("opens_2022")).then(pl.col("rule_set")), "epoch")
     return m.with_columns(
         conversation_2022=_ffill(pl.when(pl.col("opens_2022")).then(pl.col("seq")), "epoch"),
-        in_2022=(pl.col("outbound") & ~pl.col("in_fep") & (pl.col("t") < opened_until) & _crosses(config, opener_rule_set, None)).fill_null(False),
+        in_2022=(pl.col("outbound") & ~pl.col("in_fep") & (pl.col("t") < opened_until) & _crosses(settings, opener_rule_set, None)).fill_null(False),
     ).drop("eligible_2022")
 
 
-def _per_category_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _per_category_conversations(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """§4: a slot per template category, and service conversations for what no slot absorbs.
 
     Template chains are independent per category. A non-template opens a service conversation
@@ -587,7 +588,7 @@ def _per_category_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.Da
     switch to PMP (§5 Crossover): the `open_*` flags are computed for every later message.
     """
     free = pl.col("outbound") & ~pl.col("in_fep") & ~pl.col("in_2022")
-    per_category = _periods_where(config, lambda p: p.conversations == rules.PER_CATEGORY)
+    per_category = _periods_where(settings, lambda p: p.conversations == rules.PER_CATEGORY)
     m = m.with_columns(eligible_2023=free & per_category)
     m = m.with_columns(
         opens_slot=_chain_starts(
@@ -600,7 +601,7 @@ def _per_category_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.Da
         opener_rule_set = _ffill(pl.when(opener).then(pl.col("rule_set")), "epoch")
         m = m.with_columns(
             _ffill(pl.when(opener).then(pl.col("seq")), "epoch").alias(f"{name}_conversation"),
-            ((pl.col("t") < opened_until) & free & _crosses(config, opener_rule_set, name)).fill_null(False).alias(f"{name}_open"),
+            ((pl.col("t") < opened_until) & free & _crosses(settings, opener_rule_set, name)).fill_null(False).alias(f"{name}_open"),
         )
     any_template_open = pl.any_horizontal([f"{name}_open" for name in _SLOT_CODES])
     m = m.with_columns(e=pl.col("eligible_2023") & ~pl.col("is_template") & ~any_template_open)
@@ -610,7 +611,7 @@ def _per_category_conversations(m: pl.DataFrame, config: BillingConfig) -> pl.Da
     service_rule_set = _ffill(pl.when(service_opener).then(pl.col("rule_set")), "epoch")
     return m.with_columns(
         service_conversation=_ffill(pl.when(service_opener).then(pl.col("seq")), "epoch"),
-        service_open=((pl.col("t") < service_until) & free & _crosses(config, service_rule_set, rules.SERVICE)).fill_null(False),
+        service_open=((pl.col("t") < service_until) & free & _crosses(settings, service_rule_set, rules.SERVICE)).fill_null(False),
     ).drop("eligible_2023")
 
 
@@ -658,7 +659,7 @@ def _chain_starts(m: pl.DataFrame, eligible: str, group: list[str], window: str)
 # Step 3: rows, categories and pricing types (§3–5), before the monthly counters.
 
 
-def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """One row per charge candidate, in output order (`_key_order`).
 
     A message gives at most one row: it opens a CBP conversation (of its own slot, one-slot, of
@@ -666,7 +667,7 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
     window; the two never meet. So one filter in billing order yields every row, and the
     few-valued columns (category, pricing type, counter) are Enum codes until `finish`.
     """
-    is_cbp = _periods_where(config, lambda p: p.is_cbp)
+    is_cbp = _periods_where(settings, lambda p: p.is_cbp)
     cbp = (pl.col("fep_open") & pl.col("fep_is_cbp")) | pl.col("opens_2022") | pl.col("opens_slot") | pl.col("opens_service")
     pmp = (pl.col("in_fep") & ~pl.col("fep_is_cbp")) | (
         pl.col("outbound") & ~is_cbp & ~pl.col("in_fep") & pl.col("conversation").is_null()
@@ -679,13 +680,13 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
     )
     del m
     if rows.height == 0:
-        return _empty_candidates(config)
+        return _empty_candidates(settings)
     rows = rows.with_columns(
         local_date=attributes["local_date"].gather(rows["orig"]),
         message_count=pl.when("cbp").then(messages_in.gather(rows["seq"])).otherwise(1),
     )
     slot_category = looked_up(pl.col("slot"), {code: name for name, code in _SLOT_CODES.items()}, CATEGORY)
-    window = _per_period(config, lambda p: _us(p.conversation_window), pl.Int64)
+    window = _per_period(settings, lambda p: _us(p.conversation_window), pl.Int64)
     rows = rows.with_columns(
         category=pl.when(~pl.col("cbp"))
         .then(pl.when(pl.col("is_template")).then(slot_category).otherwise(_category(rules.SERVICE)))
@@ -700,15 +701,15 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
             pl.when(pl.col("fep_open")).then(pl.col("fep_end")).otherwise(pl.min_horizontal(pl.col("t") + window, pl.col("next_fep_t")))
         ),
     )
-    rows = rows.with_columns(_pricing(config))
+    rows = rows.with_columns(_pricing(settings))
     rows = rows[_key_order(rows["key"], _key_ranks(rows, attributes))]
     rows = rows.hstack(attributes.select("business_phone", "waba_id", "user_country").gather(rows["orig"]))
     rows = rows.with_columns(
-        category=_authentication_international(config), market=markets.markets_of(rows["user_country"], rows["local_date"])
+        category=_authentication_international(settings), market=markets.markets_of(rows["user_country"], rows["local_date"])
     )
-    names = config.rule_book.names
+    names = settings.rule_book.names
     return rows.select(
-        rule_set=looked_up(pl.col("rule_set"), dict(enumerate(names)), rule_set_dtype(config)),
+        rule_set=looked_up(pl.col("rule_set"), dict(enumerate(names)), rule_set_dtype(settings)),
         pricing_model=pl.when(is_cbp).then(pl.lit(rules.CBP, dtype=PRICING_MODEL)).otherwise(pl.lit(rules.PMP, dtype=PRICING_MODEL)),
         category="category",
         pricing_type="pricing_type",
@@ -721,28 +722,28 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, config: Billin
         message_count=pl.col("message_count").cast(pl.Int64),
         opening_message_id=attributes["message_id"].gather(rows["orig"]),
         free_tier_counter="free_tier_counter",
-        free_tier_scope=pl.when(pl.col("free_tier_counter").is_in(_counters_where(config, lambda t: t.scope == "business_phone")))
+        free_tier_scope=pl.when(pl.col("free_tier_counter").is_in(_counters_where(settings, lambda t: t.scope == "business_phone")))
         .then(pl.col("business_phone"))
         .when(pl.col("free_tier_counter").is_not_null())
         .then(pl.col("waba_id"))
         .cast(pl.String),
         local_month=_month_start("local_date"),
-        free_units=looked_up(pl.col("free_tier_counter"), {name: t.size for name, t in config.rule_book.counters()}, pl.Int64),
+        free_units=looked_up(pl.col("free_tier_counter"), {name: t.size for name, t in settings.rule_book.counters()}, pl.Int64),
         beyond_free_tier="beyond_free_tier",
     )
 
 
-def _counters_where(config: BillingConfig, holds: Callable[[rules.FreeTier], bool]) -> list[str]:
-    return [name for name, tier in config.rule_book.counters() if holds(tier)]
+def _counters_where(settings: Settings, holds: Callable[[rules.FreeTier], bool]) -> list[str]:
+    return [name for name, tier in settings.rule_book.counters() if holds(tier)]
 
 
-def _pricing(config: BillingConfig) -> list[pl.Expr]:
+def _pricing(settings: Settings) -> list[pl.Expr]:
     """§3-5 from the periods' properties (as `analytics.bill.reference.KeyState._pricing_type`):
     `pricing_type` (null where a free tier's counter decides), `free_tier_counter` (the counter a
     candidate takes a place in: a waiting one, or a free-entry-point one the choice
     `fep_counts_toward_free_tier` counts) and `beyond_free_tier` (what a charge past the free
     units pays: `regular`, or `free_exempt` for an exempt business's service, §9)."""
-    periods = config.periods()
+    periods = settings.periods()
     category = pl.col("category")
 
     def category_in(lists: Callable[[RuleSet], tuple[str, ...]]) -> pl.Expr:
@@ -753,23 +754,23 @@ def _pricing(config: BillingConfig) -> list[pl.Expr]:
                 found = pl.when(pl.col("period") == code).then(category.is_in(named)).otherwise(found)
         return found
 
-    counter = pl.lit(None, dtype=counter_dtype(config))
+    counter = pl.lit(None, dtype=counter_dtype(settings))
     for code, period in enumerate(periods):
         for tier in period.free_tiers:
             named = [c for c in tier.categories if c in CATEGORY.categories]
             counter = pl.when((pl.col("period") == code) & category.is_in(named)).then(
-                pl.lit(f"{period.name}/{tier.name}", dtype=counter_dtype(config))
+                pl.lit(f"{period.name}/{tier.name}", dtype=counter_dtype(settings))
             ).otherwise(counter)
-    is_cbp = _periods_where(config, lambda p: p.is_cbp)
-    free_reaction = pl.col("is_reaction") & ~pl.col("cbp") & _periods_where(config, lambda p: p.reactions_free and not p.is_cbp)
+    is_cbp = _periods_where(settings, lambda p: p.is_cbp)
+    free_reaction = pl.col("is_reaction") & ~pl.col("cbp") & _periods_where(settings, lambda p: p.reactions_free and not p.is_cbp)
     fep = (pl.col("cbp") & pl.col("fep_open")) | (~pl.col("cbp") & pl.col("in_fep"))
-    exempt_until = config.service_exempt_until
+    exempt_until = settings.service_exempt_until
     exempt = (category == rules.SERVICE) & ~is_cbp & (pl.col("local_date") <= exempt_until) if exempt_until else pl.lit(False)
     beyond = pl.when(exempt).then(_pricing_type("free_exempt")).otherwise(_pricing_type("regular"))
     free_cs = free_reaction | category_in(lambda p: p.free_categories) | (
         category_in(lambda p: p.free_in_customer_service_window) & pl.col("csw_open")
     )
-    counts_fep = config.rule_book.choices.fep_counts_toward_free_tier
+    counts_fep = settings.rule_book.choices.fep_counts_toward_free_tier
     return [
         pl.when(fep)
         .then(_pricing_type("free_entry_point"))
@@ -838,9 +839,9 @@ def _key_order(keys: pl.Series, ranks: pl.Series) -> pl.Series:
     return runs.select(pl.int_ranges("start", "end", dtype=pl.UInt32).explode()).to_series()
 
 
-def _authentication_international(config: BillingConfig) -> pl.Expr:
+def _authentication_international(settings: Settings) -> pl.Expr:
     """§4.5: authentication to a user abroad, from the business's start date for that country."""
-    setting = config.authentication_international
+    setting = settings.authentication_international
     if not setting.start_dates:
         return pl.col("category")
     country = pl.col("user_country").cast(pl.String)
@@ -853,8 +854,8 @@ def _authentication_international(config: BillingConfig) -> pl.Expr:
     return pl.when(applies).then(_category(rules.AUTH_INTERNATIONAL)).otherwise(pl.col("category"))
 
 
-def _empty_candidates(config: BillingConfig) -> pl.DataFrame:
-    return pl.DataFrame(schema=candidate_schema(config))
+def _empty_candidates(settings: Settings) -> pl.DataFrame:
+    return pl.DataFrame(schema=candidate_schema(settings))
 
 
 # --------------------------------------------------------------------------------------------
@@ -919,11 +920,11 @@ def _as(name: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
     return pl.col(name).cast(target)
 
 
-def describe(charges: pl.DataFrame | pl.LazyFrame, config: BillingConfig | None = None) -> str:
+def describe(charges: pl.DataFrame | pl.LazyFrame, settings: Settings | None = None) -> str:
     """The run summary of a billing: charges by rule set, category and pricing type, and a warning
     wherever a result rests on a rule that Meta has not published itself, naming the rule
     (data/rules/rule_sets.toml `status`), or on a model of an unpublished mechanism (§9 `fep_model`)."""
-    config = config or BillingConfig()
+    settings = settings or Settings()
     counts = (
         charges.lazy()
         .group_by("rule_set", "category", "pricing_type")
@@ -940,23 +941,23 @@ def describe(charges: pl.DataFrame | pl.LazyFrame, config: BillingConfig | None 
         lines.append(
             f"  {row['rule_set']:<12} {row['category']:<28} {row['pricing_type']:<22} {row['charges']:>10,} {row['messages']:>10,}"
         )
-    lines.extend(f"warning: {text}" for text in rule_warnings(charges, config))
+    lines.extend(f"warning: {text}" for text in rule_warnings(charges, settings))
     return "\n".join(lines)
 
 
-def describe_fep_windows(messages: pl.DataFrame | pl.LazyFrame, billed: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> str:
+def describe_fep_windows(messages: pl.DataFrame | pl.LazyFrame, billed: pl.DataFrame | pl.LazyFrame, settings: Settings) -> str:
     """How the free entry point windows of a run were decided (§9): how many took the end Meta
     reported (`fep_expires_at`), how many were modelled (and how, `fep_model`). Empty when the
     charges have no free-entry-point charge."""
     if billed.lazy().filter(pl.col("pricing_type") == "free_entry_point").select(pl.len()).collect().item() == 0:
         return ""
-    model = f"fep_model {config.fep_model}" + (f", {config.fep_window} for every window" if config.fep_window else "")
+    model = f"fep_model {settings.fep_model}" + (f", {settings.fep_window} for every window" if settings.fep_window else "")
     frame = messages.lazy()
     if schema.FEP_EXPIRES_AT not in frame.collect_schema().names():
         return f"Free entry point windows: every one modelled ({model}): the input carries no end reported by Meta."
     if frame.select(pl.col(schema.FEP_EXPIRES_AT).is_not_null().any()).collect().item() is not True:
         return f"Free entry point windows: every one modelled ({model}): the input carries no end reported by Meta."
-    windows = fep_windows(frame, config)
+    windows = fep_windows(frame, settings)
     from_meta = int(windows["from_meta"].sum())
     return (
         f"Free entry point windows: {windows.height:,}; {from_meta:,} with the end Meta reported (fep_expires_at), "
@@ -964,23 +965,23 @@ def describe_fep_windows(messages: pl.DataFrame | pl.LazyFrame, billed: pl.DataF
     )
 
 
-def fep_windows(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.DataFrame:
+def fep_windows(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> pl.DataFrame:
     """Every free entry point window the messages open: its opener's `seq` in billing order, and
     `from_meta`, whether its end is one Meta reported (§9)."""
-    m, _attributes = prepare(messages, config)
+    m, _attributes = prepare(messages, settings)
     if m.height == 0:
         return pl.DataFrame(schema={"fep_opener": pl.UInt32, "from_meta": pl.Boolean})
-    m = _free_entry_points(m, config)
+    m = _free_entry_points(m, settings)
     return m.filter("fep_open").select("fep_opener", from_meta=pl.col("fep_from_meta").fill_null(False))
 
 
-def rule_warnings(charges: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> list[str]:
+def rule_warnings(charges: pl.DataFrame | pl.LazyFrame, settings: Settings) -> list[str]:
     """One sentence for each rule the charges rest on that is not `meta_documented`, naming the
     rule set, its period and the source, and one for a free entry point model beyond Meta's word."""
     used = charges.lazy().group_by("rule_set").agg(first=pl.col("started_at").min(), last=pl.col("started_at").max()).collect()
     spans = {row["rule_set"]: (row["first"].date(), row["last"].date()) for row in used.iter_rows(named=True)}
     warnings = []
-    periods = config.periods()
+    periods = settings.periods()
     for code, period in enumerate(periods):
         span = spans.get(period.name)
         ends = next((p.effective_from for p in periods[code + 1 :] if p.name == period.name), None)
@@ -988,9 +989,9 @@ def rule_warnings(charges: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -
             continue
         what = f"{period.name} from {period.effective_from}" if period.amended else period.name
         warnings.append(f"{what} ({period.note}) is {period.status.replace('_', ' ')}, not read on Meta's own pages: {period.source}")
-    if config.fep_model != rules.FIXED_72H and spans:
+    if settings.fep_model != rules.FIXED_72H and spans:
         warnings.append(
-            f"free entry point windows follow fep_model {config.fep_model}, a model: Meta has not published what makes a "
+            f"free entry point windows follow fep_model {settings.fep_model}, a model: Meta has not published what makes a "
             "click-to-WhatsApp window last longer than 72 h (billing-rules.md §9)"
         )
     return warnings

@@ -34,7 +34,7 @@ from analytics.bill import charges
 from analytics.read import ingest
 from analytics.core import schema
 from analytics.core.resources import query
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 
 # Messages billed at once. A bucket peaks near 260 bytes a message (benchmarks/README.md), so 10 M
 # keeps a run under 3 GB (9.7 M messages in one pass: 2.5 GB; 97 M in ten buckets: 3.0 GB).
@@ -54,7 +54,7 @@ class PartitionedRun:
 def bill_parquet(
     inputs: Sequence[str | Path],
     output: str | Path,
-    config: BillingConfig | None = None,
+    settings: Settings | None = None,
     *,
     rows_per_bucket: int | None = None,
     workdir: str | Path | None = None,
@@ -63,7 +63,7 @@ def bill_parquet(
     """Bill canonical-message Parquet files (validated, e.g. by `wa-analytics ingest`) into `output`
     (`.parquet`, `.csv` or `.csv.gz`, written by `ingest.write_frame`), never holding more than one
     bucket of messages in memory."""
-    config = config or BillingConfig()
+    settings = settings or Settings()
     ingest.output_suffix(output)  # a bad name fails before any billing
     scratch = Path(tempfile.mkdtemp(prefix="wa-analytics-", dir=workdir))
     try:
@@ -74,7 +74,7 @@ def bill_parquet(
         messages = con.sql("SELECT count(*) FROM read_parquet($files)", params={"files": files}).fetchall()[0][0]
         buckets = max(1, math.ceil(messages / (rows_per_bucket or ROWS_PER_BUCKET)))
         if buckets == 1:  # fits in one bucket: no need to split it first
-            result = charges.bill(pl.scan_parquet(files), config, con=con)
+            result = charges.bill(pl.scan_parquet(files), settings, con=con)
             ingest.write_frame(result, output)
             return PartitionedRun(messages=messages, buckets=1, charges=result.height)
         if buckets > RESCAN_BUCKETS_AT_MOST:
@@ -82,7 +82,7 @@ def bill_parquet(
                 str(scratch / "messages"), partition_by=["bucket"], write_partition_columns=False
             )
         for bucket in range(buckets):
-            _bill_bucket(scratch, bucket, _bucket_messages(scratch, files, bucket, buckets), config)
+            _bill_bucket(scratch, bucket, _bucket_messages(scratch, files, bucket, buckets), settings)
         if any((scratch / "counted").glob("*.parquet")):
             _decide_free_tiers(con, scratch)
         written = _write_output(scratch, buckets, Path(output))
@@ -102,10 +102,10 @@ def _bucket_messages(scratch: Path, files: list[str], bucket: int, buckets: int)
     return pl.scan_parquet(folder / "*.parquet") if folder.exists() else None
 
 
-def _bill_bucket(scratch: Path, bucket: int, messages: pl.LazyFrame | None, config: BillingConfig) -> None:
+def _bill_bucket(scratch: Path, bucket: int, messages: pl.LazyFrame | None, settings: Settings) -> None:
     if messages is None:
         return
-    candidates = charges.kernel(messages, config)
+    candidates = charges.kernel(messages, settings)
     for kind, rows in (("candidates", candidates), ("counted", charges.counted_charges(candidates))):
         (scratch / kind).mkdir(exist_ok=True)
         rows.with_columns(bucket=pl.lit(bucket)).write_parquet(scratch / kind / f"{bucket}.parquet")

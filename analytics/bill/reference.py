@@ -22,7 +22,7 @@ Decisions where billing-rules.md is silent (the fast engine implements the same)
   billed as delivered. An inbound row acts whatever its status.
 - Every row, failed and inbound ones included, must have a rule set (§1): a row before the first
   rule set (2022-02-01, WABA time zone) raises ValueError naming it, it is never dropped silently.
-  With `BillingConfig.rules` every row has that rule set, in the period (amendment) of its date.
+  With `Settings.rules` every row has that rule set, in the period (amendment) of its date.
 - What a message does is decided by the rule-set *period* of its own local date
   (`analytics.terms.rules.RuleSet`): the customer service window an inbound message opens, the offer
   and window lengths of a free entry point, the conversations and pricing types of an outbound
@@ -31,7 +31,7 @@ Decisions where billing-rules.md is silent (the fast engine implements the same)
   quarantines it, and a guess would misbill it.
 - A null `waba_id` is the default WABA (`schema.DEFAULT_WABA`), as ingest fills it.
 - FEP offer (§2): an entry-point message sets `offer_until = t + 24 h`, replacing any earlier offer,
-  taken up or not; the window it leads to has the length `BillingConfig.fep_window_of` gives for
+  taken up or not; the window it leads to has the length `Settings.fep_window_of` gives for
   the opener's period and the offer's entry point (§9 `fep_model`). Under
   `extend-24h-per-user-message` an inbound message inside an extendable window moves its end to
   `max(end, t + 24 h)`, never past the longest length. A delivered message that carries Meta's own
@@ -62,7 +62,7 @@ Decisions where billing-rules.md is silent (the fast engine implements the same)
   `fep_counts_toward_free_tier` says so, and stay `free_entry_point`; reactions never count where
   the rules make them free.
 - Service exemption (§9): a PMP service charge that would be `regular` (beyond the free tier, or
-  with no free tier) is `free_exempt` while `BillingConfig.service_exempt_until` lasts.
+  with no free tier) is `free_exempt` while `Settings.service_exempt_until` lasts.
 """
 
 from __future__ import annotations
@@ -79,9 +79,10 @@ import polars as pl
 from analytics.terms import rules
 from analytics.core import schema
 from analytics.terms.markets import market_of
-from analytics.terms.rules import BillingConfig, RuleSet
+from analytics.terms.rules import RuleSet
+from analytics.settings import Settings
 
-# Pricing types (contracts.md §2; `free_exempt` only with BillingConfig.service_exempt_until).
+# Pricing types (contracts.md §2; `free_exempt` only with Settings.service_exempt_until).
 REGULAR = "regular"
 FREE_TIER = "free_tier"
 FREE_ENTRY_POINT = "free_entry_point"
@@ -89,24 +90,24 @@ FREE_CUSTOMER_SERVICE = "free_customer_service"
 FREE_EXEMPT = "free_exempt"
 
 
-def bill(messages: pl.DataFrame, config: BillingConfig = BillingConfig()) -> pl.DataFrame:
+def bill(messages: pl.DataFrame, settings: Settings = Settings()) -> pl.DataFrame:
     """The charges table (contracts.md §2) for canonical, deduplicated messages (contracts.md §1).
 
     Raises ValueError for a message that has no rule set (before 2022-02-01 in its WABA time zone,
     §1) or a template without a known category: ingest quarantines both, the engine never drops them.
     """
     by_key: dict[tuple[str, str], list[Message]] = defaultdict(list)
-    for message in _read_messages(messages, config):
+    for message in _read_messages(messages, settings):
         by_key[(message.business_phone, message.user_id)].append(message)
 
-    rank = config.rule_book.choices.direction_rank
+    rank = settings.rule_book.choices.direction_rank
     charges: list[Charge] = []
     for key_messages in by_key.values():
         ordered = sorted(key_messages, key=lambda m: (m.timestamp, rank.get(m.direction, rank["outbound"]), m.message_id.encode()))
-        charges.extend(_walk_key(ordered, config))
+        charges.extend(_walk_key(ordered, settings))
 
-    _apply_free_tiers(charges, config)
-    return _finish(charges, config)
+    _apply_free_tiers(charges, settings)
+    return _finish(charges, settings)
 
 
 # --- Step 1: messages with their local date and rule set -------------------------------------------
@@ -129,7 +130,7 @@ class Message:
     entry_point: str | None
     fep_expires_at: dt.datetime | None  # Meta's end of the FEP window it was delivered in (§9)
     local_date: dt.date  # in the WABA time zone (§1, §2 Months)
-    rule_set: RuleSet  # the period in force at the message's local date, or of BillingConfig.rules
+    rule_set: RuleSet  # the period in force at the message's local date, or of Settings.rules
     billed_as: dict[str, str]  # §2 [choice]: template categories billed as another
 
     @property
@@ -169,18 +170,18 @@ def _describe(row: dict) -> str:
     )
 
 
-def _read_messages(messages: pl.DataFrame, config: BillingConfig) -> Iterator[Message]:
+def _read_messages(messages: pl.DataFrame, settings: Settings) -> Iterator[Message]:
     """Each row as a `Message`: local date in its WABA's time zone and rule-set period (§1)."""
-    book = config.rule_book
+    book = settings.rule_book
     names = messages.columns  # an optional column may be absent (older canonical files): null
     rows = messages.select(
         [(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in schema.MESSAGE_SCHEMA.items()]
     )
     for row in rows.iter_rows(named=True):
         waba_id = row["waba_id"] if row["waba_id"] is not None else schema.DEFAULT_WABA
-        timezone = config.timezone_of(waba_id)
+        timezone = settings.timezone_of(waba_id)
         local_date = row["timestamp"].astimezone(_zone(timezone)).date()
-        period = config.period_on(local_date)
+        period = settings.period_on(local_date)
         described = _describe(row)
         if period is None:
             raise ValueError(
@@ -271,7 +272,7 @@ class KeyState:
     - `charges`: every record this key has produced, in the order produced.
     """
 
-    config: BillingConfig
+    settings: Settings
     csw_until: dt.datetime | None = None
     offer_until: dt.datetime | None = None
     offer_entry_point: str | None = None
@@ -324,7 +325,7 @@ class KeyState:
         if self.inside_fep_window(t):
             self._bill_inside_fep_window(message)
             return
-        crossover = self.config.rule_book.choices.crossover
+        crossover = self.settings.rule_book.choices.crossover
         absorbing = next((c for c in self.open_conversations if c.absorbs(message, crossover)), None)
         if absorbing is not None:
             absorbing.message_count += 1  # §3.1, §4.2-4.3, §5 Crossover: no charge of its own
@@ -343,16 +344,16 @@ class KeyState:
         t = message.timestamp
         taken_up = t < self.offer_until
         self.offer_until = None
-        reopens = self.config.rule_book.choices.fep_reopens_inside_open_window
+        reopens = self.settings.rule_book.choices.fep_reopens_inside_open_window
         if taken_up and (reopens or not self.inside_fep_window(t)):
             self._open_fep_window(message)
 
     def _open_fep_window(self, opener: Message) -> None:
-        """§2 FEP, Precedence: a window from the opener, as long as `BillingConfig.fep_window_of`
+        """§2 FEP, Precedence: a window from the opener, as long as `Settings.fep_window_of`
         says. It closes every open conversation now (any rule set); under CBP it is itself a
         `referral_conversion` conversation."""
         t, period = opener.timestamp, opener.rule_set
-        length, up_to = self.config.fep_window_of(period, self.offer_entry_point)
+        length, up_to = self.settings.fep_window_of(period, self.offer_entry_point)
         self.fep_start, self.fep_until = t, t + length
         self.fep_up_to = t + up_to if up_to > length else None
         self.fep_extension = period.ctwa_fep_extension
@@ -376,7 +377,7 @@ class KeyState:
     def _fep_counted(self, period: RuleSet, category: str, message: Message) -> bool:
         """§2 [choice]: a free entry point charge takes a place in the free tier of its category
         only when `fep_counts_toward_free_tier`; a free reaction never does."""
-        if not self.config.rule_book.choices.fep_counts_toward_free_tier:
+        if not self.settings.rule_book.choices.fep_counts_toward_free_tier:
             return False
         if message.is_reaction and period.reactions_free and not period.is_cbp:
             return False
@@ -413,7 +414,7 @@ class KeyState:
             return FREE_CUSTOMER_SERVICE
         if period.free_tier_of(category) is not None:
             return None
-        return _beyond_free_tier(period, category, message.local_date, self.config)
+        return _beyond_free_tier(period, category, message.local_date, self.settings)
 
     def _open_conversation(self, message: Message) -> None:
         """§3.2 (one slot) and §4.2-4.4 (per category): a conversation opened by this message.
@@ -453,17 +454,17 @@ class KeyState:
         )
 
 
-def _beyond_free_tier(period: RuleSet, category: str, local_date: dt.date, config: BillingConfig) -> str:
+def _beyond_free_tier(period: RuleSet, category: str, local_date: dt.date, settings: Settings) -> str:
     """What a charge past every free unit pays: `regular`, or `free_exempt` for a PMP service message
     of an exempt business (§9)."""
-    if category == rules.SERVICE and not period.is_cbp and config.exempt_on(local_date):
+    if category == rules.SERVICE and not period.is_cbp and settings.exempt_on(local_date):
         return FREE_EXEMPT
     return REGULAR
 
 
-def _walk_key(messages: Iterable[Message], config: BillingConfig) -> list[Charge]:
+def _walk_key(messages: Iterable[Message], settings: Settings) -> list[Charge]:
     """Walk one key's messages, already in §2 order, and return its charge records."""
-    state = KeyState(config)
+    state = KeyState(settings)
     for message in messages:
         if message.is_inbound:
             state.receive(message)
@@ -493,7 +494,7 @@ def _free_tier_order(charge: Charge) -> tuple[dt.datetime, bytes, bytes, bytes]:
     return (opening.timestamp, opening.business_phone.encode(), opening.user_id.encode(), opening.message_id.encode())
 
 
-def _apply_free_tiers(charges: list[Charge], config: BillingConfig) -> None:
+def _apply_free_tiers(charges: list[Charge], settings: Settings) -> None:
     """§3.3, §4.4, §5: the first N places of each counter are `free_tier`, the rest `regular` (or
     `free_exempt`, §9). Only records left without a pricing type by the walk are decided; FEP
     records the choice counts take places and stay `free_entry_point`."""
@@ -511,13 +512,13 @@ def _apply_free_tiers(charges: list[Charge], config: BillingConfig) -> None:
             if position < tier.size:
                 charge.pricing_type = FREE_TIER
             else:
-                charge.pricing_type = _beyond_free_tier(charge.rule_set, charge.category, charge.opening.local_date, config)
+                charge.pricing_type = _beyond_free_tier(charge.rule_set, charge.category, charge.opening.local_date, settings)
 
 
 # --- Step 4: category, market and the table ---------------------------------------------------------
 
 
-def _finish(charges: list[Charge], config: BillingConfig) -> pl.DataFrame:
+def _finish(charges: list[Charge], settings: Settings) -> pl.DataFrame:
     """§4.5 authentication-international, §2 market, and the charges table of contracts.md §2."""
     if not charges:
         return schema.empty_charges()
@@ -525,7 +526,7 @@ def _finish(charges: list[Charge], config: BillingConfig) -> pl.DataFrame:
     for charge in charges:
         opening = charge.opening
         category = charge.category
-        if category == rules.AUTH and config.authentication_international.applies(opening.user_country, opening.local_date):
+        if category == rules.AUTH and settings.authentication_international.applies(opening.user_country, opening.local_date):
             category = rules.AUTH_INTERNATIONAL
         rows.append(
             {

@@ -70,7 +70,7 @@ from analytics.price import pricing
 from analytics.core.errors import InputError, UsageError
 from analytics.terms.ratecards import load_card
 from analytics.core.resources import query
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -203,7 +203,7 @@ def conform_messages(messages: DataFrame, *, where: str = "messages") -> DataFra
 # Charges.
 
 
-def bill(messages: DataFrame, config: BillingConfig | None = None, *, partitions: int | None = None) -> DataFrame:
+def bill(messages: DataFrame, settings: Settings | None = None, *, partitions: int | None = None) -> DataFrame:
     """Charges (contracts.md §2) for canonical messages: the same rows as `charges.bill`, as a
     Spark DataFrame in no particular order. The kernel's candidates are persisted (memory, then
     disk), because the counted and the uncounted ones are read separately. `partitions`: how
@@ -211,15 +211,15 @@ def bill(messages: DataFrame, config: BillingConfig | None = None, *, partitions
     per core, from a count of the messages (an extra pass over them: give it to skip that)."""
     from pyspark import StorageLevel
 
-    candidates = charge_candidates(messages, config, partitions=partitions).persist(StorageLevel.MEMORY_AND_DISK)
+    candidates = charge_candidates(messages, settings, partitions=partitions).persist(StorageLevel.MEMORY_AND_DISK)
     return apply_free_tiers(candidates)
 
 
-def charge_candidates(messages: DataFrame, config: BillingConfig | None = None, *, partitions: int | None = None) -> DataFrame:
+def charge_candidates(messages: DataFrame, settings: Settings | None = None, *, partitions: int | None = None) -> DataFrame:
     """`charges.kernel` on whole keys: messages hash-partitioned by key, sorted by key within each
     partition, and billed chunk by chunk (module docstring). `free_tier_counter` names the monthly
     counter that still has to decide a candidate's pricing type."""
-    config = config or BillingConfig()
+    settings = settings or Settings()
     messages = conform_messages(messages)
     if partitions is None:
         parallelism = messages.sparkSession.sparkContext.defaultParallelism
@@ -228,7 +228,7 @@ def charge_candidates(messages: DataFrame, config: BillingConfig | None = None, 
 
     def bill_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for chunk in whole_key_chunks(batches, ROWS_PER_CHUNK):
-            yield from candidates_as_arrow(charges.kernel(chunk, config)).to_batches()
+            yield from candidates_as_arrow(charges.kernel(chunk, settings)).to_batches()
 
     return keyed.mapInArrow(bill_partition, spark_ddl(CANDIDATE_COLUMNS))
 
@@ -311,8 +311,7 @@ def to_polars(charges_frame: DataFrame) -> pl.DataFrame:
 
 def price(
     charges_frame: DataFrame,
-    billing_config: BillingConfig | None = None,
-    pricing_config: pricing.PricingConfig | None = None,
+    settings: Settings | None = None,
     *,
     card: pl.DataFrame | None = None,
 ) -> DataFrame:
@@ -324,31 +323,28 @@ def price(
     with their local dates, months and portfolios are persisted (memory, then disk): the
     currency, the counter and that pass read them, and the caller's next pass starts from them.
     """
-    billing_config = billing_config or BillingConfig()
-    pricing_config = pricing_config or pricing.PricingConfig()
-    positioned, rates, currency = _tier_positioned(charges_frame, billing_config, pricing_config, card)
-    priced = _priced_rows(positioned, rates, pricing_config, currency)
-    if not pricing_config.report_unpriced:
-        _raise_if_unpriced(priced, currency, billing_config)
+    settings = settings or Settings()
+    positioned, rates, currency = _tier_positioned(charges_frame, settings, card)
+    priced = _priced_rows(positioned, rates, settings, currency)
+    if not settings.report_unpriced:
+        _raise_if_unpriced(priced, currency, settings)
     return priced.select(*pricing.PRICED_SCHEMA)
 
 
 def costs(
     charges_frame: DataFrame,
-    billing_config: BillingConfig | None = None,
-    pricing_config: pricing.PricingConfig | None = None,
+    settings: Settings | None = None,
     *,
     card: pl.DataFrame | None = None,
 ) -> DataFrame:
     """contracts.md §4: the cost roll-up of Spark charges (`pricing.costs`), as a Spark DataFrame."""
-    partials = cost_partials(charges_frame, billing_config, pricing_config, card=card)
+    partials = cost_partials(charges_frame, settings, card=card)
     return charges_frame.sparkSession.createDataFrame(pricing.costs_from_partials(partials).to_arrow())
 
 
 def cost_partials(
     charges_frame: DataFrame,
-    billing_config: BillingConfig | None = None,
-    pricing_config: pricing.PricingConfig | None = None,
+    settings: Settings | None = None,
     *,
     card: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
@@ -357,19 +353,18 @@ def cost_partials(
     `pricing.costs_from_partials`, `invoice_from_partials` and `format_invoice_from_partials`.
     A billable charge without a rate raises `pricing.MissingRateError` unless `report_unpriced`
     (its message costs another pass, made only then)."""
-    billing_config = billing_config or BillingConfig()
-    pricing_config = pricing_config or pricing.PricingConfig()
-    positioned, rates, currency = _tier_positioned(charges_frame, billing_config, pricing_config, card)
+    settings = settings or Settings()
+    positioned, rates, currency = _tier_positioned(charges_frame, settings, card)
 
     def sum_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for chunk in frames_of(batches, PRICING_ROWS_PER_CHUNK):
-            priced = pricing.priced_rows(chunk, rates, pricing_config, currency)
+            priced = pricing.priced_rows(chunk, rates, settings, currency)
             yield from as_spark_arrow(pricing.cost_partials(priced), pricing.PARTIAL_SCHEMA).to_batches()
 
     summed = positioned.mapInArrow(sum_partition, spark_ddl(pricing.PARTIAL_SCHEMA))
     partials = pl.from_arrow(summed.toArrow()).cast(pricing.PARTIAL_SCHEMA)  # type: ignore[union-attr]
-    if not pricing_config.report_unpriced and not partials["priced"].all():
-        _raise_if_unpriced(_priced_rows(positioned, rates, pricing_config, currency), currency, billing_config)
+    if not settings.report_unpriced and not partials["priced"].all():
+        _raise_if_unpriced(_priced_rows(positioned, rates, settings, currency), currency, settings)
     return partials  # type: ignore[return-value]
 
 
@@ -379,7 +374,7 @@ PRICING_ROWS_PER_CHUNK = 250_000
 
 
 def _tier_positioned(
-    charges_frame: DataFrame, billing: BillingConfig, prices: pricing.PricingConfig, card: pl.DataFrame | None
+    charges_frame: DataFrame, settings: Settings, card: pl.DataFrame | None
 ) -> tuple[DataFrame, pl.DataFrame, str | None]:
     """Stages 1 and 2 of `pricing.price` on Spark: `pricing.priceable` per partition (persisted:
     the counter and the currency read it), the currency chosen on the driver, then
@@ -387,19 +382,19 @@ def _tier_positioned(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    card = load_card(prices.rate_card) if card is None else card
+    card = load_card(settings.rate_card) if card is None else card
     pricing.require_charge_columns(charges_frame.columns)
 
     def priceable_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for chunk in frames_of(batches, PRICING_ROWS_PER_CHUNK):
-            yield from as_spark_arrow(pricing.priceable(chunk, billing, prices), pricing.PRICEABLE_SCHEMA).to_batches()
+            yield from as_spark_arrow(pricing.priceable(chunk, settings), pricing.PRICEABLE_SCHEMA).to_batches()
 
     priceable = (
         charges_frame.select(*schema.CHARGE_SCHEMA)
         .mapInArrow(priceable_partition, spark_ddl(pricing.PRICEABLE_SCHEMA))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    currency = prices.currency
+    currency = settings.currency
     if currency is None:
         # The distinct (market, category, local date) of billable charges: small, and needed only
         # when the card has several currencies to choose from.
@@ -424,19 +419,19 @@ def _tier_positioned(
     return positioned, rates, currency
 
 
-def _priced_rows(positioned: DataFrame, rates: pl.DataFrame, prices: pricing.PricingConfig, currency: str | None) -> DataFrame:
+def _priced_rows(positioned: DataFrame, rates: pl.DataFrame, settings: Settings, currency: str | None) -> DataFrame:
     """Stage 3 of `pricing.price` on Spark: `pricing.priced_rows` per partition, with the card's
     rows in the currency (a few thousand) shipped to every task."""
 
     def price_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for chunk in frames_of(batches, PRICING_ROWS_PER_CHUNK):
-            priced = pricing.priced_rows(chunk, rates, prices, currency)
+            priced = pricing.priced_rows(chunk, rates, settings, currency)
             yield from as_spark_arrow(priced, pricing.PRICED_ROW_SCHEMA).to_batches()
 
     return positioned.mapInArrow(price_partition, spark_ddl(pricing.PRICED_ROW_SCHEMA))
 
 
-def _raise_if_unpriced(priced: DataFrame, currency: str | None, billing: BillingConfig) -> None:
+def _raise_if_unpriced(priced: DataFrame, currency: str | None, settings: Settings) -> None:
     """`pricing.missing_rate_error` for priced Spark rows, as locally: the groups of unpriced charges
     and the first of them in delivery order come to the driver (a few rows)."""
     from pyspark.sql import functions as F
@@ -450,7 +445,7 @@ def _raise_if_unpriced(priced: DataFrame, currency: str | None, billing: Billing
         return
     first = pl.from_arrow(unpriced.orderBy(*pricing.DELIVERY_ORDER).limit(1).toArrow())
     first = first.with_columns(pl.col("started_at").dt.convert_time_zone("UTC"))  # type: ignore[union-attr]
-    raise pricing.missing_rate_error(first, counted, currency, billing)  # type: ignore[arg-type]
+    raise pricing.missing_rate_error(first, counted, currency, settings)  # type: ignore[arg-type]
 
 
 def frames_of(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pl.DataFrame]:
@@ -503,7 +498,7 @@ class SparkRun:
 
 
 def bill_files(
-    inputs: Sequence[str | Path], output: str | Path, config: BillingConfig | None = None, *, master: str = DEFAULT_MASTER
+    inputs: Sequence[str | Path], output: str | Path, settings: Settings | None = None, *, master: str = DEFAULT_MASTER
 ) -> SparkRun:
     """Bill canonical-message Parquet (files or directories) on Spark into `output`: a Parquet
     directory (each part file sorted by key and time, as `analytics.bill.partitioned` sorts its
@@ -516,7 +511,7 @@ def bill_files(
         )
     spark = session(master)
     with _kernel_errors():
-        billed = bill(read_messages(spark, inputs), config).sortWithinPartitions(*schema.CHARGE_ORDER)
+        billed = bill(read_messages(spark, inputs), settings).sortWithinPartitions(*schema.CHARGE_ORDER)
         if is_directory_output(output):
             if "://" in str(output):  # a cluster's storage: Spark's own commit protocol
                 billed.write.mode("overwrite").parquet(str(output))
@@ -524,7 +519,7 @@ def bill_files(
                 with outputs.atomic_folder(output) as partial:
                     billed.write.parquet(str(partial))
             written = pl.scan_parquet(str(output).rstrip("/") + "/*.parquet")  # also s3://... and the like
-            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, config or BillingConfig()))
+            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, settings or Settings()))
         from analytics.read import ingest
 
         ingest.output_suffix(output)
@@ -533,13 +528,12 @@ def bill_files(
             parts = sorted((scratch / "charges").glob("part-*.parquet"))
             written = pl.scan_parquet(parts) if parts else schema.empty_charges().lazy()
             ingest.write_frame(written.sort(schema.CHARGE_ORDER), output)
-            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, config or BillingConfig()))
+            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, settings or Settings()))
 
 
 def cost_partials_of_files(
     inputs: Sequence[str | Path],
-    billing_config: BillingConfig | None = None,
-    pricing_config: pricing.PricingConfig | None = None,
+    settings: Settings | None = None,
     *,
     card: pl.DataFrame | None = None,
     master: str = DEFAULT_MASTER,
@@ -548,7 +542,7 @@ def cost_partials_of_files(
     `pricing.cost_partials`, from which `wa-analytics costs` writes costs, invoice and summary."""
     spark = session(master)
     with _kernel_errors():
-        return cost_partials(bill(read_messages(spark, inputs), billing_config), billing_config, pricing_config, card=card)
+        return cost_partials(bill(read_messages(spark, inputs), settings), settings, card=card)
 
 
 class _kernel_errors:

@@ -48,7 +48,7 @@ from analytics.config_schema import Value
 from analytics.core.errors import InputError, UsageError
 from analytics.read.ingest import IngestSummary
 from analytics.core.resources import resource
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 
 # In the order the report shows them.
 REPORT_NOTEBOOKS = ("01_conversation_volumes", "02_costs", "03_strategies_and_projection", "04_reconciliation")
@@ -118,7 +118,7 @@ class Traffic:
 
     messages: pl.DataFrame
     charges: pl.DataFrame
-    billing: BillingConfig
+    settings: Settings
     period: Period
     summary: IngestSummary
     quarantine: pl.LazyFrame  # read only by a notebook that needs it (reconciliation): it rescans the input
@@ -156,25 +156,25 @@ def load_traffic(
     of the report month `month` (YYYY-MM or `previous`) in `timezone`.
 
     `timezone` and `rules_name` (one rule set for all traffic) override `config_file`'s `[billing]`
-    table (rules.BillingConfig); without either, UTC and the rules in force at each message.
+    table (Settings); without either, UTC and the rules in force at each message.
     """
     overrides = {k: v for k, v in (("timezone", timezone), ("rules", rules_name)) if v}
-    billing = BillingConfig.from_toml(config_file, **overrides) if config_file else BillingConfig(**overrides)  # type: ignore[arg-type]
+    settings = Settings.from_toml(config_file, **overrides) if config_file else Settings(**overrides)  # type: ignore[arg-type]
     sample = Path(str(resource(*SAMPLE))).resolve()
     paths = [str(p) for p in input_paths] if input_paths else [str(sample)]
     is_sample = all(Path(p).resolve() == sample for p in paths)
-    the_period = period(month, billing.timezone)
+    the_period = period(month, settings.timezone)
     ingested = ingest.read_messages(
-        paths, send_log=send_log, templates=templates, timezone=billing.timezone, waba_timezones=billing.waba_timezones
+        paths, send_log=send_log, templates=templates, timezone=settings.timezone, waba_timezones=settings.waba_timezones
     )
     messages = ingested.messages.filter(pl.col("timestamp") < the_period.end).collect()
     if messages.height == 0:
-        raise InputError(f"no messages before the end of {the_period.month} ({billing.timezone}) in {', '.join(paths)}")
-    billed = charges.bill(messages, billing)
+        raise InputError(f"no messages before the end of {the_period.month} ({settings.timezone}) in {', '.join(paths)}")
+    billed = charges.bill(messages, settings)
     return Traffic(
         messages=messages,
         charges=billed,
-        billing=billing,
+        settings=settings,
         period=the_period,
         summary=ingested.summary,
         quarantine=ingested.quarantine,
@@ -202,7 +202,7 @@ class NotShown:
 
 
 def projected(
-    traffic: Traffic, scenarios: Sequence[object], *, months: int, pricing_config: pricing.PricingConfig
+    traffic: Traffic, scenarios: Sequence[object], *, months: int, settings: Settings | None = None
 ) -> object:
     """`projection.project` of the scenarios from the report's history, or `NotShown` saying how much
     history a projection needs when the input holds less (one month of traffic is a report, not a
@@ -218,7 +218,7 @@ def projected(
         )
     try:
         return projection.project(
-            traffic.messages, scenarios, months=months, billing=traffic.billing, pricing_config=pricing_config  # type: ignore[arg-type]
+            traffic.messages, scenarios, months=months, settings=settings or traffic.settings  # type: ignore[arg-type]
         )
     except UsageError as error:  # the history cannot be replayed forward (too short in whole weeks)
         return NotShown(f"No projection: {error}.")
@@ -264,7 +264,7 @@ def reconciliation(
     *,
     meta_source: str = AUTO,
     analytics_paths: Sequence[str | Path] = (),
-    pricing_config: pricing.PricingConfig | None = None,
+    settings: Settings | None = None,
     seed: int = 1,
 ) -> Compared:
     """Our charges against Meta's view (billing-rules.md §7; analytics.reconcile.matching).
@@ -277,20 +277,20 @@ def reconciliation(
     if meta_source not in {INPUT, SYNTHETIC, AUTO}:
         raise UsageError(f"meta_source {meta_source!r}: expected 'input', 'synthetic' or 'auto'")
     source = (SYNTHETIC if traffic.is_sample else INPUT) if meta_source == AUTO else meta_source
-    billing = traffic.billing
+    settings = settings or traffic.settings
     if source == SYNTHETIC:
-        meta = reconcile.meta_pricing_objects(traffic.charges, traffic.messages, billing)
+        meta = reconcile.meta_pricing_objects(traffic.charges, traffic.messages, settings)
         perturbed = reconcile.perturb(traffic.messages, meta, traffic.charges, seed=seed)
-        billed = charges.bill(perturbed.messages, billing)
-        result = reconcile.reconcile(perturbed.messages, billed, meta_pricing=perturbed.meta_pricing, config=billing)
+        billed = charges.bill(perturbed.messages, settings)
+        result = reconcile.reconcile(perturbed.messages, billed, meta_pricing=perturbed.meta_pricing, settings=settings)
         return Compared(result, SYNTHETIC, perturbed.perturbations)
     reports = meta_reports.read_reports(analytics_paths)
     among_inputs = meta_reports.read_reports([p for p in traffic.sources if Path(p).suffix.lower() in ingest.JSON_SUFFIXES], strict=False)
     meta_pricing = meta_reports.concat_pricing([traffic.meta_pricing, among_inputs.pricing, reports.pricing])
-    priced, _ = reconcile.priced_at_list_rates(traffic.charges, reports.analytics, billing, pricing_config)
+    priced, _ = reconcile.priced_at_list_rates(traffic.charges, reports.analytics, settings)
     result = reconcile.reconcile(
         traffic.messages, traffic.charges, meta_pricing=meta_pricing, analytics=reports.analytics,
-        quarantine=traffic.quarantine, priced=priced, config=billing,
+        quarantine=traffic.quarantine, priced=priced, settings=settings,
     )
     return Compared(result, INPUT)
 
@@ -454,12 +454,12 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
         for path in value if isinstance(value, list) else [value] if value else []:
             if not Path(path).exists():
                 raise UsageError(f"{label} {name}: {path}: no such file")
-    billing = BillingConfig.from_toml(chosen["config_file"]) if chosen.get("config_file") else BillingConfig()  # type: ignore[arg-type]
-    if chosen.get("rule_set") is not None and chosen["rule_set"] not in billing.rule_book.names:
+    settings = Settings.from_toml(chosen["config_file"]) if chosen.get("config_file") else Settings()  # type: ignore[arg-type]
+    if chosen.get("rule_set") is not None and chosen["rule_set"] not in settings.rule_book.names:
         raise UsageError(
             f"{label} rule_set = {config_schema.excerpt(chosen['rule_set'])}: expected {PARAMETER_SCHEMA['rule_set'].describe()}"
         )
-    timezone = str(chosen.get("timezone") or billing.timezone)
+    timezone = str(chosen.get("timezone") or settings.timezone)
     if chosen.get("scenarios_file"):
         from analytics.whatif import scenarios
 
@@ -478,7 +478,7 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
         send_log=chosen.get("send_log"),  # type: ignore[arg-type]
         templates=chosen.get("templates"),  # type: ignore[arg-type]
         timezone=timezone,
-        waba_timezones=billing.waba_timezones,
+        waba_timezones=settings.waba_timezones,
     )
     if month is not None:
         the_period = period(month, timezone)

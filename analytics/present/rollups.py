@@ -5,7 +5,7 @@ The step between money and pictures (STYLE.md: read → bill → price → roll 
 `analytics.present.charts` only draws. Each function returns a Polars DataFrame sorted one fixed way, a
 few hundred rows at most whatever the traffic (months × categories, 7 × 24 cells, ...).
 
-Time: a charge's month, weekday and hour are read in its WABA's time zone (`BillingConfig.timezone_of`),
+Time: a charge's month, weekday and hour are read in its WABA's time zone (`Settings.timezone_of`),
 the way `analytics.price.pricing` reads months (billing-rules.md §2 Months): `month` is the same
 `YYYY-MM` string as in `pricing.costs`, so volumes and costs line up month by month.
 
@@ -26,7 +26,7 @@ from analytics.reconcile import matching as reconcile
 from analytics.terms import rules
 from analytics.core import schema
 from analytics.bill.charges import local_time
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 
 CENTS = 2
 SHARE_DECIMALS = 4
@@ -117,16 +117,16 @@ RECONCILIATION_BY_MONTH_SCHEMA: dict[str, pl.DataType] = {
 # --- Volumes and when they happen --------------------------------------------------------------------
 
 
-def volumes(charges: pl.DataFrame, billing: BillingConfig | None = None) -> pl.DataFrame:
+def volumes(charges: pl.DataFrame, settings: Settings | None = None) -> pl.DataFrame:
     """Charges per local month, rule set, pricing model and category (`VOLUMES_SCHEMA`).
 
     `billable_charges` are the paid ones (`regular`), `free_charges` the rest (free tier, free entry
     point, customer service); `unit` says what a charge counts: `conversations` under CBP,
     `messages` under PMP (contracts.md §2). Sorted by month, rule set, pricing model, category.
     """
-    billing = billing or BillingConfig()
+    settings = settings or Settings()
     return (
-        charges.with_columns(month=_local_month(billing))
+        charges.with_columns(month=_local_month(settings))
         .group_by("month", "rule_set", "pricing_model", "category")
         .agg(charges=pl.len(), billable_charges=pl.col("billable").sum())
         .with_columns(
@@ -138,15 +138,15 @@ def volumes(charges: pl.DataFrame, billing: BillingConfig | None = None) -> pl.D
     )
 
 
-def openings(charges: pl.DataFrame, billing: BillingConfig | None = None) -> pl.DataFrame:
+def openings(charges: pl.DataFrame, settings: Settings | None = None) -> pl.DataFrame:
     """Charges started per local weekday (1 = Monday) and hour (`OPENINGS_SCHEMA`): when
     conversations open under CBP and when charged messages are delivered under PMP.
 
     All 168 cells are present, empty ones with 0, sorted by weekday and hour, so a heat map of it
     has no holes.
     """
-    billing = billing or BillingConfig()
-    local = local_time(billing, "started_at")
+    settings = settings or Settings()
+    local = local_time(settings, "started_at")
     counted = charges.group_by(weekday=local.dt.weekday().cast(pl.Int8), hour=local.dt.hour().cast(pl.Int8)).agg(charges=pl.len())
     cells = pl.DataFrame({"weekday": list(range(1, 8)), "weekday_name": list(WEEKDAY_NAMES)}, schema_overrides={"weekday": pl.Int8}).join(
         pl.DataFrame({"hour": list(HOURS)}, schema={"hour": pl.Int8}), how="cross"
@@ -298,7 +298,7 @@ def projected_costs(projection_table: pl.DataFrame) -> pl.DataFrame:
 # --- Reconciliation (analytics.reconcile.matching) ------------------------------------------------------------
 
 
-def reconciliation_by_month(items: pl.DataFrame, billing: BillingConfig | None = None) -> pl.DataFrame:
+def reconciliation_by_month(items: pl.DataFrame, settings: Settings | None = None) -> pl.DataFrame:
     """Reconciliation rows (`reconcile.RECONCILIATION_SCHEMA`, e.g. `Reconciliation.rows`) counted
     per local month, level, status and reason (`RECONCILIATION_BY_MONTH_SCHEMA`).
 
@@ -307,12 +307,12 @@ def reconciliation_by_month(items: pl.DataFrame, billing: BillingConfig | None =
     month, level (message, conversation, aggregate), status (match, different, missing_ours,
     missing_meta), reason.
     """
-    billing = billing or BillingConfig()
+    settings = settings or Settings()
     at = pl.coalesce("ours_started_at", "meta_started_at", "period_start")
     level_order = {level: i for i, level in enumerate(reconcile.LEVELS)}
     status_order = {status: i for i, status in enumerate(reconcile.STATUSES)}
     return (
-        items.with_columns(month=at.dt.convert_time_zone(billing.timezone).dt.strftime("%Y-%m"))
+        items.with_columns(month=at.dt.convert_time_zone(settings.timezone).dt.strftime("%Y-%m"))
         .group_by("month", "level", "status", "reason")
         .agg(items=pl.len())
         .with_columns(
@@ -327,9 +327,9 @@ def reconciliation_by_month(items: pl.DataFrame, billing: BillingConfig | None =
 # --- Helpers ---------------------------------------------------------------------------------------
 
 
-def _local_month(billing: BillingConfig) -> pl.Expr:
+def _local_month(settings: Settings) -> pl.Expr:
     """`YYYY-MM` of `started_at` in the WABA's time zone: `pricing`'s local date, so both agree."""
-    return pricing.local_date(billing).dt.strftime("%Y-%m")
+    return pricing.local_date(settings).dt.strftime("%Y-%m")
 
 
 def _money_sums() -> list[pl.Expr]:

@@ -4,11 +4,11 @@
 charges up to the §4 table; `invoice` and `format_invoice` give an invoice-style view per month,
 WABA and business number. The steps, for each charge:
 
-1. **Local date and month** of `started_at` in its WABA's time zone (`BillingConfig.timezone_of`):
+1. **Local date and month** of `started_at` in its WABA's time zone (`Settings.timezone_of`):
    a card's `effective_from` is midnight there, and volume tiers reset on the 1st there
    (billing-rules.md §2 Months; pricing-research.md G-4).
 2. **Tier position** (pricing-research.md P-8): the n-th billable PMP message of its month, counted
-   per business portfolio (`PricingConfig.portfolios`, WABA -> portfolio; unlisted WABAs form one
+   per business portfolio (`Settings.portfolios`, WABA -> portfolio; unlisted WABAs form one
    portfolio), market and category family (utility; authentication with
    authentication_international), in delivery order: `started_at`, then business_phone, user_id,
    opening_message_id. Graduated: the n-th message pays the rate of the row with the largest
@@ -71,7 +71,7 @@ from analytics.core.errors import InputError, UsageError
 from analytics.terms.markets import UNKNOWN_MARKET, unknown_market_reason
 from analytics.terms.ratecards import RATE_SCALE, TIER_FAMILY, load_card
 from analytics.core.resources import ArrowStream, query
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 
 DEFAULT_PORTFOLIO = "default"
 COST_SCALE = 12  # rate (6 places) × markup factor (6 places): exact
@@ -79,8 +79,6 @@ COST_DTYPE = pl.Decimal(38, COST_SCALE)
 ROUNDING = "half_away_from_zero"
 ROLLUP_DECIMALS = RATE_SCALE
 INVOICE_DECIMALS = 2
-MARKUP_PERCENT_SCALE = 4
-MARKUP_PER_CHARGE_SCALE = 6
 
 # Delivery order inside a tier counter (pricing-research.md P-8; the free-tier order of charges.py).
 DELIVERY_ORDER = ("started_at", "business_phone", "user_id", "opening_message_id")
@@ -116,113 +114,33 @@ class MissingRateError(InputError):
     """A billable charge whose currency, market, category and date the card has no rate for."""
 
 
-def _decimal(value: object, name: str, places: int) -> Decimal:
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        raise UsageError(f"{name} {value!r} is not a number") from None
-    if not number.is_finite() or number < 0:
-        raise UsageError(f"{name} {value} must be a number >= 0")
-    if -number.as_tuple().exponent > places:  # type: ignore[operator]
-        raise UsageError(f"{name} {value} has more than {places} decimals")
-    if number >= ratecards.RATE_LIMIT:  # a typo (1e308), and beyond what a cost's 38 digits hold
-        raise UsageError(f"{name} {value} is implausibly large: give a number below {ratecards.RATE_LIMIT:,}")
-    return number
-
-
-@dataclass(frozen=True)
-class PricingConfig:
-    """How charges are priced.
-
-    - `rate_card`: a card CSV or a folder of them (default: the card shipped in data/rate_cards/).
-    - `currency`: the card's currency to price in (default: the one currency whose rates price every
-      billable charge; if none or several do, an error asks for it).
-    - `portfolios`: WABA id -> business portfolio, for volume tiers; unlisted WABAs share one portfolio.
-    - `markup_percent`, `markup_per_charge`: a provider's markup on every billable charge.
-    - `report_unpriced`: a billable charge without a rate is reported as unpriced instead of failing.
-    """
-
-    rate_card: str | Path | None = None
-    currency: str | None = None
-    portfolios: dict[str, str] = field(default_factory=dict)
-    markup_percent: Decimal = Decimal(0)
-    markup_per_charge: Decimal = Decimal(0)
-    report_unpriced: bool = False
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "markup_percent", _decimal(self.markup_percent, "markup_percent", MARKUP_PERCENT_SCALE))
-        object.__setattr__(
-            self, "markup_per_charge", _decimal(self.markup_per_charge, "markup_per_charge", MARKUP_PER_CHARGE_SCALE)
-        )
-        if self.currency is not None:
-            object.__setattr__(self, "currency", self.currency.strip().upper())
-
-    @property
-    def has_markup(self) -> bool:
-        return bool(self.markup_percent or self.markup_per_charge)
-
-    @classmethod
-    def from_toml(cls, path: str | Path, **overrides: object) -> PricingConfig:
-        """Read the `[pricing]` table of the TOML config file that holds `[billing]`; keyword
-        overrides (from the CLI) win. A relative `rate_card` is relative to the config file.
-
-        ```toml
-        [pricing]
-        rate_card = "cards/our-provider.csv"
-        currency = "EUR"
-        portfolios = { "104996122399150" = "retail", "104996122399160" = "retail" }
-        markup_percent = 10
-        markup_per_charge = 0.002
-        report_unpriced = false
-        ```
-        """
-        config_schema.load(path)  # UsageError naming the file, key and what is expected
-        with open(path, "rb") as handle:
-            table = tomllib.load(handle).get("pricing", {})
-        unknown = set(table) - {f for f in cls.__dataclass_fields__}
-        if unknown:
-            raise UsageError(f"{path}: unknown setting {', '.join(sorted(unknown))} in [pricing]")
-        values: dict[str, object] = {
-            "rate_card": str(Path(path).parent / table["rate_card"]) if "rate_card" in table else None,
-            "currency": table.get("currency"),
-            "portfolios": {str(k): str(v) for k, v in table.get("portfolios", {}).items()},
-            "markup_percent": table.get("markup_percent", 0),
-            "markup_per_charge": table.get("markup_per_charge", 0),
-            "report_unpriced": bool(table.get("report_unpriced", False)),
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
-
-
 # --- Pricing ---------------------------------------------------------------------------------------
 
 
 def price(
     charges: pl.DataFrame,
-    billing_config: BillingConfig | None = None,
-    pricing_config: PricingConfig | None = None,
+    settings: Settings | None = None,
     *,
     card: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Charges (contracts.md §2) with what each costs (`PRICED_SCHEMA`), in the charges' order.
 
-    `card` (from `ratecards.load_card`) overrides `pricing_config.rate_card`, to price many runs
+    `card` (from `ratecards.load_card`) overrides `settings.rate_card`, to price many runs
     with one card. The stages, each usable alone (`analytics.pipeline.spark` runs them on partitions):
     `priceable` (row by row), `tier_positions` (`queries/tier_positions.sql`, across charges),
     `priced_rows` (row by row again, given the positions), then the missing-rate check.
     """
-    billing_config = billing_config or BillingConfig()
-    pricing_config = pricing_config or PricingConfig()
-    card = load_card(pricing_config.rate_card) if card is None else card
-    frame = priceable(charges, billing_config, pricing_config)
-    currency = pricing_config.currency or choose_currency(billable_keys(frame), card)
+    settings = settings or Settings()
+    card = load_card(settings.rate_card) if card is None else card
+    frame = priceable(charges, settings)
+    currency = settings.currency or choose_currency(billable_keys(frame), card)
     rates = rates_in(card, currency)
     frame = frame.with_columns(tier_position=tier_positions(frame, rates))
-    priced = priced_rows(frame, rates, pricing_config, currency)
+    priced = priced_rows(frame, rates, settings, currency)
     without_rate = pl.col("billable") & pl.col("rate").is_null()
-    if not pricing_config.report_unpriced and priced.select(without_rate.any()).item():
+    if not settings.report_unpriced and priced.select(without_rate.any()).item():
         unpriced = priced.filter(without_rate)
-        raise missing_rate_error(unpriced, unpriced_groups(unpriced), currency, billing_config)
+        raise missing_rate_error(unpriced, unpriced_groups(unpriced), currency, settings)
     return priced.select(*PRICED_SCHEMA)
 
 
@@ -240,7 +158,7 @@ PRICEABLE_SCHEMA: dict[str, pl.DataType] = {
 PRICED_ROW_SCHEMA: dict[str, pl.DataType] = {**PRICED_SCHEMA, "local_date": pl.Date(), "rate_note": pl.String()}
 
 
-def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingConfig) -> pl.DataFrame:
+def priceable(charges: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """Stage 1, row by row: the charges with their local date and month (WABA time zone),
     portfolio, tier family and rate fallback (`PRICEABLE_SCHEMA`), in their order.
 
@@ -253,8 +171,8 @@ def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingCon
     # differently is realigned (copied whole) by every later operation. Column by column, since a
     # `select` of differently chunked columns realigns them first.
     frame = pl.DataFrame([charges.get_column(c).rechunk() for c in schema.CHARGE_SCHEMA])
-    frame = frame.with_columns(local_date=local_date(billing))
-    book = billing.rule_book
+    frame = frame.with_columns(local_date=local_date(settings))
+    book = settings.rule_book
     tiered = _rule_property(book, lambda p: p.volume_tier_categories, lambda categories: pl.col("category").is_in(categories), False)
     fallback = _rule_property(book, lambda p: p.service_rate_from, lambda name: pl.lit(name or None, dtype=pl.String), None)
     frame = frame.with_columns(
@@ -264,8 +182,8 @@ def priceable(charges: pl.DataFrame, billing: BillingConfig, pricing: PricingCon
     frame = frame.with_columns(family=pl.when("tiered").then(_tier_family(pl.col("category")))).drop("tiered")
     return frame.with_columns(
         month=_month_names(frame["local_date"]),
-        portfolio=pl.col("waba_id").replace_strict(pricing.portfolios, default=pl.lit(DEFAULT_PORTFOLIO), return_dtype=pl.String)
-        if pricing.portfolios
+        portfolio=pl.col("waba_id").replace_strict(settings.portfolios, default=pl.lit(DEFAULT_PORTFOLIO), return_dtype=pl.String)
+        if settings.portfolios
         else pl.lit(DEFAULT_PORTFOLIO, dtype=pl.String),
     ).select(*PRICEABLE_SCHEMA)
 
@@ -376,16 +294,16 @@ def tier_positions(
     return positions.scatter(counted["row"], counted["tier_position"]) if counted.height else positions
 
 
-def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, pricing: PricingConfig, currency: str | None) -> pl.DataFrame:
+def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, settings: Settings, currency: str | None) -> pl.DataFrame:
     """Stage 3, row by row: a `priceable` frame with `tier_position`, priced with `rates` (the card's
     rows in `currency`): the rate in force, markup and cost (`PRICED_ROW_SCHEMA`), in its order.
     A billable charge without a rate keeps a null rate and cost: `missing_rate_error` says why."""
     frame = frame.with_row_index("row")
     card_row = _card_rows(frame, billable_keys(frame), rates)
     # What a charge costs depends on its card row only: compute it once per row of the card.
-    factor = Decimal(1) + pricing.markup_percent / Decimal(100)
+    factor = Decimal(1) + settings.markup_percent / Decimal(100)
     card_cost = pl.col("rate").cast(COST_DTYPE)
-    markup = card_cost * pl.lit(factor, dtype=COST_DTYPE) - card_cost + pl.lit(pricing.markup_per_charge, dtype=COST_DTYPE)
+    markup = card_cost * pl.lit(factor, dtype=COST_DTYPE) - card_cost + pl.lit(settings.markup_per_charge, dtype=COST_DTYPE)
     looked_up = rates.select(
         rate="rate",
         rate_effective_from="effective_from",
@@ -416,9 +334,9 @@ def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, pricing: PricingConfig
     )
 
 
-def local_date(billing: BillingConfig) -> pl.Expr:
+def local_date(settings: Settings) -> pl.Expr:
     """The calendar date of `started_at` in the charge's WABA time zone (`charges.local_time`)."""
-    return local_time(billing, "started_at").dt.date()
+    return local_time(settings, "started_at").dt.date()
 
 
 def choose_currency(needed: pl.DataFrame, card: pl.DataFrame) -> str | None:
@@ -522,13 +440,13 @@ def unpriced_groups(unpriced: pl.DataFrame) -> pl.DataFrame:
 
 
 def missing_rate_error(
-    unpriced: pl.DataFrame, groups: pl.DataFrame, currency: str | None, billing: BillingConfig
+    unpriced: pl.DataFrame, groups: pl.DataFrame, currency: str | None, settings: Settings
 ) -> MissingRateError:
     """The error for billable charges without a rate, from `unpriced` (`priced_rows` rows without a
     rate: all of them, or any sample that holds the first in delivery order) and `groups`
     (`unpriced_groups` of all of them): the first one, why it has no rate, and how many more."""
     first = unpriced.sort(*DELIVERY_ORDER).row(0, named=True)
-    tz = billing.timezone_of(first["waba_id"])
+    tz = settings.timezone_of(first["waba_id"])
     what = f"{currency} {first['market']} {first['category']} on {first['local_date']} (time zone {tz})"
     if first["tier_position"] is not None and first["tier_from"] is not None and first["tier_from"] > 1:
         what += f", message {first['tier_position']:,} of {first['month']} in its volume-tier counter"
@@ -685,20 +603,20 @@ _CATEGORY_COLUMNS = ("marketing", "utility", rules.AUTH, rules.AUTH_INTERNATIONA
 
 
 def format_invoice(
-    priced: pl.DataFrame, pricing_config: PricingConfig | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None
+    priced: pl.DataFrame, settings: Settings | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None
 ) -> str:
     """An invoice-style summary for stderr: per month a line per WABA and business number with
     charges, billable charges, cost by category and total, then cost by market; a grand total,
     the share of cost by rate trust, unpriced charges, and a warning for cost that depends on a
     rule set whose rules are not all `meta_documented` in `rule_book` (default: the shipped rules)."""
-    return format_invoice_from_partials(cost_partials(priced), pricing_config, card_name=card_name, rule_book=rule_book)
+    return format_invoice_from_partials(cost_partials(priced), settings, card_name=card_name, rule_book=rule_book)
 
 
 def format_invoice_from_partials(
-    partials: pl.DataFrame, pricing_config: PricingConfig | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None
+    partials: pl.DataFrame, settings: Settings | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None
 ) -> str:
     """`format_invoice` of the charges whose `cost_partials` these are (of all parts, concatenated)."""
-    pricing_config = pricing_config or PricingConfig()
+    settings = settings or Settings()
     currency = partials["currency"].drop_nulls().first() if partials.height else None
     unit = currency or "(no currency)"
     with_cost = partials.with_columns(cost=pl.col("cost").fill_null(Decimal(0)))
@@ -706,7 +624,7 @@ def format_invoice_from_partials(
     categories = [c for c in _CATEGORY_COLUMNS if c in billed]
     categories += sorted(billed - set(categories))
     header = ["", "charges", "billable", *categories, "total"]
-    lines = [f"Costs in {unit}{f' from {card_name}' if card_name else ''}" + _markup_text(pricing_config) + ":"]
+    lines = [f"Costs in {unit}{f' from {card_name}' if card_name else ''}" + _markup_text(settings) + ":"]
     for month in sorted(partials["month"].unique().to_list()):
         in_month = with_cost.filter(pl.col("month") == month)
         table: list[list[str]] = [[month, *header[1:]]]
@@ -727,7 +645,7 @@ def format_invoice_from_partials(
     billable = int(partials["billable_charges"].sum()) if partials.height else 0
     lines.append(
         f"Total: {charged:,} charges, {billable:,} billable, {_money(total)} {unit}"
-        + (f" (markup {_money(partials['markup'].sum())})" if pricing_config.has_markup and charged else "")
+        + (f" (markup {_money(partials['markup'].sum())})" if settings.has_markup and charged else "")
     )
     lines += _trust_lines(partials, total)
     lines += _unpriced_lines(partials)
@@ -736,10 +654,10 @@ def format_invoice_from_partials(
     return "\n".join(lines)
 
 
-def _markup_text(config: PricingConfig) -> str:
-    if not config.has_markup:
+def _markup_text(settings: Settings) -> str:
+    if not settings.has_markup:
         return ""
-    return f", with a markup of {config.markup_percent}% + {config.markup_per_charge} per billable charge"
+    return f", with a markup of {settings.markup_percent}% + {settings.markup_per_charge} per billable charge"
 
 
 def _money(value: Decimal | None) -> str:

@@ -940,7 +940,7 @@ def read_messages(
     latest: dt.datetime | None = None,
 ) -> Ingested:
     """Canonical messages from any number of files of any supported format (module docstring).
-    `timezone` and `waba_timezones` (`BillingConfig`'s) decide which rows come before the first
+    `timezone` and `waba_timezones` (`Settings`'s) decide which rows come before the first
     supported rule set; timestamps after `latest` (default: now plus `FUTURE_MARGIN`) are quarantined."""
     if not paths:
         raise UsageError("no input files: give at least one CSV, Parquet or JSON file")

@@ -109,7 +109,7 @@ from analytics.reconcile.meta_reports import (
     with_pricing_type_meaning,
 )
 from analytics.core.resources import ArrowStream, query
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 
 # --- Statuses, reasons, tolerances ------------------------------------------------------------------
 
@@ -235,7 +235,7 @@ def reconcile(
     analytics: pl.DataFrame | None = None,
     quarantine: pl.DataFrame | pl.LazyFrame | None = None,
     priced: pl.DataFrame | None = None,
-    config: BillingConfig | None = None,
+    settings: Settings | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     notes: Sequence[str] = (),
 ) -> Reconciliation:
@@ -248,18 +248,18 @@ def reconcile(
     - `priced`: `pricing.price(charges, ...)`, to compare costs; without it volumes only.
     - `notes`: what the caller has to add to the summary (e.g. what report files held besides).
     """
-    config = config or BillingConfig()
+    settings = settings or Settings()
     messages = messages.lazy().collect() if isinstance(messages, pl.LazyFrame) else messages
     ours = with_user_country(charges, messages)
     parts, unreadable, notes = [], [], list(notes)
     if meta_pricing is not None and meta_pricing.height:
-        items, items_unreadable, items_notes = reconcile_items(ours, meta_pricing, messages, quarantine=quarantine, config=config)
+        items, items_unreadable, items_notes = reconcile_items(ours, meta_pricing, messages, quarantine=quarantine, settings=settings)
         parts.append(items)
         unreadable.append(items_unreadable)
         notes += items_notes
     if analytics is not None and analytics.height:
         costed = ours if priced is None else _with_costs(ours, priced)
-        totals, totals_unreadable, totals_notes = reconcile_aggregates(costed, analytics, config=config, con=con)
+        totals, totals_unreadable, totals_notes = reconcile_aggregates(costed, analytics, settings=settings, con=con)
         parts.append(totals)
         unreadable.append(totals_unreadable)
         notes += totals_notes
@@ -271,19 +271,19 @@ def reconcile(
 
 
 def priced_at_list_rates(
-    charges: pl.DataFrame, analytics: pl.DataFrame, config: BillingConfig, pricing_config: pricing.PricingConfig | None = None
+    charges: pl.DataFrame, analytics: pl.DataFrame, settings: Settings
 ) -> tuple[pl.DataFrame | None, str | None]:
     """Our charges priced at Meta's list rates (no markup), in the analytics' currency unless
-    `pricing_config` names one, for the aggregate level; (None, why) when there are no analytics or
+    `settings` names one, for the aggregate level; (None, why) when there are no analytics or
     no currency fits, and reconciliation compares volumes only."""
     if analytics.height == 0:
         return None, None
-    prices = pricing_config or pricing.PricingConfig()
+    settings = settings or Settings()
     currencies = analytics["currency"].drop_nulls()
-    currency = prices.currency or (currencies.mode().sort().first() if currencies.len() else None)
-    prices = replace(prices, currency=currency, markup_percent=Decimal(0), markup_per_charge=Decimal(0), report_unpriced=True)
+    currency = settings.currency or (currencies.mode().sort().first() if currencies.len() else None)
+    settings = replace(settings, currency=currency, markup_percent=Decimal(0), markup_per_charge=Decimal(0), report_unpriced=True)
     try:
-        return pricing.price(charges, config, prices), None
+        return pricing.price(charges, settings), None
     except UsageError as error:
         return None, f"Costs not compared (volumes only): {error}"
 
@@ -304,7 +304,7 @@ def _with_costs(charges: pl.DataFrame, priced: pl.DataFrame) -> pl.DataFrame:
 # --- Our side: which charge each message belongs to ---------------------------------------------------
 
 
-def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, config: BillingConfig | None = None) -> pl.DataFrame:
+def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, settings: Settings | None = None) -> pl.DataFrame:
     """`message_id` -> `opening_message_id` of the charge each delivered outbound message belongs to.
 
     A message that opened a charge (a CBP conversation, a PMP row) belongs to it. Any other was
@@ -315,7 +315,7 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, conf
     then the earliest opened (§2 Precedence, §4.3, §5 Crossover). Failed and inbound messages
     belong to nothing and are not listed.
     """
-    config = config or BillingConfig()
+    settings = settings or Settings()
     outbound = messages.filter(
         (pl.col("direction") == "outbound") & pl.col("status").ne_missing(FAILED)
     ).select(
@@ -324,7 +324,7 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, conf
         "user_id",
         "timestamp",
         is_template=pl.col("message_type") == schema.TEMPLATE,
-        slot=pl.col("template_category").replace(config.rule_book.choices.billed_category),
+        slot=pl.col("template_category").replace(settings.rule_book.choices.billed_category),
     )
     openers = charges.select("opening_message_id")
     own = outbound.join(openers, left_on="message_id", right_on="opening_message_id", how="semi").select(
@@ -359,7 +359,7 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, conf
 # --- Meta's side: items ---------------------------------------------------------------------------------
 
 
-def meta_items(meta_pricing: pl.DataFrame, config: BillingConfig | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def meta_items(meta_pricing: pl.DataFrame, settings: Settings | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(PMP items, CBP items, unreadable rows) of Meta's per-message billing.
 
     PMP: one item per (source, wamid, group participant), the values of the status that bills it
@@ -368,7 +368,7 @@ def meta_items(meta_pricing: pl.DataFrame, config: BillingConfig | None = None) 
     conversation id), with its wamids, category (pricing category, else the conversation's origin),
     billable flag and window start (expiration minus the window).
     """
-    config = config or BillingConfig()
+    settings = settings or Settings()
     # A status with a conversation but no pricing takes its message's model from the message's other
     # statuses (v24+ keeps the conversation inside free entry point windows, P3); else it is CBP-2022.
     model = pl.coalesce(
@@ -400,7 +400,7 @@ def meta_items(meta_pricing: pl.DataFrame, config: BillingConfig | None = None) 
         )
         .with_columns(meta_pricing_model=pl.lit("PMP"))
     )
-    conversation_window, fep_window_length = config.conversation_windows()
+    conversation_window, fep_window_length = settings.conversation_windows()
     fep_window = int(fep_window_length.total_seconds())
     window = int(conversation_window.total_seconds())
     cbp = (
@@ -449,13 +449,13 @@ def reconcile_items(
     messages: pl.DataFrame,
     *,
     quarantine: pl.DataFrame | pl.LazyFrame | None = None,
-    config: BillingConfig | None = None,
+    settings: Settings | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     """(rows at the message and conversation levels, Meta's unreadable rows, notes)."""
-    config = config or BillingConfig()
+    settings = settings or Settings()
     charges = with_user_country(charges, messages)
-    pmp, cbp, unreadable = meta_items(meta_pricing, config)
-    context = _MessageContext.of(charges, messages, quarantine, config)
+    pmp, cbp, unreadable = meta_items(meta_pricing, settings)
+    context = _MessageContext.of(charges, messages, quarantine, settings)
     ours = charges.select(
         "opening_message_id", "rule_set", "expires_at", "business_phone", "user_id", "market", "user_country", "waba_id",
         *[pl.col(c).alias(a) for c, a in _OURS.items()],
@@ -466,8 +466,8 @@ def reconcile_items(
     missing, notes = _missing_meta(ours, paired, pmp, cbp, meta_pricing)
     parts = [message_rows, conversation_rows, *([missing] if missing is not None else [])]
     rows = pl.concat(parts, how="diagonal_relaxed")
-    rows = _with_meta_meaning(rows, config)
-    rows = _classified(rows, config)
+    rows = _with_meta_meaning(rows, settings)
+    rows = _classified(rows, settings)
     return _finished(rows), unreadable, notes
 
 
@@ -482,17 +482,17 @@ class _MessageContext:
 
     @classmethod
     def of(
-        cls, charges: pl.DataFrame, messages: pl.DataFrame, quarantine: pl.DataFrame | pl.LazyFrame | None, config: BillingConfig
+        cls, charges: pl.DataFrame, messages: pl.DataFrame, quarantine: pl.DataFrame | pl.LazyFrame | None, settings: Settings
     ) -> _MessageContext:
         known = messages.select(
             "message_id",
             _status="status",
             _direction="direction",
             _ours_message_category=pl.when(pl.col("message_type") == schema.TEMPLATE)
-            .then(pl.col("template_category").replace(config.rule_book.choices.billed_category))
+            .then(pl.col("template_category").replace(settings.rule_book.choices.billed_category))
             .otherwise(pl.when(pl.col("direction") == "outbound").then(pl.lit(SERVICE))),
         )
-        attributed = conversation_of_messages(charges, messages, config).join(
+        attributed = conversation_of_messages(charges, messages, settings).join(
             charges.select(
                 "opening_message_id",
                 _absorbed_by_category="category",
@@ -686,7 +686,7 @@ def _missing_meta(
     return rows, notes
 
 
-def _with_meta_meaning(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _with_meta_meaning(rows: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """Item rows with what Meta's pricing type meant at the message's date in its WABA's time zone
     (`meta_reports.with_pricing_type_meaning`: `agreeing_types`, `meaning`, `meaning_from`), the
     one place where the date decides how Meta's `pricing.type` is read (billing-rules.md §9)."""
@@ -694,13 +694,13 @@ def _with_meta_meaning(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFram
         _meaning_at=pl.coalesce("ours_started_at", "meta_started_at"),
         waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA),
     )
-    local_date = engine.local_time(config, "_meaning_at").dt.date()
+    local_date = engine.local_time(settings, "_meaning_at").dt.date()
     return with_pricing_type_meaning(
         dated.with_columns(_meaning_date=local_date), local_date=pl.col("_meaning_date"), pricing_type="meta_pricing_type"
     )
 
 
-def _classified(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
+def _classified(rows: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """`status`, `reason` and `explanation` of item rows (module docstring, Reasons)."""
     defaults = {
         "_missing_meta": pl.Boolean, "_meta_conversation": pl.String, "_meta_model": pl.String,
@@ -710,7 +710,7 @@ def _classified(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
     }
     rows = rows.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in defaults.items() if c not in rows.columns)
     level_is = {level: pl.col("level") == level for level in (MESSAGE, CONVERSATION)}
-    billed_as = config.rule_book.choices.billed_category
+    billed_as = settings.rule_book.choices.billed_category
     ours_category = pl.col("ours_category").replace(billed_as)
     meta_category = pl.col("meta_category").replace(billed_as)
     is_cbp = pl.col("meta_pricing_model") == "CBP"
@@ -818,7 +818,7 @@ def _classified(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFrame:
         .then(pl.lit(MATCH))
         .otherwise(pl.lit(DIFFERENT)),
     )
-    explanations = _explanations(rows, lambda row: _explain_item(row, config), _agrees_text(), pl.col("reason") != AGREES)
+    explanations = _explanations(rows, lambda row: _explain_item(row, settings), _agrees_text(), pl.col("reason") != AGREES)
     return rows.with_columns(explanation=explanations)
 
 
@@ -873,7 +873,7 @@ def _finished(rows: pl.DataFrame) -> pl.DataFrame:
 # --- Explanations of item rows ----------------------------------------------------------------------------
 
 
-def _explain_item(row: dict, config: BillingConfig) -> str:
+def _explain_item(row: dict, settings: Settings) -> str:
     reason = row["reason"]
     what = _what(row)
     if reason == FREE_TIER_COUNTED_BILLABLE:
@@ -908,7 +908,7 @@ def _explain_item(row: dict, config: BillingConfig) -> str:
             f"{_time(row['ours_started_at'])}: {_duration(row['_gap_seconds'])} apart, beyond the 60 s tolerance. "
             "Meta's conversation was probably opened by an earlier message, or closed, differently from ours."
         )
-    return _explain_rule_model(row, config)
+    return _explain_rule_model(row, settings)
 
 
 def _what(row: dict) -> str:
@@ -1008,12 +1008,12 @@ def _explain_pricing_type(row: dict) -> str:
     return f"{text}: {hint}."
 
 
-def _rule_sets_with(config: BillingConfig, conversations: str) -> str:
-    return " and ".join(sorted({p.name for p in config.rule_book.periods if p.conversations == conversations}))
+def _rule_sets_with(settings: Settings, conversations: str) -> str:
+    return " and ".join(sorted({p.name for p in settings.rule_book.periods if p.conversations == conversations}))
 
 
-def _switch_to(config: BillingConfig, conversations: str) -> str:
-    return str(next(p.effective_from for p in config.rule_book.periods if p.conversations == conversations))
+def _switch_to(settings: Settings, conversations: str) -> str:
+    return str(next(p.effective_from for p in settings.rule_book.periods if p.conversations == conversations))
 
 
 def _rule_set_status(name: str | None) -> str | None:
@@ -1044,7 +1044,7 @@ def _explain_not_modelled(row: dict) -> str:
     )
 
 
-def _explain_rule_model(row: dict, config: BillingConfig) -> str:
+def _explain_rule_model(row: dict, settings: Settings) -> str:
     meta_model, ours_model = row.get("meta_pricing_model"), row.get("ours_pricing_model")
     if row.get("_missing_meta"):
         if row.get("_meta_conversation"):
@@ -1097,8 +1097,8 @@ def _explain_rule_model(row: dict, config: BillingConfig) -> str:
     if era_2022 == {True, False} and rules.FEP_CATEGORY not in pair:
         return (
             f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: one side uses the categories of "
-            f"{_rule_sets_with(config, rules.ONE_SLOT)} (user- and business-initiated), the other those of "
-            f"{_rule_sets_with(config, rules.PER_CATEGORY)}; the switch was {_switch_to(config, rules.PER_CATEGORY)} in the "
+            f"{_rule_sets_with(settings, rules.ONE_SLOT)} (user- and business-initiated), the other those of "
+            f"{_rule_sets_with(settings, rules.PER_CATEGORY)}; the switch was {_switch_to(settings, rules.PER_CATEGORY)} in the "
             "WABA time zone (check --timezone)."
         )
     if pair <= {"user_initiated", "business_initiated"}:
@@ -1142,7 +1142,7 @@ def reconcile_aggregates(
     charges: pl.DataFrame,
     analytics: pl.DataFrame,
     *,
-    config: BillingConfig | None = None,
+    settings: Settings | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     """Rows of the aggregate level, Meta's unreadable data points, and notes.
@@ -1151,7 +1151,7 @@ def reconcile_aggregates(
     `cost` and `currency` (`pricing.price`; a null cost on a billable charge is an unknown rate).
     Without `cost` volumes alone are compared.
     """
-    config = config or BillingConfig()
+    settings = settings or Settings()
     unreadable = analytics.filter(pl.col("problem").is_not_null()).select(
         meta_source="report", source_file="source_file", source_row="source_row",
         message_id=pl.lit(None, pl.String), problem="problem",
@@ -1163,7 +1163,7 @@ def reconcile_aggregates(
     notes: list[str] = []
     ours_parts, meta_parts = [], []
     for (report_id,), report in points.group_by("report_id", maintain_order=True):
-        ours, meta, report_notes = _report_buckets(str(report_id), report, charges, config)
+        ours, meta, report_notes = _report_buckets(str(report_id), report, charges, settings)
         ours_parts.append(ours)
         meta_parts.append(meta)
         notes += report_notes
@@ -1179,7 +1179,7 @@ def reconcile_aggregates(
     finally:
         con.unregister("our_charges")
         con.unregister("meta_points")
-    rows = _classified_aggregates(compared, compare_cost, config)
+    rows = _classified_aggregates(compared, compare_cost, settings)
     if outside := _outside_every_report(charges, points):
         notes.append(
             f"{_plural(outside, 'charge')} of ours fall outside the periods of Meta's analytics (or have another "
@@ -1206,7 +1206,7 @@ def _outside_every_report(charges: pl.DataFrame, points: pl.DataFrame) -> int:
 
 
 def _report_buckets(
-    report_id: str, report: pl.DataFrame, charges: pl.DataFrame, config: BillingConfig
+    report_id: str, report: pl.DataFrame, charges: pl.DataFrame, settings: Settings
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     """Our charges of one report's pricing model in its buckets and dimensions, and its points."""
     kind = report["report"][0]
@@ -1221,7 +1221,7 @@ def _report_buckets(
         ),
     )
     if model == "PMP":  # our pricing types in Meta's words of the charge's date (the table of the item level)
-        day = engine.local_time(config, "started_at").dt.date()
+        day = engine.local_time(settings, "started_at").dt.date()
         ours = in_metas_words(ours, local_date=day, pricing_type="pricing_type")
     if "phone_number" in present:
         theirs = set(report["phone_number"].drop_nulls().to_list())
@@ -1240,18 +1240,18 @@ def _report_buckets(
         intervals, left_on="started_at", right_on="start", strategy="backward", check_sortedness=False
     )
     inside = pl.col("start").is_not_null() & (pl.col("started_at") < pl.col("end"))
-    calendar_start, calendar_end = _calendar_bucket(granularity, config.timezone)
+    calendar_start, calendar_end = _calendar_bucket(granularity, settings.timezone)
     bucketed = bucketed.with_columns(
         period_start=pl.when(inside).then(pl.col("start")).otherwise(calendar_start),
         period_end=pl.when(inside).then(pl.col("end")).otherwise(calendar_end),
     )
     outside_meta = bucketed.filter(~inside).height
     if outside_meta and granularity in (DAILY, MONTHLY):
-        starts = intervals["start"].dt.convert_time_zone(config.timezone)
+        starts = intervals["start"].dt.convert_time_zone(settings.timezone)
         if not (starts.dt.hour() == 0).all():
             notes.append(
-                f"{report_id}: Meta's {granularity.lower()} buckets start at {starts[0]:%H:%M} in {config.timezone}; "
-                f"{outside_meta:,} of our charges fall outside them and are bucketed in {config.timezone}: pass the "
+                f"{report_id}: Meta's {granularity.lower()} buckets start at {starts[0]:%H:%M} in {settings.timezone}; "
+                f"{outside_meta:,} of our charges fall outside them and are bucketed in {settings.timezone}: pass the "
                 "WABA's time zone with --timezone"
             )
     ours_rows = bucketed.select(
@@ -1275,7 +1275,7 @@ def _report_buckets(
         period_start=pl.col("start").dt.epoch("us"),
         period_end=pl.col("end").dt.epoch("us"),
         **{d: (pl.lit(None, pl.String) if d in absent else pl.col(d)) for d in _DIMENSIONS if d != "category"},
-        category=pl.lit(None, pl.String) if "category" in absent else pl.col("category").replace(config.rule_book.choices.billed_category),
+        category=pl.lit(None, pl.String) if "category" in absent else pl.col("category").replace(settings.rule_book.choices.billed_category),
         meta_category="category",
         volume="volume",
         cost="cost",
@@ -1296,7 +1296,7 @@ def _calendar_bucket(granularity: str | None, timezone: str) -> tuple[pl.Expr, p
     return start.dt.convert_time_zone(schema.UTC), start.dt.offset_by(every).dt.convert_time_zone(schema.UTC)
 
 
-def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, config: BillingConfig) -> pl.DataFrame:
+def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, settings: Settings) -> pl.DataFrame:
     """Status, reason and explanation of the compared buckets (module docstring, Reasons)."""
     compared = compared.with_columns(
         pl.col("ours_cost").cast(_EXACT_COST).round(COST_SCALE, mode="half_away_from_zero").cast(COST_DTYPE),
@@ -1347,7 +1347,7 @@ def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, config: B
         cost_relative_difference=(
             (cost_difference.cast(pl.Float64) / pl.col("meta_cost").cast(pl.Float64)).round(6) if compare_cost else pl.lit(None, pl.Float64)
         ),
-        local_date=start.dt.convert_time_zone(config.timezone).dt.date(),
+        local_date=start.dt.convert_time_zone(settings.timezone).dt.date(),
     )
     frame = markets.with_market(frame.with_columns(user_country=pl.col("country")), country="user_country")
     if not compare_cost:
@@ -1447,7 +1447,7 @@ def conversation_id_of(opening_message_id: str) -> str:
     return hashlib.sha1(opening_message_id.encode()).hexdigest()[:32]
 
 
-def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: BillingConfig | None = None) -> pl.DataFrame:
+def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, settings: Settings | None = None) -> pl.DataFrame:
     """The pricing objects Meta would send for our own charges, as webhook rows (PRICING_SCHEMA).
 
     Each delivered outbound message gets a `sent` row and, unless it only reached `sent`, a row of
@@ -1457,8 +1457,8 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
     free entry point conversation (§7), a conversation id, and on the `sent` row only the expiration
     (opening + window, rounded up to the next whole minute, as Meta has been seen to do).
     """
-    config = config or BillingConfig()
-    attributed = conversation_of_messages(charges, messages, config)
+    settings = settings or Settings()
+    attributed = conversation_of_messages(charges, messages, settings)
     rows = (
         messages.join(attributed, on="message_id", how="inner")
         .join(
@@ -1470,9 +1470,9 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
             how="left",
         )
     )
-    rows = in_metas_words(rows, local_date=engine.local_time(config, "started_at").dt.date(), pricing_type="pricing_type")
+    rows = in_metas_words(rows, local_date=engine.local_time(settings, "started_at").dt.date(), pricing_type="pricing_type")
     cbp = pl.col("pricing_model") == "CBP"
-    conversation_window, fep_window = config.conversation_windows()
+    conversation_window, fep_window = settings.conversation_windows()
     window = pl.when(pl.col("category") == rules.FEP_CATEGORY).then(pl.lit(fep_window)).otherwise(pl.lit(conversation_window))
     nominal_end = pl.col("started_at") + window
     rounded_end = nominal_end.dt.truncate("1m") + pl.when(nominal_end.dt.truncate("1m") == nominal_end).then(

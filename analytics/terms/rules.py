@@ -5,7 +5,8 @@ amendments and billing-rules.md's **[choice]**s are `data/rules/rule_sets.toml`,
 `RuleBook`: the engines (`analytics.bill.reference`, the oracle, and `analytics.bill.charges`, the fast one),
 pricing, reconciliation, strategies and the Spark path read `RuleSet` properties from it and never
 a rule set's name. A business's own settings (time zones, authentication-international, the
-service exemption, the free entry point model) are a `BillingConfig`, which carries the book.
+service exemption, the free entry point model) are an `analytics.settings.Settings`, which carries
+the book.
 
 A `RuleSet` here is one *period* of a rule set: the rule set's properties as amended up to a date.
 The charges say the rule set's `name`; the period only decides how a message is billed.
@@ -21,7 +22,6 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from analytics import config_schema
 from analytics.core.errors import excerpt
 from analytics.core.resources import resource
 
@@ -322,7 +322,7 @@ def load(path: str | Path) -> RuleBook:
         raise RulesFileError(f"rules file {path}: {error}") from None
 
 
-# The shipped book's views, for code that has no BillingConfig at hand.
+# The shipped book's views, for code that has no Settings at hand.
 def rule_sets() -> tuple[RuleSet, ...]:
     """The shipped rule sets as each came into force, oldest first (§1)."""
     return shipped().first_periods()
@@ -362,117 +362,3 @@ class AuthenticationInternational:
         start = self.start_dates.get(user_country)
         return start is not None and local_date >= start
 
-
-@dataclass(frozen=True)
-class BillingConfig:
-    """Everything a billing run may be told. Defaults follow billing-rules.md exactly.
-
-    - `timezone`: the WABA time zone that sets month and rule-set boundaries (§1, §2 Months);
-      `waba_timezones` overrides it per WABA id.
-    - `rules`: one rule set for all traffic (what-if), instead of the one in force at each message.
-    - `fep_window`: a free entry point window length for every window, instead of the rules'
-      (§8: perhaps 24 h before 2023-03); None: the rules' `fep_window_hours`.
-    - `fep_model`: §9, how long a click-to-WhatsApp ad's window lasts where the rules allow more
-      than `fep_window_hours`: `fixed-72h` (default: the documented minimum, so costs are never
-      understated), `fixed-7d` (the most Meta allows), `extend-24h-per-user-message`.
-    - `service_exempt_until`: §9, an eligible government or non-profit: service messages beyond
-      the free tier are `free_exempt` up to and including this date (Meta: 2027-12-31). Default off.
-    - `authentication_international`: §4.5; default, no such setting.
-    - `rule_book`: the rules (data/rules/rule_sets.toml, or a file of your own).
-    """
-
-    timezone: str = "UTC"
-    waba_timezones: dict[str, str] = field(default_factory=dict)
-    rules: str | None = None
-    fep_window: dt.timedelta | None = None
-    fep_model: str = FIXED_72H
-    service_exempt_until: dt.date | None = None
-    authentication_international: AuthenticationInternational = field(default_factory=AuthenticationInternational)
-    rule_book: RuleBook = field(default_factory=shipped)
-
-    def __post_init__(self) -> None:
-        for tz in (self.timezone, *self.waba_timezones.values()):
-            try:
-                ZoneInfo(tz)
-            except (ZoneInfoNotFoundError, ValueError, TypeError):
-                raise ValueError(f"unknown time zone {tz!r}: use an IANA name such as 'Europe/Rome' or 'UTC'") from None
-        if self.rules is not None:
-            self.rule_book.rule_set(self.rules)
-        if self.fep_model not in FEP_MODELS:
-            raise ValueError(f"unknown fep_model {self.fep_model!r}: expected one of {', '.join(FEP_MODELS)}")
-        if self.fep_window is not None and self.fep_window <= dt.timedelta(0):
-            raise ValueError(f"fep_window must be positive, not {self.fep_window}")
-
-    def timezone_of(self, waba_id: str) -> str:
-        return self.waba_timezones.get(waba_id, self.timezone)
-
-    def period_on(self, local_date: dt.date) -> RuleSet | None:
-        """The rule-set period that bills a message of this local date (§1, or the what-if `rules`)."""
-        return self.rule_book.period_on(local_date, self.rules)
-
-    def periods(self) -> tuple[RuleSet, ...]:
-        """The periods this run can bill with, oldest first."""
-        return self.rule_book.periods_for(self.rules)
-
-    def fep_window_of(self, period: RuleSet, entry_point: str | None) -> tuple[dt.timedelta, dt.timedelta]:
-        """§2, §9: a free entry point window's (initial length, longest length) when `period`
-        bills its opening message and the offer came from `entry_point`. Page call-to-action
-        windows and every window before the rules allow more keep `fep_window_hours`."""
-        base = self.fep_window or period.fep_window
-        up_to = max(base, period.ctwa_fep_window_up_to) if entry_point == CTWA else base
-        if self.fep_model == FIXED_7D:
-            return up_to, up_to
-        if self.fep_model == EXTEND:
-            return base, up_to
-        return base, base
-
-    def conversation_windows(self) -> tuple[dt.timedelta, dt.timedelta]:
-        """(conversation window, free entry point window) of the latest conversation-based rules:
-        what Meta's conversation reports (billing-rules.md §7) are read with."""
-        latest = [p for p in self.rule_book.periods if p.is_cbp][-1]
-        return latest.conversation_window, self.fep_window or latest.fep_window
-
-    def exempt_on(self, local_date: dt.date) -> bool:
-        return self.service_exempt_until is not None and local_date <= self.service_exempt_until
-
-    @classmethod
-    def from_toml(cls, path: str | Path, **overrides: object) -> BillingConfig:
-        """Read the `[billing]` table of a TOML config file; keyword overrides (from the CLI) win.
-
-        ```toml
-        [billing]
-        timezone = "Europe/Rome"
-        waba_timezones = { "104996122399160" = "America/Sao_Paulo" }
-        fep_model = "fixed-72h"            # or "fixed-7d", "extend-24h-per-user-message"
-        service_exempt_until = 2027-12-31  # an eligible government or non-profit
-        rules_file = "my-rules.toml"       # relative to this file; default: the shipped rules
-        [billing.authentication_international]
-        home_country = "IT"
-        start_dates = { IN = "2024-07-01", ID = "2024-06-01" }
-        ```
-        """
-        config_schema.load(path)  # UsageError naming the file, key and what is expected
-        with open(path, "rb") as handle:
-            table = tomllib.load(handle).get("billing", {})
-        auth = table.get("authentication_international", {})
-        values: dict[str, object] = {
-            "timezone": table.get("timezone", "UTC"),
-            "waba_timezones": {str(k): v for k, v in table.get("waba_timezones", {}).items()},
-            "rules": table.get("rules"),
-            "fep_model": table.get("fep_model", FIXED_72H),
-            "service_exempt_until": _date(table["service_exempt_until"]) if "service_exempt_until" in table else None,
-            "authentication_international": AuthenticationInternational(
-                home_country=auth.get("home_country"),
-                start_dates={k: _date(v) for k, v in auth.get("start_dates", {}).items()},
-            ),
-        }
-        if "fep_window_hours" in table:
-            values["fep_window"] = dt.timedelta(hours=table["fep_window_hours"])
-        if "rules_file" in table:
-            values["rule_book"] = load(Path(path).parent / table["rules_file"])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def _date(value: object) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))

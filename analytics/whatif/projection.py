@@ -54,7 +54,7 @@ from analytics.price import pricing
 from analytics.terms import rules
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 from analytics.whatif.scenarios import BASELINE, COMPARE_SCHEMA, Comparison, Scenario, compare, conform_messages, load_cards
 from analytics.whatif.strategies import KEY
 
@@ -348,8 +348,7 @@ def backtest(
     messages: pl.DataFrame | pl.LazyFrame,
     *,
     horizon: int,
-    billing: BillingConfig | None = None,
-    pricing_config: pricing.PricingConfig | None = None,
+    settings: Settings | None = None,
     history_months: int = DEFAULT_HISTORY_MONTHS,
     seed: int = 0,
     actual: Comparison | None = None,
@@ -361,15 +360,15 @@ def backtest(
     at most, and compare with the real months (module docstring). `actual` is the real traffic's
     comparison when it has been computed already (its baseline is used); `baseline` is the scenario
     both are billed and priced by (default: rules by date, the run's card)."""
-    billing = billing or BillingConfig()
+    settings = settings or Settings()
     frame = conform_messages(messages if isinstance(messages, pl.DataFrame) else messages.collect())
-    end, _ = history_end(frame, billing.timezone)
+    end, _ = history_end(frame, settings.timezone)
     frame = frame.filter(pl.col("timestamp") < end)
     baseline = [baseline or Scenario(BASELINE)]
-    cards = cards or load_cards(baseline, pricing_config)
-    actual = actual or compare(frame, baseline, billing, pricing_config, cards=cards)
+    cards = cards or load_cards(baseline, settings)
+    actual = actual or compare(frame, baseline, settings, cards=cards)
     real = _monthly(actual)
-    zone = ZoneInfo(billing.timezone)
+    zone = ZoneInfo(settings.timezone)
     first = frame["timestamp"].min().astimezone(zone)  # type: ignore[union-attr]
     local_end = end.astimezone(zone)
     month_count = (local_end.year - first.year) * 12 + local_end.month - first.month
@@ -379,12 +378,12 @@ def backtest(
         ahead = min(horizon, month_count - k)
         try:
             projected = replay(
-                frame, months=ahead, timezone=billing.timezone, history_months=history_months, until=origin, seed=seed,
+                frame, months=ahead, timezone=settings.timezone, history_months=history_months, until=origin, seed=seed,
                 seasonal=seasonal,
             )
         except UsageError:  # too little history before this origin for a month of whole weeks
             continue
-        result = compare(projected.messages, baseline, billing, pricing_config, keep_from=projected.start, cards=cards)
+        result = compare(projected.messages, baseline, settings, keep_from=projected.start, cards=cards)
         totals = _monthly(result).join(real, on="month", suffix="_actual")
         for row in totals.iter_rows(named=True):
             rows.append(
@@ -465,8 +464,7 @@ def project(
     scenarios: Sequence[Scenario],
     *,
     months: int,
-    billing: BillingConfig | None = None,
-    pricing_config: pricing.PricingConfig | None = None,
+    settings: Settings | None = None,
     history_months: int = DEFAULT_HISTORY_MONTHS,
     run_backtest: bool = True,
     seed: int = 0,
@@ -474,15 +472,15 @@ def project(
 ) -> Projection:
     """`scenarios` (one named `baseline`) on the `months` months after the history, with the band
     from a back-test on the same history."""
-    billing = billing or BillingConfig()
+    settings = settings or Settings()
     frame = conform_messages(messages if isinstance(messages, pl.DataFrame) else messages.collect())
-    projected = replay(frame, months=months, timezone=billing.timezone, history_months=history_months, seed=seed)
-    cards = cards or load_cards(scenarios, pricing_config)
-    comparison = compare(projected.messages, scenarios, billing, pricing_config, keep_from=projected.start, cards=cards)
+    projected = replay(frame, months=months, timezone=settings.timezone, history_months=history_months, seed=seed)
+    cards = cards or load_cards(scenarios, settings)
+    comparison = compare(projected.messages, scenarios, settings, keep_from=projected.start, cards=cards)
     checked = None
     if run_backtest:
         checked = backtest(
-            frame, horizon=months, billing=billing, pricing_config=pricing_config, history_months=history_months, seed=seed,
+            frame, horizon=months, settings=settings, history_months=history_months, seed=seed,
             cards=cards, baseline=next(s for s in scenarios if s.name == BASELINE),
         )
     return Projection(_with_band(comparison.table, projected, checked), comparison, projected, checked)

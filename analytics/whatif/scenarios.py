@@ -63,7 +63,7 @@ from analytics.core import schema
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
 from analytics.terms.ratecards import load_card
-from analytics.terms.rules import BillingConfig
+from analytics.settings import Settings
 from analytics.whatif.strategies import CHANGE, KEY, OTHER_CHANNEL, StrategyEffect, StrategySpec
 
 BASELINE = "baseline"
@@ -255,15 +255,15 @@ def changed_keys(before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
 class SharedWork:
     """The unchanged traffic, and what is computed from it once and reused by every scenario."""
 
-    def __init__(self, messages: pl.DataFrame, billing: BillingConfig):
+    def __init__(self, messages: pl.DataFrame, settings: Settings):
         self.messages = conform_messages(messages)
-        self.billing = billing
+        self.settings = settings
         self._candidates: dict[str | None, pl.DataFrame] = {}
         self._charges: dict[str | None, pl.DataFrame] = {}
         self.kernel_messages = 0  # messages that went through the kernel, for the run summary
 
-    def config(self, rule_set: str | None) -> BillingConfig:
-        return replace(self.billing, rules=rule_set)
+    def settings_for(self, rule_set: str | None) -> Settings:
+        return replace(self.settings, rules=rule_set)
 
     def charges(self, rule_set: str | None) -> pl.DataFrame:
         """The unchanged traffic billed under `rule_set` (None: by date), computed once."""
@@ -289,7 +289,7 @@ class SharedWork:
 
     def _kernel(self, messages: pl.DataFrame, rule_set: str | None) -> pl.DataFrame:
         self.kernel_messages += messages.height
-        return charges.kernel(messages, self.config(rule_set))
+        return charges.kernel(messages, self.settings_for(rule_set))
 
 
 def conform_messages(messages: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -303,11 +303,11 @@ def conform_messages(messages: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 
 def load_cards(
-    scenarios: Sequence[Scenario], pricing_config: pricing.PricingConfig | None = None
+    scenarios: Sequence[Scenario], settings: Settings | None = None
 ) -> dict[tuple[object, dt.date | None], pl.DataFrame]:
     """Every rate card the scenarios price with, read and checked once (`ratecards.load_card`),
-    keyed by (card, `rates_on`): the default is `pricing_config.rate_card`, else the shipped card."""
-    default = (pricing_config or pricing.PricingConfig()).rate_card
+    keyed by (card, `rates_on`): the default is `settings.rate_card`, else the shipped card."""
+    default = (settings or Settings()).rate_card
     cards: dict[tuple[object, dt.date | None], pl.DataFrame] = {}
     read: dict[object, pl.DataFrame] = {}
     for item in scenarios:
@@ -388,34 +388,32 @@ class Comparison:
 def compare(
     messages: pl.DataFrame | pl.LazyFrame,
     scenarios: Sequence[Scenario],
-    billing: BillingConfig | None = None,
-    pricing_config: pricing.PricingConfig | None = None,
+    settings: Settings | None = None,
     *,
     keep_from: dt.datetime | None = None,
     cards: Mapping[tuple[object, dt.date | None], pl.DataFrame] | None = None,
 ) -> Comparison:
     """Run `scenarios` (one named `baseline`, e.g. from `load_scenarios`) on `messages`.
 
-    `billing` and `pricing_config` are what a scenario does not set. `keep_from` keeps only the
+    `settings` are what a scenario does not set. `keep_from` keeps only the
     charges from that instant on (a projection bills some history before it, for the windows open
     when it starts). `cards` are the scenarios' rate cards from `load_cards`, read here if not given.
     """
-    billing = billing or BillingConfig()
-    pricing_config = pricing_config or pricing.PricingConfig()
+    settings = settings or Settings()
     if not any(s.name == BASELINE for s in scenarios):
         raise UsageError("no baseline scenario: name one scenario baseline")
     scenarios = sorted(scenarios, key=lambda s: s.name != BASELINE)
-    shared = SharedWork(messages if isinstance(messages, pl.DataFrame) else messages.collect(), billing)
-    for rule_set in _rule_sets_to_share(scenarios, billing):
+    shared = SharedWork(messages if isinstance(messages, pl.DataFrame) else messages.collect(), settings)
+    for rule_set in _rule_sets_to_share(scenarios, settings):
         shared.charges(rule_set)
-    cards = cards or load_cards(scenarios, pricing_config)
+    cards = cards or load_cards(scenarios, settings)
     before = strategies.volumes(shared.messages)
     results: list[ScenarioResult] = []
     for item in scenarios:
         started = time.perf_counter()
-        rule_set = item.rules or billing.rules
+        rule_set = item.rules or settings.rules
         try:
-            changed = apply_steps(shared.messages, item.steps, billing)
+            changed = apply_steps(shared.messages, item.steps, settings)
         except strategies.TrafficTooLarge as error:
             raise UsageError(f"scenario {item.name}: {error}") from None
         traffic, effects, other_channel = changed.messages, changed.effects, changed.other_channel
@@ -423,15 +421,15 @@ def compare(
         if keep_from is not None:
             billed = billed.filter(pl.col("started_at") >= keep_from)
             other_channel = other_channel.filter(pl.col("timestamp") >= keep_from)
-        card_key = (item.rate_card or pricing_config.rate_card, item.rates_on)
-        currency = item.currency or pricing_config.currency or (results[0].currency if results else None)
-        config = replace(pricing_config, rate_card=card_key[0], currency=currency, report_unpriced=True)  # type: ignore[arg-type]
-        priced = pricing.price(billed, shared.config(rule_set), config, card=cards[card_key])
+        card_key = (item.rate_card or settings.rate_card, item.rates_on)
+        currency = item.currency or settings.currency or (results[0].currency if results else None)
+        priced_with = replace(shared.settings_for(rule_set), rate_card=card_key[0], currency=currency, report_unpriced=True)
+        priced = pricing.price(billed, priced_with, card=cards[card_key])
         currency = (priced.select(pl.col("currency").drop_nulls().first()).item() if priced.height else None) or currency
         rollup = _rollup(priced, currency)
         rule_sets = tuple(sorted(billed["rule_set"].unique().drop_nulls().to_list()))
         del priced, billed  # the largest frames of a scenario: gone before the next one
-        lines = _other_channel_lines(other_channel, item.steps, shared.config(rule_set), currency)
+        lines = _other_channel_lines(other_channel, item.steps, shared.settings_for(rule_set), currency)
         if lines.height:
             rollup = pl.concat([rollup, lines]).sort("month", "category")
         results.append(
@@ -449,15 +447,15 @@ def compare(
     return Comparison(
         results=results,
         table=comparison_table(results),
-        explanations=explanations(results, billing),
+        explanations=explanations(results, settings),
         shared_kernel_messages=shared.kernel_messages,
     )
 
 
-def _rule_sets_to_share(scenarios: Sequence[Scenario], billing: BillingConfig) -> list[str | None]:
+def _rule_sets_to_share(scenarios: Sequence[Scenario], settings: Settings) -> list[str | None]:
     """Rule sets under which billing the unchanged traffic once saves work: the baseline's, those
     of scenarios that do not change the traffic, and those two or more changing scenarios share."""
-    rule_sets = [s.rules or billing.rules for s in scenarios]
+    rule_sets = [s.rules or settings.rules for s in scenarios]
     changing = [r for r, s in zip(rule_sets, scenarios) if s.changes_traffic]
     shared = [r for r, s in zip(rule_sets, scenarios) if not s.changes_traffic or s.name == BASELINE]
     shared += [r for r in changing if changing.count(r) > 1]
@@ -476,7 +474,7 @@ class ChangedTraffic:
     other_channel: pl.DataFrame
 
 
-def apply_steps(messages: pl.DataFrame, steps: Sequence[Step], billing: BillingConfig) -> ChangedTraffic:
+def apply_steps(messages: pl.DataFrame, steps: Sequence[Step], settings: Settings) -> ChangedTraffic:
     """Apply `steps` in order. Each runs on the rows still sent, with `change` reset, so its marks
     are its own; a strategy's `timezone` defaults to the billing time zone."""
     traffic = strategies.tracked(messages).collect()
@@ -484,7 +482,7 @@ def apply_steps(messages: pl.DataFrame, steps: Sequence[Step], billing: BillingC
     for position, step in enumerate(steps):
         params = dict(step.params)
         if "timezone" in step.spec.parameters and "timezone" not in params:
-            params["timezone"] = billing.timezone  # calendar periods in the WABA time zone
+            params["timezone"] = settings.timezone  # calendar periods in the WABA time zone
         changed = step.spec.core(traffic.lazy(), **params).collect(engine="in-memory")  # every row is still sent
         effect = strategies.effect_of(step.name, step.params, changed)
         effects.append(effect)
@@ -526,12 +524,12 @@ def _rollup(priced: pl.DataFrame, currency: str | None) -> pl.DataFrame:
 
 
 def _other_channel_lines(
-    moved: pl.DataFrame, steps: Sequence[Step], billing: BillingConfig, currency: str | None
+    moved: pl.DataFrame, steps: Sequence[Step], settings: Settings, currency: str | None
 ) -> pl.DataFrame:
     """Messages a strategy sent by another channel, at its `unit_cost` each (in the scenario's
     currency): one line a month, category `authentication_other_channel`, counted in the WABA's
     time zone like charges."""
-    counted = moved.group_by(month=_local_month(billing), step="step").len().sort("month", "step")
+    counted = moved.group_by(month=_local_month(settings), step="step").len().sort("month", "step")
     cost_unit = Decimal(1).scaleb(-pricing.ROLLUP_DECIMALS)
     totals: dict[str, tuple[int, Decimal]] = {}
     for month, step, n in counted.iter_rows():
@@ -551,9 +549,9 @@ def _other_channel_lines(
     )
 
 
-def _local_month(billing: BillingConfig) -> pl.Expr:
+def _local_month(settings: Settings) -> pl.Expr:
     """YYYY-MM of `timestamp` in the WABA's time zone (billing-rules.md §2 Months, `charges.local_time`)."""
-    return charges.local_time(billing, "timestamp").dt.strftime("%Y-%m")
+    return charges.local_time(settings, "timestamp").dt.strftime("%Y-%m")
 
 
 def _rollup_schema() -> dict[str, pl.DataType]:
@@ -593,7 +591,7 @@ def comparison_table(results: Sequence[ScenarioResult]) -> pl.DataFrame:
 # --- Explanations ---------------------------------------------------------------------------------
 
 
-def explanations(results: Sequence[ScenarioResult], billing: BillingConfig) -> pl.DataFrame:
+def explanations(results: Sequence[ScenarioResult], settings: Settings) -> pl.DataFrame:
     """`EXPLANATION_SCHEMA`: per scenario, what it changes and what that did, step by step."""
     baseline = next(r for r in results if r.name == BASELINE)
     rows: list[dict[str, object]] = []
@@ -608,8 +606,8 @@ def explanations(results: Sequence[ScenarioResult], billing: BillingConfig) -> p
 
         if item.description:
             add("description", item.description)
-        rule_set = item.rules or billing.rules
-        if rule_set != (baseline.scenario.rules or billing.rules) or (item.name == BASELINE and rule_set):
+        rule_set = item.rules or settings.rules
+        if rule_set != (baseline.scenario.rules or settings.rules) or (item.name == BASELINE and rule_set):
             add("rules", f"billed under {rule_set} for all traffic" if rule_set else "billed under the rule set in force at each message's time")
         if item.rate_card and item.rate_card != baseline.scenario.rate_card:
             add("rates", f"priced with the rate card {item.rate_card}")
@@ -622,7 +620,7 @@ def explanations(results: Sequence[ScenarioResult], billing: BillingConfig) -> p
         moved_volumes = _volume_changes(result.volumes_before, result.volumes_after)
         if moved_volumes:
             add("volumes", f"WhatsApp messages by category: {moved_volumes}")
-        undocumented = sorted({p.name for p in billing.rule_book.periods if p.status != "meta_documented"} & set(result.rule_sets))
+        undocumented = sorted({p.name for p in settings.rule_book.periods if p.status != "meta_documented"} & set(result.rule_sets))
         if undocumented:
             add("warning", f"part of the cost rests on {', '.join(undocumented)}, whose rules are not all read on Meta's own pages")
         if result.unpriced_charges:

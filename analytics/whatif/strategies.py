@@ -48,6 +48,7 @@ import polars as pl
 from analytics.terms import rules
 from analytics.core import schema
 from analytics.terms.markets import MARKETS, market_expr, missing_user_country
+from analytics.settings import Settings
 
 # The `change` column and its values (module docstring).
 CHANGE = "change"
@@ -370,7 +371,7 @@ def cap_marketing(
         raise ValueError(f"per_user = {per_user} must be 0 or more")
     if period not in PERIODS:
         raise ValueError(f"period = {period!r}: choose {', '.join(PERIODS)}")
-    rules.BillingConfig(timezone=timezone)  # checks the time zone
+    Settings(timezone=timezone)  # checks the time zone
     frame = messages.with_row_index(_ROW)
     marketing = frame.filter((pl.col("direction") == "outbound") & _template_of(MARKETING)).select(
         _ROW,
