@@ -231,3 +231,13 @@ def test_on_the_sample_strategies_mark_every_key_they_change_and_rebilling_those
         incremental = shared.charges_of(changed.messages, changed.changed_keys, item.rules)
         full = scenarios.charges.bill(changed.messages, shared.settings_for(item.rules))
         assert incremental.sort(full.columns).equals(full.sort(full.columns)), item.name
+
+
+def test_a_scenario_without_a_card_of_its_own_is_priced_at_the_runs_card_whatever_came_before(tmp_path):
+    card = tmp_path / "usd.csv"
+    card.write_text(Path(CARD).read_text().replace(",EUR,", ",USD,"))
+    toml = tmp_path / "s.toml"
+    toml.write_text(f'[scenario.dollars]\nrate_card = "{card.name}"\ncurrency = "usd"\n\n[scenario.later]\nrules = "pmp-2026-10"\n')
+    comparison = scenarios.compare(fixture_messages(), scenarios.load_scenarios(toml), settings=Settings(rate_card=CARD))
+    currencies = {r.name: r.currency for r in comparison.results}
+    assert currencies == {"baseline": "EUR", "dollars": "USD", "later": "EUR"}
