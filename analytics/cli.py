@@ -42,10 +42,10 @@ import polars as pl  # noqa: E402 - after the signal handlers: importing takes a
 
 from analytics import __version__  # noqa: E402
 from analytics.bill import charges, partitioned  # noqa: E402
+from analytics.pipeline.traffic import Traffic  # noqa: E402
 from analytics.core import outputs  # noqa: E402
 from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
-from analytics.reconcile import matching as reconcile  # noqa: E402
 from analytics.reconcile import meta_reports  # noqa: E402
 from analytics.synthetic import generate  # noqa: E402
 from analytics.terms import ratecards, rules  # noqa: E402
@@ -705,37 +705,16 @@ def run_reconcile(args: argparse.Namespace) -> int:
     check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)})
     settings = settings_of(args)
     reports = meta_reports.read_reports(args.analytics)  # bad report files stop the run before the inputs are read
-    # Gupshup's v3 billing events arrive in Meta's envelope, among the webhook traffic: ingest skips them.
-    json_inputs = [p for p in args.inputs if Path(p).suffix.lower() in ingest.JSON_SUFFIXES]
-    among_inputs = meta_reports.read_reports(json_inputs, strict=False)
-    ingested = read_inputs(args, quarantine_path=quarantine_path)
-    messages = ingested.messages.collect()
-    billed = charges.bill(messages, settings)
-    meta_pricing = meta_reports.concat_pricing(
-        [meta_reports.webhook_pricing(ingested.billing), among_inputs.pricing, reports.pricing]
-    )
-    priced = _reconcile_prices(args, billed, settings, reports.analytics)
+    traffic = Traffic.from_ingested(args.inputs, read_inputs(args, quarantine_path=quarantine_path), settings)
     skipped = [f"not read from the --analytics files: {what} ({count:,})" for what, count in sorted(reports.skipped.items())]
-    result = reconcile.reconcile(
-        messages, billed, meta_pricing=meta_pricing, analytics=reports.analytics, quarantine=ingested.quarantine,
-        priced=priced, settings=settings, notes=skipped,
-    )
+    # Gupshup's v3 billing events arrive in Meta's envelope, among the webhook traffic: ingest skips them, the reconciliation reads them.
+    result = traffic.reconcile(reports, notes=skipped)
     ingest.write_frame(result.rows, args.output, for_people=True)
     _say(result.summary())
     if args.rules:
         _say(f"Note: billed under --rules {args.rules} (what-if); Meta billed under the rules in force at each message.")
     _say(f"Reconciliation: {args.output}")
     return EXIT_OK
-
-
-def _reconcile_prices(
-    args: argparse.Namespace, billed: pl.DataFrame, settings: Settings, analytics: pl.DataFrame
-) -> pl.DataFrame | None:
-    """Our charges at Meta's list rates for the aggregate level, or None (volumes only, said on stderr)."""
-    priced, why_not = reconcile.priced_at_list_rates(billed, analytics, settings)
-    if why_not:
-        _say(why_not)
-    return priced
 
 
 # --- report ----------------------------------------------------------------------------------------

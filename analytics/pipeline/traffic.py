@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     import altair as alt
 
     from analytics.reconcile.matching import Reconciliation
+    from analytics.reconcile.meta_reports import MetaReports
     from analytics.whatif.projection import Projection
     from analytics.whatif.scenarios import Comparison
 
@@ -124,6 +125,12 @@ class Traffic:
     templates: str | Path | None = None
     _read: dict[str, Any] = field(default_factory=dict, repr=False)  # the reading, shared by `with_settings`
     _answers: dict[tuple, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_ingested(cls, paths: Sequence[str | Path], ingested: ingest.Ingested, settings: Settings) -> Traffic:
+        """A `Traffic` of inputs already read (the command line reads them itself, to write the
+        quarantine and print the run summary as it goes)."""
+        return cls(tuple(map(str, paths)), settings, _read={"ingested": ingested})
 
     # --- the stages ---
 
@@ -211,25 +218,30 @@ class Traffic:
         key = ("project", months, _key(scenarios), tuple(sorted(options.items())))
         return self._answer(key, lambda: projection.project(self.messages, chosen, months=months, settings=self.settings, **options))
 
-    def reconcile(self, analytics: Sequence[str | Path] = ()) -> Reconciliation:
+    def reconcile(self, analytics: Sequence[str | Path] | MetaReports = (), *, notes: Sequence[str] = ()) -> Reconciliation:
         """Our charges against what Meta reported: the webhook `pricing` objects among the inputs,
-        and the `conversation_analytics` / `pricing_analytics` responses in `analytics`."""
+        and the `conversation_analytics` / `pricing_analytics` responses and provider billing
+        events in `analytics` (paths, or what `meta_reports.read_reports` read of them). Costs are
+        compared at Meta's list rates where the analytics have a currency the card prices (the
+        summary says why not otherwise); `notes` go to the summary too."""
         from analytics.reconcile import matching, meta_reports
 
+        reports = analytics if isinstance(analytics, meta_reports.MetaReports) else meta_reports.read_reports(list(analytics))
+
         def run() -> Reconciliation:
-            reports = meta_reports.read_reports(list(analytics))
             json_inputs = [p for p in self.paths if Path(p).suffix.lower() in ingest.JSON_SUFFIXES]
             among_inputs = meta_reports.read_reports(json_inputs, strict=False)
             meta_pricing = meta_reports.concat_pricing(
                 [meta_reports.webhook_pricing(self._ingested.billing), among_inputs.pricing, reports.pricing]
             )
-            priced, _ = matching.priced_at_list_rates(self.charges, reports.analytics, self.settings)
+            priced, why_not = matching.priced_at_list_rates(self.charges, reports.analytics, self.settings)
             return matching.reconcile(
                 self.messages, self.charges, meta_pricing=meta_pricing, analytics=reports.analytics,
-                quarantine=self.quarantine, priced=priced, settings=self.settings,
+                quarantine=self.quarantine, priced=priced, settings=self.settings, notes=[*([why_not] if why_not else []), *notes],
             )
 
-        return self._answer(("reconcile", tuple(str(p) for p in analytics)), run)
+        given = id(analytics) if isinstance(analytics, meta_reports.MetaReports) else tuple(map(str, analytics))
+        return self._answer(("reconcile", given, tuple(notes)), run)
 
     def with_settings(self, settings: Settings | str | Path | None = None, **overrides: Any) -> Traffic:
         """The same traffic under other settings (e.g. `t.with_settings(rules="pmp-2026-10")`): the
