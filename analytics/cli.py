@@ -47,6 +47,7 @@ from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
 from analytics.reconcile import matching as reconcile  # noqa: E402
 from analytics.reconcile import meta_reports  # noqa: E402
+from analytics.present import reconciliation_text  # noqa: E402
 from analytics.synthetic import generate  # noqa: E402
 from analytics.terms import ratecards, rules  # noqa: E402
 from analytics.whatif import projection, scenarios  # noqa: E402
@@ -732,7 +733,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
         priced=priced, config=billing, notes=skipped,
     )
     ingest.write_frame(result.rows, args.output, for_people=True)
-    _say(result.summary())
+    _say(reconciliation_text.format_summary(result))
     if args.rules:
         _say(f"Note: billed under --rules {args.rules} (what-if); Meta billed under the rules in force at each message.")
     _say(f"Reconciliation: {args.output}")

@@ -40,8 +40,9 @@ import polars as pl
 from analytics.bill import charges
 from analytics import config_schema
 from analytics.read import ingest
-from analytics.reconcile import meta_reports, matching as reconcile
+from analytics.reconcile import meta_reports, matching as reconcile, outcomes
 from analytics.core import outputs
+from analytics.synthetic import meta_billing
 from analytics.price import pricing
 from analytics.terms import ratecards
 from analytics.config_schema import Value
@@ -241,16 +242,16 @@ def month_figures(frame: pl.DataFrame, month: str, by: Sequence[str], values: Se
 class Compared:
     """What reconciliation compared: the result, where Meta's side came from, and what to expect."""
 
-    result: reconcile.Reconciliation
+    result: outcomes.Reconciliation
     meta_source: str  # "input" or "synthetic"
-    perturbations: tuple[reconcile.Perturbation, ...] = ()
+    perturbations: tuple[meta_billing.Perturbation, ...] = ()
 
     def describe(self) -> str:
         if self.meta_source == SYNTHETIC:
             return (
                 "The shipped sample carries no figures of Meta's, so Meta's side here is made from our own charges "
-                "(reconcile.meta_pricing_objects) and then changed in "
-                f"{len(self.perturbations)} known ways (reconcile.perturb): every difference below is one of them."
+                "(meta_billing.meta_pricing_objects) and then changed in "
+                f"{len(self.perturbations)} known ways (meta_billing.perturb): every difference below is one of them."
             )
         compared = self.result.rows.height
         return f"Meta's side: the pricing objects and analytics in the input; {compared:,} items compared."
@@ -279,8 +280,8 @@ def reconciliation(
     source = (SYNTHETIC if traffic.is_sample else INPUT) if meta_source == AUTO else meta_source
     billing = traffic.billing
     if source == SYNTHETIC:
-        meta = reconcile.meta_pricing_objects(traffic.charges, traffic.messages, billing)
-        perturbed = reconcile.perturb(traffic.messages, meta, traffic.charges, seed=seed)
+        meta = meta_billing.meta_pricing_objects(traffic.charges, traffic.messages, billing)
+        perturbed = meta_billing.perturb(traffic.messages, meta, traffic.charges, seed=seed)
         billed = charges.bill(perturbed.messages, billing)
         result = reconcile.reconcile(perturbed.messages, billed, meta_pricing=perturbed.meta_pricing, config=billing)
         return Compared(result, SYNTHETIC, perturbed.perturbations)

@@ -22,7 +22,7 @@ import datetime as dt
 import polars as pl
 
 from analytics.price import pricing
-from analytics.reconcile import matching as reconcile
+from analytics.reconcile import outcomes
 from analytics.terms import rules
 from analytics.core import schema
 from analytics.bill.charges import local_time
@@ -295,11 +295,11 @@ def projected_costs(projection_table: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-# --- Reconciliation (analytics.reconcile.matching) ------------------------------------------------------------
+# --- Reconciliation (analytics.reconcile) ---------------------------------------------------------------------
 
 
 def reconciliation_by_month(items: pl.DataFrame, billing: BillingConfig | None = None) -> pl.DataFrame:
-    """Reconciliation rows (`reconcile.RECONCILIATION_SCHEMA`, e.g. `Reconciliation.rows`) counted
+    """Reconciliation rows (`outcomes.RECONCILIATION_SCHEMA`, e.g. `Reconciliation.rows`) counted
     per local month, level, status and reason (`RECONCILIATION_BY_MONTH_SCHEMA`).
 
     A row's time is our charge's start, else Meta's, else the start of Meta's aggregate period,
@@ -309,8 +309,8 @@ def reconciliation_by_month(items: pl.DataFrame, billing: BillingConfig | None =
     """
     billing = billing or BillingConfig()
     at = pl.coalesce("ours_started_at", "meta_started_at", "period_start")
-    level_order = {level: i for i, level in enumerate(reconcile.LEVELS)}
-    status_order = {status: i for i, status in enumerate(reconcile.STATUSES)}
+    level_order = {level: i for i, level in enumerate(outcomes.LEVELS)}
+    status_order = {status: i for i, status in enumerate(outcomes.STATUSES)}
     return (
         items.with_columns(month=at.dt.convert_time_zone(billing.timezone).dt.strftime("%Y-%m"))
         .group_by("month", "level", "status", "reason")
