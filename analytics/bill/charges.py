@@ -919,51 +919,6 @@ def _as(name: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
     return pl.col(name).cast(target)
 
 
-def describe(charges: pl.DataFrame | pl.LazyFrame, config: BillingConfig | None = None) -> str:
-    """The run summary of a billing: charges by rule set, category and pricing type, and a warning
-    wherever a result rests on a rule that Meta has not published itself, naming the rule
-    (data/rules/rule_sets.toml `status`), or on a model of an unpublished mechanism (§9 `fep_model`)."""
-    config = config or BillingConfig()
-    counts = (
-        charges.lazy()
-        .group_by("rule_set", "category", "pricing_type")
-        .agg(
-            charges=pl.len(), billable=pl.col("billable").sum(), messages=pl.col("message_count").sum(),
-            first=pl.col("started_at").min(), last=pl.col("started_at").max(),
-        )
-        .sort("rule_set", "category", "pricing_type")
-        .collect()
-    )
-    lines = [f"Charges: {counts['charges'].sum():,} ({counts['billable'].sum():,} billable)"]
-    lines.append(f"  {'rule set':<12} {'category':<28} {'pricing type':<22} {'charges':>10} {'messages':>10}")
-    for row in counts.iter_rows(named=True):
-        lines.append(
-            f"  {row['rule_set']:<12} {row['category']:<28} {row['pricing_type']:<22} {row['charges']:>10,} {row['messages']:>10,}"
-        )
-    lines.extend(f"warning: {text}" for text in rule_warnings(charges, config))
-    return "\n".join(lines)
-
-
-def describe_fep_windows(messages: pl.DataFrame | pl.LazyFrame, billed: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> str:
-    """How the free entry point windows of a run were decided (§9): how many took the end Meta
-    reported (`fep_expires_at`), how many were modelled (and how, `fep_model`). Empty when the
-    charges have no free-entry-point charge."""
-    if billed.lazy().filter(pl.col("pricing_type") == "free_entry_point").select(pl.len()).collect().item() == 0:
-        return ""
-    model = f"fep_model {config.fep_model}" + (f", {config.fep_window} for every window" if config.fep_window else "")
-    frame = messages.lazy()
-    if schema.FEP_EXPIRES_AT not in frame.collect_schema().names():
-        return f"Free entry point windows: every one modelled ({model}): the input carries no end reported by Meta."
-    if frame.select(pl.col(schema.FEP_EXPIRES_AT).is_not_null().any()).collect().item() is not True:
-        return f"Free entry point windows: every one modelled ({model}): the input carries no end reported by Meta."
-    windows = fep_windows(frame, config)
-    from_meta = int(windows["from_meta"].sum())
-    return (
-        f"Free entry point windows: {windows.height:,}; {from_meta:,} with the end Meta reported (fep_expires_at), "
-        f"{windows.height - from_meta:,} modelled ({model})."
-    )
-
-
 def fep_windows(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> pl.DataFrame:
     """Every free entry point window the messages open: its opener's `seq` in billing order, and
     `from_meta`, whether its end is one Meta reported (§9)."""

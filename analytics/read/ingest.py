@@ -866,50 +866,6 @@ class IngestSummary:
     def rows_dropped(self) -> int:
         return self.duplicates_dropped + self.statuses_folded
 
-    def format(self, *, quarantine_path: str | Path | None = None) -> str:
-        """The run summary, for stderr."""
-        lines = [f"Read {_plural(self.rows_read, 'row')} from {_plural(len(self.files), 'file')}:"]
-        lines += [f"  {f.path} ({f.kind}): {_plural(f.rows, 'row')}" for f in self.files]
-        lines.append(f"Used {_plural(self.rows_used, 'row')}.")
-        if self.statuses_folded:
-            repeats = (
-                f"{_plural(self.duplicates_dropped, 'identical repeat')} (webhook retries included), "
-                if self.duplicates_dropped else ""
-            )
-            lines.append(
-                f"Dropped {_plural(self.rows_dropped, 'row')}: {repeats}"
-                f"{_plural(self.statuses_folded, 'status update')} folded into their message's row."
-            )
-        elif self.duplicates_dropped:
-            lines.append(f"Dropped {_plural(self.duplicates_dropped, 'identical repeat')} of a message_id (kept once).")
-        if self.rows_quarantined:
-            where = f" (written to {quarantine_path})" if quarantine_path else ""
-            lines.append(f"Quarantined {_plural(self.rows_quarantined, 'row')}{where}:")
-            width = len(f"{max(self.quarantined.values()):,}")
-            lines += [f"  {count:>{width},}  {reason}" for reason, count in self.quarantined.items()]
-        else:
-            lines.append("Quarantined no rows.")
-        if self.unknown_markets:
-            users = sum(u.users for u in self.unknown_markets)
-            rows = sum(u.rows for u in self.unknown_markets)
-            lines.append(
-                f"Market unknown for {_plural(users, 'user')} ({_plural(rows, 'row')}): kept with market Unknown, "
-                "but costs cannot price their paid messages; by reason:"
-            )
-            lines += [
-                f"  {_plural(u.users, 'user')} ({_plural(u.rows, 'row')}): {u.reason} (first: {u.first})"
-                for u in self.unknown_markets
-            ]
-        if self.unconfirmed_deliveries:
-            lines.append(
-                f"{_plural(self.unconfirmed_deliveries, 'outbound message')} with status sent (delivery not confirmed): "
-                "billed as delivered."
-            )
-        if self.notes:
-            lines.append("Notes:")
-            lines += [f"  - {note}" for note in self.notes]
-        return "\n".join(lines)
-
 
 def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
@@ -1138,7 +1094,6 @@ def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_peo
 # --- What was read: the traffic at a glance ------------------------------------------------------
 
 NON_TEMPLATE = "non-template"
-_KIND_ORDER = (*TEMPLATE_CATEGORIES, NON_TEMPLATE)
 
 
 @dataclass(frozen=True)
@@ -1156,25 +1111,6 @@ class TrafficSummary:
     users: int
     markets: tuple[tuple[str, int, int], ...]  # (market, messages, users), most messages first
     by_month: pl.DataFrame  # month, direction, kind (template category or non-template), messages
-
-    def format(self, *, top_markets: int = 5) -> str:
-        if not self.messages:
-            return "No messages."
-        period = f"{self.first:%Y-%m-%d %H:%M} to {self.last:%Y-%m-%d %H:%M} ({self.timezone})"
-        shown = self.markets[:top_markets]
-        lines = [
-            f"Period:            {period}",
-            f"Messages:          {self.messages:,} ({self.inbound:,} inbound, {self.outbound:,} outbound)",
-            f"Business numbers:  {self.business_phones:,}",
-            f"WABAs:             {self.wabas:,}",
-            f"Users:             {self.users:,}",
-            f"Markets (top {len(shown)} of {len(self.markets)}, by messages):",
-            f"  {'market':<28} {'messages':>12} {'users':>10}",
-            *[f"  {market:<28} {count:>12,} {users:>10,}" for market, count, users in shown],
-            f"Messages by month ({self.timezone}) and kind:",
-            *_month_table(self.by_month),
-        ]
-        return "\n".join(lines)
 
 
 def describe_traffic(messages: pl.DataFrame | pl.LazyFrame, *, timezone: str = "UTC") -> TrafficSummary:
@@ -1217,32 +1153,3 @@ def describe_traffic(messages: pl.DataFrame | pl.LazyFrame, *, timezone: str = "
         markets=tuple(by_market.select(pl.col("market").fill_null("Unknown"), "messages", "users").iter_rows()),
         by_month=by_month,
     )
-
-
-def _month_table(by_month: pl.DataFrame) -> list[str]:
-    """Months down, (direction, kind) across, with totals: plain text, right-aligned numbers."""
-    counts = {(m, d, k): n for m, d, k, n in by_month.iter_rows()}
-    months = sorted({m for m, _, _ in counts})
-    columns = sorted({(d, k) for _, d, k in counts}, key=lambda c: (c[0], _kind_rank(c[1]), str(c[1])))
-    body = [[f"{sum(counts.get((m, *c), 0) for m in months):,}" if m is None else f"{counts.get((m, *c), 0):,}"
-             for c in columns] for m in [*months, None]]
-    row_totals = [f"{sum(counts.get((m, *c), 0) for c in columns):,}" for m in months]
-    row_totals.append(f"{sum(counts.values()):,}")
-    headers = [(d if i == 0 or columns[i - 1][0] != d else "", str(k)) for i, (d, k) in enumerate(columns)]
-    widths = [max(len(h[0]), len(h[1]), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
-    total_width = max(len("total"), *(len(t) for t in row_totals))
-    labels = [*months, "total"]
-
-    def line(first: str, cells: Sequence[str], last: str) -> str:
-        text = "  " + f"{first:<8}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)) + f"  {last:>{total_width}}"
-        return text.rstrip()
-
-    return [
-        line("", [h[0] for h in headers], ""),
-        line("month", [h[1] for h in headers], "total"),
-        *[line(label, cells, total) for label, cells, total in zip(labels, body, row_totals)],
-    ]
-
-
-def _kind_rank(kind: str | None) -> int:
-    return _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)

@@ -344,14 +344,6 @@ class ImportedCard:
     tier_bands: int
     notes: tuple[str, ...] = field(default=())
 
-    def format(self, path: str | Path) -> str:
-        lines = [
-            f"Imported {len(self.rows):,} rates for {len(self.markets)} markets ({', '.join(self.currencies)}), "
-            f"{self.tier_bands} volume-tier bands: {path}"
-        ]
-        lines += [f"  - {note}" for note in self.notes]
-        return "\n".join(lines)
-
 
 def import_meta_card(
     rates: str | Path,

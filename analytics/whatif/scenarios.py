@@ -37,7 +37,7 @@ difference from the scenario named `baseline`. The work they share is done once:
 
 Costs follow `analytics.price.pricing`. Billable charges without a rate are never priced at zero: they
 are counted in `unpriced_charges` and left out of `cost` (a what-if under other rules may need
-rates the card does not have), and `format_comparison` says so.
+rates the card does not have), and `analytics.present.whatif_text.format_comparison` says so.
 
 Each result carries an explanation: what the scenario changes (rules, rates, currency), what each
 strategy did (messages moved, converted, dropped, added, sent by another channel), how the
@@ -674,13 +674,3 @@ def _money(value: Decimal) -> str:
 
 def _signed(value: Decimal) -> str:
     return ("+" if value >= 0 else "-") + _money(abs(Decimal(value)))
-
-
-def format_comparison(comparison: Comparison) -> str:
-    """The summary `wa-analytics compare` prints: per scenario its total, difference and explanation."""
-    lines = []
-    for result in comparison.results:
-        lines.append(f"{result.name}:")
-        for row in comparison.explanations.filter(pl.col("scenario") == result.name).iter_rows(named=True):
-            lines.append(f"  {row['explanation']}")
-    return "\n".join(lines)
