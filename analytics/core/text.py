@@ -1,12 +1,16 @@
-"""Small helpers every module that writes sentences for people uses: counts with their noun, articles, times.
+"""Small helpers every module that writes text for people uses: counts with their noun, articles,
+times, durations and aligned tables.
 
 Below every stage, as `errors` is, so a stage writing an explanation column and the presentation
 layer writing summaries say "1 row", "2,000 rows" and "2026-10-01 09:00:00 UTC" the same way.
+Amounts of money are `analytics.core.money`; values quoted from a file in a message are
+`analytics.core.errors.excerpt` and `printable`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 
 def plural(count: int, noun: str) -> str:
@@ -28,3 +32,12 @@ def duration(seconds: int | None) -> str:
     hours, rest = divmod(int(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def aligned(table: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as lines: the first column left-aligned, the others right-aligned (numbers)."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return [
+        "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in table
+    ]

@@ -12,6 +12,8 @@ from decimal import Decimal
 
 import polars as pl
 
+from analytics.core.money import money
+from analytics.core.text import aligned
 from analytics.price.pricing import PricingConfig, cost_partials
 from analytics.terms import rules
 
@@ -51,18 +53,18 @@ def format_invoice_from_partials(
             for phone in sorted(of_waba["business_phone"].unique().to_list()):
                 table.append([f"    number {phone}", *_amounts(of_waba.filter(pl.col("business_phone") == phone), categories)])
         table.append(["  month total", *_amounts(in_month, categories)])
-        lines += _aligned(table)
+        lines += aligned(table)
         by_market = (
             in_month.filter("billable").group_by("market").agg(pl.col("cost").sum()).sort("cost", "market", descending=[True, False])
         )
         if by_market.height:
-            lines.append("  by market: " + ", ".join(f"{r['market']} {_money(r['cost'])}" for r in by_market.iter_rows(named=True)))
+            lines.append("  by market: " + ", ".join(f"{r['market']} {money(r['cost'])}" for r in by_market.iter_rows(named=True)))
     total = with_cost["cost"].sum() if partials.height else Decimal(0)
     charged = int(partials["charges"].sum()) if partials.height else 0
     billable = int(partials["billable_charges"].sum()) if partials.height else 0
     lines.append(
-        f"Total: {charged:,} charges, {billable:,} billable, {_money(total)} {unit}"
-        + (f" (markup {_money(partials['markup'].sum())})" if pricing_config.has_markup and charged else "")
+        f"Total: {charged:,} charges, {billable:,} billable, {money(total)} {unit}"
+        + (f" (markup {money(partials['markup'].sum())})" if pricing_config.has_markup and charged else "")
     )
     lines += _trust_lines(partials, total)
     lines += _unpriced_lines(partials)
@@ -77,27 +79,14 @@ def _markup_text(config: PricingConfig) -> str:
     return f", with a markup of {config.markup_percent}% + {config.markup_per_charge} per billable charge"
 
 
-def _money(value: Decimal | None) -> str:
-    amount = Decimal(0) if value is None else Decimal(value)
-    return f"{amount.quantize(Decimal('0.01'), rounding='ROUND_HALF_UP'):,.2f}"
-
-
 def _amounts(partials: pl.DataFrame, categories: Sequence[str]) -> list[str]:
     billable = partials.filter("billable")
     by_category = dict(billable.group_by("category").agg(pl.col("cost").sum()).iter_rows())
     return [
         f"{int(partials['charges'].sum()):,}",
         f"{int(billable['charges'].sum()):,}",
-        *(_money(by_category.get(c, Decimal(0))) for c in categories),
-        _money(billable["cost"].sum()),
-    ]
-
-
-def _aligned(table: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return [
-        "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
-        for row in table
+        *(money(by_category.get(c, Decimal(0))) for c in categories),
+        money(billable["cost"].sum()),
     ]
 
 
@@ -132,7 +121,7 @@ def _reported_rule_lines(partials: pl.DataFrame, total: Decimal, unit: str, book
     share = f" ({Decimal(cost) / Decimal(total):.1%} of the total)" if total else ""
     names = ", ".join(sorted(set(depends["rule_set"].to_list())))
     return [
-        f"Warning: {_money(cost)} {unit}{share} is for {int(depends['charges'].sum()):,} billable charges under rule set {names}, "
+        f"Warning: {money(cost)} {unit}{share} is for {int(depends['charges'].sum()):,} billable charges under rule set {names}, "
         "whose rules are not all read on Meta's own pages (data/rules/rule_sets.toml `status`): verify before relying on it."
     ]
 

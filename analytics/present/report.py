@@ -49,6 +49,7 @@ from analytics.config_schema import Value
 from analytics.core.errors import InputError, UsageError
 from analytics.read.ingest import IngestSummary
 from analytics.core.resources import resource
+from analytics.core.text import plural
 from analytics.terms.rules import BillingConfig
 
 # In the order the report shows them.
@@ -215,7 +216,7 @@ def projected(
     if history < PROJECTION_HISTORY_MONTHS:
         return NotShown(
             f"No projection: it needs {PROJECTION_HISTORY_MONTHS} months of history, and the input holds "
-            f"{history} month{'s' if history != 1 else ''} up to {traffic.period.month}."
+            f"{plural(history, 'month')} up to {traffic.period.month}."
         )
     try:
         return projection.project(

@@ -9,11 +9,12 @@ stays with the scenarios); the summaries printed on stderr are written here.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from analytics.core.money import money
+from analytics.core.text import plural
 from analytics.whatif.projection import BackTest, Projection, Source
 from analytics.whatif.scenarios import Comparison
 
@@ -47,7 +48,7 @@ def describe_source(source: Source, timezone: str) -> str:
 def format_method(projection: Projection, timezone: str) -> str:
     """How the projection was made: which history each month replays, and the back-test."""
     count = len(projection.replay.months)
-    lines = [f"Projected {count} month{'s' if count != 1 else ''} from {projection.replay.months[0]}:"]
+    lines = [f"Projected {plural(count, 'month')} from {projection.replay.months[0]}:"]
     lines += [f"  {describe_source(s, timezone)}" for s in projection.replay.sources]
     lines += [f"  note: {n}" for n in projection.replay.notes]
     if projection.backtest is not None:
@@ -65,8 +66,8 @@ def format_projection(projection: Projection, timezone: str) -> str:
         for month in projection.replay.months:
             of_month = rows.filter(pl.col("month") == month)
             cost, low, high = (of_month[c].sum() for c in ("cost", "cost_low", "cost_high"))
-            band = f" (band {_money(low)} to {_money(high)})" if of_month["cost_low"].null_count() == 0 and of_month.height else ""
-            lines.append(f"  {month}: {_money(cost)} {unit}{band}, {int(of_month['billable_charges'].sum()):,} billable charges")
+            band = f" (band {money(low)} to {money(high)})" if of_month["cost_low"].null_count() == 0 and of_month.height else ""
+            lines.append(f"  {month}: {money(cost)} {unit}{band}, {int(of_month['billable_charges'].sum()):,} billable charges")
         for row in projection.comparison.explanations.filter(pl.col("scenario") == name).iter_rows(named=True):
             lines.append(f"  {row['explanation']}")
     return "\n".join(lines)
@@ -108,8 +109,3 @@ def _worst(backtest: BackTest) -> str:
 
 def _percent(value: float | None) -> str:
     return f"{value:.1%}" if value is not None else "n/a"
-
-
-def _money(value: object) -> str:
-    amount = Decimal(0) if value is None else Decimal(value)  # type: ignore[arg-type]
-    return f"{amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"

@@ -82,6 +82,7 @@ from analytics.terms import markets
 from analytics.core import outputs
 from analytics.read import webhooks
 from analytics.core.errors import InputError, UsageError, found_names, library_reason
+from analytics.core.text import plural
 from analytics.read.pseudonymise import pseudonymise
 from analytics.terms.rules import first_supported_date
 from analytics.core.schema import (
@@ -419,7 +420,7 @@ def read_json(
     if webhooks.looks_like_webhook(first):
         collected = webhooks.collect_webhooks(path)
         notes = tuple(
-            f"{path}: skipped {count:,} webhook change{'s' if count > 1 else ''} of field '{name}' (not message traffic)"
+            f"{path}: skipped {plural(count, 'webhook change')} of field '{name}' (not message traffic)"
             for name, count in sorted(collected.skipped.items())
         )
         unfolded = RawInput(str(path), "webhook JSON", pl.LazyFrame(schema=RAW_SCHEMA), notes=notes, webhook=collected)
@@ -867,10 +868,6 @@ class IngestSummary:
         return self.duplicates_dropped + self.statuses_folded
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
 @dataclass(frozen=True)
 class Ingested:
     """Canonical messages, the quarantine, Meta's webhook billing rows and the run summary.
@@ -1031,16 +1028,16 @@ def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequenc
     folded = sum(i.statuses_folded for i in inputs)
     notes = [
         *notes,
-        *[f"{file}: skipped {_plural(rows, 'row')} without any value (blank lines)" for file, rows in blank.iter_rows()],
+        *[f"{file}: skipped {plural(rows, 'row')} without any value (blank lines)" for file, rows in blank.iter_rows()],
     ]
     if entry_points := total(used, "entry_points_ignored"):
-        notes.append(f"entry_point ignored on {_plural(entry_points, 'outbound message')}: it only means something inbound")
+        notes.append(f"entry_point ignored on {plural(entry_points, 'outbound message')}: it only means something inbound")
     if categories := total(used, "categories_ignored"):
-        notes.append(f"template_category ignored on {_plural(categories, 'non-template message')}")
+        notes.append(f"template_category ignored on {plural(categories, 'non-template message')}")
     if normalised := total(used, "user_ids_normalised"):
         notes.append(
             f"user_id written as a phone number with +, 00, spaces, dashes, parentheses or a trailing .0 on "
-            f"{_plural(normalised, 'row')}: read as its digits (Meta's wa_id form), so each user is one customer"
+            f"{plural(normalised, 'row')}: read as its digits (Meta's wa_id form), so each user is one customer"
         )
     return IngestSummary(
         rows_read=total(counted) + retried + folded,

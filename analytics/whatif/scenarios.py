@@ -62,6 +62,7 @@ from analytics.terms import rules
 from analytics.core import schema
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
+from analytics.core.money import money, signed_money
 from analytics.terms.ratecards import load_card
 from analytics.terms.rules import BillingConfig
 from analytics.whatif.strategies import CHANGE, KEY, OTHER_CHANNEL, StrategyEffect, StrategySpec
@@ -642,14 +643,14 @@ def _volume_changes(before: Mapping[str, int], after: Mapping[str, int]) -> str:
 
 def _cost_sentence(result: ScenarioResult, baseline: ScenarioResult) -> str:
     unit = result.currency or ""
-    text = f"cost {_money(result.cost)} {unit}, {result.billable_charges:,} billable charges"
+    text = f"cost {money(result.cost)} {unit}, {result.billable_charges:,} billable charges"
     if result is baseline:
         return text
     if result.currency != baseline.currency:
         return text + " (another currency than the baseline's)"
     difference = result.cost - baseline.cost
     share = f" ({difference / baseline.cost:+.1%})" if baseline.cost else ""
-    text += f": {_signed(difference)} {unit}{share} and {result.billable_charges - baseline.billable_charges:+,} billable charges against the baseline"
+    text += f": {signed_money(difference)} {unit}{share} and {result.billable_charges - baseline.billable_charges:+,} billable charges against the baseline"
     by_category = (
         result.rollup.group_by("category")
         .agg(pl.col("cost").sum())
@@ -659,18 +660,10 @@ def _cost_sentence(result: ScenarioResult, baseline: ScenarioResult) -> str:
         .sort(pl.col("difference").abs(), "category", descending=[True, False])
     )
     if by_category.height:
-        text += "; by category: " + ", ".join(f"{c} {_signed(d)}" for c, d in by_category.head(5).iter_rows())
+        text += "; by category: " + ", ".join(f"{c} {signed_money(d)}" for c, d in by_category.head(5).iter_rows())
     return text
 
 
 def _total(frame: pl.DataFrame, column: str) -> Decimal:
     value = frame[column].sum() if frame.height else None
     return Decimal(value) if value is not None else Decimal(0)
-
-
-def _money(value: Decimal) -> str:
-    return f"{Decimal(value).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
-
-
-def _signed(value: Decimal) -> str:
-    return ("+" if value >= 0 else "-") + _money(abs(Decimal(value)))
