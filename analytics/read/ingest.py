@@ -81,7 +81,8 @@ import polars as pl
 from analytics.terms import markets
 from analytics.core import outputs
 from analytics.read import webhooks
-from analytics.core.errors import InputError, UsageError, found_names, library_reason
+from analytics.core.errors import NOT_UTF8, InputError, UsageError, found_names, library_reason
+from analytics.core.json_files import loads_or_none, not_valid_json, read_text
 from analytics.core.text import plural
 from analytics.read.pseudonymise import pseudonymise
 from analytics.terms.rules import first_supported_date
@@ -349,7 +350,6 @@ def _csv_header(path: Path) -> list[str] | None:
     return header
 
 
-NOT_UTF8 = "line {} is not UTF-8 text (a Latin-1 or Windows-1252 byte such as é?)"
 UNCLOSED_QUOTE = "line {} opens a quoted value that is never closed"
 
 
@@ -413,7 +413,7 @@ def read_json(
     path: Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None, fold: bool = True
 ) -> RawInput:
     """Webhook payloads (to `analytics.read.webhooks`) or canonical records, by the file's first value."""
-    text = _json_text(path)
+    text = read_text(path)
     if not text.strip():
         return _empty_input(path, "JSON")
     document, first = _first_json_value(path, text)
@@ -429,16 +429,6 @@ def read_json(
     return _json_records_input(path, records)
 
 
-def _json_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except OSError as error:
-        raise InputError(f"cannot read the file ({error.strerror or error})", path=str(path)) from None
-    except UnicodeDecodeError as error:
-        line = path.read_bytes().count(b"\n", 0, error.start) + 1
-        raise InputError(NOT_UTF8.format(line), path=str(path), fix="Save the file as UTF-8") from None
-
-
 def _first_json_value(path: Path, text: str) -> tuple[Any, Any]:
     """(the whole document, or None for one value a line; the file's first value, None if unreadable).
 
@@ -450,22 +440,15 @@ def _first_json_value(path: Path, text: str) -> tuple[Any, Any]:
         try:
             document = json.loads(text)
         except json.JSONDecodeError as error:
-            if _loads_or_none(first_line) is None:
+            if loads_or_none(first_line) is None:
                 raise InputError(
-                    f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})",
+                    not_valid_json(error),
                     path=str(path),
                     fix="Give a JSON array of objects, or one JSON object a line (JSONL)",
                 ) from None
         else:
             return document, (document[0] if isinstance(document, list) and document else document)
-    return None, _loads_or_none(first_line)  # a broken first line is quarantined with the others
-
-
-def _loads_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
+    return None, loads_or_none(first_line)  # a broken first line is quarantined with the others
 
 
 _Record = tuple[int, dict[str, Any] | None, str | None]  # (source_row, record, problem)
