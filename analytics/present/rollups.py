@@ -24,6 +24,7 @@ import polars as pl
 from analytics.price import pricing
 from analytics.reconcile import outcomes
 from analytics.terms import rules
+from analytics.core.money import HALF_AWAY_FROM_ZERO
 from analytics.core import schema
 from analytics.bill.charges import local_time
 from analytics.terms.rules import BillingConfig
@@ -344,7 +345,7 @@ def _money_sums() -> list[pl.Expr]:
 
 def _cents(amount: pl.Expr) -> pl.Expr:
     """An exact decimal amount rounded half away from zero to cents, as Float64 for charting."""
-    return amount.round(CENTS, mode=pricing.ROUNDING).cast(pl.Float64)
+    return amount.round(CENTS, mode=HALF_AWAY_FROM_ZERO).cast(pl.Float64)
 
 
 def _in_order_seen(frame: pl.DataFrame, column: str) -> pl.DataFrame:

@@ -68,6 +68,7 @@ from analytics.terms import ratecards, rules
 from analytics.core import schema
 from analytics.bill.charges import charge_period, local_time, looked_up
 from analytics.core.errors import InputError, UsageError
+from analytics.core.money import HALF_AWAY_FROM_ZERO, decimal_places
 from analytics.terms.markets import UNKNOWN_MARKET, unknown_market_reason
 from analytics.terms.ratecards import RATE_SCALE, TIER_FAMILY, load_card
 from analytics.core.resources import ArrowStream, query
@@ -76,7 +77,6 @@ from analytics.terms.rules import BillingConfig
 DEFAULT_PORTFOLIO = "default"
 COST_SCALE = 12  # rate (6 places) × markup factor (6 places): exact
 COST_DTYPE = pl.Decimal(38, COST_SCALE)
-ROUNDING = "half_away_from_zero"
 ROLLUP_DECIMALS = RATE_SCALE
 INVOICE_DECIMALS = 2
 MARKUP_PERCENT_SCALE = 4
@@ -123,7 +123,7 @@ def _decimal(value: object, name: str, places: int) -> Decimal:
         raise UsageError(f"{name} {value!r} is not a number") from None
     if not number.is_finite() or number < 0:
         raise UsageError(f"{name} {value} must be a number >= 0")
-    if -number.as_tuple().exponent > places:  # type: ignore[operator]
+    if decimal_places(number) > places:
         raise UsageError(f"{name} {value} has more than {places} decimals")
     if number >= ratecards.RATE_LIMIT:  # a typo (1e308), and beyond what a cost's 38 digits hold
         raise UsageError(f"{name} {value} is implausibly large: give a number below {ratecards.RATE_LIMIT:,}")
@@ -629,7 +629,7 @@ def costs_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
             "pricing_type",
             "charges",
             "billable_charges",
-            pl.col("cost").round(ROLLUP_DECIMALS, mode=ROUNDING).cast(ROLLUP_SCHEMA["cost"]),
+            pl.col("cost").round(ROLLUP_DECIMALS, mode=HALF_AWAY_FROM_ZERO).cast(ROLLUP_SCHEMA["cost"]),
             "currency",
             "priced",
         )
@@ -660,7 +660,7 @@ def invoice_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
             markup=pl.col("markup").filter(priced).sum(),
             cost=pl.col("cost").filter(priced).sum(),
         )
-        .with_columns(pl.col(c).round(INVOICE_DECIMALS, mode=ROUNDING).cast(cents) for c in ("card_cost", "markup", "cost"))
+        .with_columns(pl.col(c).round(INVOICE_DECIMALS, mode=HALF_AWAY_FROM_ZERO).cast(cents) for c in ("card_cost", "markup", "cost"))
         .select(
             "month",
             "waba_id",

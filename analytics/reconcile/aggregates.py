@@ -14,6 +14,7 @@ import polars as pl
 from analytics.bill import charges as engine
 from analytics.core import schema
 from analytics.core.resources import ArrowStream, query
+from analytics.core.money import HALF_AWAY_FROM_ZERO
 from analytics.core.text import plural
 from analytics.reconcile.explanations import explained, explain_aggregate
 from analytics.reconcile.meta_reports import (
@@ -213,7 +214,7 @@ def _calendar_bucket(granularity: str | None, timezone: str) -> tuple[pl.Expr, p
 def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, config: BillingConfig) -> pl.DataFrame:
     """Status, reason and explanation of the compared buckets (module docstring, Reasons)."""
     compared = compared.with_columns(
-        pl.col("ours_cost").cast(_EXACT_COST).round(COST_SCALE, mode="half_away_from_zero").cast(COST_DTYPE),
+        pl.col("ours_cost").cast(_EXACT_COST).round(COST_SCALE, mode=HALF_AWAY_FROM_ZERO).cast(COST_DTYPE),
         pl.col("meta_cost").cast(COST_DTYPE),
     )
     ours_volume, meta_volume = pl.col("ours_volume"), pl.col("meta_volume")

@@ -50,6 +50,7 @@ from typing import Any
 
 import polars as pl
 
+from analytics.core.money import decimal_places
 from analytics.core import outputs
 from analytics.terms import rules
 from analytics.core.errors import InputError, UsageError, excerpt, found_names
@@ -257,7 +258,7 @@ def parse_rate(text: str) -> tuple[Decimal | None, str | None]:
         return None, f"rate {excerpt(text)} is not a number"
     if rate < 0:
         return None, f"negative rate {text}"
-    if -rate.as_tuple().exponent > RATE_SCALE:  # type: ignore[operator]
+    if decimal_places(rate) > RATE_SCALE:
         return None, f"rate {text} has more than {RATE_SCALE} decimals"
     if rate >= RATE_LIMIT:
         return None, f"rate {text} is implausibly large (a rate per message is below {RATE_LIMIT:,} in every currency)"

@@ -45,7 +45,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -54,6 +54,7 @@ from analytics.price import pricing
 from analytics.terms import rules
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
+from analytics.core.money import rounded
 from analytics.terms.rules import BillingConfig
 from analytics.whatif.scenarios import BASELINE, COMPARE_SCHEMA, Comparison, Scenario, compare, conform_messages, load_cards
 from analytics.whatif.strategies import KEY
@@ -458,5 +459,5 @@ def _with_band(table: pl.DataFrame, projected: Replay, checked: BackTest | None)
 
 
 def _decimal(value: float) -> Decimal:
-    return Decimal(str(value)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
+    return rounded(Decimal(str(value)), 6)
 

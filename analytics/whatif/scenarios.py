@@ -51,7 +51,7 @@ import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -62,7 +62,7 @@ from analytics.terms import rules
 from analytics.core import schema
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
-from analytics.core.money import money, signed_money
+from analytics.core.money import money, rounded, signed_money
 from analytics.terms.ratecards import load_card
 from analytics.terms.rules import BillingConfig
 from analytics.whatif.strategies import CHANGE, KEY, OTHER_CHANNEL, StrategyEffect, StrategySpec
@@ -533,7 +533,6 @@ def _other_channel_lines(
     currency): one line a month, category `authentication_other_channel`, counted in the WABA's
     time zone like charges."""
     counted = moved.group_by(month=_local_month(billing), step="step").len().sort("month", "step")
-    cost_unit = Decimal(1).scaleb(-pricing.ROLLUP_DECIMALS)
     totals: dict[str, tuple[int, Decimal]] = {}
     for month, step, n in counted.iter_rows():
         count, cost = totals.get(month, (0, Decimal(0)))
@@ -544,7 +543,7 @@ def _other_channel_lines(
             "category": [strategies.OTHER_CHANNEL_CATEGORY] * len(totals),
             "charges": [n for n, _ in totals.values()],
             "billable_charges": [n for n, _ in totals.values()],
-            "cost": [c.quantize(cost_unit, ROUND_HALF_UP) for _, c in totals.values()],
+            "cost": [rounded(c, pricing.ROLLUP_DECIMALS) for _, c in totals.values()],
             "currency": [currency] * len(totals),
             "unpriced_charges": [0] * len(totals),
         },
