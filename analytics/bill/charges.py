@@ -37,7 +37,7 @@ What the speed rests on, measured on 10 M messages (benchmarks/README.md):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import duckdb
@@ -45,7 +45,9 @@ import polars as pl
 
 from analytics.terms import markets, rules
 from analytics.core import schema
+from analytics.core.lookups import looked_up
 from analytics.core.resources import ArrowStream, query
+from analytics.core.times import local_time
 from analytics.terms.rules import BillingConfig, RuleSet
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
@@ -225,16 +227,6 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, config: BillingConfig) -> tup
     )
 
 
-def looked_up(value: pl.Expr, table: Mapping[Any, Any], dtype: pl.DataType) -> pl.Expr:
-    """`table[value]` for every row (null for a value not in `table`), as a chain of comparisons:
-    for the few entries of a code table this is faster than Polars' `replace`, which also
-    materialises a whole string column (a third of the reader's peak memory)."""
-    found = pl.lit(None, dtype=dtype)
-    for key, result in table.items():
-        found = pl.when(value == key).then(pl.lit(result, dtype=dtype)).otherwise(found)
-    return found
-
-
 def _key_hash() -> pl.Expr:
     """The 64-bit hash that groups a key's messages (`_in_billing_order` survives its collisions)."""
     return pl.struct("business_phone", "user_id").hash()
@@ -271,19 +263,6 @@ def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.Data
     by_message_id = ties.with_columns(message_id=attributes["message_id"].gather(ties["orig"])).sort("run", "message_id")
     order = pl.int_range(ordered.height, dtype=pl.UInt32, eager=True).scatter(ties["position"], by_message_id["position"])
     return ordered[order]
-
-
-def local_time(config: BillingConfig, column: str = "timestamp") -> pl.Expr:
-    """Wall-clock time of the instant `column` in its row's WABA time zone (§2 Months, §1 switch
-    instants): a message's `timestamp`, or a charge's `started_at`."""
-
-    def in_zone(tz: str) -> pl.Expr:
-        return pl.col(column).dt.convert_time_zone(tz).dt.replace_time_zone(None)
-
-    local = in_zone(config.timezone)
-    for waba_id, tz in config.waba_timezones.items():
-        local = pl.when(pl.col("waba_id") == waba_id).then(in_zone(tz)).otherwise(local)
-    return local
 
 
 def _period_expr(config: BillingConfig) -> pl.Expr:

@@ -26,7 +26,7 @@ from analytics.reconcile import outcomes
 from analytics.terms import rules
 from analytics.core.money import HALF_AWAY_FROM_ZERO
 from analytics.core import schema
-from analytics.bill.charges import local_time
+from analytics.core.times import local_time
 from analytics.terms.rules import BillingConfig
 
 CENTS = 2

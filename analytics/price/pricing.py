@@ -66,7 +66,9 @@ import polars as pl
 from analytics import config_schema
 from analytics.terms import ratecards, rules
 from analytics.core import schema
-from analytics.bill.charges import charge_period, local_time, looked_up
+from analytics.bill.charges import charge_period
+from analytics.core.lookups import looked_up
+from analytics.core.times import local_time
 from analytics.core.errors import InputError, UsageError
 from analytics.core.money import HALF_AWAY_FROM_ZERO, decimal_places
 from analytics.terms.markets import UNKNOWN_MARKET, unknown_market_reason
@@ -417,7 +419,7 @@ def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, pricing: PricingConfig
 
 
 def local_date(billing: BillingConfig) -> pl.Expr:
-    """The calendar date of `started_at` in the charge's WABA time zone (`charges.local_time`)."""
+    """The calendar date of `started_at` in the charge's WABA time zone (`core.times.local_time`)."""
     return local_time(billing, "started_at").dt.date()
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from analytics.bill import charges as engine
 from analytics.core import schema
+from analytics.core.times import local_time
 from analytics.core.resources import ArrowStream, query
 from analytics.core.money import HALF_AWAY_FROM_ZERO
 from analytics.core.text import plural
@@ -136,7 +136,7 @@ def _report_buckets(
         ),
     )
     if model == "PMP":  # our pricing types in Meta's words of the charge's date (the table of the item level)
-        day = engine.local_time(config, "started_at").dt.date()
+        day = local_time(config, "started_at").dt.date()
         ours = in_metas_words(ours, local_date=day, pricing_type="pricing_type")
     if "phone_number" in present:
         theirs = set(report["phone_number"].drop_nulls().to_list())

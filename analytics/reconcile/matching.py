@@ -90,10 +90,10 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 
-from analytics.bill import charges as engine
 from analytics.terms import rules
 from analytics.price import pricing
 from analytics.core import schema
+from analytics.core.times import local_time
 from analytics.core.errors import UsageError
 from analytics.reconcile.aggregates import reconcile_aggregates
 from analytics.reconcile.explanations import agrees_text, explain_item, explained
@@ -600,7 +600,7 @@ def _with_meta_meaning(rows: pl.DataFrame, config: BillingConfig) -> pl.DataFram
         _meaning_at=pl.coalesce("ours_started_at", "meta_started_at"),
         waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA),
     )
-    local_date = engine.local_time(config, "_meaning_at").dt.date()
+    local_date = local_time(config, "_meaning_at").dt.date()
     return with_pricing_type_meaning(
         dated.with_columns(_meaning_date=local_date), local_date=pl.col("_meaning_date"), pricing_type="meta_pricing_type"
     )

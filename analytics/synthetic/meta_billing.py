@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from analytics.bill import charges as engine
 from analytics.core import schema
+from analytics.core.times import local_time
 from analytics.reconcile.matching import conversation_of_messages
 from analytics.reconcile.meta_reports import (
     CONVERSATION_ANALYTICS,
@@ -78,7 +78,7 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, config: 
             how="left",
         )
     )
-    rows = in_metas_words(rows, local_date=engine.local_time(config, "started_at").dt.date(), pricing_type="pricing_type")
+    rows = in_metas_words(rows, local_date=local_time(config, "started_at").dt.date(), pricing_type="pricing_type")
     cbp = pl.col("pricing_model") == "CBP"
     conversation_window, fep_window = config.conversation_windows()
     window = pl.when(pl.col("category") == rules.FEP_CATEGORY).then(pl.lit(fep_window)).otherwise(pl.lit(conversation_window))

@@ -63,6 +63,7 @@ from analytics.core import schema
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
 from analytics.core.money import money, rounded, signed_money
+from analytics.core.times import local_time
 from analytics.terms.ratecards import load_card
 from analytics.terms.rules import BillingConfig
 from analytics.whatif.strategies import CHANGE, KEY, OTHER_CHANNEL, StrategyEffect, StrategySpec
@@ -552,8 +553,8 @@ def _other_channel_lines(
 
 
 def _local_month(billing: BillingConfig) -> pl.Expr:
-    """YYYY-MM of `timestamp` in the WABA's time zone (billing-rules.md §2 Months, `charges.local_time`)."""
-    return charges.local_time(billing, "timestamp").dt.strftime("%Y-%m")
+    """YYYY-MM of `timestamp` in the WABA's time zone (billing-rules.md §2 Months, `core.times.local_time`)."""
+    return local_time(billing, "timestamp").dt.strftime("%Y-%m")
 
 
 def _rollup_schema() -> dict[str, pl.DataType]:
