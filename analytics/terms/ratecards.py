@@ -90,12 +90,6 @@ CATEGORIES = (
 )
 # contracts.md §3: volume tiers count utility, and authentication with authentication_international.
 TIER_FAMILY = {"utility": "utility", rules.AUTH: rules.AUTH, rules.AUTH_INTERNATIONAL: rules.AUTH}
-TRUST_RATINGS = {
-    "A": "Meta's own CSV, verbatim",
-    "B": "transcription of a dated Meta card",
-    "C": "secondary source",
-    "D": "derived by computation",
-}
 
 _TRUST = re.compile(r"^trust ([A-D])\b")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
