@@ -47,6 +47,7 @@ from analytics.core import outputs  # noqa: E402
 from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
 from analytics.reconcile import meta_reports  # noqa: E402
+from analytics.present import invoice_text, reconciliation_text, summaries, whatif_text  # noqa: E402
 from analytics.synthetic import generate  # noqa: E402
 from analytics.terms import ratecards, rules  # noqa: E402
 from analytics.whatif import projection, scenarios  # noqa: E402
@@ -203,7 +204,7 @@ def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None)
     )
     if ingested.summary.rows_quarantined and quarantine_path is not None:
         ingest.write_frame(ingested.quarantine, quarantine_path, for_people=True)
-    _say(ingested.summary.format(quarantine_path=quarantine_path))
+    _say(summaries.format_ingest_summary(ingested.summary, quarantine_path=quarantine_path))
     return ingested
 
 
@@ -350,7 +351,7 @@ def add_summary_command(subcommands: argparse._SubParsersAction) -> None:
 
 def run_summary(args: argparse.Namespace) -> int:
     ingested = read_inputs(args)
-    print(ingest.describe_traffic(ingested.messages, timezone=_timezone(args)).format(top_markets=args.top))
+    print(summaries.format_traffic(ingest.describe_traffic(ingested.messages, timezone=_timezone(args)), top_markets=args.top))
     return EXIT_OK
 
 
@@ -387,16 +388,16 @@ def run_charges(args: argparse.Namespace) -> int:
     if ingested.summary.rows_used <= partitioned.ROWS_PER_BUCKET:
         result = charges.bill(ingested.messages, settings)
         ingest.write_frame(result, args.output)
-        _say(charges.describe(result, settings))
-        _say(charges.describe_fep_windows(ingested.messages, result, settings))
+        _say(summaries.describe_charges(result, settings))
+        _say(summaries.describe_fep_windows(ingested.messages, result, settings))
     else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages
         with outputs.scratch_folder() as scratch:
             messages, billed = Path(scratch) / "messages.parquet", Path(scratch) / "charges.parquet"
             ingest.write_frame(ingested.messages, messages)
             partitioned.bill_parquet([messages], billed, settings, workdir=scratch)
             ingest.write_frame(pl.scan_parquet(billed), args.output)
-            _say(charges.describe(pl.scan_parquet(billed), settings))
-            _say(charges.describe_fep_windows(ingested.messages, pl.scan_parquet(billed), settings))
+            _say(summaries.describe_charges(pl.scan_parquet(billed), settings))
+            _say(summaries.describe_fep_windows(ingested.messages, pl.scan_parquet(billed), settings))
     _say(f"Charges: {args.output}")
     return EXIT_OK
 
@@ -517,7 +518,7 @@ def run_costs(args: argparse.Namespace) -> int:
     if args.invoice:
         ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice, for_people=True)
     card_name = str(settings.rate_card) if settings.rate_card else "the shipped card (data/rate_cards/)"
-    _say(pricing.format_invoice_from_partials(partials, settings, card_name=card_name))
+    _say(invoice_text.format_invoice_from_partials(partials, settings, card_name=card_name))
     _say(f"Costs: {args.output}" + (f"; invoice lines: {args.invoice}" if args.invoice else ""))
     return EXIT_OK
 
@@ -556,7 +557,7 @@ def run_rate_card_import(args: argparse.Namespace) -> int:
         args.rates, args.tiers, effective=args.effective, source=args.source, note=args.note, currency=args.currency
     )
     ratecards.write_card(imported.rows, args.output)
-    _say(imported.format(args.output))
+    _say(summaries.format_imported_card(imported, args.output))
     return EXIT_OK
 
 
@@ -615,7 +616,7 @@ def run_compare(args: argparse.Namespace) -> int:
     comparison = scenarios.compare(ingested.messages, loaded, settings, cards=cards)
     ingest.write_frame(comparison.table, args.output)
     ingest.write_frame(comparison.explanations, explained, for_people=True)
-    _say(scenarios.format_comparison(comparison))
+    _say(whatif_text.format_comparison(comparison))
     _say(f"Comparison: {args.output}; explanations: {explained}")
     return EXIT_OK
 
@@ -662,7 +663,7 @@ def run_project(args: argparse.Namespace) -> int:
     ingest.write_frame(projected.comparison.explanations, explained, for_people=True)
     if projected.backtest is not None:
         ingest.write_frame(projected.backtest.errors, checked)
-    _say(projection.format_projection(projected, settings.timezone))
+    _say(whatif_text.format_projection(projected, settings.timezone))
     _say(f"Projection: {args.output}; explanations: {explained}" + (f"; back-test: {checked}" if projected.backtest else ""))
     return EXIT_OK
 
@@ -710,7 +711,7 @@ def run_reconcile(args: argparse.Namespace) -> int:
     # Gupshup's v3 billing events arrive in Meta's envelope, among the webhook traffic: ingest skips them, the reconciliation reads them.
     result = traffic.reconcile(reports, notes=skipped)
     ingest.write_frame(result.rows, args.output, for_people=True)
-    _say(result.summary())
+    _say(reconciliation_text.format_summary(result))
     if args.rules:
         _say(f"Note: billed under --rules {args.rules} (what-if); Meta billed under the rules in force at each message.")
     _say(f"Reconciliation: {args.output}")

@@ -10,6 +10,7 @@ import pytest
 
 from analytics.bill import charges, partitioned, reference
 from analytics import cli
+from analytics.present import summaries
 from analytics.synthetic import generate
 from analytics.read import ingest
 from analytics.core import schema
@@ -34,7 +35,7 @@ def test_charges_on_the_sample_match_the_reference(tmp_path: Path, capsys: pytes
     assert written.height == expected.height > 30_000
     assert written.to_dicts() == expected.to_dicts()
     # The printed summary is the reference's own counts, line for line.
-    assert charges.describe(expected) in stderr
+    assert summaries.describe_charges(expected) in stderr
     # The October 2026 rules are on Meta's own pages (data/rules/rule_sets.toml): no warning for them.
     assert "warning" not in stderr and "reported by partners" not in stderr
     assert "Free entry point windows: every one modelled (fep_model fixed-72h)" in stderr

@@ -18,6 +18,7 @@ from analytics.read import ingest
 from analytics.price import pricing
 from analytics.whatif import projection, scenarios
 from analytics.reconcile import matching as reconcile
+from analytics.synthetic import meta_billing
 from analytics.core import resources
 from analytics.core import schema  # noqa: E402
 from analytics.settings import Settings  # noqa: E402
@@ -349,8 +350,8 @@ def sample_charts() -> dict[str, alt.TopLevelMixin]:
     plans = [scenarios.scenario("baseline"), scenarios.scenario("today_rules", rules="pmp-2026-10")]
     compared = scenarios.compare(messages, plans, billing)
     projected = projection.project(messages, plans, months=2, settings=billing)
-    meta = reconcile.meta_pricing_objects(billed, messages, billing)
-    changed = reconcile.perturb(messages, meta, billed)
+    meta = meta_billing.meta_pricing_objects(billed, messages, billing)
+    changed = meta_billing.perturb(messages, meta, billed)
     items = reconcile.reconcile(changed.messages, charges.bill(changed.messages, billing), meta_pricing=changed.meta_pricing, settings=billing).rows
     first, last = billed["started_at"].min(), billed["started_at"].max()
     volumes = rollups.volumes(billed, billing)

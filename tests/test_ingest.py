@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from analytics.present.summaries import format_ingest_summary
 from analytics.read import ingest
 from analytics.core.errors import InputError, UsageError
 from analytics.core.schema import MESSAGE_SCHEMA
@@ -232,7 +233,7 @@ def test_unconfirmed_deliveries_are_counted(tmp_path):
     ]
     _, _, summary = read(write_csv(tmp_path, *rows))
     assert summary.unconfirmed_deliveries == 2
-    assert "2 outbound messages with status sent (delivery not confirmed): billed as delivered." in summary.format()
+    assert "2 outbound messages with status sent (delivery not confirmed): billed as delivered." in format_ingest_summary(summary)
 
 
 # --- duplicates ------------------------------------------------------------------------------------
@@ -474,7 +475,7 @@ def test_summary_counts_add_up_and_read_well(tmp_path):
     assert_counts_add_up(summary)
     assert ingested.messages.collect().height == summary.rows_used
     assert ingested.quarantine.collect().height == summary.rows_quarantined
-    text = summary.format(quarantine_path="out/quarantine.csv")
+    text = format_ingest_summary(summary, quarantine_path="out/quarantine.csv")
     assert "Read 10 rows from 2 files:" in text
     assert "Dropped 1 identical repeat of a message_id (kept once)." in text
     assert f"Quarantined 1 row (written to out/quarantine.csv):\n  1  {ingest.BAD_TIMESTAMP}" in text

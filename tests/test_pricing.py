@@ -25,7 +25,8 @@ from analytics.price import pricing
 from analytics.terms import rules
 from analytics.core import schema
 from analytics.core.errors import UsageError
-from analytics.price.pricing import MissingRateError, costs, format_invoice, invoice, price
+from analytics.present.invoice_text import format_invoice
+from analytics.price.pricing import MissingRateError, costs, invoice, price
 from analytics.settings import Settings
 from analytics.terms.ratecards import TIER_FAMILY, load_card
 from analytics.core.resources import query

@@ -13,6 +13,7 @@ import pytest
 
 from analytics.bill import charges
 from analytics import cli
+from analytics.present.whatif_text import describe_source
 from analytics.whatif import projection
 from analytics.settings import Settings
 from analytics.whatif.scenarios import BASELINE, Scenario
@@ -113,7 +114,7 @@ def test_with_less_than_65_weeks_of_history_last_years_month_is_replayed_as_it_w
     replayed = projection.replay(traffic.frame(), months=1)
     source = replayed.sources[0]
     assert (source.seasonal, source.level) == (True, None)
-    assert "recent growth not known (less than 65 weeks of history)" in source.describe("UTC")
+    assert "recent growth not known (less than 65 weeks of history)" in describe_source(source, "UTC")
     january = replayed.messages.filter(pl.col("timestamp") >= replayed.start)
     assert january["timestamp"].dt.date().sort().to_list() == [dt.date(2026, 1, d) for d in (5, 12, 19, 26)]
 

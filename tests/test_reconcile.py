@@ -1,4 +1,4 @@
-"""analytics.reconcile.matching and `wa-analytics reconcile`: our charges against what Meta reported.
+"""analytics.reconcile (matching, aggregates, explanations), analytics.synthetic.meta_billing and `wa-analytics reconcile`: our charges against what Meta reported.
 
 Every third-party fixture with pricing data (../shared/fixtures/meta, read in place) is reconciled
 and its outcome asserted item by item; injected differences (a changed category, a dropped status)
@@ -23,12 +23,14 @@ from analytics.bill import charges
 from analytics import cli
 from analytics.synthetic import generate
 from analytics.read import ingest
-from analytics.reconcile import meta_reports, matching as reconcile
+from analytics.reconcile import aggregates, meta_reports, matching as reconcile, outcomes
+from analytics.present.reconciliation_text import format_summary
+from analytics.synthetic import meta_billing
 from analytics.price import pricing
 from analytics.terms import rules
 from analytics.core import schema
 from analytics.reconcile.meta_reports import concat_pricing, gupshup_rows, read_analytics, read_reports, webhook_pricing
-from analytics.reconcile.matching import (
+from analytics.reconcile.outcomes import (
     AGREES,
     CATEGORY_CHANGED,
     COST_DIFFERS,
@@ -66,7 +68,7 @@ ITEM = ("level", "meta_source", "message_id", "status", "reason")
 
 def run(
     paths, *, send_log=None, rules_=None, timezone="UTC", settings=None, events=(), analytics=None, priced=False
-) -> reconcile.Reconciliation:
+) -> outcomes.Reconciliation:
     """Ingest, bill and reconcile as `wa-analytics reconcile` does; `events` are extra pricing rows."""
     ingested = ingest.read_messages([str(p) for p in paths], send_log=send_log, timezone=timezone)
     messages = ingested.messages.collect()
@@ -79,7 +81,7 @@ def run(
     )
 
 
-def items(result: reconcile.Reconciliation, columns=ITEM) -> list[tuple]:
+def items(result: outcomes.Reconciliation, columns=ITEM) -> list[tuple]:
     return result.rows.select(columns).rows()
 
 
@@ -114,7 +116,7 @@ def events_of(*values: object) -> pl.DataFrame:
     rows = []
     for position, value in enumerate(values, start=1):
         rows += gupshup_rows(value, source_file="events", source_row=position)[0]
-    return concat_pricing([pl.DataFrame(rows, schema=reconcile.PRICING_SCHEMA)])
+    return concat_pricing([pl.DataFrame(rows, schema=meta_reports.PRICING_SCHEMA)])
 
 
 # --- the reason codes ------------------------------------------------------------------------------------
@@ -303,7 +305,7 @@ def test_gupshup_cbp_billing_event_as_documented_is_not_compared(tmp_path):
     assert result.rows.is_empty()
     assert result.unreadable.select("meta_source", "message_id").rows() == [("gupshup_billing_event", "59f8db90c37e-4408-90ab-cc54ef8246ad")]
     assert result.unreadable["problem"][0].startswith("unknown deduction model 'NBP/CBP/PMP'")
-    assert "1 of Meta's rows could not be compared:\n  events, row 1: unknown deduction model" in result.summary()
+    assert "1 of Meta's rows could not be compared:\n  events, row 1: unknown deduction model" in format_summary(result)
 
 
 @pytest.mark.parametrize(
@@ -386,7 +388,7 @@ def our_charges(*groups: tuple) -> pl.DataFrame:
 def aggregate(charges_: pl.DataFrame, fixture: str, *, compare_cost: bool = True, timezone: str = "UTC") -> list[tuple]:
     analytics = read_analytics(FIXTURES / fixture)
     frame = charges_ if compare_cost else charges_.drop("cost")
-    rows, unreadable, _ = reconcile.reconcile_aggregates(frame, analytics, settings=Settings(timezone=timezone))
+    rows, unreadable, _ = aggregates.reconcile_aggregates(frame, analytics, settings=Settings(timezone=timezone))
     assert unreadable.is_empty()
     return rows.select("period_start", "country", "business_phone", "meta_category", "meta_pricing_type",
                        "ours_volume", "meta_volume", "status", "reason").rows()
@@ -597,18 +599,18 @@ ERAS = {
 }
 
 
-def unexpected(result: reconcile.Reconciliation) -> pl.DataFrame:
+def unexpected(result: outcomes.Reconciliation) -> pl.DataFrame:
     return result.rows.filter(~pl.col("reason").is_in([AGREES, FREE_TIER_COUNTED_BILLABLE]))
 
 
-def assert_reconciles_to_the_perturbations(messages: pl.DataFrame, seed: int) -> reconcile.Perturbed:
+def assert_reconciles_to_the_perturbations(messages: pl.DataFrame, seed: int) -> meta_billing.Perturbed:
     config = Settings()
     billed = charges.bill(messages, config)
-    meta = reconcile.meta_pricing_objects(billed, messages, config)
+    meta = meta_billing.meta_pricing_objects(billed, messages, config)
     clean = reconcile.reconcile(messages, billed, meta_pricing=meta, settings=config)
     assert unexpected(clean).is_empty()
     assert clean.rows.height == billed.height and set(clean.rows["status"]) == {MATCH}
-    perturbed = reconcile.perturb(messages, meta, billed, seed=seed)
+    perturbed = meta_billing.perturb(messages, meta, billed, seed=seed)
     again = charges.bill(perturbed.messages, config)
     result = reconcile.reconcile(perturbed.messages, again, meta_pricing=perturbed.meta_pricing, settings=config)
     got = sorted(unexpected(result).select("level", "message_id", "status", "reason").rows())
@@ -653,7 +655,7 @@ def test_meta_style_objects_round_the_expiration_up_and_mark_free_tier_billable(
              status="read"),
     ], schema=schema.MESSAGE_SCHEMA)
     billed = charges.bill(messages)
-    meta = reconcile.meta_pricing_objects(billed, messages)
+    meta = meta_billing.meta_pricing_objects(billed, messages)
     assert meta.select("message_id", "status", "pricing_model", "category", "billable", "conversation_expires_at").rows() == [
         ("wamid.out", "read", "CBP", "service", True, None),
         ("wamid.out", "sent", "CBP", "service", True, dt.datetime(2024, 3, 2, 10, 1, tzinfo=UTC)),
@@ -672,7 +674,7 @@ def test_windows_agree_within_sixty_seconds(shift, expected):
         user_id="393330000001", user_country="IT", message_type="template", template_category="marketing", status="delivered",
     )], schema=schema.MESSAGE_SCHEMA)
     billed = charges.bill(messages)
-    meta = reconcile.meta_pricing_objects(billed, messages).with_columns(
+    meta = meta_billing.meta_pricing_objects(billed, messages).with_columns(
         conversation_expires_at=pl.when(pl.col("status") == "sent").then(pl.lit(opened + rules.rule_set("cbp-2023").conversation_window + shift))
     )
     result = reconcile.reconcile(messages, billed, meta_pricing=meta)
@@ -686,7 +688,7 @@ def test_synthetic_analytics_reconcile_to_exactly_their_perturbations(sample_mes
     with_costs = reconcile.with_user_country(billed, sample_messages).join(
         priced.select("opening_message_id", "cost"), on="opening_message_id"
     )
-    response = reconcile.meta_analytics_response(with_costs, granularity="DAILY", timezone="Europe/Rome")
+    response = meta_billing.meta_analytics_response(with_costs, granularity="DAILY", timezone="Europe/Rome")
     points = response["pricing_analytics"]["data"][0]["data_points"]
     clean = reconcile.reconcile(sample_messages, billed, analytics=read_analytics(response), priced=priced, settings=config)
     assert set(clean.rows["reason"]) == {AGREES} and clean.rows.height == len(points)
@@ -981,7 +983,7 @@ def test_group_statuses_are_classified_not_modelled_one_row_per_participant():
         "read and kept, but this package does not bill them yet (one charge per delivered participant, group "
         "categories and windows): not compared."
     )
-    assert "not_modelled: Meta billed a category, pricing type or group send" in result.summary()
+    assert "not_modelled: Meta billed a category, pricing type or group send" in format_summary(result)
 
 
 def test_general_purpose_ai_is_not_modelled_yet():
@@ -1005,7 +1007,7 @@ def test_pricing_analytics_after_the_switch_counts_our_free_tier_as_free_custome
         {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "FREE_CUSTOMER_SERVICE", "pricing_category": "SERVICE", "volume": 4},
         {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
     ]}]}}
-    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), settings=Settings())
+    rows, _, _ = aggregates.reconcile_aggregates(ours, read_analytics(response), settings=Settings())
     assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status").rows() == [
         ("service", "free_customer_service", 4, 4, MATCH),
         ("utility", "regular", 2, 2, MATCH),
@@ -1024,7 +1026,7 @@ def test_pricing_analytics_group_and_ai_points_are_not_modelled():
         {**point, "pricing_type": "FREE_GROUP_CUSTOMER_SERVICE", "pricing_category": "GROUP_SERVICE", "volume": 3},
         {**point, "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
     ]}]}}
-    rows, _, _ = reconcile.reconcile_aggregates(ours, read_analytics(response), settings=Settings())
+    rows, _, _ = aggregates.reconcile_aggregates(ours, read_analytics(response), settings=Settings())
     assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason").rows() == [
         ("group_marketing", "regular", None, 6, MISSING_OURS, NOT_MODELLED),
         ("group_service", "free_group_customer_service", None, 3, MISSING_OURS, NOT_MODELLED),

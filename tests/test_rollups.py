@@ -10,7 +10,7 @@ import pytest
 
 from analytics.bill import charges
 from analytics.price import pricing
-from analytics.reconcile import matching as reconcile
+from analytics.reconcile import outcomes
 from analytics.present import rollups
 from analytics.core import schema
 from analytics.settings import Settings
@@ -268,8 +268,8 @@ def test_reconciliation_by_month_counts_status_and_reason_in_local_months():
             item("missing_ours", "status_missing", meta="2026-02-04T10:00:00Z"),
             item("different", "volume_differs", period="2026-01-31T23:00:00Z", level="aggregate"),  # 00:00 1 Feb in Rome
         ]
-    ).with_columns([pl.lit(None).cast(t).alias(c) for c, t in reconcile.RECONCILIATION_SCHEMA.items() if c not in
-                    ("level", "status", "reason", "ours_started_at", "meta_started_at", "period_start")]).select(list(reconcile.RECONCILIATION_SCHEMA))
+    ).with_columns([pl.lit(None).cast(t).alias(c) for c, t in outcomes.RECONCILIATION_SCHEMA.items() if c not in
+                    ("level", "status", "reason", "ours_started_at", "meta_started_at", "period_start")]).select(list(outcomes.RECONCILIATION_SCHEMA))
     table = rollups.reconciliation_by_month(items, ROME)
     assert table.schema == pl.Schema(rollups.RECONCILIATION_BY_MONTH_SCHEMA)
     assert table.rows() == [
@@ -284,5 +284,5 @@ def test_reconciliation_by_month_counts_status_and_reason_in_local_months():
 
 @pytest.mark.parametrize("timezone", ["UTC", "Pacific/Kiritimati"])
 def test_reconciliation_by_month_of_no_items_is_empty(timezone):
-    empty = pl.DataFrame(schema=reconcile.RECONCILIATION_SCHEMA)
+    empty = pl.DataFrame(schema=outcomes.RECONCILIATION_SCHEMA)
     assert rollups.reconciliation_by_month(empty, Settings(timezone=timezone)).height == 0

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from traffic import Traffic, merge, rows, with_free_tier_size
 
-from analytics.bill import charges
+from analytics.present import summaries
 from analytics.terms import rules
 from analytics.core import schema
 from analytics.core.resources import resource
@@ -87,7 +87,7 @@ def test_a_rule_set_added_to_a_copy_of_the_rules_file_bills_traffic_across_its_s
     service = billed.filter(pl.col("category") == "service")
     assert pricing_types(service) == {"free_tier": 500, "regular": 1}
     assert service.filter(pl.col("pricing_type") == "regular")["opening_message_id"].to_list() == ["j0503"]
-    assert "pmp-2027-01 (Hypothetical: 500 free service messages, a 48 h window) is unverified" in charges.describe(billed, config)
+    assert "pmp-2027-01 (Hypothetical: 500 free service messages, a 48 h window) is unverified" in summaries.describe_charges(billed, config)
 
 
 def test_a_rules_file_of_your_own_is_read_from_the_config_and_checked(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_the_october_2026_rules_are_meta_documented_and_warn_nowhere(bill) -> No
     billed = bill(t.frame())
 
     assert rows(billed, ("category", "pricing_type")) == [("service", "free_tier"), ("utility", "regular")]
-    assert "warning" not in charges.describe(billed)
+    assert "warning" not in summaries.describe_charges(billed)
 
 
 def test_service_exemption_makes_service_past_the_free_tier_free_until_its_date(bill) -> None:
@@ -271,7 +271,7 @@ def test_meta_s_own_window_wins_over_the_model(bill) -> None:
         ("free_entry_point", "m0003"),
         ("regular", "m0004"),
     ]
-    assert charges.describe_fep_windows(messages, billed, Settings()) == (
+    assert summaries.describe_fep_windows(messages, billed, Settings()) == (
         "Free entry point windows: 1; 1 with the end Meta reported (fep_expires_at), 0 modelled (fep_model fixed-72h)."
     )
 

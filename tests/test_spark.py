@@ -23,6 +23,7 @@ from polars.testing import assert_frame_equal
 from analytics.bill import charges
 from analytics import cli
 from analytics.synthetic import generate
+from analytics.present import invoice_text, summaries
 from analytics.price import pricing
 from analytics.terms import rules
 from analytics.core import schema
@@ -134,7 +135,7 @@ def test_spark_costs_equal_the_local_engine(spark, traffic, local_charges) -> No
     assert_frame_equal(on_spark.cast(pricing.ROLLUP_SCHEMA), pricing.costs(local))
     partials = spark_engine.cost_partials(billed, TIERED_USD, card=card)
     assert_frame_equal(pricing.invoice_from_partials(partials), pricing.invoice(local))
-    assert pricing.format_invoice_from_partials(partials, TIERED_USD) == pricing.format_invoice(local, TIERED_USD)
+    assert invoice_text.format_invoice_from_partials(partials, TIERED_USD) == invoice_text.format_invoice(local, TIERED_USD)
     assert pricing.costs(local).height > 100
 
 
@@ -244,7 +245,7 @@ def test_charges_and_costs_commands_with_engine_spark(spark, traffic, tmp_path: 
     stderr = capsys.readouterr().err
     local = pl.read_parquet(local_out)
     assert_frame_equal(pl.read_parquet(spark_out), local)  # same rows, same order
-    assert charges.describe(local) in stderr
+    assert summaries.describe_charges(local) in stderr
     assert cli.main(["charges", "--engine", "spark", str(messages), "-o", str(spark_dir)]) == 0
     assert_frame_equal(schema.conform_charges(pl.read_parquet(spark_dir / "*.parquet")), local)
 

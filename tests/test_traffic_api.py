@@ -134,3 +134,16 @@ def test_the_entry_point_keeps_import_analytics_instant():
     )
     assert modules.stdout.strip() == "False"
     assert "load" in dir(wa) and wa.Settings is Settings
+
+
+def test_the_texts_are_what_the_commands_print_and_show_plainly_in_jupyter():
+    from analytics.present import summaries
+
+    t = wa.load(TRAFFIC, rate_card=CARD)
+    ingested = ingest.read_messages([TRAFFIC])
+    assert t.describe_reading() == summaries.format_ingest_summary(ingested.summary)
+    assert f"Used {t.messages.height:,} rows." in t.describe_reading()
+    assert t.summary() == summaries.format_traffic(ingest.describe_traffic(t.messages))
+    assert t.describe_charges() == summaries.describe_charges(t.charges)
+    assert t.describe_charges().startswith(f"Charges: {t.charges.height:,} (")
+    assert repr(t.summary()) == str(t.summary())  # not quoted, line breaks not escaped

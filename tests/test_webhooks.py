@@ -525,7 +525,7 @@ def test_unreadable_files_raise_input_error_naming_the_file(tmp_path):
         read_webhooks(broken)
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes(b'{"a": 1}\n{"b": "caf\xe9"}\n')
-    with pytest.raises(InputError, match=r"latin.jsonl: not UTF-8 text \(line 2\)"):
+    with pytest.raises(InputError, match=r"latin.jsonl: line 2 is not UTF-8 text"):
         read_webhooks(latin)
 
 

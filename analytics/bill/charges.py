@@ -37,7 +37,7 @@ What the speed rests on, measured on 10 M messages (benchmarks/README.md):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import duckdb
@@ -45,7 +45,9 @@ import polars as pl
 
 from analytics.terms import markets, rules
 from analytics.core import schema
+from analytics.core.lookups import looked_up
 from analytics.core.resources import ArrowStream, query
+from analytics.core.times import local_time
 from analytics.terms.rules import RuleSet
 from analytics.settings import Settings
 
@@ -226,16 +228,6 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[
     )
 
 
-def looked_up(value: pl.Expr, table: Mapping[Any, Any], dtype: pl.DataType) -> pl.Expr:
-    """`table[value]` for every row (null for a value not in `table`), as a chain of comparisons:
-    for the few entries of a code table this is faster than Polars' `replace`, which also
-    materialises a whole string column (a third of the reader's peak memory)."""
-    found = pl.lit(None, dtype=dtype)
-    for key, result in table.items():
-        found = pl.when(value == key).then(pl.lit(result, dtype=dtype)).otherwise(found)
-    return found
-
-
 def _key_hash() -> pl.Expr:
     """The 64-bit hash that groups a key's messages (`_in_billing_order` survives its collisions)."""
     return pl.struct("business_phone", "user_id").hash()
@@ -272,19 +264,6 @@ def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.Data
     by_message_id = ties.with_columns(message_id=attributes["message_id"].gather(ties["orig"])).sort("run", "message_id")
     order = pl.int_range(ordered.height, dtype=pl.UInt32, eager=True).scatter(ties["position"], by_message_id["position"])
     return ordered[order]
-
-
-def local_time(settings: Settings, column: str = "timestamp") -> pl.Expr:
-    """Wall-clock time of the instant `column` in its row's WABA time zone (§2 Months, §1 switch
-    instants): a message's `timestamp`, or a charge's `started_at`."""
-
-    def in_zone(tz: str) -> pl.Expr:
-        return pl.col(column).dt.convert_time_zone(tz).dt.replace_time_zone(None)
-
-    local = in_zone(settings.timezone)
-    for waba_id, tz in settings.waba_timezones.items():
-        local = pl.when(pl.col("waba_id") == waba_id).then(in_zone(tz)).otherwise(local)
-    return local
 
 
 def _period_expr(settings: Settings) -> pl.Expr:
@@ -918,51 +897,6 @@ def _as(name: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
     if isinstance(dtype, pl.Enum) and target == pl.String():
         return pl.lit(pl.Series(dtype.categories)).gather(pl.col(name).to_physical()).alias(name)
     return pl.col(name).cast(target)
-
-
-def describe(charges: pl.DataFrame | pl.LazyFrame, settings: Settings | None = None) -> str:
-    """The run summary of a billing: charges by rule set, category and pricing type, and a warning
-    wherever a result rests on a rule that Meta has not published itself, naming the rule
-    (data/rules/rule_sets.toml `status`), or on a model of an unpublished mechanism (§9 `fep_model`)."""
-    settings = settings or Settings()
-    counts = (
-        charges.lazy()
-        .group_by("rule_set", "category", "pricing_type")
-        .agg(
-            charges=pl.len(), billable=pl.col("billable").sum(), messages=pl.col("message_count").sum(),
-            first=pl.col("started_at").min(), last=pl.col("started_at").max(),
-        )
-        .sort("rule_set", "category", "pricing_type")
-        .collect()
-    )
-    lines = [f"Charges: {counts['charges'].sum():,} ({counts['billable'].sum():,} billable)"]
-    lines.append(f"  {'rule set':<12} {'category':<28} {'pricing type':<22} {'charges':>10} {'messages':>10}")
-    for row in counts.iter_rows(named=True):
-        lines.append(
-            f"  {row['rule_set']:<12} {row['category']:<28} {row['pricing_type']:<22} {row['charges']:>10,} {row['messages']:>10,}"
-        )
-    lines.extend(f"warning: {text}" for text in rule_warnings(charges, settings))
-    return "\n".join(lines)
-
-
-def describe_fep_windows(messages: pl.DataFrame | pl.LazyFrame, billed: pl.DataFrame | pl.LazyFrame, settings: Settings) -> str:
-    """How the free entry point windows of a run were decided (§9): how many took the end Meta
-    reported (`fep_expires_at`), how many were modelled (and how, `fep_model`). Empty when the
-    charges have no free-entry-point charge."""
-    if billed.lazy().filter(pl.col("pricing_type") == "free_entry_point").select(pl.len()).collect().item() == 0:
-        return ""
-    model = f"fep_model {settings.fep_model}" + (f", {settings.fep_window} for every window" if settings.fep_window else "")
-    frame = messages.lazy()
-    if schema.FEP_EXPIRES_AT not in frame.collect_schema().names():
-        return f"Free entry point windows: every one modelled ({model}): the input carries no end reported by Meta."
-    if frame.select(pl.col(schema.FEP_EXPIRES_AT).is_not_null().any()).collect().item() is not True:
-        return f"Free entry point windows: every one modelled ({model}): the input carries no end reported by Meta."
-    windows = fep_windows(frame, settings)
-    from_meta = int(windows["from_meta"].sum())
-    return (
-        f"Free entry point windows: {windows.height:,}; {from_meta:,} with the end Meta reported (fep_expires_at), "
-        f"{windows.height - from_meta:,} modelled ({model})."
-    )
 
 
 def fep_windows(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> pl.DataFrame:

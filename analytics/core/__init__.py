@@ -1,1 +1,1 @@
-"""Below every stage: errors, the canonical schemas, shipped files (SQL, data) and safe output writing."""
+"""Below every stage: errors, the canonical schemas, shipped files (SQL, data), safe output writing, JSON files, time, code tables, money and text helpers."""

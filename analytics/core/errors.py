@@ -26,6 +26,7 @@ class UsageError(Exception):
 # a log: a message quotes at most the one field at fault, cut short, without control characters.
 
 EXCERPT_LIMIT = 32
+NOT_UTF8 = "line {} is not UTF-8 text (a Latin-1 or Windows-1252 byte such as é?)"  # CSV and JSON readers
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAME_LIKE = re.compile(r"[\w(][\w .()/#-]{0,39}")  # \w: letters of any script, digits, _
 

@@ -66,6 +66,7 @@ import pyarrow as pa
 
 from analytics.bill import charges
 from analytics.core import outputs, schema
+from analytics.present import summaries
 from analytics.price import pricing
 from analytics.core.errors import InputError, UsageError
 from analytics.terms.ratecards import load_card
@@ -350,7 +351,7 @@ def cost_partials(
 ) -> pl.DataFrame:
     """`pricing.cost_partials` of Spark charges, on the driver: each partition's charges are priced
     and summed in its Python worker, and only the sums (a few thousand rows) come back, for
-    `pricing.costs_from_partials`, `invoice_from_partials` and `format_invoice_from_partials`.
+    `pricing.costs_from_partials`, `invoice_from_partials` and `present.invoice_text.format_invoice_from_partials`.
     A billable charge without a rate raises `pricing.MissingRateError` unless `report_unpriced`
     (its message costs another pass, made only then)."""
     settings = settings or Settings()
@@ -494,7 +495,7 @@ def is_directory_output(output: str | Path) -> bool:
 @dataclass(frozen=True)
 class SparkRun:
     charges: int
-    summary: str  # `charges.describe` of the charges written
+    summary: str  # `summaries.describe_charges` of the charges written
 
 
 def bill_files(
@@ -519,7 +520,7 @@ def bill_files(
                 with outputs.atomic_folder(output) as partial:
                     billed.write.parquet(str(partial))
             written = pl.scan_parquet(str(output).rstrip("/") + "/*.parquet")  # also s3://... and the like
-            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, settings or Settings()))
+            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=summaries.describe_charges(written, settings or Settings()))
         from analytics.read import ingest
 
         ingest.output_suffix(output)
@@ -528,7 +529,7 @@ def bill_files(
             parts = sorted((scratch / "charges").glob("part-*.parquet"))
             written = pl.scan_parquet(parts) if parts else schema.empty_charges().lazy()
             ingest.write_frame(written.sort(schema.CHARGE_ORDER), output)
-            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=charges.describe(written, settings or Settings()))
+            return SparkRun(charges=written.select(pl.len()).collect().item(), summary=summaries.describe_charges(written, settings or Settings()))
 
 
 def cost_partials_of_files(

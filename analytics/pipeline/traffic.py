@@ -114,8 +114,8 @@ class Traffic:
 
     Attributes, computed when first read: `messages` (canonical, contracts.md §1), `quarantine`
     (rows set aside, with their file, line and reason), `ingest_summary` (what was read and set
-    aside), `charges` (§2), `priced` (charges with their cost). Methods: `summary`,
-    `describe_charges`, `costs`, `invoice`, `volumes`, `compare`, `project`, `reconcile`,
+    aside), `charges` (§2), `priced` (charges with their cost). Methods: `describe_reading`,
+    `summary`, `describe_charges`, `costs`, `invoice`, `volumes`, `compare`, `project`, `reconcile`,
     `with_settings`; charts under `chart`.
     """
 
@@ -162,7 +162,7 @@ class Traffic:
 
     @property
     def ingest_summary(self) -> ingest.IngestSummary:
-        """What was read, set aside and why, per file (its `format()` is the text `ingest` prints)."""
+        """What was read, set aside and why, per file, as data (`describe_reading` is its text)."""
         return self._ingested.summary
 
     @cached_property
@@ -177,14 +177,25 @@ class Traffic:
 
     # --- answers ---
 
-    def summary(self) -> ingest.TrafficSummary:
-        """Messages per month, direction, category and market, as `wa-analytics summary` prints them."""
-        return self._answer(("summary",), lambda: ingest.describe_traffic(self.messages, timezone=self.settings.timezone))
+    def describe_reading(self) -> Text:
+        """What was read, used and set aside, per file and reason (what `wa-analytics ingest` prints)."""
+        from analytics.present import summaries
 
-    def describe_charges(self) -> str:
+        return Text(summaries.format_ingest_summary(self.ingest_summary))
+
+    def summary(self, top_markets: int = 5) -> Text:
+        """Messages per month, direction, category and market (what `wa-analytics summary` prints)."""
+        from analytics.present import summaries
+
+        described = self._answer(("summary",), lambda: ingest.describe_traffic(self.messages, timezone=self.settings.timezone))
+        return Text(summaries.format_traffic(described, top_markets=top_markets))
+
+    def describe_charges(self) -> Text:
         """The charges in a few lines: per rule set and pricing type, and any rule read from a
         secondary source (what `wa-analytics charges` prints)."""
-        return self._answer(("describe_charges",), lambda: engine.describe(self.charges, self.settings))
+        from analytics.present import summaries
+
+        return self._answer(("describe_charges",), lambda: Text(summaries.describe_charges(self.charges, self.settings)))
 
     def costs(self) -> pl.DataFrame:
         """contracts.md §4: cost per month, market, category and pricing type."""
@@ -293,6 +304,13 @@ class Traffic:
         if scenarios is None or isinstance(scenarios, (str, Path)):
             return whatif.load_scenarios(report.scenarios_path(scenarios))
         return list(scenarios)
+
+
+class Text(str):
+    """Text that Jupyter shows as it reads (a plain `str` shows quoted, its line breaks escaped)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _shown_path(path: str) -> str:

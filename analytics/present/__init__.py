@@ -1,1 +1,1 @@
-"""What people read: roll-ups by month and category (`rollups`), charts (`charts`) and the HTML report (`report`)."""
+"""What people read: roll-ups by month and category (`rollups`), charts (`charts`), the HTML report (`report`), and the text each command prints (`summaries`, `invoice_text`, `whatif_text`, `reconciliation_text`)."""

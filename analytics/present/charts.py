@@ -29,7 +29,7 @@ from typing import Any
 import altair as alt
 import polars as pl
 
-from analytics.reconcile import matching as reconcile
+from analytics.reconcile import outcomes
 from analytics.present import rollups
 from analytics.core import schema
 from analytics.whatif import strategies
@@ -56,10 +56,10 @@ CATEGORY_COLOURS: dict[str, str] = {
 CATEGORY_ORDER = tuple(CATEGORY_COLOURS)
 UNKNOWN_COLOURS = ("#7f7f7f", "#a5a5a5", "#c7c7c7", "#595959", "#d9d9d9")
 STATUS_COLOURS: dict[str, str] = {
-    reconcile.MATCH: "#54a24b",
-    reconcile.DIFFERENT: "#f58518",
-    reconcile.MISSING_OURS: "#e45756",
-    reconcile.MISSING_META: "#b279a2",
+    outcomes.MATCH: "#54a24b",
+    outcomes.DIFFERENT: "#f58518",
+    outcomes.MISSING_OURS: "#e45756",
+    outcomes.MISSING_META: "#b279a2",
 }
 PRICING_TYPE_COLOURS: dict[str, str] = dict(
     zip(schema.PRICING_TYPES, ("#4c78a8", "#9ecae9", "#eeca3b", "#b279a2", "#72b7b2"), strict=True)
@@ -326,8 +326,8 @@ def reconciliation_chart(reconciliation_by_month: pl.DataFrame, *, include_match
     (`rollups.reconciliation_by_month`), with the reasons in the tooltip. Matches are left out
     unless `include_matches` (they dwarf the differences); every month compared is on the axis."""
     months = _month_span(reconciliation_by_month["month"].drop_nulls())
-    shown = reconciliation_by_month if include_matches else reconciliation_by_month.filter(pl.col("status") != reconcile.MATCH)
-    statuses = [s for s in STATUS_COLOURS if include_matches or s != reconcile.MATCH]
+    shown = reconciliation_by_month if include_matches else reconciliation_by_month.filter(pl.col("status") != outcomes.MATCH)
+    statuses = [s for s in STATUS_COLOURS if include_matches or s != outcomes.MATCH]
     rank = {s: i for i, s in enumerate(STATUS_COLOURS)}
     data = (
         shown.group_by("month", "status", "reason")

@@ -40,14 +40,16 @@ import polars as pl
 from analytics.bill import charges
 from analytics import config_schema
 from analytics.read import ingest
-from analytics.reconcile import meta_reports, matching as reconcile
+from analytics.reconcile import meta_reports, matching as reconcile, outcomes
 from analytics.core import outputs
+from analytics.synthetic import meta_billing
 from analytics.price import pricing
 from analytics.terms import ratecards
 from analytics.config_schema import Value
 from analytics.core.errors import InputError, UsageError
 from analytics.read.ingest import IngestSummary
 from analytics.core.resources import resource
+from analytics.core.text import plural
 from analytics.settings import Settings
 
 # In the order the report shows them.
@@ -214,7 +216,7 @@ def projected(
     if history < PROJECTION_HISTORY_MONTHS:
         return NotShown(
             f"No projection: it needs {PROJECTION_HISTORY_MONTHS} months of history, and the input holds "
-            f"{history} month{'s' if history != 1 else ''} up to {traffic.period.month}."
+            f"{plural(history, 'month')} up to {traffic.period.month}."
         )
     try:
         return projection.project(
@@ -241,16 +243,16 @@ def month_figures(frame: pl.DataFrame, month: str, by: Sequence[str], values: Se
 class Compared:
     """What reconciliation compared: the result, where Meta's side came from, and what to expect."""
 
-    result: reconcile.Reconciliation
+    result: outcomes.Reconciliation
     meta_source: str  # "input" or "synthetic"
-    perturbations: tuple[reconcile.Perturbation, ...] = ()
+    perturbations: tuple[meta_billing.Perturbation, ...] = ()
 
     def describe(self) -> str:
         if self.meta_source == SYNTHETIC:
             return (
                 "The shipped sample carries no figures of Meta's, so Meta's side here is made from our own charges "
-                "(reconcile.meta_pricing_objects) and then changed in "
-                f"{len(self.perturbations)} known ways (reconcile.perturb): every difference below is one of them."
+                "(meta_billing.meta_pricing_objects) and then changed in "
+                f"{len(self.perturbations)} known ways (meta_billing.perturb): every difference below is one of them."
             )
         compared = self.result.rows.height
         return f"Meta's side: the pricing objects and analytics in the input; {compared:,} items compared."
@@ -279,8 +281,8 @@ def reconciliation(
     source = (SYNTHETIC if traffic.is_sample else INPUT) if meta_source == AUTO else meta_source
     settings = settings or traffic.settings
     if source == SYNTHETIC:
-        meta = reconcile.meta_pricing_objects(traffic.charges, traffic.messages, settings)
-        perturbed = reconcile.perturb(traffic.messages, meta, traffic.charges, seed=seed)
+        meta = meta_billing.meta_pricing_objects(traffic.charges, traffic.messages, settings)
+        perturbed = meta_billing.perturb(traffic.messages, meta, traffic.charges, seed=seed)
         billed = charges.bill(perturbed.messages, settings)
         result = reconcile.reconcile(perturbed.messages, billed, meta_pricing=perturbed.meta_pricing, settings=settings)
         return Compared(result, SYNTHETIC, perturbed.perturbations)

@@ -22,10 +22,11 @@ import datetime as dt
 import polars as pl
 
 from analytics.price import pricing
-from analytics.reconcile import matching as reconcile
+from analytics.reconcile import outcomes
 from analytics.terms import rules
+from analytics.core.money import HALF_AWAY_FROM_ZERO
 from analytics.core import schema
-from analytics.bill.charges import local_time
+from analytics.core.times import local_time
 from analytics.settings import Settings
 
 CENTS = 2
@@ -295,11 +296,11 @@ def projected_costs(projection_table: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-# --- Reconciliation (analytics.reconcile.matching) ------------------------------------------------------------
+# --- Reconciliation (analytics.reconcile) ---------------------------------------------------------------------
 
 
 def reconciliation_by_month(items: pl.DataFrame, settings: Settings | None = None) -> pl.DataFrame:
-    """Reconciliation rows (`reconcile.RECONCILIATION_SCHEMA`, e.g. `Reconciliation.rows`) counted
+    """Reconciliation rows (`outcomes.RECONCILIATION_SCHEMA`, e.g. `Reconciliation.rows`) counted
     per local month, level, status and reason (`RECONCILIATION_BY_MONTH_SCHEMA`).
 
     A row's time is our charge's start, else Meta's, else the start of Meta's aggregate period,
@@ -309,8 +310,8 @@ def reconciliation_by_month(items: pl.DataFrame, settings: Settings | None = Non
     """
     settings = settings or Settings()
     at = pl.coalesce("ours_started_at", "meta_started_at", "period_start")
-    level_order = {level: i for i, level in enumerate(reconcile.LEVELS)}
-    status_order = {status: i for i, status in enumerate(reconcile.STATUSES)}
+    level_order = {level: i for i, level in enumerate(outcomes.LEVELS)}
+    status_order = {status: i for i, status in enumerate(outcomes.STATUSES)}
     return (
         items.with_columns(month=at.dt.convert_time_zone(settings.timezone).dt.strftime("%Y-%m"))
         .group_by("month", "level", "status", "reason")
@@ -344,7 +345,7 @@ def _money_sums() -> list[pl.Expr]:
 
 def _cents(amount: pl.Expr) -> pl.Expr:
     """An exact decimal amount rounded half away from zero to cents, as Float64 for charting."""
-    return amount.round(CENTS, mode=pricing.ROUNDING).cast(pl.Float64)
+    return amount.round(CENTS, mode=HALF_AWAY_FROM_ZERO).cast(pl.Float64)
 
 
 def _in_order_seen(frame: pl.DataFrame, column: str) -> pl.DataFrame:

@@ -1,7 +1,7 @@
 """Pricing: charges (contracts.md §2) and a rate card (§3) give money (§4).
 
 `price` adds to every charge what it costs and where the rate came from; `costs` rolls priced
-charges up to the §4 table; `invoice` and `format_invoice` give an invoice-style view per month,
+charges up to the §4 table; `invoice` (and `analytics.present.invoice_text.format_invoice`) give an invoice-style view per month,
 WABA and business number. The steps, for each charge:
 
 1. **Local date and month** of `started_at` in its WABA's time zone (`Settings.timezone_of`):
@@ -66,8 +66,11 @@ import polars as pl
 from analytics import config_schema
 from analytics.terms import ratecards, rules
 from analytics.core import schema
-from analytics.bill.charges import charge_period, local_time, looked_up
+from analytics.bill.charges import charge_period
+from analytics.core.lookups import looked_up
+from analytics.core.times import local_time
 from analytics.core.errors import InputError, UsageError
+from analytics.core.money import HALF_AWAY_FROM_ZERO, decimal_places
 from analytics.terms.markets import UNKNOWN_MARKET, unknown_market_reason
 from analytics.terms.ratecards import RATE_SCALE, TIER_FAMILY, load_card
 from analytics.core.resources import ArrowStream, query
@@ -76,7 +79,6 @@ from analytics.settings import Settings
 DEFAULT_PORTFOLIO = "default"
 COST_SCALE = 12  # rate (6 places) × markup factor (6 places): exact
 COST_DTYPE = pl.Decimal(38, COST_SCALE)
-ROUNDING = "half_away_from_zero"
 ROLLUP_DECIMALS = RATE_SCALE
 INVOICE_DECIMALS = 2
 
@@ -335,7 +337,7 @@ def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, settings: Settings, cu
 
 
 def local_date(settings: Settings) -> pl.Expr:
-    """The calendar date of `started_at` in the charge's WABA time zone (`charges.local_time`)."""
+    """The calendar date of `started_at` in the charge's WABA time zone (`core.times.local_time`)."""
     return local_time(settings, "started_at").dt.date()
 
 
@@ -505,7 +507,7 @@ PARTIAL_SCHEMA: dict[str, pl.DataType] = {
 
 def cost_partials(priced: pl.DataFrame) -> pl.DataFrame:
     """Priced charges summed exactly, without rounding, per `PARTIAL_KEYS` (`PARTIAL_SCHEMA`): what
-    `costs`, `invoice` and `format_invoice` need. Partials of parts of the charges may be
+    `costs`, `invoice` and `present.invoice_text.format_invoice` need. Partials of parts of the charges may be
     concatenated and given to `costs_from_partials` and the others as they are."""
     return (
         priced.lazy()
@@ -547,7 +549,7 @@ def costs_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
             "pricing_type",
             "charges",
             "billable_charges",
-            pl.col("cost").round(ROLLUP_DECIMALS, mode=ROUNDING).cast(ROLLUP_SCHEMA["cost"]),
+            pl.col("cost").round(ROLLUP_DECIMALS, mode=HALF_AWAY_FROM_ZERO).cast(ROLLUP_SCHEMA["cost"]),
             "currency",
             "priced",
         )
@@ -578,7 +580,7 @@ def invoice_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
             markup=pl.col("markup").filter(priced).sum(),
             cost=pl.col("cost").filter(priced).sum(),
         )
-        .with_columns(pl.col(c).round(INVOICE_DECIMALS, mode=ROUNDING).cast(cents) for c in ("card_cost", "markup", "cost"))
+        .with_columns(pl.col(c).round(INVOICE_DECIMALS, mode=HALF_AWAY_FROM_ZERO).cast(cents) for c in ("card_cost", "markup", "cost"))
         .select(
             "month",
             "waba_id",
@@ -595,126 +597,3 @@ def invoice_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
         )
         .sort("month", "waba_id", "business_phone", "category", "market")
     )
-
-
-# --- The summary printed by `wa-analytics costs` ---------------------------------------------------
-
-_CATEGORY_COLUMNS = ("marketing", "utility", rules.AUTH, rules.AUTH_INTERNATIONAL, "service")
-
-
-def format_invoice(
-    priced: pl.DataFrame, settings: Settings | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None
-) -> str:
-    """An invoice-style summary for stderr: per month a line per WABA and business number with
-    charges, billable charges, cost by category and total, then cost by market; a grand total,
-    the share of cost by rate trust, unpriced charges, and a warning for cost that depends on a
-    rule set whose rules are not all `meta_documented` in `rule_book` (default: the shipped rules)."""
-    return format_invoice_from_partials(cost_partials(priced), settings, card_name=card_name, rule_book=rule_book)
-
-
-def format_invoice_from_partials(
-    partials: pl.DataFrame, settings: Settings | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None
-) -> str:
-    """`format_invoice` of the charges whose `cost_partials` these are (of all parts, concatenated)."""
-    settings = settings or Settings()
-    currency = partials["currency"].drop_nulls().first() if partials.height else None
-    unit = currency or "(no currency)"
-    with_cost = partials.with_columns(cost=pl.col("cost").fill_null(Decimal(0)))
-    billed = set(partials.filter("billable")["category"].to_list())
-    categories = [c for c in _CATEGORY_COLUMNS if c in billed]
-    categories += sorted(billed - set(categories))
-    header = ["", "charges", "billable", *categories, "total"]
-    lines = [f"Costs in {unit}{f' from {card_name}' if card_name else ''}" + _markup_text(settings) + ":"]
-    for month in sorted(partials["month"].unique().to_list()):
-        in_month = with_cost.filter(pl.col("month") == month)
-        table: list[list[str]] = [[month, *header[1:]]]
-        for waba_id in sorted(in_month["waba_id"].unique().to_list()):
-            table.append([f"  WABA {waba_id}", *([""] * (len(header) - 1))])
-            of_waba = in_month.filter(pl.col("waba_id") == waba_id)
-            for phone in sorted(of_waba["business_phone"].unique().to_list()):
-                table.append([f"    number {phone}", *_amounts(of_waba.filter(pl.col("business_phone") == phone), categories)])
-        table.append(["  month total", *_amounts(in_month, categories)])
-        lines += _aligned(table)
-        by_market = (
-            in_month.filter("billable").group_by("market").agg(pl.col("cost").sum()).sort("cost", "market", descending=[True, False])
-        )
-        if by_market.height:
-            lines.append("  by market: " + ", ".join(f"{r['market']} {_money(r['cost'])}" for r in by_market.iter_rows(named=True)))
-    total = with_cost["cost"].sum() if partials.height else Decimal(0)
-    charged = int(partials["charges"].sum()) if partials.height else 0
-    billable = int(partials["billable_charges"].sum()) if partials.height else 0
-    lines.append(
-        f"Total: {charged:,} charges, {billable:,} billable, {_money(total)} {unit}"
-        + (f" (markup {_money(partials['markup'].sum())})" if settings.has_markup and charged else "")
-    )
-    lines += _trust_lines(partials, total)
-    lines += _unpriced_lines(partials)
-    lines += _reported_rule_lines(with_cost, total, unit, rule_book or rules.shipped())
-    lines.append("Amounts are exact sums rounded half away from zero to cents; a line may differ from a total by a cent.")
-    return "\n".join(lines)
-
-
-def _markup_text(settings: Settings) -> str:
-    if not settings.has_markup:
-        return ""
-    return f", with a markup of {settings.markup_percent}% + {settings.markup_per_charge} per billable charge"
-
-
-def _money(value: Decimal | None) -> str:
-    amount = Decimal(0) if value is None else Decimal(value)
-    return f"{amount.quantize(Decimal('0.01'), rounding='ROUND_HALF_UP'):,.2f}"
-
-
-def _amounts(partials: pl.DataFrame, categories: Sequence[str]) -> list[str]:
-    billable = partials.filter("billable")
-    by_category = dict(billable.group_by("category").agg(pl.col("cost").sum()).iter_rows())
-    return [
-        f"{int(partials['charges'].sum()):,}",
-        f"{int(billable['charges'].sum()):,}",
-        *(_money(by_category.get(c, Decimal(0))) for c in categories),
-        _money(billable["cost"].sum()),
-    ]
-
-
-def _aligned(table: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return [
-        "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
-        for row in table
-    ]
-
-
-def _trust_lines(partials: pl.DataFrame, total: Decimal) -> list[str]:
-    paid = partials.filter(pl.col("billable") & pl.col("priced"))
-    if paid.height == 0 or not total:
-        return []
-    shares = paid.group_by("rate_trust").agg(pl.col("cost").sum()).sort("rate_trust", nulls_last=True)
-    parts = []
-    for trust, cost in shares.iter_rows():
-        label = f"trust {trust}" if trust else "no trust rating"
-        parts.append(f"{label} {Decimal(cost) / Decimal(total):.1%}")
-    return ["Cost by rate trust (data/rate_cards/README.md: A Meta's CSV, B transcription, C secondary, D derived): " + ", ".join(parts)]
-
-
-def _unpriced_lines(partials: pl.DataFrame) -> list[str]:
-    unpriced = partials.filter(pl.col("billable") & pl.col("priced").not_())
-    if unpriced.height == 0:
-        return []
-    groups = unpriced.group_by("month", "market", "category").agg(pl.col("charges").sum()).sort("month", "market", "category")
-    listed = ", ".join(f"{m} {market} {c} {n:,}" for m, market, c, n in groups.head(12).iter_rows())
-    more = f", ... ({groups.height - 12} more)" if groups.height > 12 else ""
-    return [f"Unpriced: {int(unpriced['charges'].sum()):,} billable charges have no rate in the card and are not in the total: {listed}{more}"]
-
-
-def _reported_rule_lines(partials: pl.DataFrame, total: Decimal, unit: str, book: rules.RuleBook) -> list[str]:
-    reported = sorted({r.name for r in book.periods if r.status != "meta_documented"})
-    depends = partials.filter(pl.col("billable") & pl.col("rule_set").is_in(reported))
-    if depends.height == 0:
-        return []
-    cost = depends["cost"].sum()
-    share = f" ({Decimal(cost) / Decimal(total):.1%} of the total)" if total else ""
-    names = ", ".join(sorted(set(depends["rule_set"].to_list())))
-    return [
-        f"Warning: {_money(cost)} {unit}{share} is for {int(depends['charges'].sum()):,} billable charges under rule set {names}, "
-        "whose rules are not all read on Meta's own pages (data/rules/rule_sets.toml `status`): verify before relying on it."
-    ]

@@ -81,7 +81,9 @@ import polars as pl
 from analytics.terms import markets
 from analytics.core import outputs
 from analytics.read import webhooks
-from analytics.core.errors import InputError, UsageError, found_names, library_reason
+from analytics.core.errors import NOT_UTF8, InputError, UsageError, found_names, library_reason
+from analytics.core.json_files import loads_or_none, not_valid_json, read_text
+from analytics.core.text import plural
 from analytics.read.pseudonymise import pseudonymise
 from analytics.terms.rules import first_supported_date
 from analytics.core.schema import (
@@ -348,7 +350,6 @@ def _csv_header(path: Path) -> list[str] | None:
     return header
 
 
-NOT_UTF8 = "line {} is not UTF-8 text (a Latin-1 or Windows-1252 byte such as é?)"
 UNCLOSED_QUOTE = "line {} opens a quoted value that is never closed"
 
 
@@ -412,30 +413,20 @@ def read_json(
     path: Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None, fold: bool = True
 ) -> RawInput:
     """Webhook payloads (to `analytics.read.webhooks`) or canonical records, by the file's first value."""
-    text = _json_text(path)
+    text = read_text(path)
     if not text.strip():
         return _empty_input(path, "JSON")
     document, first = _first_json_value(path, text)
     if webhooks.looks_like_webhook(first):
         collected = webhooks.collect_webhooks(path)
         notes = tuple(
-            f"{path}: skipped {count:,} webhook change{'s' if count > 1 else ''} of field '{name}' (not message traffic)"
+            f"{path}: skipped {plural(count, 'webhook change')} of field '{name}' (not message traffic)"
             for name, count in sorted(collected.skipped.items())
         )
         unfolded = RawInput(str(path), "webhook JSON", pl.LazyFrame(schema=RAW_SCHEMA), notes=notes, webhook=collected)
         return fold_webhooks([unfolded], send_log=send_log, templates=templates)[0] if fold else unfolded
     records = _array_records(path, document) if document is not None else _line_records(text)
     return _json_records_input(path, records)
-
-
-def _json_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except OSError as error:
-        raise InputError(f"cannot read the file ({error.strerror or error})", path=str(path)) from None
-    except UnicodeDecodeError as error:
-        line = path.read_bytes().count(b"\n", 0, error.start) + 1
-        raise InputError(NOT_UTF8.format(line), path=str(path), fix="Save the file as UTF-8") from None
 
 
 def _first_json_value(path: Path, text: str) -> tuple[Any, Any]:
@@ -449,22 +440,15 @@ def _first_json_value(path: Path, text: str) -> tuple[Any, Any]:
         try:
             document = json.loads(text)
         except json.JSONDecodeError as error:
-            if _loads_or_none(first_line) is None:
+            if loads_or_none(first_line) is None:
                 raise InputError(
-                    f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})",
+                    not_valid_json(error),
                     path=str(path),
                     fix="Give a JSON array of objects, or one JSON object a line (JSONL)",
                 ) from None
         else:
             return document, (document[0] if isinstance(document, list) and document else document)
-    return None, _loads_or_none(first_line)  # a broken first line is quarantined with the others
-
-
-def _loads_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
+    return None, loads_or_none(first_line)  # a broken first line is quarantined with the others
 
 
 _Record = tuple[int, dict[str, Any] | None, str | None]  # (source_row, record, problem)
@@ -866,54 +850,6 @@ class IngestSummary:
     def rows_dropped(self) -> int:
         return self.duplicates_dropped + self.statuses_folded
 
-    def format(self, *, quarantine_path: str | Path | None = None) -> str:
-        """The run summary, for stderr."""
-        lines = [f"Read {_plural(self.rows_read, 'row')} from {_plural(len(self.files), 'file')}:"]
-        lines += [f"  {f.path} ({f.kind}): {_plural(f.rows, 'row')}" for f in self.files]
-        lines.append(f"Used {_plural(self.rows_used, 'row')}.")
-        if self.statuses_folded:
-            repeats = (
-                f"{_plural(self.duplicates_dropped, 'identical repeat')} (webhook retries included), "
-                if self.duplicates_dropped else ""
-            )
-            lines.append(
-                f"Dropped {_plural(self.rows_dropped, 'row')}: {repeats}"
-                f"{_plural(self.statuses_folded, 'status update')} folded into their message's row."
-            )
-        elif self.duplicates_dropped:
-            lines.append(f"Dropped {_plural(self.duplicates_dropped, 'identical repeat')} of a message_id (kept once).")
-        if self.rows_quarantined:
-            where = f" (written to {quarantine_path})" if quarantine_path else ""
-            lines.append(f"Quarantined {_plural(self.rows_quarantined, 'row')}{where}:")
-            width = len(f"{max(self.quarantined.values()):,}")
-            lines += [f"  {count:>{width},}  {reason}" for reason, count in self.quarantined.items()]
-        else:
-            lines.append("Quarantined no rows.")
-        if self.unknown_markets:
-            users = sum(u.users for u in self.unknown_markets)
-            rows = sum(u.rows for u in self.unknown_markets)
-            lines.append(
-                f"Market unknown for {_plural(users, 'user')} ({_plural(rows, 'row')}): kept with market Unknown, "
-                "but costs cannot price their paid messages; by reason:"
-            )
-            lines += [
-                f"  {_plural(u.users, 'user')} ({_plural(u.rows, 'row')}): {u.reason} (first: {u.first})"
-                for u in self.unknown_markets
-            ]
-        if self.unconfirmed_deliveries:
-            lines.append(
-                f"{_plural(self.unconfirmed_deliveries, 'outbound message')} with status sent (delivery not confirmed): "
-                "billed as delivered."
-            )
-        if self.notes:
-            lines.append("Notes:")
-            lines += [f"  - {note}" for note in self.notes]
-        return "\n".join(lines)
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
 
 @dataclass(frozen=True)
 class Ingested:
@@ -1075,16 +1011,16 @@ def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequenc
     folded = sum(i.statuses_folded for i in inputs)
     notes = [
         *notes,
-        *[f"{file}: skipped {_plural(rows, 'row')} without any value (blank lines)" for file, rows in blank.iter_rows()],
+        *[f"{file}: skipped {plural(rows, 'row')} without any value (blank lines)" for file, rows in blank.iter_rows()],
     ]
     if entry_points := total(used, "entry_points_ignored"):
-        notes.append(f"entry_point ignored on {_plural(entry_points, 'outbound message')}: it only means something inbound")
+        notes.append(f"entry_point ignored on {plural(entry_points, 'outbound message')}: it only means something inbound")
     if categories := total(used, "categories_ignored"):
-        notes.append(f"template_category ignored on {_plural(categories, 'non-template message')}")
+        notes.append(f"template_category ignored on {plural(categories, 'non-template message')}")
     if normalised := total(used, "user_ids_normalised"):
         notes.append(
             f"user_id written as a phone number with +, 00, spaces, dashes, parentheses or a trailing .0 on "
-            f"{_plural(normalised, 'row')}: read as its digits (Meta's wa_id form), so each user is one customer"
+            f"{plural(normalised, 'row')}: read as its digits (Meta's wa_id form), so each user is one customer"
         )
     return IngestSummary(
         rows_read=total(counted) + retried + folded,
@@ -1138,7 +1074,6 @@ def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_peo
 # --- What was read: the traffic at a glance ------------------------------------------------------
 
 NON_TEMPLATE = "non-template"
-_KIND_ORDER = (*TEMPLATE_CATEGORIES, NON_TEMPLATE)
 
 
 @dataclass(frozen=True)
@@ -1156,25 +1091,6 @@ class TrafficSummary:
     users: int
     markets: tuple[tuple[str, int, int], ...]  # (market, messages, users), most messages first
     by_month: pl.DataFrame  # month, direction, kind (template category or non-template), messages
-
-    def format(self, *, top_markets: int = 5) -> str:
-        if not self.messages:
-            return "No messages."
-        period = f"{self.first:%Y-%m-%d %H:%M} to {self.last:%Y-%m-%d %H:%M} ({self.timezone})"
-        shown = self.markets[:top_markets]
-        lines = [
-            f"Period:            {period}",
-            f"Messages:          {self.messages:,} ({self.inbound:,} inbound, {self.outbound:,} outbound)",
-            f"Business numbers:  {self.business_phones:,}",
-            f"WABAs:             {self.wabas:,}",
-            f"Users:             {self.users:,}",
-            f"Markets (top {len(shown)} of {len(self.markets)}, by messages):",
-            f"  {'market':<28} {'messages':>12} {'users':>10}",
-            *[f"  {market:<28} {count:>12,} {users:>10,}" for market, count, users in shown],
-            f"Messages by month ({self.timezone}) and kind:",
-            *_month_table(self.by_month),
-        ]
-        return "\n".join(lines)
 
 
 def describe_traffic(messages: pl.DataFrame | pl.LazyFrame, *, timezone: str = "UTC") -> TrafficSummary:
@@ -1217,32 +1133,3 @@ def describe_traffic(messages: pl.DataFrame | pl.LazyFrame, *, timezone: str = "
         markets=tuple(by_market.select(pl.col("market").fill_null("Unknown"), "messages", "users").iter_rows()),
         by_month=by_month,
     )
-
-
-def _month_table(by_month: pl.DataFrame) -> list[str]:
-    """Months down, (direction, kind) across, with totals: plain text, right-aligned numbers."""
-    counts = {(m, d, k): n for m, d, k, n in by_month.iter_rows()}
-    months = sorted({m for m, _, _ in counts})
-    columns = sorted({(d, k) for _, d, k in counts}, key=lambda c: (c[0], _kind_rank(c[1]), str(c[1])))
-    body = [[f"{sum(counts.get((m, *c), 0) for m in months):,}" if m is None else f"{counts.get((m, *c), 0):,}"
-             for c in columns] for m in [*months, None]]
-    row_totals = [f"{sum(counts.get((m, *c), 0) for c in columns):,}" for m in months]
-    row_totals.append(f"{sum(counts.values()):,}")
-    headers = [(d if i == 0 or columns[i - 1][0] != d else "", str(k)) for i, (d, k) in enumerate(columns)]
-    widths = [max(len(h[0]), len(h[1]), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
-    total_width = max(len("total"), *(len(t) for t in row_totals))
-    labels = [*months, "total"]
-
-    def line(first: str, cells: Sequence[str], last: str) -> str:
-        text = "  " + f"{first:<8}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)) + f"  {last:>{total_width}}"
-        return text.rstrip()
-
-    return [
-        line("", [h[0] for h in headers], ""),
-        line("month", [h[1] for h in headers], "total"),
-        *[line(label, cells, total) for label, cells, total in zip(labels, body, row_totals)],
-    ]
-
-
-def _kind_rank(kind: str | None) -> int:
-    return _KIND_ORDER.index(kind) if kind in _KIND_ORDER else len(_KIND_ORDER)

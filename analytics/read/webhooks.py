@@ -75,6 +75,7 @@ from typing import Any
 import polars as pl
 
 from analytics.core.errors import InputError, found_names, library_reason
+from analytics.core.json_files import json_lines, loads_or_none, not_valid_json, read_text
 from analytics.core.schema import MESSAGE_SCHEMA, TEMPLATE
 
 WABA_OBJECT = "whatsapp_business_account"
@@ -264,7 +265,7 @@ class _NotAWebhook:
 
 def _payloads(path: Path) -> Iterator[tuple[int, str, dict | _NotAWebhook]]:
     """(source_row, where, payload) for JSONL, a JSON array, or a single payload."""
-    text = _read_text(path)
+    text = read_text(path)
     if not text.strip():
         return
     try:
@@ -272,7 +273,7 @@ def _payloads(path: Path) -> Iterator[tuple[int, str, dict | _NotAWebhook]]:
     except json.JSONDecodeError as error:
         if not _is_json_lines(text):
             raise InputError(
-                f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno}) and not JSON Lines",
+                f"{not_valid_json(error)} and not JSON Lines",
                 path=str(path),
                 fix="Give webhook payloads as JSONL (one a line), a JSON array, or one JSON object",
             ) from None
@@ -285,41 +286,18 @@ def _payloads(path: Path) -> Iterator[tuple[int, str, dict | _NotAWebhook]]:
         yield 1, "the JSON document", _webhook_or_reason(document)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise InputError(f"cannot read the file ({error.strerror or error})", path=str(path)) from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise InputError(f"not UTF-8 text (line {line})", path=str(path), fix="Save the file as UTF-8") from None
-
-
 def _is_json_lines(text: str) -> bool:
     """One line, or some line that is a JSON object on its own (a broken pretty-printed file has none)."""
     lines = [line for line in text.split("\n") if line.strip()]
-    return len(lines) == 1 or any(isinstance(_loads_or_none(line), dict) for line in lines)
+    return len(lines) == 1 or any(isinstance(loads_or_none(line), dict) for line in lines)
 
 
 def _json_lines(text: str) -> Iterator[tuple[int, str, dict | _NotAWebhook]]:
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
+    for number, value, error in json_lines(text):
+        if error is not None:
             yield number, f"line {number}", _NotAWebhook(f"is not JSON ({error.msg} at column {error.colno})")
         else:
             yield number, f"line {number}", _webhook_or_reason(value)
-
-
-def _loads_or_none(line: str) -> object:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
 
 
 def _webhook_or_reason(value: object) -> dict | _NotAWebhook:

@@ -1,1 +1,1 @@
-"""Meta's own figures against ours: Meta's reports read (`meta_reports`) and matched to the charges (`matching`)."""
+"""Meta's own figures against ours: Meta's reports read (`meta_reports`), in the words of `outcomes`, matched to the charges item by item (`matching`) and in aggregate (`aggregates`), each row explained (`explanations`)."""

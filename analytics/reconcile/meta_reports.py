@@ -48,6 +48,7 @@ from typing import Any
 
 import polars as pl
 
+from analytics.core.json_files import json_lines, not_valid_json, read_text
 from analytics.core.errors import InputError
 from analytics.core.resources import resource
 from analytics.core.schema import INSTANT
@@ -205,41 +206,29 @@ class _Broken:
 
 def _json_values(path: Path) -> Iterator[tuple[int, Any]]:
     """(position, value): the document's items (from 1) or the file's lines (line numbers)."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as error:
-        raise InputError(f"cannot read the file ({error.strerror or error})", path=str(path)) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", path=str(path), fix="Save the file as UTF-8") from None
+    text = read_text(path)
     if not text.strip():
         return
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
-        lines = [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
-        if len(lines) == 1 or not any(_is_object(line) for _, line in lines):
+        lines = list(json_lines(text))
+        if len(lines) == 1 or not any(isinstance(value, dict) for _, value, _ in lines):
             raise InputError(
-                f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})",
+                not_valid_json(error),
                 path=str(path),
                 fix="Give one JSON document, a JSON array, or one JSON value a line (JSONL)",
             ) from None
-        for number, line in lines:
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as line_error:
+        for number, value, line_error in lines:
+            if line_error is not None:
                 yield number, _Broken(f"line {number} is not JSON ({line_error.msg} at column {line_error.colno})")
+            else:
+                yield number, value
         return
     if isinstance(document, list) and analytics_kind(document) is None:
         yield from enumerate(document, start=1)
     else:
         yield 1, document
-
-
-def _is_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except json.JSONDecodeError:
-        return False
 
 
 # --- Graph API analytics --------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from typing import Any
 
 import polars as pl
 
+from analytics.core.money import decimal_places
 from analytics.core import outputs
 from analytics.terms import rules
 from analytics.core.errors import InputError, UsageError, excerpt, found_names
@@ -89,12 +90,6 @@ CATEGORIES = (
 )
 # contracts.md §3: volume tiers count utility, and authentication with authentication_international.
 TIER_FAMILY = {"utility": "utility", rules.AUTH: rules.AUTH, rules.AUTH_INTERNATIONAL: rules.AUTH}
-TRUST_RATINGS = {
-    "A": "Meta's own CSV, verbatim",
-    "B": "transcription of a dated Meta card",
-    "C": "secondary source",
-    "D": "derived by computation",
-}
 
 _TRUST = re.compile(r"^trust ([A-D])\b")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -257,7 +252,7 @@ def parse_rate(text: str) -> tuple[Decimal | None, str | None]:
         return None, f"rate {excerpt(text)} is not a number"
     if rate < 0:
         return None, f"negative rate {text}"
-    if -rate.as_tuple().exponent > RATE_SCALE:  # type: ignore[operator]
+    if decimal_places(rate) > RATE_SCALE:
         return None, f"rate {text} has more than {RATE_SCALE} decimals"
     if rate >= RATE_LIMIT:
         return None, f"rate {text} is implausibly large (a rate per message is below {RATE_LIMIT:,} in every currency)"
@@ -343,14 +338,6 @@ class ImportedCard:
     currencies: tuple[str, ...]
     tier_bands: int
     notes: tuple[str, ...] = field(default=())
-
-    def format(self, path: str | Path) -> str:
-        lines = [
-            f"Imported {len(self.rows):,} rates for {len(self.markets)} markets ({', '.join(self.currencies)}), "
-            f"{self.tier_bands} volume-tier bands: {path}"
-        ]
-        lines += [f"  - {note}" for note in self.notes]
-        return "\n".join(lines)
 
 
 def import_meta_card(

@@ -336,11 +336,6 @@ def first_supported_date() -> dt.date:
     return shipped().first_supported_date()
 
 
-def rule_set_on(local_date: dt.date) -> RuleSet | None:
-    """The shipped rule set period in force on a date of the WABA time zone, or None before §1's first."""
-    return shipped().period_on(local_date)
-
-
 # --- A business's settings ----------------------------------------------------------------------------
 
 

@@ -45,7 +45,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -54,6 +54,7 @@ from analytics.price import pricing
 from analytics.terms import rules
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
+from analytics.core.money import rounded
 from analytics.settings import Settings
 from analytics.whatif.scenarios import BASELINE, COMPARE_SCHEMA, Comparison, Scenario, compare, conform_messages, load_cards
 from analytics.whatif.strategies import KEY
@@ -97,21 +98,6 @@ class Source:
     shifts_in_weeks: tuple[int, ...]
     seasonal: bool  # the same month a year earlier
     level: dict[str, float] | None  # growth factors applied (seasonal only; None: the history cannot tell)
-
-    def describe(self, timezone: str) -> str:
-        zone = ZoneInfo(timezone)
-        spans = ", ".join(
-            f"{start.astimezone(zone):%Y-%m-%d}..{(end.astimezone(zone) - dt.timedelta(days=1)):%Y-%m-%d}"
-            for start, end in self.windows
-        )
-        weeks = "/".join(str(w) for w in self.shifts_in_weeks)
-        if self.seasonal:
-            if self.level is None:
-                level = "not known (less than 65 weeks of history): last year's volume as it was"
-            else:
-                level = ", ".join(f"{k} ×{v:.2f}" for k, v in self.level.items()) or "none"
-            return f"{self.month}: the same month a year earlier ({spans}, +{weeks} weeks), recent growth {level}"
-        return f"{self.month}: {len(self.windows)} recent window(s) ({spans}), shifted +{weeks} weeks"
 
 
 @dataclass(frozen=True)
@@ -290,10 +276,6 @@ class BackTest:
     by_horizon: pl.DataFrame
     currency: str | None
 
-    def _worst(self) -> str:
-        row = self.errors.drop_nulls("cost_error").sort(pl.col("cost_error").abs(), descending=True).row(0, named=True)
-        return f"{row['month']} projected from {row['origin']}: {row['cost_error']:+.1%}"
-
     def band(self, horizon: int) -> float | None:
         widest = self.by_horizon.filter(pl.col("horizon") <= horizon)["band"].max()
         return float(widest) if widest is not None else None  # type: ignore[arg-type]
@@ -314,34 +296,6 @@ class BackTest:
             return None
         bands = self.errors.select(pl.col("horizon").map_elements(self.band, return_dtype=pl.Float64)).to_series()
         return float((self.errors["cost_error"].abs() <= bands).mean())  # type: ignore[arg-type]
-
-    def format(self) -> str:
-        if self.errors.height == 0:
-            return "Back-test: the history is too short (no origin with enough months before it): no band."
-        origins = self.errors["origin"].unique().sort().to_list()
-        unpriced = self.errors["cost_error"].null_count()
-        lines = [
-            f"Back-test: {len(origins)} origins ({origins[0]} to {origins[-1]}), each projected from the history before it "
-            f"and compared with the real months: MAPE billable charges {_percent(self.mape_billable_charges)}, "
-            f"cost {_percent(self.mape_cost)}",
-        ]
-        if self.mape_cost is not None:
-            lines.append(
-                f"  the band (± cost MAPE) held the actual cost in {self.coverage:.0%} of these months; largest miss "
-                f"{self.errors['cost_error'].abs().max():.1%} ({self._worst()})"
-            )
-        if unpriced:
-            lines.append(
-                f"  cost not compared in {unpriced} of {self.errors.height} months: their cost is incomplete (charges without "
-                f"a rate{f' in {self.currency}' if self.currency else ''} in the card are unpriced){'; no band' if self.mape_cost is None else ''}"
-            )
-        lines.append("  horizon  origins  MAPE billable  MAPE cost  band (±)")
-        for row in self.by_horizon.iter_rows(named=True):
-            lines.append(
-                f"  {row['horizon']:>7}  {row['origins']:>7}  {_percent(row['mape_billable_charges']):>13}  "
-                f"{_percent(row['mape_cost']):>9}  {_percent(row['band']):>8}"
-            )
-        return "\n".join(lines)
 
 
 def backtest(
@@ -438,10 +392,6 @@ def _monthly(comparison: Comparison) -> pl.DataFrame:
     )
 
 
-def _percent(value: float | None) -> str:
-    return f"{value:.1%}" if value is not None else "n/a"
-
-
 def _relative(projected: float, actual: float) -> float | None:
     return (projected - actual) / actual if actual else None
 
@@ -507,38 +457,5 @@ def _with_band(table: pl.DataFrame, projected: Replay, checked: BackTest | None)
 
 
 def _decimal(value: float) -> Decimal:
-    return Decimal(str(value)).quantize(Decimal("0.000001"), rounding=ROUND_HALF_UP)
-
-
-def format_method(projection: Projection, timezone: str) -> str:
-    """How the projection was made: which history each month replays, and the back-test."""
-    count = len(projection.replay.months)
-    lines = [f"Projected {count} month{'s' if count != 1 else ''} from {projection.replay.months[0]}:"]
-    lines += [f"  {s.describe(timezone)}" for s in projection.replay.sources]
-    lines += [f"  note: {n}" for n in projection.replay.notes]
-    if projection.backtest is not None:
-        lines.append(projection.backtest.format())
-    return "\n".join(lines)
-
-
-def format_projection(projection: Projection, timezone: str) -> str:
-    """The summary `wa-analytics project` prints: the method (`format_method`), and each scenario's totals."""
-    lines = [format_method(projection, timezone)]
-    for name in projection.table["scenario"].unique(maintain_order=True).to_list():
-        rows = projection.table.filter(pl.col("scenario") == name)
-        unit = next(iter(rows["currency"].drop_nulls()), "")
-        lines.append(f"{name}:")
-        for month in projection.replay.months:
-            of_month = rows.filter(pl.col("month") == month)
-            cost, low, high = (of_month[c].sum() for c in ("cost", "cost_low", "cost_high"))
-            band = f" (band {_money(low)} to {_money(high)})" if of_month["cost_low"].null_count() == 0 and of_month.height else ""
-            lines.append(f"  {month}: {_money(cost)} {unit}{band}, {int(of_month['billable_charges'].sum()):,} billable charges")
-        for row in projection.comparison.explanations.filter(pl.col("scenario") == name).iter_rows(named=True):
-            lines.append(f"  {row['explanation']}")
-    return "\n".join(lines)
-
-
-def _money(value: object) -> str:
-    amount = Decimal(0) if value is None else Decimal(value)  # type: ignore[arg-type]
-    return f"{amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
+    return rounded(Decimal(str(value)), 6)
 

@@ -37,7 +37,7 @@ difference from the scenario named `baseline`. The work they share is done once:
 
 Costs follow `analytics.price.pricing`. Billable charges without a rate are never priced at zero: they
 are counted in `unpriced_charges` and left out of `cost` (a what-if under other rules may need
-rates the card does not have), and `format_comparison` says so.
+rates the card does not have), and `analytics.present.whatif_text.format_comparison` says so.
 
 Each result carries an explanation: what the scenario changes (rules, rates, currency), what each
 strategy did (messages moved, converted, dropped, added, sent by another channel), how the
@@ -51,7 +51,7 @@ import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -62,6 +62,8 @@ from analytics.terms import rules
 from analytics.core import schema
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
+from analytics.core.money import money, rounded, signed_money
+from analytics.core.times import local_time
 from analytics.terms.ratecards import load_card
 from analytics.settings import Settings
 from analytics.whatif.strategies import CHANGE, KEY, OTHER_CHANNEL, StrategyEffect, StrategySpec
@@ -530,7 +532,6 @@ def _other_channel_lines(
     currency): one line a month, category `authentication_other_channel`, counted in the WABA's
     time zone like charges."""
     counted = moved.group_by(month=_local_month(settings), step="step").len().sort("month", "step")
-    cost_unit = Decimal(1).scaleb(-pricing.ROLLUP_DECIMALS)
     totals: dict[str, tuple[int, Decimal]] = {}
     for month, step, n in counted.iter_rows():
         count, cost = totals.get(month, (0, Decimal(0)))
@@ -541,7 +542,7 @@ def _other_channel_lines(
             "category": [strategies.OTHER_CHANNEL_CATEGORY] * len(totals),
             "charges": [n for n, _ in totals.values()],
             "billable_charges": [n for n, _ in totals.values()],
-            "cost": [c.quantize(cost_unit, ROUND_HALF_UP) for _, c in totals.values()],
+            "cost": [rounded(c, pricing.ROLLUP_DECIMALS) for _, c in totals.values()],
             "currency": [currency] * len(totals),
             "unpriced_charges": [0] * len(totals),
         },
@@ -550,8 +551,8 @@ def _other_channel_lines(
 
 
 def _local_month(settings: Settings) -> pl.Expr:
-    """YYYY-MM of `timestamp` in the WABA's time zone (billing-rules.md §2 Months, `charges.local_time`)."""
-    return charges.local_time(settings, "timestamp").dt.strftime("%Y-%m")
+    """YYYY-MM of `timestamp` in the WABA's time zone (billing-rules.md §2 Months, `core.times.local_time`)."""
+    return local_time(settings, "timestamp").dt.strftime("%Y-%m")
 
 
 def _rollup_schema() -> dict[str, pl.DataType]:
@@ -640,14 +641,14 @@ def _volume_changes(before: Mapping[str, int], after: Mapping[str, int]) -> str:
 
 def _cost_sentence(result: ScenarioResult, baseline: ScenarioResult) -> str:
     unit = result.currency or ""
-    text = f"cost {_money(result.cost)} {unit}, {result.billable_charges:,} billable charges"
+    text = f"cost {money(result.cost)} {unit}, {result.billable_charges:,} billable charges"
     if result is baseline:
         return text
     if result.currency != baseline.currency:
         return text + " (another currency than the baseline's)"
     difference = result.cost - baseline.cost
     share = f" ({difference / baseline.cost:+.1%})" if baseline.cost else ""
-    text += f": {_signed(difference)} {unit}{share} and {result.billable_charges - baseline.billable_charges:+,} billable charges against the baseline"
+    text += f": {signed_money(difference)} {unit}{share} and {result.billable_charges - baseline.billable_charges:+,} billable charges against the baseline"
     by_category = (
         result.rollup.group_by("category")
         .agg(pl.col("cost").sum())
@@ -657,28 +658,10 @@ def _cost_sentence(result: ScenarioResult, baseline: ScenarioResult) -> str:
         .sort(pl.col("difference").abs(), "category", descending=[True, False])
     )
     if by_category.height:
-        text += "; by category: " + ", ".join(f"{c} {_signed(d)}" for c, d in by_category.head(5).iter_rows())
+        text += "; by category: " + ", ".join(f"{c} {signed_money(d)}" for c, d in by_category.head(5).iter_rows())
     return text
 
 
 def _total(frame: pl.DataFrame, column: str) -> Decimal:
     value = frame[column].sum() if frame.height else None
     return Decimal(value) if value is not None else Decimal(0)
-
-
-def _money(value: Decimal) -> str:
-    return f"{Decimal(value).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
-
-
-def _signed(value: Decimal) -> str:
-    return ("+" if value >= 0 else "-") + _money(abs(Decimal(value)))
-
-
-def format_comparison(comparison: Comparison) -> str:
-    """The summary `wa-analytics compare` prints: per scenario its total, difference and explanation."""
-    lines = []
-    for result in comparison.results:
-        lines.append(f"{result.name}:")
-        for row in comparison.explanations.filter(pl.col("scenario") == result.name).iter_rows(named=True):
-            lines.append(f"  {row['explanation']}")
-    return "\n".join(lines)
