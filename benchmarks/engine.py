@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/engine.py --sizes 1M,10M          # or: make benchmark
     .venv/bin/python benchmarks/engine.py --sizes 100M --no-reference
+    .venv/bin/python benchmarks/engine.py --shape bursty --sizes 1756800 --no-pricing
 
 For each size it generates canonical traffic once (cached in benchmarks/data/, deduplicated and
 with user countries derived, i.e. what `wa-analytics ingest` writes), then measures, each in a
@@ -19,7 +20,11 @@ fresh process so that peak memory (RSS) is the measurement's own:
   same charges, and neither reads nor writes a file on the clock. The file-to-file speed-up
   (`engine` against `reference`) is reported beside it.
 
-At 1 M every measurement but the reference is the median of `SMALL_RUNS` fresh processes, with
+With `--shape bursty` the traffic is long bursts instead (`bursty_file`): size / 8,784 users, each
+sent a utility template every hour of 2024, so under `cbp-2023` every user has 365 back-to-back
+24 h conversations (1,756,800 messages: 200 users).
+
+Up to 2 M every measurement but the reference is the median of `SMALL_RUNS` fresh processes, with
 the largest peak. It prints a table and writes benchmarks/results/engine.json.
 """
 
@@ -41,6 +46,7 @@ RESULTS = HERE / "results"
 START = dt.date(2025, 1, 1)
 MONTHS = 22  # 2025-01 to 2026-10: crosses cbp-2023 → pmp-2025 and pmp-2025 → pmp-2026-10
 MESSAGES_PER_USER_MONTH = 1.6  # what analytics.synthetic.generate produces, measured
+BURSTY_YEAR = 2024  # --shape bursty: a template every hour of this year (8,784 hours), per user
 # Runs of a second or less move by about 10% from one process to the next: at 1 M each
 # measurement but the reference (21 s) is the median of this many fresh processes.
 SMALL_RUNS = 5
@@ -80,6 +86,39 @@ def traffic_file(size: int) -> Path:
         writer.write_table(table)
     writer.close()
     raw.unlink()
+    return path
+
+
+def bursty_file(size: int) -> Path:
+    """Canonical messages of about `size` rows in long bursts: size / 8,784 users on one business
+    number, each sent a delivered utility template at every hour of `BURSTY_YEAR`. Under
+    `cbp-2023` every user then has one burst of 365 back-to-back 24 h conversations."""
+    path = DATA / f"bursty-{size}.parquet"
+    if path.exists():
+        return path
+    import polars as pl
+
+    hours = pl.datetime_range(
+        dt.datetime(BURSTY_YEAR, 1, 1, tzinfo=dt.UTC), dt.datetime(BURSTY_YEAR, 12, 31, 23, tzinfo=dt.UTC), "1h",
+        time_unit="us", time_zone="UTC", eager=True,
+    )
+    users = pl.DataFrame({"user": pl.int_range(max(1, round(size / hours.len())), eager=True)})
+    messages = users.join(pl.DataFrame({"timestamp": hours}), how="cross").select(
+        message_id=pl.format("b{}", pl.int_range(pl.len())),
+        timestamp="timestamp",
+        direction=pl.lit("outbound"),
+        business_phone=pl.lit("15550000001"),
+        waba_id=pl.lit("W1"),
+        user_id=pl.format("39333{}", pl.col("user").cast(pl.String).str.zfill(7)),
+        user_phone=pl.lit(None, dtype=pl.String),
+        user_country=pl.lit("IT"),
+        message_type=pl.lit("template"),
+        template_category=pl.lit("utility"),
+        status=pl.lit("delivered"),
+        entry_point=pl.lit(None, dtype=pl.String),
+    )
+    DATA.mkdir(parents=True, exist_ok=True)
+    messages.write_parquet(path)
     return path
 
 
@@ -135,6 +174,10 @@ def run(kind: str, path: Path, times: int = 1) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1M,10M", help="comma-separated message counts, e.g. 1M,10M,100M")
+    parser.add_argument(
+        "--shape", choices=["generated", "bursty"], default="generated",
+        help="generated: analytics.synthetic.generate's traffic; bursty: a utility template every hour of 2024 per user",
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the reference implementation at 1 M")
     parser.add_argument("--no-pricing", action="store_true", help="skip pricing (at 100 M it needs more memory than the engine)")
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
@@ -145,15 +188,16 @@ def main() -> None:
 
     rows = []
     for size in [parse_size(s) for s in args.sizes.split(",")]:
-        path = traffic_file(size)
+        path = bursty_file(size) if args.shape == "bursty" else traffic_file(size)
         import polars as pl
 
         messages = pl.scan_parquet(path).select(pl.len()).collect().item()
-        times = SMALL_RUNS if size <= 1_000_000 else 1
+        times = SMALL_RUNS if size <= 2_000_000 else 1
         window, engine = run("window", path, times), run("engine", path, times)
         priced = None if args.no_pricing else run("pricing", path, times)
         charges_file(path).unlink()
         row = {
+            "shape": args.shape,
             "messages": messages,
             "window_seconds": window["seconds"],
             "window_peak_rss_mb": window["peak_rss_mb"],
@@ -168,7 +212,7 @@ def main() -> None:
                 "pricing_share_of_engine": round(priced["seconds"] / engine["seconds"], 2),
                 "pricing_peak_rss_mb": priced["peak_rss_mb"],
             }
-        if size == 1_000_000 and not args.no_reference:
+        if size == 1_000_000 and args.shape == "generated" and not args.no_reference:
             in_memory, ref = run("engine-in-memory", path, times), run("reference", path)
             row |= {
                 "engine_in_memory_seconds": in_memory["seconds"],
@@ -183,14 +227,16 @@ def main() -> None:
     machine = {"cores": __import__("os").cpu_count(), "python": sys.version.split()[0]}
     results = RESULTS / "engine.json"
     kept = json.loads(results.read_text())["runs"] if results.exists() else []
-    sizes = {r["messages"] for r in rows}
-    runs = sorted([r for r in kept if r["messages"] not in sizes] + rows, key=lambda r: r["messages"])
+    measured = {(r["shape"], r["messages"]) for r in rows}
+    kept = [r for r in kept if (r.get("shape", "generated"), r["messages"]) not in measured]
+    runs = sorted(kept + rows, key=lambda r: (r.get("shape", "generated"), r["messages"]))
     results.write_text(json.dumps({"machine": machine, "runs": runs}, indent=2) + "\n")
     print(f"\nwritten: {RESULTS / 'engine.json'}")
 
 
 def print_table(rows: list[dict]) -> None:
     columns = [
+        ("shape", "shape"),
         ("messages", "messages"),
         ("window_seconds", "window s"),
         ("engine_seconds", "engine s"),

@@ -81,8 +81,8 @@ def test_partitioned_billing_equals_in_memory_billing(tmp_path: Path) -> None:
     source = tmp_path / "messages.parquet"
     traffic.write_parquet(source)
     config = Settings(timezone="Europe/Rome")
-    run = partitioned.bill_parquet([source], tmp_path / "charges.parquet", config, rows_per_bucket=500)
-    assert run.buckets > 3
+    run = partitioned.bill_parquet([source], tmp_path / "charges.parquet", config, rows_per_bucket=300)
+    assert run.buckets > partitioned.RESCAN_BUCKETS_AT_MOST  # split by DuckDB
     in_buckets = schema.conform_charges(pl.read_parquet(tmp_path / "charges.parquet"))
     assert {"cbp-2023", "pmp-2025"} <= set(in_buckets["rule_set"])
     assert in_buckets.to_dicts() == charges.bill(traffic, config).to_dicts()
@@ -97,6 +97,7 @@ def test_partitioned_billing_equals_in_memory_billing(tmp_path: Path) -> None:
 
 def test_charges_command_bills_large_inputs_bucket_by_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(partitioned, "ROWS_PER_BUCKET", 5_000)
+    monkeypatch.setattr(partitioned, "ROWS_PER_LARGE_BUCKET", 5_000)
     buckets = []
     bill_parquet = partitioned.bill_parquet
     monkeypatch.setattr(partitioned, "bill_parquet", lambda *a, **k: buckets.append(bill_parquet(*a, **k).buckets))

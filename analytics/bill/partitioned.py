@@ -14,8 +14,8 @@ size is billed in three passes, each with bounded memory:
 
 The output is sorted by key and time within each bucket, buckets in order: deterministic for the
 same input and bucket size, but not one global sort (that would cost a sort of every charge). An
-input that fits in one bucket (`ROWS_PER_BUCKET`, 10 M messages) is billed in one pass, sorted
-like `charges.bill`.
+input that fits in one bucket (`ROWS_PER_BUCKET`, 10 M messages; 20 M, `ROWS_PER_LARGE_BUCKET`,
+when no bucket size is given) is billed in one pass, sorted like `charges.bill`.
 """
 
 from __future__ import annotations
@@ -36,12 +36,16 @@ from analytics.core import schema
 from analytics.core.resources import query
 from analytics.settings import Settings
 
-# Messages billed at once. A bucket peaks near 260 bytes a message (benchmarks/README.md), so 10 M
-# keeps a run under 3 GB (9.7 M messages in one pass: 2.5 GB; 97 M in ten buckets: 3.0 GB).
+# Messages billed in one pass (`analytics.cli` bills up to this many in memory). A pass peaks near
+# 270 bytes a message (benchmarks/README.md): 9.7 M messages 2.5 GB, 19.4 M 5.2 GB.
 ROWS_PER_BUCKET = 10_000_000
+# Above that, buckets of at most this many: each bucket costs a read of the input (below) or its
+# share of a split, so fewer, larger buckets cost less time, and 20 M keeps a run near 5.5 GB.
+ROWS_PER_LARGE_BUCKET = 20_000_000
 # Up to this many buckets, reading the input once per bucket (keeping one bucket's keys) is cheaper
-# than writing the input out again split by bucket; above it, DuckDB splits it once.
-RESCAN_BUCKETS_AT_MOST = 3
+# than writing the input out again split by bucket: a filtered read of 10 M messages took 3.8 s
+# where DuckDB's split of them took 54 s (benchmarks/README.md). Above it, DuckDB splits it once.
+RESCAN_BUCKETS_AT_MOST = 5
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,10 @@ def bill_parquet(
         )
         files = [str(p) for p in inputs]
         messages = con.sql("SELECT count(*) FROM read_parquet($files)", params={"files": files}).fetchall()[0][0]
-        buckets = max(1, math.ceil(messages / (rows_per_bucket or ROWS_PER_BUCKET)))
+        if rows_per_bucket:
+            buckets = max(1, math.ceil(messages / rows_per_bucket))
+        else:
+            buckets = 1 if messages <= ROWS_PER_BUCKET else math.ceil(messages / ROWS_PER_LARGE_BUCKET)
         if buckets == 1:  # fits in one bucket: no need to split it first
             result = charges.bill(pl.scan_parquet(files), settings, con=con)
             ingest.write_frame(result, output)
