@@ -154,22 +154,20 @@ def test_delivery_order_breaks_ties_by_number_then_user_then_message(tmp_path):
     assert priced["opening_message_id"].to_list() == ["a", "a", "b", "a", "z"]  # the charges' own order is kept
 
 
-def polars_tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
-    """The volume-tier counter as a Polars window, as `pricing` computed it before the counter moved
-    to queries/tier_positions.sql: the oracle the SQL is held to."""
-    counter = ["portfolio", "market", "family", "month"]
-    counted = (
-        frame.with_row_index("row")
-        .filter(pl.col("billable") & (pl.col("pricing_model") == "PMP") & pl.col("family").is_not_null())
-        .join(pricing.tiered_families(rates), on=["market", "family"], how="semi")
-        .select("row", n=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(counter, order_by=list(pricing.DELIVERY_ORDER)))
-    )
-    return pl.repeat(None, frame.height, dtype=pl.Int64, eager=True).scatter(counted["row"], counted["n"])
+def sql_tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
+    """The volume-tier counter as queries/tier_positions.sql on DuckDB (what Spark runs): the spec
+    `pricing.tier_positions`, a Polars window, is held to."""
+    con = duckdb.connect()
+    con.register("priceable_charges", frame.with_row_index("row"))
+    con.register("tiered_families", pricing.tiered_families(rates))
+    counted = con.sql(query("tier_positions")).pl().filter(pl.col("tier_position").is_not_null())
+    return pl.repeat(None, frame.height, dtype=pl.Int64, eager=True).scatter(counted["row"], counted["tier_position"])
 
 
 def test_the_tier_counter_in_sql_equals_the_polars_window_across_tier_boundaries():
-    """queries/tier_positions.sql on DuckDB gives each charge the position the Polars window gave,
-    on generated traffic with two WABAs in two portfolios and time zones, in months past both tiers."""
+    """queries/tier_positions.sql on DuckDB (Spark's counter) gives each charge the position the
+    Polars window of `pricing` gives, on generated traffic with two WABAs in two portfolios and time
+    zones, in months past both tiers."""
     traffic = generate.generate_traffic(users=300, start=dt.date(2025, 6, 1), months=8, seed=11)
     billing = BillingConfig(timezone="Europe/Rome", waba_timezones={"104996122399160": "America/Sao_Paulo"})
     billed = charges.bill(traffic.unique(subset="message_id", keep="first", maintain_order=True), billing)
@@ -178,8 +176,8 @@ def test_the_tier_counter_in_sql_equals_the_polars_window_across_tier_boundaries
         config = PricingConfig(currency="USD", portfolios=portfolios, report_unpriced=True)
         frame = pricing.priceable(billed, billing, config)
         rates = pricing.rates_in(card, "USD")
-        in_sql = pricing.tier_positions(frame, rates)
-        assert in_sql.to_list() == polars_tier_positions(frame, rates).to_list()
+        in_sql = sql_tier_positions(frame, rates)
+        assert pricing.tier_positions(frame, rates).to_list() == in_sql.to_list()
         assert in_sql.max() > 20 and in_sql.is_not_null().sum() > 300
         priced = price(billed, billing, config, card=card)
         assert priced["tier_position"].to_list() == in_sql.to_list()
