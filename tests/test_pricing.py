@@ -24,7 +24,7 @@ from analytics.pricing import MissingRateError, PricingConfig, costs, format_inv
 from analytics.ratecards import TIER_FAMILY, load_card
 from analytics.resources import query
 from analytics.rules import BillingConfig
-from traffic import Traffic, low_tier_card, merge
+from traffic import Traffic, low_tier_card, merge, with_free_tier_size
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -649,3 +649,66 @@ def test_a_service_row_without_a_rate_stays_unpriced_and_the_rule_is_per_rule_se
     what_if = frame(charge("2026-10-05T10:00:00Z", "service", rule_set="pmp-2025"))
     with pytest.raises(MissingRateError, match="service"):
         price(what_if, card=card)
+
+
+# --- Partials priced by group (`cost_partials_of_charges`, what `wa-analytics costs` runs) -------------
+
+
+@pytest.fixture(scope="module")
+def billed_across_rule_sets() -> tuple[pl.DataFrame, BillingConfig]:
+    """Charges of generated traffic from 2025-05 to 2026-11 (CBP, PMP, the service rate of
+    pmp-2026-10), two WABAs in two time zones, free tiers of 5 so that service is billed."""
+    traffic = generate.generate_traffic(users=250, start=dt.date(2025, 5, 1), months=19, seed=5)
+    billing = BillingConfig(
+        timezone="Europe/Rome",
+        waba_timezones={"104996122399160": "America/Sao_Paulo"},
+        rule_book=with_free_tier_size(rules.shipped(), 5),
+    )
+    return charges.bill(traffic.unique(subset="message_id", keep="first", maintain_order=True), billing), billing
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        PricingConfig(currency="USD", report_unpriced=True),
+        PricingConfig(
+            currency="USD",
+            portfolios={"104996122399150": "retail", "104996122399160": "wholesale"},
+            markup_percent=D("12.5"),
+            markup_per_charge=D("0.000123"),
+            report_unpriced=True,
+        ),
+    ],
+    ids=["plain", "portfolios-and-markup"],
+)
+@pytest.mark.parametrize("card_name", ["shipped", "low-tiers"])
+def test_partials_priced_by_group_equal_the_partials_of_every_priced_charge(billed_across_rule_sets, config, card_name):
+    billed, billing = billed_across_rule_sets
+    card = load_card() if card_name == "shipped" else low_tier_card()
+    priced = price(billed, billing, config, card=card)
+    by_group = pricing.cost_partials_of_charges(billed, billing, config, card=card)
+    keys = list(pricing.PARTIAL_KEYS)
+    assert_frame_equal(by_group.sort(keys, nulls_last=True), pricing.cost_partials(priced).sort(keys, nulls_last=True))
+    # the traffic reaches what the groups must get right: rule sets, tiers, the service fallback, unpriced charges
+    assert set(priced["rule_set"]) == {"cbp-2023", "pmp-2025", "pmp-2026-10"}
+    paid = priced.filter("billable")
+    assert paid.filter(pl.col("category") == "service", pl.col("rate").is_not_null()).height > 0
+    assert set(paid["tier_from"].drop_nulls()) == ({1} if card_name == "shipped" else {1, 3, 8})
+    if card_name == "shipped":
+        assert paid["rate"].null_count() > 0 and not by_group["priced"].all()
+    assert by_group["charges"].sum() == billed.height and by_group.height < billed.height / 5
+
+
+def test_partials_priced_by_group_report_a_missing_rate_as_price_does(billed_across_rule_sets):
+    billed, billing = billed_across_rule_sets
+    config = PricingConfig(currency="USD")  # the shipped card has no rates for some markets of 2025
+    with pytest.raises(MissingRateError) as plain:
+        price(billed, billing, config)
+    with pytest.raises(MissingRateError) as by_group:
+        pricing.cost_partials_of_charges(billed, billing, config)
+    assert str(by_group.value) == str(plain.value)
+
+
+def test_no_charges_give_empty_partials_by_group():
+    partials = pricing.cost_partials_of_charges(schema.empty_charges())
+    assert partials.schema == pl.Schema(pricing.PARTIAL_SCHEMA) and partials.height == 0
