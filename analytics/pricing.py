@@ -624,7 +624,8 @@ def cost_partials_of_charges(
         .collect(engine="streaming")
     )
     one_of_each = groups.select(
-        pl.col(c) if c in GROUP_KEYS or c == "started_at" else pl.lit(None, dtype=t).alias(c) for c, t in schema.CHARGE_SCHEMA.items()
+        pl.col(c) if c in (*GROUP_KEYS, "started_at") else pl.lit(None, dtype=t).alias(c)
+        for c, t in schema.CHARGE_SCHEMA.items()
     )
     frame = priceable(one_of_each, billing_config, pricing_config).with_columns(charges=groups["charges"])
     currency = pricing_config.currency or choose_currency(billable_keys(frame), card)
