@@ -513,7 +513,7 @@ def run_costs(args: argparse.Namespace) -> int:
         partials = spark.cost_partials_of_files(args.inputs, settings, card=card, master=args.spark_master)
     else:
         ingested = read_inputs(args, quarantine_path=quarantine_path)
-        partials = pricing.cost_partials(pricing.price(charges.bill(ingested.messages, settings), settings, card=card))
+        partials = pricing.cost_partials_of_charges(charges.bill(ingested.messages, settings), settings, card=card)
     ingest.write_frame(pricing.costs_from_partials(partials), args.output)
     if args.invoice:
         ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice, for_people=True)

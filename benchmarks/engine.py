@@ -11,8 +11,12 @@ fresh process so that peak memory (RSS) is the measurement's own:
 - `window`: one plain DuckDB window pass over the same file, `lag(timestamp) over (partition by
   business_phone, user_id order by timestamp)`, counted: the floor any engine must pay;
 - `engine`: `analytics.bill.partitioned.bill_parquet`, Parquet in, charges Parquet out;
-- `pricing`: `analytics.price.pricing.price` and `costs` on those charges with the shipped card
-  in USD (unpriced charges reported, not failed: the card knows no rates for some of 2025);
+- `pricing`: what `wa-analytics costs` runs on those charges, `analytics.price.pricing.cost_partials_of_charges`
+  and `costs_from_partials`, with the shipped card in USD (unpriced charges reported, not failed:
+  the card knows no rates for some of 2025); the charges are read before the clock starts, as the
+  command has them in memory;
+- `price`: `analytics.price.pricing.price` and `costs` on the same charges, every charge priced (what
+  the analyses that need priced charges pay), also read before the clock;
 - `reference`: the reference state machine (`analytics.bill.reference.bill`), at 1 M only, from the
   messages already in memory to a charges frame in memory;
 - `engine-in-memory`: `analytics.bill.charges.bill` timed the same way, at 1 M only. The speed-up
@@ -133,6 +137,7 @@ def measure(kind: str, path: Path) -> dict[str, float]:
     from analytics.settings import Settings
 
     messages = pl.read_parquet(path) if kind in ("reference", "engine-in-memory") else None
+    billed = pl.read_parquet(charges_file(path)) if kind in ("pricing", "price") else None
     started = time.perf_counter()
     if kind == "window":
         duckdb.sql(
@@ -143,8 +148,11 @@ def measure(kind: str, path: Path) -> dict[str, float]:
     elif kind == "engine":
         partitioned.bill_parquet([path], charges_file(path))
     elif kind == "pricing":
-        card = Settings(currency="USD", report_unpriced=True)
-        pricing.costs(pricing.price(pl.read_parquet(charges_file(path)), settings=card))
+        usd = Settings(currency="USD", report_unpriced=True)
+        pricing.costs_from_partials(pricing.cost_partials_of_charges(billed, usd))
+    elif kind == "price":
+        usd = Settings(currency="USD", report_unpriced=True)
+        pricing.costs(pricing.price(billed, usd))
     elif kind == "engine-in-memory":
         charges.bill(messages)
     elif kind == "reference":
@@ -195,6 +203,7 @@ def main() -> None:
         times = SMALL_RUNS if size <= 2_000_000 else 1
         window, engine = run("window", path, times), run("engine", path, times)
         priced = None if args.no_pricing else run("pricing", path, times)
+        priced_each = None if args.no_pricing else run("price", path, times)
         charges_file(path).unlink()
         row = {
             "shape": args.shape,
@@ -211,6 +220,8 @@ def main() -> None:
                 "pricing_seconds": priced["seconds"],
                 "pricing_share_of_engine": round(priced["seconds"] / engine["seconds"], 2),
                 "pricing_peak_rss_mb": priced["peak_rss_mb"],
+                "price_seconds": priced_each["seconds"],
+                "price_share_of_engine": round(priced_each["seconds"] / engine["seconds"], 2),
             }
         if size == 1_000_000 and args.shape == "generated" and not args.no_reference:
             in_memory, ref = run("engine-in-memory", path, times), run("reference", path)
@@ -245,6 +256,7 @@ def print_table(rows: list[dict]) -> None:
         ("engine_messages_per_second", "msgs/s"),
         ("pricing_seconds", "pricing s"),
         ("pricing_share_of_engine", "pricing/engine"),
+        ("price_share_of_engine", "price/engine"),
         ("engine_in_memory_seconds", "in memory s"),
         ("reference_seconds", "reference s"),
         ("engine_speedup_vs_reference", "speed-up"),

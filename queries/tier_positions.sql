@@ -6,6 +6,8 @@
 --   Relation `tiered_families`: the (market, family) pairs the rate card has tiers for
 --   (analytics.price.pricing.tiered_families).
 -- Parameters: none.
+-- Run by: analytics.spark, as a Spark SQL window. analytics.pricing.tier_positions is the same
+--   window in Polars (a third of DuckDB's CPU), held equal to this file in tests/test_pricing.py.
 -- Grain: one row per charge of `priceable_charges`, its columns and `tier_position`: for a billable
 --   PMP charge of a tiered (market, family), its place in the month of its counter (portfolio,
 --   market, family, month) in delivery order, from 1; null for every other charge.

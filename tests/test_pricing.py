@@ -30,7 +30,7 @@ from analytics.price.pricing import MissingRateError, costs, invoice, price
 from analytics.settings import Settings
 from analytics.terms.ratecards import TIER_FAMILY, load_card
 from analytics.core.resources import query
-from traffic import Traffic, low_tier_card, merge
+from traffic import Traffic, low_tier_card, merge, with_free_tier_size
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -160,22 +160,20 @@ def test_delivery_order_breaks_ties_by_number_then_user_then_message(tmp_path):
     assert priced["opening_message_id"].to_list() == ["a", "a", "b", "a", "z"]  # the charges' own order is kept
 
 
-def polars_tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
-    """The volume-tier counter as a Polars window, as `pricing` computed it before the counter moved
-    to queries/tier_positions.sql: the oracle the SQL is held to."""
-    counter = ["portfolio", "market", "family", "month"]
-    counted = (
-        frame.with_row_index("row")
-        .filter(pl.col("billable") & (pl.col("pricing_model") == "PMP") & pl.col("family").is_not_null())
-        .join(pricing.tiered_families(rates), on=["market", "family"], how="semi")
-        .select("row", n=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(counter, order_by=list(pricing.DELIVERY_ORDER)))
-    )
-    return pl.repeat(None, frame.height, dtype=pl.Int64, eager=True).scatter(counted["row"], counted["n"])
+def sql_tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
+    """The volume-tier counter as queries/tier_positions.sql on DuckDB (what Spark runs): the spec
+    `pricing.tier_positions`, a Polars window, is held to."""
+    con = duckdb.connect()
+    con.register("priceable_charges", frame.with_row_index("row"))
+    con.register("tiered_families", pricing.tiered_families(rates))
+    counted = con.sql(query("tier_positions")).pl().filter(pl.col("tier_position").is_not_null())
+    return pl.repeat(None, frame.height, dtype=pl.Int64, eager=True).scatter(counted["row"], counted["tier_position"])
 
 
 def test_the_tier_counter_in_sql_equals_the_polars_window_across_tier_boundaries():
-    """queries/tier_positions.sql on DuckDB gives each charge the position the Polars window gave,
-    on generated traffic with two WABAs in two portfolios and time zones, in months past both tiers."""
+    """queries/tier_positions.sql on DuckDB (Spark's counter) gives each charge the position the
+    Polars window of `pricing` gives, on generated traffic with two WABAs in two portfolios and time
+    zones, in months past both tiers."""
     traffic = generate.generate_traffic(users=300, start=dt.date(2025, 6, 1), months=8, seed=11)
     billing = Settings(timezone="Europe/Rome", waba_timezones={"104996122399160": "America/Sao_Paulo"})
     billed = charges.bill(traffic.unique(subset="message_id", keep="first", maintain_order=True), billing)
@@ -184,8 +182,8 @@ def test_the_tier_counter_in_sql_equals_the_polars_window_across_tier_boundaries
         config = billing.replace(currency="USD", portfolios=portfolios, report_unpriced=True)
         frame = pricing.priceable(billed, config)
         rates = pricing.rates_in(card, "USD")
-        in_sql = pricing.tier_positions(frame, rates)
-        assert in_sql.to_list() == polars_tier_positions(frame, rates).to_list()
+        in_sql = sql_tier_positions(frame, rates)
+        assert pricing.tier_positions(frame, rates).to_list() == in_sql.to_list()
         assert in_sql.max() > 20 and in_sql.is_not_null().sum() > 300
         priced = price(billed, config, card=card)
         assert priced["tier_position"].to_list() == in_sql.to_list()
@@ -658,3 +656,67 @@ def test_a_service_row_without_a_rate_stays_unpriced_and_the_rule_is_per_rule_se
     what_if = frame(charge("2026-10-05T10:00:00Z", "service", rule_set="pmp-2025"))
     with pytest.raises(MissingRateError, match="service"):
         price(what_if, card=card)
+
+
+# --- Partials priced by group (`cost_partials_of_charges`, what `wa-analytics costs` runs) -------------
+
+
+@pytest.fixture(scope="module")
+def billed_across_rule_sets() -> tuple[pl.DataFrame, Settings]:
+    """Charges of generated traffic from 2025-05 to 2026-11 (CBP, PMP, the service rate of
+    pmp-2026-10), two WABAs in two time zones, free tiers of 5 so that service is billed."""
+    traffic = generate.generate_traffic(users=250, start=dt.date(2025, 5, 1), months=19, seed=5)
+    billing = Settings(
+        timezone="Europe/Rome",
+        waba_timezones={"104996122399160": "America/Sao_Paulo"},
+        rule_book=with_free_tier_size(rules.shipped(), 5),
+    )
+    return charges.bill(traffic.unique(subset="message_id", keep="first", maintain_order=True), billing), billing
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"currency": "USD", "report_unpriced": True},
+        {
+            "currency": "USD",
+            "portfolios": {"104996122399150": "retail", "104996122399160": "wholesale"},
+            "markup_percent": D("12.5"),
+            "markup_per_charge": D("0.000123"),
+            "report_unpriced": True,
+        },
+    ],
+    ids=["plain", "portfolios-and-markup"],
+)
+@pytest.mark.parametrize("card_name", ["shipped", "low-tiers"])
+def test_partials_priced_by_group_equal_the_partials_of_every_priced_charge(billed_across_rule_sets, config, card_name):
+    billed, billing = billed_across_rule_sets
+    card = load_card() if card_name == "shipped" else low_tier_card()
+    settings = billing.replace(**config)
+    priced = price(billed, settings, card=card)
+    by_group = pricing.cost_partials_of_charges(billed, settings, card=card)
+    keys = list(pricing.PARTIAL_KEYS)
+    assert_frame_equal(by_group.sort(keys, nulls_last=True), pricing.cost_partials(priced).sort(keys, nulls_last=True))
+    # the traffic reaches what the groups must get right: rule sets, tiers, the service fallback, unpriced charges
+    assert set(priced["rule_set"]) == {"cbp-2023", "pmp-2025", "pmp-2026-10"}
+    paid = priced.filter("billable")
+    assert paid.filter(pl.col("category") == "service", pl.col("rate").is_not_null()).height > 0
+    assert set(paid["tier_from"].drop_nulls()) == ({1} if card_name == "shipped" else {1, 3, 8})
+    if card_name == "shipped":
+        assert paid["rate"].null_count() > 0 and not by_group["priced"].all()
+    assert by_group["charges"].sum() == billed.height and by_group.height < billed.height / 5
+
+
+def test_partials_priced_by_group_report_a_missing_rate_as_price_does(billed_across_rule_sets):
+    billed, billing = billed_across_rule_sets
+    settings = billing.replace(currency="USD")  # the shipped card has no rates for some markets of 2025
+    with pytest.raises(MissingRateError) as plain:
+        price(billed, settings)
+    with pytest.raises(MissingRateError) as by_group:
+        pricing.cost_partials_of_charges(billed, settings)
+    assert str(by_group.value) == str(plain.value)
+
+
+def test_no_charges_give_empty_partials_by_group():
+    partials = pricing.cost_partials_of_charges(schema.empty_charges())
+    assert partials.schema == pl.Schema(pricing.PARTIAL_SCHEMA) and partials.height == 0

@@ -35,20 +35,20 @@ the total by a cent.
 `queries/tier_positions.sql`), `priced_rows` (row by row: lookups, markup, cost), then the
 missing-rate check (`missing_rate_error`). The roll-ups go through exact partials
 (`cost_partials`) that parts of the charges can compute apart, rounded once at the end.
+`cost_partials_of_charges` gives the same partials without pricing each charge: what a charge
+costs depends on a handful of its columns and its local date, so outside the tier counters one
+charge of each such group is priced and its cost multiplied by the group's size (exact).
 
 Why the lookups are Polars and not a DuckDB ASOF join: the rate depends only on (market,
 category, local date) and, for tiered charges, the position, so the lookups run once per distinct
 key on tables of a few thousand rows (`join_asof`) and the answer goes back to the charges as one
 index into the card (a scatter and a gather, no join on strings). On 0.82 M charges (1.04 M
 messages) the lookups took 0.2 s against 0.7-1.0 s for the same lookups as a DuckDB ASOF join over
-every charge. Only the tier counter touches every counted charge, across charges: it is SQL,
-`queries/tier_positions.sql` (one window per portfolio, market, family and month over the
-billable PMP utility and authentication charges of markets whose card has tiers), which DuckDB
-runs here over the Polars frame through Arrow without a copy, and Spark runs as the same window
-over partitions. The SQL costs a little over the Polars window it replaced: on 0.74 M charges
-(1 M generated messages, the shipped card in USD, on a shared 2-core machine) `price` and
-`costs` took 0.5-0.8 s against 0.3-0.55 s before (the counter 0.13-0.16 s against 0.03 s; the
-partials 0.08 s against 0.06 s), against 5.6-7 s for the engine.
+every charge. Only the tier counter touches every counted charge, across charges: it is written
+as SQL, `queries/tier_positions.sql` (one window per portfolio, market, family and month over the
+billable PMP utility and authentication charges of markets whose card has tiers), which Spark runs
+over partitions; here the same window is a Polars one, three times cheaper than DuckDB's at 10 M
+messages (tests hold the two equal across tier boundaries).
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
 from analytics import config_schema
@@ -84,6 +83,7 @@ INVOICE_DECIMALS = 2
 
 # Delivery order inside a tier counter (pricing-research.md P-8; the free-tier order of charges.py).
 DELIVERY_ORDER = ("started_at", "business_phone", "user_id", "opening_message_id")
+TIER_COUNTER = ("portfolio", "market", "family", "month")  # one volume-tier counter
 
 PRICED_SCHEMA: dict[str, pl.DataType] = {
     **schema.CHARGE_SCHEMA,
@@ -259,40 +259,29 @@ def tiered_families(rates: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def tier_positions(
-    frame: pl.DataFrame, rates: pl.DataFrame, *, con: duckdb.DuckDBPyConnection | None = None
-) -> pl.Series:
-    """Stage 2, across charges: each charge's `tier_position` (pricing-research.md P-8), from
-    `queries/tier_positions.sql` on DuckDB over the `priceable` frame (Arrow, no copy); null
-    where no volume tier counts it. The query reads the relations `priceable_charges` and
-    `tiered_families`, registered and dropped here."""
+def tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
+    """Stage 2, across charges: each charge's `tier_position` (pricing-research.md P-8) in the
+    `priceable` frame; null where no volume tier counts it. It is `queries/tier_positions.sql`,
+    the counter Spark runs, as a Polars window: on the 1 M counted charges of 10 M messages
+    DuckDB's window took 0.9-1.0 s of CPU, the Polars window 0.3 s, 0.45 s with the filter before
+    it (the two are held equal in tests/test_pricing.py)."""
     positions = pl.repeat(None, frame.height, dtype=pl.Int64, eager=True).alias("tier_position")
     tiered = tiered_families(rates)
     if tiered.height == 0 or frame.height == 0:
         return positions
-    # Only billable PMP charges of a tiered (market, family) can count (the query marks them too):
-    # the others never reach DuckDB.
-    counter_columns = (
+    counted = (
         frame.lazy()
-        .select(
-            pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"),
-            "portfolio", "market", "family", "month", "billable", "pricing_model", *DELIVERY_ORDER,
-        )
+        .select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), *TIER_COUNTER, "billable", "pricing_model", *DELIVERY_ORDER)
         .filter(pl.col("billable") & (pl.col("pricing_model") == "PMP"))
-        .join(tiered.lazy(), on=["market", "family"], how="semi")
-        .collect()
-    )
-    con = con or duckdb.connect()
-    # As Arrow string views, the id columns reach DuckDB without a copy (half the counter's time at 10 M).
-    con.register("priceable_charges", ArrowStream(counter_columns))
-    con.register("tiered_families", ArrowStream(tiered))
-    try:
-        counted = pl.DataFrame(
-            con.sql(query("tier_positions")).filter("tier_position IS NOT NULL").select("row", "tier_position")
+        .join(tiered.lazy().unique(), on=["market", "family"], how="semi")
+        .collect()  # before the window: in one query with it, the whole took twice as long
+        .select(
+            "row",
+            tier_position=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(
+                TIER_COUNTER, order_by=list(DELIVERY_ORDER), nulls_last=True  # as SQL's ORDER BY
+            ),
         )
-    finally:
-        con.unregister("priceable_charges")
-        con.unregister("tiered_families")
+    )
     return positions.scatter(counted["row"], counted["tier_position"]) if counted.height else positions
 
 
@@ -522,6 +511,87 @@ def cost_partials(priced: pl.DataFrame) -> pl.DataFrame:
         )
         .select(*PARTIAL_SCHEMA)
         .collect(engine="streaming")  # twice as fast as the in-memory group-by on 7 M priced charges
+    )
+
+
+# What a charge outside every tier counter costs depends on these columns and its local date alone
+# (`priceable` reads no other, `priced_rows` adds nothing else but the tier position): with the
+# other keys of `PARTIAL_KEYS`, one charge of each such group is priced for all of them.
+GROUP_KEYS = ("rule_set", "pricing_model", "category", "pricing_type", "billable", "business_phone", "waba_id", "market")
+
+
+def cost_partials_of_charges(
+    charges: pl.DataFrame,
+    settings: Settings | None = None,
+    *,
+    card: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """`cost_partials(price(charges, ...))`, the same sums, without pricing every charge on its own:
+    what `wa-analytics costs` needs.
+
+    Charges that no volume tier can count are grouped by local date and `GROUP_KEYS`; the stages of
+    `price` run on one charge of each group (the earliest), and its cost times the group's size is
+    the group's cost (exact: decimals times a count). Only the billable PMP charges of a category
+    with a tier family, in a market whose card has tiers, go through the stages one by one, since
+    their tier position (across charges) decides their rate. A billable charge without a rate
+    (and not `report_unpriced`) is reported by `price` itself, with its first charge."""
+    settings = settings or Settings()
+    card = load_card(settings.rate_card) if card is None else card
+    require_charge_columns(charges.columns)
+    groups = (
+        charges.lazy()
+        .group_by(*GROUP_KEYS, local_date=local_date(settings))
+        .agg(started_at=pl.col("started_at").min(), charges=pl.len().cast(pl.Int64))
+        .collect(engine="streaming")
+    )
+    one_of_each = groups.select(
+        pl.col(c) if c in (*GROUP_KEYS, "started_at") else pl.lit(None, dtype=t).alias(c)
+        for c, t in schema.CHARGE_SCHEMA.items()
+    )
+    frame = priceable(one_of_each, settings).with_columns(charges=groups["charges"])
+    currency = settings.currency or choose_currency(billable_keys(frame), card)
+    rates = rates_in(card, currency)
+    counted = _maybe_counted(tiered_families(rates))
+    by_group = priced_rows(
+        frame.filter(~counted).with_columns(tier_position=pl.lit(None, dtype=pl.Int64)), rates, settings, currency
+    ).with_columns(charges=frame.filter(~counted)["charges"])
+    one_by_one = priceable(charges.filter(counted), settings)
+    one_by_one = one_by_one.with_columns(tier_position=tier_positions(one_by_one, rates))
+    by_charge = priced_rows(one_by_one, rates, settings, currency)
+    without_rate = pl.col("billable") & pl.col("rate").is_null()
+    if not settings.report_unpriced and (
+        by_group.select(without_rate.any()).item() or by_charge.select(without_rate.any()).item()
+    ):
+        price(charges, settings, card=card)  # raises MissingRateError with the first charge
+    return pl.concat([_weighted_partials(by_group), cost_partials(by_charge.select(*PRICED_SCHEMA))])
+
+
+def _maybe_counted(tiered: pl.DataFrame) -> pl.Expr:
+    """Whether a charge can be in a volume-tier counter (`queries/tier_positions.sql`): billable,
+    PMP, of a category with a tier family in a market whose card has tiers for that family."""
+    in_tiered_market = pl.lit(False)
+    for family, markets in tiered.group_by("family").agg("market").iter_rows():
+        categories = [c for c, f in TIER_FAMILY.items() if f == family]
+        in_tiered_market = in_tiered_market | (pl.col("category").is_in(categories) & pl.col("market").is_in(markets))
+    return pl.col("billable") & (pl.col("pricing_model") == "PMP") & in_tiered_market
+
+
+def _weighted_partials(priced: pl.DataFrame) -> pl.DataFrame:
+    """`cost_partials` of priced rows that each stand for `charges` charges of one cost."""
+    count = pl.col("charges").cast(pl.Decimal(38, 0))
+    return (
+        priced.lazy()
+        .with_columns(priced=pl.col("cost").is_not_null())
+        .group_by(*PARTIAL_KEYS)
+        .agg(
+            charges=pl.col("charges").sum().cast(pl.Int64),
+            billable_charges=pl.col("charges").filter(pl.col("billable")).sum().cast(pl.Int64),
+            card_cost=((pl.col("cost") - pl.col("markup")) * count).sum().cast(COST_DTYPE),
+            markup=(pl.col("markup") * count).sum().cast(COST_DTYPE),
+            cost=(pl.col("cost") * count).sum().cast(COST_DTYPE),
+        )
+        .select(*PARTIAL_SCHEMA)
+        .collect()
     )
 
 
