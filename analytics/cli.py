@@ -42,7 +42,7 @@ import polars as pl  # noqa: E402 - after the signal handlers: importing takes a
 
 from analytics import __version__  # noqa: E402
 from analytics.bill import charges, partitioned  # noqa: E402
-from analytics.core import outputs  # noqa: E402
+from analytics.core import outputs, progress  # noqa: E402
 from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
 from analytics.reconcile import matching as reconcile  # noqa: E402
@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_on_signals()
     try:
         args = build_parser().parse_args(argv)
-        return args.run(args)
+        with progress.shown(not getattr(args, "quiet", False)):  # stderr a terminal only: logs and pipes get none
+            return args.run(args)
     except KeyboardInterrupt:  # Ctrl-C in a caller that kept Python's own handler (main(argv) in a test)
         _say(_stopped_line(signal.SIGINT))
         return EXIT_SIGNALLED + signal.SIGINT
@@ -133,6 +134,7 @@ def _stop(number: int) -> None:
     if not _stopping.acquire(blocking=False):  # the other path is already stopping the process
         return
     outputs.remove_temporaries()
+    progress.abandon()  # the terminal left as it was: no half-drawn bar, the cursor shown
     os.write(_stderr, f"{_stopped_line(number)}\n".encode())  # not print: the main thread may hold sys.stderr's lock
     os._exit(EXIT_SIGNALLED + number)
 
@@ -156,6 +158,9 @@ def _common_options() -> argparse.ArgumentParser:
     """Options every subcommand takes after its name too (`wa-analytics ingest --debug ...`)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS, help="show no progress display on the terminal (the summary lines are printed all the same)"
+    )
     return common
 
 
@@ -378,7 +383,8 @@ def run_charges(args: argparse.Namespace) -> int:
     config = billing_config(args)
     ingested = read_inputs(args, quarantine_path=quarantine_path)
     if ingested.summary.rows_used <= partitioned.ROWS_PER_BUCKET:
-        result = charges.bill(ingested.messages, config)
+        with progress.stage(f"Billing {ingested.summary.rows_used:,} messages"):
+            result = charges.bill(ingested.messages, config)
         ingest.write_frame(result, args.output)
         _say(charges.describe(result, config))
         _say(charges.describe_fep_windows(ingested.messages, result, config))
@@ -523,7 +529,8 @@ def run_costs(args: argparse.Namespace) -> int:
         partials = spark.cost_partials_of_files(args.inputs, billing, prices, card=card, master=args.spark_master)
     else:
         ingested = read_inputs(args, quarantine_path=quarantine_path)
-        partials = pricing.cost_partials(pricing.price(charges.bill(ingested.messages, billing), billing, prices, card=card))
+        with progress.stage(f"Billing and pricing {ingested.summary.rows_used:,} messages"):
+            partials = pricing.cost_partials(pricing.price(charges.bill(ingested.messages, billing), billing, prices, card=card))
     ingest.write_frame(pricing.costs_from_partials(partials), args.output)
     if args.invoice:
         ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice, for_people=True)

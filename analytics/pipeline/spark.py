@@ -65,7 +65,7 @@ import polars as pl
 import pyarrow as pa
 
 from analytics.bill import charges
-from analytics.core import outputs, schema
+from analytics.core import outputs, progress, schema
 from analytics.price import pricing
 from analytics.core.errors import InputError, UsageError
 from analytics.terms.ratecards import load_card
@@ -514,8 +514,9 @@ def bill_files(
             f"on a cluster ({master}) the executors write the charges: give OUT as a Parquet directory on storage "
             f"they share (e.g. s3://bucket/charges/), not the file {output}"
         )
-    spark = session(master)
-    with _kernel_errors():
+    with progress.stage("Starting Spark"):
+        spark = session(master)
+    with _kernel_errors(), progress.stage("Billing on Spark"):
         billed = bill(read_messages(spark, inputs), config).sortWithinPartitions(*schema.CHARGE_ORDER)
         if is_directory_output(output):
             if "://" in str(output):  # a cluster's storage: Spark's own commit protocol
@@ -546,8 +547,9 @@ def cost_partials_of_files(
 ) -> pl.DataFrame:
     """Bill and price canonical-message Parquet on Spark; on the driver only the exact sums of
     `pricing.cost_partials`, from which `wa-analytics costs` writes costs, invoice and summary."""
-    spark = session(master)
-    with _kernel_errors():
+    with progress.stage("Starting Spark"):
+        spark = session(master)
+    with _kernel_errors(), progress.stage("Billing and pricing on Spark"):
         return cost_partials(bill(read_messages(spark, inputs), billing_config), billing_config, pricing_config, card=card)
 
 

@@ -59,7 +59,7 @@ import polars as pl
 from analytics.bill import charges
 from analytics.price import pricing
 from analytics.terms import rules
-from analytics.core import schema
+from analytics.core import progress, schema
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
 from analytics.terms.ratecards import load_card
@@ -406,12 +406,12 @@ def compare(
         raise UsageError("no baseline scenario: name one scenario baseline")
     scenarios = sorted(scenarios, key=lambda s: s.name != BASELINE)
     shared = SharedWork(messages if isinstance(messages, pl.DataFrame) else messages.collect(), billing)
-    for rule_set in _rule_sets_to_share(scenarios, billing):
+    for rule_set in progress.track(_rule_sets_to_share(scenarios, billing), "Billing the traffic scenarios share", unit="rule sets"):
         shared.charges(rule_set)
     cards = cards or load_cards(scenarios, pricing_config)
     before = strategies.volumes(shared.messages)
     results: list[ScenarioResult] = []
-    for item in scenarios:
+    for item in progress.track(scenarios, "Scenarios", unit="scenarios", label=lambda s: s.name):
         started = time.perf_counter()
         rule_set = item.rules or billing.rules
         try:
