@@ -4,8 +4,9 @@ notebooks, scenarios).
 Stages are marked where the work is done (`with stage("Billing", total=buckets, unit="buckets")`)
 and cost nothing unless a display is shown: `wa-analytics` shows one (`shown`) when stderr is a
 terminal and --quiet was not given; library use (the Python API, notebooks) shows nothing unless it
-asks. Updates come per stage, bucket, file, notebook or scenario, never per row, and rich redraws
-at most `REFRESHES_PER_SECOND` from its own thread: the engine is never slowed.
+asks. Updates come per stage, bucket, file, notebook or scenario, never per row, each drawn at once
+(so every stage shows, however short); in between rich redraws `REFRESHES_PER_SECOND` times a
+second from its own thread, for the spinner and the elapsed time.
 
 The display is rich's `Progress`, transient (erased when the stage ends: only the run's summary
 lines stay on the terminal) and live only while a stage runs. It writes to a duplicate of
@@ -140,7 +141,9 @@ class _Display:
     def stage(self, description: str, total: int | None, unit: str) -> Iterator[Step]:
         task = self.progress.add_task(description, total=total, done=_done(0, total, unit))
         if self.running == 0:
-            self._start()
+            self._start()  # drawn at once
+        else:
+            self.progress.refresh()
         self.running += 1
         try:
             yield _ShownStep(self.progress, task, total, unit)
@@ -194,10 +197,10 @@ class _ShownStep(Step):
 
     def advance(self, amount: int = 1) -> None:
         self.completed += amount
-        self.progress.update(self.task, completed=self.completed, done=_done(self.completed, self.total, self.unit))  # type: ignore[attr-defined]
+        self.progress.update(self.task, completed=self.completed, done=_done(self.completed, self.total, self.unit), refresh=True)  # type: ignore[attr-defined]
 
     def describe(self, description: str) -> None:
-        self.progress.update(self.task, description=description)  # type: ignore[attr-defined]
+        self.progress.update(self.task, description=description, refresh=True)  # type: ignore[attr-defined]
 
 
 def _done(completed: int, total: int | None, unit: str) -> str:
