@@ -514,8 +514,7 @@ def bill_files(
             f"on a cluster ({master}) the executors write the charges: give OUT as a Parquet directory on storage "
             f"they share (e.g. s3://bucket/charges/), not the file {output}"
         )
-    with progress.stage("Starting Spark"):
-        spark = session(master)
+    spark = session(master)  # no display meanwhile: the JVM's start-up lines go to descriptor 2 and would cut through it
     with _kernel_errors(), progress.stage("Billing on Spark"):
         billed = bill(read_messages(spark, inputs), config).sortWithinPartitions(*schema.CHARGE_ORDER)
         if is_directory_output(output):
@@ -547,8 +546,7 @@ def cost_partials_of_files(
 ) -> pl.DataFrame:
     """Bill and price canonical-message Parquet on Spark; on the driver only the exact sums of
     `pricing.cost_partials`, from which `wa-analytics costs` writes costs, invoice and summary."""
-    with progress.stage("Starting Spark"):
-        spark = session(master)
+    spark = session(master)
     with _kernel_errors(), progress.stage("Billing and pricing on Spark"):
         return cost_partials(bill(read_messages(spark, inputs), billing_config), billing_config, pricing_config, card=card)
 
