@@ -279,3 +279,12 @@ def test_report_shows_its_notebooks_while_their_kernels_write_to_the_log(tmp_pat
     assert "Rendering the report" in shown
     assert as_seen(terminal) == [] and cursor_shown_at_the_end(terminal)
     assert (tmp_path / "r.html").stat().st_size > 0
+
+
+def test_an_error_inside_a_stage_is_printed_after_the_display_is_erased(tmp_path):
+    (tmp_path / "bad.csv").write_text("not,a,header\n1,2,3\n")
+    status, terminal, _ = on_terminal([CONSOLE_SCRIPT, "ingest", "bad.csv", "-o", "m.parquet"], tmp_path)
+    piped_status, piped, _ = in_pipe([CONSOLE_SCRIPT, "ingest", "bad.csv", "-o", "m.parquet"], tmp_path)
+    assert status == piped_status == 2
+    assert "Reading" in CSI.sub("", terminal) and cursor_shown_at_the_end(terminal)
+    assert as_seen(terminal) == piped.splitlines() and piped.startswith("wa-analytics: error: bad.csv")
