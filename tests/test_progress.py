@@ -175,14 +175,21 @@ def test_summary_prints_on_stdout_unchanged_under_the_display(tmp_path):
     assert stdout == piped_stdout and ESCAPE not in stdout
 
 
-@pytest.mark.parametrize(("number", "status", "name"), [(signal.SIGINT, 130, "SIGINT (Ctrl-C)"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_a_signal_erases_the_display_and_shows_the_cursor_before_its_line(tmp_path, number, status, name):
+@pytest.fixture(scope="module")
+def large_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated traffic that takes seconds to bill (about 120,000 messages)."""
+    path = tmp_path_factory.mktemp("large") / "large.csv"
     made = subprocess.run(
-        [CONSOLE_SCRIPT, "generate", "--users", "30000", "--start", "2026-01-01", "--months", "3", "-o", tmp_path / "large.csv"],
+        [CONSOLE_SCRIPT, "generate", "--users", "30000", "--start", "2026-01-01", "--months", "3", "-o", path],
         capture_output=True, text=True, timeout=300,
     )
     assert made.returncode == 0, made.stderr
-    terminal = Terminal([str(CONSOLE_SCRIPT), "charges", "large.csv", "-o", "charges.csv"], tmp_path)
+    return path
+
+
+@pytest.mark.parametrize(("number", "status", "name"), [(signal.SIGINT, 130, "SIGINT (Ctrl-C)"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_erases_the_display_and_shows_the_cursor_before_its_line(tmp_path, large_csv, number, status, name):
+    terminal = Terminal([str(CONSOLE_SCRIPT), "charges", str(large_csv), "-o", "charges.csv"], tmp_path)
     terminal.wait_for("Billing ")
     terminal.process.send_signal(number)
     returned, text, _ = terminal.finish()
@@ -193,7 +200,7 @@ def test_a_signal_erases_the_display_and_shows_the_cursor_before_its_line(tmp_pa
     # Just before the line: the display's line erased, then the cursor shown.
     assert before.endswith("\r\x1b[2K" + SHOW_CURSOR) and cursor_shown_at_the_end(before)
     assert as_seen(text)[-1] == stopped
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["large.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the output nor a temporary
 
 
 # --- The display itself ------------------------------------------------------------------------------
