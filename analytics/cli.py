@@ -42,8 +42,8 @@ import polars as pl  # noqa: E402 - after the signal handlers: importing takes a
 
 from analytics import __version__  # noqa: E402
 from analytics.bill import charges, partitioned  # noqa: E402
+from analytics.core import outputs, progress  # noqa: E402
 from analytics.pipeline.traffic import Traffic  # noqa: E402
-from analytics.core import outputs  # noqa: E402
 from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
 from analytics.reconcile import meta_reports  # noqa: E402
@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_on_signals()
     try:
         args = build_parser().parse_args(argv)
-        return args.run(args)
+        with progress.shown(not getattr(args, "quiet", False)):  # stderr a terminal only: logs and pipes get none
+            return args.run(args)
     except KeyboardInterrupt:  # Ctrl-C in a caller that kept Python's own handler (main(argv) in a test)
         _say(_stopped_line(signal.SIGINT))
         return EXIT_SIGNALLED + signal.SIGINT
@@ -135,6 +136,7 @@ def _stop(number: int) -> None:
     if not _stopping.acquire(blocking=False):  # the other path is already stopping the process
         return
     outputs.remove_temporaries()
+    progress.abandon()  # the terminal left as it was: no half-drawn bar, the cursor shown
     os.write(_stderr, f"{_stopped_line(number)}\n".encode())  # not print: the main thread may hold sys.stderr's lock
     os._exit(EXIT_SIGNALLED + number)
 
@@ -158,6 +160,9 @@ def _common_options() -> argparse.ArgumentParser:
     """Options every subcommand takes after its name too (`wa-analytics ingest --debug ...`)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument(
+        "--quiet", action="store_true", default=argparse.SUPPRESS, help="show no progress display on the terminal (the summary lines are printed all the same)"
+    )
     return common
 
 
@@ -386,7 +391,8 @@ def run_charges(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     ingested = read_inputs(args, quarantine_path=quarantine_path)
     if ingested.summary.rows_used <= partitioned.ROWS_PER_BUCKET:
-        result = charges.bill(ingested.messages, settings)
+        with progress.stage(f"Billing {ingested.summary.rows_used:,} messages"):
+            result = charges.bill(ingested.messages, settings)
         ingest.write_frame(result, args.output)
         _say(summaries.describe_charges(result, settings))
         _say(summaries.describe_fep_windows(ingested.messages, result, settings))
@@ -513,7 +519,8 @@ def run_costs(args: argparse.Namespace) -> int:
         partials = spark.cost_partials_of_files(args.inputs, settings, card=card, master=args.spark_master)
     else:
         ingested = read_inputs(args, quarantine_path=quarantine_path)
-        partials = pricing.cost_partials_of_charges(charges.bill(ingested.messages, settings), settings, card=card)
+        with progress.stage(f"Billing and pricing {ingested.summary.rows_used:,} messages"):
+            partials = pricing.cost_partials_of_charges(charges.bill(ingested.messages, settings), settings, card=card)
     ingest.write_frame(pricing.costs_from_partials(partials), args.output)
     if args.invoice:
         ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice, for_people=True)

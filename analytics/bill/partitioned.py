@@ -31,6 +31,7 @@ import duckdb
 import polars as pl
 
 from analytics.bill import charges
+from analytics.core import progress
 from analytics.read import ingest
 from analytics.core import schema
 from analytics.core.resources import query
@@ -81,17 +82,21 @@ def bill_parquet(
         else:
             buckets = 1 if messages <= ROWS_PER_BUCKET else math.ceil(messages / ROWS_PER_LARGE_BUCKET)
         if buckets == 1:  # fits in one bucket: no need to split it first
-            result = charges.bill(pl.scan_parquet(files), settings, con=con)
+            with progress.stage(f"Billing {messages:,} messages"):
+                result = charges.bill(pl.scan_parquet(files), settings, con=con)
             ingest.write_frame(result, output)
             return PartitionedRun(messages=messages, buckets=1, charges=result.height)
         if buckets > RESCAN_BUCKETS_AT_MOST:
-            con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
-                str(scratch / "messages"), partition_by=["bucket"], write_partition_columns=False
-            )
-        for bucket in range(buckets):
-            _bill_bucket(scratch, bucket, _bucket_messages(scratch, files, bucket, buckets), settings)
+            with progress.stage(f"Splitting {messages:,} messages into {buckets:,} buckets"):
+                con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
+                    str(scratch / "messages"), partition_by=["bucket"], write_partition_columns=False
+                )
+        with progress.stage(f"Billing {messages:,} messages", total=buckets, unit="buckets") as step:
+            for bucket in step.track(range(buckets)):
+                _bill_bucket(scratch, bucket, _bucket_messages(scratch, files, bucket, buckets), settings)
         if any((scratch / "counted").glob("*.parquet")):
-            _decide_free_tiers(con, scratch)
+            with progress.stage("Deciding free tiers across buckets"):
+                _decide_free_tiers(con, scratch)
         written = _write_output(scratch, buckets, Path(output))
         con.close()
         return PartitionedRun(messages=messages, buckets=buckets, charges=written)

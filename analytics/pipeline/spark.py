@@ -65,7 +65,7 @@ import polars as pl
 import pyarrow as pa
 
 from analytics.bill import charges
-from analytics.core import outputs, schema
+from analytics.core import outputs, progress, schema
 from analytics.present import summaries
 from analytics.price import pricing
 from analytics.core.errors import InputError, UsageError
@@ -510,8 +510,8 @@ def bill_files(
             f"on a cluster ({master}) the executors write the charges: give OUT as a Parquet directory on storage "
             f"they share (e.g. s3://bucket/charges/), not the file {output}"
         )
-    spark = session(master)
-    with _kernel_errors():
+    spark = session(master)  # no display meanwhile: the JVM's start-up lines go to descriptor 2 and would cut through it
+    with _kernel_errors(), progress.stage("Billing on Spark"):
         billed = bill(read_messages(spark, inputs), settings).sortWithinPartitions(*schema.CHARGE_ORDER)
         if is_directory_output(output):
             if "://" in str(output):  # a cluster's storage: Spark's own commit protocol
@@ -542,7 +542,7 @@ def cost_partials_of_files(
     """Bill and price canonical-message Parquet on Spark; on the driver only the exact sums of
     `pricing.cost_partials`, from which `wa-analytics costs` writes costs, invoice and summary."""
     spark = session(master)
-    with _kernel_errors():
+    with _kernel_errors(), progress.stage("Billing and pricing on Spark"):
         return cost_partials(bill(read_messages(spark, inputs), settings), settings, card=card)
 
 

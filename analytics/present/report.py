@@ -41,7 +41,7 @@ from analytics.bill import charges
 from analytics import config_schema
 from analytics.read import ingest
 from analytics.reconcile import meta_reports, matching as reconcile, outcomes
-from analytics.core import outputs
+from analytics.core import outputs, progress
 from analytics.synthetic import meta_billing
 from analytics.price import pricing
 from analytics.terms import ratecards
@@ -380,7 +380,7 @@ def run_report(
     chosen["chart_format"] = "png"
     executed: list[tuple[str, dict]] = []
     with outputs.scratch_folder(prefix="wa-analytics-report-") as scratch:
-        for name in notebooks:
+        for name in progress.track(notebooks, "Notebooks", unit="notebooks", label=str):
             target = Path(scratch) / f"{name}.ipynb"
             mine = {k: v for k, v in chosen.items() if name in declared.get(k, set())}
             try:
@@ -398,7 +398,7 @@ def run_report(
             if keep_notebooks:
                 with outputs.atomic(Path(keep_notebooks) / target.name) as partial:
                     shutil.copyfile(target, partial)
-    with outputs.atomic(output) as partial:
+    with outputs.atomic(output) as partial, progress.stage("Rendering the report"):
         partial.write_text(render_html(executed, title=f"WhatsApp Business traffic report, {chosen['month']}"), encoding="utf-8")
     return output
 

@@ -79,7 +79,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from analytics.terms import markets
-from analytics.core import outputs
+from analytics.core import outputs, progress
 from analytics.read import webhooks
 from analytics.core.errors import NOT_UTF8, InputError, UsageError, found_names, library_reason
 from analytics.core.json_files import loads_or_none, not_valid_json, read_text
@@ -883,8 +883,10 @@ def read_messages(
     zone_info(timezone)
     log = webhooks.read_send_log(send_log) if send_log is not None else None
     template_list = webhooks.read_templates(templates) if templates is not None else None
-    inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
-    with _reading(inputs):
+    with progress.stage("Reading", total=len(paths), unit="files") as step:
+        raw = [read_raw(p, send_log=log, templates=template_list, fold=False) for p in step.track(paths)]
+        inputs = fold_webhooks(raw, send_log=log, templates=template_list)
+    with _reading(inputs), progress.stage(f"Checking {plural(len(inputs), 'file')}"):
         labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone, waba_timezones=waba_timezones, latest=latest)
         by_user = _outcome_counts(labelled).collect(engine="streaming")
     outcomes = by_user.group_by("source_file", _OUTCOME, _KIND).agg(pl.col(_COUNTED).sum())
@@ -1062,7 +1064,7 @@ def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_peo
     """
     path = Path(path)
     suffix = output_suffix(path)
-    with outputs.atomic(path) as partial:
+    with outputs.atomic(path) as partial, progress.stage(f"Writing {path.name}"):
         if suffix in PARQUET_SUFFIXES:
             frame.lazy().sink_parquet(partial)
         else:

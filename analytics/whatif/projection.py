@@ -50,6 +50,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from analytics.core import progress
 from analytics.price import pricing
 from analytics.terms import rules
 from analytics.whatif import strategies
@@ -327,7 +328,7 @@ def backtest(
     local_end = end.astimezone(zone)
     month_count = (local_end.year - first.year) * 12 + local_end.month - first.month
     rows = []
-    for k in range(history_months, month_count):
+    for k in progress.track(range(history_months, month_count), "Back-test", unit="origins"):
         origin = _month_start(first.year, first.month + k, zone)
         ahead = min(horizon, month_count - k)
         try:

@@ -59,7 +59,7 @@ import polars as pl
 from analytics.bill import charges
 from analytics.price import pricing
 from analytics.terms import rules
-from analytics.core import schema
+from analytics.core import progress, schema
 from analytics.whatif import strategies
 from analytics.core.errors import UsageError
 from analytics.core.money import money, rounded, signed_money
@@ -406,12 +406,12 @@ def compare(
         raise UsageError("no baseline scenario: name one scenario baseline")
     scenarios = sorted(scenarios, key=lambda s: s.name != BASELINE)
     shared = SharedWork(messages if isinstance(messages, pl.DataFrame) else messages.collect(), settings)
-    for rule_set in _rule_sets_to_share(scenarios, settings):
+    for rule_set in progress.track(_rule_sets_to_share(scenarios, settings), "Billing the traffic scenarios share", unit="rule sets"):
         shared.charges(rule_set)
     cards = cards or load_cards(scenarios, settings)
     before = strategies.volumes(shared.messages)
     results: list[ScenarioResult] = []
-    for item in scenarios:
+    for item in progress.track(scenarios, "Scenarios", unit="scenarios", label=lambda s: s.name):
         started = time.perf_counter()
         rule_set = item.rules or settings.rules
         try:
