@@ -42,7 +42,7 @@ import polars as pl  # noqa: E402 - after the signal handlers: importing takes a
 
 from analytics import __version__  # noqa: E402
 from analytics.bill import charges, partitioned  # noqa: E402
-from analytics.core import outputs  # noqa: E402
+from analytics.core import outputs, stages  # noqa: E402
 from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
 from analytics.reconcile import matching as reconcile  # noqa: E402
@@ -51,6 +51,7 @@ from analytics.synthetic import generate  # noqa: E402
 from analytics.terms import ratecards, rules  # noqa: E402
 from analytics.whatif import projection, scenarios  # noqa: E402
 from analytics.core.errors import InputError, UsageError, printable  # noqa: E402
+from analytics.core.schema import CHARGE_SCHEMA  # noqa: E402
 from analytics.read.pseudonymise import key_from_env  # noqa: E402
 
 PROG = "wa-analytics"
@@ -312,7 +313,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         raise UsageError(f"the quarantine file '{quarantine_path}' must be CSV (.csv or .csv.gz)")
     check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)})
     ingested = read_inputs(args, quarantine_path=quarantine_path)
-    ingest.write_frame(ingested.messages, args.output)
+    ingest.write_frame(ingested.messages, args.output, metadata=ingest.stage_metadata(ingested))
     if args.quarantine and not ingested.summary.rows_quarantined:
         ingest.write_frame(ingested.quarantine, args.quarantine, for_people=True)  # an asked-for file exists, even empty
     _say(f"Canonical messages: {args.output}")
@@ -379,19 +380,49 @@ def run_charges(args: argparse.Namespace) -> int:
     ingested = read_inputs(args, quarantine_path=quarantine_path)
     if ingested.summary.rows_used <= partitioned.ROWS_PER_BUCKET:
         result = charges.bill(ingested.messages, config)
-        ingest.write_frame(result, args.output)
+        ingest.write_frame(result, args.output, metadata=_charges_marker(result.height, config))
         _say(charges.describe(result, config))
         _say(charges.describe_fep_windows(ingested.messages, result, config))
     else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages
         with outputs.scratch_folder() as scratch:
             messages, billed = Path(scratch) / "messages.parquet", Path(scratch) / "charges.parquet"
             ingest.write_frame(ingested.messages, messages)
-            partitioned.bill_parquet([messages], billed, config, workdir=scratch)
-            ingest.write_frame(pl.scan_parquet(billed), args.output)
+            run = partitioned.bill_parquet([messages], billed, config, workdir=scratch)
+            ingest.write_frame(pl.scan_parquet(billed), args.output, metadata=_charges_marker(run.charges, config))
             _say(charges.describe(pl.scan_parquet(billed), config))
             _say(charges.describe_fep_windows(ingested.messages, pl.scan_parquet(billed), config))
     _say(f"Charges: {args.output}")
     return EXIT_OK
+
+
+def _charges_marker(rows: int, config: rules.BillingConfig) -> dict[str, str]:
+    """The marker of a charges file (analytics/core/stages.py): the settings that billed it, so that
+    `costs` can take the file instead of the messages."""
+    return stages.metadata(stages.CHARGES, rows, settings=stages.settings_of(config))
+
+
+def read_charges_file(args: argparse.Namespace, billing: rules.BillingConfig) -> pl.DataFrame | None:
+    """The charges of a file `charges -o x.parquet` wrote, when it is the one INPUT, else None (messages).
+    Refused (exit 2) when the settings given differ from those it was billed with."""
+    if len(args.inputs) != 1:
+        return None
+    path = args.inputs[0]
+    marker = stages.read_marker(path)
+    if marker is None or marker["kind"] != stages.CHARGES:
+        return None
+    stages.check(path, marker, stages.CHARGES, CHARGE_SCHEMA)
+    given = [f"--{name.replace('_', '-')}" for name in ("send_log", "templates", "pseudonymise", "latest_timestamp") if getattr(args, name, None)]
+    if given:
+        raise UsageError(f"{path} holds charges, billed already: {', '.join(given)} apply to reading messages; give the messages instead")
+    differing = stages.differing_settings(marker, billing)
+    if differing:
+        raise InputError(
+            f"was billed with other settings than this run's: {', '.join(differing)}",
+            path=path,
+            fix="Give the options and config file it was billed with, or give the messages to bill them again",
+        )
+    _say(f"Read {marker['rows']:,} charges from {path} (written by {PROG} charges, with the same settings): not billed again.")
+    return pl.read_parquet(path)
 
 
 def run_charges_on_spark(args: argparse.Namespace) -> int:
@@ -522,8 +553,10 @@ def run_costs(args: argparse.Namespace) -> int:
         _spark_inputs_only(args)
         partials = spark.cost_partials_of_files(args.inputs, billing, prices, card=card, master=args.spark_master)
     else:
-        ingested = read_inputs(args, quarantine_path=quarantine_path)
-        partials = pricing.cost_partials(pricing.price(charges.bill(ingested.messages, billing), billing, prices, card=card))
+        billed = read_charges_file(args, billing)
+        if billed is None:
+            billed = charges.bill(read_inputs(args, quarantine_path=quarantine_path).messages, billing)
+        partials = pricing.cost_partials(pricing.price(billed, billing, prices, card=card))
     ingest.write_frame(pricing.costs_from_partials(partials), args.output)
     if args.invoice:
         ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice, for_people=True)

@@ -71,7 +71,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -79,10 +79,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from analytics.terms import markets
-from analytics.core import outputs
+from analytics.core import outputs, stages
 from analytics.read import webhooks
 from analytics.core.errors import InputError, UsageError, found_names, library_reason
 from analytics.read.pseudonymise import pseudonymise
+from analytics.core.resources import resource
 from analytics.terms.rules import first_supported_date
 from analytics.core.schema import (
     DEFAULT_WABA,
@@ -927,6 +928,15 @@ class Ingested:
     quarantine: pl.LazyFrame
     billing: pl.DataFrame
     summary: IngestSummary
+    checked: Mapping[str, Any] = field(default_factory=dict)  # what the rows were checked with: the stage file's marker
+
+
+# What ingest checks on every row (module docstring, step 2), as a stage file's marker names it.
+VALIDATED = (
+    "required values", "timestamps with a time zone", "not before the first supported rule set", "not after the latest bound",
+    "directions", "template categories", "statuses", "entry points", "fep_expires_at", "user_country",
+    "repeated message_ids (identical dropped, conflicting quarantined)",
+)
 
 
 def read_messages(
@@ -945,6 +955,13 @@ def read_messages(
     if not paths:
         raise UsageError("no input files: give at least one CSV, Parquet or JSON file")
     zone_info(timezone)
+    marked = _stage_markers(paths)
+    if len(paths) == 1 and marked and send_log is None and templates is None:
+        trusted = read_stage_file(
+            paths[0], marked[0], timezone=timezone, waba_timezones=waba_timezones, latest=latest, pseudonymise_key=pseudonymise_key
+        )
+        if trusted is not None:
+            return trusted
     log = webhooks.read_send_log(send_log) if send_log is not None else None
     template_list = webhooks.read_templates(templates) if templates is not None else None
     inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
@@ -958,12 +975,91 @@ def read_messages(
         messages = pseudonymise(messages, pseudonymise_key)
         quarantine = _pseudonymised_quarantine(quarantine, pseudonymise_key)
     notes = _input_notes(inputs, send_log, templates, any(i.kind == "webhook JSON" for i in inputs))
+    used = by_user.filter(pl.col(_OUTCOME) == USED)
+    latest = default_latest() if latest is None else latest
+    checked = {
+        "validated": list(VALIDATED),
+        "timezone": timezone,
+        "waba_timezones": dict(waba_timezones or {}),
+        "latest_timestamp_bound": latest.isoformat(),
+        "first_timestamp": _iso(used["first_timestamp"].min()),
+        "last_timestamp": _iso(used["last_timestamp"].max()),
+        "rules_file": stages.content_hash(resource("data", "rules", "rule_sets.toml").read_bytes()),
+        "markets_table": stages.content_hash(resource("data", "markets", "regions.csv").read_bytes()),
+        "pseudonymised": pseudonymise_key is not None,
+    }
     return Ingested(
         messages=messages,
         quarantine=quarantine,
         billing=_billing(inputs),
         summary=replace(summarise(outcomes, inputs, notes), unknown_markets=unknown_markets(unlocated)),
+        checked=checked,
     )
+
+
+def _iso(instant: object) -> str | None:
+    return instant.isoformat() if isinstance(instant, dt.datetime) else None
+
+
+def stage_metadata(ingested: Ingested) -> dict[str, str]:
+    """The marker of the canonical messages `ingested` holds (`analytics.core.stages`): what they were
+    checked with, their row count and what the run summary of a later command repeats."""
+    summary = ingested.summary
+    return stages.metadata(
+        stages.MESSAGES,
+        summary.rows_used,
+        **ingested.checked,
+        unconfirmed_deliveries=summary.unconfirmed_deliveries,
+        unknown_markets=[asdict(u) for u in summary.unknown_markets],
+    )
+
+
+def _stage_markers(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The markers of the inputs that carry one, each checked against MESSAGE_SCHEMA (a marked file that
+    no longer matches is refused: StageFileError); empty unless every input carries one."""
+    markers = [stages.read_marker(p) for p in paths]
+    for path, marker in zip(paths, markers, strict=True):
+        if marker is not None:
+            stages.check(path, marker, stages.MESSAGES, MESSAGE_SCHEMA)
+    return [m for m in markers if m is not None] if all(m is not None for m in markers) else []
+
+
+def read_stage_file(
+    path: str | Path,
+    marker: Mapping[str, Any],
+    *,
+    timezone: str = "UTC",
+    waba_timezones: Mapping[str, str] | None = None,
+    latest: dt.datetime | None = None,
+    pseudonymise_key: bytes | None = None,
+) -> Ingested | None:
+    """The canonical messages of a file `ingest` wrote (checked marker), scanned lazily and not
+    validated again; None when this run's bounds are narrower than the rows' (a time zone whose
+    first supported instant is later than the first message, a latest bound earlier than the last):
+    then the file is validated as any other and the rows outside go to the quarantine."""
+    first, last = marker.get("first_timestamp"), marker.get("last_timestamp")
+    if first is not None and last is not None:
+        zones = {timezone, *(waba_timezones or {}).values()}
+        if dt.datetime.fromisoformat(first) < max(_first_supported_instant(zone) for zone in zones):
+            return None
+        if dt.datetime.fromisoformat(last) > (default_latest() if latest is None else latest):
+            return None
+    messages = pl.scan_parquet(path)
+    if pseudonymise_key is not None:
+        messages = pseudonymise(messages, pseudonymise_key)
+    rows = int(marker["rows"])
+    summary = IngestSummary(
+        rows_read=rows,
+        rows_used=rows,
+        duplicates_dropped=0,
+        unconfirmed_deliveries=int(marker.get("unconfirmed_deliveries", 0)),
+        unknown_markets=tuple(UnknownMarkets(**u) for u in marker.get("unknown_markets", [])),
+        notes=(f"{path}: canonical messages written by wa-analytics ingest, used as they are (validated when written)",),
+        files=(InputFile(str(path), "Parquet from wa-analytics ingest", rows),),
+    )
+    quarantine = pl.LazyFrame(schema={c: RAW_SCHEMA.get(c, pl.String()) for c in QUARANTINE_COLUMNS})
+    checked = {k: v for k, v in marker.items() if k not in ("kind", "version", "package_version", "rows")}
+    return Ingested(messages, quarantine, pl.DataFrame(schema=webhooks.BILLING_SCHEMA), summary, checked=checked)
 
 
 _USER = ("user_id", "user_phone", "user_country")
@@ -982,6 +1078,8 @@ def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
         entry_points_ignored=pl.col(_ENTRY_POINT_IGNORED).sum(),
         categories_ignored=pl.col(_CATEGORY_IGNORED).sum(),
         user_ids_normalised=pl.col(_ID_NORMALISED).sum(),
+        first_timestamp=pl.col("timestamp").min(),
+        last_timestamp=pl.col("timestamp").max(),
     )
 
 
@@ -1116,19 +1214,22 @@ def output_suffix(path: str | Path) -> str:
     return suffix
 
 
-def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_people: bool = False) -> None:
+def write_frame(
+    frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_people: bool = False, metadata: Mapping[str, str] | None = None
+) -> None:
     """CSV (`.csv`, `.csv.gz`, timestamps ISO 8601 with offset) or Parquet, by extension; streamed, and
     written atomically (`outputs.atomic`) so a failed or stopped run leaves no half-written output.
 
     `for_people`: a CSV analysts open in a spreadsheet (quarantine, explanations, invoice,
     reconciliation): text cells that a spreadsheet would run as a formula are neutralised
-    (`outputs.neutralise_formulas`). Parquet keeps every value exact.
+    (`outputs.neutralise_formulas`). Parquet keeps every value exact. `metadata`: Parquet key-value
+    metadata (a stage file's marker, `analytics.core.stages`); a CSV has nowhere to keep it.
     """
     path = Path(path)
     suffix = output_suffix(path)
     with outputs.atomic(path) as partial:
         if suffix in PARQUET_SUFFIXES:
-            frame.lazy().sink_parquet(partial)
+            frame.lazy().sink_parquet(partial, metadata=dict(metadata) if metadata else None)
         else:
             compression = "gzip" if suffix == ".csv.gz" else "uncompressed"
             frame = outputs.neutralise_formulas(frame.lazy()) if for_people else frame.lazy()
