@@ -89,6 +89,7 @@ from analytics.core.schema import (
     DEFAULT_WABA,
     DIRECTIONS,
     ENTRY_POINTS,
+    INSTANT,
     MESSAGE_SCHEMA,
     REQUIRED_MESSAGE_COLUMNS,
     STATUSES,
@@ -105,6 +106,9 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "problem": pl.String(),
 }
 QUARANTINE_COLUMNS = ("source_file", "source_row", "reason", *MESSAGE_COLUMNS)
+# A Parquet column that holds instants with a zone is also kept as such beside its text (null for other
+# readers): validation takes the instant as it is instead of writing it out and parsing it back.
+_TYPED = {"timestamp": "_typed_timestamp", "fep_expires_at": "_typed_fep_expires_at"}
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -293,13 +297,17 @@ def _empty_input(path: Path, kind: str) -> RawInput:
     return RawInput(str(path), kind, pl.LazyFrame(schema=RAW_SCHEMA), notes=(f"{path}: the file is empty",))
 
 
-def _raw_frame(frame: pl.LazyFrame, path: Path, columns: dict[str, pl.Expr], row: pl.Expr, problem: pl.Expr) -> pl.LazyFrame:
-    """RAW_SCHEMA from the reader's expressions; canonical columns it lacks are null."""
+def _raw_frame(
+    frame: pl.LazyFrame, path: Path, columns: dict[str, pl.Expr], row: pl.Expr, problem: pl.Expr, typed: Sequence[pl.Expr] = ()
+) -> pl.LazyFrame:
+    """RAW_SCHEMA from the reader's expressions; canonical columns it lacks are null. `typed`: instants
+    as the file holds them (`_TYPED`)."""
     return frame.select(
         *[columns.get(c, pl.lit(None)).cast(pl.String).alias(c) for c in MESSAGE_COLUMNS],
         pl.lit(str(path), pl.String).alias("source_file"),
         row.cast(pl.Int64).alias("source_row"),
         problem.cast(pl.String).alias("problem"),
+        *typed,
     )
 
 
@@ -389,7 +397,12 @@ def scan_canonical_parquet(path: Path) -> RawInput:
     names = [n for n in schema.names() if n != _ROW_INDEX]
     positions, ignored = _canonical_positions(path, names)
     columns = {column: _as_text(path, names[position], schema[names[position]]) for column, position in positions.items()}
-    frame = _raw_frame(scan, path, columns, row=pl.col(_ROW_INDEX), problem=pl.lit(None))
+    typed = [
+        pl.col(names[positions[column]]).dt.convert_time_zone("UTC").cast(INSTANT).alias(_TYPED[column])
+        for column in _TYPED
+        if column in positions and isinstance(dtype := schema[names[positions[column]]], pl.Datetime) and dtype.time_zone is not None
+    ]
+    frame = _raw_frame(scan, path, columns, row=pl.col(_ROW_INDEX), problem=pl.lit(None), typed=typed)
     return RawInput(str(path), "Parquet", frame, notes=_ignored_note(path, ignored))
 
 
@@ -525,10 +538,12 @@ def _json_text_value(column: str, value: Any) -> tuple[str | None, str | None]:
 
 
 def conform_raw(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Exactly RAW_SCHEMA, in order; absent message columns and `problem` are null."""
+    """Exactly RAW_SCHEMA, in order, then the `_TYPED` instants; absent message columns, `problem`
+    and instants are null."""
     names = frame.collect_schema().names()
     return frame.select(
-        (pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in RAW_SCHEMA.items()
+        *[(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in RAW_SCHEMA.items()],
+        *[(pl.col(c) if c in names else pl.lit(None)).cast(INSTANT).alias(c) for c in _TYPED.values()],
     )
 
 
@@ -565,22 +580,39 @@ def label(
         .with_columns(pl.struct(MESSAGE_COLUMNS).alias(_RAW))
         .with_columns(_trimmed(c) for c in MESSAGE_COLUMNS)
         .with_columns(
-            pl.col("timestamp").str.extract_groups(_ISO).alias(_ISO_PARTS),
-            pl.col("fep_expires_at").str.extract_groups(_ISO).alias(_FEP_ISO_PARTS),
+            _untyped("timestamp").str.extract_groups(_ISO).alias(_ISO_PARTS),
+            _untyped("fep_expires_at").str.extract_groups(_ISO).alias(_FEP_ISO_PARTS),
         )
     )
     checked = trimmed.with_columns(
-        pl.coalesce(_iso_instant(pl.col(_ISO_PARTS)), _unix_instant(pl.col("timestamp"))).alias(_INSTANT),
+        pl.coalesce(_TYPED["timestamp"], _iso_instant(pl.col(_ISO_PARTS)), _unix_instant(_untyped("timestamp"))).alias(_INSTANT),
         _has_no_zone(pl.col(_ISO_PARTS)).alias(_NO_ZONE),
-        pl.coalesce(_iso_instant(pl.col(_FEP_ISO_PARTS)), _unix_instant(pl.col("fep_expires_at"))).alias(_FEP_INSTANT),
+        pl.coalesce(
+            _TYPED["fep_expires_at"], _iso_instant(pl.col(_FEP_ISO_PARTS)), _unix_instant(_untyped("fep_expires_at"))
+        ).alias(_FEP_INSTANT),
         *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point")],
         pl.col("user_country").str.to_uppercase(),
         pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
     ).with_columns(
         pl.coalesce(_row_reason(_first_supported_instants(timezone, waba_timezones or {})), _implausible_time(latest)).alias(_REASON)
     )
-    checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT)
-    return _resolve_duplicates(checked, repeated_messages(checked))
+    checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT, *_TYPED.values())
+    repeats = repeated_messages(checked) if _any_repeated_id(raw) else pl.DataFrame(schema=_REPEATS_SCHEMA)
+    return _resolve_duplicates(checked, repeats)
+
+
+def _any_repeated_id(raw: pl.LazyFrame) -> bool:
+    """Whether any message_id (trimmed) occurs twice among all rows, usable or not: one pass over that
+    column alone, so that inputs without repeats (most exports, every file `ingest` wrote) skip
+    `repeated_messages`, which checks every row to find them among the usable ones."""
+    ids = conform_raw(raw).select(_trimmed("message_id")).drop_nulls()
+    return bool(ids.select(pl.col("message_id").is_duplicated().any()).collect(engine="streaming").item())
+
+
+def _untyped(column: str) -> pl.Expr:
+    """The text of a timestamp column where the file gave no instant with a zone (`_TYPED`), else null:
+    the text parsers only see what they must."""
+    return pl.when(pl.col(_TYPED[column]).is_null()).then(pl.col(column))
 
 
 def _trimmed(column: str) -> pl.Expr:
@@ -966,7 +998,8 @@ def read_messages(
     template_list = webhooks.read_templates(templates) if templates is not None else None
     inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
     with _reading(inputs):
-        labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone, waba_timezones=waba_timezones, latest=latest)
+        raw = pl.concat([conform_raw(i.frame) for i in inputs], how="vertical")
+        labelled = label(raw, timezone=timezone, waba_timezones=waba_timezones, latest=latest)
         by_user = _outcome_counts(labelled).collect(engine="streaming")
     outcomes = by_user.group_by("source_file", _OUTCOME, _KIND).agg(pl.col(_COUNTED).sum())
     unlocated = _unlocated_users(by_user)
