@@ -47,7 +47,6 @@ from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
 from analytics.reconcile import matching as reconcile  # noqa: E402
 from analytics.reconcile import meta_reports  # noqa: E402
-from analytics.synthetic import generate  # noqa: E402
 from analytics.terms import ratecards, rules  # noqa: E402
 from analytics.whatif import projection, scenarios  # noqa: E402
 from analytics.core.errors import InputError, UsageError, printable  # noqa: E402
@@ -462,6 +461,8 @@ def add_generate_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from analytics.synthetic import generate  # imports pyarrow: a second of every other command's start under load
+
     check_outputs(args, {f"-o {args.output}": args.output})
     if ingest.output_suffix(args.output) == ".parquet" and not args.with_defects:
         rows = generate.generate_to_parquet(args.output, users=args.users, start=args.start, months=args.months, seed=args.seed)
