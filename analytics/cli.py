@@ -189,8 +189,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None) -> ingest.Ingested:
-    """Read the INPUTs as `add_input_arguments` declared them; print the run summary to stderr."""
+def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None, output: str | None = None) -> ingest.Ingested:
+    """Read the INPUTs as `add_input_arguments` declared them; print the run summary to stderr.
+    `output`: also write the canonical messages there, in the same pass (`ingest`)."""
     ingested = ingest.read_messages(
         args.inputs,
         send_log=args.send_log,
@@ -199,6 +200,7 @@ def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None)
         waba_timezones=billing_config(args).waba_timezones if getattr(args, "config", None) else None,
         pseudonymise_key=key_from_env() if args.pseudonymise else None,
         latest=args.latest_timestamp,
+        output=output,
     )
     if ingested.summary.rows_quarantined and quarantine_path is not None:
         ingest.write_frame(ingested.quarantine, quarantine_path, for_people=True)
@@ -311,8 +313,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     if ingest.output_suffix(quarantine_path) not in ingest.CSV_SUFFIXES:
         raise UsageError(f"the quarantine file '{quarantine_path}' must be CSV (.csv or .csv.gz)")
     check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)})
-    ingested = read_inputs(args, quarantine_path=quarantine_path)
-    ingest.write_frame(ingested.messages, args.output, metadata=ingest.stage_metadata(ingested))
+    ingested = read_inputs(args, quarantine_path=quarantine_path, output=args.output)
     if args.quarantine and not ingested.summary.rows_quarantined:
         ingest.write_frame(ingested.quarantine, args.quarantine, for_people=True)  # an asked-for file exists, even empty
     _say(f"Canonical messages: {args.output}")

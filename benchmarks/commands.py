@@ -5,7 +5,8 @@
 
 On canonical traffic (benchmarks/data/traffic-N.parquet, generated once by benchmarks/engine.py's
 `traffic_file`, or reused), each measurement in a fresh process, all in the same run, timed from
-the process's start to its end (imports included) with its peak RSS:
+the process's start to its end (imports included) with its CPU time (user + system: less moved by
+other work on a shared machine than wall time) and peak RSS:
 
 - `duckdb-window`: one DuckDB window pass over the file, `lag(timestamp) over (partition by
   business_phone, user_id order by timestamp)`, counted: the floor of billing;
@@ -16,7 +17,7 @@ the process's start to its end (imports included) with its peak RSS:
 - `costs`: `wa-analytics costs messages.parquet -o costs.csv --currency USD --report-unpriced` on the same file
   (the shipped card has no rates for some months of the generated traffic).
 
-It prints the table and the ratios charges / window and ingest / dedupe, and writes
+It prints the table and the ratios charges / window, costs / window and ingest / dedupe (wall and CPU), and writes
 benchmarks/results/commands.json.
 """
 
@@ -71,8 +72,9 @@ def time_child(argv: list[str]) -> None:
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr[-2000:]}")
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb)}))
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = used.ru_utime + used.ru_stime  # less moved than wall time by other work on the machine
+    print(json.dumps({"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mb": round(used.ru_maxrss / 1024)}))
 
 
 def main() -> None:
@@ -102,12 +104,13 @@ def main() -> None:
     measured = {}
     for name, argv in runs.items():
         measured[name] = timed(argv)
-        print(f"{name:>14}: {measured[name]['seconds']:7.2f} s  {measured[name]['peak_rss_mb']:6,} MB", flush=True)
-    ratios = {
-        "charges_over_window": round(measured["charges"]["seconds"] / measured["duckdb-window"]["seconds"], 2),
-        "costs_over_window": round(measured["costs"]["seconds"] / measured["duckdb-window"]["seconds"], 2),
-        "ingest_over_dedupe": round(measured["ingest"]["seconds"] / measured["duckdb-dedupe"]["seconds"], 2),
-    }
+        m = measured[name]
+        print(f"{name:>14}: {m['seconds']:7.2f} s wall  {m['cpu_seconds']:7.2f} s CPU  {m['peak_rss_mb']:6,} MB", flush=True)
+    ratios = {}
+    for measure in ("seconds", "cpu_seconds"):
+        for slow, fast in (("charges", "duckdb-window"), ("costs", "duckdb-window"), ("ingest", "duckdb-dedupe")):
+            name = f"{slow}_over_{fast.removeprefix('duckdb-')}" + ("_cpu" if measure == "cpu_seconds" else "")
+            ratios[name] = round(measured[slow][measure] / measured[fast][measure], 2)
     for name, ratio in ratios.items():
         print(f"{name}: {ratio}x")
     RESULTS.mkdir(exist_ok=True)

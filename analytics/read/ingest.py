@@ -70,7 +70,7 @@ import gzip
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -980,15 +980,20 @@ def read_messages(
     waba_timezones: Mapping[str, str] | None = None,
     pseudonymise_key: bytes | None = None,
     latest: dt.datetime | None = None,
+    output: str | Path | None = None,
 ) -> Ingested:
     """Canonical messages from any number of files of any supported format (module docstring).
     `timezone` and `waba_timezones` (`BillingConfig`'s) decide which rows come before the first
-    supported rule set; timestamps after `latest` (default: now plus `FUTURE_MARGIN`) are quarantined."""
+    supported rule set; timestamps after `latest` (default: now plus `FUTURE_MARGIN`) are quarantined.
+
+    `output` (what `ingest` does): the messages are also written there, CSV or Parquet (a stage file,
+    `stage_metadata`), in the same pass over the inputs that counts them, and `messages` reads them
+    back from it when it is Parquet."""
     if not paths:
         raise UsageError("no input files: give at least one CSV, Parquet or JSON file")
     zone_info(timezone)
     marked = _stage_markers(paths)
-    if len(paths) == 1 and marked and send_log is None and templates is None:
+    if len(paths) == 1 and marked and send_log is None and templates is None and output is None:
         trusted = read_stage_file(
             paths[0], marked[0], timezone=timezone, waba_timezones=waba_timezones, latest=latest, pseudonymise_key=pseudonymise_key
         )
@@ -997,19 +1002,62 @@ def read_messages(
     log = webhooks.read_send_log(send_log) if send_log is not None else None
     template_list = webhooks.read_templates(templates) if templates is not None else None
     inputs = fold_webhooks([read_raw(p, send_log=log, templates=template_list, fold=False) for p in paths], send_log=log, templates=template_list)
-    with _reading(inputs):
+    latest = default_latest() if latest is None else latest
+    with ExitStack() as cleanup, _reading(inputs):
         raw = pl.concat([conform_raw(i.frame) for i in inputs], how="vertical")
         labelled = label(raw, timezone=timezone, waba_timezones=waba_timezones, latest=latest)
-        by_user = _outcome_counts(labelled).collect(engine="streaming")
+        if output is None:
+            by_user = _outcome_counts(labelled).collect(engine="streaming")
+            messages = _located(labelled, pseudonymise_key)
+        else:  # one pass: counted and written to a scratch file, copied to `output` with its marker below
+            Path(output).parent.mkdir(parents=True, exist_ok=True)  # as `write_frame` would
+            written = cleanup.enter_context(outputs.scratch_folder(folder=Path(output).parent)) / "messages.parquet"
+            located = messages_of(labelled)
+            located = located.with_columns(user_country=markets.user_country_expr(located.collect_schema().names()))
+            if pseudonymise_key is not None:
+                located = pseudonymise(located, pseudonymise_key)
+            by_user = pl.collect_all(
+                [_outcome_counts(labelled), located.sink_parquet(written, compression="lz4", lazy=True)], engine="streaming"
+            )[0]
+            messages = pl.scan_parquet(written)
+        ingested = _ingested(
+            inputs, labelled, by_user, messages, send_log=send_log, templates=templates, timezone=timezone,
+            waba_timezones=waba_timezones, latest=latest, pseudonymise_key=pseudonymise_key,
+        )
+        if output is not None:
+            write_frame(messages, output, metadata=stage_metadata(ingested))
+            written_back = pl.scan_parquet(output) if output_suffix(output) in PARQUET_SUFFIXES else _located(labelled, pseudonymise_key)
+            ingested = replace(ingested, messages=written_back)
+    return ingested
+
+
+def _located(labelled: pl.LazyFrame, pseudonymise_key: bytes | None) -> pl.LazyFrame:
+    """The used rows as canonical messages with `user_country` filled, pseudonymised with a key."""
+    messages = markets.with_user_country(messages_of(labelled))
+    return messages if pseudonymise_key is None else pseudonymise(messages, pseudonymise_key)
+
+
+def _ingested(
+    inputs: Sequence[RawInput],
+    labelled: pl.LazyFrame,
+    by_user: pl.DataFrame,
+    messages: pl.LazyFrame,
+    *,
+    send_log: object,
+    templates: object,
+    timezone: str,
+    waba_timezones: Mapping[str, str] | None,
+    latest: dt.datetime,
+    pseudonymise_key: bytes | None,
+) -> Ingested:
+    """`read_messages`'s result from the counts per user (`_outcome_counts`) and the messages."""
     outcomes = by_user.group_by("source_file", _OUTCOME, _KIND).agg(pl.col(_COUNTED).sum())
     unlocated = _unlocated_users(by_user)
-    messages, quarantine = markets.with_user_country(messages_of(labelled)), quarantine_of(labelled)
+    quarantine = quarantine_of(labelled)
     if pseudonymise_key is not None:
-        messages = pseudonymise(messages, pseudonymise_key)
         quarantine = _pseudonymised_quarantine(quarantine, pseudonymise_key)
     notes = _input_notes(inputs, send_log, templates, any(i.kind == "webhook JSON" for i in inputs))
     used = by_user.filter(pl.col(_OUTCOME) == USED)
-    latest = default_latest() if latest is None else latest
     checked = {
         "validated": list(VALIDATED),
         "timezone": timezone,
