@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr)
+    sys.stderr.write(text + "\n")  # one write: print's two let a signal's line land after a line's text, before its end
 
 
 # --- Signals ---------------------------------------------------------------------------------------
