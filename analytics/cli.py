@@ -383,12 +383,14 @@ def run_charges(args: argparse.Namespace) -> int:
         ingest.write_frame(result, args.output, metadata=_charges_marker(result.height, config))
         _say(charges.describe(result, config))
         _say(charges.describe_fep_windows(ingested.messages, result, config))
-    else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages
+    else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages (a stage file is one)
         with outputs.scratch_folder() as scratch:
-            messages, billed = Path(scratch) / "messages.parquet", Path(scratch) / "charges.parquet"
-            ingest.write_frame(ingested.messages, messages)
-            run = partitioned.bill_parquet([messages], billed, config, workdir=scratch)
-            ingest.write_frame(pl.scan_parquet(billed), args.output, metadata=_charges_marker(run.charges, config))
+            messages, billed = Path(ingested.stage_file or Path(scratch) / "messages.parquet"), Path(scratch) / "charges.parquet"
+            if ingested.stage_file is None:
+                ingest.write_frame(ingested.messages, messages)
+            partitioned.bill_parquet([messages], billed, config, workdir=scratch)
+            rows = pl.scan_parquet(billed).select(pl.len()).collect().item()
+            ingest.write_frame(pl.scan_parquet(billed), args.output, metadata=_charges_marker(rows, config))
             _say(charges.describe(pl.scan_parquet(billed), config))
             _say(charges.describe_fep_windows(ingested.messages, pl.scan_parquet(billed), config))
     _say(f"Charges: {args.output}")

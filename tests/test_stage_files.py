@@ -87,6 +87,24 @@ def test_charges_on_a_stage_file_equal_charges_through_validation(traffic, stage
     assert f"Used {marker_of(stage_file)['rows']:,} rows." in err
 
 
+def test_a_large_stage_file_is_billed_bucket_by_bucket_from_the_file_itself(stage_file, tmp_path, capsys, monkeypatch):
+    from analytics.bill import partitioned
+
+    in_memory = tmp_path / "in_memory.parquet"
+    assert run(capsys, "charges", stage_file, "-o", in_memory, "--timezone", "Europe/Rome")[0] == 0
+    monkeypatch.setattr(partitioned, "ROWS_PER_BUCKET", 200)
+    read = []
+    bill_parquet = partitioned.bill_parquet
+    monkeypatch.setattr(partitioned, "bill_parquet", lambda inputs, *a, **k: read.append(inputs) or bill_parquet(inputs, *a, **k))
+    in_buckets = tmp_path / "in_buckets.parquet"
+    assert run(capsys, "charges", stage_file, "-o", in_buckets, "--timezone", "Europe/Rome")[0] == 0
+    assert read == [[stage_file]]  # no copy of the messages first
+    order = ["business_phone", "user_id", "started_at", "opening_message_id"]
+    expected = pl.read_parquet(in_memory).sort(order)
+    assert pl.read_parquet(in_buckets).sort(order).to_dicts() == expected.to_dicts()
+    assert marker_of(in_buckets)["rows"] == expected.height
+
+
 def test_summary_of_a_stage_file_is_the_summary_of_its_messages(traffic, stage_file, capsys):
     assert cli.main(["summary", str(traffic), "--timezone", "Europe/Rome", "--latest-timestamp", "2027-06-30"]) == 0
     validated = capsys.readouterr().out

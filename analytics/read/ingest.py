@@ -961,6 +961,7 @@ class Ingested:
     billing: pl.DataFrame
     summary: IngestSummary
     checked: Mapping[str, Any] = field(default_factory=dict)  # what the rows were checked with: the stage file's marker
+    stage_file: str | None = None  # the stage file `messages` is, as it is on disk (read_stage_file)
 
 
 # What ingest checks on every row (module docstring, step 2), as a stage file's marker names it.
@@ -1140,7 +1141,10 @@ def read_stage_file(
     )
     quarantine = pl.LazyFrame(schema={c: RAW_SCHEMA.get(c, pl.String()) for c in QUARANTINE_COLUMNS})
     checked = {k: v for k, v in marker.items() if k not in ("kind", "version", "package_version", "rows")}
-    return Ingested(messages, quarantine, pl.DataFrame(schema=webhooks.BILLING_SCHEMA), summary, checked=checked)
+    return Ingested(
+        messages, quarantine, pl.DataFrame(schema=webhooks.BILLING_SCHEMA), summary, checked=checked,
+        stage_file=str(path) if pseudonymise_key is None else None,
+    )
 
 
 _USER = ("user_id", "user_phone", "user_country")
