@@ -42,18 +42,18 @@ import polars as pl  # noqa: E402 - after the signal handlers: importing takes a
 
 from analytics import __version__  # noqa: E402
 from analytics.bill import charges, partitioned  # noqa: E402
-from analytics.core import outputs, progress  # noqa: E402
+from analytics.core import outputs, progress, stages  # noqa: E402
 from analytics.pipeline.traffic import Traffic  # noqa: E402
 from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
 from analytics.reconcile import meta_reports  # noqa: E402
 from analytics.present import invoice_text, reconciliation_text, summaries, whatif_text  # noqa: E402
-from analytics.synthetic import generate  # noqa: E402
 from analytics.terms import ratecards, rules  # noqa: E402
 from analytics.whatif import projection, scenarios  # noqa: E402
 from analytics.core.errors import InputError, UsageError, printable  # noqa: E402
+from analytics.core.schema import CHARGE_SCHEMA  # noqa: E402
 from analytics.read.pseudonymise import key_from_env  # noqa: E402
-from analytics.settings import Settings
+from analytics.settings import BILLING_FIELDS, Settings  # noqa: E402
 
 PROG = "wa-analytics"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr)
+    sys.stderr.write(text + "\n")  # one write: print's two let a signal's line land after a line's text, before its end
 
 
 # --- Signals ---------------------------------------------------------------------------------------
@@ -196,8 +196,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None) -> ingest.Ingested:
-    """Read the INPUTs as `add_input_arguments` declared them; print the run summary to stderr."""
+def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None, output: str | None = None) -> ingest.Ingested:
+    """Read the INPUTs as `add_input_arguments` declared them; print the run summary to stderr.
+    `output`: also write the canonical messages there, in the same pass (`ingest`)."""
     ingested = ingest.read_messages(
         args.inputs,
         send_log=args.send_log,
@@ -206,6 +207,7 @@ def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None)
         waba_timezones=settings_of(args).waba_timezones if getattr(args, "config", None) else None,
         pseudonymise_key=key_from_env() if args.pseudonymise else None,
         latest=args.latest_timestamp,
+        output=output,
     )
     if ingested.summary.rows_quarantined and quarantine_path is not None:
         ingest.write_frame(ingested.quarantine, quarantine_path, for_people=True)
@@ -324,8 +326,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     if ingest.output_suffix(quarantine_path) not in ingest.CSV_SUFFIXES:
         raise UsageError(f"the quarantine file '{quarantine_path}' must be CSV (.csv or .csv.gz)")
     check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)})
-    ingested = read_inputs(args, quarantine_path=quarantine_path)
-    ingest.write_frame(ingested.messages, args.output)
+    ingested = read_inputs(args, quarantine_path=quarantine_path, output=args.output)
     if args.quarantine and not ingested.summary.rows_quarantined:
         ingest.write_frame(ingested.quarantine, args.quarantine, for_people=True)  # an asked-for file exists, even empty
     _say(f"Canonical messages: {args.output}")
@@ -393,19 +394,51 @@ def run_charges(args: argparse.Namespace) -> int:
     if ingested.summary.rows_used <= partitioned.ROWS_PER_BUCKET:
         with progress.stage(f"Billing {ingested.summary.rows_used:,} messages"):
             result = charges.bill(ingested.messages, settings)
-        ingest.write_frame(result, args.output)
+        ingest.write_frame(result, args.output, metadata=_charges_marker(result.height, settings))
         _say(summaries.describe_charges(result, settings))
         _say(summaries.describe_fep_windows(ingested.messages, result, settings))
-    else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages
+    else:  # larger than one bucket: billed bucket by bucket from a Parquet copy of the messages (a stage file is one)
         with outputs.scratch_folder() as scratch:
-            messages, billed = Path(scratch) / "messages.parquet", Path(scratch) / "charges.parquet"
-            ingest.write_frame(ingested.messages, messages)
+            messages, billed = Path(ingested.stage_file or Path(scratch) / "messages.parquet"), Path(scratch) / "charges.parquet"
+            if ingested.stage_file is None:
+                ingest.write_frame(ingested.messages, messages)
             partitioned.bill_parquet([messages], billed, settings, workdir=scratch)
-            ingest.write_frame(pl.scan_parquet(billed), args.output)
+            rows = pl.scan_parquet(billed).select(pl.len()).collect().item()
+            ingest.write_frame(pl.scan_parquet(billed), args.output, metadata=_charges_marker(rows, settings))
             _say(summaries.describe_charges(pl.scan_parquet(billed), settings))
             _say(summaries.describe_fep_windows(ingested.messages, pl.scan_parquet(billed), settings))
     _say(f"Charges: {args.output}")
     return EXIT_OK
+
+
+def _charges_marker(rows: int, settings: Settings) -> dict[str, str]:
+    """The marker of a charges file (analytics/core/stages.py): the settings that billed it, so that
+    `costs` can take the file instead of the messages."""
+    return stages.metadata(stages.CHARGES, rows, settings=stages.settings_of(settings, BILLING_FIELDS))
+
+
+def read_charges_file(args: argparse.Namespace, settings: Settings) -> pl.DataFrame | None:
+    """The charges of a file `charges -o x.parquet` wrote, when it is the one INPUT, else None (messages).
+    Refused (exit 2) when the settings given differ from those it was billed with."""
+    if len(args.inputs) != 1:
+        return None
+    path = args.inputs[0]
+    marker = stages.read_marker(path)
+    if marker is None or marker["kind"] != stages.CHARGES:
+        return None
+    stages.check(path, marker, stages.CHARGES, CHARGE_SCHEMA)
+    given = [f"--{name.replace('_', '-')}" for name in ("send_log", "templates", "pseudonymise", "latest_timestamp") if getattr(args, name, None)]
+    if given:
+        raise UsageError(f"{path} holds charges, billed already: {', '.join(given)} apply to reading messages; give the messages instead")
+    differing = stages.differing_settings(marker, settings, BILLING_FIELDS)
+    if differing:
+        raise InputError(
+            f"was billed with other settings than this run's: {', '.join(differing)}",
+            path=path,
+            fix="Give the options and config file it was billed with, or give the messages to bill them again",
+        )
+    _say(f"Read {marker['rows']:,} charges from {path} (written by {PROG} charges, with the same settings): not billed again.")
+    return pl.read_parquet(path)
 
 
 def run_charges_on_spark(args: argparse.Namespace) -> int:
@@ -445,6 +478,8 @@ def add_generate_command(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    from analytics.synthetic import generate  # imports pyarrow: a second of every other command's start under load
+
     check_outputs(args, {f"-o {args.output}": args.output})
     if ingest.output_suffix(args.output) == ".parquet" and not args.with_defects:
         rows = generate.generate_to_parquet(args.output, users=args.users, start=args.start, months=args.months, seed=args.seed)
@@ -518,9 +553,13 @@ def run_costs(args: argparse.Namespace) -> int:
         _spark_inputs_only(args)
         partials = spark.cost_partials_of_files(args.inputs, settings, card=card, master=args.spark_master)
     else:
-        ingested = read_inputs(args, quarantine_path=quarantine_path)
-        with progress.stage(f"Billing and pricing {ingested.summary.rows_used:,} messages"):
-            partials = pricing.cost_partials_of_charges(charges.bill(ingested.messages, settings), settings, card=card)
+        billed = read_charges_file(args, settings)
+        if billed is None:
+            ingested = read_inputs(args, quarantine_path=quarantine_path)
+            with progress.stage(f"Billing {ingested.summary.rows_used:,} messages"):
+                billed = charges.bill(ingested.messages, settings)
+        with progress.stage(f"Pricing {billed.height:,} charges"):
+            partials = pricing.cost_partials_of_charges(billed, settings, card=card)
     ingest.write_frame(pricing.costs_from_partials(partials), args.output)
     if args.invoice:
         ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice, for_people=True)

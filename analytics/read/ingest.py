@@ -70,8 +70,8 @@ import gzip
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -79,17 +79,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from analytics.terms import markets
-from analytics.core import outputs, progress
+from analytics.core import outputs, progress, stages
 from analytics.read import webhooks
 from analytics.core.errors import NOT_UTF8, InputError, UsageError, found_names, library_reason
 from analytics.core.json_files import loads_or_none, not_valid_json, read_text
 from analytics.core.text import plural
 from analytics.read.pseudonymise import pseudonymise
+from analytics.core.resources import resource
 from analytics.terms.rules import first_supported_date
 from analytics.core.schema import (
     DEFAULT_WABA,
     DIRECTIONS,
     ENTRY_POINTS,
+    INSTANT,
     MESSAGE_SCHEMA,
     REQUIRED_MESSAGE_COLUMNS,
     STATUSES,
@@ -106,6 +108,9 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "problem": pl.String(),
 }
 QUARANTINE_COLUMNS = ("source_file", "source_row", "reason", *MESSAGE_COLUMNS)
+# A Parquet column that holds instants with a zone is also kept as such beside its text (null for other
+# readers): validation takes the instant as it is instead of writing it out and parsing it back.
+_TYPED = {"timestamp": "_typed_timestamp", "fep_expires_at": "_typed_fep_expires_at"}
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet",)
@@ -294,13 +299,17 @@ def _empty_input(path: Path, kind: str) -> RawInput:
     return RawInput(str(path), kind, pl.LazyFrame(schema=RAW_SCHEMA), notes=(f"{path}: the file is empty",))
 
 
-def _raw_frame(frame: pl.LazyFrame, path: Path, columns: dict[str, pl.Expr], row: pl.Expr, problem: pl.Expr) -> pl.LazyFrame:
-    """RAW_SCHEMA from the reader's expressions; canonical columns it lacks are null."""
+def _raw_frame(
+    frame: pl.LazyFrame, path: Path, columns: dict[str, pl.Expr], row: pl.Expr, problem: pl.Expr, typed: Sequence[pl.Expr] = ()
+) -> pl.LazyFrame:
+    """RAW_SCHEMA from the reader's expressions; canonical columns it lacks are null. `typed`: instants
+    as the file holds them (`_TYPED`)."""
     return frame.select(
         *[columns.get(c, pl.lit(None)).cast(pl.String).alias(c) for c in MESSAGE_COLUMNS],
         pl.lit(str(path), pl.String).alias("source_file"),
         row.cast(pl.Int64).alias("source_row"),
         problem.cast(pl.String).alias("problem"),
+        *typed,
     )
 
 
@@ -389,7 +398,12 @@ def scan_canonical_parquet(path: Path) -> RawInput:
     names = [n for n in schema.names() if n != _ROW_INDEX]
     positions, ignored = _canonical_positions(path, names)
     columns = {column: _as_text(path, names[position], schema[names[position]]) for column, position in positions.items()}
-    frame = _raw_frame(scan, path, columns, row=pl.col(_ROW_INDEX), problem=pl.lit(None))
+    typed = [
+        pl.col(names[positions[column]]).dt.convert_time_zone("UTC").cast(INSTANT).alias(_TYPED[column])
+        for column in _TYPED
+        if column in positions and isinstance(dtype := schema[names[positions[column]]], pl.Datetime) and dtype.time_zone is not None
+    ]
+    frame = _raw_frame(scan, path, columns, row=pl.col(_ROW_INDEX), problem=pl.lit(None), typed=typed)
     return RawInput(str(path), "Parquet", frame, notes=_ignored_note(path, ignored))
 
 
@@ -508,10 +522,12 @@ def _json_text_value(column: str, value: Any) -> tuple[str | None, str | None]:
 
 
 def conform_raw(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """Exactly RAW_SCHEMA, in order; absent message columns and `problem` are null."""
+    """Exactly RAW_SCHEMA, in order, then the `_TYPED` instants; absent message columns, `problem`
+    and instants are null."""
     names = frame.collect_schema().names()
     return frame.select(
-        (pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in RAW_SCHEMA.items()
+        *[(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in RAW_SCHEMA.items()],
+        *[(pl.col(c) if c in names else pl.lit(None)).cast(INSTANT).alias(c) for c in _TYPED.values()],
     )
 
 
@@ -548,22 +564,39 @@ def label(
         .with_columns(pl.struct(MESSAGE_COLUMNS).alias(_RAW))
         .with_columns(_trimmed(c) for c in MESSAGE_COLUMNS)
         .with_columns(
-            pl.col("timestamp").str.extract_groups(_ISO).alias(_ISO_PARTS),
-            pl.col("fep_expires_at").str.extract_groups(_ISO).alias(_FEP_ISO_PARTS),
+            _untyped("timestamp").str.extract_groups(_ISO).alias(_ISO_PARTS),
+            _untyped("fep_expires_at").str.extract_groups(_ISO).alias(_FEP_ISO_PARTS),
         )
     )
     checked = trimmed.with_columns(
-        pl.coalesce(_iso_instant(pl.col(_ISO_PARTS)), _unix_instant(pl.col("timestamp"))).alias(_INSTANT),
+        pl.coalesce(_TYPED["timestamp"], _iso_instant(pl.col(_ISO_PARTS)), _unix_instant(_untyped("timestamp"))).alias(_INSTANT),
         _has_no_zone(pl.col(_ISO_PARTS)).alias(_NO_ZONE),
-        pl.coalesce(_iso_instant(pl.col(_FEP_ISO_PARTS)), _unix_instant(pl.col("fep_expires_at"))).alias(_FEP_INSTANT),
+        pl.coalesce(
+            _TYPED["fep_expires_at"], _iso_instant(pl.col(_FEP_ISO_PARTS)), _unix_instant(_untyped("fep_expires_at"))
+        ).alias(_FEP_INSTANT),
         *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point")],
         pl.col("user_country").str.to_uppercase(),
         pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
     ).with_columns(
         pl.coalesce(_row_reason(_first_supported_instants(timezone, waba_timezones or {})), _implausible_time(latest)).alias(_REASON)
     )
-    checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT)
-    return _resolve_duplicates(checked, repeated_messages(checked))
+    checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT, *_TYPED.values())
+    repeats = repeated_messages(checked) if _any_repeated_id(raw) else pl.DataFrame(schema=_REPEATS_SCHEMA)
+    return _resolve_duplicates(checked, repeats)
+
+
+def _any_repeated_id(raw: pl.LazyFrame) -> bool:
+    """Whether any message_id (trimmed) occurs twice among all rows, usable or not: one pass over that
+    column alone, so that inputs without repeats (most exports, every file `ingest` wrote) skip
+    `repeated_messages`, which checks every row to find them among the usable ones."""
+    ids = conform_raw(raw).select(_trimmed("message_id")).drop_nulls()
+    return bool(ids.select(pl.col("message_id").is_duplicated().any()).collect(engine="streaming").item())
+
+
+def _untyped(column: str) -> pl.Expr:
+    """The text of a timestamp column where the file gave no instant with a zone (`_TYPED`), else null:
+    the text parsers only see what they must."""
+    return pl.when(pl.col(_TYPED[column]).is_null()).then(pl.col(column))
 
 
 def _trimmed(column: str) -> pl.Expr:
@@ -863,6 +896,16 @@ class Ingested:
     quarantine: pl.LazyFrame
     billing: pl.DataFrame
     summary: IngestSummary
+    checked: Mapping[str, Any] = field(default_factory=dict)  # what the rows were checked with: the stage file's marker
+    stage_file: str | None = None  # the stage file `messages` is, as it is on disk (read_stage_file)
+
+
+# What ingest checks on every row (module docstring, step 2), as a stage file's marker names it.
+VALIDATED = (
+    "required values", "timestamps with a time zone", "not before the first supported rule set", "not after the latest bound",
+    "directions", "template categories", "statuses", "entry points", "fep_expires_at", "user_country",
+    "repeated message_ids (identical dropped, conflicting quarantined)",
+)
 
 
 def read_messages(
@@ -874,33 +917,171 @@ def read_messages(
     waba_timezones: Mapping[str, str] | None = None,
     pseudonymise_key: bytes | None = None,
     latest: dt.datetime | None = None,
+    output: str | Path | None = None,
 ) -> Ingested:
     """Canonical messages from any number of files of any supported format (module docstring).
     `timezone` and `waba_timezones` (`Settings`'s) decide which rows come before the first
-    supported rule set; timestamps after `latest` (default: now plus `FUTURE_MARGIN`) are quarantined."""
+    supported rule set; timestamps after `latest` (default: now plus `FUTURE_MARGIN`) are quarantined.
+
+    `output` (what `ingest` does): the messages are also written there, CSV or Parquet (a stage file,
+    `stage_metadata`), in the same pass over the inputs that counts them, and `messages` reads them
+    back from it when it is Parquet."""
     if not paths:
         raise UsageError("no input files: give at least one CSV, Parquet or JSON file")
     zone_info(timezone)
+    marked = _stage_markers(paths)
+    if len(paths) == 1 and marked and send_log is None and templates is None and output is None:
+        trusted = read_stage_file(
+            paths[0], marked[0], timezone=timezone, waba_timezones=waba_timezones, latest=latest, pseudonymise_key=pseudonymise_key
+        )
+        if trusted is not None:
+            return trusted
     log = webhooks.read_send_log(send_log) if send_log is not None else None
     template_list = webhooks.read_templates(templates) if templates is not None else None
     with progress.stage("Reading", total=len(paths), unit="files") as step:
-        raw = [read_raw(p, send_log=log, templates=template_list, fold=False) for p in step.track(paths)]
-        inputs = fold_webhooks(raw, send_log=log, templates=template_list)
-    with _reading(inputs), progress.stage(f"Checking {plural(len(inputs), 'file')}"):
-        labelled = label(pl.concat([i.frame for i in inputs], how="vertical"), timezone=timezone, waba_timezones=waba_timezones, latest=latest)
-        by_user = _outcome_counts(labelled).collect(engine="streaming")
+        raw_inputs = [read_raw(p, send_log=log, templates=template_list, fold=False) for p in step.track(paths)]
+        inputs = fold_webhooks(raw_inputs, send_log=log, templates=template_list)
+    latest = default_latest() if latest is None else latest
+    with ExitStack() as cleanup, _reading(inputs), progress.stage(f"Checking {plural(len(inputs), 'file')}"):
+        raw = pl.concat([conform_raw(i.frame) for i in inputs], how="vertical")
+        labelled = label(raw, timezone=timezone, waba_timezones=waba_timezones, latest=latest)
+        if output is None:
+            by_user = _outcome_counts(labelled).collect(engine="streaming")
+            messages = _located(labelled, pseudonymise_key)
+        else:  # one pass: counted and written to a scratch file, copied to `output` with its marker below
+            Path(output).parent.mkdir(parents=True, exist_ok=True)  # as `write_frame` would
+            written = cleanup.enter_context(outputs.scratch_folder(folder=Path(output).parent)) / "messages.parquet"
+            located = messages_of(labelled)
+            located = located.with_columns(user_country=markets.user_country_expr(located.collect_schema().names()))
+            if pseudonymise_key is not None:
+                located = pseudonymise(located, pseudonymise_key)
+            by_user = pl.collect_all(
+                [_outcome_counts(labelled), located.sink_parquet(written, compression="lz4", lazy=True)], engine="streaming"
+            )[0]
+            messages = pl.scan_parquet(written)
+        ingested = _ingested(
+            inputs, labelled, by_user, messages, send_log=send_log, templates=templates, timezone=timezone,
+            waba_timezones=waba_timezones, latest=latest, pseudonymise_key=pseudonymise_key,
+        )
+        if output is not None:
+            write_frame(messages, output, metadata=stage_metadata(ingested))
+            written_back = pl.scan_parquet(output) if output_suffix(output) in PARQUET_SUFFIXES else _located(labelled, pseudonymise_key)
+            ingested = replace(ingested, messages=written_back)
+    return ingested
+
+
+def _located(labelled: pl.LazyFrame, pseudonymise_key: bytes | None) -> pl.LazyFrame:
+    """The used rows as canonical messages with `user_country` filled, pseudonymised with a key."""
+    messages = markets.with_user_country(messages_of(labelled))
+    return messages if pseudonymise_key is None else pseudonymise(messages, pseudonymise_key)
+
+
+def _ingested(
+    inputs: Sequence[RawInput],
+    labelled: pl.LazyFrame,
+    by_user: pl.DataFrame,
+    messages: pl.LazyFrame,
+    *,
+    send_log: object,
+    templates: object,
+    timezone: str,
+    waba_timezones: Mapping[str, str] | None,
+    latest: dt.datetime,
+    pseudonymise_key: bytes | None,
+) -> Ingested:
+    """`read_messages`'s result from the counts per user (`_outcome_counts`) and the messages."""
     outcomes = by_user.group_by("source_file", _OUTCOME, _KIND).agg(pl.col(_COUNTED).sum())
     unlocated = _unlocated_users(by_user)
-    messages, quarantine = markets.with_user_country(messages_of(labelled)), quarantine_of(labelled)
+    quarantine = quarantine_of(labelled)
     if pseudonymise_key is not None:
-        messages = pseudonymise(messages, pseudonymise_key)
         quarantine = _pseudonymised_quarantine(quarantine, pseudonymise_key)
     notes = _input_notes(inputs, send_log, templates, any(i.kind == "webhook JSON" for i in inputs))
+    used = by_user.filter(pl.col(_OUTCOME) == USED)
+    checked = {
+        "validated": list(VALIDATED),
+        "timezone": timezone,
+        "waba_timezones": dict(waba_timezones or {}),
+        "latest_timestamp_bound": latest.isoformat(),
+        "first_timestamp": _iso(used["first_timestamp"].min()),
+        "last_timestamp": _iso(used["last_timestamp"].max()),
+        "rules_file": stages.content_hash(resource("data", "rules", "rule_sets.toml").read_bytes()),
+        "markets_table": stages.content_hash(resource("data", "markets", "regions.csv").read_bytes()),
+        "pseudonymised": pseudonymise_key is not None,
+    }
     return Ingested(
         messages=messages,
         quarantine=quarantine,
         billing=_billing(inputs),
         summary=replace(summarise(outcomes, inputs, notes), unknown_markets=unknown_markets(unlocated)),
+        checked=checked,
+    )
+
+
+def _iso(instant: object) -> str | None:
+    return instant.isoformat() if isinstance(instant, dt.datetime) else None
+
+
+def stage_metadata(ingested: Ingested) -> dict[str, str]:
+    """The marker of the canonical messages `ingested` holds (`analytics.core.stages`): what they were
+    checked with, their row count and what the run summary of a later command repeats."""
+    summary = ingested.summary
+    return stages.metadata(
+        stages.MESSAGES,
+        summary.rows_used,
+        **ingested.checked,
+        unconfirmed_deliveries=summary.unconfirmed_deliveries,
+        unknown_markets=[asdict(u) for u in summary.unknown_markets],
+    )
+
+
+def _stage_markers(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The markers of the inputs that carry one, each checked against MESSAGE_SCHEMA (a marked file that
+    no longer matches is refused: StageFileError); empty unless every input carries one."""
+    markers = [stages.read_marker(p) for p in paths]
+    for path, marker in zip(paths, markers, strict=True):
+        if marker is not None:
+            stages.check(path, marker, stages.MESSAGES, MESSAGE_SCHEMA)
+    return [m for m in markers if m is not None] if all(m is not None for m in markers) else []
+
+
+def read_stage_file(
+    path: str | Path,
+    marker: Mapping[str, Any],
+    *,
+    timezone: str = "UTC",
+    waba_timezones: Mapping[str, str] | None = None,
+    latest: dt.datetime | None = None,
+    pseudonymise_key: bytes | None = None,
+) -> Ingested | None:
+    """The canonical messages of a file `ingest` wrote (checked marker), scanned lazily and not
+    validated again; None when this run's bounds are narrower than the rows' (a time zone whose
+    first supported instant is later than the first message, a latest bound earlier than the last):
+    then the file is validated as any other and the rows outside go to the quarantine."""
+    first, last = marker.get("first_timestamp"), marker.get("last_timestamp")
+    if first is not None and last is not None:
+        zones = {timezone, *(waba_timezones or {}).values()}
+        if dt.datetime.fromisoformat(first) < max(_first_supported_instant(zone) for zone in zones):
+            return None
+        if dt.datetime.fromisoformat(last) > (default_latest() if latest is None else latest):
+            return None
+    messages = pl.scan_parquet(path)
+    if pseudonymise_key is not None:
+        messages = pseudonymise(messages, pseudonymise_key)
+    rows = int(marker["rows"])
+    summary = IngestSummary(
+        rows_read=rows,
+        rows_used=rows,
+        duplicates_dropped=0,
+        unconfirmed_deliveries=int(marker.get("unconfirmed_deliveries", 0)),
+        unknown_markets=tuple(UnknownMarkets(**u) for u in marker.get("unknown_markets", [])),
+        notes=(f"{path}: canonical messages written by wa-analytics ingest, used as they are (validated when written)",),
+        files=(InputFile(str(path), "Parquet from wa-analytics ingest", rows),),
+    )
+    quarantine = pl.LazyFrame(schema={c: RAW_SCHEMA.get(c, pl.String()) for c in QUARANTINE_COLUMNS})
+    checked = {k: v for k, v in marker.items() if k not in ("kind", "version", "package_version", "rows")}
+    return Ingested(
+        messages, quarantine, pl.DataFrame(schema=webhooks.BILLING_SCHEMA), summary, checked=checked,
+        stage_file=str(path) if pseudonymise_key is None else None,
     )
 
 
@@ -920,6 +1101,8 @@ def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
         entry_points_ignored=pl.col(_ENTRY_POINT_IGNORED).sum(),
         categories_ignored=pl.col(_CATEGORY_IGNORED).sum(),
         user_ids_normalised=pl.col(_ID_NORMALISED).sum(),
+        first_timestamp=pl.col("timestamp").min(),
+        last_timestamp=pl.col("timestamp").max(),
     )
 
 
@@ -1054,19 +1237,22 @@ def output_suffix(path: str | Path) -> str:
     return suffix
 
 
-def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_people: bool = False) -> None:
+def write_frame(
+    frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_people: bool = False, metadata: Mapping[str, str] | None = None
+) -> None:
     """CSV (`.csv`, `.csv.gz`, timestamps ISO 8601 with offset) or Parquet, by extension; streamed, and
     written atomically (`outputs.atomic`) so a failed or stopped run leaves no half-written output.
 
     `for_people`: a CSV analysts open in a spreadsheet (quarantine, explanations, invoice,
     reconciliation): text cells that a spreadsheet would run as a formula are neutralised
-    (`outputs.neutralise_formulas`). Parquet keeps every value exact.
+    (`outputs.neutralise_formulas`). Parquet keeps every value exact. `metadata`: Parquet key-value
+    metadata (a stage file's marker, `analytics.core.stages`); a CSV has nowhere to keep it.
     """
     path = Path(path)
     suffix = output_suffix(path)
     with outputs.atomic(path) as partial, progress.stage(f"Writing {path.name}"):
         if suffix in PARQUET_SUFFIXES:
-            frame.lazy().sink_parquet(partial)
+            frame.lazy().sink_parquet(partial, metadata=dict(metadata) if metadata else None)
         else:
             compression = "gzip" if suffix == ".csv.gz" else "uncompressed"
             frame = outputs.neutralise_formulas(frame.lazy()) if for_people else frame.lazy()

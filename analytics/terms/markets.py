@@ -305,11 +305,17 @@ def with_user_country(frame: Frame) -> Frame:
     """
     names = frame.collect_schema().names()
     keys = [c for c in ("user_id", "user_phone", "user_country") if c in names]
-    phone = pl.coalesce(_phone_digits_expr("user_phone", names), _phone_digits_expr("user_id", names))
-    country = pl.coalesce(_country_of_phones(phone), _given_country(names), _bsuid_country_expr("user_id", names))
+    country = user_country_expr(names)
     if not keys:
         return frame.with_columns(user_country=country)
     return _through_distinct(frame, keys, country, "user_country")
+
+
+def user_country_expr(names: list[str]) -> pl.Expr:
+    """`with_user_country`'s country as an expression on a frame with columns `names`, row by row
+    (each distinct phone of a batch parsed once, and cached): for a stream that must not be sorted."""
+    phone = pl.coalesce(_phone_digits_expr("user_phone", names), _phone_digits_expr("user_id", names))
+    return pl.coalesce(_country_of_phones(phone), _given_country(names), _bsuid_country_expr("user_id", names))
 
 
 # --- Country to market ---------------------------------------------------------------------------
