@@ -31,7 +31,7 @@ import sys
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -46,7 +46,7 @@ from analytics.price import pricing
 from analytics.terms import ratecards
 from analytics.config_schema import Value
 from analytics.core.errors import InputError, UsageError
-from analytics.read.ingest import IngestSummary
+from analytics.read.ingest import IngestSummary, InputFile, UnknownMarkets
 from analytics.core.resources import resource
 from analytics.terms.rules import BillingConfig
 
@@ -151,25 +151,66 @@ def load_traffic(
     config_file: str | Path | None = None,
     send_log: str | Path | None = None,
     templates: str | Path | None = None,
+    work_dir: str | Path | None = None,
 ) -> Traffic:
     """Read `input_paths` (default: the shipped sample), bill them and keep what precedes the end
     of the report month `month` (YYYY-MM or `previous`) in `timezone`.
 
     `timezone` and `rules_name` (one rule set for all traffic) override `config_file`'s `[billing]`
     table (rules.BillingConfig); without either, UTC and the rules in force at each message.
+    `work_dir` is a folder `prepare` wrote with the same parameters (`wa-analytics report` passes
+    its working folder to every notebook): the traffic is read from its stage files instead of
+    being read and billed again.
     """
-    overrides = {k: v for k, v in (("timezone", timezone), ("rules", rules_name)) if v}
-    billing = BillingConfig.from_toml(config_file, **overrides) if config_file else BillingConfig(**overrides)  # type: ignore[arg-type]
-    sample = Path(str(resource(*SAMPLE))).resolve()
-    paths = [str(p) for p in input_paths] if input_paths else [str(sample)]
-    is_sample = all(Path(p).resolve() == sample for p in paths)
-    the_period = period(month, billing.timezone)
-    ingested = ingest.read_messages(
-        paths, send_log=send_log, templates=templates, timezone=billing.timezone, waba_timezones=billing.waba_timezones
+    parameters = traffic_parameters(
+        input_paths, month=month, timezone=timezone, rule_set=rules_name, config_file=config_file, send_log=send_log, templates=templates
     )
-    messages = ingested.messages.filter(pl.col("timestamp") < the_period.end).collect()
+    if work_dir is not None:
+        return read_prepared(work_dir, parameters)
+    return read_and_bill(parameters)
+
+
+# The notebook parameters that decide the traffic every report notebook starts from (`load_traffic`).
+TRAFFIC_PARAMETERS = ("input_paths", "month", "timezone", "rule_set", "config_file", "send_log", "templates")
+
+
+def traffic_parameters(input_paths: Sequence[str | Path] | None = None, *, month: str, **options: str | Path | None) -> dict[str, object]:
+    """`load_traffic`'s arguments as plain JSON values, named as the notebooks' parameters
+    (TRAFFIC_PARAMETERS; unset is None): what a prepared folder records and is checked against."""
+    plain: dict[str, object] = {"input_paths": [str(p) for p in input_paths] if input_paths else None, "month": month}
+    plain |= {name: str(value) if value else None for name, value in options.items()}
+    return {name: plain.get(name) for name in TRAFFIC_PARAMETERS}
+
+
+def _billing(parameters: Mapping[str, object]) -> BillingConfig:
+    overrides = {k: v for k, v in (("timezone", parameters["timezone"]), ("rules", parameters["rule_set"])) if v}
+    config_file = parameters["config_file"]
+    return BillingConfig.from_toml(config_file, **overrides) if config_file else BillingConfig(**overrides)  # type: ignore[arg-type]
+
+
+def read_and_bill(parameters: Mapping[str, object], *, quarantine: bool = False, month_option: str = "month") -> Traffic:
+    """The traffic of `parameters` (`traffic_parameters`), read and billed. `quarantine` reads the
+    quarantined rows now, in the same pass as the messages, instead of leaving them to a rescan;
+    `month_option` is how the month was given, for the message when nothing precedes its end."""
+    billing = _billing(parameters)
+    sample = Path(str(resource(*SAMPLE))).resolve()
+    paths = list(parameters["input_paths"] or [str(sample)])  # type: ignore[call-overload]
+    is_sample = all(Path(p).resolve() == sample for p in paths)
+    the_period = period(str(parameters["month"]), billing.timezone)
+    ingested = ingest.read_messages(
+        paths, send_log=parameters["send_log"], templates=parameters["templates"],  # type: ignore[arg-type]
+        timezone=billing.timezone, waba_timezones=billing.waba_timezones,
+    )
+    before_end = ingested.messages.filter(pl.col("timestamp") < the_period.end)
+    if quarantine:
+        messages, set_aside = pl.collect_all([before_end, ingested.quarantine])
+        quarantined = set_aside.lazy()
+    else:
+        messages, quarantined = before_end.collect(), ingested.quarantine
     if messages.height == 0:
-        raise InputError(f"no messages before the end of {the_period.month} ({billing.timezone}) in {', '.join(paths)}")
+        raise InputError(
+            f"no messages before the end of {the_period.month} ({billing.timezone}) in {', '.join(paths)}: choose a later {month_option}"
+        )
     billed = charges.bill(messages, billing)
     return Traffic(
         messages=messages,
@@ -177,10 +218,82 @@ def load_traffic(
         billing=billing,
         period=the_period,
         summary=ingested.summary,
-        quarantine=ingested.quarantine,
+        quarantine=quarantined,
         meta_pricing=meta_reports.webhook_pricing(ingested.billing),
         sources=tuple(paths),
         is_sample=is_sample,
+    )
+
+
+# --- The prepared state: read and bill once for every notebook of a report -------------------------
+
+# A prepared folder holds these stage files (Parquet, one per Traffic frame) and RUN_FILE, written last.
+STAGE_FILES = ("messages", "charges", "quarantine", "meta_pricing")
+RUN_FILE = "run.json"
+
+
+def prepare(work_dir: str | Path, parameters: Mapping[str, object], *, month_option: str = "month") -> Traffic:
+    """Read and bill the traffic of `parameters` (`traffic_parameters`) once, and write it to
+    `work_dir` for the report notebooks (`load_traffic(..., work_dir=...)`): a Parquet file per
+    frame of `Traffic` (STAGE_FILES) and RUN_FILE, JSON of the parameters, the report month, the
+    sources and the ingest summary. Each file is written whole or not at all; RUN_FILE comes last,
+    so a folder that has it is complete."""
+    traffic = read_and_bill(parameters, quarantine=True, month_option=month_option)
+    folder = Path(work_dir)
+    frames = {"messages": traffic.messages, "charges": traffic.charges, "quarantine": traffic.quarantine.collect(), "meta_pricing": traffic.meta_pricing}
+    for name in STAGE_FILES:
+        with outputs.atomic(folder / f"{name}.parquet") as partial:
+            frames[name].write_parquet(partial)
+    run = {
+        "parameters": dict(parameters),
+        "month": traffic.period.month,
+        "timezone": traffic.period.timezone,
+        "sources": list(traffic.sources),
+        "is_sample": traffic.is_sample,
+        "summary": asdict(traffic.summary),
+    }
+    with outputs.atomic(folder / RUN_FILE) as partial:
+        partial.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    return traffic
+
+
+def read_prepared(work_dir: str | Path, parameters: Mapping[str, object]) -> Traffic:
+    """The Traffic `prepare` wrote to `work_dir`, which must have been prepared with `parameters`:
+    a notebook never shows figures of other traffic than its parameters name."""
+    folder = Path(work_dir)
+    try:
+        run = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"work_dir {folder}: no {RUN_FILE}, so not a folder that `wa-analytics report` prepared; "
+            "set work_dir = None to read and bill the input here"
+        ) from None
+    differing = [name for name in TRAFFIC_PARAMETERS if run["parameters"].get(name) != parameters.get(name)]
+    if differing:
+        name = differing[0]
+        raise UsageError(
+            f"work_dir {folder} was prepared with {name} = {run['parameters'].get(name)!r}, not {parameters.get(name)!r}: "
+            "give the notebook the parameters of that run, or set work_dir = None to read and bill the input here"
+        )
+    billing = _billing(run["parameters"])
+    summary = run["summary"]
+    return Traffic(
+        messages=pl.read_parquet(folder / "messages.parquet"),
+        charges=pl.read_parquet(folder / "charges.parquet"),
+        billing=billing,
+        period=period(run["month"], billing.timezone),
+        summary=IngestSummary(
+            **{
+                **summary,
+                "unknown_markets": tuple(UnknownMarkets(**u) for u in summary["unknown_markets"]),
+                "notes": tuple(summary["notes"]),
+                "files": tuple(InputFile(**f) for f in summary["files"]),
+            }
+        ),
+        quarantine=pl.scan_parquet(folder / "quarantine.parquet"),
+        meta_pricing=pl.read_parquet(folder / "meta_pricing.parquet"),
+        sources=tuple(run["sources"]),
+        is_sample=run["is_sample"],
     )
 
 
@@ -349,13 +462,16 @@ def run_report(
     notebooks: Sequence[str] = REPORT_NOTEBOOKS,
     keep_notebooks: str | Path | None = None,
     parameters_file: str | Path | None = None,
+    work_dir: str | Path | None = None,
 ) -> Path:
     """Run the report notebooks for `month` on `input_paths` and write one HTML file to `output`.
 
     `parameters` override the notebooks' defaults (the names their `parameters` cells declare).
     `keep_notebooks` is a folder to keep the executed notebooks in; `parameters_file`, where the
     parameters come from, for messages. Every parameter is checked before any notebook runs
-    (`check_parameters`). Raises `NotebookFailed`.
+    (`check_parameters`). The input is read and billed once (`prepare`), into `work_dir` if given
+    (kept), else into a temporary folder removed at the end, and every notebook starts from that
+    prepared state (its `work_dir` parameter). Raises `NotebookFailed`.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -365,6 +481,8 @@ def run_report(
         raise UsageError(f"-o {output}: the report is HTML; name the output .html")
     chosen = dict(parameters or {})
     declared = declared_parameters(notebooks)
+    if "work_dir" in chosen:
+        raise UsageError("report parameter work_dir: the report sets it itself; to keep the prepared state, give --work-dir DIR")
     unknown = sorted(set(chosen) - set(declared))
     if unknown:
         raise UsageError(
@@ -372,12 +490,15 @@ def run_report(
         )
     if input_paths:
         chosen["input_paths"] = [str(Path(p).resolve()) for p in input_paths]
-    check_parameters(chosen, parameters_file, month=month)
+    check_parameters(chosen, parameters_file)
     timezone = str(chosen.get("timezone") or "UTC")
     chosen["month"] = report_month(month, timezone)
     chosen["chart_format"] = "png"
     executed: list[tuple[str, dict]] = []
     with outputs.scratch_folder(prefix="wa-analytics-report-") as scratch:
+        state = Path(work_dir) if work_dir else Path(scratch) / "state"
+        prepare(state, {name: chosen.get(name) for name in TRAFFIC_PARAMETERS}, month_option="--month")
+        chosen["work_dir"] = str(state.resolve())
         for name in notebooks:
             target = Path(scratch) / f"{name}.ipynb"
             mine = {k: v for k, v in chosen.items() if name in declared.get(k, set())}
@@ -435,15 +556,15 @@ def require_extras() -> None:
         )
 
 
-def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path | None = None, *, month: str | None = None) -> None:
+def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path | None = None) -> None:
     """Every report parameter checked before any notebook runs: bad input or usage is a UsageError
     or InputError (exit status 2) naming the parameter, not a notebook failing half-way (exit 1).
 
     Types and values first (`timezone = "Mars/Olympus"`, `currency = "XXX"`), then what the
     parameters name: the config file against its schema, the scenarios file, the rate card and its
-    currency, and the inputs (read as far as their headers; JSON is read whole) and, given the
-    report `month`, that they hold messages before its end. `parameters_file`, where they were
-    read from, is named in the message."""
+    currency. The inputs are read next, once, by `prepare` (which stops on a file that is not
+    traffic, or on no messages before the end of the report month), still before any notebook.
+    `parameters_file`, where they were read from, is named in the message."""
     label = f"--params {parameters_file}:" if parameters_file else "report parameter"
     for name, value in chosen.items():
         kind = PARAMETER_SCHEMA.get(name)
@@ -459,7 +580,6 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
         raise UsageError(
             f"{label} rule_set = {config_schema.excerpt(chosen['rule_set'])}: expected {PARAMETER_SCHEMA['rule_set'].describe()}"
         )
-    timezone = str(chosen.get("timezone") or billing.timezone)
     if chosen.get("scenarios_file"):
         from analytics.whatif import scenarios
 
@@ -472,21 +592,6 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
             f"{label} currency = {config_schema.excerpt(currency)}: the rate card has no rates in it; "
             f"it has {known}: choose one, or give a rate_card in that currency"
         )
-    paths = chosen.get("input_paths") or [str(resource(*SAMPLE))]
-    ingested = ingest.read_messages(
-        paths,
-        send_log=chosen.get("send_log"),  # type: ignore[arg-type]
-        templates=chosen.get("templates"),  # type: ignore[arg-type]
-        timezone=timezone,
-        waba_timezones=billing.waba_timezones,
-    )
-    if month is not None:
-        the_period = period(month, timezone)
-        if ingested.messages.filter(pl.col("timestamp") < the_period.end).head(1).collect().height == 0:
-            raise InputError(
-                f"no messages before the end of {the_period.month} ({timezone}) in {', '.join(map(str, paths))}: "  # type: ignore[call-overload]
-                "choose a later --month"
-            )
 
 
 @contextmanager
