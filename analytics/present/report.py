@@ -30,6 +30,7 @@ import shutil
 import sys
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +58,10 @@ SCENARIOS = ("examples", "scenarios.toml")
 # Parameters that name files: relative to the parameters file they are written in.
 PATH_PARAMETERS = frozenset({"input_paths", "analytics_paths", "rate_card", "scenarios_file", "config_file", "send_log", "templates"})
 PREVIOUS = "previous"
+# Report notebooks run two at a time (a report runs on small servers: two cores, memory for two
+# kernels holding the traffic); those that take longest on large inputs are started first.
+NOTEBOOKS_AT_ONCE = 2
+LONGEST_NOTEBOOKS = frozenset({"03_strategies_and_projection"})  # bills the traffic again for every scenario and projected month
 
 
 # --- The report month ------------------------------------------------------------------------------
@@ -499,24 +504,34 @@ def run_report(
         state = Path(work_dir) if work_dir else Path(scratch) / "state"
         prepare(state, {name: chosen.get(name) for name in TRAFFIC_PARAMETERS}, month_option="--month")
         chosen["work_dir"] = str(state.resolve())
-        for name in notebooks:
+
+        def execute(name: str) -> Path:
             target = Path(scratch) / f"{name}.ipynb"
             mine = {k: v for k, v in chosen.items() if name in declared.get(k, set())}
+            papermill.execute_notebook(
+                str(notebook_path(name)), str(target), parameters=mine, kernel_name="python3", progress_bar=False, cwd=scratch,
+            )
+            return target
+
+        # The notebooks only read the prepared state: they run side by side, the longest started first.
+        started = sorted(notebooks, key=lambda name: name not in LONGEST_NOTEBOOKS)
+        with _kernel_log(Path(scratch) / "kernel.log"), ThreadPoolExecutor(NOTEBOOKS_AT_ONCE) as pool:
+            running = {name: pool.submit(execute, name) for name in started}
             try:
-                with _kernel_log(Path(scratch) / "kernel.log"):
-                    papermill.execute_notebook(
-                        str(notebook_path(name)), str(target), parameters=mine, kernel_name="python3",
-                        progress_bar=False, cwd=scratch,
-                    )
-            except PapermillExecutionError as error:
-                kept = output.with_name(f"{output.stem}.failed-{name}.ipynb")
-                with outputs.atomic(kept) as partial:
-                    shutil.copyfile(target, partial)
-                raise NotebookFailed(_failure_message(name, error, kept)) from None
-            executed.append((name, json.loads(target.read_text(encoding="utf-8"))))
-            if keep_notebooks:
-                with outputs.atomic(Path(keep_notebooks) / target.name) as partial:
-                    shutil.copyfile(target, partial)
+                for name in notebooks:  # in the report's order: the first failing notebook is the one named
+                    try:
+                        target = running[name].result()
+                    except PapermillExecutionError as error:
+                        kept = output.with_name(f"{output.stem}.failed-{name}.ipynb")
+                        with outputs.atomic(kept) as partial:
+                            shutil.copyfile(Path(scratch) / f"{name}.ipynb", partial)
+                        raise NotebookFailed(_failure_message(name, error, kept)) from None
+                    executed.append((name, json.loads(target.read_text(encoding="utf-8"))))
+                    if keep_notebooks:
+                        with outputs.atomic(Path(keep_notebooks) / target.name) as partial:
+                            shutil.copyfile(target, partial)
+            finally:
+                pool.shutdown(cancel_futures=True)  # a failure: the notebooks not started yet never start
     with outputs.atomic(output) as partial:
         partial.write_text(render_html(executed, title=f"WhatsApp Business traffic report, {chosen['month']}"), encoding="utf-8")
     return output
