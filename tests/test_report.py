@@ -347,6 +347,7 @@ def test_a_failing_notebook_is_named_with_the_cell_and_line_that_raised_and_kept
     monkeypatch.setattr(report, "notebook_path", lambda name: failing)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     output = tmp_path / "out" / "report.html"
+    here = Path.cwd()
     status = cli.main(["report", "--month", "2026-10", "-o", str(output)])
     said = capsys.readouterr().err
     assert status == 1
@@ -358,6 +359,7 @@ def test_a_failing_notebook_is_named_with_the_cell_and_line_that_raised_and_kept
     assert (tmp_path / "out" / "report.failed-01_conversation_volumes.ipynb").exists()
     assert not output.exists()
     assert working_folders(tmp_path) == []  # the prepared state, in the working folder, is gone too
+    assert Path.cwd() == here  # notebooks run side by side: none may move this process to another folder
 
 
 def test_an_unknown_parameter_is_refused_with_the_known_ones(tmp_path, capsys):

@@ -508,8 +508,11 @@ def run_report(
         def execute(name: str) -> Path:
             target = Path(scratch) / f"{name}.ipynb"
             mine = {k: v for k, v in chosen.items() if name in declared.get(k, set())}
+            # The kernel starts in the scratch folder; papermill's `cwd` would change this process's
+            # folder instead, which two notebooks at once would leave pointing at the scratch folder.
             papermill.execute_notebook(
-                str(notebook_path(name)), str(target), parameters=mine, kernel_name="python3", progress_bar=False, cwd=scratch,
+                str(notebook_path(name)), str(target), parameters=mine, kernel_name="python3", progress_bar=False,
+                resources={"metadata": {"path": str(scratch)}},
             )
             return target
 
