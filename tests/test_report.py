@@ -16,8 +16,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import papermill
@@ -318,6 +322,34 @@ def test_a_report_reads_and_bills_the_input_once_and_keeps_the_prepared_state_in
     kept = report.load_traffic(month="2026-10", work_dir=work_dir)
     assert kept.charges.height == pl.read_parquet(work_dir / "charges.parquet").height > 0
     assert f"{kept.summary.rows_used:,} messages used" in output.read_text()
+
+
+def child_processes(pid: int) -> list[str]:
+    """The processes `pid` started, from any of its threads (the notebooks start their kernels from a pool)."""
+    started = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            started += children.read_text().split()
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return started
+
+
+def test_ctrl_c_while_a_notebook_runs_removes_the_working_folder(tmp_path):
+    temporaries = tmp_path / "temporaries"
+    temporaries.mkdir()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("wa-analytics")), "report", "--month", "2026-10", "-o", str(tmp_path / "r.html")],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temporaries)},
+    )
+    while process.poll() is None and not child_processes(process.pid):  # a kernel runs on the prepared state
+        time.sleep(0.05)
+    (working,) = working_folders(temporaries)
+    assert (temporaries / working / "state" / "run.json").exists()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    assert "stopped by SIGINT (Ctrl-C)" in process.stderr.read()
+    assert working_folders(temporaries) == [] and not (tmp_path / "r.html").exists()
 
 
 def test_work_dir_is_the_report_s_own_parameter(tmp_path, capsys):
