@@ -4,10 +4,12 @@ Two halves, one module, because they share the notebooks' parameters:
 
 - **For the notebooks** (`notebooks/reports/*.ipynb`): `load_traffic` reads the input (the shipped
   synthetic sample when none is given), bills it up to the end of the report month and returns
-  what every notebook needs (`Traffic`). The notebooks hold no other logic: roll-ups come from
-  `analytics.present.rollups`, charts from `analytics.present.charts`.
-- **For schedulers** (`wa-analytics report`): `run_report` executes each report notebook with
-  papermill, with the same parameters for all (`REPORT_NOTEBOOKS`), and renders them into one HTML
+  what every notebook needs (`Traffic`), or reads it from a folder `prepare` wrote. The notebooks
+  hold no other logic: roll-ups come from `analytics.present.rollups`, charts from
+  `analytics.present.charts`.
+- **For schedulers** (`wa-analytics report`): `run_report` reads and bills the input once into a
+  working folder (`prepare`), executes each report notebook on it with papermill, two at a time,
+  with the same parameters for all (`REPORT_NOTEBOOKS`), and renders them into one HTML
   file without code, charts embedded as PNG images made by vl-convert (`chart_format = "png"`), so
   the file renders offline and in a mail client, fetching nothing. A notebook that fails stops the
   run with its name, the failing cell and the error, and the executed notebook is kept beside the
