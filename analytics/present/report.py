@@ -247,7 +247,9 @@ def prepare(work_dir: str | Path, parameters: Mapping[str, object], *, month_opt
     so a folder that has it is complete."""
     traffic = read_and_bill(parameters, quarantine=True, month_option=month_option)
     folder = Path(work_dir)
-    frames = {"messages": traffic.messages, "charges": traffic.charges, "quarantine": traffic.quarantine.collect(), "meta_pricing": traffic.meta_pricing}
+    frames = {
+        "messages": traffic.messages, "charges": traffic.charges, "quarantine": traffic.quarantine.collect(), "meta_pricing": traffic.meta_pricing,
+    }
     for name in STAGE_FILES:
         with outputs.atomic(folder / f"{name}.parquet") as partial:
             frames[name].write_parquet(partial)
