@@ -791,8 +791,10 @@ def run_report_command(args: argparse.Namespace) -> int:
             f"-o {args.output}": args.output,
             f"--keep-notebooks {args.keep_notebooks}": args.keep_notebooks,
             f"--work-dir {args.work_dir}": args.work_dir,
+            # the files prepared there: never an input (`--input out/messages.parquet --work-dir out`)
+            **{f"--work-dir {Path(args.work_dir) / name}": str(Path(args.work_dir) / name) for name in report.PREPARED_FILES if args.work_dir},
         },
-        inputs=[parameters.get("rate_card"), parameters.get("scenarios_file")],
+        inputs=[parameters.get("rate_card"), parameters.get("scenarios_file"), *(parameters.get("input_paths") or [])],
         folders=[f"--keep-notebooks {args.keep_notebooks}", f"--work-dir {args.work_dir}"],
     )
     try:

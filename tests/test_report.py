@@ -352,6 +352,15 @@ def test_ctrl_c_while_a_notebook_runs_removes_the_working_folder(tmp_path):
     assert working_folders(temporaries) == [] and not (tmp_path / "r.html").exists()
 
 
+def test_a_work_dir_that_would_overwrite_an_input_is_refused(tmp_path, capsys):
+    traffic = tmp_path / "messages.parquet"  # what `make report` writes: out/messages.parquet
+    report.load_traffic(month="2026-10").messages.write_parquet(traffic)
+    before = traffic.read_bytes()
+    assert cli.main(["report", "--input", str(traffic), "--month", "2026-10", "--work-dir", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    assert f"--work-dir {traffic} is also an input ({traffic})" in capsys.readouterr().err
+    assert traffic.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["messages.parquet"]
+
+
 def test_work_dir_is_the_report_s_own_parameter(tmp_path, capsys):
     params = tmp_path / "params.toml"
     params.write_text(f'work_dir = "{tmp_path}"\n')

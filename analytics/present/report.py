@@ -237,6 +237,7 @@ def read_and_bill(parameters: Mapping[str, object], *, quarantine: bool = False,
 # A prepared folder holds these stage files (Parquet, one per Traffic frame) and RUN_FILE, written last.
 STAGE_FILES = ("messages", "charges", "quarantine", "meta_pricing")
 RUN_FILE = "run.json"
+PREPARED_FILES = (*(f"{name}.parquet" for name in STAGE_FILES), RUN_FILE)
 
 
 def prepare(work_dir: str | Path, parameters: Mapping[str, object], *, month_option: str = "month") -> Traffic:
