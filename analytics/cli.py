@@ -782,6 +782,12 @@ def add_report_command(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--month", required=True, metavar="YYYY-MM", help="the report month, or 'previous' (the month before today, for scheduled runs)")
     parser.add_argument("--params", metavar="FILE", help="TOML of notebook parameters: timezone, currency, rate_card, scenarios_file, months_ahead, ...")
     parser.add_argument("--keep-notebooks", metavar="DIR", help="also keep the executed notebooks in DIR")
+    parser.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help="keep the prepared state (the input read and billed once for every notebook: Parquet files and run.json) "
+        "in DIR; default: a temporary folder removed at the end",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="REPORT.html")
     parser.set_defaults(run=run_report_command)
 
@@ -796,14 +802,20 @@ def run_report_command(args: argparse.Namespace) -> int:
             raise UsageError(f"--input {path}: no such file")
     check_outputs(
         args,
-        {f"-o {args.output}": args.output, f"--keep-notebooks {args.keep_notebooks}": args.keep_notebooks},
-        inputs=[parameters.get("rate_card"), parameters.get("scenarios_file")],
-        folders=[f"--keep-notebooks {args.keep_notebooks}"],
+        {
+            f"-o {args.output}": args.output,
+            f"--keep-notebooks {args.keep_notebooks}": args.keep_notebooks,
+            f"--work-dir {args.work_dir}": args.work_dir,
+            # the files prepared there: never an input (`--input out/messages.parquet --work-dir out`)
+            **{f"--work-dir {Path(args.work_dir) / name}": str(Path(args.work_dir) / name) for name in report.PREPARED_FILES if args.work_dir},
+        },
+        inputs=[parameters.get("rate_card"), parameters.get("scenarios_file"), *(parameters.get("input_paths") or [])],
+        folders=[f"--keep-notebooks {args.keep_notebooks}", f"--work-dir {args.work_dir}"],
     )
     try:
         written = report.run_report(
             args.output, month=args.month, input_paths=args.input or None, parameters=parameters, keep_notebooks=args.keep_notebooks,
-            parameters_file=args.params,
+            parameters_file=args.params, work_dir=args.work_dir,
         )
     except report.NotebookFailed as failure:
         _say(f"{PROG}: report failed: {failure}")

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import json
+import os
 import re
 import shutil
+import signal
 import struct
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import papermill
@@ -166,9 +173,20 @@ def test_reconciliation_notebook_on_meta_webhooks_from_the_input(tmp_path):
 
 @pytest.fixture(scope="module")
 def sample_report(tmp_path_factory) -> Path:
+    """The report of the sample, made with temporary folders in a folder of its own (`temporaries`)."""
     output = tmp_path_factory.mktemp("report") / "report.html"
-    assert cli.main(["report", "--month", "2026-10", "-o", str(output)]) == 0
+    temporaries = output.with_name("temporaries")
+    temporaries.mkdir()
+    saved, tempfile.tempdir = tempfile.tempdir, str(temporaries)
+    try:
+        assert cli.main(["report", "--month", "2026-10", "-o", str(output)]) == 0
+    finally:
+        tempfile.tempdir = saved
     return output
+
+
+def working_folders(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith("wa-analytics-report-")]
 
 
 def png_size(data_uri: str) -> tuple[int, int]:
@@ -201,6 +219,155 @@ def test_the_report_shows_the_checked_key_totals(sample_report):
     assert f"marketing,USD,{marketing['billable_charges'].sum()},{marketing['cost'].sum()}" in page
 
 
+def test_the_report_shows_what_the_notebooks_print_when_run_alone(sample_report):
+    """nbval holds the stored outputs of the checked cells to a run of each notebook alone (reading
+    and billing the sample itself); the report, made from the prepared state, prints the same."""
+    page = sample_report.read_text()
+    for name in report.REPORT_NOTEBOOKS:
+        stored = json.loads(report.notebook_path(name).read_text())
+        checked = [c for c in stored["cells"] if "NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
+        assert checked, name
+        for cell in checked:
+            (printed,) = ["".join(o["text"]) for o in cell["outputs"] if o.get("output_type") == "stream"]
+            assert f"<pre>{html.escape(printed)}</pre>" in page, name
+
+
+def test_the_working_folder_is_removed_after_the_report(sample_report):
+    temporaries = sample_report.with_name("temporaries")
+    assert working_folders(temporaries) == []
+
+
+# --- the prepared state: read and bill once --------------------------------------------------------------
+
+
+def test_prepare_writes_the_traffic_that_a_notebook_reads_back(tmp_path):
+    parameters = report.traffic_parameters(month="2026-05", timezone="Europe/Rome")
+    prepared = report.prepare(tmp_path, parameters)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "charges.parquet", "messages.parquet", "meta_pricing.parquet", "quarantine.parquet", "run.json"
+    ]
+    alone = report.load_traffic(month="2026-05", timezone="Europe/Rome")
+    read = report.load_traffic(month="2026-05", timezone="Europe/Rome", work_dir=tmp_path)
+    for traffic in (prepared, read):
+        assert traffic.messages.equals(alone.messages) and traffic.charges.equals(alone.charges)
+        assert traffic.meta_pricing.equals(alone.meta_pricing)
+        assert traffic.quarantine.collect().equals(alone.quarantine.collect())
+        assert (traffic.summary, traffic.period, traffic.sources, traffic.is_sample) == (alone.summary, alone.period, alone.sources, True)
+        assert traffic.billing.timezone == "Europe/Rome"
+    assert read.describe() == alone.describe()
+    assert alone.quarantine.collect().height > 0  # the sample has rows to set aside: the comparison means something
+
+
+def test_a_notebook_never_reads_a_state_prepared_with_other_parameters(tmp_path):
+    report.prepare(tmp_path, report.traffic_parameters(month="2026-05"))
+    with pytest.raises(report.UsageError, match=r"prepared with month = '2026-05', not '2026-06'"):
+        report.load_traffic(month="2026-06", work_dir=tmp_path)
+    with pytest.raises(report.UsageError, match=r"prepared with timezone = None, not 'Europe/Rome'"):
+        report.load_traffic(month="2026-05", timezone="Europe/Rome", work_dir=tmp_path)
+    with pytest.raises(report.UsageError, match=r"no run.json, so not a folder"):
+        report.load_traffic(month="2026-05", work_dir=tmp_path / "elsewhere")
+
+
+def test_a_notebook_prints_the_same_from_the_prepared_state_as_alone(tmp_path):
+    parameters = {"month": "2026-05", "timezone": "Europe/Rome", "currency": "USD", "chart_format": "png"}
+    alone = run_notebook("02_costs", tmp_path, **parameters)
+    report.prepare(tmp_path / "state", report.traffic_parameters(month="2026-05", timezone="Europe/Rome"))
+    prepared = run_notebook("02_costs", tmp_path, **parameters, work_dir=str(tmp_path / "state"))
+    assert prepared == alone
+    assert any("Report month 2026-05 (Europe/Rome)" in text for text in alone)
+    assert checked_output(alone).height > 0
+
+
+# Counts calls to the functions that read and bill traffic, in every Python process that imports this:
+# the notebook kernels (through PYTHONPATH), one line per call: function, caller.
+CALL_COUNTER = """
+import os, sys
+
+def _counted(module, name, log):
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        with open(log, "a") as calls:
+            calls.write(f"{name} {sys._getframe(1).f_code.co_name}\\n")
+        return original(*args, **kwargs)
+
+    setattr(module, name, counted)
+
+if os.environ.get("WA_ANALYTICS_TEST_CALLS"):
+    from analytics.bill import charges
+    from analytics.read import ingest
+
+    _counted(ingest, "read_messages", os.environ["WA_ANALYTICS_TEST_CALLS"])
+    _counted(charges, "bill", os.environ["WA_ANALYTICS_TEST_CALLS"])
+"""
+
+
+def test_a_report_reads_and_bills_the_input_once_and_keeps_the_prepared_state_in_its_work_dir(tmp_path, monkeypatch):
+    calls = tmp_path / "calls.txt"
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(CALL_COUNTER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("WA_ANALYTICS_TEST_CALLS", str(calls))
+    exec(CALL_COUNTER.replace("setattr(module", "monkeypatch.setattr(module"), {"monkeypatch": monkeypatch})  # this process too
+    work_dir = tmp_path / "work"
+    output = tmp_path / "report.html"
+    assert cli.main(["report", "--month", "2026-10", "--work-dir", str(work_dir), "-o", str(output)]) == 0
+    made = calls.read_text().splitlines()
+    # Read once, billed once (prepare); the only other billing is of the synthetic Meta side of 04
+    # (the sample's traffic perturbed in known ways), which no other notebook needs.
+    assert made.count("read_messages read_and_bill") == 1 and made.count("bill read_and_bill") == 1
+    assert sorted(made) == ["bill read_and_bill", "bill reconciliation", "read_messages read_and_bill"]
+    run = json.loads((work_dir / "run.json").read_text())
+    assert run["parameters"]["month"] == run["month"] == "2026-10" and run["is_sample"]
+    kept = report.load_traffic(month="2026-10", work_dir=work_dir)
+    assert kept.charges.height == pl.read_parquet(work_dir / "charges.parquet").height > 0
+    assert f"{kept.summary.rows_used:,} messages used" in output.read_text()
+
+
+def child_processes(pid: int) -> list[str]:
+    """The processes `pid` started, from any of its threads (the notebooks start their kernels from a pool)."""
+    started = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            started += children.read_text().split()
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return started
+
+
+def test_ctrl_c_while_a_notebook_runs_removes_the_working_folder(tmp_path):
+    temporaries = tmp_path / "temporaries"
+    temporaries.mkdir()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("wa-analytics")), "report", "--month", "2026-10", "-o", str(tmp_path / "r.html")],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temporaries)},
+    )
+    while process.poll() is None and not child_processes(process.pid):  # a kernel runs on the prepared state
+        time.sleep(0.05)
+    (working,) = working_folders(temporaries)
+    assert (temporaries / working / "state" / "run.json").exists()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    assert "stopped by SIGINT (Ctrl-C)" in process.stderr.read()
+    assert working_folders(temporaries) == [] and not (tmp_path / "r.html").exists()
+
+
+def test_a_work_dir_that_would_overwrite_an_input_is_refused(tmp_path, capsys):
+    traffic = tmp_path / "messages.parquet"  # what `make report` writes: out/messages.parquet
+    report.load_traffic(month="2026-10").messages.write_parquet(traffic)
+    before = traffic.read_bytes()
+    assert cli.main(["report", "--input", str(traffic), "--month", "2026-10", "--work-dir", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    assert f"--work-dir {traffic} is also an input ({traffic})" in capsys.readouterr().err
+    assert traffic.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["messages.parquet"]
+
+
+def test_work_dir_is_the_report_s_own_parameter(tmp_path, capsys):
+    params = tmp_path / "params.toml"
+    params.write_text(f'work_dir = "{tmp_path}"\n')
+    assert cli.main(["report", "--month", "2026-10", "--params", str(params), "-o", str(tmp_path / "r.html")]) == 2
+    assert "report parameter work_dir: the report sets it itself; to keep the prepared state, give --work-dir DIR" in capsys.readouterr().err
+
+
 def test_an_input_that_is_not_traffic_is_refused_before_any_notebook_runs(tmp_path, capsys):
     output = tmp_path / "report.html"
     status = cli.main(["report", "--month", "2026-10", "--input", str(RECONCILE / "card.csv"), "-o", str(output)])
@@ -219,7 +386,9 @@ def test_a_failing_notebook_is_named_with_the_cell_and_line_that_raised_and_kept
     failing = tmp_path / "01_conversation_volumes.ipynb"
     failing.write_text(json.dumps({**shipped, "cells": cells}))
     monkeypatch.setattr(report, "notebook_path", lambda name: failing)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     output = tmp_path / "out" / "report.html"
+    here = Path.cwd()
     status = cli.main(["report", "--month", "2026-10", "-o", str(output)])
     said = capsys.readouterr().err
     assert status == 1
@@ -230,6 +399,8 @@ def test_a_failing_notebook_is_named_with_the_cell_and_line_that_raised_and_kept
     )
     assert (tmp_path / "out" / "report.failed-01_conversation_volumes.ipynb").exists()
     assert not output.exists()
+    assert working_folders(tmp_path) == []  # the prepared state, in the working folder, is gone too
+    assert Path.cwd() == here  # notebooks run side by side: none may move this process to another folder
 
 
 def test_an_unknown_parameter_is_refused_with_the_known_ones(tmp_path, capsys):

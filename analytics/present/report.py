@@ -4,10 +4,12 @@ Two halves, one module, because they share the notebooks' parameters:
 
 - **For the notebooks** (`notebooks/reports/*.ipynb`): `load_traffic` reads the input (the shipped
   synthetic sample when none is given), bills it up to the end of the report month and returns
-  what every notebook needs (`Traffic`). The notebooks hold no other logic: roll-ups come from
-  `analytics.present.rollups`, charts from `analytics.present.charts`.
-- **For schedulers** (`wa-analytics report`): `run_report` executes each report notebook with
-  papermill, with the same parameters for all (`REPORT_NOTEBOOKS`), and renders them into one HTML
+  what every notebook needs (`Traffic`), or reads it from a folder `prepare` wrote. The notebooks
+  hold no other logic: roll-ups come from `analytics.present.rollups`, charts from
+  `analytics.present.charts`.
+- **For schedulers** (`wa-analytics report`): `run_report` reads and bills the input once into a
+  working folder (`prepare`), executes each report notebook on it with papermill, two at a time,
+  with the same parameters for all (`REPORT_NOTEBOOKS`), and renders them into one HTML
   file without code, charts embedded as PNG images made by vl-convert (`chart_format = "png"`), so
   the file renders offline and in a mail client, fetching nothing. A notebook that fails stops the
   run with its name, the failing cell and the error, and the executed notebook is kept beside the
@@ -30,8 +32,9 @@ import shutil
 import sys
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,7 +50,7 @@ from analytics.price import pricing
 from analytics.terms import ratecards
 from analytics.config_schema import Value
 from analytics.core.errors import InputError, UsageError
-from analytics.read.ingest import IngestSummary
+from analytics.read.ingest import IngestSummary, InputFile, UnknownMarkets
 from analytics.core.resources import resource
 from analytics.core.text import plural
 from analytics.settings import Settings
@@ -59,6 +62,10 @@ SCENARIOS = ("examples", "scenarios.toml")
 # Parameters that name files: relative to the parameters file they are written in.
 PATH_PARAMETERS = frozenset({"input_paths", "analytics_paths", "rate_card", "scenarios_file", "config_file", "send_log", "templates"})
 PREVIOUS = "previous"
+# Report notebooks run two at a time (a report runs on small servers: two cores, memory for two
+# kernels holding the traffic); those that take longest on large inputs are started first.
+NOTEBOOKS_AT_ONCE = 2
+LONGEST_NOTEBOOKS = frozenset({"03_strategies_and_projection"})  # bills the traffic again for every scenario and projected month
 
 
 # --- The report month ------------------------------------------------------------------------------
@@ -153,25 +160,66 @@ def load_traffic(
     config_file: str | Path | None = None,
     send_log: str | Path | None = None,
     templates: str | Path | None = None,
+    work_dir: str | Path | None = None,
 ) -> Traffic:
     """Read `input_paths` (default: the shipped sample), bill them and keep what precedes the end
     of the report month `month` (YYYY-MM or `previous`) in `timezone`.
 
     `timezone` and `rules_name` (one rule set for all traffic) override `config_file`'s `[billing]`
     table (Settings); without either, UTC and the rules in force at each message.
+    `work_dir` is a folder `prepare` wrote with the same parameters (`wa-analytics report` passes
+    its working folder to every notebook): the traffic is read from its stage files instead of
+    being read and billed again.
     """
-    overrides = {k: v for k, v in (("timezone", timezone), ("rules", rules_name)) if v}
-    settings = Settings.from_toml(config_file, **overrides) if config_file else Settings(**overrides)  # type: ignore[arg-type]
-    sample = Path(str(resource(*SAMPLE))).resolve()
-    paths = [str(p) for p in input_paths] if input_paths else [str(sample)]
-    is_sample = all(Path(p).resolve() == sample for p in paths)
-    the_period = period(month, settings.timezone)
-    ingested = ingest.read_messages(
-        paths, send_log=send_log, templates=templates, timezone=settings.timezone, waba_timezones=settings.waba_timezones
+    parameters = traffic_parameters(
+        input_paths, month=month, timezone=timezone, rule_set=rules_name, config_file=config_file, send_log=send_log, templates=templates
     )
-    messages = ingested.messages.filter(pl.col("timestamp") < the_period.end).collect()
+    if work_dir is not None:
+        return read_prepared(work_dir, parameters)
+    return read_and_bill(parameters)
+
+
+# The notebook parameters that decide the traffic every report notebook starts from (`load_traffic`).
+TRAFFIC_PARAMETERS = ("input_paths", "month", "timezone", "rule_set", "config_file", "send_log", "templates")
+
+
+def traffic_parameters(input_paths: Sequence[str | Path] | None = None, *, month: str, **options: str | Path | None) -> dict[str, object]:
+    """`load_traffic`'s arguments as plain JSON values, named as the notebooks' parameters
+    (TRAFFIC_PARAMETERS; unset is None): what a prepared folder records and is checked against."""
+    plain: dict[str, object] = {"input_paths": [str(p) for p in input_paths] if input_paths else None, "month": month}
+    plain |= {name: str(value) if value else None for name, value in options.items()}
+    return {name: plain.get(name) for name in TRAFFIC_PARAMETERS}
+
+
+def _settings_of(parameters: Mapping[str, object]) -> Settings:
+    overrides = {k: v for k, v in (("timezone", parameters["timezone"]), ("rules", parameters["rule_set"])) if v}
+    config_file = parameters["config_file"]
+    return Settings.from_toml(config_file, **overrides) if config_file else Settings(**overrides)  # type: ignore[arg-type]
+
+
+def read_and_bill(parameters: Mapping[str, object], *, quarantine: bool = False, month_option: str = "month") -> Traffic:
+    """The traffic of `parameters` (`traffic_parameters`), read and billed. `quarantine` reads the
+    quarantined rows now, in the same pass as the messages, instead of leaving them to a rescan;
+    `month_option` is how the month was given, for the message when nothing precedes its end."""
+    settings = _settings_of(parameters)
+    sample = Path(str(resource(*SAMPLE))).resolve()
+    paths = list(parameters["input_paths"] or [str(sample)])  # type: ignore[call-overload]
+    is_sample = all(Path(p).resolve() == sample for p in paths)
+    the_period = period(str(parameters["month"]), settings.timezone)
+    ingested = ingest.read_messages(
+        paths, send_log=parameters["send_log"], templates=parameters["templates"],  # type: ignore[arg-type]
+        timezone=settings.timezone, waba_timezones=settings.waba_timezones,
+    )
+    before_end = ingested.messages.filter(pl.col("timestamp") < the_period.end)
+    if quarantine:
+        messages, set_aside = pl.collect_all([before_end, ingested.quarantine])
+        quarantined = set_aside.lazy()
+    else:
+        messages, quarantined = before_end.collect(), ingested.quarantine
     if messages.height == 0:
-        raise InputError(f"no messages before the end of {the_period.month} ({settings.timezone}) in {', '.join(paths)}")
+        raise InputError(
+            f"no messages before the end of {the_period.month} ({settings.timezone}) in {', '.join(paths)}: choose a later {month_option}"
+        )
     billed = charges.bill(messages, settings)
     return Traffic(
         messages=messages,
@@ -179,10 +227,85 @@ def load_traffic(
         settings=settings,
         period=the_period,
         summary=ingested.summary,
-        quarantine=ingested.quarantine,
+        quarantine=quarantined,
         meta_pricing=meta_reports.webhook_pricing(ingested.billing),
         sources=tuple(paths),
         is_sample=is_sample,
+    )
+
+
+# --- The prepared state: read and bill once for every notebook of a report -------------------------
+
+# A prepared folder holds these stage files (Parquet, one per Traffic frame) and RUN_FILE, written last.
+STAGE_FILES = ("messages", "charges", "quarantine", "meta_pricing")
+RUN_FILE = "run.json"
+PREPARED_FILES = (*(f"{name}.parquet" for name in STAGE_FILES), RUN_FILE)
+
+
+def prepare(work_dir: str | Path, parameters: Mapping[str, object], *, month_option: str = "month") -> Traffic:
+    """Read and bill the traffic of `parameters` (`traffic_parameters`) once, and write it to
+    `work_dir` for the report notebooks (`load_traffic(..., work_dir=...)`): a Parquet file per
+    frame of `Traffic` (STAGE_FILES) and RUN_FILE, JSON of the parameters, the report month, the
+    sources and the ingest summary. Each file is written whole or not at all; RUN_FILE comes last,
+    so a folder that has it is complete."""
+    traffic = read_and_bill(parameters, quarantine=True, month_option=month_option)
+    folder = Path(work_dir)
+    frames = {
+        "messages": traffic.messages, "charges": traffic.charges, "quarantine": traffic.quarantine.collect(), "meta_pricing": traffic.meta_pricing,
+    }
+    for name in STAGE_FILES:
+        with outputs.atomic(folder / f"{name}.parquet") as partial:
+            frames[name].write_parquet(partial)
+    run = {
+        "parameters": dict(parameters),
+        "month": traffic.period.month,
+        "timezone": traffic.period.timezone,
+        "sources": list(traffic.sources),
+        "is_sample": traffic.is_sample,
+        "summary": asdict(traffic.summary),
+    }
+    with outputs.atomic(folder / RUN_FILE) as partial:
+        partial.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    return traffic
+
+
+def read_prepared(work_dir: str | Path, parameters: Mapping[str, object]) -> Traffic:
+    """The Traffic `prepare` wrote to `work_dir`, which must have been prepared with `parameters`:
+    a notebook never shows figures of other traffic than its parameters name."""
+    folder = Path(work_dir)
+    try:
+        run = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"work_dir {folder}: no {RUN_FILE}, so not a folder that `wa-analytics report` prepared; "
+            "set work_dir = None to read and bill the input here"
+        ) from None
+    differing = [name for name in TRAFFIC_PARAMETERS if run["parameters"].get(name) != parameters.get(name)]
+    if differing:
+        name = differing[0]
+        raise UsageError(
+            f"work_dir {folder} was prepared with {name} = {run['parameters'].get(name)!r}, not {parameters.get(name)!r}: "
+            "give the notebook the parameters of that run, or set work_dir = None to read and bill the input here"
+        )
+    settings = _settings_of(run["parameters"])
+    summary = run["summary"]
+    return Traffic(
+        messages=pl.read_parquet(folder / "messages.parquet"),
+        charges=pl.read_parquet(folder / "charges.parquet"),
+        settings=settings,
+        period=period(run["month"], settings.timezone),
+        summary=IngestSummary(
+            **{
+                **summary,
+                "unknown_markets": tuple(UnknownMarkets(**u) for u in summary["unknown_markets"]),
+                "notes": tuple(summary["notes"]),
+                "files": tuple(InputFile(**f) for f in summary["files"]),
+            }
+        ),
+        quarantine=pl.scan_parquet(folder / "quarantine.parquet"),
+        meta_pricing=pl.read_parquet(folder / "meta_pricing.parquet"),
+        sources=tuple(run["sources"]),
+        is_sample=run["is_sample"],
     )
 
 
@@ -351,13 +474,16 @@ def run_report(
     notebooks: Sequence[str] = REPORT_NOTEBOOKS,
     keep_notebooks: str | Path | None = None,
     parameters_file: str | Path | None = None,
+    work_dir: str | Path | None = None,
 ) -> Path:
     """Run the report notebooks for `month` on `input_paths` and write one HTML file to `output`.
 
     `parameters` override the notebooks' defaults (the names their `parameters` cells declare).
     `keep_notebooks` is a folder to keep the executed notebooks in; `parameters_file`, where the
     parameters come from, for messages. Every parameter is checked before any notebook runs
-    (`check_parameters`). Raises `NotebookFailed`.
+    (`check_parameters`). The input is read and billed once (`prepare`), into `work_dir` if given
+    (kept), else into a temporary folder removed at the end, and every notebook starts from that
+    prepared state (its `work_dir` parameter). Raises `NotebookFailed`.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -367,6 +493,8 @@ def run_report(
         raise UsageError(f"-o {output}: the report is HTML; name the output .html")
     chosen = dict(parameters or {})
     declared = declared_parameters(notebooks)
+    if "work_dir" in chosen:
+        raise UsageError("report parameter work_dir: the report sets it itself; to keep the prepared state, give --work-dir DIR")
     unknown = sorted(set(chosen) - set(declared))
     if unknown:
         raise UsageError(
@@ -374,30 +502,48 @@ def run_report(
         )
     if input_paths:
         chosen["input_paths"] = [str(Path(p).resolve()) for p in input_paths]
-    check_parameters(chosen, parameters_file, month=month)
+    check_parameters(chosen, parameters_file)
     timezone = str(chosen.get("timezone") or "UTC")
     chosen["month"] = report_month(month, timezone)
     chosen["chart_format"] = "png"
     executed: list[tuple[str, dict]] = []
     with outputs.scratch_folder(prefix="wa-analytics-report-") as scratch:
-        for name in progress.track(notebooks, "Notebooks", unit="notebooks", label=str):
+        state = Path(work_dir) if work_dir else Path(scratch) / "state"
+        with progress.stage("Reading and billing the input once"):
+            prepare(state, {name: chosen.get(name) for name in TRAFFIC_PARAMETERS}, month_option="--month")
+        chosen["work_dir"] = str(state.resolve())
+
+        def execute(name: str) -> Path:
             target = Path(scratch) / f"{name}.ipynb"
             mine = {k: v for k, v in chosen.items() if name in declared.get(k, set())}
+            # The kernel starts in the scratch folder; papermill's `cwd` would change this process's
+            # folder instead, which two notebooks at once would leave pointing at the scratch folder.
+            papermill.execute_notebook(
+                str(notebook_path(name)), str(target), parameters=mine, kernel_name="python3", progress_bar=False,
+                resources={"metadata": {"path": str(scratch)}},
+            )
+            return target
+
+        # The notebooks only read the prepared state: they run side by side, the longest started first.
+        started = sorted(notebooks, key=lambda name: name not in LONGEST_NOTEBOOKS)
+        with _kernel_log(Path(scratch) / "kernel.log"), ThreadPoolExecutor(NOTEBOOKS_AT_ONCE) as pool:
+            running = {name: pool.submit(execute, name) for name in started}
             try:
-                with _kernel_log(Path(scratch) / "kernel.log"):
-                    papermill.execute_notebook(
-                        str(notebook_path(name)), str(target), parameters=mine, kernel_name="python3",
-                        progress_bar=False, cwd=scratch,
-                    )
-            except PapermillExecutionError as error:
-                kept = output.with_name(f"{output.stem}.failed-{name}.ipynb")
-                with outputs.atomic(kept) as partial:
-                    shutil.copyfile(target, partial)
-                raise NotebookFailed(_failure_message(name, error, kept)) from None
-            executed.append((name, json.loads(target.read_text(encoding="utf-8"))))
-            if keep_notebooks:
-                with outputs.atomic(Path(keep_notebooks) / target.name) as partial:
-                    shutil.copyfile(target, partial)
+                # in the report's order: the first failing notebook is the one named
+                for name in progress.track(notebooks, "Notebooks", unit="notebooks", label=str):
+                    try:
+                        target = running[name].result()
+                    except PapermillExecutionError as error:
+                        kept = output.with_name(f"{output.stem}.failed-{name}.ipynb")
+                        with outputs.atomic(kept) as partial:
+                            shutil.copyfile(Path(scratch) / f"{name}.ipynb", partial)
+                        raise NotebookFailed(_failure_message(name, error, kept)) from None
+                    executed.append((name, json.loads(target.read_text(encoding="utf-8"))))
+                    if keep_notebooks:
+                        with outputs.atomic(Path(keep_notebooks) / target.name) as partial:
+                            shutil.copyfile(target, partial)
+            finally:
+                pool.shutdown(cancel_futures=True)  # a failure: the notebooks not started yet never start
     with outputs.atomic(output) as partial, progress.stage("Rendering the report"):
         partial.write_text(render_html(executed, title=f"WhatsApp Business traffic report, {chosen['month']}"), encoding="utf-8")
     return output
@@ -437,15 +583,15 @@ def require_extras() -> None:
         )
 
 
-def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path | None = None, *, month: str | None = None) -> None:
+def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path | None = None) -> None:
     """Every report parameter checked before any notebook runs: bad input or usage is a UsageError
     or InputError (exit status 2) naming the parameter, not a notebook failing half-way (exit 1).
 
     Types and values first (`timezone = "Mars/Olympus"`, `currency = "XXX"`), then what the
     parameters name: the config file against its schema, the scenarios file, the rate card and its
-    currency, and the inputs (read as far as their headers; JSON is read whole) and, given the
-    report `month`, that they hold messages before its end. `parameters_file`, where they were
-    read from, is named in the message."""
+    currency. The inputs are read next, once, by `prepare` (which stops on a file that is not
+    traffic, or on no messages before the end of the report month), still before any notebook.
+    `parameters_file`, where they were read from, is named in the message."""
     label = f"--params {parameters_file}:" if parameters_file else "report parameter"
     for name, value in chosen.items():
         kind = PARAMETER_SCHEMA.get(name)
@@ -461,7 +607,6 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
         raise UsageError(
             f"{label} rule_set = {config_schema.excerpt(chosen['rule_set'])}: expected {PARAMETER_SCHEMA['rule_set'].describe()}"
         )
-    timezone = str(chosen.get("timezone") or settings.timezone)
     if chosen.get("scenarios_file"):
         from analytics.whatif import scenarios
 
@@ -474,21 +619,6 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
             f"{label} currency = {config_schema.excerpt(currency)}: the rate card has no rates in it; "
             f"it has {known}: choose one, or give a rate_card in that currency"
         )
-    paths = chosen.get("input_paths") or [str(resource(*SAMPLE))]
-    ingested = ingest.read_messages(
-        paths,
-        send_log=chosen.get("send_log"),  # type: ignore[arg-type]
-        templates=chosen.get("templates"),  # type: ignore[arg-type]
-        timezone=timezone,
-        waba_timezones=settings.waba_timezones,
-    )
-    if month is not None:
-        the_period = period(month, timezone)
-        if ingested.messages.filter(pl.col("timestamp") < the_period.end).head(1).collect().height == 0:
-            raise InputError(
-                f"no messages before the end of {the_period.month} ({timezone}) in {', '.join(map(str, paths))}: "  # type: ignore[call-overload]
-                "choose a later --month"
-            )
 
 
 @contextmanager
