@@ -253,7 +253,7 @@ def test_prepare_writes_the_traffic_that_a_notebook_reads_back(tmp_path):
         assert traffic.meta_pricing.equals(alone.meta_pricing)
         assert traffic.quarantine.collect().equals(alone.quarantine.collect())
         assert (traffic.summary, traffic.period, traffic.sources, traffic.is_sample) == (alone.summary, alone.period, alone.sources, True)
-        assert traffic.billing.timezone == "Europe/Rome"
+        assert traffic.settings.timezone == "Europe/Rome"
     assert read.describe() == alone.describe()
     assert alone.quarantine.collect().height > 0  # the sample has rows to set aside: the comparison means something
 

@@ -509,8 +509,7 @@ def run_report(
     executed: list[tuple[str, dict]] = []
     with outputs.scratch_folder(prefix="wa-analytics-report-") as scratch:
         state = Path(work_dir) if work_dir else Path(scratch) / "state"
-        with progress.stage("Reading and billing the input once"):
-            prepare(state, {name: chosen.get(name) for name in TRAFFIC_PARAMETERS}, month_option="--month")
+        prepare(state, {name: chosen.get(name) for name in TRAFFIC_PARAMETERS}, month_option="--month")
         chosen["work_dir"] = str(state.resolve())
 
         def execute(name: str) -> Path:
