@@ -7,7 +7,7 @@ SAMPLE := data/sample/messages.csv.gz
 OUT    := out
 REPORT_MONTH ?= 2026-10
 
-.PHONY: install report test test-thorough benchmark sample clean
+.PHONY: install report lint test test-thorough benchmark sample clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ report: $(STAMP)
 	@echo "Results: $(OUT)/messages.parquet (canonical messages), $(OUT)/quarantine.csv (rows set aside), $(OUT)/charges.csv (charges), $(OUT)/costs.csv and $(OUT)/invoice.csv (costs)"
 	@echo "Report: $(CURDIR)/$(OUT)/report.html"
 
-## The whole default suite.
-test: $(STAMP)
+## Ruff: lint, and the code formatted as `ruff format` writes it (run `.venv/bin/ruff format .` to fix).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Lint, then the whole default suite.
+test: lint
 	$(BIN)/python -m pytest -q
 
 ## The property test with 20,000 random traffics instead of 2,000 (about ten times as long), and the

@@ -43,17 +43,17 @@ import polars as pl  # noqa: E402 - after the signal handlers: importing takes a
 from analytics import __version__  # noqa: E402
 from analytics.bill import charges, partitioned  # noqa: E402
 from analytics.core import outputs, progress, stages  # noqa: E402
-from analytics.pipeline.traffic import Traffic  # noqa: E402
-from analytics.price import pricing  # noqa: E402
-from analytics.read import ingest  # noqa: E402
-from analytics.reconcile import meta_reports  # noqa: E402
-from analytics.present import invoice_text, reconciliation_text, summaries, whatif_text  # noqa: E402
-from analytics.terms import ratecards, rules  # noqa: E402
-from analytics.whatif import projection, scenarios  # noqa: E402
 from analytics.core.errors import InputError, UsageError, printable  # noqa: E402
 from analytics.core.schema import CHARGE_SCHEMA  # noqa: E402
+from analytics.pipeline.traffic import Traffic  # noqa: E402
+from analytics.present import invoice_text, reconciliation_text, summaries, whatif_text  # noqa: E402
+from analytics.price import pricing  # noqa: E402
+from analytics.read import ingest  # noqa: E402
 from analytics.read.pseudonymise import key_from_env  # noqa: E402
+from analytics.reconcile import meta_reports  # noqa: E402
 from analytics.settings import BILLING_FIELDS, Settings  # noqa: E402
+from analytics.terms import ratecards, rules  # noqa: E402
+from analytics.whatif import projection, scenarios  # noqa: E402
 
 PROG = "wa-analytics"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -161,7 +161,10 @@ def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     common.add_argument(
-        "--quiet", action="store_true", default=argparse.SUPPRESS, help="show no progress display on the terminal (the summary lines are printed all the same)"
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show no progress display on the terminal (the summary lines are printed all the same)",
     )
     return common
 
@@ -174,9 +177,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CSV",
         help="message_id with message_type, template_name or template_category: fills the types of webhook statuses",
     )
-    parser.add_argument(
-        "--templates", metavar="JSON", help="Meta's template list (name, language, category), for webhook statuses"
-    )
+    parser.add_argument("--templates", metavar="JSON", help="Meta's template list (name, language, category), for webhook statuses")
     parser.add_argument(
         "--timezone",
         metavar="TZ",
@@ -191,8 +192,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         "--latest-timestamp",
         metavar="WHEN",
         type=ingest.latest_option,
-        help="quarantine messages later than this date (UTC, the whole day counts) or instant with an offset "
-        "(default: the run's start plus one day)",
+        help="quarantine messages later than this date (UTC, the whole day counts) or instant with an offset (default: the run's start plus one day)",
     )
 
 
@@ -228,9 +228,7 @@ def _timezone(args: argparse.Namespace) -> str:
 _INPUT_OPTIONS = ("inputs", "send_log", "templates", "config", "rate_card", "scenarios", "analytics", "params", "input", "rates", "tiers")
 
 
-def check_outputs(
-    args: argparse.Namespace, given: dict[str, str | None], *, inputs: Sequence[object] = (), folders: Sequence[str] = ()
-) -> None:
+def check_outputs(args: argparse.Namespace, given: dict[str, str | None], *, inputs: Sequence[object] = (), folders: Sequence[str] = ()) -> None:
     """Before any work (outputs.check): no output is an input (the files the options name, and
     `inputs`, e.g. the rate cards a scenario file names), another output, a folder (but `folders`),
     or in a folder that cannot be written. `given` maps how each output was given to its path."""
@@ -513,9 +511,7 @@ def add_costs_command(subcommands: argparse._SubParsersAction) -> None:
     add_input_arguments(parser)
     add_billing_arguments(parser)
     add_engine_arguments(parser)
-    parser.add_argument(
-        "--rate-card", metavar="CSV", help="a rate card CSV, or a folder of them (default: the card shipped in data/rate_cards/)"
-    )
+    parser.add_argument("--rate-card", metavar="CSV", help="a rate card CSV, or a folder of them (default: the card shipped in data/rate_cards/)")
     parser.add_argument("--currency", metavar="CUR", help="the card's currency to price in (default: the one that prices everything)")
     parser.add_argument("--markup-percent", metavar="P", help="a provider's markup on every billable charge, in percent")
     parser.add_argument("--markup-per-charge", metavar="AMOUNT", help="a provider's fixed amount per billable charge")
@@ -681,7 +677,10 @@ def add_project_command(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--months", type=int, required=True, metavar="N", help="months to project")
     parser.add_argument("--scenarios", metavar="TOML", help="the scenario file (default: the baseline alone)")
     parser.add_argument(
-        "--history-months", type=int, default=projection.DEFAULT_HISTORY_MONTHS, metavar="K",
+        "--history-months",
+        type=int,
+        default=projection.DEFAULT_HISTORY_MONTHS,
+        metavar="K",
         help=f"recent months averaged when the same month a year earlier is not in the history (default {projection.DEFAULT_HISTORY_MONTHS})",
     )
     parser.add_argument("--backtest", metavar="FILE", help="the back-test's errors (default: OUT's name with .backtest.csv)")
@@ -702,8 +701,13 @@ def run_project(args: argparse.Namespace) -> int:
     cards = scenarios.load_cards(loaded, settings)
     ingested = read_inputs(args, quarantine_path=quarantine_path)
     projected = projection.project(
-        ingested.messages, loaded, months=args.months, settings=settings,
-        history_months=args.history_months, run_backtest=not args.no_backtest, cards=cards,
+        ingested.messages,
+        loaded,
+        months=args.months,
+        settings=settings,
+        history_months=args.history_months,
+        run_backtest=not args.no_backtest,
+        cards=cards,
     )
     ingest.write_frame(projected.table, args.output)
     ingest.write_frame(projected.comparison.explanations, explained, for_people=True)
@@ -778,9 +782,15 @@ def add_report_command(subcommands: argparse._SubParsersAction) -> None:
         "shipped synthetic sample. A failing notebook stops the run, names the notebook and cell, and keeps "
         "the executed notebook beside OUT.",
     )
-    parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE", help="traffic as for `ingest` (default: the shipped sample)")
-    parser.add_argument("--month", required=True, metavar="YYYY-MM", help="the report month, or 'previous' (the month before today, for scheduled runs)")
-    parser.add_argument("--params", metavar="FILE", help="TOML of notebook parameters: timezone, currency, rate_card, scenarios_file, months_ahead, ...")
+    parser.add_argument(
+        "--input", nargs="+", action="extend", default=[], metavar="FILE", help="traffic as for `ingest` (default: the shipped sample)"
+    )
+    parser.add_argument(
+        "--month", required=True, metavar="YYYY-MM", help="the report month, or 'previous' (the month before today, for scheduled runs)"
+    )
+    parser.add_argument(
+        "--params", metavar="FILE", help="TOML of notebook parameters: timezone, currency, rate_card, scenarios_file, months_ahead, ..."
+    )
     parser.add_argument("--keep-notebooks", metavar="DIR", help="also keep the executed notebooks in DIR")
     parser.add_argument(
         "--work-dir",
@@ -814,8 +824,13 @@ def run_report_command(args: argparse.Namespace) -> int:
     )
     try:
         written = report.run_report(
-            args.output, month=args.month, input_paths=args.input or None, parameters=parameters, keep_notebooks=args.keep_notebooks,
-            parameters_file=args.params, work_dir=args.work_dir,
+            args.output,
+            month=args.month,
+            input_paths=args.input or None,
+            parameters=parameters,
+            keep_notebooks=args.keep_notebooks,
+            parameters_file=args.params,
+            work_dir=args.work_dir,
         )
     except report.NotebookFailed as failure:
         _say(f"{PROG}: report failed: {failure}")

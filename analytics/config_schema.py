@@ -104,9 +104,7 @@ def _is_amount(value: object) -> bool:
 def _rule_set_names() -> str:
     from analytics.terms.rules import rule_sets  # rules reads its config through this module
 
-    return (
-        "the name of a rule set: " + ", ".join(f'"{r.name}"' for r in rule_sets()) + " (or of the rules_file's)"
-    )
+    return "the name of a rule set: " + ", ".join(f'"{r.name}"' for r in rule_sets()) + " (or of the rules_file's)"
 
 
 def _fep_models() -> tuple[str, ...]:
@@ -115,8 +113,8 @@ def _fep_models() -> tuple[str, ...]:
     return FEP_MODELS
 
 
-TIME_ZONE = Value("an IANA time zone name such as \"Europe/Rome\" or \"UTC\"", _is_time_zone)
-COUNTRY = Value("an ISO 3166-1 alpha-2 country code such as \"IT\"", lambda v: isinstance(v, str) and bool(re.fullmatch(r"[A-Z]{2}", v)))
+TIME_ZONE = Value('an IANA time zone name such as "Europe/Rome" or "UTC"', _is_time_zone)
+COUNTRY = Value('an ISO 3166-1 alpha-2 country code such as "IT"', lambda v: isinstance(v, str) and bool(re.fullmatch(r"[A-Z]{2}", v)))
 DATE = Value("a date such as 2024-07-01", _is_date)
 
 SCHEMA = Table(
@@ -125,7 +123,7 @@ SCHEMA = Table(
             {
                 "timezone": TIME_ZONE,
                 "waba_timezones": Entries(
-                    "a table of WABA id = time zone, such as { \"104996122399160\" = \"America/Sao_Paulo\" }",
+                    'a table of WABA id = time zone, such as { "104996122399160" = "America/Sao_Paulo" }',
                     key=Value("a WABA id", lambda k: bool(str(k).strip())),
                     value=TIME_ZONE,
                 ),
@@ -137,13 +135,13 @@ SCHEMA = Table(
                     lambda v: _is_number(v) and 0 < v <= MAX_FEP_WINDOW_HOURS,  # type: ignore[operator]
                 ),
                 "fep_model": Value(lambda: "one of " + ", ".join(f'"{m}"' for m in _fep_models()), lambda v: v in _fep_models()),
-                "service_exempt_until": Value("a TOML date such as 2026-10-01 (no quotes)", lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime)),
+                "service_exempt_until": Value(
+                    "a TOML date such as 2026-10-01 (no quotes)", lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime)
+                ),
                 "authentication_international": Table(
                     {
                         "home_country": COUNTRY,
-                        "start_dates": Entries(
-                            "a table of country code = start date, such as { IN = \"2024-07-01\" }", key=COUNTRY, value=DATE
-                        ),
+                        "start_dates": Entries('a table of country code = start date, such as { IN = "2024-07-01" }', key=COUNTRY, value=DATE),
                     }
                 ),
             }
@@ -152,10 +150,10 @@ SCHEMA = Table(
             {
                 "rate_card": Value("the path of a rate card CSV or a folder of them, relative to the config file", _is_text),
                 "currency": Value(
-                    "an ISO 4217 currency code such as \"EUR\"", lambda v: isinstance(v, str) and bool(re.fullmatch(r"[A-Za-z]{3}", v.strip()))
+                    'an ISO 4217 currency code such as "EUR"', lambda v: isinstance(v, str) and bool(re.fullmatch(r"[A-Za-z]{3}", v.strip()))
                 ),
                 "portfolios": Entries(
-                    "a table of WABA id = portfolio name, such as { \"104996122399150\" = \"retail\" }",
+                    'a table of WABA id = portfolio name, such as { "104996122399150" = "retail" }',
                     key=Value("a WABA id", lambda k: bool(str(k).strip())),
                     value=Value("a portfolio name (a string)", _is_text),
                 ),

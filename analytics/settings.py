@@ -46,8 +46,14 @@ MARKUP_PER_CHARGE_SCALE = 6
 # The fields that decide the charges (the rest decide only what they cost): a charges file records
 # these, and is priced only under the same ones (analytics/core/stages.py).
 BILLING_FIELDS = (
-    "timezone", "waba_timezones", "rules", "fep_window", "fep_model", "service_exempt_until",
-    "authentication_international", "rule_book",
+    "timezone",
+    "waba_timezones",
+    "rules",
+    "fep_window",
+    "fep_model",
+    "service_exempt_until",
+    "authentication_international",
+    "rule_book",
 )
 
 

@@ -103,8 +103,12 @@ def bursty_file(size: int) -> Path:
     import polars as pl
 
     hours = pl.datetime_range(
-        dt.datetime(BURSTY_YEAR, 1, 1, tzinfo=dt.UTC), dt.datetime(BURSTY_YEAR, 12, 31, 23, tzinfo=dt.UTC), "1h",
-        time_unit="us", time_zone="UTC", eager=True,
+        dt.datetime(BURSTY_YEAR, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(BURSTY_YEAR, 12, 31, 23, tzinfo=dt.UTC),
+        "1h",
+        time_unit="us",
+        time_zone="UTC",
+        eager=True,
     )
     users = pl.DataFrame({"user": pl.int_range(max(1, round(size / hours.len())), eager=True)})
     messages = users.join(pl.DataFrame({"timestamp": hours}), how="cross").select(
@@ -172,9 +176,7 @@ def run(kind: str, path: Path, times: int = 1) -> dict[str, float]:
     """One measurement in `times` fresh processes: the median time, and the largest peak."""
     runs = []
     for _ in range(times):
-        done = subprocess.run(
-            [sys.executable, __file__, "--measure", kind, str(path)], check=True, capture_output=True, text=True
-        )
+        done = subprocess.run([sys.executable, __file__, "--measure", kind, str(path)], check=True, capture_output=True, text=True)
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return {"seconds": statistics.median(r["seconds"] for r in runs), "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
@@ -183,7 +185,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1M,10M", help="comma-separated message counts, e.g. 1M,10M,100M")
     parser.add_argument(
-        "--shape", choices=["generated", "bursty"], default="generated",
+        "--shape",
+        choices=["generated", "bursty"],
+        default="generated",
         help="generated: analytics.synthetic.generate's traffic; bursty: a utility template every hour of 2024 per user",
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the reference implementation at 1 M")

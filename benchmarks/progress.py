@@ -60,7 +60,8 @@ def main() -> None:
         traffic = Path(folder) / "traffic.csv"
         subprocess.run(
             [CONSOLE_SCRIPT, "generate", "--users", str(args.users), "--start", "2026-01-01", "--months", str(args.months), "-o", traffic],
-            check=True, stderr=subprocess.DEVNULL,
+            check=True,
+            stderr=subprocess.DEVNULL,
         )
         measured: dict[str, list[tuple[float, float]]] = {"display": [], "quiet": []}
         for _ in range(args.runs):

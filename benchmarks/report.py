@@ -77,9 +77,7 @@ def main() -> None:
                 print(f"run {run + 1} {name}: {timing}", flush=True)
         pages = {name: (Path(scratch) / f"{name}-0.html").read_bytes() for name in versions}
         same_report = pages["base"] == pages["this"]
-    summary = {
-        name: {key: statistics.median(t[key] for t in runs) for key in ("wall_s", "cpu_s", "peak_rss_mb")} for name, runs in timings.items()
-    }
+    summary = {name: {key: statistics.median(t[key] for t in runs) for key in ("wall_s", "cpu_s", "peak_rss_mb")} for name, runs in timings.items()}
     wall_ratio = round(summary["this"]["wall_s"] / summary["base"]["wall_s"], 2)
     cpu_ratio = round(summary["this"]["cpu_s"] / summary["base"]["cpu_s"], 2)
     print(f"\ninput: {traffic}, month {MONTH}, {args.runs} runs of each, alternating; medians")
@@ -91,8 +89,16 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "report.json").write_text(
         json.dumps(
-            {"input": str(traffic), "month": MONTH, "base": str(versions["base"]), "runs": timings, "medians": summary,
-             "wall_ratio": wall_ratio, "cpu_ratio": cpu_ratio, "same_report": same_report},
+            {
+                "input": str(traffic),
+                "month": MONTH,
+                "base": str(versions["base"]),
+                "runs": timings,
+                "medians": summary,
+                "wall_ratio": wall_ratio,
+                "cpu_ratio": cpu_ratio,
+                "same_report": same_report,
+            },
             indent=2,
         )
         + "\n"

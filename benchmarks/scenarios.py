@@ -106,9 +106,7 @@ def measure(kind: str, path: Path, scenario_file: Path) -> dict[str, object]:
 
 
 def run(kind: str, path: Path, scenario_file: Path) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--measure", kind, str(path), str(scenario_file)], check=True, capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, __file__, "--measure", kind, str(path), str(scenario_file)], check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -167,7 +165,10 @@ def print_table(result: dict[str, object]) -> None:
     rows = [
         ("messages", f"{result['messages']:,}"),
         ("one engine-plus-pricing run", f"{' s, '.join(str(s) for s in result['single_seconds'])} s (peak {result['single_peak_rss_mb']} MB)"),  # type: ignore[union-attr]
-        (f"compare: baseline + {result['scenarios_besides_baseline']} scenarios", f"{result['compare_seconds']} s (peak {result['compare_peak_rss_mb']} MB)"),
+        (
+            f"compare: baseline + {result['scenarios_besides_baseline']} scenarios",
+            f"{result['compare_seconds']} s (peak {result['compare_peak_rss_mb']} MB)",
+        ),
         ("compare / faster single run", f"{ratio}x (target <= {TARGET:g}x: {'met' if ratio <= TARGET else 'NOT met'})"),  # type: ignore[operator]
         ("messages through the kernel", f"{result['kernel_messages']:,} ({result['kernel_messages_vs_input']}x the input)"),
     ]

@@ -43,9 +43,9 @@ def measure(kind: str, path: Path, master: str, scratch: Path) -> dict[str, floa
     import polars as pl
 
     from analytics.bill import partitioned
+    from analytics.pipeline import spark as spark_engine
     from analytics.price import pricing
     from analytics.settings import Settings
-    from analytics.pipeline import spark as spark_engine
 
     card = Settings(currency="USD", report_unpriced=True)
     started = time.perf_counter()

@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+from meta_fixtures import SHARED
 
 from analytics.bill import charges, reference
-from meta_fixtures import SHARED
 
 ENGINES = {"reference": reference.bill, "charges": charges.bill}
 # What a test uses when it reads ../shared (tests/meta_fixtures.py): its source names one of these.
@@ -98,6 +98,4 @@ _SKIPPED = pytest.StashKey[int]()
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     skipped = config.stash.get(_SKIPPED, 0)
     if skipped:
-        terminalreporter.write_line(
-            f"{skipped} tests that read ../shared were skipped: {SHARED} not found (set WA_ANALYTICS_SHARED to its path)"
-        )
+        terminalreporter.write_line(f"{skipped} tests that read ../shared were skipped: {SHARED} not found (set WA_ANALYTICS_SHARED to its path)")

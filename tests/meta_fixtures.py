@@ -26,8 +26,8 @@ def gupshup_general_purpose_ai() -> tuple[dict, dict]:
     text = (FIXTURES / "gupshup_docs__general_purpose_ai_v3_billing_event.txt").read_text()
     decoder = json.JSONDecoder()
     status_body, v3_part = text.split("V3 webhook event:")
-    meta_status, _ = decoder.raw_decode(status_body[status_body.index("{"):])
-    v3_event, _ = decoder.raw_decode(v3_part[v3_part.index("{"):])
+    meta_status, _ = decoder.raw_decode(status_body[status_body.index("{") :])
+    v3_event, _ = decoder.raw_decode(v3_part[v3_part.index("{") :])
     return meta_status, v3_event
 
 
@@ -35,5 +35,5 @@ def glific_billing_event() -> dict:
     """Glific's test keeps the event as an Elixir map literal (lines 13-32 of the test, without the
     closing brace): `%{` is `{`, `=>` is `:`, `1_661_319_436_533` is an integer with separators."""
     text = (FIXTURES / "glific__gupshup_billing_event_v2__billing_event_controller_test.exs.txt").read_text()
-    body = text[text.index("%{"):].replace("%{", "{").replace(" => ", ": ")
+    body = text[text.index("%{") :].replace("%{", "{").replace(" => ", ": ")
     return json.loads(re.sub(r"(?<=\d)_(?=\d)", "", body).rstrip() + "\n}")

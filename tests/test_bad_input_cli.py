@@ -20,9 +20,7 @@ TRAFFIC = Path(__file__).parent / "fixtures" / "ingest" / "messages.csv"
 
 def wa_analytics(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [str(CONSOLE_SCRIPT), *map(str, argv)], capture_output=True, text=True, env=env, check=False, cwd=cwd
-    )
+    return subprocess.run([str(CONSOLE_SCRIPT), *map(str, argv)], capture_output=True, text=True, env=env, check=False, cwd=cwd)
 
 
 def one_line_error(run: subprocess.CompletedProcess[str]) -> str:
@@ -74,11 +72,10 @@ def test_growth_that_would_not_fit_in_memory_is_sized_and_refused_before_it_is_b
         pytest.skip("the estimate is held to this machine's memory, which is too large for the test")
     message = compare_refuses(
         tmp_path,
-        b"[scenario.big]\ngrowth = { marketing = 100, utility = 100, authentication = 100, service = 100, "
-        b"markets = { Italy = 100 } }\n",
+        b"[scenario.big]\ngrowth = { marketing = 100, utility = 100, authentication = 100, service = 100, markets = { Italy = 100 } }\n",
         traffic=SAMPLE,
     )
-    assert message.startswith(f"wa-analytics: error: scenario big: growth would build about ")
+    assert message.startswith("wa-analytics: error: scenario big: growth would build about ")
     assert "messages, which need about " in message and "ask for smaller growth factors" in message
     built = int(message.split("about ")[1].split(" messages")[0].replace(",", ""))
     assert 100_000_000 < built < 500_000_000
@@ -96,18 +93,13 @@ def test_project_months_are_bounded(tmp_path):
 
 def test_a_scenario_file_of_invalid_bytes_exits_2_naming_it(tmp_path):
     message = compare_refuses(tmp_path, b"\xff\xfe[scenario.a]\x00\x81\n")
-    assert message == (
-        f"wa-analytics: error: {tmp_path / 's.toml'} is not a TOML scenario file: invalid UTF-8 at byte 0; save it as UTF-8 text"
-    )
+    assert message == (f"wa-analytics: error: {tmp_path / 's.toml'} is not a TOML scenario file: invalid UTF-8 at byte 0; save it as UTF-8 text")
 
 
 def test_a_bad_strategy_value_names_the_scenario_and_the_strategy(tmp_path):
-    message = compare_refuses(
-        tmp_path, b'[scenario.caps]\nstrategies = [{ name = "cap_marketing", per_user = 2, period = "fortnight" }]\n'
-    )
+    message = compare_refuses(tmp_path, b'[scenario.caps]\nstrategies = [{ name = "cap_marketing", per_user = 2, period = "fortnight" }]\n')
     assert message == (
-        f"wa-analytics: error: {tmp_path / 's.toml'}: scenario caps: strategy cap_marketing: period = 'fortnight': "
-        "choose day, week, month"
+        f"wa-analytics: error: {tmp_path / 's.toml'}: scenario caps: strategy cap_marketing: period = 'fortnight': choose day, week, month"
     )
 
 
@@ -137,10 +129,13 @@ def test_report_on_garbage_input_exits_2_before_any_notebook(tmp_path):
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ('timezone = "Mars/Olympus"\n', "timezone = 'Mars/Olympus': expected an IANA time zone name such as \"Europe/Rome\" or \"UTC\""),
-        ('currency = "XXX"\n', "currency = 'XXX': the rate card has no rates in it; it has BRL, EUR, INR, USD: choose one, or give a rate_card in that currency"),
+        ('timezone = "Mars/Olympus"\n', 'timezone = \'Mars/Olympus\': expected an IANA time zone name such as "Europe/Rome" or "UTC"'),
+        (
+            'currency = "XXX"\n',
+            "currency = 'XXX': the rate card has no rates in it; it has BRL, EUR, INR, USD: choose one, or give a rate_card in that currency",
+        ),
         ('months_ahead = "three"\n', "months_ahead = 'three': expected a whole number of months from 1 to 60, such as 3"),
-        ('meta_source = "meta"\n', "meta_source = 'meta': expected \"input\", \"synthetic\" or \"auto\""),
+        ('meta_source = "meta"\n', 'meta_source = \'meta\': expected "input", "synthetic" or "auto"'),
         ('rule_set = "pmp-2027"\n', "rule_set = 'pmp-2027': expected the name of a rule set: \"cbp-2022\""),
         ('rate_card = "missing.csv"\n', "rate_card: "),
     ],
@@ -161,7 +156,7 @@ def test_report_checks_the_config_file_a_parameter_names(tmp_path):
 
 
 def test_report_checks_the_scenarios_file_a_parameter_names(tmp_path):
-    (tmp_path / "s.toml").write_text('[scenario.a]\ngrowth = { marketing = 1e9 }\n')
+    (tmp_path / "s.toml").write_text("[scenario.a]\ngrowth = { marketing = 1e9 }\n")
     message = report_refuses(tmp_path, params='scenarios_file = "s.toml"\n')
     assert "scenario a: strategy growth: growth factor marketing = 1e+09 must be between 0 and 100" in message
 
@@ -173,7 +168,9 @@ def test_report_without_the_notebook_extras_says_which_extra_to_install(tmp_path
     )
     run = subprocess.run(
         [sys.executable, "-c", script, "report", "--month", "2026-10", "-o", str(tmp_path / "r.html")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert run.returncode == 2
     assert run.stderr.strip() == (
@@ -242,16 +239,12 @@ def test_compare_suggests_only_options_it_takes(tmp_path):
     scenario_file = tmp_path / "s.toml"
     scenario_file.write_text("[scenario.a]\n")
     traffic = copied(TRAFFIC, tmp_path)
-    message = one_line_error(
-        wa_analytics("compare", traffic, "--scenarios", scenario_file, "--rate-card", card, "-o", tmp_path / "x.csv")
-    )
+    message = one_line_error(wa_analytics("compare", traffic, "--scenarios", scenario_file, "--rate-card", card, "-o", tmp_path / "x.csv"))
     assert "no currency of the rate card prices every billable charge" in message
     assert "choose one with --currency (`costs` then needs --report-unpriced" in message
     assert "`compare` and `project` count them as unpriced" in message
     # the fix it names exists: with --currency, compare runs and counts the rest as unpriced
-    fixed = wa_analytics(
-        "compare", traffic, "--scenarios", scenario_file, "--rate-card", card, "--currency", "USD", "-o", tmp_path / "x.csv"
-    )
+    fixed = wa_analytics("compare", traffic, "--scenarios", scenario_file, "--rate-card", card, "--currency", "USD", "-o", tmp_path / "x.csv")
     assert fixed.returncode == 0, fixed.stderr
     assert "billable charges have no rate in the card and are not in the cost" in fixed.stderr
 
@@ -286,7 +279,9 @@ def test_project_in_a_currency_the_card_lacks_for_some_months_reports_them_unpri
     run = wa_analytics("project", sample, "--months", "1", "--currency", "EUR", "-o", out)
     assert run.returncode == 0, run.stderr
     assert "internal error" not in run.stderr
-    assert "cost not compared in 8 of 8 months: their cost is incomplete (charges without a rate in EUR in the card are unpriced); no band" in run.stderr
+    assert (
+        "cost not compared in 8 of 8 months: their cost is incomplete (charges without a rate in EUR in the card are unpriced); no band" in run.stderr
+    )
     assert "billable charges have no rate in the card and are not in the cost" in run.stderr
     import polars as pl
 
@@ -318,8 +313,11 @@ def test_the_readme_crontab_line_runs_with_the_example_parameters_copied_beside_
     command = readme_crontab_line().split(" ", 5)[5].replace("\\%", "%")  # cron passes \% to the shell as %
     assert "--month previous" in command
     command = (
-        command.replace("/srv/wa-analytics", str(checkout)).replace("/data/whatsapp", str(data))
-        .replace("/srv/reports", str(reports)).replace("/var/log", str(log)).replace("--month previous", "--month 2026-10")
+        command.replace("/srv/wa-analytics", str(checkout))
+        .replace("/data/whatsapp", str(data))
+        .replace("/srv/reports", str(reports))
+        .replace("/var/log", str(log))
+        .replace("--month previous", "--month 2026-10")
     )
     before = params.read_bytes()
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False, cwd=tmp_path)
@@ -353,9 +351,9 @@ def test_report_in_eur_shows_the_projection_with_its_unpriced_months_said(tmp_pa
 
 
 def test_a_projection_too_large_for_memory_is_refused_before_it_is_built(monkeypatch):
+    from analytics.core.errors import UsageError
     from analytics.read import ingest
     from analytics.whatif import projection
-    from analytics.core.errors import UsageError
 
     messages = ingest.read_messages([str(TRAFFIC)]).messages.collect()
     monkeypatch.setattr(strategies, "physical_memory", lambda: 1_000)  # a machine of 1 kB

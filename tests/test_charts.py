@@ -13,15 +13,17 @@ alt = pytest.importorskip("altair")
 vl_convert = pytest.importorskip("vl_convert")
 
 from analytics.bill import charges
+from analytics.core import (
+    resources,
+    schema,  # noqa: E402
+)
 from analytics.present import charts, rollups
-from analytics.read import ingest
 from analytics.price import pricing
-from analytics.whatif import projection, scenarios
+from analytics.read import ingest
 from analytics.reconcile import matching as reconcile
-from analytics.synthetic import meta_billing
-from analytics.core import resources
-from analytics.core import schema  # noqa: E402
 from analytics.settings import Settings  # noqa: E402
+from analytics.synthetic import meta_billing
+from analytics.whatif import projection, scenarios
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -73,8 +75,17 @@ def costs_frame() -> pl.DataFrame:
     ]
     return pl.DataFrame(
         [
-            {"month": m, "market": market, "category": c, "pricing_type": p, "charges": n, "billable_charges": b,
-             "cost": None if cost is None else Decimal(cost), "currency": "USD", "priced": priced}
+            {
+                "month": m,
+                "market": market,
+                "category": c,
+                "pricing_type": p,
+                "charges": n,
+                "billable_charges": b,
+                "cost": None if cost is None else Decimal(cost),
+                "currency": "USD",
+                "priced": priced,
+            }
             for m, market, c, p, n, b, cost, priced in rows
         ],
         schema=pricing.ROLLUP_SCHEMA,
@@ -95,8 +106,19 @@ def comparison_frame() -> pl.DataFrame:
     ]
     return pl.DataFrame(
         [
-            {"scenario": s, "month": m, "category": c, "charges": b, "billable_charges": b, "cost": Decimal(cost), "currency": "EUR",
-             "unpriced_charges": 0, "charges_difference": 0, "billable_charges_difference": 0, "cost_difference": Decimal(diff)}
+            {
+                "scenario": s,
+                "month": m,
+                "category": c,
+                "charges": b,
+                "billable_charges": b,
+                "cost": Decimal(cost),
+                "currency": "EUR",
+                "unpriced_charges": 0,
+                "charges_difference": 0,
+                "billable_charges_difference": 0,
+                "cost_difference": Decimal(diff),
+            }
             for s, m, c, b, cost, diff in rows
         ],
         schema=scenarios.COMPARE_SCHEMA,
@@ -107,9 +129,20 @@ def projection_frame(*, band: bool = True) -> pl.DataFrame:
     def row(scenario, month, horizon, category, cost):
         value = Decimal(cost)
         return {
-            "scenario": scenario, "month": month, "horizon": horizon, "category": category, "charges": 1, "billable_charges": 1,
-            "cost": value, "cost_low": value * Decimal("0.9") if band else None, "cost_high": value * Decimal("1.1") if band else None,
-            "currency": "EUR", "unpriced_charges": 0, "charges_difference": 0, "billable_charges_difference": 0, "cost_difference": Decimal(0),
+            "scenario": scenario,
+            "month": month,
+            "horizon": horizon,
+            "category": category,
+            "charges": 1,
+            "billable_charges": 1,
+            "cost": value,
+            "cost_low": value * Decimal("0.9") if band else None,
+            "cost_high": value * Decimal("1.1") if band else None,
+            "currency": "EUR",
+            "unpriced_charges": 0,
+            "charges_difference": 0,
+            "billable_charges_difference": 0,
+            "cost_difference": Decimal(0),
         }
 
     return pl.DataFrame(
@@ -200,7 +233,10 @@ def test_volumes_chart_stacks_billable_volume_by_category_and_marks_the_switches
     assert encoding(bars, "color") == ("category", "nominal")
     assert bars["encoding"]["x"]["scale"]["domain"] == ["2025-06", "2025-07", "2025-08", "2025-09"]  # August empty, kept
     assert [(r["month"], r["category"], r["volume"]) for r in rows_of(spec, bars)] == [
-        ("2025-06", "marketing", 10), ("2025-06", "service", 0), ("2025-07", "marketing", 30), ("2025-07", "utility", 4),
+        ("2025-06", "marketing", 10),
+        ("2025-06", "service", 0),
+        ("2025-07", "marketing", 30),
+        ("2025-07", "utility", 4),
         ("2025-09", "marketing", 20),
     ]
     # Only the switch inside the months shown, at the left edge of its month's band.
@@ -224,7 +260,9 @@ def test_cost_by_category_chart_in_cents_with_the_currency_and_the_unpriced_coun
     assert spec["encoding"]["y"]["title"] == "Cost (USD)"
     assert spec["title"] == {"text": "Cost per month by category", "subtitle": "2 billable charges have no rate in the card and are not in the cost"}
     assert [(r["month"], r["category"], r["cost"], r["unpriced_charges"]) for r in rows_of(spec)] == [
-        ("2026-01", "marketing", 0.7, 0), ("2026-01", "utility", 0.1, 2), ("2026-02", "marketing", 0.56, 0)
+        ("2026-01", "marketing", 0.7, 0),
+        ("2026-01", "utility", 0.1, 2),
+        ("2026-02", "marketing", 0.56, 0),
     ]
 
 
@@ -244,8 +282,10 @@ def test_free_paid_chart_shares_with_paid_first():
     assert spec["encoding"]["y"]["axis"]["format"] == "%"
     assert spec["encoding"]["color"]["scale"]["domain"] == ["regular", "free_tier", "free_customer_service"]
     assert [(r["month"], r["pricing_type"], r["share"]) for r in rows_of(spec)] == [
-        ("2026-01", "regular", 0.7273), ("2026-01", "free_customer_service", 0.2727),
-        ("2026-02", "regular", 0.8), ("2026-02", "free_tier", 0.2),
+        ("2026-01", "regular", 0.7273),
+        ("2026-01", "free_customer_service", 0.2727),
+        ("2026-02", "regular", 0.8),
+        ("2026-02", "free_tier", 0.2),
     ]
     assert spec["title"]["text"] == "Free and paid charges per month"
 
@@ -261,12 +301,16 @@ def test_scenario_chart_cost_by_category_beside_the_saving_against_baseline():
     assert costs["encoding"]["y"]["title"] == "Cost (EUR)"
     assert saved["encoding"]["y"]["title"] == "Saving against baseline (EUR)"
     assert [(r["scenario"], r["category"], r["cost"]) for r in rows_of(spec, costs)] == [
-        ("baseline", "marketing", 1.0), ("baseline", "utility", 0.4),
-        ("fewer_campaigns", "marketing", 0.5), ("fewer_campaigns", "utility", 0.4),
-        ("today_rules", "marketing", 1.0), ("today_rules", "utility", 0.6),
+        ("baseline", "marketing", 1.0),
+        ("baseline", "utility", 0.4),
+        ("fewer_campaigns", "marketing", 0.5),
+        ("fewer_campaigns", "utility", 0.4),
+        ("today_rules", "marketing", 1.0),
+        ("today_rules", "utility", 0.6),
     ]
     assert [(r["scenario"], r["saving"], r["saving_share"]) for r in rows_of(spec, saved)] == [
-        ("fewer_campaigns", 0.5, 0.3571), ("today_rules", -0.2, -0.1429)
+        ("fewer_campaigns", 0.5, 0.3571),
+        ("today_rules", -0.2, -0.1429),
     ]
 
 
@@ -279,7 +323,8 @@ def test_projection_chart_lines_per_scenario_over_the_back_test_band():
     assert encoding(lines, "color") == ("scenario", "nominal")
     assert lines["encoding"]["color"]["scale"]["range"][0] == charts.SCENARIO_COLOURS[0]  # the baseline
     assert [(r["scenario"], r["month"], r["cost"], r["cost_low"], r["cost_high"]) for r in rows_of(spec, band)] == [
-        ("baseline", "2026-12", 12.0, 10.8, 13.2), ("baseline", "2027-01", 11.0, 9.9, 12.1),
+        ("baseline", "2026-12", 12.0, 10.8, 13.2),
+        ("baseline", "2027-01", 11.0, 9.9, 12.1),
     ]  # the baseline's band only, by default: many overlapping bands blur into one
     assert [r["scenario"] for r in rows_of(spec, lines)] == ["baseline", "baseline", "fewer_campaigns", "fewer_campaigns"]
     assert spec["title"]["text"] == "Projected cost per month by scenario"
@@ -290,7 +335,10 @@ def test_projection_chart_bands_of_every_scenario_when_asked():
     spec = charts.projection_chart(projection_frame(), band_for=None).to_dict()
     band, _ = spec["layer"]
     assert [(r["scenario"], r["cost_low"]) for r in rows_of(spec, band)] == [
-        ("baseline", 10.8), ("baseline", 9.9), ("fewer_campaigns", 5.4), ("fewer_campaigns", 6.3),
+        ("baseline", 10.8),
+        ("baseline", 9.9),
+        ("fewer_campaigns", 5.4),
+        ("fewer_campaigns", 6.3),
     ]
 
 

@@ -13,8 +13,8 @@ import polars as pl
 import pytest
 
 from analytics import __version__, cli
-from analytics.read import ingest
 from analytics.core.schema import MESSAGE_SCHEMA
+from analytics.read import ingest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
@@ -36,9 +36,7 @@ def test_missing_column_exits_2_and_names_the_column(capsys, tmp_path):
 
 def test_bad_timestamp_exits_0_with_good_rows_out_and_the_bad_line_quarantined(capsys, tmp_path):
     out_path, quarantine_path = tmp_path / "out" / "messages.parquet", tmp_path / "quarantine.csv"
-    status, _, err = run(
-        capsys, "ingest", str(FIXTURES / "bad_timestamp.csv"), "-o", str(out_path), "--quarantine", str(quarantine_path)
-    )
+    status, _, err = run(capsys, "ingest", str(FIXTURES / "bad_timestamp.csv"), "-o", str(out_path), "--quarantine", str(quarantine_path))
     assert status == 0
     messages = pl.read_parquet(out_path)
     assert messages.schema == pl.Schema(MESSAGE_SCHEMA)
@@ -176,14 +174,20 @@ def test_the_console_script(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     missing = subprocess.run(
         [str(CONSOLE_SCRIPT), "ingest", str(FIXTURES / "missing_column.csv"), "-o", str(tmp_path / "out.parquet")],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert missing.returncode == 2
     assert "wa-analytics: error:" in missing.stderr and "missing required column user_id" in missing.stderr
     assert "Traceback" not in missing.stderr
     good = subprocess.run(
         [str(CONSOLE_SCRIPT), "ingest", str(FIXTURES / "bad_timestamp.csv"), "-o", str(tmp_path / "out.parquet")],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert good.returncode == 0, good.stderr
     assert pl.read_parquet(tmp_path / "out.parquet").height == 3

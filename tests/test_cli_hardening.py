@@ -26,9 +26,7 @@ CARD = ROOT / "data" / "rate_cards" / "meta-usd-2026-04-01.csv"
 
 
 def wa(*argv: object, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CONSOLE_SCRIPT), *map(str, argv)], capture_output=True, text=True, check=False, cwd=cwd, env=env, timeout=300
-    )
+    return subprocess.run([str(CONSOLE_SCRIPT), *map(str, argv)], capture_output=True, text=True, check=False, cwd=cwd, env=env, timeout=300)
 
 
 def error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -55,7 +53,7 @@ def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The issue's `in.csv`: the first 200 lines of the shipped sample."""
     path = tmp_path_factory.mktemp("sample") / "in.csv"
     with gzip.open(SAMPLE, "rt", encoding="utf-8") as sample:
-        path.write_text("".join(line for _, line in zip(range(200), sample)), encoding="utf-8")
+        path.write_text("".join(line for _, line in zip(range(200), sample, strict=False)), encoding="utf-8")
     return path
 
 
@@ -86,7 +84,11 @@ def work(tmp_path: Path, sample_csv: Path, sample_parquet: Path) -> Path:
         (["costs", "m.parquet", "-o", "m.parquet"], "m.parquet", "-o m.parquet is also an input (m.parquet)"),
         (["costs", "m.parquet", "-o", "c.csv", "--invoice", "m.parquet"], "m.parquet", "--invoice m.parquet is also an input"),
         (["costs", "in.csv", "-o", "c.csv", "--quarantine", "./in.csv"], "in.csv", "--quarantine ./in.csv is also an input (in.csv)"),
-        (["compare", "in.csv", "--scenarios", "s.toml", "-o", "x.csv", "--explanations", "in.csv"], "in.csv", "--explanations in.csv is also an input"),
+        (
+            ["compare", "in.csv", "--scenarios", "s.toml", "-o", "x.csv", "--explanations", "in.csv"],
+            "in.csv",
+            "--explanations in.csv is also an input",
+        ),
         (["compare", "in.csv", "--scenarios", "card.toml", "-o", "card.csv"], "card.csv", "-o card.csv is also an input (card.csv)"),
         (["project", "in.csv", "--months", "1", "-o", "p.csv", "--backtest", "in.csv"], "in.csv", "--backtest in.csv is also an input"),
         (["reconcile", "in.csv", "-o", "in.csv"], "in.csv", "-o in.csv is also an input (in.csv)"),
@@ -223,16 +225,13 @@ def test_a_send_log_with_two_columns_differing_in_case_is_an_input_error(work):
     before = fingerprint(work / "log.csv")
     line = error_line(wa("ingest", "in.csv", "--send-log", "log.csv", "-o", "out.csv", cwd=work))
     assert line == (
-        "wa-analytics: error: log.csv: the send log has more than one message_type column (column names ignore case "
-        "and spaces). Keep one of them"
+        "wa-analytics: error: log.csv: the send log has more than one message_type column (column names ignore case and spaces). Keep one of them"
     )
     assert fingerprint(work / "log.csv") == before
 
 
 def test_a_rate_of_1e308_is_an_input_error_naming_file_and_line(work):
-    (work / "card.csv").write_text(
-        "effective_from,currency,market,category,tier_from,rate\n2022-01-01,USD,Italy,marketing,1,1e308\n"
-    )
+    (work / "card.csv").write_text("effective_from,currency,market,category,tier_from,rate\n2022-01-01,USD,Italy,marketing,1,1e308\n")
     result = wa("costs", "m.parquet", "--rate-card", "card.csv", "--report-unpriced", "-o", "c.csv", cwd=work)
     assert result.returncode == 2, result.stderr
     assert "card.csv, line 2: rate 1e308 is implausibly large" in result.stderr
@@ -262,9 +261,7 @@ def large_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def start_and_signal_after_reading(folder: Path, number: int, *argv: object, **popen) -> tuple[int, list[str]]:
     """Run `wa-analytics argv` in `folder`, send signal `number` once its inputs are read (the run
     summary's "Used ..." line) and return its exit status and stderr lines."""
-    process = subprocess.Popen(
-        [str(CONSOLE_SCRIPT), *map(str, argv)], cwd=folder, stderr=subprocess.PIPE, text=True, **popen
-    )
+    process = subprocess.Popen([str(CONSOLE_SCRIPT), *map(str, argv)], cwd=folder, stderr=subprocess.PIPE, text=True, **popen)
     lines = []
     for line in process.stderr:
         lines.append(line.rstrip("\n"))
@@ -275,9 +272,7 @@ def start_and_signal_after_reading(folder: Path, number: int, *argv: object, **p
     return process.wait(timeout=120), lines
 
 
-@pytest.mark.parametrize(
-    ("number", "status", "name"), [(signal.SIGINT, 130, "SIGINT (Ctrl-C)"), (signal.SIGTERM, 143, "SIGTERM")]
-)
+@pytest.mark.parametrize(("number", "status", "name"), [(signal.SIGINT, 130, "SIGINT (Ctrl-C)"), (signal.SIGTERM, 143, "SIGTERM")])
 def test_a_signal_stops_the_run_at_once_with_one_line_and_no_output(tmp_path, large_csv, number, status, name):
     before = fingerprint(large_csv)
     returned, lines = start_and_signal_after_reading(tmp_path, number, "charges", large_csv, "-o", "charges.csv")
@@ -292,9 +287,7 @@ def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path, large_csv):
     """A background job of a script starts with SIGINT ignored: Python kept ignoring it, and the run
     finished with exit 0 and its whole output (the issue's "ignored 4 s into a run")."""
     ignoring = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)}
-    returned, lines = start_and_signal_after_reading(
-        tmp_path, signal.SIGINT, "charges", large_csv, "-o", "charges.parquet", **ignoring
-    )
+    returned, lines = start_and_signal_after_reading(tmp_path, signal.SIGINT, "charges", large_csv, "-o", "charges.parquet", **ignoring)
     assert returned == 130
     assert lines[-1] == STOPPED.format("SIGINT (Ctrl-C)")
     assert not (tmp_path / "charges.parquet").exists()
@@ -317,7 +310,9 @@ def test_a_signal_stops_the_report_while_a_notebook_runs_and_still_says_so(tmp_p
     pytest.importorskip("papermill")
     process = subprocess.Popen(
         [str(CONSOLE_SCRIPT), "report", "--month", "2026-01", "--input", str(sample_csv), "-o", "r.html"],
-        cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     while process.poll() is None and not child_processes(process.pid):  # until a notebook kernel runs
         time.sleep(0.05)
@@ -344,7 +339,9 @@ def test_a_signal_during_a_write_removes_the_temporary_and_the_scratch_folder(tm
     (tmp_path / "out.csv").write_text("the previous output\n")
     process = subprocess.Popen(
         [sys.executable, "-c", WRITING, str(tmp_path / "out.csv"), str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     partial, scratch = process.stdout.readline().split()
     assert (tmp_path / partial).is_file() and (tmp_path / scratch).is_dir()

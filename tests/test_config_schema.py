@@ -42,31 +42,67 @@ def refused(tmp_path: Path, config_bytes: bytes, command: str = "charges") -> st
     ("text", "expected"),
     [
         ("[billing]\nfep_window_hours = -5\n", "[billing] fep_window_hours: expected a number of hours above 0 and at most 168, such as 72, got -5"),
-        ('[billing]\nfep_window_hours = "abc"\n', "[billing] fep_window_hours: expected a number of hours above 0 and at most 168, such as 72, got 'abc'"),
+        (
+            '[billing]\nfep_window_hours = "abc"\n',
+            "[billing] fep_window_hours: expected a number of hours above 0 and at most 168, such as 72, got 'abc'",
+        ),
         ("[billing]\nfep_window_hours = 1000\n", "[billing] fep_window_hours: expected a number of hours above 0 and at most 168"),
         ("[billing]\nfep_window_hours = true\n", "[billing] fep_window_hours: expected a number of hours"),
-        ('[billing]\nwaba_timezones = "oops"\n', '[billing] waba_timezones: expected a table of WABA id = time zone, such as { "104996122399160" = "America/Sao_Paulo" }, got \'oops\''),
-        ('[billing]\nwaba_timezones = { "104996122399160" = "Mars/Olympus" }\n', '[billing] waba_timezones."104996122399160": expected an IANA time zone name'),
-        ('[billing]\ntimezone = "Mars/Olympus"\n', "[billing] timezone: expected an IANA time zone name such as \"Europe/Rome\" or \"UTC\", got 'Mars/Olympus'"),
+        (
+            '[billing]\nwaba_timezones = "oops"\n',
+            '[billing] waba_timezones: expected a table of WABA id = time zone, such as { "104996122399160" = "America/Sao_Paulo" }, got \'oops\'',
+        ),
+        (
+            '[billing]\nwaba_timezones = { "104996122399160" = "Mars/Olympus" }\n',
+            '[billing] waba_timezones."104996122399160": expected an IANA time zone name',
+        ),
+        (
+            '[billing]\ntimezone = "Mars/Olympus"\n',
+            '[billing] timezone: expected an IANA time zone name such as "Europe/Rome" or "UTC", got \'Mars/Olympus\'',
+        ),
         ('[biling]\ntimezone = "Europe/Rome"\n', "unknown table [biling]: did you mean [billing]? the config file holds [billing] and [pricing]"),
         ('timezone = "Europe/Rome"\n', "unknown table [timezone]"),
-        ('[billing]\ntime_zone = "Europe/Rome"\n', "unknown key time_zone in [billing]: did you mean timezone? expected one of timezone, waba_timezones, rules, rules_file, fep_window_hours, fep_model, service_exempt_until"),
+        (
+            '[billing]\ntime_zone = "Europe/Rome"\n',
+            "unknown key time_zone in [billing]: did you mean timezone? expected one of timezone, waba_timezones, rules, rules_file, fep_window_hours, fep_model, service_exempt_until",
+        ),
         ('[billing]\nrules = "pmp-2027"\n', "unknown rule set 'pmp-2027': expected one of cbp-2022, cbp-2023, pmp-2025, pmp-2026-10"),
-        ('[billing]\nrules = 2027\n', "[billing] rules: expected the name of a rule set"),
+        ("[billing]\nrules = 2027\n", "[billing] rules: expected the name of a rule set"),
         ('[billing]\nrules_file = "none.toml"\n', "cannot read rules file"),
-        ('[billing]\nfep_model = "fixed-24h"\n', '[billing] fep_model: expected one of "fixed-72h", "fixed-7d", "extend-24h-per-user-message", got \'fixed-24h\''),
-        ('[billing]\nservice_exempt_until = "2026-10-01"\n', "[billing] service_exempt_until: expected a TOML date such as 2026-10-01 (no quotes), got '2026-10-01'"),
+        (
+            '[billing]\nfep_model = "fixed-24h"\n',
+            '[billing] fep_model: expected one of "fixed-72h", "fixed-7d", "extend-24h-per-user-message", got \'fixed-24h\'',
+        ),
+        (
+            '[billing]\nservice_exempt_until = "2026-10-01"\n',
+            "[billing] service_exempt_until: expected a TOML date such as 2026-10-01 (no quotes), got '2026-10-01'",
+        ),
         ("[billing]\nservice_exempt_until = 2026-10-01T00:00:00Z\n", "[billing] service_exempt_until: expected a TOML date"),
-        ('[billing.authentication_international]\nhome_country = "Italy"\n', "[billing.authentication_international] home_country: expected an ISO 3166-1 alpha-2 country code"),
-        ('[billing.authentication_international]\nstart_dates = { IN = "soon" }\n', '[billing.authentication_international] start_dates."IN": expected a date such as 2024-07-01, got \'soon\''),
-        ('[billing.authentication_international]\nstart_dates = { India = "2024-07-01" }\n', 'start_dates."India": expected the key to be an ISO 3166-1 alpha-2 country code'),
-        ('[billing.authentication_intl]\nhome_country = "IT"\n', "unknown key authentication_intl in [billing]: did you mean authentication_international?"),
-        ("[billing]\nauthentication_international = 3\n", "[billing] authentication_international must be a table ([billing.authentication_international]), not a number"),
+        (
+            '[billing.authentication_international]\nhome_country = "Italy"\n',
+            "[billing.authentication_international] home_country: expected an ISO 3166-1 alpha-2 country code",
+        ),
+        (
+            '[billing.authentication_international]\nstart_dates = { IN = "soon" }\n',
+            "[billing.authentication_international] start_dates.\"IN\": expected a date such as 2024-07-01, got 'soon'",
+        ),
+        (
+            '[billing.authentication_international]\nstart_dates = { India = "2024-07-01" }\n',
+            'start_dates."India": expected the key to be an ISO 3166-1 alpha-2 country code',
+        ),
+        (
+            '[billing.authentication_intl]\nhome_country = "IT"\n',
+            "unknown key authentication_intl in [billing]: did you mean authentication_international?",
+        ),
+        (
+            "[billing]\nauthentication_international = 3\n",
+            "[billing] authentication_international must be a table ([billing.authentication_international]), not a number",
+        ),
         ("[pricing]\nmarkup_percent = -1\n", "[pricing] markup_percent: expected a number >= 0, such as 10, got -1"),
         ('[pricing]\nreport_unpriced = "yes"\n', "[pricing] report_unpriced: expected true or false, got 'yes'"),
         ('[pricing]\ncurrency = "euro"\n', "[pricing] currency: expected an ISO 4217 currency code such as \"EUR\", got 'euro'"),
         ("[pricing]\nportfolios = [1, 2]\n", "[pricing] portfolios: expected a table of WABA id = portfolio name"),
-        ("[pricing]\nrate_cards = \"cards\"\n", "unknown key rate_cards in [pricing]: did you mean rate_card?"),
+        ('[pricing]\nrate_cards = "cards"\n', "unknown key rate_cards in [pricing]: did you mean rate_card?"),
         ("[billing\n", "not valid TOML"),
         (b"\xff\xfe[billing]\n", "not a TOML config file: invalid UTF-8 at byte 0; save it as UTF-8 text"),
     ],
@@ -114,6 +150,4 @@ def test_check_returns_none_for_an_empty_file_and_the_first_problem_otherwise():
     assert config_schema.check({"billing": {"fep_window_hours": 0}}) == (
         "[billing] fep_window_hours: expected a number of hours above 0 and at most 168, such as 72, got 0"
     )
-    assert config_schema.check({"pricing": {}, "x": {}}) == (
-        "unknown table [x]: the config file holds [billing] and [pricing] (see the README)"
-    )
+    assert config_schema.check({"pricing": {}, "x": {}}) == ("unknown table [x]: the config file holds [billing] and [pricing] (see the README)")

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from meta_fixtures import META_2026_04
 
 from analytics import cli
 from analytics.price import pricing
 from analytics.terms.ratecards import load_card
-from meta_fixtures import META_2026_04
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
@@ -30,9 +30,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 def test_costs_of_a_small_traffic_file_with_its_own_card(capsys, tmp_path):
     out, lines = tmp_path / "costs.csv", tmp_path / "invoice.csv"
-    status, err = run(
-        capsys, "costs", TRAFFIC, "--rate-card", CARD, "--timezone", "Europe/Rome", "-o", str(out), "--invoice", str(lines)
-    )
+    status, err = run(capsys, "costs", TRAFFIC, "--rate-card", CARD, "--timezone", "Europe/Rome", "-o", str(out), "--invoice", str(lines))
     assert status == 0, err
     rollup = pl.read_csv(out, infer_schema=False)
     assert rollup.columns == list(pricing.ROLLUP_SCHEMA)
@@ -46,9 +44,7 @@ def test_costs_of_a_small_traffic_file_with_its_own_card(capsys, tmp_path):
 
 def test_costs_reads_markup_and_portfolios_from_the_config_file(capsys, tmp_path):
     config = tmp_path / "wa.toml"
-    config.write_text(
-        f'[billing]\ntimezone = "Europe/Rome"\n[pricing]\nrate_card = "{CARD}"\nmarkup_percent = 10\nmarkup_per_charge = 0.001\n'
-    )
+    config.write_text(f'[billing]\ntimezone = "Europe/Rome"\n[pricing]\nrate_card = "{CARD}"\nmarkup_percent = 10\nmarkup_per_charge = 0.001\n')
     out = tmp_path / "costs.parquet"
     status, err = run(capsys, "costs", TRAFFIC, "--config", str(config), "-o", str(out))
     assert status == 0, err
@@ -66,9 +62,7 @@ def test_a_missing_rate_exits_2_naming_it_unless_unpriced_charges_are_reported(c
     assert status == 2
     assert "wa-analytics: error: no rate for EUR Germany marketing on 2026-01-31 (time zone Europe/Rome)" in err
     assert not out.exists()
-    status, err = run(
-        capsys, "costs", TRAFFIC, "--rate-card", str(card), "--timezone", "Europe/Rome", "--report-unpriced", "-o", str(out)
-    )
+    status, err = run(capsys, "costs", TRAFFIC, "--rate-card", str(card), "--timezone", "Europe/Rome", "--report-unpriced", "-o", str(out))
     assert status == 0, err
     rollup = pl.read_csv(out, infer_schema=False)
     assert rollup.filter(pl.col("priced") == "false").select("market", "category", "cost").rows() == [("Germany", "marketing", None)]
@@ -136,7 +130,10 @@ def test_warsaw_is_priced_and_tiered_as_poland_from_2026_07_01(tmp_path, month, 
     card.write_text(LOW_TIER_CARD)
     run = subprocess.run(
         [str(CONSOLE_SCRIPT), "costs", str(traffic), "--rate-card", str(card), "-o", str(out)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     rollup = pl.read_csv(out, infer_schema=False).filter(pl.col("billable_charges") != "0")

@@ -20,13 +20,13 @@ import polars as pl
 import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
+from traffic import with_free_tier_size
 
 from analytics.bill import charges, reference
-from analytics.terms import rules
 from analytics.core import schema
-from analytics.terms.rules import AuthenticationInternational
 from analytics.settings import Settings
-from traffic import with_free_tier_size
+from analytics.terms import rules
+from analytics.terms.rules import AuthenticationInternational
 
 EXAMPLES = int(os.environ.get("WA_ANALYTICS_PROPERTY_EXAMPLES", "2000"))
 
@@ -81,9 +81,7 @@ def traffic(draw: st.DrawFn) -> pl.DataFrame:
                 "user_country": country,
                 "message_type": message_type,
                 "template_category": (
-                    draw(st.sampled_from(["marketing", "utility", "authentication", "marketing_lite"]))
-                    if message_type == "template"
-                    else None
+                    draw(st.sampled_from(["marketing", "utility", "authentication", "marketing_lite"])) if message_type == "template" else None
                 ),
                 "status": "received" if inbound else draw(st.sampled_from(["delivered", "read", "sent", "failed", None])),
                 "entry_point": draw(st.sampled_from([None, None, "ctwa", "page_cta"])) if inbound else None,

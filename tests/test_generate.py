@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from analytics.core.errors import UsageError
+from analytics.core.schema import MESSAGE_SCHEMA
 from analytics.synthetic.generate import (
     BUSINESS_NUMBERS,
     COUNTRIES,
@@ -21,7 +22,6 @@ from analytics.synthetic.generate import (
     synthetic_number_pattern,
     write_traffic,
 )
-from analytics.core.schema import MESSAGE_SCHEMA
 
 START = dt.date(2026, 1, 1)
 DAY = dt.timedelta(days=1)
@@ -42,9 +42,7 @@ def messages(traffic: pl.DataFrame) -> pl.DataFrame:
 def _with_last_inbound(messages: pl.DataFrame, rows: pl.DataFrame) -> pl.DataFrame:
     """`rows` with `last_inbound`: the latest inbound message of the same key at or before each row."""
     inbound = messages.filter(pl.col("direction") == "inbound").select(*KEY, "timestamp", last_inbound="timestamp")
-    return rows.sort("timestamp").join_asof(
-        inbound.sort("timestamp"), on="timestamp", by=KEY, strategy="backward", check_sortedness=False
-    )
+    return rows.sort("timestamp").join_asof(inbound.sort("timestamp"), on="timestamp", by=KEY, strategy="backward", check_sortedness=False)
 
 
 def test_same_seed_gives_the_same_frame_and_the_same_bytes(tmp_path):
@@ -142,14 +140,18 @@ def test_click_to_whatsapp_entries_get_an_answer_within_24_hours(messages):
 def test_templates_after_an_ad_fall_inside_and_outside_the_72_hour_window(messages):
     entries = messages.filter(pl.col("entry_point").is_not_null()).select(*KEY, entry_at="timestamp")
     marketing = messages.filter(pl.col("template_category") == "marketing").select(*KEY, "timestamp")
-    after = marketing.sort("timestamp").join_asof(
-        entries.sort("entry_at"),
-        left_on="timestamp",
-        right_on="entry_at",
-        by=KEY,
-        strategy="backward",
-        check_sortedness=False,
-    ).drop_nulls("entry_at")
+    after = (
+        marketing.sort("timestamp")
+        .join_asof(
+            entries.sort("entry_at"),
+            left_on="timestamp",
+            right_on="entry_at",
+            by=KEY,
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .drop_nulls("entry_at")
+    )
     since = after["timestamp"] - after["entry_at"]
     assert (since < dt.timedelta(hours=72)).sum() > 0
     assert ((since > dt.timedelta(hours=100)) & (since < dt.timedelta(days=8))).sum() > 0
@@ -265,8 +267,7 @@ def test_conversations_are_open_across_a_rule_set_switch(start, switch):
     crossing = before.select(KEY).unique().join(after.select(KEY).unique(), on=KEY)
     assert crossing.height >= 10
     evening = frame.filter(
-        pl.col("timestamp").is_between(switch - dt.timedelta(hours=6), switch, closed="left")
-        & (pl.col("template_category") == "utility")
+        pl.col("timestamp").is_between(switch - dt.timedelta(hours=6), switch, closed="left") & (pl.col("template_category") == "utility")
     )
     assert evening.height > 0  # utility opened the evening before, more utility after midnight (§5 crossover)
 
@@ -345,9 +346,7 @@ def test_the_shipped_sample_validates_with_only_its_deliberate_defects_quarantin
     sample = Path(__file__).resolve().parents[1] / "data" / "sample" / "messages.csv.gz"
     ingested = ingest.read_messages([sample])
     quarantine = ingested.quarantine.collect()
-    assert sorted(quarantine["message_id"].drop_nulls().to_list()) == sorted(
-        i for d in DEFECTS for i in d.message_ids if i is not None
-    )
+    assert sorted(quarantine["message_id"].drop_nulls().to_list()) == sorted(i for d in DEFECTS for i in d.message_ids if i is not None)
     assert quarantine.height == sum(d.count for d in DEFECTS) == 6
     assert ingested.summary.duplicates_dropped == 199
     assert ingested.summary.rows_used == 42_888

@@ -8,15 +8,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analytics.present.summaries import format_ingest_summary
-from analytics.read import ingest
 from analytics.core.errors import InputError, UsageError
 from analytics.core.schema import MESSAGE_SCHEMA
+from analytics.present.summaries import format_ingest_summary
+from analytics.read import ingest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 HEADER = "message_id,timestamp,direction,business_phone,waba_id,user_id,message_type,template_category,status,entry_point"
 GOOD_ROW = "wamid.G1,2026-01-05T09:00:00Z,inbound,15550001111,waba-1,393330000001,text,,received,"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def write_csv(folder: Path, *rows: str, name: str = "input.csv", header: str = HEADER) -> Path:
@@ -160,7 +160,7 @@ INSTANTS = {
 
 @pytest.mark.parametrize("text, expected", INSTANTS.items(), ids=INSTANTS.keys())
 def test_timestamps_parse_to_utc_instants(tmp_path, text, expected):
-    messages, quarantine, _ = read(write_csv(tmp_path, f"wamid.X,\"{text}\",inbound,15550001111,,393330000001,text,,,"))
+    messages, quarantine, _ = read(write_csv(tmp_path, f'wamid.X,"{text}",inbound,15550001111,,393330000001,text,,,'))
     assert quarantine.height == 0
     assert messages["timestamp"].to_list() == [expected]
     assert messages.schema["timestamp"] == MESSAGE_SCHEMA["timestamp"]
@@ -245,10 +245,7 @@ def test_identical_repeats_across_files_are_kept_once_and_conflicting_ones_all_q
     # wamid.D2 on day 2 is the same message in other notation (Unix seconds, upper case): kept once.
     assert messages["message_id"].to_list() == ["wamid.D1", "wamid.D2", "wamid.D4"]
     assert summary.duplicates_dropped == 1
-    conflict = (
-        f"conflicting duplicate of message_id wamid.D3: rows {day1}:4, {day2}:2 hold different values; "
-        "keep one version of the message"
-    )
+    conflict = f"conflicting duplicate of message_id wamid.D3: rows {day1}:4, {day2}:2 hold different values; keep one version of the message"
     assert quarantine.select("source_file", "source_row", "reason").rows() == [
         (str(day1), 4, conflict),
         (str(day2), 2, conflict),
@@ -265,8 +262,7 @@ def test_a_conflict_names_its_first_rows_and_counts_the_rest(tmp_path):
     path = tmp_path / "input.csv"
     named = ", ".join(f"{path}:{line}" for line in range(2, 7))
     assert set(quarantine["reason"]) == {
-        f"conflicting duplicate of message_id wamid.X: rows {named} and 2 more hold different values; "
-        "keep one version of the message"
+        f"conflicting duplicate of message_id wamid.X: rows {named} and 2 more hold different values; keep one version of the message"
     }
     assert summary.rows_quarantined == 7
 
@@ -435,9 +431,7 @@ def test_parquet_with_typed_columns(tmp_path):
     messages, quarantine, _ = read(tmp_path / "typed.parquet", tmp_path / "naive.parquet")
     assert messages["timestamp"].to_list() == [dt.datetime(2026, 1, 5, 9, tzinfo=UTC)] * 2
     assert messages["business_phone"].to_list() == ["15550001111"] * 2
-    assert quarantine.select("source_file", "source_row", "reason").rows() == [
-        (str(tmp_path / "naive.parquet"), 1, ingest.NO_TIME_ZONE)
-    ]
+    assert quarantine.select("source_file", "source_row", "reason").rows() == [(str(tmp_path / "naive.parquet"), 1, ingest.NO_TIME_ZONE)]
 
 
 def test_validate_gives_exactly_the_message_schema():
@@ -535,7 +529,10 @@ def test_fep_expires_at_from_a_canonical_csv_is_an_instant_on_outbound_rows_only
     messages, quarantine, summary = read(path)
     end = dt.datetime(2026, 11, 6, 10, 5, tzinfo=UTC)
     assert messages.select("message_id", "fep_expires_at").rows() == [
-        ("wamid.O1", end), ("wamid.O2", end), ("wamid.O3", None), ("wamid.I1", None),  # inbound: means nothing
+        ("wamid.O1", end),
+        ("wamid.O2", end),
+        ("wamid.O3", None),
+        ("wamid.I1", None),  # inbound: means nothing
     ]
     assert quarantined(quarantine) == [(6, ingest.BAD_FEP_EXPIRY)]
     assert quarantine["fep_expires_at"].to_list() == ["next tuesday"]  # as read
@@ -543,17 +540,19 @@ def test_fep_expires_at_from_a_canonical_csv_is_an_instant_on_outbound_rows_only
 
 
 def test_fep_expires_at_from_metas_status_webhooks():
-    ingested = ingest.read_messages(
-        [WEBHOOKS_2026_10 / "fep_2026_10.jsonl"], send_log=WEBHOOKS_2026_10 / "send_log_2026_10.csv"
-    )
+    ingested = ingest.read_messages([WEBHOOKS_2026_10 / "fep_2026_10.jsonl"], send_log=WEBHOOKS_2026_10 / "send_log_2026_10.csv")
     end = dt.datetime(2026, 11, 6, 10, 5, tzinfo=UTC)  # expiration_timestamp 1793959500, on `sent`
     assert ingested.messages.collect().select("message_id", "fep_expires_at").rows() == [
-        ("wamid.F1in", None), ("wamid.F1", end), ("wamid.F2", end),
+        ("wamid.F1in", None),
+        ("wamid.F1", end),
+        ("wamid.F2", end),
     ]
 
 
 def test_fep_expires_at_survives_parquet_and_older_files_without_it(tmp_path):
-    messages, _, _ = read(write_csv(tmp_path, "wamid.O1,2026-11-03T10:05:00Z,outbound,15550001111,waba-1,393330000001,text,,delivered,,1793959500", header=FEP_HEADER))
+    messages, _, _ = read(
+        write_csv(tmp_path, "wamid.O1,2026-11-03T10:05:00Z,outbound,15550001111,waba-1,393330000001,text,,delivered,,1793959500", header=FEP_HEADER)
+    )
     messages.write_parquet(tmp_path / "new.parquet")
     messages.drop("fep_expires_at").write_parquet(tmp_path / "old.parquet")
     new, _, _ = read(tmp_path / "new.parquet")

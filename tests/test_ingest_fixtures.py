@@ -10,9 +10,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from meta_fixtures import FIXTURES
 
 from analytics import cli
-from meta_fixtures import FIXTURES
 
 COLUMNS = "message_id,timestamp,direction,business_phone,waba_id,user_id,user_phone,user_country,message_type,template_category,status,entry_point,fep_expires_at"
 WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA="

@@ -21,9 +21,7 @@ HEADER = "message_id,timestamp,direction,business_phone,waba_id,user_id,user_pho
 
 def wa_analytics(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [str(CONSOLE_SCRIPT), *map(str, argv)], capture_output=True, text=True, env=env, check=False, timeout=300
-    )
+    return subprocess.run([str(CONSOLE_SCRIPT), *map(str, argv)], capture_output=True, text=True, env=env, check=False, timeout=300)
 
 
 def write_csv(path: Path, *rows: str, header: str = HEADER) -> Path:
@@ -39,12 +37,22 @@ def inbound_webhook(wamid: str, wa_id: str, when: str) -> dict:
     """An inbound text message as Meta's Cloud API posts it (formats-research.md §1.1)."""
     return {
         "object": "whatsapp_business_account",
-        "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "B1"},
-            "contacts": [{"profile": {"name": "Mario"}, "wa_id": wa_id}],
-            "messages": [{"from": wa_id, "id": wamid, "timestamp": str(unix(when)), "type": "text", "text": {"body": "hi"}}],
-        }}]}],
+        "entry": [
+            {
+                "id": "WABA1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "B1"},
+                            "contacts": [{"profile": {"name": "Mario"}, "wa_id": wa_id}],
+                            "messages": [{"from": wa_id, "id": wamid, "timestamp": str(unix(when)), "type": "text", "text": {"body": "hi"}}],
+                        },
+                    }
+                ],
+            }
+        ],
     }
 
 
@@ -52,14 +60,29 @@ def status_webhook(wamid: str, status: str, wa_id: str, when: str) -> dict:
     """An outbound message's status as Meta's Cloud API posts it (PMP, utility)."""
     return {
         "object": "whatsapp_business_account",
-        "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "B1"},
-            "statuses": [{
-                "id": wamid, "status": status, "timestamp": str(unix(when)), "recipient_id": wa_id,
-                "pricing": {"billable": False, "pricing_model": "PMP", "category": "utility", "type": "free_customer_service"},
-            }],
-        }}]}],
+        "entry": [
+            {
+                "id": "WABA1",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "B1"},
+                            "statuses": [
+                                {
+                                    "id": wamid,
+                                    "status": status,
+                                    "timestamp": str(unix(when)),
+                                    "recipient_id": wa_id,
+                                    "pricing": {"billable": False, "pricing_model": "PMP", "category": "utility", "type": "free_customer_service"},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
     }
 
 
@@ -85,9 +108,7 @@ def test_a_phone_written_two_ways_is_one_customer(tmp_path, spelled):
     assert "read as its digits (Meta's wa_id form), so each user is one customer" in charged.stderr
     assert "on 1 row:" in charged.stderr
     charges = pl.read_csv(tmp_path / "charges.csv", infer_schema=False)
-    assert charges.select("user_id", "category", "pricing_type", "billable").rows() == [
-        ("393330001106", "utility", "free_customer_service", "false")
-    ]
+    assert charges.select("user_id", "category", "pricing_type", "billable").rows() == [("393330001106", "utility", "free_customer_service", "false")]
 
     ingested = wa_analytics("ingest", webhook, export, "-o", tmp_path / "messages.csv")
     assert ingested.returncode == 0, ingested.stderr
@@ -158,9 +179,7 @@ def test_users_without_a_market_are_counted_by_reason_and_kept(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Used 7 rows." in result.stderr
     lines = result.stderr.splitlines()
-    heading = lines.index(
-        "Market unknown for 5 users (6 rows): kept with market Unknown, but costs cannot price their paid messages; by reason:"
-    )
+    heading = lines.index("Market unknown for 5 users (6 rows): kept with market Unknown, but costs cannot price their paid messages; by reason:")
     assert lines[heading + 1 : heading + 5] == [
         f"  2 users (3 rows): {markets.NOT_A_PHONE} (first: {export}, row 2)",
         f"  1 user (1 row): {markets.NON_GEOGRAPHIC_NUMBER} (first: {export}, row 4)",
@@ -220,7 +239,7 @@ def test_a_timestamp_far_in_the_future_is_quarantined_with_a_reason(tmp_path):
         "m3,9999-12-31T00:00:00Z,inbound,B1,,393330001106,,,text,,",
     )
     quarantine = tmp_path / "bad.csv"
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     result = wa_analytics("charges", export, "-o", tmp_path / "charges.csv", "--quarantine", quarantine)
     assert result.returncode == 0, result.stderr
     assert "Read 3 rows" in result.stderr and "Used 1 row." in result.stderr
@@ -254,8 +273,7 @@ def test_latest_timestamp_sets_the_bound(tmp_path):
         refused = wa_analytics("ingest", export, "-o", tmp_path / "other.csv", "--latest-timestamp", bad)
         assert refused.returncode == 2
         assert refused.stderr.strip().splitlines() == [
-            f"wa-analytics: error: --latest-timestamp {bad!r} is not a date or an instant with a time zone: "
-            "write 2027-12-31 or 2027-12-31T23:00:00Z"
+            f"wa-analytics: error: --latest-timestamp {bad!r} is not a date or an instant with a time zone: write 2027-12-31 or 2027-12-31T23:00:00Z"
         ]
         assert not (tmp_path / "other.csv").exists()
 
@@ -268,7 +286,7 @@ def test_the_bound_is_inclusive_and_to_the_microsecond(tmp_path):
         "m1,2026-03-02T10:00:00.000000Z,inbound,B1,,393330001106,,,text,,",
         "m2,2026-03-02T10:00:00.000001Z,inbound,B1,,393330001106,,,text,,",
     )
-    latest = dt.datetime(2026, 3, 2, 10, tzinfo=dt.timezone.utc)
+    latest = dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)
     ingested = ingest.read_messages([export], latest=latest)
     assert ingested.messages.collect()["message_id"].to_list() == ["m1"]
     assert ingested.summary.quarantined == {ingest.after_latest(latest): 1}

@@ -27,16 +27,14 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.read import ingest
 from analytics.core.errors import InputError
 from analytics.core.schema import MESSAGE_SCHEMA, REQUIRED_MESSAGE_COLUMNS
+from analytics.read import ingest
 
 EXAMPLES = int(os.environ.get("WA_ANALYTICS_FUZZ_EXAMPLES", "25"))
 FAST = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Through the installed command, a second or two each: a few, and a tenth of a thorough run.
-THROUGH_THE_COMMAND = settings(
-    max_examples=max(4, EXAMPLES // 10), deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+THROUGH_THE_COMMAND = settings(max_examples=max(4, EXAMPLES // 10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
 
 VALID = {
@@ -46,8 +44,16 @@ VALID = {
     "business_phone": ["15550001111", "15550002222"],
     "waba_id": ["waba-1", ""],
     "user_id": [
-        "393330000001", "+1 202 555 0101", "US.123", "+39 333 000 0001", "0039 333 000 0001", "393330000001.0",
-        "PE.9771234", "@mario", "+800 1234 5678", "3.9333E+11",
+        "393330000001",
+        "+1 202 555 0101",
+        "US.123",
+        "+39 333 000 0001",
+        "0039 333 000 0001",
+        "393330000001.0",
+        "PE.9771234",
+        "@mario",
+        "+800 1234 5678",
+        "3.9333E+11",
     ],
     "user_phone": ["", "+393330000001"],
     "user_country": ["", "IT", "br", "XX", "UK"],
@@ -57,9 +63,23 @@ VALID = {
     "entry_point": ["", "ctwa", "page_cta"],
 }
 PLAUSIBLE_JUNK = [
-    "2026-01-05 09:00", "2021-12-31T00:00:00Z", "2026-02-30T00:00:00Z", "99999999999999999999", "99999999999",
-    "9999-12-31T00:00:00Z", "-1.5", "T", "Z",
-    "sideways", "promo", "pending", "banner", " ", '"', ",", "\n",
+    "2026-01-05 09:00",
+    "2021-12-31T00:00:00Z",
+    "2026-02-30T00:00:00Z",
+    "99999999999999999999",
+    "99999999999",
+    "9999-12-31T00:00:00Z",
+    "-1.5",
+    "T",
+    "Z",
+    "sideways",
+    "promo",
+    "pending",
+    "banner",
+    " ",
+    '"',
+    ",",
+    "\n",
 ]
 ANY_TEXT = st.text(max_size=12)
 
@@ -168,9 +188,7 @@ def test_random_bytes_never_crash(raw, name):
 
 
 JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), ANY_TEXT)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=8
-)
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=8)
 
 
 @st.composite
@@ -240,9 +258,23 @@ def status_lines(draw) -> list[dict]:
             status["pricing"] = {"pricing_model": "PMP", "category": draw(st.sampled_from(["utility", "marketing", "service"]))}
         statuses.append(status)
     payloads = [
-        {"object": "whatsapp_business_account", "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
-            "metadata": {"phone_number_id": "1555"}, "statuses": [status],
-        }}]}]}
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "WABA1",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "metadata": {"phone_number_id": "1555"},
+                                "statuses": [status],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
         for status in statuses
     ]
     retries = draw(st.lists(st.sampled_from(payloads), max_size=4)) if payloads else []
@@ -298,7 +330,11 @@ def test_the_command_exits_0_or_2_and_its_counts_add_up(given_input):
         out, quarantine = Path(folder) / "out.csv", Path(folder) / "quarantine.csv"
         result = subprocess.run(
             [str(CONSOLE_SCRIPT), "ingest", str(path), "-o", str(out), "--quarantine", str(quarantine)],
-            capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, check=False, timeout=300,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            check=False,
+            timeout=300,
         )
         assert "Traceback" not in result.stderr and "internal error" not in result.stderr
         assert result.returncode in (0, 2), result.stderr

@@ -11,11 +11,11 @@ from __future__ import annotations
 import polars as pl
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
+from traffic import Traffic, merge, rows
 
 from analytics.bill import charges, reference
-from analytics.terms import rules
 from analytics.settings import Settings
-from traffic import Traffic, merge, rows
+from analytics.terms import rules
 
 
 def hourly_utilities(start: str, hours: int, **key: object) -> Traffic:
@@ -32,9 +32,7 @@ def test_hourly_templates_open_one_conversation_a_day_on_both_engines():
     expected, actual = reference.bill(t.frame()), charges.bill(t.frame())
 
     assert actual.to_dicts() == expected.to_dicts()
-    assert rows(actual, ("started_at", "expires_at", "message_count")) == [
-        (t.at(24 * day), t.at(24 * day + 24), 24) for day in range(30)
-    ]
+    assert rows(actual, ("started_at", "expires_at", "message_count")) == [(t.at(24 * day), t.at(24 * day + 24), 24) for day in range(30)]
 
 
 def bursty_keys() -> pl.DataFrame:
@@ -99,9 +97,7 @@ def test_pointer_doubling_and_the_round_by_round_loop_open_the_same_messages():
     gaps = [1, 23, 24, 0, 25, 1, 1, 1, 47, 0, 2] * 40
     t = pl.Series([0, *gaps]).cum_sum() * 3_600_000_000
     bursts = pl.Series([0] * 150 + [1] * 100 + [2] * 191)
-    pending = pl.DataFrame(
-        {"row": pl.int_range(t.len(), eager=True, dtype=pl.UInt32), "t": t, "window": [86_400_000_000] * t.len(), "burst": bursts}
-    )
+    pending = pl.DataFrame({"row": pl.int_range(t.len(), eager=True, dtype=pl.UInt32), "t": t, "window": [86_400_000_000] * t.len(), "burst": bursts})
 
     doubled = charges._chain_in_bursts(pending, "window", 86_400_000_000)
 

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from meta_fixtures import META_2026_04
 
 from analytics.terms.markets import (
     MARKETS,
@@ -30,7 +31,6 @@ from analytics.terms.markets import (
     with_market,
     with_user_country,
 )
-from meta_fixtures import META_2026_04
 
 ZIMBABWE_MOVES = dt.date(2025, 10, 1)
 SIX_MARKETS_FROM = dt.date(2026, 7, 1)
@@ -205,7 +205,14 @@ def test_each_country_has_contiguous_periods_covering_all_dates():
 def test_region_table_columns_and_statuses():
     table = region_table()
     assert table.columns == [
-        "country", "country_name", "calling_code", "market", "effective_from", "effective_until", "status", "source",
+        "country",
+        "country_name",
+        "calling_code",
+        "market",
+        "effective_from",
+        "effective_until",
+        "status",
+        "source",
     ]
     assert set(table["status"]) == {"meta_documented", "reported"}
     assert table["source"].str.contains("https://").all()
@@ -313,8 +320,7 @@ def test_with_user_country_parses_each_distinct_phone_once(monkeypatch):
     assert sorted(parsed) == ["393330009999", "4915100009999"]
 
 
-COUNTRIES = ["IT", "it", "DE", "US", "CA", "DO", "JM", "PR", "ZW", "KZ", "RU", "UA", "LK", "MA", "LU", "KR", "JE",
-             "BS", "VA", "XX", "", None]
+COUNTRIES = ["IT", "it", "DE", "US", "CA", "DO", "JM", "PR", "ZW", "KZ", "RU", "UA", "LK", "MA", "LU", "KR", "JE", "BS", "VA", "XX", "", None]
 DATES = [
     dt.date(2022, 2, 1),
     dt.date(2025, 9, 30),
@@ -347,9 +353,7 @@ def test_with_market_names_its_columns():
 
 
 def test_with_market_gives_no_market_without_a_date():
-    frame = pl.DataFrame(
-        {"user_country": ["IT"], "local_date": [None]}, schema={"user_country": pl.String, "local_date": pl.Date}
-    )
+    frame = pl.DataFrame({"user_country": ["IT"], "local_date": [None]}, schema={"user_country": pl.String, "local_date": pl.Date})
     assert with_market(frame)["market"].to_list() == [None]
 
 

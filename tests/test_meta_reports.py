@@ -14,9 +14,11 @@ from decimal import Decimal
 
 import polars as pl
 import pytest
+from meta_fixtures import FIXTURES, fenced_blocks, glific_billing_event, gupshup_general_purpose_ai
 
-from analytics.reconcile import meta_reports
 from analytics.core.errors import InputError
+from analytics.read.webhooks import BILLING_SCHEMA, read_webhooks
+from analytics.reconcile import meta_reports
 from analytics.reconcile.meta_reports import (
     ANALYTICS_SCHEMA,
     GUPSHUP_BILLING_EVENT,
@@ -28,8 +30,6 @@ from analytics.reconcile.meta_reports import (
     read_reports,
     webhook_pricing,
 )
-from analytics.read.webhooks import BILLING_SCHEMA, read_webhooks
-from meta_fixtures import FIXTURES, fenced_blocks, glific_billing_event, gupshup_general_purpose_ai
 
 UTC = dt.UTC
 
@@ -49,8 +49,24 @@ def pricing_row(**values: object) -> dict:
     return {column: values.get(column) for column in PRICING_SCHEMA}
 
 
-POINT_COLUMNS = ("granularity", "start", "end", "phone_number", "country", "category", "pricing_type", "direction",
-                 "tier", "tier_from", "tier_to", "volume", "cost", "currency", "source_row", "problem")
+POINT_COLUMNS = (
+    "granularity",
+    "start",
+    "end",
+    "phone_number",
+    "country",
+    "category",
+    "pricing_type",
+    "direction",
+    "tier",
+    "tier_from",
+    "tier_to",
+    "volume",
+    "cost",
+    "currency",
+    "source_row",
+    "problem",
+)
 
 
 def points(frame: pl.DataFrame) -> list[dict]:
@@ -72,10 +88,26 @@ def test_conversation_analytics_half_hour_by_category_and_type():
     assert set(frame["report"]) == {"conversation_analytics"} and set(frame["pricing_model"]) == {"CBP"}
     assert set(frame["source_file"]) == {str(path)}
     assert points(frame) == [
-        point(granularity="HALF_HOUR", start=at(1685527200), end=at(1685529000), category="marketing",
-              pricing_type="regular", volume=3, cost=Decimal("0.0432"), source_row=1),
-        point(granularity="HALF_HOUR", start=at(1685529000), end=at(1685530800), category="authentication",
-              pricing_type="regular", volume=2, cost=Decimal("0.0128"), source_row=2),
+        point(
+            granularity="HALF_HOUR",
+            start=at(1685527200),
+            end=at(1685529000),
+            category="marketing",
+            pricing_type="regular",
+            volume=3,
+            cost=Decimal("0.0432"),
+            source_row=1,
+        ),
+        point(
+            granularity="HALF_HOUR",
+            start=at(1685529000),
+            end=at(1685530800),
+            category="authentication",
+            pricing_type="regular",
+            volume=2,
+            cost=Decimal("0.0128"),
+            source_row=2,
+        ),
     ]
 
 
@@ -83,8 +115,9 @@ def test_conversation_analytics_monthly_with_every_dimension():
     frame = read_analytics(FIXTURES / "meta_docs_analytics__conversation_analytics_monthly_all_dimensions.json")
     # 2023-06-01 07:00 UTC to 2023-07-01 07:00 UTC: a month of the WABA's Pacific time
     month = dict(granularity="MONTHLY", start=at(1685602800), end=at(1688194800), phone_number="15550458206", country="US")
-    assert points(frame)[0] == point(**month, category="authentication", pricing_type="regular", direction="unknown",
-                                     volume=1558, cost=Decimal("15.58"), source_row=1)
+    assert points(frame)[0] == point(
+        **month, category="authentication", pricing_type="regular", direction="unknown", volume=1558, cost=Decimal("15.58"), source_row=1
+    )
     assert frame.select("pricing_type", "category", "volume", "cost").rows() == [
         ("regular", "authentication", 1558, Decimal("15.58")),
         ("regular", "marketing", 2636, Decimal("26.36")),
@@ -117,8 +150,18 @@ def test_pricing_analytics_daily_with_tiers():
     assert frame.height == 14 and set(frame["report"]) == {"pricing_analytics"} and set(frame["pricing_model"]) == {"PMP"}
     assert set(frame["granularity"]) == {"DAILY"}
     assert points(frame)[1] == point(
-        granularity="DAILY", start=at(1749106800), end=at(1749193200), country="IN", category="authentication_international",
-        pricing_type="regular", tier="0:750000", tier_from=0, tier_to=750000, volume=2, cost=Decimal("4.6"), source_row=2,
+        granularity="DAILY",
+        start=at(1749106800),
+        end=at(1749193200),
+        country="IN",
+        category="authentication_international",
+        pricing_type="regular",
+        tier="0:750000",
+        tier_from=0,
+        tier_to=750000,
+        volume=2,
+        cost=Decimal("4.6"),
+        source_row=2,
     )
     tiers = set(frame.select("tier", "tier_from", "tier_to").unique().rows())
     assert tiers == {(None, None, None), ("0:750000", 0, 750000), ("0:MAX", 0, None), ("0:2", 0, 2)}
@@ -133,31 +176,65 @@ def test_pricing_analytics_daily_with_tiers():
 def test_cost_as_a_string_a_currency_and_the_documented_type_names():
     response = {
         "pricing_analytics": {
-            "data": [{"data_points": [
-                {"start": "1767225600", "end": 1767312000, "country": "ae", "pricing_category": "MARKETING",
-                 "pricing_type": "REGULAR", "volume": "3", "cost": "0.1"},
-                {"start": 1767225600, "end": 1767312000, "pricing_category": "SERVICE", "pricing_type": "FREE_ENTRY",
-                 "volume": 2},
-            ]}]
+            "data": [
+                {
+                    "data_points": [
+                        {
+                            "start": "1767225600",
+                            "end": 1767312000,
+                            "country": "ae",
+                            "pricing_category": "MARKETING",
+                            "pricing_type": "REGULAR",
+                            "volume": "3",
+                            "cost": "0.1",
+                        },
+                        {"start": 1767225600, "end": 1767312000, "pricing_category": "SERVICE", "pricing_type": "FREE_ENTRY", "volume": 2},
+                    ]
+                }
+            ]
         },
         "currency": "aed",
     }
     frame = read_analytics(response, source_file="made-up.json")
     assert points(frame) == [
-        point(granularity="DAILY", start=at(1767225600), end=at(1767312000), country="AE", category="marketing",
-              pricing_type="regular", volume=3, cost=Decimal("0.1"), currency="AED", source_row=1),
+        point(
+            granularity="DAILY",
+            start=at(1767225600),
+            end=at(1767312000),
+            country="AE",
+            category="marketing",
+            pricing_type="regular",
+            volume=3,
+            cost=Decimal("0.1"),
+            currency="AED",
+            source_row=1,
+        ),
         # no cost at all: a WABA on a partner's credit line; FREE_ENTRY is the docs' name for FREE_ENTRY_POINT
-        point(granularity="DAILY", start=at(1767225600), end=at(1767312000), category="service",
-              pricing_type="free_entry_point", volume=2, currency="AED", source_row=2),
+        point(
+            granularity="DAILY",
+            start=at(1767225600),
+            end=at(1767312000),
+            category="service",
+            pricing_type="free_entry_point",
+            volume=2,
+            currency="AED",
+            source_row=2,
+        ),
     ]
 
 
 def test_unreadable_data_points_are_rows_with_a_problem():
-    response = {"data": [{"data_points": [
-        {"start": 1767225600, "end": 1767312000, "volume": 1, "cost": "n/a"},
-        {"start": 1767225600, "volume": 1},
-        {"start": 1767225600, "end": 1767312000, "volume": None, "cost": 1},
-    ]}]}
+    response = {
+        "data": [
+            {
+                "data_points": [
+                    {"start": 1767225600, "end": 1767312000, "volume": 1, "cost": "n/a"},
+                    {"start": 1767225600, "volume": 1},
+                    {"start": 1767225600, "end": 1767312000, "volume": None, "cost": 1},
+                ]
+            }
+        ]
+    }
     frame = read_analytics(response)
     assert frame["problem"].to_list() == [
         "cost 'n/a' is not a number",
@@ -168,8 +245,17 @@ def test_unreadable_data_points_are_rows_with_a_problem():
 
 @pytest.mark.parametrize(
     ("hours", "given", "granularity"),
-    [(0.5, None, "HALF_HOUR"), (24, None, "DAILY"), (23, None, "DAILY"), (25, None, "DAILY"), (28 * 24, None, "MONTHLY"),
-     (31 * 24 - 1, None, "MONTHLY"), (7 * 24, None, None), (24, "DAY", "DAILY"), (24, "month", "MONTHLY")],
+    [
+        (0.5, None, "HALF_HOUR"),
+        (24, None, "DAILY"),
+        (23, None, "DAILY"),
+        (25, None, "DAILY"),
+        (28 * 24, None, "MONTHLY"),
+        (31 * 24 - 1, None, "MONTHLY"),
+        (7 * 24, None, None),
+        (24, "DAY", "DAILY"),
+        (24, "month", "MONTHLY"),
+    ],
 )
 def test_granularity_from_the_response_or_the_length(hours, given, granularity):
     start = at(1767225600)
@@ -225,10 +311,17 @@ def test_not_json_names_the_file(tmp_path):
 def test_glific_v2_billing_event():
     assert rows_of(glific_billing_event()) == [
         pricing_row(
-            meta_source=GUPSHUP_BILLING_EVENT, message_id="gBEGkZdhAzaXAgmpAw6G7Oc_XIg",
-            time=dt.datetime(2022, 8, 24, 5, 37, 16, 533000, UTC), user_id="1234567851", pricing_model="CBP",
-            category="marketing", pricing_type="regular", billable=True,
-            conversation_id="c3dcdb2f4f227931248cc080c387e484", source_file="events.json", source_row=1,
+            meta_source=GUPSHUP_BILLING_EVENT,
+            message_id="gBEGkZdhAzaXAgmpAw6G7Oc_XIg",
+            time=dt.datetime(2022, 8, 24, 5, 37, 16, 533000, UTC),
+            user_id="1234567851",
+            pricing_model="CBP",
+            category="marketing",
+            pricing_type="regular",
+            billable=True,
+            conversation_id="c3dcdb2f4f227931248cc080c387e484",
+            source_file="events.json",
+            source_row=1,
         )
     ]
 
@@ -249,10 +342,17 @@ def test_gupshup_mm_lite_billing_event():
     # The docs write `"billable": true/false`, which is not JSON: the test picks `true`.
     (row,) = rows_of(json.loads(mm_lite.replace("true/false", "true")))
     assert row == pricing_row(
-        meta_source=GUPSHUP_BILLING_EVENT, message_id="ee1fdcfa-5a71-409f-8e5e-8b43c552a71a",
-        time=dt.datetime(2025, 4, 5, 5, 39, 16, 261000, UTC), user_id="919108568600", pricing_model="PMP",
-        category="marketing_lite", pricing_type="regular", billable=True,
-        conversation_id="ce17b8adb8ddfe3700a7f86c3f952e78", source_file="events.json", source_row=1,
+        meta_source=GUPSHUP_BILLING_EVENT,
+        message_id="ee1fdcfa-5a71-409f-8e5e-8b43c552a71a",
+        time=dt.datetime(2025, 4, 5, 5, 39, 16, 261000, UTC),
+        user_id="919108568600",
+        pricing_model="PMP",
+        category="marketing_lite",
+        pricing_type="regular",
+        billable=True,
+        conversation_id="ce17b8adb8ddfe3700a7f86c3f952e78",
+        source_file="events.json",
+        source_row=1,
     )
 
 
@@ -266,19 +366,29 @@ def test_gupshup_mm_lite_billing_event():
         ({"model": "CBP", "type": "Marketing_Lite", "billable": True}, ("CBP", "marketing_lite", "regular", True, [])),
         ({"model": "CBP", "type": "Service", "billable": False}, ("CBP", "service", None, False, [])),
         ({"model": "PMP", "type": "regular", "category": "utility", "billable": True}, ("PMP", "utility", "regular", True, [])),
-        ({"model": "PMP", "type": "free_customer_service", "category": "service", "billable": False},
-         ("PMP", "service", "free_customer_service", False, [])),
-        ({"model": "PMP", "type": "free_entry_point", "category": "marketing", "billable": False},
-         ("PMP", "marketing", "free_entry_point", False, [])),
+        (
+            {"model": "PMP", "type": "free_customer_service", "category": "service", "billable": False},
+            ("PMP", "service", "free_customer_service", False, []),
+        ),
+        (
+            {"model": "PMP", "type": "free_entry_point", "category": "marketing", "billable": False},
+            ("PMP", "marketing", "free_entry_point", False, []),
+        ),
         ({"model": "nbp", "type": "regular", "category": "marketing"}, ("NBP", "marketing", "regular", None, [])),
-        ({"model": "XYZ", "type": "???"}, ("XYZ", None, None, None, ["unknown deduction model 'XYZ' (expected CBP, PMP, NBP)", "unknown deduction type '???'"])),
+        (
+            {"model": "XYZ", "type": "???"},
+            ("XYZ", None, None, None, ["unknown deduction model 'XYZ' (expected CBP, PMP, NBP)", "unknown deduction type '???'"]),
+        ),
         ({"model": "PMP", "type": "regular"}, ("PMP", None, "regular", None, ["deduction without a category"])),
     ],
 )
 def test_gupshup_deductions_in_the_words_of_the_charges_table(deductions, expected):
     got = meta_reports.deduction(
-        model=deductions.get("model"), kind=deductions.get("type"), category=deductions.get("category"),
-        conversation_type=deductions.get("conversationType"), billable=deductions.get("billable"),
+        model=deductions.get("model"),
+        kind=deductions.get("type"),
+        category=deductions.get("category"),
+        conversation_type=deductions.get("conversationType"),
+        billable=deductions.get("billable"),
     )
     assert got == expected
 
@@ -288,17 +398,32 @@ def test_gupshup_pmp_billing_event_and_sent_message_event():
     billing, sent = (re.sub(r"\{\{(.*?)\}\}", r"\1", block) for block in fenced_blocks("gupshup_docs__pmp_events_billing_and_sent.txt"))
     assert rows_of(json.loads(billing)) == [
         pricing_row(
-            meta_source=GUPSHUP_BILLING_EVENT, message_id="d04cc3a7-18f0-4571-831e-xxxxxxxx",
-            time=dt.datetime(2025, 2, 12, 10, 1, 22, 884000, UTC), user_id="79507xxxxxxxx", pricing_model="PMP",
-            category="marketing", pricing_type="regular", billable=True, source_file="events.json", source_row=1,
+            meta_source=GUPSHUP_BILLING_EVENT,
+            message_id="d04cc3a7-18f0-4571-831e-xxxxxxxx",
+            time=dt.datetime(2025, 2, 12, 10, 1, 22, 884000, UTC),
+            user_id="79507xxxxxxxx",
+            pricing_model="PMP",
+            category="marketing",
+            pricing_type="regular",
+            billable=True,
+            source_file="events.json",
+            source_row=1,
         )
     ]
     assert rows_of(json.loads(sent), 2) == [
         pricing_row(
-            meta_source=GUPSHUP_MESSAGE_EVENT, message_id="d04cc3a7-18f0-4571-831e-xxxxxxxx", status="sent",
-            time=at(1739354482), user_id="79507xxxxxxxx", pricing_model="PMP", category="service",
-            pricing_type="regular", conversation_id="0f957b88cfb1558f6199exxxxxxxx",
-            conversation_expires_at=at(1747048500), conversation_origin="marketing", source_file="events.json",
+            meta_source=GUPSHUP_MESSAGE_EVENT,
+            message_id="d04cc3a7-18f0-4571-831e-xxxxxxxx",
+            status="sent",
+            time=at(1739354482),
+            user_id="79507xxxxxxxx",
+            pricing_model="PMP",
+            category="service",
+            pricing_type="regular",
+            conversation_id="0f957b88cfb1558f6199exxxxxxxx",
+            conversation_expires_at=at(1747048500),
+            conversation_origin="marketing",
+            source_file="events.json",
             source_row=2,
         )
     ]
@@ -315,8 +440,15 @@ def test_gupshup_v3_billing_event_in_meta_envelope(tmp_path):
     assert reports.analytics.is_empty()
     assert reports.pricing.to_dicts() == [
         pricing_row(
-            meta_source=GUPSHUP_BILLING_EVENT, message_id=WAMID_AI, user_id="398871601297", pricing_model="PMP",
-            category="general_purpose_ai", pricing_type="regular", billable=True, source_file=str(path), source_row=2,
+            meta_source=GUPSHUP_BILLING_EVENT,
+            message_id=WAMID_AI,
+            user_id="398871601297",
+            pricing_model="PMP",
+            category="general_purpose_ai",
+            pricing_type="regular",
+            billable=True,
+            source_file=str(path),
+            source_row=2,
         )
     ]
     assert reports.skipped == {"webhook traffic (give it as INPUT)": 1}
@@ -325,19 +457,40 @@ def test_gupshup_v3_billing_event_in_meta_envelope(tmp_path):
 def test_events_as_a_json_array_and_other_gupshup_events(tmp_path):
     events = [
         glific_billing_event(),
-        {"app": "Demo", "timestamp": 1767225600000, "version": 2, "type": "message-event",
-         "payload": {"id": "wamid.X", "type": "enqueued", "destination": "393330000001",
-                     "payload": {"whatsappMessageId": "wamid.X-meta"},
-                     "conversation": {"id": "conv-x", "type": "utility"}}},
-        {"app": "Demo", "timestamp": 1767225600000, "version": 2, "type": "message-event",
-         "payload": {"id": "wamid.Y", "type": "read", "destination": "393330000001", "payload": {"ts": 1767225601}}},
+        {
+            "app": "Demo",
+            "timestamp": 1767225600000,
+            "version": 2,
+            "type": "message-event",
+            "payload": {
+                "id": "wamid.X",
+                "type": "enqueued",
+                "destination": "393330000001",
+                "payload": {"whatsappMessageId": "wamid.X-meta"},
+                "conversation": {"id": "conv-x", "type": "utility"},
+            },
+        },
+        {
+            "app": "Demo",
+            "timestamp": 1767225600000,
+            "version": 2,
+            "type": "message-event",
+            "payload": {"id": "wamid.Y", "type": "read", "destination": "393330000001", "payload": {"ts": 1767225601}},
+        },
         {"app": "Demo", "timestamp": 1767225600000, "version": 2, "type": "user-event", "payload": {"type": "opted-in"}},
     ]
     path = tmp_path / "events.json"
     path.write_text(json.dumps(events))
     reports = read_reports([path])
     assert reports.pricing.select("meta_source", "message_id", "status", "time", "conversation_id", "source_row").rows() == [
-        (GUPSHUP_BILLING_EVENT, "gBEGkZdhAzaXAgmpAw6G7Oc_XIg", None, dt.datetime(2022, 8, 24, 5, 37, 16, 533000, UTC), "c3dcdb2f4f227931248cc080c387e484", 1),
+        (
+            GUPSHUP_BILLING_EVENT,
+            "gBEGkZdhAzaXAgmpAw6G7Oc_XIg",
+            None,
+            dt.datetime(2022, 8, 24, 5, 37, 16, 533000, UTC),
+            "c3dcdb2f4f227931248cc080c387e484",
+            1,
+        ),
         # an enqueued event's own id is Gupshup's; Meta's wamid is in payload.payload.whatsappMessageId
         (GUPSHUP_MESSAGE_EVENT, "wamid.X-meta", "enqueued", at(1767225600), "conv-x", 2),
     ]
@@ -356,14 +509,14 @@ def test_jsonl_with_a_broken_line(tmp_path):
 def test_analytics_and_events_from_several_files_in_one_call(tmp_path):
     events = tmp_path / "events.jsonl"
     events.write_text(json.dumps(glific_billing_event()) + "\n")
-    reports = read_reports([
-        FIXTURES / "meta_docs_analytics__conversation_analytics_monthly_by_type.json",
-        events,
-        FIXTURES / "meta_docs_analytics__pricing_analytics_daily_tier.json",
-    ])
-    assert reports.analytics.group_by("report", maintain_order=True).len().rows() == [
-        ("conversation_analytics", 3), ("pricing_analytics", 14)
-    ]
+    reports = read_reports(
+        [
+            FIXTURES / "meta_docs_analytics__conversation_analytics_monthly_by_type.json",
+            events,
+            FIXTURES / "meta_docs_analytics__pricing_analytics_daily_tier.json",
+        ]
+    )
+    assert reports.analytics.group_by("report", maintain_order=True).len().rows() == [("conversation_analytics", 3), ("pricing_analytics", 14)]
     assert reports.analytics["source_row"].to_list() == [1, 2, 3, *range(1, 15)]
     assert reports.pricing.height == 1
 
@@ -377,19 +530,40 @@ def test_webhook_billing_rows_as_pricing_rows():
     assert pricing.schema == pl.Schema(PRICING_SCHEMA)
     assert pricing.to_dicts() == [
         pricing_row(
-            meta_source=WEBHOOK, message_id="wamid.STATUSMSG", status="sent", time=at(1690000000),
-            business_phone="999888777", user_id="123456789", pricing_model="CBP", category="user_initiated",
-            billable=True, conversation_id="CONVO123", conversation_expires_at=at(1690009999),
-            conversation_origin="user_initiated", source_file=str(path), source_row=1,
+            meta_source=WEBHOOK,
+            message_id="wamid.STATUSMSG",
+            status="sent",
+            time=at(1690000000),
+            business_phone="999888777",
+            user_id="123456789",
+            pricing_model="CBP",
+            category="user_initiated",
+            billable=True,
+            conversation_id="CONVO123",
+            conversation_expires_at=at(1690009999),
+            conversation_origin="user_initiated",
+            source_file=str(path),
+            source_row=1,
         )
     ]
 
 
 def test_webhook_expiration_that_is_not_a_time_is_a_problem():
     billing = pl.DataFrame(
-        [{"message_id": "wamid.A", "status": "sent", "timestamp": "1751400000", "pricing_model": "cbp",
-          "pricing_category": "utility", "pricing_type": "free_entry", "conversation_id": "c",
-          "conversation_expires_at": "tomorrow", "source_file": "f", "source_row": 1}],
+        [
+            {
+                "message_id": "wamid.A",
+                "status": "sent",
+                "timestamp": "1751400000",
+                "pricing_model": "cbp",
+                "pricing_category": "utility",
+                "pricing_type": "free_entry",
+                "conversation_id": "c",
+                "conversation_expires_at": "tomorrow",
+                "source_file": "f",
+                "source_row": 1,
+            }
+        ],
         schema=BILLING_SCHEMA,
     )
     (row,) = webhook_pricing(billing).to_dicts()
@@ -400,18 +574,47 @@ def test_webhook_expiration_that_is_not_a_time_is_a_problem():
 def test_authentication_international_is_one_spelling_whatever_the_source(tmp_path):
     # Meta's status webhooks write it with a hyphen from 2026 (P3); Gupshup passes Meta's value on.
     event = {
-        "app": "demo", "timestamp": 1793700065000, "version": 2, "type": "billing-event",
-        "payload": {"deductions": {"type": "regular", "model": "PMP", "source": "whatsapp", "billable": True,
-                                   "category": "authentication-international"},
-                    "references": {"id": "wamid.H1", "gsId": "g1", "destination": "919800000001"}},
+        "app": "demo",
+        "timestamp": 1793700065000,
+        "version": 2,
+        "type": "billing-event",
+        "payload": {
+            "deductions": {"type": "regular", "model": "PMP", "source": "whatsapp", "billable": True, "category": "authentication-international"},
+            "references": {"id": "wamid.H1", "gsId": "g1", "destination": "919800000001"},
+        },
     }
     rows, _ = meta_reports.gupshup_rows(event, source_file="events", source_row=1)
     assert [(r["category"], r["pricing_type"]) for r in rows] == [("authentication_international", "regular")]
-    hook = {"object": "whatsapp_business_account", "entry": [{"id": "100000000000010", "changes": [{"field": "messages", "value": {
-        "metadata": {"phone_number_id": "200000000000010"},
-        "statuses": [{"id": "wamid.H2", "status": "sent", "timestamp": "1793700300", "recipient_id": "919800000001",
-                      "pricing": {"pricing_model": "PMP", "type": "regular", "category": "authentication-international",
-                                  "subtype": "paid_exempt"}}]}}]}]}
+    hook = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "100000000000010",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "metadata": {"phone_number_id": "200000000000010"},
+                            "statuses": [
+                                {
+                                    "id": "wamid.H2",
+                                    "status": "sent",
+                                    "timestamp": "1793700300",
+                                    "recipient_id": "919800000001",
+                                    "pricing": {
+                                        "pricing_model": "PMP",
+                                        "type": "regular",
+                                        "category": "authentication-international",
+                                        "subtype": "paid_exempt",
+                                    },
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
     path = tmp_path / "hooks.jsonl"
     path.write_text(json.dumps(hook) + "\n")
     priced = meta_reports.webhook_pricing(read_webhooks(path).billing)

@@ -17,20 +17,20 @@ import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from traffic import Traffic, low_tier_card, merge, with_free_tier_size
 
 from analytics.bill import charges
-from analytics.synthetic import generate
-from analytics.read import ingest
-from analytics.price import pricing
-from analytics.terms import rules
 from analytics.core import schema
 from analytics.core.errors import UsageError
-from analytics.present.invoice_text import format_invoice
-from analytics.price.pricing import MissingRateError, costs, invoice, price
-from analytics.settings import Settings
-from analytics.terms.ratecards import TIER_FAMILY, load_card
 from analytics.core.resources import query
-from traffic import Traffic, low_tier_card, merge, with_free_tier_size
+from analytics.present.invoice_text import format_invoice
+from analytics.price import pricing
+from analytics.price.pricing import MissingRateError, costs, invoice, price
+from analytics.read import ingest
+from analytics.settings import Settings
+from analytics.synthetic import generate
+from analytics.terms import rules
+from analytics.terms.ratecards import TIER_FAMILY, load_card
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -124,9 +124,7 @@ def test_tiers_count_per_portfolio_market_family_and_month(tmp_path):
     ]
     priced = price(frame(*rows), card=card).sort("started_at")
     assert priced["tier_position"].to_list() == [1, 2, 3, 4, 1, None, None, None, None, 1]
-    assert priced["rate"].to_list() == [
-        D("0.03"), D("0.03"), D("0.03"), D("0.02"), D("0.04"), D("0.06"), D("0.06"), None, D("0.03"), D("0.03")
-    ]
+    assert priced["rate"].to_list() == [D("0.03"), D("0.03"), D("0.03"), D("0.02"), D("0.04"), D("0.06"), D("0.06"), None, D("0.03"), D("0.03")]
     separate = Settings(portfolios={"W1": "retail", "W2": "wholesale"})
     by_portfolio = price(frame(*rows), settings=separate, card=card).sort("started_at")
     assert by_portfolio["tier_position"].to_list()[:4] == [1, 2, 1, 2]
@@ -277,11 +275,7 @@ def test_a_rate_carries_until_a_later_row_for_its_currency_market_and_category(t
 
 # --- Currencies ------------------------------------------------------------------------------------
 
-TWO_CURRENCIES = (
-    "2026-01-01,EUR,Italy,marketing,1,0.0650,,\n"
-    "2026-01-01,USD,Italy,marketing,1,0.0691,,\n"
-    "2026-01-01,USD,Germany,marketing,1,0.1365,,\n"
-)
+TWO_CURRENCIES = "2026-01-01,EUR,Italy,marketing,1,0.0650,,\n2026-01-01,USD,Italy,marketing,1,0.0691,,\n2026-01-01,USD,Germany,marketing,1,0.1365,,\n"
 
 
 def test_a_card_may_hold_several_currencies(tmp_path):
@@ -475,7 +469,9 @@ def test_priced_charges_keep_the_charges_and_add_the_pricing_columns():
 
 def test_cost_under_a_reported_rule_set_is_flagged(tmp_path):
     card = card_of(tmp_path, "2026-10-01,USD,Italy,service,1,0.0300,,\n2026-10-01,USD,Italy,marketing,1,0.0795,,\n")
-    rows = frame(charge("2026-10-05T10:00:00Z", "service", rule_set="pmp-2026-10"), charge("2026-10-05T10:00:00Z", "marketing", rule_set="pmp-2026-10"))
+    rows = frame(
+        charge("2026-10-05T10:00:00Z", "service", rule_set="pmp-2026-10"), charge("2026-10-05T10:00:00Z", "marketing", rule_set="pmp-2026-10")
+    )
     priced = price(rows, card=card)
     assert "Warning" not in format_invoice(priced)  # the shipped rules of 2026-10 are on Meta's own pages
     book = rules.shipped()
@@ -599,7 +595,9 @@ def test_the_six_markets_of_2026_07_01_never_get_the_regions_rate_after_they_lea
     region = REGION_LEFT.get(market, "Rest of Central & Eastern Europe")
     traffics = [
         Traffic(start, user_id=phone, user_country=None, id_prefix=f"{start[:7]}.")
-        .template(0, "marketing").template(1, "utility").template(2, "authentication")
+        .template(0, "marketing")
+        .template(1, "utility")
+        .template(2, "authentication")
         for start in ("2026-06-10T09:00:00Z", "2026-08-10T09:00:00Z", "2026-11-10T09:00:00Z")
     ]
     billed = charges.bill(merge(*traffics))
@@ -607,7 +605,7 @@ def test_the_six_markets_of_2026_07_01_never_get_the_regions_rate_after_they_lea
     got = {(r["month"], r["category"]): (r["market"], r["rate"]) for r in priced.iter_rows(named=True)}
     expected = {}
     for month, rates in (("2026-06", june), ("2026-08", august), ("2026-11", november)):
-        for category, rate in zip(("marketing", "utility", "authentication"), rates):
+        for category, rate in zip(("marketing", "utility", "authentication"), rates, strict=False):
             expected[(month, category)] = (region if month == "2026-06" else market, None if rate is None else D(rate))
     assert got == expected
     if None in august:

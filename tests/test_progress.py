@@ -153,9 +153,7 @@ def test_quiet_on_a_terminal_shows_no_progress_and_the_same_lines_as_a_pipe(tmp_
 
 
 def test_compare_on_a_terminal_shows_the_scenarios_one_by_one(tmp_path):
-    status, terminal, _ = on_terminal(
-        [CONSOLE_SCRIPT, "compare", SAMPLE, "--scenarios", SCENARIOS, "-o", "compare.csv"], tmp_path
-    )
+    status, terminal, _ = on_terminal([CONSOLE_SCRIPT, "compare", SAMPLE, "--scenarios", SCENARIOS, "-o", "compare.csv"], tmp_path)
     assert status == 0, terminal
     shown = CSI.sub("", terminal)
     assert "Billing the traffic scenarios share" in shown
@@ -181,7 +179,9 @@ def large_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("large") / "large.csv"
     made = subprocess.run(
         [CONSOLE_SCRIPT, "generate", "--users", "30000", "--start", "2026-01-01", "--months", "3", "-o", path],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert made.returncode == 0, made.stderr
     return path

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from analytics.bill import charges
-from analytics import cli
-from analytics.present.whatif_text import describe_source
-from analytics.whatif import projection
-from analytics.settings import Settings
-from analytics.whatif.scenarios import BASELINE, Scenario
 from traffic import Traffic, instant, merge
+
+from analytics import cli
+from analytics.bill import charges
+from analytics.present.whatif_text import describe_source
+from analytics.settings import Settings
+from analytics.whatif import projection
+from analytics.whatif.scenarios import BASELINE, Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = str(ROOT / "data" / "sample" / "messages.csv.gz")
@@ -42,7 +42,9 @@ def test_a_month_is_replayed_from_the_latest_whole_weeks_of_history():
     assert replayed.start == instant("2026-02-01T00:00:00Z") and replayed.months == ("2026-02",)
     source = replayed.sources[0]
     assert (source.seasonal, source.shifts_in_weeks, source.windows) == (
-        False, (4,), ((instant("2026-01-04T00:00:00Z"), instant("2026-02-01T00:00:00Z")),)
+        False,
+        (4,),
+        ((instant("2026-01-04T00:00:00Z"), instant("2026-02-01T00:00:00Z")),),
     )
     february = replayed.messages.filter(pl.col("timestamp") >= replayed.start).sort("timestamp")
     assert february.height == 28
@@ -69,9 +71,7 @@ def test_recent_windows_share_the_users_between_them_and_ids_stay_unique():
     december = replayed.messages.filter(pl.col("timestamp").dt.month() == 12)
     assert december.height == 60 * 31  # every user, every day
     # Dec 1 is day 91 of the history; a user replayed from w weeks back starts at day 91 - 7w.
-    first_day = december.group_by("user_id").agg(
-        pl.col("message_id").str.extract(r"-(\d+)~").cast(pl.Int64).min() - 1, days=pl.len()
-    )
+    first_day = december.group_by("user_id").agg(pl.col("message_id").str.extract(r"-(\d+)~").cast(pl.Int64).min() - 1, days=pl.len())
     assert set(first_day["days"]) == {31}
     assert set(first_day["message_id"]) == {91 - 7 * 5, 91 - 7 * 9}
     assert replayed.messages["message_id"].is_unique().all()
@@ -147,7 +147,11 @@ def test_rates_the_card_does_not_know_are_reported_unpriced_not_invented(tmp_pat
     traffic = weekly("2025-08-25T00:00:00Z", 6)
     traffic.template(24 * 36 + 12, "marketing")
     projected = projection.project(
-        traffic.frame(), [Scenario(BASELINE)], months=2, settings=Settings(rate_card=str(card)), history_months=1,
+        traffic.frame(),
+        [Scenario(BASELINE)],
+        months=2,
+        settings=Settings(rate_card=str(card)),
+        history_months=1,
         run_backtest=False,
     )
     rows = projected.table.select("month", "horizon", "billable_charges", "unpriced_charges", "cost").sort("month").rows()

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from meta_fixtures import META_2026_04, SHARED
 
-from analytics.terms import ratecards
 from analytics.core.errors import InputError, UsageError
+from analytics.terms import ratecards
 from analytics.terms.markets import MARKETS
 from analytics.terms.ratecards import CARD_COLUMNS, import_meta_card, load_card, write_card
-from meta_fixtures import META_2026_04, SHARED
 
 RESEARCH = SHARED / "domain"
 FIXTURES = Path(__file__).parent / "fixtures" / "pricing"
@@ -24,9 +24,7 @@ HEADER = "effective_from,currency,market,category,tier_from,rate,source,note\n"
 
 
 def import_april_2026(**kwargs: object) -> ratecards.ImportedCard:
-    return import_meta_card(
-        META_2026_04 / "USD_rates.csv", META_2026_04 / "USD_volume_tiers.csv", effective=APRIL_2026, **kwargs
-    )
+    return import_meta_card(META_2026_04 / "USD_rates.csv", META_2026_04 / "USD_volume_tiers.csv", effective=APRIL_2026, **kwargs)
 
 
 def csv_blocks(path: Path, fence: str = "```csv") -> list[list[list[str]]]:
@@ -83,9 +81,7 @@ def test_the_shipped_april_2026_card_is_the_importers_output(tmp_path):
 
 
 def test_importer_reads_a_gbp_card_with_metas_currency_tokens():
-    imported = import_meta_card(
-        FIXTURES / "meta_gbp_rates.csv", FIXTURES / "meta_gbp_volume_tiers.csv", effective=dt.date(2027, 3, 1)
-    )
+    imported = import_meta_card(FIXTURES / "meta_gbp_rates.csv", FIXTURES / "meta_gbp_volume_tiers.csv", effective=dt.date(2027, 3, 1))
     assert imported.currencies == ("GBP",)  # `GBD` (Meta's typo) and `£`
     rates = {(r[2], r[3], int(r[4])): r[5] for r in imported.rows.iter_rows()}
     assert rates[("United Kingdom", "marketing", 1)] == "0.0400"
@@ -110,7 +106,11 @@ def _edited_copy(tmp_path: Path, name: str, old: str, new: str) -> Path:
     [
         ('"1,000,001",--,Tier rate,0.0180', '"900,001",--,Tier rate,0.0180', "band from 900,001 overlaps the band ending at 1,000,000"),
         ('"1,000,001",--,Tier rate,0.0180', '"1,200,001",--,Tier rate,0.0180', "leaves a gap after the band ending at 1,000,000"),
-        ("Italy,GBD,0,\"100,000\",List rate,0.0200", "Italy,GBD,0,\"100,000\",List rate,0.0210", "list rate is GBP 0.0210 here but GBP 0.0200 in the rate file"),
+        (
+            'Italy,GBD,0,"100,000",List rate,0.0200',
+            'Italy,GBD,0,"100,000",List rate,0.0210',
+            "list rate is GBP 0.0210 here but GBP 0.0200 in the rate file",
+        ),
         (',GBD,"1,000,001",--', ',GBD,"1,000,001","2,000,000"', "bands look cut off"),
     ],
 )
@@ -168,29 +168,28 @@ def _research_rows() -> list[tuple[str, str, str, str, int, str]]:
     }
     cbp_2022 = ("business_initiated", "user_initiated")
     for line in tables["market,currency,business_initiated,user_initiated"]:  # R1, EUR
-        rows += [("2022-02-01", line[1], line[0], c, 1, r) for c, r in zip(cbp_2022, line[2:4])]
+        rows += [("2022-02-01", line[1], line[0], c, 1, r) for c, r in zip(cbp_2022, line[2:4], strict=False)]
     for line in tables["market,currency,business_initiated,user_initiated,source_value_x1.2"]:  # R2, USD derived
-        rows += [("2022-02-01", line[1], line[0], c, 1, r) for c, r in zip(cbp_2022, line[2:4])]
+        rows += [("2022-02-01", line[1], line[0], c, 1, r) for c, r in zip(cbp_2022, line[2:4], strict=False)]
     cbp_2023 = ("marketing", "utility", "authentication", "service")
     for line in tables["market,currency,marketing,utility,authentication,service"]:  # R3, derived
-        rows += [("2023-06-01", line[1], line[0], c, 1, r) for c, r in zip(cbp_2023, line[2:6])]
+        rows += [("2023-06-01", line[1], line[0], c, 1, r) for c, r in zip(cbp_2023, line[2:6], strict=False)]
     pmp = ("marketing", "utility", "authentication", "authentication_international")
     for line in tables["market,currency,marketing,utility,authentication,authentication_international,effective,source"]:
         dates = ["2026-01-01"] + (["2025-07-01"] if line[6] == "2025-07-01" else [])  # R5: "A=B" rows
-        rows += [(d, line[1], line[0], c, 1, r) for d in dates for c, r in zip(pmp, line[2:6]) if r]
+        rows += [(d, line[1], line[0], c, 1, r) for d in dates for c, r in zip(pmp, line[2:6], strict=False) if r]
     for line in tables["market,currency,marketing,utility,authentication,effective,source"]:  # R6 spot values
         if line[2].startswith("~"):
             continue  # approximate: carried as unknown with the value in the note
         date = {"2025-07-01 (2025 guide)": "2025-07-01", "~2026-10 (service=0.0248)": "2026-10-01"}.get(line[5], line[5])
-        rows += [(date, line[1], line[0], c, 1, r) for c, r in zip(pmp[:3], line[2:5])]
+        rows += [(date, line[1], line[0], c, 1, r) for c, r in zip(pmp[:3], line[2:5], strict=False)]
     return rows
 
 
 def test_shipped_card_carries_every_researched_rate():
     card = load_card()
     in_card = {
-        (r["effective_from"].isoformat(), r["currency"], r["market"], r["category"], r["tier_from"]): r["rate"]
-        for r in card.iter_rows(named=True)
+        (r["effective_from"].isoformat(), r["currency"], r["market"], r["category"], r["tier_from"]): r["rate"] for r in card.iter_rows(named=True)
     }
     checked = 0
     for effective, currency, market, category, tier, rate in _research_rows():

@@ -18,17 +18,17 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from meta_fixtures import FIXTURES, fenced_blocks, glific_billing_event, gupshup_general_purpose_ai
 
-from analytics.bill import charges
 from analytics import cli
-from analytics.synthetic import generate
-from analytics.read import ingest
-from analytics.reconcile import aggregates, meta_reports, matching as reconcile, outcomes
-from analytics.present.reconciliation_text import format_summary
-from analytics.synthetic import meta_billing
-from analytics.price import pricing
-from analytics.terms import rules
+from analytics.bill import charges
 from analytics.core import schema
+from analytics.core.resources import query
+from analytics.present.reconciliation_text import format_summary
+from analytics.price import pricing
+from analytics.read import ingest
+from analytics.reconcile import aggregates, meta_reports, outcomes
+from analytics.reconcile import matching as reconcile
 from analytics.reconcile.meta_reports import concat_pricing, gupshup_rows, read_analytics, read_reports, webhook_pricing
 from analytics.reconcile.outcomes import (
     AGREES,
@@ -53,10 +53,10 @@ from analytics.reconcile.outcomes import (
     VOLUME_DIFFERS,
     WINDOW_DIFFERS,
 )
-from analytics.core.resources import query
-from analytics.terms.rules import AuthenticationInternational
 from analytics.settings import Settings
-from meta_fixtures import FIXTURES, fenced_blocks, glific_billing_event, gupshup_general_purpose_ai
+from analytics.synthetic import generate, meta_billing
+from analytics.terms import rules
+from analytics.terms.rules import AuthenticationInternational
 
 OURS = Path(__file__).resolve().parent / "fixtures" / "reconcile"
 UTC = dt.UTC
@@ -66,9 +66,7 @@ ITEM = ("level", "meta_source", "message_id", "status", "reason")
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def run(
-    paths, *, send_log=None, rules_=None, timezone="UTC", settings=None, events=(), analytics=None, priced=False
-) -> outcomes.Reconciliation:
+def run(paths, *, send_log=None, rules_=None, timezone="UTC", settings=None, events=(), analytics=None, priced=False) -> outcomes.Reconciliation:
     """Ingest, bill and reconcile as `wa-analytics reconcile` does; `events` are extra pricing rows."""
     ingested = ingest.read_messages([str(p) for p in paths], send_log=send_log, timezone=timezone)
     messages = ingested.messages.collect()
@@ -76,7 +74,12 @@ def run(
     billed = charges.bill(messages, config)
     meta = concat_pricing([webhook_pricing(ingested.billing), *events])
     return reconcile.reconcile(
-        messages, billed, meta_pricing=meta, analytics=analytics, quarantine=ingested.quarantine, settings=config,
+        messages,
+        billed,
+        meta_pricing=meta,
+        analytics=analytics,
+        quarantine=ingested.quarantine,
+        settings=config,
         priced=pricing.price(billed, config.replace(report_unpriced=True)) if priced else None,
     )
 
@@ -130,9 +133,23 @@ def test_every_reason_code_is_a_named_constant_documented_in_the_module():
 
 
 def test_output_columns_and_an_empty_comparison(tmp_path):
-    result = run([canonical(tmp_path, dict(
-        message_id="wamid.A", timestamp="2026-03-02T10:00:00Z", direction="outbound", business_phone="5550001",
-        user_id="393330000001", message_type="template", template_category="marketing", status="delivered"))])
+    result = run(
+        [
+            canonical(
+                tmp_path,
+                dict(
+                    message_id="wamid.A",
+                    timestamp="2026-03-02T10:00:00Z",
+                    direction="outbound",
+                    business_phone="5550001",
+                    user_id="393330000001",
+                    message_type="template",
+                    template_category="marketing",
+                    status="delivered",
+                ),
+            )
+        ]
+    )
     assert result.rows.schema == pl.Schema(RECONCILIATION_SCHEMA) and result.rows.is_empty()
     assert result.notes == ("no pricing objects or analytics from Meta in the input: nothing to compare",)
 
@@ -160,7 +177,10 @@ def test_meta_docs_pmp_marketing_recategorised(tmp_path):
     result = run([FIXTURES / "meta_docs_bsuid__status_delivered_pmp_marketing.json"], send_log=log, rules_="pmp-2025")
     assert items(result) == [("message", "webhook", BSUID_WAMID, DIFFERENT, CATEGORY_CHANGED)]
     assert result.rows.select("ours_category", "meta_category", "ours_pricing_type", "meta_pricing_type").row(0) == (
-        "utility", "marketing", "regular", "regular"
+        "utility",
+        "marketing",
+        "regular",
+        "regular",
     )
 
 
@@ -185,7 +205,8 @@ def test_pywa_message_status_each_alone(tmp_path, key, expected):
     if expected and expected[0][4] == WINDOW_DIFFERS:
         row = result.rows.row(0, named=True)
         assert (row["meta_started_at"], row["ours_started_at"]) == (
-            dt.datetime.fromtimestamp(1698253500, UTC), dt.datetime.fromtimestamp(1698266945, UTC)
+            dt.datetime.fromtimestamp(1698253500, UTC),
+            dt.datetime.fromtimestamp(1698266945, UTC),
         )
         assert "3 h 44 min apart, beyond the 60 s tolerance" in row["explanation"]
 
@@ -196,7 +217,10 @@ def test_pywa_message_status_all_keys_in_one_file(tmp_path):
     # One wamid in every payload: failed wins, so we bill nothing; Meta billed its service conversation.
     assert items(result) == [("conversation", "webhook", "wamid.xyzxyz", MISSING_OURS, STATUS_MISSING)]
     assert result.rows.select("conversation_id", "meta_category", "meta_billable", "meta_volume").row(0) == (
-        "7270432eae37498234f4444b35ffc5", "service", True, 1
+        "7270432eae37498234f4444b35ffc5",
+        "service",
+        True,
+        1,
     )
     assert "the input has its messages as failed, which is never billed" in result.rows["explanation"][0]
 
@@ -276,9 +300,16 @@ def test_gupshup_v3_billing_event_whose_status_was_dropped(tmp_path):
 
 def test_glific_cbp_billing_event(tmp_path):
     # Our side: the message the event references, a marketing template delivered just before the event.
-    message = dict(message_id="gBEGkZdhAzaXAgmpAw6G7Oc_XIg", timestamp="2022-08-24T05:37:10Z", direction="outbound",
-                   business_phone="5550001", user_id="1234567851", message_type="template",
-                   template_category="marketing", status="delivered")
+    message = dict(
+        message_id="gBEGkZdhAzaXAgmpAw6G7Oc_XIg",
+        timestamp="2022-08-24T05:37:10Z",
+        direction="outbound",
+        business_phone="5550001",
+        user_id="1234567851",
+        message_type="template",
+        template_category="marketing",
+        status="delivered",
+    )
     event = events_of(glific_billing_event())
     traffic = canonical(tmp_path, message)
     # 2022-08-24 is under cbp-2022: we bill a business-initiated conversation, Meta's event says marketing.
@@ -292,15 +323,25 @@ def test_glific_cbp_billing_event(tmp_path):
     # Without the message in the input: a lost webhook.
     other = canonical(tmp_path, message | dict(message_id="gBEG-other"), name="other.csv")
     assert items(run([other], events=[event], rules_="cbp-2023"))[0] == (
-        "conversation", "gupshup_billing_event", "gBEGkZdhAzaXAgmpAw6G7Oc_XIg", MISSING_OURS, STATUS_MISSING
+        "conversation",
+        "gupshup_billing_event",
+        "gBEGkZdhAzaXAgmpAw6G7Oc_XIg",
+        MISSING_OURS,
+        STATUS_MISSING,
     )
 
 
 def test_gupshup_cbp_billing_event_as_documented_is_not_compared(tmp_path):
     documented, _ = fenced_blocks("gupshup_docs__billing_events_cbp.txt")
-    message = dict(message_id="59f8db90c37e-4408-90ab-cc54ef8246ad", timestamp="2020-02-01T08:44:30Z",
-                   direction="outbound", business_phone="5550001", user_id="919100000010", message_type="text",
-                   status="delivered")
+    message = dict(
+        message_id="59f8db90c37e-4408-90ab-cc54ef8246ad",
+        timestamp="2020-02-01T08:44:30Z",
+        direction="outbound",
+        business_phone="5550001",
+        user_id="919100000010",
+        message_type="text",
+        status="delivered",
+    )
     result = run([canonical(tmp_path, message | dict(timestamp="2024-02-01T08:44:30Z"))], events=[events_of(json.loads(documented))])
     assert result.rows.is_empty()
     assert result.unreadable.select("meta_source", "message_id").rows() == [("gupshup_billing_event", "59f8db90c37e-4408-90ab-cc54ef8246ad")]
@@ -330,12 +371,32 @@ def test_gupshup_cbp_billing_event_types(tmp_path, deductions, ours, expected):
     event["payload"]["deductions"] = {"model": "CBP", "source": "whatsapp", **deductions}
     message_type, category, before = ours
     wamid = event["payload"]["references"]["id"]
-    rows = [dict(message_id=wamid, timestamp="2024-02-01T08:44:30Z", direction="outbound", business_phone="5550001",
-                 user_id="919100000010", message_type=message_type, template_category=category, status="delivered")]
+    rows = [
+        dict(
+            message_id=wamid,
+            timestamp="2024-02-01T08:44:30Z",
+            direction="outbound",
+            business_phone="5550001",
+            user_id="919100000010",
+            message_type=message_type,
+            template_category=category,
+            status="delivered",
+        )
+    ]
     if before:  # the user's message first: a customer service window, or a Click-to-WhatsApp entry
-        rows.insert(0, dict(message_id="wamid.in", timestamp="2024-02-01T08:40:00Z", direction="inbound",
-                            business_phone="5550001", user_id="919100000010", message_type="text", status="received",
-                            entry_point="ctwa" if before == "ctwa" else ""))
+        rows.insert(
+            0,
+            dict(
+                message_id="wamid.in",
+                timestamp="2024-02-01T08:40:00Z",
+                direction="inbound",
+                business_phone="5550001",
+                user_id="919100000010",
+                message_type="text",
+                status="received",
+                entry_point="ctwa" if before == "ctwa" else "",
+            ),
+        )
     result = run([canonical(tmp_path, *rows)], events=[events_of(event)])
     assert items(result, ("level", "message_id", "conversation_id", "status", "reason")) == [
         ("conversation", wamid, "532b57b5f6e63595ccd74c6010e5c5c7", *expected)
@@ -346,9 +407,19 @@ def test_gupshup_pmp_billing_event_and_sent_event(tmp_path):
     # The page's examples put {{...}} around placeholder values, which is not JSON: the test removes the braces.
     billing, sent = (json.loads(re.sub(r"\{\{(.*?)\}\}", r"\1", block)) for block in fenced_blocks("gupshup_docs__pmp_events_billing_and_sent.txt"))
     wamid = "d04cc3a7-18f0-4571-831e-xxxxxxxx"
-    traffic = canonical(tmp_path, dict(message_id=wamid, timestamp="2025-02-12T10:01:22Z", direction="outbound",
-                                       business_phone="5550001", user_id="79507xxxxxxxx", message_type="template",
-                                       template_category="marketing", status="delivered"))
+    traffic = canonical(
+        tmp_path,
+        dict(
+            message_id=wamid,
+            timestamp="2025-02-12T10:01:22Z",
+            direction="outbound",
+            business_phone="5550001",
+            user_id="79507xxxxxxxx",
+            message_type="template",
+            template_category="marketing",
+            status="delivered",
+        ),
+    )
     events = events_of(billing, sent)
     # The page's example is dated 2025-02-12, under conversation-based pricing.
     assert items(run([traffic], events=[events])) == [
@@ -373,15 +444,28 @@ def our_charges(*groups: tuple) -> pl.DataFrame:
     frames = []
     for n, (started_at, rule_set, category, pricing_type, count, country, phone, cost) in enumerate(groups):
         model = rules.rule_set(rule_set).pricing_model
-        frames.append(pl.DataFrame({
-            "rule_set": [rule_set] * count, "pricing_model": [model] * count, "category": [category] * count,
-            "pricing_type": [pricing_type] * count, "billable": [pricing_type == "regular"] * count,
-            "started_at": [started_at + dt.timedelta(seconds=i) for i in range(count)],
-            "expires_at": [None] * count, "business_phone": [phone] * count, "waba_id": ["w"] * count,
-            "user_id": [f"u{n}-{i}" for i in range(count)], "market": [None] * count, "message_count": [1] * count,
-            "opening_message_id": [f"wamid.{n}-{i}" for i in range(count)], "user_country": [country] * count,
-            "cost": [cost] * count,
-        }, schema={**schema.CHARGE_SCHEMA, "user_country": pl.String, "cost": pl.Decimal(38, 12)}))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "rule_set": [rule_set] * count,
+                    "pricing_model": [model] * count,
+                    "category": [category] * count,
+                    "pricing_type": [pricing_type] * count,
+                    "billable": [pricing_type == "regular"] * count,
+                    "started_at": [started_at + dt.timedelta(seconds=i) for i in range(count)],
+                    "expires_at": [None] * count,
+                    "business_phone": [phone] * count,
+                    "waba_id": ["w"] * count,
+                    "user_id": [f"u{n}-{i}" for i in range(count)],
+                    "market": [None] * count,
+                    "message_count": [1] * count,
+                    "opening_message_id": [f"wamid.{n}-{i}" for i in range(count)],
+                    "user_country": [country] * count,
+                    "cost": [cost] * count,
+                },
+                schema={**schema.CHARGE_SCHEMA, "user_country": pl.String, "cost": pl.Decimal(38, 12)},
+            )
+        )
     return pl.concat(frames)
 
 
@@ -390,8 +474,9 @@ def aggregate(charges_: pl.DataFrame, fixture: str, *, compare_cost: bool = True
     frame = charges_ if compare_cost else charges_.drop("cost")
     rows, unreadable, _ = aggregates.reconcile_aggregates(frame, analytics, settings=Settings(timezone=timezone))
     assert unreadable.is_empty()
-    return rows.select("period_start", "country", "business_phone", "meta_category", "meta_pricing_type",
-                       "ours_volume", "meta_volume", "status", "reason").rows()
+    return rows.select(
+        "period_start", "country", "business_phone", "meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason"
+    ).rows()
 
 
 def test_conversation_analytics_half_hour_by_category_and_type():
@@ -407,7 +492,9 @@ def test_conversation_analytics_half_hour_by_category_and_type():
         (at + half, None, None, "authentication", "regular", 2, 2, MATCH, AGREES),
     ]
     # Injected: one marketing conversation half an hour later.
-    moved = ours.with_columns(started_at=pl.when(pl.col("opening_message_id") == "wamid.0-2").then(at + half + dt.timedelta(minutes=1)).otherwise("started_at"))
+    moved = ours.with_columns(
+        started_at=pl.when(pl.col("opening_message_id") == "wamid.0-2").then(at + half + dt.timedelta(minutes=1)).otherwise("started_at")
+    )
     assert aggregate(moved, fixture) == [
         (at, None, None, "marketing", "regular", 2, 3, DIFFERENT, VOLUME_DIFFERS),
         (at + half, None, None, "authentication", "regular", 2, 2, MATCH, AGREES),
@@ -419,13 +506,19 @@ def test_conversation_analytics_monthly_with_every_dimension():
     june = dt.datetime(2023, 6, 1, 7, 0, tzinfo=UTC)  # midnight in the WABA's Pacific time
     later = june + dt.timedelta(days=3)
     phone = "15550458206"
-    ours = our_charges(*[
-        (later, "cbp-2023", category, pricing_type, count, "US", phone, None)
-        for category, pricing_type, count in [
-            ("authentication", "regular", 1558), ("marketing", "regular", 2636), ("service", "regular", 2238),
-            ("utility", "regular", 1782), ("service", "free_tier", 2180), ("referral_conversion", "free_entry_point", 1433),
+    ours = our_charges(
+        *[
+            (later, "cbp-2023", category, pricing_type, count, "US", phone, None)
+            for category, pricing_type, count in [
+                ("authentication", "regular", 1558),
+                ("marketing", "regular", 2636),
+                ("service", "regular", 2238),
+                ("utility", "regular", 1782),
+                ("service", "free_tier", 2180),
+                ("referral_conversion", "free_entry_point", 1433),
+            ]
         ]
-    ])
+    )
     got = aggregate(ours, "meta_docs_analytics__conversation_analytics_monthly_all_dimensions.json", compare_cost=False)
     assert got == [
         (june, "US", phone, "authentication", "free_tier", None, 1568, MISSING_OURS, VOLUME_DIFFERS),
@@ -474,10 +567,19 @@ def pricing_analytics_traffic() -> list[dict]:
     def add(day: int, clock: str, user: str, direction: str, kind: str = "text", category: str = "", entry: str = ""):
         hour, minute = map(int, clock.split(":"))
         at = dt.datetime(2025, 6, day, hour, minute, tzinfo=pacific).astimezone(UTC)
-        rows.append(dict(message_id=f"wamid.P{len(rows):02d}", timestamp=at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                         direction=direction, business_phone="5550001", user_id=user, message_type=kind,
-                         template_category=category, status="delivered" if direction == "outbound" else "received",
-                         entry_point=entry))
+        rows.append(
+            dict(
+                message_id=f"wamid.P{len(rows):02d}",
+                timestamp=at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                direction=direction,
+                business_phone="5550001",
+                user_id=user,
+                message_type=kind,
+                template_category=category,
+                status="delivered" if direction == "outbound" else "received",
+                entry_point=entry,
+            )
+        )
 
     # 06-01: SERVICE FCS 2, UTILITY FCS 1 (inside the window), UTILITY 1, AUTHENTICATION 1, MARKETING 4 + MARKETING_LITE 1
     add(1, "09:00", US[0], "inbound")
@@ -512,14 +614,17 @@ def test_pricing_analytics_daily_with_tiers(tmp_path):
     # Meta's example predates 2025-07-01: the traffic is billed per message (--rules pmp-2025), in the
     # WABA's Pacific time, by a business at home in the US billed authentication-international for India.
     config = Settings(
-        timezone="America/Los_Angeles", rules="pmp-2025",
+        timezone="America/Los_Angeles",
+        rules="pmp-2025",
         authentication_international=AuthenticationInternational(home_country="US", start_dates={"IN": dt.date(2025, 1, 1)}),
     )
     analytics = read_analytics(FIXTURES / "meta_docs_analytics__pricing_analytics_daily_tier.json")
     traffic = pricing_analytics_traffic()
     result = run([canonical(tmp_path, *traffic)], settings=config, analytics=analytics)
     day = {d: dt.datetime(2025, 6, d, 7, tzinfo=UTC) for d in range(1, 7)}
-    assert result.rows.select("period_start", "country", "meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason").rows() == [
+    assert result.rows.select(
+        "period_start", "country", "meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason"
+    ).rows() == [
         (day[1], "US", "authentication", "regular", 1, 1, MATCH, AGREES),
         (day[1], "US", "marketing+marketing_lite", "regular", 5, 5, MATCH, AGREES),
         (day[1], "US", "service", "free_customer_service", 2, 2, MATCH, AGREES),
@@ -539,9 +644,7 @@ def test_pricing_analytics_daily_with_tiers(tmp_path):
     dropped = [r for r in traffic if r["user_id"] != US[3]]
     fewer = run([canonical(tmp_path, *dropped, name="dropped.csv")], settings=config, analytics=analytics)
     differing = fewer.rows.filter(pl.col("status") != MATCH)
-    assert differing.select("period_start", "ours_volume", "meta_volume", "status", "reason").rows() == [
-        (day[1], 4, 5, DIFFERENT, VOLUME_DIFFERS)
-    ]
+    assert differing.select("period_start", "ours_volume", "meta_volume", "status", "reason").rows() == [(day[1], 4, 5, DIFFERENT, VOLUME_DIFFERS)]
     assert differing["explanation"][0] == (
         "Meta counts 5 messages, we count 4 (-1) (Meta's marketing+marketing_lite together, billed alike): the message "
         "and conversation rows of this period say which items differ."
@@ -550,21 +653,44 @@ def test_pricing_analytics_daily_with_tiers(tmp_path):
 
 def test_aggregate_sql_on_inline_frames():
     """queries/reconcile_aggregates.sql: both sides rolled up, joined null-safe on absent dimensions."""
-    ours = pl.DataFrame({
-        "report_id": ["r"] * 4, "report": ["pricing_analytics"] * 4, "pricing_model": ["PMP"] * 4,
-        "granularity": ["DAILY"] * 4, "period_start": [0, 0, 0, 10], "period_end": [10, 10, 10, 20],
-        "phone_number": [None] * 4, "country": ["IT", "IT", "IT", "IT"], "category": ["marketing", "marketing", "utility", "utility"],
-        "pricing_type": ["regular"] * 4, "billable": [True] * 4,
-        "cost": [Decimal("0.05"), Decimal("0.05"), None, Decimal("0.02")], "unpriced": [False, False, True, False],
-        "currency": ["EUR"] * 4,
-    }, schema_overrides={"cost": pl.Decimal(38, 12), "phone_number": pl.String})
-    meta = pl.DataFrame({
-        "report_id": ["r"] * 4, "report": ["pricing_analytics"] * 4, "pricing_model": ["PMP"] * 4,
-        "granularity": ["DAILY"] * 4, "period_start": [0, 0, 0, 30], "period_end": [10, 10, 10, 40],
-        "phone_number": [None] * 4, "country": ["IT"] * 4, "category": ["marketing", "marketing", "utility", "utility"],
-        "pricing_type": ["regular"] * 4, "meta_category": ["marketing", "marketing_lite", "utility", "utility"],
-        "volume": [1, 1, 1, 3], "cost": [Decimal("0.05"), None, Decimal("0.02"), Decimal("0.06")], "currency": ["EUR"] * 4,
-    }, schema_overrides={"cost": pl.Decimal(38, 6), "phone_number": pl.String})
+    ours = pl.DataFrame(
+        {
+            "report_id": ["r"] * 4,
+            "report": ["pricing_analytics"] * 4,
+            "pricing_model": ["PMP"] * 4,
+            "granularity": ["DAILY"] * 4,
+            "period_start": [0, 0, 0, 10],
+            "period_end": [10, 10, 10, 20],
+            "phone_number": [None] * 4,
+            "country": ["IT", "IT", "IT", "IT"],
+            "category": ["marketing", "marketing", "utility", "utility"],
+            "pricing_type": ["regular"] * 4,
+            "billable": [True] * 4,
+            "cost": [Decimal("0.05"), Decimal("0.05"), None, Decimal("0.02")],
+            "unpriced": [False, False, True, False],
+            "currency": ["EUR"] * 4,
+        },
+        schema_overrides={"cost": pl.Decimal(38, 12), "phone_number": pl.String},
+    )
+    meta = pl.DataFrame(
+        {
+            "report_id": ["r"] * 4,
+            "report": ["pricing_analytics"] * 4,
+            "pricing_model": ["PMP"] * 4,
+            "granularity": ["DAILY"] * 4,
+            "period_start": [0, 0, 0, 30],
+            "period_end": [10, 10, 10, 40],
+            "phone_number": [None] * 4,
+            "country": ["IT"] * 4,
+            "category": ["marketing", "marketing", "utility", "utility"],
+            "pricing_type": ["regular"] * 4,
+            "meta_category": ["marketing", "marketing_lite", "utility", "utility"],
+            "volume": [1, 1, 1, 3],
+            "cost": [Decimal("0.05"), None, Decimal("0.02"), Decimal("0.06")],
+            "currency": ["EUR"] * 4,
+        },
+        schema_overrides={"cost": pl.Decimal(38, 6), "phone_number": pl.String},
+    )
     con = duckdb.connect()
     con.register("our_charges", ours)
     con.register("meta_points", meta)
@@ -646,14 +772,33 @@ def test_messages_are_attributed_to_as_many_charges_as_the_engine_counts(era):
 
 
 def test_meta_style_objects_round_the_expiration_up_and_mark_free_tier_billable():
-    messages = pl.DataFrame([
-        dict(message_id="wamid.in", timestamp=dt.datetime(2024, 3, 1, 10, 0, 0, tzinfo=UTC), direction="inbound",
-             business_phone="5550001", waba_id="w", user_id="393330000001", user_country="IT", message_type="text",
-             status="received"),
-        dict(message_id="wamid.out", timestamp=dt.datetime(2024, 3, 1, 10, 0, 30, tzinfo=UTC), direction="outbound",
-             business_phone="5550001", waba_id="w", user_id="393330000001", user_country="IT", message_type="text",
-             status="read"),
-    ], schema=schema.MESSAGE_SCHEMA)
+    messages = pl.DataFrame(
+        [
+            dict(
+                message_id="wamid.in",
+                timestamp=dt.datetime(2024, 3, 1, 10, 0, 0, tzinfo=UTC),
+                direction="inbound",
+                business_phone="5550001",
+                waba_id="w",
+                user_id="393330000001",
+                user_country="IT",
+                message_type="text",
+                status="received",
+            ),
+            dict(
+                message_id="wamid.out",
+                timestamp=dt.datetime(2024, 3, 1, 10, 0, 30, tzinfo=UTC),
+                direction="outbound",
+                business_phone="5550001",
+                waba_id="w",
+                user_id="393330000001",
+                user_country="IT",
+                message_type="text",
+                status="read",
+            ),
+        ],
+        schema=schema.MESSAGE_SCHEMA,
+    )
     billed = charges.bill(messages)
     meta = meta_billing.meta_pricing_objects(billed, messages)
     assert meta.select("message_id", "status", "pricing_model", "category", "billable", "conversation_expires_at").rows() == [
@@ -664,15 +809,33 @@ def test_meta_style_objects_round_the_expiration_up_and_mark_free_tier_billable(
 
 @pytest.mark.parametrize(
     ("shift", "expected"),
-    [(dt.timedelta(0), AGREES), (dt.timedelta(seconds=59), AGREES), (dt.timedelta(seconds=60), AGREES),
-     (dt.timedelta(seconds=61), WINDOW_DIFFERS), (dt.timedelta(seconds=-61), WINDOW_DIFFERS)],
+    [
+        (dt.timedelta(0), AGREES),
+        (dt.timedelta(seconds=59), AGREES),
+        (dt.timedelta(seconds=60), AGREES),
+        (dt.timedelta(seconds=61), WINDOW_DIFFERS),
+        (dt.timedelta(seconds=-61), WINDOW_DIFFERS),
+    ],
 )
 def test_windows_agree_within_sixty_seconds(shift, expected):
     opened = dt.datetime(2024, 3, 1, 10, 0, 0, tzinfo=UTC)
-    messages = pl.DataFrame([dict(
-        message_id="wamid.M", timestamp=opened, direction="outbound", business_phone="5550001", waba_id="w",
-        user_id="393330000001", user_country="IT", message_type="template", template_category="marketing", status="delivered",
-    )], schema=schema.MESSAGE_SCHEMA)
+    messages = pl.DataFrame(
+        [
+            dict(
+                message_id="wamid.M",
+                timestamp=opened,
+                direction="outbound",
+                business_phone="5550001",
+                waba_id="w",
+                user_id="393330000001",
+                user_country="IT",
+                message_type="template",
+                template_category="marketing",
+                status="delivered",
+            )
+        ],
+        schema=schema.MESSAGE_SCHEMA,
+    )
     billed = charges.bill(messages)
     meta = meta_billing.meta_pricing_objects(billed, messages).with_columns(
         conversation_expires_at=pl.when(pl.col("status") == "sent").then(pl.lit(opened + rules.rule_set("cbp-2023").conversation_window + shift))
@@ -685,9 +848,7 @@ def test_synthetic_analytics_reconcile_to_exactly_their_perturbations(sample_mes
     config = Settings(timezone="Europe/Rome")
     billed = charges.bill(sample_messages, config)
     priced = pricing.price(billed, config.replace(currency="USD"))
-    with_costs = reconcile.with_user_country(billed, sample_messages).join(
-        priced.select("opening_message_id", "cost"), on="opening_message_id"
-    )
+    with_costs = reconcile.with_user_country(billed, sample_messages).join(priced.select("opening_message_id", "cost"), on="opening_message_id")
     response = meta_billing.meta_analytics_response(with_costs, granularity="DAILY", timezone="Europe/Rome")
     points = response["pricing_analytics"]["data"][0]["data_points"]
     clean = reconcile.reconcile(sample_messages, billed, analytics=read_analytics(response), priced=priced, settings=config)
@@ -706,13 +867,15 @@ def test_synthetic_analytics_reconcile_to_exactly_their_perturbations(sample_mes
         return (dt.datetime.fromtimestamp(point["start"], UTC), point["country"], point["pricing_category"].lower())
 
     got = result.rows.filter(pl.col("reason") != AGREES).select("period_start", "country", "ours_category", "status", "reason").rows()
-    assert sorted(got) == sorted([
-        (*key(dropped), MISSING_META, VOLUME_DIFFERS),
-        (*key(more), DIFFERENT, VOLUME_DIFFERS),
-        (*key(dearer), DIFFERENT, COST_DIFFERS),
-        (*key(rounded), MATCH, ROUNDING),
-        (*key(no_cost), MATCH, COST_NOT_AVAILABLE),
-    ])
+    assert sorted(got) == sorted(
+        [
+            (*key(dropped), MISSING_META, VOLUME_DIFFERS),
+            (*key(more), DIFFERENT, VOLUME_DIFFERS),
+            (*key(dearer), DIFFERENT, COST_DIFFERS),
+            (*key(rounded), MATCH, ROUNDING),
+            (*key(no_cost), MATCH, COST_NOT_AVAILABLE),
+        ]
+    )
 
 
 # --- wa-analytics reconcile ---------------------------------------------------------------------------------
@@ -720,11 +883,22 @@ def test_synthetic_analytics_reconcile_to_exactly_their_perturbations(sample_mes
 
 def test_cli_per_message_reconciliation_with_gupshup_events_and_analytics(tmp_path, capsys):
     out = tmp_path / "reconciled.csv"
-    status = cli.main([
-        "reconcile", str(OURS / "webhooks_pmp.jsonl"), "--send-log", str(OURS / "send_log_pmp.csv"),
-        "--analytics", str(OURS / "gupshup_events.jsonl"), str(OURS / "pricing_analytics_daily.json"),
-        str(OURS / "pricing_analytics_credit_line.json"), "--rate-card", str(OURS / "card.csv"), "-o", str(out),
-    ])
+    status = cli.main(
+        [
+            "reconcile",
+            str(OURS / "webhooks_pmp.jsonl"),
+            "--send-log",
+            str(OURS / "send_log_pmp.csv"),
+            "--analytics",
+            str(OURS / "gupshup_events.jsonl"),
+            str(OURS / "pricing_analytics_daily.json"),
+            str(OURS / "pricing_analytics_credit_line.json"),
+            "--rate-card",
+            str(OURS / "card.csv"),
+            "-o",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 0, err
     rows = pl.read_csv(out, infer_schema=False)
@@ -744,14 +918,39 @@ def test_cli_per_message_reconciliation_with_gupshup_events_and_analytics(tmp_pa
         ("message", None, "wamid.R6", MISSING_META, PRICING_NOT_REPORTED),
     ]
     daily = rows.filter((pl.col("level") == "aggregate") & (pl.col("granularity") == "DAILY"))
-    assert daily.select("period_start", "country", "market", "ours_category", "ours_pricing_type", "ours_volume", "meta_volume",
-                        "ours_cost", "meta_cost", "currency", "status", "reason").rows() == [
+    assert daily.select(
+        "period_start",
+        "country",
+        "market",
+        "ours_category",
+        "ours_pricing_type",
+        "ours_volume",
+        "meta_volume",
+        "ours_cost",
+        "meta_cost",
+        "currency",
+        "status",
+        "reason",
+    ).rows() == [
         ("2026-03-02T00:00:00+00:00", "IT", "Italy", "marketing", "regular", "1", "1", "0.060000", "0.060000", "EUR", MATCH, AGREES),
         ("2026-03-02T00:00:00+00:00", "IT", "Italy", "service", "free_customer_service", "1", "1", "0.000000", "0.000000", "EUR", MATCH, AGREES),
         ("2026-03-02T00:00:00+00:00", "IT", "Italy", "utility", "free_customer_service", "1", "1", "0.000000", "0.000000", "EUR", MATCH, AGREES),
         # R3 and R4: Meta billed marketing and a free utility message, we two regular utility messages
         ("2026-03-03T00:00:00+00:00", "IT", "Italy", "marketing", "regular", None, "1", None, "0.060000", "EUR", MISSING_OURS, VOLUME_DIFFERS),
-        ("2026-03-03T00:00:00+00:00", "IT", "Italy", "utility", "free_customer_service", None, "1", None, "0.000000", "EUR", MISSING_OURS, VOLUME_DIFFERS),
+        (
+            "2026-03-03T00:00:00+00:00",
+            "IT",
+            "Italy",
+            "utility",
+            "free_customer_service",
+            None,
+            "1",
+            None,
+            "0.000000",
+            "EUR",
+            MISSING_OURS,
+            VOLUME_DIFFERS,
+        ),
         ("2026-03-03T00:00:00+00:00", "IT", "Italy", "utility", "regular", "2", None, "0.060000", None, "EUR", MISSING_META, VOLUME_DIFFERS),
         # R7 failed in the input; R6 within a cent; R10 at Meta's 0.045 against the card's 0.03
         ("2026-03-04T00:00:00+00:00", "IT", "Italy", "authentication", "regular", None, "1", None, "0.025000", "EUR", MISSING_OURS, VOLUME_DIFFERS),
@@ -777,15 +976,23 @@ def test_cli_per_message_reconciliation_with_gupshup_events_and_analytics(tmp_pa
 
 def test_cli_per_conversation_reconciliation(tmp_path, capsys):
     out = tmp_path / "reconciled.parquet"
-    status = cli.main([
-        "reconcile", str(OURS / "webhooks_cbp.jsonl"), "--send-log", str(OURS / "send_log_cbp.csv"), "-o", str(out),
-    ])
+    status = cli.main(
+        [
+            "reconcile",
+            str(OURS / "webhooks_cbp.jsonl"),
+            "--send-log",
+            str(OURS / "send_log_cbp.csv"),
+            "-o",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 0, err
     rows = pl.read_parquet(out)
     assert rows.schema == pl.Schema(RECONCILIATION_SCHEMA)
-    assert rows.select("message_id", "conversation_id", "ours_category", "meta_category", "ours_volume", "meta_volume",
-                       "status", "reason").rows() == [
+    assert rows.select(
+        "message_id", "conversation_id", "ours_category", "meta_category", "ours_volume", "meta_volume", "status", "reason"
+    ).rows() == [
         ("wamid.C1", "CONV-A", "marketing", "marketing", 2, 2, MATCH, AGREES),  # window 57 s apart: within 60 s
         ("wamid.C3", "CONV-B", "service", "service", 1, 1, MATCH, FREE_TIER_COUNTED_BILLABLE),
         ("wamid.C4", "CONV-C", "utility", "utility", 1, 1, DIFFERENT, WINDOW_DIFFERS),
@@ -826,11 +1033,22 @@ def test_cli_refuses_report_files_it_cannot_use(tmp_path, capsys, extra, message
 
 def test_cli_says_when_costs_cannot_be_compared(tmp_path, capsys):
     out = tmp_path / "out.csv"
-    status = cli.main([
-        "reconcile", str(OURS / "webhooks_pmp.jsonl"), "--send-log", str(OURS / "send_log_pmp.csv"),
-        "--analytics", str(OURS / "pricing_analytics_daily.json"), "--rate-card", str(OURS / "card.csv"),
-        "--currency", "USD", "-o", str(out),
-    ])
+    status = cli.main(
+        [
+            "reconcile",
+            str(OURS / "webhooks_pmp.jsonl"),
+            "--send-log",
+            str(OURS / "send_log_pmp.csv"),
+            "--analytics",
+            str(OURS / "pricing_analytics_daily.json"),
+            "--rate-card",
+            str(OURS / "card.csv"),
+            "--currency",
+            "USD",
+            "-o",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 0, err
     assert "Costs not compared (volumes only): the rate card has no USD rates: it has EUR" in err
@@ -873,7 +1091,8 @@ def test_pricing_types_are_read_with_the_meaning_in_force_at_the_message_date():
 def test_authentication_international_with_a_hyphen_agrees_once_the_business_setting_is_given():
     setting = AuthenticationInternational(home_country="IT", start_dates={"IN": dt.date(2024, 7, 1)})
     result = run(
-        [OCTOBER / "statuses_2026_10.jsonl"], send_log=OCTOBER / "send_log_2026_10.csv",
+        [OCTOBER / "statuses_2026_10.jsonl"],
+        send_log=OCTOBER / "send_log_2026_10.csv",
         settings=Settings(authentication_international=setting),
     )
     assert result.rows.filter(pl.col("message_id") == "wamid.W7").select(ITEM[2:]).rows() == [("wamid.W7", MATCH, AGREES)]
@@ -909,13 +1128,51 @@ def test_the_meaning_changes_at_midnight_in_the_waba_time_zone(tmp_path):
     user = "393330000901"
     stream = jsonl(
         tmp_path,
-        {"object": "whatsapp_business_account", "entry": [{"id": "100000000000010", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp", "metadata": {"phone_number_id": "200000000000010"},
-            "contacts": [{"wa_id": user}], "messages": [{"from": user, "id": "wamid.Tin", "timestamp": "1790811000", "type": "text"}]}}]}]},
-        {"object": "whatsapp_business_account", "entry": [{"id": "100000000000010", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp", "metadata": {"phone_number_id": "200000000000010"},
-            "statuses": [{"id": "wamid.T", "status": "delivered", "timestamp": "1790811060", "recipient_id": user,
-                          "pricing": {"pricing_model": "PMP", "type": "free_customer_service", "category": "service"}}]}}]}]},
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "100000000000010",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"phone_number_id": "200000000000010"},
+                                "contacts": [{"wa_id": user}],
+                                "messages": [{"from": user, "id": "wamid.Tin", "timestamp": "1790811000", "type": "text"}],
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "100000000000010",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"phone_number_id": "200000000000010"},
+                                "statuses": [
+                                    {
+                                        "id": "wamid.T",
+                                        "status": "delivered",
+                                        "timestamp": "1790811060",
+                                        "recipient_id": user,
+                                        "pricing": {"pricing_model": "PMP", "type": "free_customer_service", "category": "service"},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
     )
     rome = run([stream], timezone="Europe/Rome")
     utc = run([stream], timezone="UTC")
@@ -925,10 +1182,27 @@ def test_the_meaning_changes_at_midnight_in_the_waba_time_zone(tmp_path):
 
 def test_billable_is_read_only_where_type_is_absent(tmp_path):
     user = "393330000902"
+
     def delivered(wamid, t, pricing):
-        return {"object": "whatsapp_business_account", "entry": [{"id": "100000000000010", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp", "metadata": {"phone_number_id": "200000000000010"},
-            "statuses": [{"id": wamid, "status": "delivered", "timestamp": str(t), "recipient_id": user, "pricing": pricing}]}}]}]}
+        return {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "100000000000010",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"phone_number_id": "200000000000010"},
+                                "statuses": [{"id": wamid, "status": "delivered", "timestamp": str(t), "recipient_id": user, "pricing": pricing}],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+
     stream = jsonl(
         tmp_path,
         # Deprecated billable contradicts type: type wins (we count free_tier, Meta's type agrees).
@@ -1003,10 +1277,25 @@ def test_pricing_analytics_after_the_switch_counts_our_free_tier_as_free_custome
         (start + dt.timedelta(hours=11), "pmp-2026-10", "utility", "regular", 2, "IT", "5550001", Decimal("0.03")),
     ).drop("cost")
     day = int(start.timestamp())
-    response = {"pricing_analytics": {"data": [{"data_points": [
-        {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "FREE_CUSTOMER_SERVICE", "pricing_category": "SERVICE", "volume": 4},
-        {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
-    ]}]}}
+    response = {
+        "pricing_analytics": {
+            "data": [
+                {
+                    "data_points": [
+                        {
+                            "start": day,
+                            "end": day + 86400,
+                            "country": "IT",
+                            "pricing_type": "FREE_CUSTOMER_SERVICE",
+                            "pricing_category": "SERVICE",
+                            "volume": 4,
+                        },
+                        {"start": day, "end": day + 86400, "country": "IT", "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
+                    ]
+                }
+            ]
+        }
+    }
     rows, _, _ = aggregates.reconcile_aggregates(ours, read_analytics(response), settings=Settings())
     assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status").rows() == [
         ("service", "free_customer_service", 4, 4, MATCH),
@@ -1021,11 +1310,19 @@ def test_pricing_analytics_group_and_ai_points_are_not_modelled():
     ).drop("cost")
     day = int(start.timestamp())
     point = {"start": day, "end": day + 86400, "country": "IT"}
-    response = {"pricing_analytics": {"data": [{"data_points": [
-        {**point, "pricing_type": "REGULAR", "pricing_category": "GROUP_MARKETING", "volume": 6},
-        {**point, "pricing_type": "FREE_GROUP_CUSTOMER_SERVICE", "pricing_category": "GROUP_SERVICE", "volume": 3},
-        {**point, "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
-    ]}]}}
+    response = {
+        "pricing_analytics": {
+            "data": [
+                {
+                    "data_points": [
+                        {**point, "pricing_type": "REGULAR", "pricing_category": "GROUP_MARKETING", "volume": 6},
+                        {**point, "pricing_type": "FREE_GROUP_CUSTOMER_SERVICE", "pricing_category": "GROUP_SERVICE", "volume": 3},
+                        {**point, "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
+                    ]
+                }
+            ]
+        }
+    }
     rows, _, _ = aggregates.reconcile_aggregates(ours, read_analytics(response), settings=Settings())
     assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason").rows() == [
         ("group_marketing", "regular", None, 6, MISSING_OURS, NOT_MODELLED),
@@ -1045,6 +1342,9 @@ def test_cli_reconciles_the_2026_10_webhooks_in_one_run(tmp_path, capsys):
     err = capsys.readouterr().err
     rows = pl.read_csv(out)
     assert rows.group_by("reason").len().sort("reason").rows() == [
-        (AGREES, 7), (NOT_MODELLED, 3), (PRICING_TYPE_DIFFERS, 1), (RULE_MODEL_DIFFERS, 1),
+        (AGREES, 7),
+        (NOT_MODELLED, 3),
+        (PRICING_TYPE_DIFFERS, 1),
+        (RULE_MODEL_DIFFERS, 1),
     ]
     assert "        3  not_modelled: Meta billed a category, pricing type or group send" in err

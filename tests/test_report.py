@@ -28,11 +28,11 @@ import papermill
 import polars as pl
 import pytest
 
-from analytics.bill import charges
 from analytics import cli
-from analytics.read import ingest
-from analytics.price import pricing
+from analytics.bill import charges
 from analytics.present import report, rollups
+from analytics.price import pricing
+from analytics.read import ingest
 from analytics.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,9 +143,7 @@ def test_costs_notebook_with_another_card_currency_and_month(tmp_path):
 
 def test_strategies_notebook_with_its_own_scenarios_and_horizon(tmp_path):
     scenarios = tmp_path / "scenarios.toml"
-    scenarios.write_text(
-        '[scenario.baseline]\n[scenario.marketing_cap]\nstrategies = [{ name = "cap_marketing", per_user = 1, period = "month" }]\n'
-    )
+    scenarios.write_text('[scenario.baseline]\n[scenario.marketing_cap]\nstrategies = [{ name = "cap_marketing", per_user = 1, period = "month" }]\n')
     printed = run_notebook("03_strategies_and_projection", tmp_path, month="2026-08", scenarios_file=str(scenarios), months_ahead=1)
     got = checked_output(printed)
     assert got["scenario"].to_list() == ["baseline", "marketing_cap"]
@@ -157,8 +155,12 @@ def test_strategies_notebook_with_its_own_scenarios_and_horizon(tmp_path):
 
 def test_reconciliation_notebook_on_meta_webhooks_from_the_input(tmp_path):
     printed = run_notebook(
-        "04_reconciliation", tmp_path, month="2026-03", meta_source="input",
-        input_paths=[str(RECONCILE / "webhooks_pmp.jsonl")], send_log=str(RECONCILE / "send_log_pmp.csv"),
+        "04_reconciliation",
+        tmp_path,
+        month="2026-03",
+        meta_source="input",
+        input_paths=[str(RECONCILE / "webhooks_pmp.jsonl")],
+        send_log=str(RECONCILE / "send_log_pmp.csv"),
     )
     got = checked_output(printed)
     traffic = report.load_traffic([RECONCILE / "webhooks_pmp.jsonl"], month="2026-03", send_log=RECONCILE / "send_log_pmp.csv")
@@ -244,7 +246,11 @@ def test_prepare_writes_the_traffic_that_a_notebook_reads_back(tmp_path):
     parameters = report.traffic_parameters(month="2026-05", timezone="Europe/Rome")
     prepared = report.prepare(tmp_path, parameters)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "charges.parquet", "messages.parquet", "meta_pricing.parquet", "quarantine.parquet", "run.json"
+        "charges.parquet",
+        "messages.parquet",
+        "meta_pricing.parquet",
+        "quarantine.parquet",
+        "run.json",
     ]
     alone = report.load_traffic(month="2026-05", timezone="Europe/Rome")
     read = report.load_traffic(month="2026-05", timezone="Europe/Rome", work_dir=tmp_path)
@@ -340,7 +346,10 @@ def test_ctrl_c_while_a_notebook_runs_removes_the_working_folder(tmp_path):
     temporaries.mkdir()
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("wa-analytics")), "report", "--month", "2026-10", "-o", str(tmp_path / "r.html")],
-        cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temporaries)},
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(temporaries)},
     )
     while process.poll() is None and not child_processes(process.pid):  # a kernel runs on the prepared state
         time.sleep(0.05)
@@ -381,7 +390,14 @@ def test_a_failing_notebook_is_named_with_the_cell_and_line_that_raised_and_kept
     shipped = json.loads(report.notebook_path("01_conversation_volumes").read_text())
     cells = [c for c in shipped["cells"] if "parameters" in c["metadata"].get("tags", [])]
     cells.append(
-        {"cell_type": "code", "id": "raises", "execution_count": None, "metadata": {}, "outputs": [], "source": "import json\n\nvalue = 1\njson.loads('{')\n"}
+        {
+            "cell_type": "code",
+            "id": "raises",
+            "execution_count": None,
+            "metadata": {},
+            "outputs": [],
+            "source": "import json\n\nvalue = 1\njson.loads('{')\n",
+        }
     )
     failing = tmp_path / "01_conversation_volumes.ipynb"
     failing.write_text(json.dumps({**shipped, "cells": cells}))
@@ -394,8 +410,7 @@ def test_a_failing_notebook_is_named_with_the_cell_and_line_that_raised_and_kept
     assert status == 1
     assert said.startswith(
         # cell 3: papermill injects the parameters as cell 2
-        "wa-analytics: report failed: report notebook 01_conversation_volumes failed in cell 3, line 4 (`json.loads('{')`): "
-        "JSONDecodeError: "
+        "wa-analytics: report failed: report notebook 01_conversation_volumes failed in cell 3, line 4 (`json.loads('{')`): JSONDecodeError: "
     )
     assert (tmp_path / "out" / "report.failed-01_conversation_volumes.ipynb").exists()
     assert not output.exists()
@@ -415,8 +430,14 @@ def test_an_unknown_parameter_is_refused_with_the_known_ones(tmp_path, capsys):
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -460,7 +481,9 @@ def nbval(notebook: Path) -> int:
 
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env", str(notebook)],
-        cwd=notebook.parent, capture_output=True, text=True,
+        cwd=notebook.parent,
+        capture_output=True,
+        text=True,
     )
     return done.returncode
 

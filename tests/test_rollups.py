@@ -7,14 +7,14 @@ from decimal import Decimal
 
 import polars as pl
 import pytest
+from traffic import Traffic, instant, merge
 
 from analytics.bill import charges
+from analytics.core import schema
+from analytics.present import rollups
 from analytics.price import pricing
 from analytics.reconcile import outcomes
-from analytics.present import rollups
-from analytics.core import schema
 from analytics.settings import Settings
-from traffic import Traffic, instant, merge
 
 ROME = Settings(timezone="Europe/Rome")
 
@@ -24,8 +24,15 @@ def costs_rows(*rows: tuple) -> pl.DataFrame:
     return pl.DataFrame(
         [
             {
-                "month": m, "market": market, "category": c, "pricing_type": p, "charges": n, "billable_charges": b,
-                "cost": None if cost is None else Decimal(cost), "currency": "EUR", "priced": priced,
+                "month": m,
+                "market": market,
+                "category": c,
+                "pricing_type": p,
+                "charges": n,
+                "billable_charges": b,
+                "cost": None if cost is None else Decimal(cost),
+                "currency": "EUR",
+                "priced": priced,
             }
             for m, market, c, p, n, b, cost, priced in rows
         ],
@@ -153,9 +160,7 @@ def test_costs_by_market_most_expensive_first_and_the_rest_summed():
         ("2026-01", "France", "utility", "regular", 1, 1, "0.500000", True),
         ("2026-01", "Germany", "utility", "regular", 1, 1, "0.500000", True),
     )
-    assert rollups.costs_by_market(costs).select("market", "cost").rows() == [
-        ("Italy", 3.0), ("Spain", 2.0), ("France", 0.5), ("Germany", 0.5)
-    ]
+    assert rollups.costs_by_market(costs).select("market", "cost").rows() == [("Italy", 3.0), ("Spain", 2.0), ("France", 0.5), ("Germany", 0.5)]
     top = rollups.costs_by_market(costs, top=2)
     assert top.select("market", "charges", "cost").rows() == [("Italy", 5, 3.0), ("Spain", 2, 2.0), ("other markets", 2, 1.0)]
 
@@ -186,8 +191,16 @@ def comparison(*rows: tuple) -> pl.DataFrame:
     return pl.DataFrame(
         [
             {
-                "scenario": s, "month": m, "category": c, "charges": b, "billable_charges": b, "currency": "EUR",
-                "cost": Decimal(cost), "unpriced_charges": 0, "charges_difference": 0, "billable_charges_difference": 0,
+                "scenario": s,
+                "month": m,
+                "category": c,
+                "charges": b,
+                "billable_charges": b,
+                "currency": "EUR",
+                "cost": Decimal(cost),
+                "unpriced_charges": 0,
+                "charges_difference": 0,
+                "billable_charges_difference": 0,
                 "cost_difference": None if diff is None else Decimal(diff),
             }
             for s, m, c, b, cost, diff in rows
@@ -226,9 +239,20 @@ def test_projected_costs_sum_categories_with_their_band():
     def row(scenario, month, horizon, category, cost, low, high):
         money = lambda v: None if v is None else Decimal(v)  # noqa: E731
         return {
-            "scenario": scenario, "month": month, "horizon": horizon, "category": category, "charges": 1, "billable_charges": 1,
-            "cost": money(cost), "cost_low": money(low), "cost_high": money(high), "currency": "EUR", "unpriced_charges": 0,
-            "charges_difference": 0, "billable_charges_difference": 0, "cost_difference": Decimal(0),
+            "scenario": scenario,
+            "month": month,
+            "horizon": horizon,
+            "category": category,
+            "charges": 1,
+            "billable_charges": 1,
+            "cost": money(cost),
+            "cost_low": money(low),
+            "cost_high": money(high),
+            "currency": "EUR",
+            "unpriced_charges": 0,
+            "charges_difference": 0,
+            "billable_charges_difference": 0,
+            "cost_difference": Decimal(0),
         }
 
     table = pl.DataFrame(
@@ -253,23 +277,34 @@ def test_projected_costs_sum_categories_with_their_band():
 def test_reconciliation_by_month_counts_status_and_reason_in_local_months():
     def item(status, reason, ours=None, meta=None, period=None, level="message"):
         return {
-            "level": level, "status": status, "reason": reason,
+            "level": level,
+            "status": status,
+            "reason": reason,
             "ours_started_at": instant(ours) if ours else None,
             "meta_started_at": instant(meta) if meta else None,
             "period_start": instant(period) if period else None,
         }
 
-    items = pl.DataFrame(
-        [
-            item("match", "agrees", ours="2026-01-31T23:30:00Z", meta="2026-01-31T23:30:00Z"),  # 00:30 on 1 Feb in Rome (UTC+1)
-            item("match", "agrees", ours="2026-01-15T10:00:00Z"),
-            item("different", "category_changed", ours="2026-01-31T10:00:00Z", meta="2026-01-31T10:00:00Z"),
-            item("missing_ours", "status_missing", meta="2026-02-03T10:00:00Z"),
-            item("missing_ours", "status_missing", meta="2026-02-04T10:00:00Z"),
-            item("different", "volume_differs", period="2026-01-31T23:00:00Z", level="aggregate"),  # 00:00 1 Feb in Rome
-        ]
-    ).with_columns([pl.lit(None).cast(t).alias(c) for c, t in outcomes.RECONCILIATION_SCHEMA.items() if c not in
-                    ("level", "status", "reason", "ours_started_at", "meta_started_at", "period_start")]).select(list(outcomes.RECONCILIATION_SCHEMA))
+    items = (
+        pl.DataFrame(
+            [
+                item("match", "agrees", ours="2026-01-31T23:30:00Z", meta="2026-01-31T23:30:00Z"),  # 00:30 on 1 Feb in Rome (UTC+1)
+                item("match", "agrees", ours="2026-01-15T10:00:00Z"),
+                item("different", "category_changed", ours="2026-01-31T10:00:00Z", meta="2026-01-31T10:00:00Z"),
+                item("missing_ours", "status_missing", meta="2026-02-03T10:00:00Z"),
+                item("missing_ours", "status_missing", meta="2026-02-04T10:00:00Z"),
+                item("different", "volume_differs", period="2026-01-31T23:00:00Z", level="aggregate"),  # 00:00 1 Feb in Rome
+            ]
+        )
+        .with_columns(
+            [
+                pl.lit(None).cast(t).alias(c)
+                for c, t in outcomes.RECONCILIATION_SCHEMA.items()
+                if c not in ("level", "status", "reason", "ours_started_at", "meta_started_at", "period_start")
+            ]
+        )
+        .select(list(outcomes.RECONCILIATION_SCHEMA))
+    )
     table = rollups.reconciliation_by_month(items, ROME)
     assert table.schema == pl.Schema(rollups.RECONCILIATION_BY_MONTH_SCHEMA)
     assert table.rows() == [

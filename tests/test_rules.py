@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 from traffic import Traffic, instant, merge, rows
 
+from analytics.settings import Settings
 from analytics.terms import rules
 from analytics.terms.rules import AuthenticationInternational
-from analytics.settings import Settings
 
 CBP_2022_DAY = "2022-09-05T08:00:00Z"
 CBP_2023_DAY = "2024-03-04T08:00:00Z"
@@ -663,9 +663,7 @@ def test_market_date_is_the_local_date_of_the_charge(bill):
 def test_cbp_conversation_market_and_waba_come_from_its_opening_message(bill):
     t = Traffic(CBP_2023_DAY, waba_id="W9", user_country="ZW")
     t.template(0, "utility").template(1, "utility")
-    frame = t.frame().with_columns(
-        user_country=pl.when(pl.col("message_id") == "m0002").then(pl.lit("IT")).otherwise(pl.col("user_country"))
-    )
+    frame = t.frame().with_columns(user_country=pl.when(pl.col("message_id") == "m0002").then(pl.lit("IT")).otherwise(pl.col("user_country")))
 
     assert rows(bill(frame), ("waba_id", "market", "message_count")) == [("W9", "Other", 2)]
 

@@ -17,11 +17,11 @@ import polars as pl
 import pytest
 from traffic import Traffic, merge, rows, with_free_tier_size
 
-from analytics.present import summaries
-from analytics.terms import rules
 from analytics.core import schema
 from analytics.core.resources import resource
+from analytics.present import summaries
 from analytics.settings import Settings
+from analytics.terms import rules
 
 HOUR = dt.timedelta(hours=1)
 CONSOLE_SCRIPT = Path(sys.executable).with_name("wa-analytics")
@@ -200,8 +200,8 @@ def test_service_exemption_is_read_from_the_config(tmp_path: Path) -> None:
 # --- Free entry point windows: dated lengths and the model options (§9) -----------------------------------
 
 
-def fep_rows(bill, t: Traffic, config: Settings = Settings()) -> list[tuple[object, ...]]:
-    return rows(bill(t.frame(), config), ("pricing_type", "opening_message_id"))
+def fep_rows(bill, t: Traffic, config: Settings | None = None) -> list[tuple[object, ...]]:
+    return rows(bill(t.frame(), config or Settings()), ("pricing_type", "opening_message_id"))
 
 
 def _ctwa(start: str, entry_point: str = "ctwa") -> Traffic:
@@ -261,9 +261,7 @@ def test_meta_s_own_window_wins_over_the_model(bill) -> None:
     t = _ctwa("2026-10-05T08:00:00Z")
     t.template(90, "marketing").template(120, "marketing")
     reported = {"m0002": t.at(101)}  # Meta kept this window open until h101
-    messages = t.frame().with_columns(
-        fep_expires_at=pl.col("message_id").replace_strict(reported, default=None, return_dtype=schema.INSTANT)
-    )
+    messages = t.frame().with_columns(fep_expires_at=pl.col("message_id").replace_strict(reported, default=None, return_dtype=schema.INSTANT))
 
     billed = bill(messages)
     assert rows(billed, ("pricing_type", "opening_message_id")) == [
@@ -292,7 +290,10 @@ def test_the_first_supported_day_is_decided_in_each_waba_s_time_zone_by_ingest_a
     )
     run = subprocess.run(
         [str(CONSOLE_SCRIPT), "charges", "in.csv", "-o", "charges.csv", "--config", "analytics.toml"],
-        cwd=tmp_path, capture_output=True, text=True, check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert run.returncode == 0, run.stderr
     assert pl.read_csv(tmp_path / "charges.csv")["opening_message_id"].to_list() == ["rome"]

@@ -11,8 +11,8 @@ import pytest
 
 from analytics import cli
 from analytics.read import ingest
-from analytics.whatif import scenarios, strategies
 from analytics.settings import Settings
+from analytics.whatif import scenarios, strategies
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "strategies"
@@ -124,11 +124,17 @@ def test_charges_without_a_rate_are_counted_apart_not_priced_at_zero(tmp_path):
     ("text", "message"),
     [
         ('[scenario.a]\nstrategies = [{ name = "send_less" }]', "scenario a: unknown strategy 'send_less': expected one of utility_into_window"),
-        ('[scenario.a]\nstrategies = [{ name = "cap_marketing", per_user = "four" }]', "scenario a: strategy cap_marketing: per_user = 'four' is not a whole number"),
+        (
+            '[scenario.a]\nstrategies = [{ name = "cap_marketing", per_user = "four" }]',
+            "scenario a: strategy cap_marketing: per_user = 'four' is not a whole number",
+        ),
         ('[scenario.a]\nstrategies = [{ name = "cap_marketing" }]', "scenario a: strategy cap_marketing needs per_user"),
-        ('[scenario.a]\nstrategies = [{ name = "more_entry_points", share = 2 }]', "scenario a: strategy more_entry_points: share = 2.0 must be between 0 and 1"),
-        ('[scenario.a]\nstrategies = [{ per_user = 4 }]', "scenario a: strategy 1 has no name"),
-        ('[scenario.a]\nstrategy = []', "scenario a: unknown setting strategy: a scenario may set description, rules"),
+        (
+            '[scenario.a]\nstrategies = [{ name = "more_entry_points", share = 2 }]',
+            "scenario a: strategy more_entry_points: share = 2.0 must be between 0 and 1",
+        ),
+        ("[scenario.a]\nstrategies = [{ per_user = 4 }]", "scenario a: strategy 1 has no name"),
+        ("[scenario.a]\nstrategy = []", "scenario a: unknown setting strategy: a scenario may set description, rules"),
         ('[scenario.a]\nrules = "pmp-2027"', "scenario a: unknown rule set 'pmp-2027': expected one of cbp-2022"),
         ('[scenario.a]\nrates_on = "soon"', "scenario a: rates_on = 'soon' is not a date"),
         ('[scenario.a]\nrate_card = "missing.csv"', "missing.csv does not exist"),

@@ -19,18 +19,18 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
+from traffic import low_tier_card, with_free_tier_size
 
-from analytics.bill import charges
 from analytics import cli
-from analytics.synthetic import generate
+from analytics.bill import charges
+from analytics.core import schema
+from analytics.core.resources import query
+from analytics.pipeline import spark as spark_engine
 from analytics.present import invoice_text, summaries
 from analytics.price import pricing
-from analytics.terms import rules
-from analytics.core import schema
-from analytics.pipeline import spark as spark_engine
-from analytics.core.resources import query
 from analytics.settings import Settings
-from traffic import low_tier_card, with_free_tier_size
+from analytics.synthetic import generate
+from analytics.terms import rules
 
 pytest.importorskip("pyspark", reason="the Spark engine needs pyspark: pip install 'wa-analytics[spark]'")
 
@@ -63,9 +63,7 @@ COUNTING_FEP = with_free_tier_size(rules.shipped(), 5, rules.Choices(fep_counts_
         (Settings(timezone="Europe/Rome", rule_book=SMALL_FREE_TIERS), "UTC"),
         (Settings(rules="cbp-2022", rule_book=SMALL_FREE_TIERS), "America/Sao_Paulo"),
         (
-            Settings(
-                fep_model="extend-24h-per-user-message", service_exempt_until=dt.date(2026, 10, 20), rule_book=COUNTING_FEP
-            ),
+            Settings(fep_model="extend-24h-per-user-message", service_exempt_until=dt.date(2026, 10, 20), rule_book=COUNTING_FEP),
             "UTC",
         ),
     ],

@@ -168,8 +168,8 @@ def test_a_parquet_file_without_marker_is_validated_and_bad_rows_quarantined(sta
 
 def test_a_stage_file_with_a_csv_goes_the_validating_way(stage_file, tmp_path, capsys):
     more = tmp_path / "more.csv"
-    extra = pl.read_parquet(stage_file).head(2).with_columns(
-        pl.Series("message_id", ["new.1", "bad.1"]), pl.Series("direction", ["inbound", "sideways"])
+    extra = (
+        pl.read_parquet(stage_file).head(2).with_columns(pl.Series("message_id", ["new.1", "bad.1"]), pl.Series("direction", ["inbound", "sideways"]))
     )
     ingest.write_frame(extra, more)
     quarantine = tmp_path / "bad.csv"
@@ -187,8 +187,17 @@ def test_a_narrower_bound_than_ingest_checked_validates_again(stage_file, tmp_pa
     bound = (last - dt.timedelta(days=3)).date()
     quarantine = tmp_path / "late.csv"
     status, err = run(
-        capsys, "charges", stage_file, "-o", tmp_path / "c.parquet", "--latest-timestamp", bound.isoformat(), "--quarantine", quarantine,
-        "--timezone", "Europe/Rome",
+        capsys,
+        "charges",
+        stage_file,
+        "-o",
+        tmp_path / "c.parquet",
+        "--latest-timestamp",
+        bound.isoformat(),
+        "--quarantine",
+        quarantine,
+        "--timezone",
+        "Europe/Rome",
     )
     assert status == 0
     assert "used as they are" not in err

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from traffic import Traffic, merge
 
 from analytics.bill import charges
-from analytics.price import pricing
-from analytics.whatif import scenarios, strategies
 from analytics.settings import Settings
+from analytics.whatif import scenarios, strategies
 from analytics.whatif.scenarios import BASELINE, Scenario
-from traffic import Traffic, merge
 
 CARD = str(Path(__file__).parent / "fixtures" / "strategies" / "card.csv")
 START = "2025-09-01T00:00:00Z"
@@ -152,9 +151,7 @@ def test_sessions_that_start_from_an_ad_open_free_entry_point_windows():
     # reply takes up the h0 offer and opens a 72 h free window (to h73): the h30 marketing template
     # (0.05) becomes free; the h41 reply opens nothing new (§2), and the h60 utility template was
     # free already (inside the window h40 opened). Saving: 0.05.
-    traffic = (
-        Traffic(start=START).user(0).text(1).user(10).template(30, "marketing").user(40).text(41).template(60, "utility")
-    )
+    traffic = Traffic(start=START).user(0).text(1).user(10).template(30, "marketing").user(40).text(41).template(60, "utility")
     result = strategies.more_entry_points(traffic.frame().lazy(), share=1.0)
     assert changed(result) == [("m0001", "converted"), ("m0005", "converted")]
     assert result.filter(pl.col("change") == "converted").select("entry_point").collect()["entry_point"].to_list() == ["ctwa"] * 2
@@ -258,7 +255,12 @@ def test_strategies_compose_and_a_later_one_does_not_see_what_an_earlier_one_dro
 
 def test_every_issue_strategy_is_registered_with_a_docstring_and_an_explanation():
     assert set(strategies.STRATEGIES) == {
-        "utility_into_window", "templates_to_free_form", "cap_marketing", "more_entry_points", "growth", "channel_shift",
+        "utility_into_window",
+        "templates_to_free_form",
+        "cap_marketing",
+        "more_entry_points",
+        "growth",
+        "channel_shift",
     }
     required = {"cap_marketing": {"per_user": 2}, "more_entry_points": {"share": 0.5}, "channel_shift": {"share": 0.5, "unit_cost": 0.05}}
     for spec in strategies.STRATEGIES.values():

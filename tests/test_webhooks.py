@@ -11,10 +11,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from meta_fixtures import FIXTURES
 
-from analytics.read import ingest
 from analytics.core.errors import InputError
 from analytics.core.schema import MESSAGE_SCHEMA
+from analytics.read import ingest
 from analytics.read.webhooks import (
     BILLING_SCHEMA,
     GROUP_SEND,
@@ -30,9 +31,6 @@ from analytics.read.webhooks import (
     read_templates,
     read_webhooks,
 )
-from meta_fixtures import FIXTURES
-
-
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -106,8 +104,15 @@ def text_message(wamid: str, ts: str, sender: str = "393401234567", **extra) -> 
 def outbound(path: Path, wamid: str, ts: str, state: str, source_row: int, **values: object) -> dict:
     """An expected outbound row of the hand-written payloads (default user, phone, WABA)."""
     base = dict(
-        message_id=wamid, timestamp=ts, direction="outbound", business_phone=PHONE_ID, waba_id=WABA,
-        user_id="393401234567", status=state, source_file=str(path), source_row=source_row,
+        message_id=wamid,
+        timestamp=ts,
+        direction="outbound",
+        business_phone=PHONE_ID,
+        waba_id=WABA,
+        user_id="393401234567",
+        status=state,
+        source_file=str(path),
+        source_row=source_row,
     )
     return row(**(base | values))
 
@@ -125,18 +130,43 @@ def test_pywa_message_status_folds_every_status_of_one_wamid(tmp_path):
     result = read_webhooks(path)
     assert result.messages.to_dicts() == [
         # failed anywhere wins; the time is the delivered one (line 2); CBP service conversation: non-template
-        row(message_id="wamid.xyzxyz", timestamp="1698266945", direction="outbound", business_phone="1122334455667",
-            waba_id="5467539754836534", user_id="972987654321", message_type="text", status="failed",
-            source_file=str(path), source_row=2),
-        row(message_id="<WHATSAPP_MESSAGE_ID>", timestamp="1698266945", direction="outbound",
-            business_phone="<BUSINESS_PHONE_NUMBER_ID>", waba_id="<WHATSAPP_BUSINESS_ACCOUNT_ID>",
-            user_id="fowefinoewcnw", status="read", source_file=str(path), source_row=7,
-            problem=f"{GROUP_SEND}; {UNKNOWN_TYPE}"),
+        row(
+            message_id="wamid.xyzxyz",
+            timestamp="1698266945",
+            direction="outbound",
+            business_phone="1122334455667",
+            waba_id="5467539754836534",
+            user_id="972987654321",
+            message_type="text",
+            status="failed",
+            source_file=str(path),
+            source_row=2,
+        ),
+        row(
+            message_id="<WHATSAPP_MESSAGE_ID>",
+            timestamp="1698266945",
+            direction="outbound",
+            business_phone="<BUSINESS_PHONE_NUMBER_ID>",
+            waba_id="<WHATSAPP_BUSINESS_ACCOUNT_ID>",
+            user_id="fowefinoewcnw",
+            status="read",
+            source_file=str(path),
+            source_row=7,
+            problem=f"{GROUP_SEND}; {UNKNOWN_TYPE}",
+        ),
     ]
-    common = dict(message_id="wamid.xyzxyz", business_phone="1122334455667", waba_id="5467539754836534",
-                  user_id="972987654321", pricing_model="CBP", pricing_category="service", billable=True,
-                  conversation_id="7270432eae37498234f4444b35ffc5", conversation_origin="service",
-                  source_file=str(path))
+    common = dict(
+        message_id="wamid.xyzxyz",
+        business_phone="1122334455667",
+        waba_id="5467539754836534",
+        user_id="972987654321",
+        pricing_model="CBP",
+        pricing_category="service",
+        billable=True,
+        conversation_id="7270432eae37498234f4444b35ffc5",
+        conversation_origin="service",
+        source_file=str(path),
+    )
     assert result.billing.to_dicts() == [  # the with_tracker `sent` (line 6) repeats line 1; failed has no pricing
         billing(**common, status="sent", timestamp="1698266945", conversation_expires_at="1698339900", source_row=1),
         billing(**common, status="delivered", timestamp="1698266945", source_row=2),
@@ -161,17 +191,34 @@ def test_pywa_message_status_each_alone(tmp_path, key, state, message_type, prob
     path = jsonl(tmp_path, named[key])
     ts = named[key]["entry"][0]["changes"][0]["value"]["statuses"][0]["timestamp"]
     assert messages_of(path) == [
-        row(message_id="wamid.xyzxyz", timestamp=ts, direction="outbound", business_phone="1122334455667",
-            waba_id="5467539754836534", user_id="972987654321", message_type=message_type, status=state,
-            source_file=str(path), source_row=1, problem=problem)
+        row(
+            message_id="wamid.xyzxyz",
+            timestamp=ts,
+            direction="outbound",
+            business_phone="1122334455667",
+            waba_id="5467539754836534",
+            user_id="972987654321",
+            message_type=message_type,
+            status=state,
+            source_file=str(path),
+            source_row=1,
+            problem=problem,
+        )
     ]
 
 
 def test_pywa_text_and_referral(tmp_path):
     path = pywa_keys(tmp_path, "pywa__tests_data_updates_message__text_and_referral.json")
     result = read_webhooks(path)
-    common = dict(direction="inbound", business_phone="1122334455667", waba_id="1234567890987654321",
-                  user_id="972987654321", message_type="text", status="received", source_file=str(path))
+    common = dict(
+        direction="inbound",
+        business_phone="1122334455667",
+        waba_id="1234567890987654321",
+        user_id="972987654321",
+        message_type="text",
+        status="received",
+        source_file=str(path),
+    )
     assert result.messages.to_dicts() == [
         row(**common, message_id="wamid.xyzxyz", timestamp="1697043223", source_row=1),
         # the fixture's source_type is Meta's placeholder "ad or post": not "ad", so page_cta [choice]
@@ -184,16 +231,33 @@ def test_netflie_cbp_2022_read_without_pricing(tmp_path):
     path = FIXTURES / "netflie_whatsapp-cloud-api__NotificationFactoryTest__status_read_cbp_user_initiated.json"
     result = read_webhooks(path)
     assert result.messages.to_dicts() == [
-        row(message_id="wamid.ID", timestamp="1669233778", direction="outbound", business_phone="PHONE_NUMBER_ID",
-            waba_id="WHATSAPP_BUSINESS_ACCOUNT_ID", user_id="CUSTOMER_PHONE_NUMBER", status="read",
-            source_file=str(path), source_row=1, problem=UNKNOWN_TYPE)  # a user_initiated conversation settles nothing
+        row(
+            message_id="wamid.ID",
+            timestamp="1669233778",
+            direction="outbound",
+            business_phone="PHONE_NUMBER_ID",
+            waba_id="WHATSAPP_BUSINESS_ACCOUNT_ID",
+            user_id="CUSTOMER_PHONE_NUMBER",
+            status="read",
+            source_file=str(path),
+            source_row=1,
+            problem=UNKNOWN_TYPE,
+        )  # a user_initiated conversation settles nothing
     ]
     assert result.billing.to_dicts() == [
-        billing(message_id="wamid.ID", status="read", timestamp="1669233778", business_phone="PHONE_NUMBER_ID",
-                waba_id="WHATSAPP_BUSINESS_ACCOUNT_ID", user_id="CUSTOMER_PHONE_NUMBER",
-                conversation_id="CONVERSATION_ID",
-                conversation_expires_at="1669233778",  # an integer in the payload
-                conversation_origin="user_initiated", source_file=str(path), source_row=1)
+        billing(
+            message_id="wamid.ID",
+            status="read",
+            timestamp="1669233778",
+            business_phone="PHONE_NUMBER_ID",
+            waba_id="WHATSAPP_BUSINESS_ACCOUNT_ID",
+            user_id="CUSTOMER_PHONE_NUMBER",
+            conversation_id="CONVERSATION_ID",
+            conversation_expires_at="1669233778",  # an integer in the payload
+            conversation_origin="user_initiated",
+            source_file=str(path),
+            source_row=1,
+        )
     ]
 
 
@@ -201,16 +265,36 @@ def test_piusalfred_cbp_2022_sent(tmp_path):
     path = FIXTURES / "piusalfred_whatsapp__webhooks_test__status_sent_cbp_user_initiated.json"
     result = read_webhooks(path)
     assert result.messages.to_dicts() == [
-        row(message_id="wamid.STATUSMSG", timestamp="1690000000", direction="outbound", business_phone="999888777",
-            waba_id="WHATSAPP_BUSINESS_ACCOUNT_ID", user_id="123456789", status="sent",
-            source_file=str(path), source_row=1, problem=UNKNOWN_TYPE)
+        row(
+            message_id="wamid.STATUSMSG",
+            timestamp="1690000000",
+            direction="outbound",
+            business_phone="999888777",
+            waba_id="WHATSAPP_BUSINESS_ACCOUNT_ID",
+            user_id="123456789",
+            status="sent",
+            source_file=str(path),
+            source_row=1,
+            problem=UNKNOWN_TYPE,
+        )
     ]
     assert result.billing.to_dicts() == [
-        billing(message_id="wamid.STATUSMSG", status="sent", timestamp="1690000000", business_phone="999888777",
-                waba_id="WHATSAPP_BUSINESS_ACCOUNT_ID", user_id="123456789", pricing_model="CBP",
-                pricing_category="user_initiated", billable=True, conversation_id="CONVO123",
-                conversation_expires_at="1690009999", conversation_origin="user_initiated",
-                source_file=str(path), source_row=1)
+        billing(
+            message_id="wamid.STATUSMSG",
+            status="sent",
+            timestamp="1690000000",
+            business_phone="999888777",
+            waba_id="WHATSAPP_BUSINESS_ACCOUNT_ID",
+            user_id="123456789",
+            pricing_model="CBP",
+            pricing_category="user_initiated",
+            billable=True,
+            conversation_id="CONVO123",
+            conversation_expires_at="1690009999",
+            conversation_origin="user_initiated",
+            source_file=str(path),
+            source_row=1,
+        )
     ]
 
 
@@ -230,14 +314,36 @@ def test_meta_docs_bsuid_pmp_marketing(fixture, user_id):
     path = FIXTURES / fixture
     result = read_webhooks(path)
     assert result.messages.to_dicts() == [
-        row(message_id=BSUID_WAMID, timestamp="1750030073", direction="outbound", business_phone="106540352242922",
-            waba_id="102290129340398", user_id=user_id, user_country="US", message_type="template",
-            template_category="marketing", status="delivered", source_file=str(path), source_row=1)
+        row(
+            message_id=BSUID_WAMID,
+            timestamp="1750030073",
+            direction="outbound",
+            business_phone="106540352242922",
+            waba_id="102290129340398",
+            user_id=user_id,
+            user_country="US",
+            message_type="template",
+            template_category="marketing",
+            status="delivered",
+            source_file=str(path),
+            source_row=1,
+        )
     ]
     assert result.billing.to_dicts() == [
-        billing(message_id=BSUID_WAMID, status="delivered", timestamp="1750030073", business_phone="106540352242922",
-                waba_id="102290129340398", user_id=user_id, pricing_model="PMP", pricing_category="marketing",
-                pricing_type="regular", billable=True, source_file=str(path), source_row=1)
+        billing(
+            message_id=BSUID_WAMID,
+            status="delivered",
+            timestamp="1750030073",
+            business_phone="106540352242922",
+            waba_id="102290129340398",
+            user_id=user_id,
+            pricing_model="PMP",
+            pricing_category="marketing",
+            pricing_type="regular",
+            billable=True,
+            source_file=str(path),
+            source_row=1,
+        )
     ]
 
 
@@ -246,22 +352,41 @@ def test_gupshup_general_purpose_ai_status_and_v3_billing_event(tmp_path):
     # The .txt is prose around two JSON bodies: the Meta-format status ("curl body") and Gupshup's V3 event.
     decoder = json.JSONDecoder()
     status_body, v3_part = text.split("V3 webhook event:")
-    meta_status, _ = decoder.raw_decode(status_body[status_body.index("{"):])
-    v3_event, _ = decoder.raw_decode(v3_part[v3_part.index("{"):])
+    meta_status, _ = decoder.raw_decode(status_body[status_body.index("{") :])
+    v3_event, _ = decoder.raw_decode(v3_part[v3_part.index("{") :])
     path = jsonl(tmp_path, meta_status, v3_event)
     result = read_webhooks(path)
     wamid = "wamid.HBgMOTE4ODcxNjAxMjk3FQIAERgSMTdCRE111UyRkNDNDc0RUU4MjA4AA=="
     where = dict(business_phone="1005972845928404", waba_id="758747873957634", user_id="398871601297")
     assert result.messages.to_dicts() == [
         # general_purpose_ai: an AI provider's non-template message (not priced here, but its type is known)
-        row(message_id=wamid, timestamp="1770366909", direction="outbound", **where, message_type="text",
-            status="delivered", source_file=str(path), source_row=1)
+        row(
+            message_id=wamid,
+            timestamp="1770366909",
+            direction="outbound",
+            **where,
+            message_type="text",
+            status="delivered",
+            source_file=str(path),
+            source_row=1,
+        )
     ]
     assert result.billing.to_dicts() == [
-        billing(message_id=wamid, status="delivered", timestamp="1770366909", **where, pricing_model="PMP",
-                pricing_category="general_purpose_ai", pricing_type="regular", billable=True,
-                conversation_id="c0ab246839b33ca5014b41fd2ede5b862e2", conversation_expires_at="1770366909",
-                conversation_origin="general_purpose_ai", source_file=str(path), source_row=1)
+        billing(
+            message_id=wamid,
+            status="delivered",
+            timestamp="1770366909",
+            **where,
+            pricing_model="PMP",
+            pricing_category="general_purpose_ai",
+            pricing_type="regular",
+            billable=True,
+            conversation_id="c0ab246839b33ca5014b41fd2ede5b862e2",
+            conversation_expires_at="1770366909",
+            conversation_origin="general_purpose_ai",
+            source_file=str(path),
+            source_row=1,
+        )
     ]
     assert result.skipped == {"billing-event": 1}  # Gupshup's own envelope field, recognised and counted
 
@@ -305,9 +430,18 @@ def test_statuses_split_across_payloads_fold_into_one_row(tmp_path):
         payload(statuses=[status("wamid.A", "delivered", "1751400005", pricing=pmp("utility"))]),
     )
     assert messages_of(path) == [
-        row(message_id="wamid.IN", timestamp="1751400030", direction="inbound", business_phone=PHONE_ID,
-            waba_id=WABA, user_id="393401234567", message_type="text", status="received",
-            source_file=str(path), source_row=2),
+        row(
+            message_id="wamid.IN",
+            timestamp="1751400030",
+            direction="inbound",
+            business_phone=PHONE_ID,
+            waba_id=WABA,
+            user_id="393401234567",
+            message_type="text",
+            status="received",
+            source_file=str(path),
+            source_row=2,
+        ),
         outbound(path, "wamid.A", "1751400005", "delivered", 3, message_type="template", template_category="utility"),
     ]
 
@@ -333,9 +467,7 @@ def test_failed_wins_and_keeps_the_send_time(tmp_path):
         payload(statuses=[status("wamid.A", "sent", "1751400000", pricing=pmp("marketing"))]),
         payload(statuses=[status("wamid.A", "failed", "1751400009", errors=[{"code": 131026}])]),
     )
-    assert messages_of(path) == [
-        outbound(path, "wamid.A", "1751400000", "failed", 1, message_type="template", template_category="marketing")
-    ]
+    assert messages_of(path) == [outbound(path, "wamid.A", "1751400000", "failed", 1, message_type="template", template_category="marketing")]
 
 
 def test_webhook_retries_make_one_row_and_one_billing_row_per_status(tmp_path):
@@ -345,9 +477,20 @@ def test_webhook_retries_make_one_row_and_one_billing_row_per_status(tmp_path):
     result = read_webhooks(path)
     assert result.messages.to_dicts() == [outbound(path, "wamid.A", "1751400005", "delivered", 1, message_type="text")]
     assert result.billing.to_dicts() == [
-        billing(message_id="wamid.A", status="delivered", timestamp="1751400005", business_phone=PHONE_ID,
-                waba_id=WABA, user_id="393401234567", pricing_model="PMP", pricing_category="service",
-                pricing_type="free_customer_service", billable=False, source_file=str(path), source_row=1)
+        billing(
+            message_id="wamid.A",
+            status="delivered",
+            timestamp="1751400005",
+            business_phone=PHONE_ID,
+            waba_id=WABA,
+            user_id="393401234567",
+            pricing_model="PMP",
+            pricing_category="service",
+            pricing_type="free_customer_service",
+            billable=False,
+            source_file=str(path),
+            source_row=1,
+        )
     ]
 
 
@@ -361,8 +504,15 @@ def test_only_deleted_status_is_a_problem_but_keeps_its_billing_row(tmp_path):
     path = jsonl(tmp_path, payload(statuses=[status("wamid.A", "deleted", "1751400009", pricing=pmp("service"))]))
     result = read_webhooks(path)
     assert result.messages.to_dicts() == [
-        outbound(path, "wamid.A", "1751400009", None, 1, message_type="text",
-                 problem="no sent, delivered, read or failed status for this message (seen: deleted)")
+        outbound(
+            path,
+            "wamid.A",
+            "1751400009",
+            None,
+            1,
+            message_type="text",
+            problem="no sent, delivered, read or failed status for this message (seen: deleted)",
+        )
     ]
     assert result.billing["status"].to_list() == ["deleted"]
 
@@ -386,8 +536,9 @@ def test_bsuid_recipient_with_empty_recipient_id(tmp_path):
     to_bsuid = status("wamid.A", "delivered", "1751400005", to="", recipient_user_id=USER_BSUID)
     path = statuses_file(tmp_path, to_bsuid, contacts=[contact])
     assert messages_of(path) == [
-        outbound(path, "wamid.A", "1751400005", "delivered", 1, user_id=USER_BSUID, user_phone="+393401234567",
-                 user_country="IT", problem=UNKNOWN_TYPE)
+        outbound(
+            path, "wamid.A", "1751400005", "delivered", 1, user_id=USER_BSUID, user_phone="+393401234567", user_country="IT", problem=UNKNOWN_TYPE
+        )
     ]
 
 
@@ -402,9 +553,19 @@ def test_inbound_from_a_bsuid_user_with_empty_from(tmp_path):
     contact = {"profile": profile, "wa_id": "", "user_id": USER_BSUID, "country_code": "IT"}  # country outside profile
     path = jsonl(tmp_path, payload(contacts=[contact], messages=[text_message("wamid.IN", "1751400000", sender="")]))
     assert messages_of(path) == [
-        row(message_id="wamid.IN", timestamp="1751400000", direction="inbound", business_phone=PHONE_ID, waba_id=WABA,
-            user_id=USER_BSUID, user_country="IT", message_type="text", status="received",
-            source_file=str(path), source_row=1)
+        row(
+            message_id="wamid.IN",
+            timestamp="1751400000",
+            direction="inbound",
+            business_phone=PHONE_ID,
+            waba_id=WABA,
+            user_id=USER_BSUID,
+            user_country="IT",
+            message_type="text",
+            status="received",
+            source_file=str(path),
+            source_row=1,
+        )
     ]
 
 
@@ -428,15 +589,30 @@ def test_inbound_entry_point_from_referral(tmp_path, source_type, entry_point):
     extra = {"referral": referral} if source_type else {}
     path = jsonl(tmp_path, payload(messages=[text_message("wamid.IN", 1751400000, **extra)]))
     assert messages_of(path) == [
-        row(message_id="wamid.IN", timestamp="1751400000", direction="inbound", business_phone=PHONE_ID, waba_id=WABA,
-            user_id="393401234567", message_type="text", status="received", entry_point=entry_point,
-            source_file=str(path), source_row=1)
+        row(
+            message_id="wamid.IN",
+            timestamp="1751400000",
+            direction="inbound",
+            business_phone=PHONE_ID,
+            waba_id=WABA,
+            user_id="393401234567",
+            message_type="text",
+            status="received",
+            entry_point=entry_point,
+            source_file=str(path),
+            source_row=1,
+        )
     ]
 
 
 def test_inbound_system_notice_is_a_problem(tmp_path):
-    notice = {"from": "393401234567", "id": "wamid.SYS", "timestamp": "1751400000", "type": "system",
-              "system": {"body": "User changed number", "type": "user_changed_number"}}
+    notice = {
+        "from": "393401234567",
+        "id": "wamid.SYS",
+        "timestamp": "1751400000",
+        "type": "system",
+        "system": {"body": "User changed number", "type": "user_changed_number"},
+    }
     [system] = messages_of(jsonl(tmp_path, payload(messages=[notice])))
     assert (system["message_type"], system["problem"]) == ("system", SYSTEM_NOTICE)
 
@@ -452,17 +628,37 @@ def test_business_phone_falls_back_to_display_number(tmp_path):
 
 def test_json_array_file_numbers_payloads_from_one(tmp_path):
     path = tmp_path / "hooks.json"
-    path.write_text(json.dumps([
-        payload(messages=[text_message("wamid.IN", "1751400000")]),
-        {"hello": "world"},
-        payload(statuses=[status("wamid.A", "delivered", "1751400005", pricing=pmp("service"))]),
-    ], indent=2))
+    path.write_text(
+        json.dumps(
+            [
+                payload(messages=[text_message("wamid.IN", "1751400000")]),
+                {"hello": "world"},
+                payload(statuses=[status("wamid.A", "delivered", "1751400005", pricing=pmp("service"))]),
+            ],
+            indent=2,
+        )
+    )
     assert messages_of(path) == [
-        row(message_id="wamid.IN", timestamp="1751400000", direction="inbound", business_phone=PHONE_ID, waba_id=WABA,
-            user_id="393401234567", message_type="text", status="received", source_file=str(path), source_row=1),
-        row(source_file=str(path), source_row=2, problem=(
-            'item 2 of the JSON array is not a WhatsApp webhook payload (expected an object with "object": '
-            '"whatsapp_business_account" and an "entry" list; found an object with keys hello)')),
+        row(
+            message_id="wamid.IN",
+            timestamp="1751400000",
+            direction="inbound",
+            business_phone=PHONE_ID,
+            waba_id=WABA,
+            user_id="393401234567",
+            message_type="text",
+            status="received",
+            source_file=str(path),
+            source_row=1,
+        ),
+        row(
+            source_file=str(path),
+            source_row=2,
+            problem=(
+                'item 2 of the JSON array is not a WhatsApp webhook payload (expected an object with "object": '
+                '"whatsapp_business_account" and an "entry" list; found an object with keys hello)'
+            ),
+        ),
         outbound(path, "wamid.A", "1751400005", "delivered", 3, message_type="text"),
     ]
 
@@ -471,9 +667,7 @@ def test_single_pretty_printed_payload_is_row_one(tmp_path):
     path = tmp_path / "hook.json"
     hook = payload(statuses=[status("wamid.A", "sent", "1751400000", pricing=pmp("authentication_international"))])
     path.write_text(json.dumps(hook, indent=4))
-    assert messages_of(path) == [
-        outbound(path, "wamid.A", "1751400000", "sent", 1, message_type="template", template_category="authentication")
-    ]
+    assert messages_of(path) == [outbound(path, "wamid.A", "1751400000", "sent", 1, message_type="template", template_category="authentication")]
 
 
 def test_broken_line_among_good_ones(tmp_path):
@@ -489,8 +683,12 @@ def test_broken_line_among_good_ones(tmp_path):
     assert [(r["source_row"], r["message_id"], r["problem"]) for r in rows] == [
         (1, "wamid.IN1", None),
         (3, None, "line 3 is not JSON (Expecting value at column 51)"),
-        (4, None, 'line 4 is not a WhatsApp webhook payload (expected an object with "object": '
-                  '"whatsapp_business_account" and an "entry" list; found a list)'),
+        (
+            4,
+            None,
+            'line 4 is not a WhatsApp webhook payload (expected an object with "object": '
+            '"whatsapp_business_account" and an "entry" list; found a list)',
+        ),
         (5, "wamid.IN2", None),
     ]
     assert rows[1] == row(source_file=str(path), source_row=3, problem=rows[1]["problem"])  # nothing else is set
@@ -573,8 +771,16 @@ def test_billed_category_fills_the_type(tmp_path, pricing, conversation, message
     delivered = status("wamid.A", "delivered", "1751400005", pricing=pricing, conversation=conversation)
     path = statuses_file(tmp_path, delivered)
     assert messages_of(path) == [
-        outbound(path, "wamid.A", "1751400005", "delivered", 1, message_type=message_type,
-                 template_category=template_category, problem=None if message_type else UNKNOWN_TYPE)
+        outbound(
+            path,
+            "wamid.A",
+            "1751400005",
+            "delivered",
+            1,
+            message_type=message_type,
+            template_category=template_category,
+            problem=None if message_type else UNKNOWN_TYPE,
+        )
     ]
 
 
@@ -583,11 +789,23 @@ def test_pricing_type_alias_and_missing_billable(tmp_path):
     conversation = {"id": "c9", "expiration_timestamp": 1751486400, "origin": {"type": "utility"}}
     path = statuses_file(tmp_path, status("wamid.A", "sent", 1751400000, pricing=pricing, conversation=conversation))
     assert read_webhooks(path).billing.to_dicts() == [
-        billing(message_id="wamid.A", status="sent", timestamp="1751400000", business_phone=PHONE_ID, waba_id=WABA,
-                user_id="393401234567", pricing_model="PMP", pricing_category="utility",
-                pricing_type="free_customer_service", billable=None, conversation_id="c9",
-                conversation_expires_at="1751486400",  # an integer in the payload
-                conversation_origin="utility", source_file=str(path), source_row=1)
+        billing(
+            message_id="wamid.A",
+            status="sent",
+            timestamp="1751400000",
+            business_phone=PHONE_ID,
+            waba_id=WABA,
+            user_id="393401234567",
+            pricing_model="PMP",
+            pricing_category="utility",
+            pricing_type="free_customer_service",
+            billable=None,
+            conversation_id="c9",
+            conversation_expires_at="1751486400",  # an integer in the payload
+            conversation_origin="utility",
+            source_file=str(path),
+            source_row=1,
+        )
     ]
 
 
@@ -603,12 +821,19 @@ def test_type_key_wins_over_pricing_type_alias(tmp_path):
 @pytest.fixture
 def template_list(tmp_path) -> Path:
     path = tmp_path / "templates.json"
-    path.write_text(json.dumps({"data": [
-        {"name": "order_shipped", "language": "it", "category": "UTILITY", "id": "1"},
-        {"name": "order_shipped", "language": "en_US", "category": "UTILITY", "id": "2"},
-        {"name": "summer_sale", "language": "it", "category": "MARKETING", "id": "3"},
-        {"name": "summer_sale", "language": "en_US", "category": "UTILITY", "id": "4"},
-    ], "paging": {"cursors": {}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "data": [
+                    {"name": "order_shipped", "language": "it", "category": "UTILITY", "id": "1"},
+                    {"name": "order_shipped", "language": "en_US", "category": "UTILITY", "id": "2"},
+                    {"name": "summer_sale", "language": "it", "category": "MARKETING", "id": "3"},
+                    {"name": "summer_sale", "language": "en_US", "category": "UTILITY", "id": "4"},
+                ],
+                "paging": {"cursors": {}},
+            }
+        )
+    )
     return path
 
 
@@ -635,14 +860,21 @@ def test_send_log_and_template_list_fill_categories(tmp_path, send_log, template
     rows = read_webhooks(path, send_log=read_send_log(send_log), templates=read_templates(template_list)).messages
     assert rows.select("message_id", "message_type", "template_category", "problem").rows() == [
         ("wamid.T1", "template", "utility", None),  # both languages agree
-        ("wamid.T2", "template", None,
-         "template 'summer_sale' has different categories by language (en_US: utility, it: marketing): "
-         "add a language column to the send log or give template_category"),
+        (
+            "wamid.T2",
+            "template",
+            None,
+            "template 'summer_sale' has different categories by language (en_US: utility, it: marketing): "
+            "add a language column to the send log or give template_category",
+        ),
         ("wamid.T3", "template", "marketing", None),  # the language settles it
         ("wamid.T4", "template", "authentication", None),  # a category without a type is a template
-        ("wamid.T5", "template", None,
-         "template 'unknown_one' is not in the template list: add it to --templates "
-         "or give template_category in the send log"),
+        (
+            "wamid.T5",
+            "template",
+            None,
+            "template 'unknown_one' is not in the template list: add it to --templates or give template_category in the send log",
+        ),
         ("wamid.N1", "interactive", None, None),
         ("wamid.T6", "template", None, NO_TEMPLATE_NAMED),
         ("wamid.X", None, None, UNKNOWN_TYPE),  # not in the send log, and a CBP utility conversation settles nothing
@@ -666,8 +898,7 @@ def test_template_name_without_a_template_list(tmp_path, send_log):
     path = jsonl(tmp_path, payload(statuses=[status("wamid.T1", "sent", "1751400000")]))
     [only] = messages_of(path, send_log=read_send_log(send_log))
     assert only["problem"] == (
-        "template 'order_shipped' has no known category: pass --templates (Meta's template JSON) "
-        "or give template_category in the send log"
+        "template 'order_shipped' has no known category: pass --templates (Meta's template JSON) or give template_category in the send log"
     )
 
 
@@ -702,8 +933,7 @@ def test_read_send_log_columns_and_errors(tmp_path, send_log):
 @pytest.mark.parametrize(
     ("fixture", "expected"),
     [
-        ("pywa__tests_data_templates_authentication_examples__one.json",
-         ("authentication_code_autofill_button", "en_US", "authentication")),
+        ("pywa__tests_data_templates_authentication_examples__one.json", ("authentication_code_autofill_button", "en_US", "authentication")),
         ("pywa__tests_data_templates_buttons_examples__one.json", ("seasonal_promotion", "en_US", "marketing")),
     ],
 )
@@ -787,8 +1017,15 @@ def test_v24_status_without_conversation_is_a_normal_status():
     result = read_webhooks(OCTOBER / "statuses_2026_10.jsonl")
     # W3: `sent` without pricing or conversation, `delivered` with pricing only (no billable: deprecated).
     assert message_of(result, "wamid.W3") | {"source_file": None} == row(
-        message_id="wamid.W3", timestamp="1793700065", direction="outbound", business_phone="200000000000010",
-        waba_id="100000000000010", user_id="393330000101", message_type="text", status="delivered", source_row=7,
+        message_id="wamid.W3",
+        timestamp="1793700065",
+        direction="outbound",
+        business_phone="200000000000010",
+        waba_id="100000000000010",
+        user_id="393330000101",
+        message_type="text",
+        status="delivered",
+        source_row=7,
     )
     assert billing_of(result, "wamid.W3", "status", "pricing_type", "pricing_category", "billable", "conversation_id") == [
         ("delivered", "free_customer_service", "service", None, None)
@@ -798,12 +1035,13 @@ def test_v24_status_without_conversation_is_a_normal_status():
 
 def test_authentication_international_with_a_hyphen_reads_as_the_projects_spelling():
     result = read_webhooks(OCTOBER / "statuses_2026_10.jsonl")
-    assert billing_of(result, "wamid.W7", "status", "pricing_category", "pricing_type") == [
-        ("sent", "authentication_international", "regular")
-    ]
+    assert billing_of(result, "wamid.W7", "status", "pricing_category", "pricing_type") == [("sent", "authentication_international", "regular")]
     w7 = message_of(result, "wamid.W7")
     assert (w7["message_type"], w7["template_category"], w7["status"], w7["user_id"]) == (
-        "template", "authentication", "delivered", "919800000001",
+        "template",
+        "authentication",
+        "delivered",
+        "919800000001",
     )
 
 
@@ -824,7 +1062,10 @@ def test_free_entry_point_status_carries_the_end_meta_gave_the_window():
 def test_an_expiration_outside_a_free_entry_point_window_is_not_a_window_end(tmp_path):
     # Before v24 every status had a conversation with an expiration (P3): only an FEP window's end is kept.
     marketing = status(
-        "wamid.M", "sent", "1751400000", pricing={"pricing_model": "PMP", "type": "regular", "category": "marketing"},
+        "wamid.M",
+        "sent",
+        "1751400000",
+        pricing={"pricing_model": "PMP", "type": "regular", "category": "marketing"},
         conversation={"id": "c1", "expiration_timestamp": "1751486400", "origin": {"type": "marketing"}},
     )
     result = read_webhooks(jsonl(tmp_path, payload(statuses=[marketing])))
@@ -833,9 +1074,7 @@ def test_an_expiration_outside_a_free_entry_point_window_is_not_a_window_end(tmp
 
 def test_paid_exempt_subtype_is_kept_in_the_billing_rows():
     result = read_webhooks(OCTOBER / "paid_exempt.jsonl")
-    assert billing_of(result, "wamid.X1", "pricing_type", "pricing_category", "pricing_subtype") == [
-        ("regular", "service", "paid_exempt")
-    ]
+    assert billing_of(result, "wamid.X1", "pricing_type", "pricing_category", "pricing_subtype") == [("regular", "service", "paid_exempt")]
     assert message_of(result, "wamid.X1")["message_type"] == "text"
 
 

@@ -14,15 +14,14 @@ together different `id_prefix`es (`merge` refuses repeated ids).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from decimal import Decimal
 
 import polars as pl
 
-import dataclasses
-
-from analytics.terms import rules
 from analytics.core import schema
+from analytics.terms import rules
 from analytics.terms.ratecards import RATE_DTYPE, TIER_FAMILY, load_card
 
 Hours = float | dt.timedelta
@@ -36,7 +35,7 @@ def instant(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError(f"instant {text!r} has no offset: write it with Z or +hh:mm")
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
 
 
 class Traffic:
@@ -152,7 +151,5 @@ def low_tier_card() -> pl.DataFrame:
 
 def with_free_tier_size(book: rules.RuleBook, size: int, choices: rules.Choices | None = None) -> rules.RuleBook:
     """`book` with every free tier `size` units a month (so small traffic crosses them), and `choices`."""
-    periods = tuple(
-        dataclasses.replace(p, free_tiers=tuple(dataclasses.replace(t, size=size) for t in p.free_tiers)) for p in book.periods
-    )
+    periods = tuple(dataclasses.replace(p, free_tiers=tuple(dataclasses.replace(t, size=size) for t in p.free_tiers)) for p in book.periods)
     return dataclasses.replace(book, periods=periods, choices=choices or book.choices)

@@ -43,13 +43,13 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
-from analytics.terms import markets, rules
 from analytics.core import schema
 from analytics.core.lookups import looked_up
 from analytics.core.resources import ArrowStream, query
 from analytics.core.times import local_time
-from analytics.terms.rules import RuleSet
 from analytics.settings import Settings
+from analytics.terms import markets, rules
+from analytics.terms.rules import RuleSet
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
@@ -179,14 +179,13 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[
     )
     slot = looked_up(pl.col("template_category"), slot_codes, pl.UInt8)
     query = (
-        frame.with_columns(
-            user_country=markets.missing_user_country(names), waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA)
-        )
+        frame.with_columns(user_country=markets.missing_user_country(names), waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA))
         .with_row_index("orig")
         .select(
             "message_id",
             "user_id",
             "orig",
+            *reported,
             key_hash=_key_hash(),
             key_check=pl.struct("user_id", "business_phone").hash(seed=7),
             t=pl.col("timestamp").dt.epoch("us"),
@@ -199,7 +198,6 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[
             slot=pl.when(is_template).then(slot),
             takes_entry_point=(pl.col("direction") == "inbound") & pl.col("entry_point").is_not_null(),
             from_ctwa=(pl.col("direction") == "inbound") & (pl.col("entry_point") == rules.CTWA).fill_null(False),
-            *reported,
             business_phone=pl.col("business_phone").cast(_FEW_VALUES),
             waba_id=pl.col("waba_id").cast(_FEW_VALUES),
             user_country=pl.col("user_country").cast(_FEW_VALUES),
@@ -456,7 +454,7 @@ def _fep_windows_walked(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     offer_until = start = until = up_to = opener = None
     offer_ctwa, extension, is_cbp = False, 0, False
     columns = ("key", "seq", "t", "inbound", "outbound", "takes_entry_point", "from_ctwa", "period", "fep_reported")
-    for i, (k, seq, t, inbound, outbound, entry, ctwa, period, reported) in enumerate(zip(*(m[c] for c in columns), strict=True)):
+    for i, (k, _seq, t, inbound, outbound, entry, ctwa, period, reported) in enumerate(zip(*(m[c] for c in columns), strict=True)):
         if k != key:
             key, offer_until, start, until, up_to, opener = k, None, None, None, None, None
         inside = start is not None and start <= t < until
@@ -485,11 +483,19 @@ def _fep_windows_walked(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
             fep_opener[i], fep_is_cbp[i] = m["seq"][opener], is_cbp
     return pl.DataFrame(
         {
-            "fep_open": fep_open, "in_fep": in_fep, "fep_opener": fep_opener, "fep_is_cbp": fep_is_cbp, "fep_end": fep_end,
+            "fep_open": fep_open,
+            "in_fep": in_fep,
+            "fep_opener": fep_opener,
+            "fep_is_cbp": fep_is_cbp,
+            "fep_end": fep_end,
             "fep_from_meta": from_meta,
         },
         schema={
-            "fep_open": pl.Boolean, "in_fep": pl.Boolean, "fep_opener": pl.UInt32, "fep_is_cbp": pl.Boolean, "fep_end": pl.Int64,
+            "fep_open": pl.Boolean,
+            "in_fep": pl.Boolean,
+            "fep_opener": pl.UInt32,
+            "fep_is_cbp": pl.Boolean,
+            "fep_end": pl.Int64,
             "fep_from_meta": pl.Boolean,
         },
     )
@@ -510,9 +516,7 @@ def _cbp_conversations(m: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     reach = m.select((pl.col("t") < latest_cbp + window).fill_null(False)).to_series()
     reached = reach.arg_true()
     if reached.len() == 0:
-        opened = pl.DataFrame(
-            schema={"opens_2022": pl.Boolean, "opens_slot": pl.Boolean, "opens_service": pl.Boolean, "conversation": pl.UInt32}
-        )
+        opened = pl.DataFrame(schema={"opens_2022": pl.Boolean, "opens_slot": pl.Boolean, "opens_service": pl.Boolean, "conversation": pl.UInt32})
     else:
         within = m.filter(reach).with_columns(window=_per_period(settings, lambda p: _us(p.conversation_window), pl.Int64))
         within = _per_category_conversations(_one_slot_conversations(within, settings), settings)
@@ -569,11 +573,7 @@ def _per_category_conversations(m: pl.DataFrame, settings: Settings) -> pl.DataF
     free = pl.col("outbound") & ~pl.col("in_fep") & ~pl.col("in_2022")
     per_category = _periods_where(settings, lambda p: p.conversations == rules.PER_CATEGORY)
     m = m.with_columns(eligible_2023=free & per_category)
-    m = m.with_columns(
-        opens_slot=_chain_starts(
-            m.with_columns(e=pl.col("eligible_2023") & pl.col("is_template")), "e", ["epoch", "slot"], "window"
-        )
-    )
+    m = m.with_columns(opens_slot=_chain_starts(m.with_columns(e=pl.col("eligible_2023") & pl.col("is_template")), "e", ["epoch", "slot"], "window"))
     for name, code in _SLOT_CODES.items():
         opener = pl.col("opens_slot") & (pl.col("slot") == code)
         opened_until = _ffill(pl.when(opener).then(pl.col("t") + pl.col("window")), "epoch")
@@ -697,14 +697,27 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, settings: Sett
     """
     is_cbp = _periods_where(settings, lambda p: p.is_cbp)
     cbp = (pl.col("fep_open") & pl.col("fep_is_cbp")) | pl.col("opens_2022") | pl.col("opens_slot") | pl.col("opens_service")
-    pmp = (pl.col("in_fep") & ~pl.col("fep_is_cbp")) | (
-        pl.col("outbound") & ~is_cbp & ~pl.col("in_fep") & pl.col("conversation").is_null()
-    )
+    pmp = (pl.col("in_fep") & ~pl.col("fep_is_cbp")) | (pl.col("outbound") & ~is_cbp & ~pl.col("in_fep") & pl.col("conversation").is_null())
     absorbed = m.select("conversation").drop_nulls().group_by("conversation").len()  # a conversation's messages
     messages_in = pl.zeros(m.height, pl.UInt32, eager=True).scatter(absorbed["conversation"], absorbed["len"])
     rows = m.filter(cbp | pmp).select(
-        "key", "seq", "orig", "period", "rule_set", "t", "is_template", "is_reaction", "slot", "csw_open", "fep_open",
-        "in_fep", "fep_end", "next_fep_t", "opens_2022", "opens_service", cbp=cbp,
+        "key",
+        "seq",
+        "orig",
+        "period",
+        "rule_set",
+        "t",
+        "is_template",
+        "is_reaction",
+        "slot",
+        "csw_open",
+        "fep_open",
+        "in_fep",
+        "fep_end",
+        "next_fep_t",
+        "opens_2022",
+        "opens_service",
+        cbp=cbp,
     )
     del m
     if rows.height == 0:
@@ -732,9 +745,7 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, settings: Sett
     rows = rows.with_columns(_pricing(settings))
     rows = rows[_key_order(rows["key"], _key_ranks(rows, attributes))]
     rows = rows.hstack(attributes.select("business_phone", "waba_id", "user_country").gather(rows["orig"]))
-    rows = rows.with_columns(
-        category=_authentication_international(settings), market=markets.markets_of(rows["user_country"], rows["local_date"])
-    )
+    rows = rows.with_columns(category=_authentication_international(settings), market=markets.markets_of(rows["user_country"], rows["local_date"]))
     names = settings.rule_book.names
     return rows.select(
         rule_set=looked_up(pl.col("rule_set"), dict(enumerate(names)), rule_set_dtype(settings)),
@@ -786,17 +797,19 @@ def _pricing(settings: Settings) -> list[pl.Expr]:
     for code, period in enumerate(periods):
         for tier in period.free_tiers:
             named = [c for c in tier.categories if c in CATEGORY.categories]
-            counter = pl.when((pl.col("period") == code) & category.is_in(named)).then(
-                pl.lit(f"{period.name}/{tier.name}", dtype=counter_dtype(settings))
-            ).otherwise(counter)
+            counter = (
+                pl.when((pl.col("period") == code) & category.is_in(named))
+                .then(pl.lit(f"{period.name}/{tier.name}", dtype=counter_dtype(settings)))
+                .otherwise(counter)
+            )
     is_cbp = _periods_where(settings, lambda p: p.is_cbp)
     free_reaction = pl.col("is_reaction") & ~pl.col("cbp") & _periods_where(settings, lambda p: p.reactions_free and not p.is_cbp)
     fep = (pl.col("cbp") & pl.col("fep_open")) | (~pl.col("cbp") & pl.col("in_fep"))
     exempt_until = settings.service_exempt_until
     exempt = (category == rules.SERVICE) & ~is_cbp & (pl.col("local_date") <= exempt_until) if exempt_until else pl.lit(False)
     beyond = pl.when(exempt).then(_pricing_type("free_exempt")).otherwise(_pricing_type("regular"))
-    free_cs = free_reaction | category_in(lambda p: p.free_categories) | (
-        category_in(lambda p: p.free_in_customer_service_window) & pl.col("csw_open")
+    free_cs = (
+        free_reaction | category_in(lambda p: p.free_categories) | (category_in(lambda p: p.free_in_customer_service_window) & pl.col("csw_open"))
     )
     counts_fep = settings.rule_book.choices.fep_counts_toward_free_tier
     return [
@@ -834,9 +847,7 @@ def _conversation_of(m: pl.DataFrame) -> pl.Series:
     own_slot = pl.lit(None, dtype=pl.UInt32)
     for name, code in _SLOT_CODES.items():
         own_slot = pl.when((pl.col("slot") == code) & pl.col(f"{name}_open")).then(pl.col(f"{name}_conversation")).otherwise(own_slot)
-    earliest_open = pl.min_horizontal(
-        [pl.when(pl.col(f"{c}_open")).then(pl.col(f"{c}_conversation")) for c in [*_SLOT_CODES, "service"]]
-    )
+    earliest_open = pl.min_horizontal([pl.when(pl.col(f"{c}_open")).then(pl.col(f"{c}_conversation")) for c in [*_SLOT_CODES, "service"]])
     return m.select(
         pl.when(pl.col("in_fep") & pl.col("fep_is_cbp"))
         .then(pl.col("fep_opener"))
@@ -912,9 +923,17 @@ def counted_charges(candidates: pl.DataFrame) -> pl.DataFrame:
         candidates.with_row_index("row")
         .filter(pl.col("free_tier_counter").is_not_null())
         .select(
-            "row", pl.col("free_tier_counter").cast(pl.String), "free_tier_scope", "local_month", "started_at",
-            pl.col("business_phone").cast(pl.String), "user_id", "opening_message_id", "free_units",
-            placed_as=pl.col("pricing_type").cast(pl.String), beyond_free_tier=pl.col("beyond_free_tier").cast(pl.String),
+            "row",
+            pl.col("free_tier_counter").cast(pl.String),
+            "free_tier_scope",
+            "local_month",
+            "started_at",
+            pl.col("business_phone").cast(pl.String),
+            "user_id",
+            "opening_message_id",
+            "free_units",
+            placed_as=pl.col("pricing_type").cast(pl.String),
+            beyond_free_tier=pl.col("beyond_free_tier").cast(pl.String),
         )
     )
 

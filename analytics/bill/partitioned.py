@@ -31,10 +31,9 @@ import duckdb
 import polars as pl
 
 from analytics.bill import charges
-from analytics.core import progress
-from analytics.read import ingest
-from analytics.core import schema
+from analytics.core import progress, schema
 from analytics.core.resources import query
+from analytics.read import ingest
 from analytics.settings import Settings
 
 # Messages billed in one pass (`analytics.cli` bills up to this many in memory). A pass peaks near
@@ -72,9 +71,7 @@ def bill_parquet(
     ingest.output_suffix(output)  # a bad name fails before any billing
     scratch = Path(tempfile.mkdtemp(prefix="wa-analytics-", dir=workdir))
     try:
-        con = duckdb.connect(
-            config={"memory_limit": memory_limit, "temp_directory": str(scratch / "spill"), "preserve_insertion_order": False}
-        )
+        con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": str(scratch / "spill"), "preserve_insertion_order": False})
         files = [str(p) for p in inputs]
         messages = con.sql("SELECT count(*) FROM read_parquet($files)", params={"files": files}).fetchall()[0][0]
         if rows_per_bucket:

@@ -76,11 +76,11 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from analytics.terms import rules
 from analytics.core import schema
+from analytics.settings import Settings
+from analytics.terms import rules
 from analytics.terms.markets import market_of
 from analytics.terms.rules import RuleSet
-from analytics.settings import Settings
 
 # Pricing types (contracts.md §2; `free_exempt` only with Settings.service_exempt_until).
 REGULAR = "regular"
@@ -90,12 +90,13 @@ FREE_CUSTOMER_SERVICE = "free_customer_service"
 FREE_EXEMPT = "free_exempt"
 
 
-def bill(messages: pl.DataFrame, settings: Settings = Settings()) -> pl.DataFrame:
+def bill(messages: pl.DataFrame, settings: Settings | None = None) -> pl.DataFrame:
     """The charges table (contracts.md §2) for canonical, deduplicated messages (contracts.md §1).
 
     Raises ValueError for a message that has no rule set (before 2022-02-01 in its WABA time zone,
     §1) or a template without a known category: ingest quarantines both, the engine never drops them.
     """
+    settings = settings or Settings()
     by_key: dict[tuple[str, str], list[Message]] = defaultdict(list)
     for message in _read_messages(messages, settings):
         by_key[(message.business_phone, message.user_id)].append(message)
@@ -174,9 +175,7 @@ def _read_messages(messages: pl.DataFrame, settings: Settings) -> Iterator[Messa
     """Each row as a `Message`: local date in its WABA's time zone and rule-set period (§1)."""
     book = settings.rule_book
     names = messages.columns  # an optional column may be absent (older canonical files): null
-    rows = messages.select(
-        [(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in schema.MESSAGE_SCHEMA.items()]
-    )
+    rows = messages.select([(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in schema.MESSAGE_SCHEMA.items()])
     for row in rows.iter_rows(named=True):
         waba_id = row["waba_id"] if row["waba_id"] is not None else schema.DEFAULT_WABA
         timezone = settings.timezone_of(waba_id)

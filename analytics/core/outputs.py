@@ -44,9 +44,7 @@ def check(outputs: Mapping[str, str | Path | None], inputs: Iterable[str | Path 
     for label, path in given.items():
         for source in read:
             if _same_file(path, source):
-                raise UsageError(
-                    f"{_named(label, path)} is also an input ({source}): it would be overwritten; write the output to another file"
-                )
+                raise UsageError(f"{_named(label, path)} is also an input ({source}): it would be overwritten; write the output to another file")
         for other_path, other in seen.items():
             if _same_file(path, other_path):
                 raise UsageError(f"{_named(label, path)} is also {_named(other, other_path)}: give each output its own file")
@@ -177,6 +175,5 @@ def neutralise_formulas(frame: pl.LazyFrame) -> pl.LazyFrame:
     spreadsheet shows them as text instead of running them; numbers (a cost of -1.5) stay numbers."""
     text = [name for name, dtype in frame.collect_schema().items() if dtype == pl.String]
     return frame.with_columns(
-        pl.when(pl.col(name).str.contains(_FORMULA_START)).then(pl.lit("'") + pl.col(name)).otherwise(pl.col(name)).alias(name)
-        for name in text
+        pl.when(pl.col(name).str.contains(_FORMULA_START)).then(pl.lit("'") + pl.col(name)).otherwise(pl.col(name)).alias(name) for name in text
     )

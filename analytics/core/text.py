@@ -37,7 +37,4 @@ def duration(seconds: int | None) -> str:
 def aligned(table: Sequence[Sequence[str]]) -> list[str]:
     """Rows of cells as lines: the first column left-aligned, the others right-aligned (numbers)."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return [
-        "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
-        for row in table
-    ]
+    return ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table]

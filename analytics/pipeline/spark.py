@@ -66,12 +66,12 @@ import pyarrow as pa
 
 from analytics.bill import charges
 from analytics.core import outputs, progress, schema
+from analytics.core.errors import InputError, UsageError
+from analytics.core.resources import query
 from analytics.present import summaries
 from analytics.price import pricing
-from analytics.core.errors import InputError, UsageError
-from analytics.terms.ratecards import load_card
-from analytics.core.resources import query
 from analytics.settings import Settings
+from analytics.terms.ratecards import load_card
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -93,9 +93,7 @@ CANDIDATE_COLUMNS: dict[str, pl.DataType] = {
     name: pl.String() if isinstance(dtype, pl.Categorical | pl.Enum) else dtype for name, dtype in charges.CANDIDATE_SCHEMA.items()
 }
 CHARGE_COLUMNS = [c for c in schema.CHARGE_SCHEMA if c != "billable"]
-_SPARK_TYPES = {
-    pl.String(): "string", schema.INSTANT: "timestamp", pl.Int64(): "bigint", pl.Date(): "date", pl.Boolean(): "boolean"
-}
+_SPARK_TYPES = {pl.String(): "string", schema.INSTANT: "timestamp", pl.Int64(): "bigint", pl.Date(): "date", pl.Boolean(): "boolean"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +106,7 @@ def require_pyspark() -> None:
         import pyspark  # noqa: F401
     except ImportError:
         raise UsageError(
-            f"the Spark engine needs pyspark, which is not installed: {INSTALL} "
-            "(pyspark 4.0 or later, with Java 17 or later on PATH or in JAVA_HOME)"
+            f"the Spark engine needs pyspark, which is not installed: {INSTALL} (pyspark 4.0 or later, with Java 17 or later on PATH or in JAVA_HOME)"
         ) from None
 
 
@@ -374,9 +371,7 @@ def cost_partials(
 PRICING_ROWS_PER_CHUNK = 250_000
 
 
-def _tier_positioned(
-    charges_frame: DataFrame, settings: Settings, card: pl.DataFrame | None
-) -> tuple[DataFrame, pl.DataFrame, str | None]:
+def _tier_positioned(charges_frame: DataFrame, settings: Settings, card: pl.DataFrame | None) -> tuple[DataFrame, pl.DataFrame, str | None]:
     """Stages 1 and 2 of `pricing.price` on Spark: `pricing.priceable` per partition (persisted:
     the counter and the currency read it), the currency chosen on the driver, then
     `queries/tier_positions.sql` as a Spark SQL window. Also the card's rows in that currency."""
@@ -411,9 +406,7 @@ def _tier_positioned(
     spark = charges_frame.sparkSession
     # Dropping a view uncaches what has its plan, even under a no-op projection; a filter keeps the cache.
     priceable.filter(F.lit(True)).createOrReplaceTempView("priceable_charges")
-    spark.createDataFrame(as_spark_arrow(tiered, {"market": pl.String(), "family": pl.String()})).createOrReplaceTempView(
-        "tiered_families"
-    )
+    spark.createDataFrame(as_spark_arrow(tiered, {"market": pl.String(), "family": pl.String()})).createOrReplaceTempView("tiered_families")
     positioned = spark.sql(spark_dialect(query("tier_positions")))
     spark.catalog.dropTempView("priceable_charges")
     spark.catalog.dropTempView("tiered_families")
@@ -498,9 +491,7 @@ class SparkRun:
     summary: str  # `summaries.describe_charges` of the charges written
 
 
-def bill_files(
-    inputs: Sequence[str | Path], output: str | Path, settings: Settings | None = None, *, master: str = DEFAULT_MASTER
-) -> SparkRun:
+def bill_files(inputs: Sequence[str | Path], output: str | Path, settings: Settings | None = None, *, master: str = DEFAULT_MASTER) -> SparkRun:
     """Bill canonical-message Parquet (files or directories) on Spark into `output`: a Parquet
     directory (each part file sorted by key and time, as `analytics.bill.partitioned` sorts its
     buckets: no global sort of every charge) or one `.parquet`/`.csv`/`.csv.gz` file sorted like

@@ -29,9 +29,9 @@ from typing import Any
 import altair as alt
 import polars as pl
 
-from analytics.reconcile import outcomes
-from analytics.present import rollups
 from analytics.core import schema
+from analytics.present import rollups
+from analytics.reconcile import outcomes
 from analytics.whatif import strategies
 from analytics.whatif.scenarios import BASELINE
 
@@ -61,9 +61,7 @@ STATUS_COLOURS: dict[str, str] = {
     outcomes.MISSING_OURS: "#e45756",
     outcomes.MISSING_META: "#b279a2",
 }
-PRICING_TYPE_COLOURS: dict[str, str] = dict(
-    zip(schema.PRICING_TYPES, ("#4c78a8", "#9ecae9", "#eeca3b", "#b279a2", "#72b7b2"), strict=True)
-)
+PRICING_TYPE_COLOURS: dict[str, str] = dict(zip(schema.PRICING_TYPES, ("#4c78a8", "#9ecae9", "#eeca3b", "#b279a2", "#72b7b2"), strict=True))
 SCENARIO_COLOURS = ("#333333", "#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d")  # baseline first
 SAVING_COLOUR, EXTRA_COST_COLOUR = "#54a24b", "#e45756"
 SWITCH_COLOUR = "#333333"
@@ -118,7 +116,9 @@ def volumes_chart(volumes: pl.DataFrame, switches: pl.DataFrame | None = None, *
     )
     layers: list[alt.Chart] = [bars]
     if switches is not None and switches.height and months:
-        marks = switches.select(month=pl.col("date").dt.strftime("%Y-%m"), date=pl.col("date").dt.strftime("%Y-%m-%d"), rule_set="rule_set", label="label")
+        marks = switches.select(
+            month=pl.col("date").dt.strftime("%Y-%m"), date=pl.col("date").dt.strftime("%Y-%m-%d"), rule_set="rule_set", label="label"
+        )
         marks = marks.filter(pl.col("month").is_in(months))
         if marks.height:
             at_month_start = alt.X("month:O", bandPosition=0)  # a switch is at 00:00 on the 1st: the bar's left edge
@@ -236,7 +236,9 @@ def free_paid_chart(free_and_paid: pl.DataFrame) -> alt.Chart:
             order=alt.Order("pricing_type_rank:Q", sort="ascending"),
             tooltip=["month:O", "pricing_type:N", "paid:N", alt.Tooltip("charges:Q", format=","), alt.Tooltip("share:Q", format=".1%")],
         )
-        .properties(width=WIDTH, title=alt.Title("Free and paid charges per month", subtitle="Share of the month's charges by pricing type; regular is paid"))
+        .properties(
+            width=WIDTH, title=alt.Title("Free and paid charges per month", subtitle="Share of the month's charges by pricing type; regular is paid")
+        )
     )
 
 
@@ -260,7 +262,13 @@ def scenario_chart(comparison_table: pl.DataFrame) -> alt.HConcatChart:
             y=alt.Y("cost:Q", title=cost_title, stack="zero"),
             color=alt.Color("category:N", title="Category", scale=category_scale(by_category["category"])),
             order=alt.Order("category_rank:Q", sort="ascending"),
-            tooltip=["scenario:N", "category:N", alt.Tooltip("cost:Q", format=",.2f"), alt.Tooltip("cost_difference:Q", format="+,.2f"), "currency:N"],
+            tooltip=[
+                "scenario:N",
+                "category:N",
+                alt.Tooltip("cost:Q", format=",.2f"),
+                alt.Tooltip("cost_difference:Q", format="+,.2f"),
+                "currency:N",
+            ],
         )
         .properties(width=PANEL_WIDTH, title="Cost by category")
     )
@@ -272,7 +280,13 @@ def scenario_chart(comparison_table: pl.DataFrame) -> alt.HConcatChart:
             x=alt.X("scenario:N", title="Scenario", sort=[n for n in names if n != BASELINE], axis=alt.Axis(labelAngle=-30)),
             y=alt.Y("saving:Q", title=saving_title),
             color=alt.condition("datum.saving >= 0", alt.value(SAVING_COLOUR), alt.value(EXTRA_COST_COLOUR)),
-            tooltip=["scenario:N", alt.Tooltip("saving:Q", format="+,.2f"), alt.Tooltip("saving_share:Q", format="+.1%"), alt.Tooltip("cost:Q", format=",.2f"), "currency:N"],
+            tooltip=[
+                "scenario:N",
+                alt.Tooltip("saving:Q", format="+,.2f"),
+                alt.Tooltip("saving_share:Q", format="+.1%"),
+                alt.Tooltip("cost:Q", format=",.2f"),
+                "currency:N",
+            ],
         )
         .properties(width=PANEL_WIDTH, title="Saving against baseline")
     )
@@ -298,7 +312,13 @@ def projection_chart(projection_table: pl.DataFrame, *, band_for: Sequence[str] 
         layers.append(
             alt.Chart(band)
             .mark_area(opacity=0.18)
-            .encode(x=x, y=alt.Y("cost_low:Q"), y2=alt.Y2("cost_high:Q"), color=colour, tooltip=["scenario:N", "month:O", alt.Tooltip("cost_low:Q", format=",.2f"), alt.Tooltip("cost_high:Q", format=",.2f")])
+            .encode(
+                x=x,
+                y=alt.Y("cost_low:Q"),
+                y2=alt.Y2("cost_high:Q"),
+                color=colour,
+                tooltip=["scenario:N", "month:O", alt.Tooltip("cost_low:Q", format=",.2f"), alt.Tooltip("cost_high:Q", format=",.2f")],
+            )
         )
     layers.append(
         alt.Chart(data)
@@ -307,7 +327,14 @@ def projection_chart(projection_table: pl.DataFrame, *, band_for: Sequence[str] 
             x=x,
             y=alt.Y("cost:Q", title=_cost_title(data)),
             color=colour,
-            tooltip=["scenario:N", "month:O", "horizon:Q", alt.Tooltip("cost:Q", format=",.2f"), alt.Tooltip("billable_charges:Q", format=","), "currency:N"],
+            tooltip=[
+                "scenario:N",
+                "month:O",
+                "horizon:Q",
+                alt.Tooltip("cost:Q", format=",.2f"),
+                alt.Tooltip("billable_charges:Q", format=","),
+                "currency:N",
+            ],
         )
     )
     subtitle = (

@@ -18,13 +18,10 @@ from analytics.price.pricing import cost_partials
 from analytics.settings import Settings
 from analytics.terms import rules
 
-
 _CATEGORY_COLUMNS = ("marketing", "utility", rules.AUTH, rules.AUTH_INTERNATIONAL, "service")
 
 
-def format_invoice(
-    priced: pl.DataFrame, settings: Settings | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None
-) -> str:
+def format_invoice(priced: pl.DataFrame, settings: Settings | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None) -> str:
     """An invoice-style summary for stderr: per month a line per WABA and business number with
     charges, billable charges, cost by category and total, then cost by market; a grand total,
     the share of cost by rate trust, unpriced charges, and a warning for cost that depends on a
@@ -55,9 +52,7 @@ def format_invoice_from_partials(
                 table.append([f"    number {phone}", *_amounts(of_waba.filter(pl.col("business_phone") == phone), categories)])
         table.append(["  month total", *_amounts(in_month, categories)])
         lines += aligned(table)
-        by_market = (
-            in_month.filter("billable").group_by("market").agg(pl.col("cost").sum()).sort("cost", "market", descending=[True, False])
-        )
+        by_market = in_month.filter("billable").group_by("market").agg(pl.col("cost").sum()).sort("cost", "market", descending=[True, False])
         if by_market.height:
             lines.append("  by market: " + ", ".join(f"{r['market']} {money(r['cost'])}" for r in by_market.iter_rows(named=True)))
     total = with_cost["cost"].sum() if partials.height else Decimal(0)
@@ -125,4 +120,3 @@ def _reported_rule_lines(partials: pl.DataFrame, total: Decimal, unit: str, book
         f"Warning: {money(cost)} {unit}{share} is for {int(depends['charges'].sum()):,} billable charges under rule set {names}, "
         "whose rules are not all read on Meta's own pages (data/rules/rule_sets.toml `status`): verify before relying on it."
     ]
-

@@ -27,12 +27,8 @@ def format_summary(result: Reconciliation) -> str:
     if agreement.height:
         lines.append("Agreement by category (rows that match / rows compared):")
         for row in agreement.iter_rows(named=True):
-            lines.append(
-                f"  {row['level']:<13} {row['category']:<30} {row['agreement']:>7.1%}  ({row['matched']:,} of {row['compared']:,})"
-            )
-    reasons = (
-        rows.filter(pl.col("reason") != AGREES).group_by("reason").len().sort("len", "reason", descending=[True, False])
-    )
+            lines.append(f"  {row['level']:<13} {row['category']:<30} {row['agreement']:>7.1%}  ({row['matched']:,} of {row['compared']:,})")
+    reasons = rows.filter(pl.col("reason") != AGREES).group_by("reason").len().sort("len", "reason", descending=[True, False])
     if reasons.height:
         lines.append("Reasons other than agreement:")
         for reason, count in reasons.iter_rows():

@@ -40,20 +40,20 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from analytics.bill import charges
 from analytics import config_schema
-from analytics.read import ingest
-from analytics.reconcile import meta_reports, matching as reconcile, outcomes
-from analytics.core import outputs, progress
-from analytics.synthetic import meta_billing
-from analytics.price import pricing
-from analytics.terms import ratecards
+from analytics.bill import charges
 from analytics.config_schema import Value
+from analytics.core import outputs, progress
 from analytics.core.errors import InputError, UsageError
-from analytics.read.ingest import IngestSummary, InputFile, UnknownMarkets
 from analytics.core.resources import resource
 from analytics.core.text import plural
+from analytics.read import ingest
+from analytics.read.ingest import IngestSummary, InputFile, UnknownMarkets
+from analytics.reconcile import matching as reconcile
+from analytics.reconcile import meta_reports, outcomes
 from analytics.settings import Settings
+from analytics.synthetic import meta_billing
+from analytics.terms import ratecards
 
 # In the order the report shows them.
 REPORT_NOTEBOOKS = ("01_conversation_volumes", "02_costs", "03_strategies_and_projection", "04_reconciliation")
@@ -207,8 +207,11 @@ def read_and_bill(parameters: Mapping[str, object], *, quarantine: bool = False,
     is_sample = all(Path(p).resolve() == sample for p in paths)
     the_period = period(str(parameters["month"]), settings.timezone)
     ingested = ingest.read_messages(
-        paths, send_log=parameters["send_log"], templates=parameters["templates"],  # type: ignore[arg-type]
-        timezone=settings.timezone, waba_timezones=settings.waba_timezones,
+        paths,
+        send_log=parameters["send_log"],
+        templates=parameters["templates"],  # type: ignore[arg-type]
+        timezone=settings.timezone,
+        waba_timezones=settings.waba_timezones,
     )
     before_end = ingested.messages.filter(pl.col("timestamp") < the_period.end)
     if quarantine:
@@ -251,7 +254,10 @@ def prepare(work_dir: str | Path, parameters: Mapping[str, object], *, month_opt
     traffic = read_and_bill(parameters, quarantine=True, month_option=month_option)
     folder = Path(work_dir)
     frames = {
-        "messages": traffic.messages, "charges": traffic.charges, "quarantine": traffic.quarantine.collect(), "meta_pricing": traffic.meta_pricing,
+        "messages": traffic.messages,
+        "charges": traffic.charges,
+        "quarantine": traffic.quarantine.collect(),
+        "meta_pricing": traffic.meta_pricing,
     }
     for name in STAGE_FILES:
         with outputs.atomic(folder / f"{name}.parquet") as partial:
@@ -326,9 +332,7 @@ class NotShown:
         return f"*{self.reason}*"
 
 
-def projected(
-    traffic: Traffic, scenarios: Sequence[object], *, months: int, settings: Settings | None = None
-) -> object:
+def projected(traffic: Traffic, scenarios: Sequence[object], *, months: int, settings: Settings | None = None) -> object:
     """`projection.project` of the scenarios from the report's history, or `NotShown` saying how much
     history a projection needs when the input holds less (one month of traffic is a report, not a
     failure)."""
@@ -343,7 +347,10 @@ def projected(
         )
     try:
         return projection.project(
-            traffic.messages, scenarios, months=months, settings=settings or traffic.settings  # type: ignore[arg-type]
+            traffic.messages,
+            scenarios,
+            months=months,
+            settings=settings or traffic.settings,  # type: ignore[arg-type]
         )
     except UsageError as error:  # the history cannot be replayed forward (too short in whole weeks)
         return NotShown(f"No projection: {error}.")
@@ -414,8 +421,13 @@ def reconciliation(
     meta_pricing = meta_reports.concat_pricing([traffic.meta_pricing, among_inputs.pricing, reports.pricing])
     priced, _ = reconcile.priced_at_list_rates(traffic.charges, reports.analytics, settings)
     result = reconcile.reconcile(
-        traffic.messages, traffic.charges, meta_pricing=meta_pricing, analytics=reports.analytics,
-        quarantine=traffic.quarantine, priced=priced, settings=settings,
+        traffic.messages,
+        traffic.charges,
+        meta_pricing=meta_pricing,
+        analytics=reports.analytics,
+        quarantine=traffic.quarantine,
+        priced=priced,
+        settings=settings,
     )
     return Compared(result, INPUT)
 
@@ -497,9 +509,7 @@ def run_report(
         raise UsageError("report parameter work_dir: the report sets it itself; to keep the prepared state, give --work-dir DIR")
     unknown = sorted(set(chosen) - set(declared))
     if unknown:
-        raise UsageError(
-            f"unknown report parameter {', '.join(unknown)}: the report notebooks take {', '.join(sorted(declared))}"
-        )
+        raise UsageError(f"unknown report parameter {', '.join(unknown)}: the report notebooks take {', '.join(sorted(declared))}")
     if input_paths:
         chosen["input_paths"] = [str(Path(p).resolve()) for p in input_paths]
     check_parameters(chosen, parameters_file)
@@ -518,7 +528,11 @@ def run_report(
             # The kernel starts in the scratch folder; papermill's `cwd` would change this process's
             # folder instead, which two notebooks at once would leave pointing at the scratch folder.
             papermill.execute_notebook(
-                str(notebook_path(name)), str(target), parameters=mine, kernel_name="python3", progress_bar=False,
+                str(notebook_path(name)),
+                str(target),
+                parameters=mine,
+                kernel_name="python3",
+                progress_bar=False,
                 resources={"metadata": {"path": str(scratch)}},
             )
             return target
@@ -552,7 +566,7 @@ def run_report(
 NOTEBOOK_EXTRAS = ("papermill", "nbformat", "ipykernel", "altair", "vl_convert", "mistune")
 MONTHS_AHEAD = Value("a whole number of months from 1 to 60, such as 3", lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 60)
 META_SOURCES = Value('"input", "synthetic" or "auto"', lambda v: v in {INPUT, SYNTHETIC, AUTO})
-PATHS = Value("a list of file paths, such as [\"meta/pricing_analytics.json\"]", lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v))
+PATHS = Value('a list of file paths, such as ["meta/pricing_analytics.json"]', lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v))
 PATH = Value("a file path (a string)", lambda v: isinstance(v, str) and bool(v))
 # Each parameter's kind; None is every parameter's default ("not set"), except where the notebooks say otherwise.
 PARAMETER_SCHEMA: dict[str, Value] = {
@@ -577,8 +591,7 @@ def require_extras() -> None:
             missing.append(module)
     if missing:
         raise UsageError(
-            f"the report needs the notebook extras ({', '.join(missing)} not installed): "
-            "pip install 'wa-analytics[notebooks]' (make install does)"
+            f"the report needs the notebook extras ({', '.join(missing)} not installed): pip install 'wa-analytics[notebooks]' (make install does)"
         )
 
 
@@ -603,9 +616,7 @@ def check_parameters(chosen: Mapping[str, object], parameters_file: str | Path |
                 raise UsageError(f"{label} {name}: {path}: no such file")
     settings = Settings.from_toml(chosen["config_file"]) if chosen.get("config_file") else Settings()  # type: ignore[arg-type]
     if chosen.get("rule_set") is not None and chosen["rule_set"] not in settings.rule_book.names:
-        raise UsageError(
-            f"{label} rule_set = {config_schema.excerpt(chosen['rule_set'])}: expected {PARAMETER_SCHEMA['rule_set'].describe()}"
-        )
+        raise UsageError(f"{label} rule_set = {config_schema.excerpt(chosen['rule_set'])}: expected {PARAMETER_SCHEMA['rule_set'].describe()}")
     if chosen.get("scenarios_file"):
         from analytics.whatif import scenarios
 
@@ -698,11 +709,9 @@ def render_html(notebooks: Sequence[tuple[str, dict]], *, title: str) -> str:
         cells = "\n".join(_cell_html(cell) for cell in notebook.get("cells", []))
         sections.append(f'<section class="notebook" id="{name}">\n{cells}\n</section>')
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f"<h1>{html.escape(title)}</h1>\n<nav><ol>{''.join(contents)}</ol></nav>\n"
-        + "\n".join(sections)
-        + "\n</body>\n</html>\n"
+        f"<h1>{html.escape(title)}</h1>\n<nav><ol>{''.join(contents)}</ol></nav>\n" + "\n".join(sections) + "\n</body>\n</html>\n"
     )
 
 

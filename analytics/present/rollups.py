@@ -21,13 +21,13 @@ import datetime as dt
 
 import polars as pl
 
+from analytics.core import schema
+from analytics.core.money import HALF_AWAY_FROM_ZERO
+from analytics.core.times import local_time
 from analytics.price import pricing
 from analytics.reconcile import outcomes
-from analytics.terms import rules
-from analytics.core.money import HALF_AWAY_FROM_ZERO
-from analytics.core import schema
-from analytics.core.times import local_time
 from analytics.settings import Settings
+from analytics.terms import rules
 
 CENTS = 2
 SHARE_DECIMALS = 4
@@ -286,10 +286,7 @@ def projected_costs(projection_table: pl.DataFrame) -> pl.DataFrame:
         .agg(
             pl.col("billable_charges", "unpriced_charges").sum(),
             cost=_cents(pl.col("cost").sum()),
-            **{
-                bound: pl.when(pl.col(bound).null_count() == 0).then(_cents(pl.col(bound).sum()))
-                for bound in ("cost_low", "cost_high")
-            },
+            **{bound: pl.when(pl.col(bound).null_count() == 0).then(_cents(pl.col(bound).sum())) for bound in ("cost_low", "cost_high")},
         )
         .sort("_scenario_order", "month", "currency", nulls_last=True)
         .select([pl.col(c).cast(t) for c, t in PROJECTED_COSTS_SCHEMA.items()])

@@ -19,8 +19,8 @@ from analytics.core import schema
 from analytics.core.schema import TEMPLATE_CATEGORIES
 from analytics.core.text import plural
 from analytics.read.ingest import NON_TEMPLATE, IngestSummary, TrafficSummary
-from analytics.terms.ratecards import ImportedCard
 from analytics.settings import Settings
+from analytics.terms.ratecards import ImportedCard
 
 # --- ingest ------------------------------------------------------------------------------------------------
 
@@ -31,10 +31,7 @@ def format_ingest_summary(summary: IngestSummary, *, quarantine_path: str | Path
     lines += [f"  {f.path} ({f.kind}): {plural(f.rows, 'row')}" for f in summary.files]
     lines.append(f"Used {plural(summary.rows_used, 'row')}.")
     if summary.statuses_folded:
-        repeats = (
-            f"{plural(summary.duplicates_dropped, 'identical repeat')} (webhook retries included), "
-            if summary.duplicates_dropped else ""
-        )
+        repeats = f"{plural(summary.duplicates_dropped, 'identical repeat')} (webhook retries included), " if summary.duplicates_dropped else ""
         lines.append(
             f"Dropped {plural(summary.rows_dropped, 'row')}: {repeats}"
             f"{plural(summary.statuses_folded, 'status update')} folded into their message's row."
@@ -55,15 +52,9 @@ def format_ingest_summary(summary: IngestSummary, *, quarantine_path: str | Path
             f"Market unknown for {plural(users, 'user')} ({plural(rows, 'row')}): kept with market Unknown, "
             "but costs cannot price their paid messages; by reason:"
         )
-        lines += [
-            f"  {plural(u.users, 'user')} ({plural(u.rows, 'row')}): {u.reason} (first: {u.first})"
-            for u in summary.unknown_markets
-        ]
+        lines += [f"  {plural(u.users, 'user')} ({plural(u.rows, 'row')}): {u.reason} (first: {u.first})" for u in summary.unknown_markets]
     if summary.unconfirmed_deliveries:
-        lines.append(
-            f"{plural(summary.unconfirmed_deliveries, 'outbound message')} with status sent (delivery not confirmed): "
-            "billed as delivered."
-        )
+        lines.append(f"{plural(summary.unconfirmed_deliveries, 'outbound message')} with status sent (delivery not confirmed): billed as delivered.")
     if summary.notes:
         lines.append("Notes:")
         lines += [f"  - {note}" for note in summary.notes]
@@ -98,8 +89,9 @@ def _month_table(by_month: pl.DataFrame) -> list[str]:
     counts = {(m, d, k): n for m, d, k, n in by_month.iter_rows()}
     months = sorted({m for m, _, _ in counts})
     columns = sorted({(d, k) for _, d, k in counts}, key=lambda c: (c[0], _kind_rank(c[1]), str(c[1])))
-    body = [[f"{sum(counts.get((m, *c), 0) for m in months):,}" if m is None else f"{counts.get((m, *c), 0):,}"
-             for c in columns] for m in [*months, None]]
+    body = [
+        [f"{sum(counts.get((m, *c), 0) for m in months):,}" if m is None else f"{counts.get((m, *c), 0):,}" for c in columns] for m in [*months, None]
+    ]
     row_totals = [f"{sum(counts.get((m, *c), 0) for c in columns):,}" for m in months]
     row_totals.append(f"{sum(counts.values()):,}")
     headers = [(d if i == 0 or columns[i - 1][0] != d else "", str(k)) for i, (d, k) in enumerate(columns)]
@@ -108,13 +100,13 @@ def _month_table(by_month: pl.DataFrame) -> list[str]:
     labels = [*months, "total"]
 
     def line(first: str, cells: Sequence[str], last: str) -> str:
-        text = "  " + f"{first:<8}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)) + f"  {last:>{total_width}}"
+        text = "  " + f"{first:<8}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths, strict=False)) + f"  {last:>{total_width}}"
         return text.rstrip()
 
     return [
         line("", [h[0] for h in headers], ""),
         line("month", [h[1] for h in headers], "total"),
-        *[line(label, cells, total) for label, cells, total in zip(labels, body, row_totals)],
+        *[line(label, cells, total) for label, cells, total in zip(labels, body, row_totals, strict=False)],
     ]
 
 
@@ -137,8 +129,11 @@ def describe_charges(charges: pl.DataFrame | pl.LazyFrame, settings: Settings | 
         charges.lazy()
         .group_by("rule_set", "category", "pricing_type")
         .agg(
-            charges=pl.len(), billable=pl.col("billable").sum(), messages=pl.col("message_count").sum(),
-            first=pl.col("started_at").min(), last=pl.col("started_at").max(),
+            charges=pl.len(),
+            billable=pl.col("billable").sum(),
+            messages=pl.col("message_count").sum(),
+            first=pl.col("started_at").min(),
+            last=pl.col("started_at").max(),
         )
         .sort("rule_set", "category", "pricing_type")
         .collect()
@@ -146,9 +141,7 @@ def describe_charges(charges: pl.DataFrame | pl.LazyFrame, settings: Settings | 
     lines = [f"Charges: {counts['charges'].sum():,} ({counts['billable'].sum():,} billable)"]
     lines.append(f"  {'rule set':<12} {'category':<28} {'pricing type':<22} {'charges':>10} {'messages':>10}")
     for row in counts.iter_rows(named=True):
-        lines.append(
-            f"  {row['rule_set']:<12} {row['category']:<28} {row['pricing_type']:<22} {row['charges']:>10,} {row['messages']:>10,}"
-        )
+        lines.append(f"  {row['rule_set']:<12} {row['category']:<28} {row['pricing_type']:<22} {row['charges']:>10,} {row['messages']:>10,}")
     lines.extend(f"warning: {text}" for text in rule_warnings(charges, settings))
     return "\n".join(lines)
 

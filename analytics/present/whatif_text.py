@@ -31,10 +31,7 @@ def format_comparison(comparison: Comparison) -> str:
 
 def describe_source(source: Source, timezone: str) -> str:
     zone = ZoneInfo(timezone)
-    spans = ", ".join(
-        f"{start.astimezone(zone):%Y-%m-%d}..{(end.astimezone(zone) - dt.timedelta(days=1)):%Y-%m-%d}"
-        for start, end in source.windows
-    )
+    spans = ", ".join(f"{start.astimezone(zone):%Y-%m-%d}..{(end.astimezone(zone) - dt.timedelta(days=1)):%Y-%m-%d}" for start, end in source.windows)
     weeks = "/".join(str(w) for w in source.shifts_in_weeks)
     if source.seasonal:
         if source.level is None:

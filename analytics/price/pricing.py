@@ -53,27 +53,22 @@ messages (tests hold the two equal across tier boundaries).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
-from pathlib import Path
 
 import polars as pl
 
-from analytics import config_schema
-from analytics.terms import ratecards, rules
-from analytics.core import schema
 from analytics.bill.charges import charge_period
-from analytics.core.lookups import looked_up
-from analytics.core.times import local_time
+from analytics.core import schema
 from analytics.core.errors import InputError, UsageError
-from analytics.core.money import HALF_AWAY_FROM_ZERO, decimal_places
+from analytics.core.lookups import looked_up
+from analytics.core.money import HALF_AWAY_FROM_ZERO
+from analytics.core.times import local_time
+from analytics.settings import Settings
+from analytics.terms import rules
 from analytics.terms.markets import UNKNOWN_MARKET, unknown_market_reason
 from analytics.terms.ratecards import RATE_SCALE, TIER_FAMILY, load_card
-from analytics.core.resources import ArrowStream, query
-from analytics.settings import Settings
 
 DEFAULT_PORTFOLIO = "default"
 COST_SCALE = 12  # rate (6 places) × markup factor (6 places): exact
@@ -190,9 +185,7 @@ def priceable(charges: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     ).select(*PRICEABLE_SCHEMA)
 
 
-def _rule_property(
-    book: rules.RuleBook, value: Callable[[rules.RuleSet], Any], as_expr: Callable[[Any], pl.Expr], otherwise: object
-) -> pl.Expr:
+def _rule_property(book: rules.RuleBook, value: Callable[[rules.RuleSet], Any], as_expr: Callable[[Any], pl.Expr], otherwise: object) -> pl.Expr:
     """`as_expr(value(period))` for each charge's rule-set period: by rule set where every period of
     it agrees (a few comparisons per charge), by period (`charges.charge_period`) where an
     amendment changes the value."""
@@ -252,11 +245,7 @@ def rates_in(card: pl.DataFrame, currency: str | None) -> pl.DataFrame:
 
 def tiered_families(rates: pl.DataFrame) -> pl.DataFrame:
     """The (market, family) pairs that `rates` has volume tiers for: `tier_from` above 1."""
-    return (
-        rates.filter(pl.col("tier_from") > 1)
-        .select("market", family=_tier_family(pl.col("category")))
-        .unique()
-    )
+    return rates.filter(pl.col("tier_from") > 1).select("market", family=_tier_family(pl.col("category"))).unique()
 
 
 def tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
@@ -278,7 +267,9 @@ def tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
         .select(
             "row",
             tier_position=pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(
-                TIER_COUNTER, order_by=list(DELIVERY_ORDER), nulls_last=True  # as SQL's ORDER BY
+                TIER_COUNTER,
+                order_by=list(DELIVERY_ORDER),
+                nulls_last=True,  # as SQL's ORDER BY
             ),
         )
     )
@@ -389,9 +380,7 @@ def _card_rows(frame: pl.DataFrame, needed: pl.DataFrame, rates: pl.DataFrame) -
         return card_row
     indexed = rates.select("market", "category", "effective_from", "tier_from").with_row_index("card_row")
     effective = _effective_dates(needed, rates)
-    list_rows = effective.join(
-        indexed.filter(pl.col("tier_from") == 1).drop("tier_from"), on=["market", "category", "effective_from"], how="left"
-    )
+    list_rows = effective.join(indexed.filter(pl.col("tier_from") == 1).drop("tier_from"), on=["market", "category", "effective_from"], how="left")
     billable = frame.lazy().filter("billable").select("row", *RATE_KEYS, "tier_position", "rate_fallback").collect()
     by_list = billable.filter(pl.col("tier_position").is_null()).join(list_rows.select(*RATE_KEYS, "card_row"), on=list(RATE_KEYS), how="left")
     card_row = card_row.scatter(by_list["row"], by_list["card_row"])
@@ -430,9 +419,7 @@ def unpriced_groups(unpriced: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def missing_rate_error(
-    unpriced: pl.DataFrame, groups: pl.DataFrame, currency: str | None, settings: Settings
-) -> MissingRateError:
+def missing_rate_error(unpriced: pl.DataFrame, groups: pl.DataFrame, currency: str | None, settings: Settings) -> MissingRateError:
     """The error for billable charges without a rate, from `unpriced` (`priced_rows` rows without a
     rate: all of them, or any sample that holds the first in delivery order) and `groups`
     (`unpriced_groups` of all of them): the first one, why it has no rate, and how many more."""
@@ -471,8 +458,17 @@ def missing_rate_error(
 # the sums, so `costs(priced)` is `costs_from_partials(cost_partials(priced))` whatever the parts.
 
 PARTIAL_KEYS = (
-    "month", "waba_id", "business_phone", "market", "category", "pricing_type", "billable", "rule_set", "rate_trust",
-    "currency", "priced",
+    "month",
+    "waba_id",
+    "business_phone",
+    "market",
+    "category",
+    "pricing_type",
+    "billable",
+    "rule_set",
+    "rate_trust",
+    "currency",
+    "priced",
 )
 PARTIAL_SCHEMA: dict[str, pl.DataType] = {
     "month": pl.String(),
@@ -545,23 +541,20 @@ def cost_partials_of_charges(
         .collect(engine="streaming")
     )
     one_of_each = groups.select(
-        pl.col(c) if c in (*GROUP_KEYS, "started_at") else pl.lit(None, dtype=t).alias(c)
-        for c, t in schema.CHARGE_SCHEMA.items()
+        pl.col(c) if c in (*GROUP_KEYS, "started_at") else pl.lit(None, dtype=t).alias(c) for c, t in schema.CHARGE_SCHEMA.items()
     )
     frame = priceable(one_of_each, settings).with_columns(charges=groups["charges"])
     currency = settings.currency or choose_currency(billable_keys(frame), card)
     rates = rates_in(card, currency)
     counted = _maybe_counted(tiered_families(rates))
-    by_group = priced_rows(
-        frame.filter(~counted).with_columns(tier_position=pl.lit(None, dtype=pl.Int64)), rates, settings, currency
-    ).with_columns(charges=frame.filter(~counted)["charges"])
+    by_group = priced_rows(frame.filter(~counted).with_columns(tier_position=pl.lit(None, dtype=pl.Int64)), rates, settings, currency).with_columns(
+        charges=frame.filter(~counted)["charges"]
+    )
     one_by_one = priceable(charges.filter(counted), settings)
     one_by_one = one_by_one.with_columns(tier_position=tier_positions(one_by_one, rates))
     by_charge = priced_rows(one_by_one, rates, settings, currency)
     without_rate = pl.col("billable") & pl.col("rate").is_null()
-    if not settings.report_unpriced and (
-        by_group.select(without_rate.any()).item() or by_charge.select(without_rate.any()).item()
-    ):
+    if not settings.report_unpriced and (by_group.select(without_rate.any()).item() or by_charge.select(without_rate.any()).item()):
         price(charges, settings, card=card)  # raises MissingRateError with the first charge
     return pl.concat([_weighted_partials(by_group), cost_partials(by_charge.select(*PRICED_SCHEMA))])
 

@@ -78,15 +78,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from analytics.terms import markets
 from analytics.core import outputs, progress, stages
-from analytics.read import webhooks
 from analytics.core.errors import NOT_UTF8, InputError, UsageError, found_names, library_reason
 from analytics.core.json_files import loads_or_none, not_valid_json, read_text
-from analytics.core.text import plural
-from analytics.read.pseudonymise import pseudonymise
 from analytics.core.resources import resource
-from analytics.terms.rules import first_supported_date
 from analytics.core.schema import (
     DEFAULT_WABA,
     DIRECTIONS,
@@ -98,6 +93,11 @@ from analytics.core.schema import (
     TEMPLATE,
     TEMPLATE_CATEGORIES,
 )
+from analytics.core.text import plural
+from analytics.read import webhooks
+from analytics.read.pseudonymise import pseudonymise
+from analytics.terms import markets
+from analytics.terms.rules import first_supported_date
 
 MESSAGE_COLUMNS = tuple(MESSAGE_SCHEMA)
 SOURCE_COLUMNS = ("source_file", "source_row")
@@ -124,8 +124,7 @@ TOO_MANY_VALUES = "row has more values than the header has columns: quote values
 MISSING_VALUE = "missing required value: "  # followed by the columns
 NO_TIME_ZONE = "timestamp has no time zone: write it with an offset such as +01:00 or Z"
 BAD_TIMESTAMP = (
-    "timestamp is not a time: write ISO 8601 with an offset (2024-05-01T09:30:00+02:00, 2024-05-01T07:30:00Z) "
-    "or Unix seconds (1714548600)"
+    "timestamp is not a time: write ISO 8601 with an offset (2024-05-01T09:30:00+02:00, 2024-05-01T07:30:00Z) or Unix seconds (1714548600)"
 )
 UNKNOWN_DIRECTION = "unknown direction: use inbound (user to business) or outbound"
 _CATEGORIES = f"{', '.join(TEMPLATE_CATEGORIES[:-1])} or {TEMPLATE_CATEGORIES[-1]}"
@@ -133,14 +132,8 @@ TEMPLATE_WITHOUT_CATEGORY = f"template without category: add template_category (
 UNKNOWN_CATEGORY = f"unknown template_category: use {_CATEGORIES}"
 UNKNOWN_STATUS = f"unknown status: use {', '.join(STATUSES)}, or leave it empty"
 UNKNOWN_ENTRY_POINT = f"unknown entry_point: use {' or '.join(ENTRY_POINTS)}, or leave it empty"
-BAD_FEP_EXPIRY = (
-    "fep_expires_at is not a time: write ISO 8601 with an offset (2026-10-05T09:30:00Z) or Unix seconds, "
-    "or leave it empty"
-)
-UNKNOWN_COUNTRY = (
-    "user_country is not an ISO 3166-1 alpha-2 country code: write two letters such as IT or GB (not UK), "
-    "or leave it empty"
-)
+BAD_FEP_EXPIRY = "fep_expires_at is not a time: write ISO 8601 with an offset (2026-10-05T09:30:00Z) or Unix seconds, or leave it empty"
+UNKNOWN_COUNTRY = "user_country is not an ISO 3166-1 alpha-2 country code: write two letters such as IT or GB (not UK), or leave it empty"
 FUTURE_MARGIN = dt.timedelta(days=1)  # a timestamp later than the run's start plus this is implausible (`after_latest`)
 CONFLICTING_DUPLICATE = "conflicting duplicate of message_id"  # the summary's key; rows get the details
 ROWS_NAMED_PER_CONFLICT = 5
@@ -178,9 +171,7 @@ class RawInput:
     statuses_folded: int = 0  # other webhook statuses, folded into their message's row: dropped
 
 
-def read_raw(
-    path: str | Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None, fold: bool = True
-) -> RawInput:
+def read_raw(path: str | Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None, fold: bool = True) -> RawInput:
     """The raw canonical rows of one file, by its extension (module docstring, step 1). Without
     `fold`, a webhook file's statuses are left for `fold_webhooks` to fold with other files'."""
     path = Path(path)
@@ -201,9 +192,7 @@ def read_raw(
     return read_json(path, send_log=send_log, templates=templates, fold=fold)
 
 
-def fold_webhooks(
-    inputs: Sequence[RawInput], *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
-) -> list[RawInput]:
+def fold_webhooks(inputs: Sequence[RawInput], *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None) -> list[RawInput]:
     """The inputs, with the statuses of every webhook file among them folded together
     (`webhooks.fold_files`): one message's statuses may sit in several files (daily dumps)."""
     files = [i.webhook for i in inputs if i.webhook is not None]
@@ -245,9 +234,7 @@ def _retried_statuses(files: Sequence[webhooks.WebhookFile]) -> list[int]:
     the run, in file and row order: Meta's retries, and the same status in two overlapping dumps."""
     if not files:
         return []
-    statuses = pl.concat(
-        [f.statuses.drop("source_file", "source_row").with_columns(_file=pl.lit(i, pl.Int32)) for i, f in enumerate(files)]
-    )
+    statuses = pl.concat([f.statuses.drop("source_file", "source_row").with_columns(_file=pl.lit(i, pl.Int32)) for i, f in enumerate(files)])
     content = [c for c in statuses.columns if c != "_file"]
     counted = statuses.with_columns(_retry=~pl.struct(content).is_first_distinct()).group_by("_file").agg(pl.col("_retry").sum())
     by_file = dict(counted.iter_rows())
@@ -278,8 +265,10 @@ def _canonical_positions(path: Path, names: Sequence[str]) -> tuple[dict[str, in
     missing = [c for c in REQUIRED_MESSAGE_COLUMNS if c not in positions]
     if missing:
         found = found_names(names)
-        problem = "has none of the canonical message columns" if len(missing) == len(REQUIRED_MESSAGE_COLUMNS) else (
-            f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+        problem = (
+            "has none of the canonical message columns"
+            if len(missing) == len(REQUIRED_MESSAGE_COLUMNS)
+            else (f"missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         )
         raise InputError(
             f"{problem} (found: {found})",
@@ -344,7 +333,7 @@ def scan_canonical_csv(path: Path) -> RawInput:
 def _csv_header(path: Path) -> list[str] | None:
     """The header row of a CSV (gzip or not); None for an empty file."""
     try:
-        with (gzip.open(path, "rb") if _suffix(path) == ".csv.gz" else open(path, "rb")) as binary:
+        with gzip.open(path, "rb") if _suffix(path) == ".csv.gz" else open(path, "rb") as binary:
             lines = (line.decode("utf-8-sig" if number == 0 else "utf-8") for number, line in enumerate(binary))
             reader = csv.reader(lines)
             header = next(reader, None)  # decodes only the header's lines
@@ -379,9 +368,7 @@ def csv_fault(path: Path) -> InputError | None:
         return None
     if opened_at is None:
         return None
-    return InputError(
-        UNCLOSED_QUOTE.format(opened_at), path=str(path), fix='Close the quote, or write a quote inside a quoted value as ""'
-    )
+    return InputError(UNCLOSED_QUOTE.format(opened_at), path=str(path), fix='Close the quote, or write a quote inside a quoted value as ""')
 
 
 def _unreadable_csv(path: Path) -> InputError:
@@ -417,15 +404,11 @@ def _as_text(path: Path, name: str, dtype: pl.DataType) -> pl.Expr:
     if isinstance(dtype, pl.Date):
         return column.dt.strftime("%Y-%m-%d")
     if dtype.is_nested() or isinstance(dtype, pl.Binary | pl.Object):
-        raise InputError(
-            f"column '{name}' holds {dtype}, not text", path=str(path), fix="Store canonical columns as text or numbers"
-        )
+        raise InputError(f"column '{name}' holds {dtype}, not text", path=str(path), fix="Store canonical columns as text or numbers")
     return column.cast(pl.String)
 
 
-def read_json(
-    path: Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None, fold: bool = True
-) -> RawInput:
+def read_json(path: Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None, fold: bool = True) -> RawInput:
     """Webhook payloads (to `analytics.read.webhooks`) or canonical records, by the file's first value."""
     text = read_text(path)
     if not text.strip():
@@ -571,15 +554,11 @@ def label(
     checked = trimmed.with_columns(
         pl.coalesce(_TYPED["timestamp"], _iso_instant(pl.col(_ISO_PARTS)), _unix_instant(_untyped("timestamp"))).alias(_INSTANT),
         _has_no_zone(pl.col(_ISO_PARTS)).alias(_NO_ZONE),
-        pl.coalesce(
-            _TYPED["fep_expires_at"], _iso_instant(pl.col(_FEP_ISO_PARTS)), _unix_instant(_untyped("fep_expires_at"))
-        ).alias(_FEP_INSTANT),
+        pl.coalesce(_TYPED["fep_expires_at"], _iso_instant(pl.col(_FEP_ISO_PARTS)), _unix_instant(_untyped("fep_expires_at"))).alias(_FEP_INSTANT),
         *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point")],
         pl.col("user_country").str.to_uppercase(),
         pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
-    ).with_columns(
-        pl.coalesce(_row_reason(_first_supported_instants(timezone, waba_timezones or {})), _implausible_time(latest)).alias(_REASON)
-    )
+    ).with_columns(pl.coalesce(_row_reason(_first_supported_instants(timezone, waba_timezones or {})), _implausible_time(latest)).alias(_REASON))
     checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT, *_TYPED.values())
     repeats = repeated_messages(checked) if _any_repeated_id(raw) else pl.DataFrame(schema=_REPEATS_SCHEMA)
     return _resolve_duplicates(checked, repeats)
@@ -614,6 +593,7 @@ _UNIX = r"^(?<seconds>[+-]?\d{1,11})(?:\.(?<fraction>\d*))?$"  # 11 digits reach
 
 def _iso_instant(parts: pl.Expr) -> pl.Expr:
     """The UTC instant of ISO 8601 parts (from `_ISO`) that have a zone; null if there is none or a part is out of range."""
+
     def number(name: str, *, default: int = 0) -> pl.Expr:
         return parts.struct[name].cast(pl.Int64, strict=False).fill_null(default)
 
@@ -661,12 +641,12 @@ def _first_supported_instants(timezone: str, waba_timezones: Mapping[str, str]) 
 def _first_supported_instant(timezone: str) -> dt.datetime:
     """00:00 of the first supported date in the WABA time zone, as a UTC instant (billing-rules.md §1)."""
     midnight = dt.datetime.combine(first_supported_date(), dt.time(0), tzinfo=zone_info(timezone))
-    return midnight.astimezone(dt.timezone.utc)
+    return midnight.astimezone(dt.UTC)
 
 
 def default_latest(now: dt.datetime | None = None) -> dt.datetime:
     """The latest timestamp a run accepts unless told otherwise: its start plus `FUTURE_MARGIN`."""
-    return (now or dt.datetime.now(dt.timezone.utc)) + FUTURE_MARGIN
+    return (now or dt.datetime.now(dt.UTC)) + FUTURE_MARGIN
 
 
 def latest_option(text: str) -> dt.datetime:
@@ -674,20 +654,18 @@ def latest_option(text: str) -> dt.datetime:
     value = text.strip()
     try:
         if len(value) == 10:
-            return dt.datetime.combine(dt.date.fromisoformat(value), dt.time.max, tzinfo=dt.timezone.utc)
+            return dt.datetime.combine(dt.date.fromisoformat(value), dt.time.max, tzinfo=dt.UTC)
         instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         instant = None
     if instant is None or instant.tzinfo is None:
-        raise UsageError(
-            f"--latest-timestamp {text!r} is not a date or an instant with a time zone: write 2027-12-31 or 2027-12-31T23:00:00Z"
-        )
-    return instant.astimezone(dt.timezone.utc)
+        raise UsageError(f"--latest-timestamp {text!r} is not a date or an instant with a time zone: write 2027-12-31 or 2027-12-31T23:00:00Z")
+    return instant.astimezone(dt.UTC)
 
 
 def after_latest(latest: dt.datetime) -> str:
     return (
-        f"timestamp after {latest.astimezone(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}, the latest this run accepts "
+        f"timestamp after {latest.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}, the latest this run accepts "
         "(a mistake such as milliseconds or a wrong year? --latest-timestamp accepts later ones; default: the run's start plus one day)"
     )
 
@@ -706,27 +684,36 @@ def zone_info(timezone: str) -> ZoneInfo:
 
 def _row_reason(first_instant: pl.Expr) -> pl.Expr:
     """The first reason (docstring, step 2, 1–11) a row cannot be used, or null."""
-    missing = pl.concat_str(
-        [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in REQUIRED_MESSAGE_COLUMNS], separator=", ", ignore_nulls=True
-    )
+    missing = pl.concat_str([pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in REQUIRED_MESSAGE_COLUMNS], separator=", ", ignore_nulls=True)
     template = pl.col("message_type") == TEMPLATE
     category = pl.col("template_category")
     entry_point = pl.col("entry_point")
     country = pl.col("user_country")
     return (
-        pl.when(pl.col("problem").is_not_null()).then(pl.col("problem"))
-        .when(missing != "").then(pl.lit(MISSING_VALUE) + missing)
-        .when(pl.col(_NO_ZONE)).then(pl.lit(NO_TIME_ZONE))
-        .when(pl.col(_INSTANT).is_null()).then(pl.lit(BAD_TIMESTAMP))
-        .when(pl.col(_INSTANT) < first_instant).then(pl.lit(before_first_supported()))
-        .when(~pl.col("direction").is_in(DIRECTIONS)).then(pl.lit(UNKNOWN_DIRECTION))
-        .when(template & category.is_null()).then(pl.lit(TEMPLATE_WITHOUT_CATEGORY))
-        .when(template & ~category.is_in(TEMPLATE_CATEGORIES)).then(pl.lit(UNKNOWN_CATEGORY))
-        .when(pl.col("status").is_not_null() & ~pl.col("status").is_in(STATUSES)).then(pl.lit(UNKNOWN_STATUS))
+        pl.when(pl.col("problem").is_not_null())
+        .then(pl.col("problem"))
+        .when(missing != "")
+        .then(pl.lit(MISSING_VALUE) + missing)
+        .when(pl.col(_NO_ZONE))
+        .then(pl.lit(NO_TIME_ZONE))
+        .when(pl.col(_INSTANT).is_null())
+        .then(pl.lit(BAD_TIMESTAMP))
+        .when(pl.col(_INSTANT) < first_instant)
+        .then(pl.lit(before_first_supported()))
+        .when(~pl.col("direction").is_in(DIRECTIONS))
+        .then(pl.lit(UNKNOWN_DIRECTION))
+        .when(template & category.is_null())
+        .then(pl.lit(TEMPLATE_WITHOUT_CATEGORY))
+        .when(template & ~category.is_in(TEMPLATE_CATEGORIES))
+        .then(pl.lit(UNKNOWN_CATEGORY))
+        .when(pl.col("status").is_not_null() & ~pl.col("status").is_in(STATUSES))
+        .then(pl.lit(UNKNOWN_STATUS))
         .when((pl.col("direction") == "inbound") & entry_point.is_not_null() & ~entry_point.is_in(ENTRY_POINTS))
         .then(pl.lit(UNKNOWN_ENTRY_POINT))
-        .when(pl.col("fep_expires_at").is_not_null() & pl.col(_FEP_INSTANT).is_null()).then(pl.lit(BAD_FEP_EXPIRY))
-        .when(country.is_not_null() & ~country.is_in(sorted(markets.iso_countries()))).then(pl.lit(UNKNOWN_COUNTRY))
+        .when(pl.col("fep_expires_at").is_not_null() & pl.col(_FEP_INSTANT).is_null())
+        .then(pl.lit(BAD_FEP_EXPIRY))
+        .when(country.is_not_null() & ~country.is_in(sorted(markets.iso_countries())))
+        .then(pl.lit(UNKNOWN_COUNTRY))
     )
 
 
@@ -799,20 +786,25 @@ def repeated_messages(checked: pl.LazyFrame) -> pl.DataFrame:
 def _resolve_duplicates(checked: pl.LazyFrame, repeats: pl.DataFrame) -> pl.LazyFrame:
     """Outcome of each row: repeats of a message_id are one message if equal, all quarantined if not."""
     conflicting = _USABLE & (pl.col("_versions") > 1)
-    more = pl.when(pl.col("_copies") > ROWS_NAMED_PER_CONFLICT).then(
-        pl.format(" and {} more", pl.col("_copies") - ROWS_NAMED_PER_CONFLICT)
-    )
+    more = pl.when(pl.col("_copies") > ROWS_NAMED_PER_CONFLICT).then(pl.format(" and {} more", pl.col("_copies") - ROWS_NAMED_PER_CONFLICT))
     conflict_reason = pl.concat_str(
-        pl.lit(f"{CONFLICTING_DUPLICATE} "), pl.col("message_id"), pl.lit(": rows "), pl.col("_rows"),
-        more.fill_null(""), pl.lit(" hold different values; keep one version of the message"),
+        pl.lit(f"{CONFLICTING_DUPLICATE} "),
+        pl.col("message_id"),
+        pl.lit(": rows "),
+        pl.col("_rows"),
+        more.fill_null(""),
+        pl.lit(" hold different values; keep one version of the message"),
     )
     later_copy = _USABLE & (pl.col(_POSITION) != pl.col("_first")).fill_null(False)
     return (
         checked.join(repeats.lazy(), on="message_id", how="left", maintain_order="left")
         .with_columns(
-            pl.when(pl.col(_BLANK)).then(pl.lit(BLANK))
-            .when(~_USABLE | conflicting).then(pl.lit(QUARANTINED))
-            .when(later_copy).then(pl.lit(DUPLICATE))
+            pl.when(pl.col(_BLANK))
+            .then(pl.lit(BLANK))
+            .when(~_USABLE | conflicting)
+            .then(pl.lit(QUARANTINED))
+            .when(later_copy)
+            .then(pl.lit(DUPLICATE))
             .otherwise(pl.lit(USED))
             .alias(_OUTCOME),
             pl.when(conflicting).then(pl.lit(CONFLICTING_DUPLICATE)).otherwise(pl.col(_REASON)).alias(_KIND),
@@ -831,9 +823,7 @@ def messages_of(labelled: pl.LazyFrame) -> pl.LazyFrame:
 
 def quarantine_of(labelled: pl.LazyFrame) -> pl.LazyFrame:
     """The quarantined rows: where they came from, why, and their values as read."""
-    return labelled.filter(pl.col(_OUTCOME) == QUARANTINED).select(
-        *SOURCE_COLUMNS, pl.col(_REASON).alias("reason"), pl.col(_RAW).struct.unnest()
-    )
+    return labelled.filter(pl.col(_OUTCOME) == QUARANTINED).select(*SOURCE_COLUMNS, pl.col(_REASON).alias("reason"), pl.col(_RAW).struct.unnest())
 
 
 # --- 3. Read, validate, locate, count ------------------------------------------------------------
@@ -902,8 +892,16 @@ class Ingested:
 
 # What ingest checks on every row (module docstring, step 2), as a stage file's marker names it.
 VALIDATED = (
-    "required values", "timestamps with a time zone", "not before the first supported rule set", "not after the latest bound",
-    "directions", "template categories", "statuses", "entry points", "fep_expires_at", "user_country",
+    "required values",
+    "timestamps with a time zone",
+    "not before the first supported rule set",
+    "not after the latest bound",
+    "directions",
+    "template categories",
+    "statuses",
+    "entry points",
+    "fep_expires_at",
+    "user_country",
     "repeated message_ids (identical dropped, conflicting quarantined)",
 )
 
@@ -955,13 +953,19 @@ def read_messages(
             located = located.with_columns(user_country=markets.user_country_expr(located.collect_schema().names()))
             if pseudonymise_key is not None:
                 located = pseudonymise(located, pseudonymise_key)
-            by_user = pl.collect_all(
-                [_outcome_counts(labelled), located.sink_parquet(written, compression="lz4", lazy=True)], engine="streaming"
-            )[0]
+            by_user = pl.collect_all([_outcome_counts(labelled), located.sink_parquet(written, compression="lz4", lazy=True)], engine="streaming")[0]
             messages = pl.scan_parquet(written)
         ingested = _ingested(
-            inputs, labelled, by_user, messages, send_log=send_log, templates=templates, timezone=timezone,
-            waba_timezones=waba_timezones, latest=latest, pseudonymise_key=pseudonymise_key,
+            inputs,
+            labelled,
+            by_user,
+            messages,
+            send_log=send_log,
+            templates=templates,
+            timezone=timezone,
+            waba_timezones=waba_timezones,
+            latest=latest,
+            pseudonymise_key=pseudonymise_key,
         )
         if output is not None:
             write_frame(messages, output, metadata=stage_metadata(ingested))
@@ -1080,7 +1084,11 @@ def read_stage_file(
     quarantine = pl.LazyFrame(schema={c: RAW_SCHEMA.get(c, pl.String()) for c in QUARANTINE_COLUMNS})
     checked = {k: v for k, v in marker.items() if k not in ("kind", "version", "package_version", "rows")}
     return Ingested(
-        messages, quarantine, pl.DataFrame(schema=webhooks.BILLING_SCHEMA), summary, checked=checked,
+        messages,
+        quarantine,
+        pl.DataFrame(schema=webhooks.BILLING_SCHEMA),
+        summary,
+        checked=checked,
         stage_file=str(path) if pseudonymise_key is None else None,
     )
 
@@ -1109,8 +1117,11 @@ def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
 def _unlocated_users(by_user: pl.DataFrame) -> pl.DataFrame:
     """The users of used rows for whom no country is known (market `Unknown`): user_id, one phone,
     rows, and the first row's place, from `_outcome_counts` (each distinct phone parsed once)."""
-    spellings = by_user.filter(pl.col(_OUTCOME) == USED).sort("position").group_by(*_USER, maintain_order=True).agg(
-        pl.col("rows").sum(), pl.col("position", "source_file", "source_row").first()
+    spellings = (
+        by_user.filter(pl.col(_OUTCOME) == USED)
+        .sort("position")
+        .group_by(*_USER, maintain_order=True)
+        .agg(pl.col("rows").sum(), pl.col("position", "source_file", "source_row").first())
     )
     located = markets.with_user_country(spellings).filter(pl.col("user_country").is_null())
     return located.group_by("user_id", maintain_order=True).agg(
@@ -1178,15 +1189,14 @@ def _input_notes(inputs: Sequence[RawInput], send_log: object, templates: object
 
 def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequence[str]) -> IngestSummary:
     """The run summary from the counts per (file, outcome, reason)."""
+
     def total(frame: pl.DataFrame, column: str = "rows") -> int:
         return int(frame[column].sum()) if frame.height else 0
 
     counted = outcomes.filter(pl.col(_OUTCOME) != BLANK)
     used = counted.filter(pl.col(_OUTCOME) == USED)
     quarantined = (
-        counted.filter(pl.col(_OUTCOME) == QUARANTINED)
-        .group_by(_KIND).agg(pl.col("rows").sum())
-        .sort(["rows", _KIND], descending=[True, False])
+        counted.filter(pl.col(_OUTCOME) == QUARANTINED).group_by(_KIND).agg(pl.col("rows").sum()).sort(["rows", _KIND], descending=[True, False])
     )
     blank = outcomes.filter(pl.col(_OUTCOME) == BLANK).group_by("source_file").agg(pl.col("rows").sum()).sort("source_file")
     rows_per_file = Counter(dict(counted.group_by("source_file").agg(pl.col("rows").sum()).iter_rows()))
@@ -1237,9 +1247,7 @@ def output_suffix(path: str | Path) -> str:
     return suffix
 
 
-def write_frame(
-    frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_people: bool = False, metadata: Mapping[str, str] | None = None
-) -> None:
+def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | Path, *, for_people: bool = False, metadata: Mapping[str, str] | None = None) -> None:
     """CSV (`.csv`, `.csv.gz`, timestamps ISO 8601 with offset) or Parquet, by extension; streamed, and
     written atomically (`outputs.atomic`) so a failed or stopped run leaves no half-written output.
 
@@ -1292,21 +1300,23 @@ def describe_traffic(messages: pl.DataFrame | pl.LazyFrame, *, timezone: str = "
             kind=pl.when(pl.col("message_type") == TEMPLATE).then("template_category").otherwise(pl.lit(NON_TEMPLATE)),
         )
     )
-    totals, by_market, by_month = pl.collect_all([
-        frame.select(
-            first=local.min(),
-            last=local.max(),
-            messages=pl.len(),
-            inbound=(pl.col("direction") == "inbound").sum(),
-            business_phones=pl.col("business_phone").n_unique(),
-            wabas=pl.col("waba_id").n_unique(),
-            users=pl.col("user_id").n_unique(),
-        ),
-        frame.group_by("market").agg(messages=pl.len(), users=pl.col("user_id").n_unique()).sort(
-            ["messages", "market"], descending=[True, False]
-        ),
-        frame.group_by("month", "direction", "kind").agg(messages=pl.len()).sort("month", "direction", "kind"),
-    ])
+    totals, by_market, by_month = pl.collect_all(
+        [
+            frame.select(
+                first=local.min(),
+                last=local.max(),
+                messages=pl.len(),
+                inbound=(pl.col("direction") == "inbound").sum(),
+                business_phones=pl.col("business_phone").n_unique(),
+                wabas=pl.col("waba_id").n_unique(),
+                users=pl.col("user_id").n_unique(),
+            ),
+            frame.group_by("market")
+            .agg(messages=pl.len(), users=pl.col("user_id").n_unique())
+            .sort(["messages", "market"], descending=[True, False]),
+            frame.group_by("month", "direction", "kind").agg(messages=pl.len()).sort("month", "direction", "kind"),
+        ]
+    )
     row = totals.row(0, named=True)
     return TrafficSummary(
         timezone=timezone,

@@ -115,25 +115,17 @@ UNKNOWN_TYPE = (
     "(CSV message_id,message_type,template_name|template_category) and --templates (Meta's template JSON) to fill it"
 )
 NO_TEMPLATE_NAMED = (
-    "template category unknown: the send log marks it a template but names none; "
-    "give template_name or template_category in the send log"
+    "template category unknown: the send log marks it a template but names none; give template_name or template_category in the send log"
 )
 GROUP_SEND = "group message (recipient_type group): group sends are not billed by the rules this package implements"
 SYSTEM_NOTICE = (
-    "inbound system notice (user changed number or BSUID), not a message from the user: "
-    "left out so that it opens no customer service window"
+    "inbound system notice (user changed number or BSUID), not a message from the user: left out so that it opens no customer service window"
 )
 # What the send log and template list could not settle; `{}` is the template name.
-TEMPLATE_WITHOUT_LIST = (
-    "template '{}' has no known category: pass --templates (Meta's template JSON) "
-    "or give template_category in the send log"
-)
-TEMPLATE_NOT_LISTED = (
-    "template '{}' is not in the template list: add it to --templates or give template_category in the send log"
-)
+TEMPLATE_WITHOUT_LIST = "template '{}' has no known category: pass --templates (Meta's template JSON) or give template_category in the send log"
+TEMPLATE_NOT_LISTED = "template '{}' is not in the template list: add it to --templates or give template_category in the send log"
 TEMPLATE_LANGUAGES_DISAGREE = (
-    "template '{}' has different categories by language ({}): add a language column to the send log "
-    "or give template_category"
+    "template '{}' has different categories by language ({}): add a language column to the send log or give template_category"
 )
 WEBHOOK_SHAPE = 'expected an object with "object": "whatsapp_business_account" and an "entry" list'
 
@@ -211,9 +203,7 @@ class WebhookFile:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def read_webhooks(
-    path: str | Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
-) -> WebhookRows:
+def read_webhooks(path: str | Path, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None) -> WebhookRows:
     """Rows of one webhook file (module docstring); `send_log` and `templates` fill outbound types."""
     (rows,) = fold_files([collect_webhooks(path)], send_log=send_log, templates=templates)
     return rows
@@ -234,9 +224,7 @@ def collect_webhooks(path: str | Path) -> WebhookFile:
     return WebhookFile(path=str(path), rows=rows, statuses=statuses, skipped=dict(collected.skipped))
 
 
-def fold_files(
-    files: Sequence[WebhookFile], *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
-) -> list[WebhookRows]:
+def fold_files(files: Sequence[WebhookFile], *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None) -> list[WebhookRows]:
     """Each file's rows, with the statuses of ALL the files folded together: a message sent in one
     daily dump and delivered in the next is one outbound row, not two that conflict. A folded row
     belongs to the file of the status that gave its timestamp; files count in the order given."""
@@ -397,9 +385,7 @@ class _Envelope:
 
 def inbound_row(message: dict, envelope: _Envelope) -> dict:
     """One `value.messages[]` item as a raw canonical row."""
-    user_id, user_phone, user_country = user_identity(
-        _text(message.get("from")), _text(message.get("from_user_id")), envelope.contacts
-    )
+    user_id, user_phone, user_country = user_identity(_text(message.get("from")), _text(message.get("from_user_id")), envelope.contacts)
     message_type = _text(message.get("type"))
     return {
         "message_id": _text(message.get("id")),
@@ -429,9 +415,7 @@ def status_record(status: dict, envelope: _Envelope) -> dict:
     """One `value.statuses[]` item, with Meta's billing fields, before folding."""
     pricing = _object(status.get("pricing"))
     conversation = _object(status.get("conversation"))
-    user_id, user_phone, user_country = user_identity(
-        _text(status.get("recipient_id")), _text(status.get("recipient_user_id")), envelope.contacts
-    )
+    user_id, user_phone, user_country = user_identity(_text(status.get("recipient_id")), _text(status.get("recipient_user_id")), envelope.contacts)
     pricing_type = pricing.get("type") if pricing.get("type") is not None else pricing.get("pricing_type")
     return {
         "message_id": _text(status.get("id")),
@@ -492,7 +476,6 @@ def _contact_of(phone: str | None, bsuid: str | None, contacts: tuple[dict, ...]
 # --- statuses: fold, billing rows ---------------------------------------------------------------
 
 
-
 def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
     """One outbound row per wamid from all its statuses (module docstring), with its billed category fields."""
     identity = ("business_phone", "waba_id", "user_id")
@@ -525,9 +508,7 @@ def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
             pl.format("no sent, delivered, read or failed status for this message (seen: {})", _joined("statuses_seen"))
         ),
         *[
-            pl.when(pl.col(f"{c}_seen").list.len() > 1).then(
-                pl.format(f"statuses of this message disagree on {c}: {{}}", _joined(f"{c}_seen"))
-            )
+            pl.when(pl.col(f"{c}_seen").list.len() > 1).then(pl.format(f"statuses of this message disagree on {c}: {{}}", _joined(f"{c}_seen")))
             for c in identity
         ],
         pl.when(pl.col("is_group")).then(pl.lit(GROUP_SEND)),
@@ -567,9 +548,7 @@ def billing_rows(statuses: pl.DataFrame) -> pl.DataFrame:
 # --- outbound message types: send log, template list, Meta's billed category --------------------
 
 
-def fill_message_types(
-    outbound: pl.DataFrame, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None
-) -> pl.DataFrame:
+def fill_message_types(outbound: pl.DataFrame, *, send_log: pl.DataFrame | None = None, templates: pl.DataFrame | None = None) -> pl.DataFrame:
     """`message_type` and `template_category` of folded outbound rows, by the precedence of the docstring."""
     frame = outbound.join(_logged(send_log), on="message_id", how="left", maintain_order="left")
     frame = _with_listed_categories(frame, templates)
@@ -577,14 +556,10 @@ def fill_message_types(
     logged_template = (pl.col("log_type") == TEMPLATE) | (
         pl.col("log_type").is_null() & pl.any_horizontal(pl.col("log_template", "log_category").is_not_null())
     )
-    message_type = (
-        pl.when(logged_template).then(pl.lit(TEMPLATE)).otherwise(pl.coalesce("log_type", billed_type))
-    )
+    message_type = pl.when(logged_template).then(pl.lit(TEMPLATE)).otherwise(pl.coalesce("log_type", billed_type))
     logged_category = pl.when(logged_template).then(pl.coalesce("log_category", "listed_category"))
     frame = frame.with_columns(message_type=message_type).with_columns(
-        template_category=pl.when(pl.col("message_type") == TEMPLATE).then(
-            pl.coalesce(logged_category, billed_template_category)
-        )
+        template_category=pl.when(pl.col("message_type") == TEMPLATE).then(pl.coalesce(logged_category, billed_template_category))
     )
     category_unknown = (pl.col("message_type") == TEMPLATE) & pl.col("template_category").is_null()
     return frame.with_columns(
@@ -601,15 +576,12 @@ def billed_category() -> tuple[pl.Expr, pl.Expr]:
     is_pmp = pl.col("pricing_model").str.to_uppercase() == PMP
     category = pl.col("pricing_category")
     pmp_template = category.replace_strict(PMP_TEMPLATE_CATEGORIES, default=None, return_dtype=pl.String)
-    service = pl.when(is_pmp).then(category.is_in(PMP_NON_TEMPLATE_CATEGORIES)).otherwise(
-        (category == SERVICE) | (pl.col("conversation_origin") == SERVICE)
+    service = (
+        pl.when(is_pmp)
+        .then(category.is_in(PMP_NON_TEMPLATE_CATEGORIES))
+        .otherwise((category == SERVICE) | (pl.col("conversation_origin") == SERVICE))
     )
-    message_type = (
-        pl.when(is_pmp & pmp_template.is_not_null())
-        .then(pl.lit(TEMPLATE))
-        .when(service.fill_null(False))
-        .then(pl.lit(NON_TEMPLATE_TYPE))
-    )
+    message_type = pl.when(is_pmp & pmp_template.is_not_null()).then(pl.lit(TEMPLATE)).when(service.fill_null(False)).then(pl.lit(NON_TEMPLATE_TYPE))
     return message_type, pl.when(is_pmp).then(pmp_template)
 
 
@@ -617,12 +589,16 @@ def _logged(send_log: pl.DataFrame | None) -> pl.DataFrame:
     """The send log as log_* columns, one row per message_id."""
     if send_log is None:
         send_log = pl.DataFrame(schema=dict.fromkeys(SEND_LOG_COLUMNS, pl.String))
-    return _normalised_send_log(send_log).unique("message_id", keep="first", maintain_order=True).select(
-        "message_id",
-        log_type="message_type",
-        log_template="template_name",
-        log_language="language",
-        log_category="template_category",
+    return (
+        _normalised_send_log(send_log)
+        .unique("message_id", keep="first", maintain_order=True)
+        .select(
+            "message_id",
+            log_type="message_type",
+            log_template="template_name",
+            log_language="language",
+            log_category="template_category",
+        )
     )
 
 
@@ -639,9 +615,7 @@ def _with_listed_categories(frame: pl.DataFrame, templates: pl.DataFrame | None)
     by_language = listed.group_by("template_name", "language").agg(language_category=one_category)
     by_name = listed.group_by("template_name").agg(
         name_category=one_category,
-        name_categories=pl.concat_str(
-            pl.col("language").fill_null("no language"), pl.lit(": "), pl.col("template_category")
-        ).str.join(", "),
+        name_categories=pl.concat_str(pl.col("language").fill_null("no language"), pl.lit(": "), pl.col("template_category")).str.join(", "),
     )
     frame = frame.join(
         by_language,
@@ -687,13 +661,13 @@ def read_send_log(path: str | Path) -> pl.DataFrame:
     if repeated_names:
         raise InputError(
             f"the send log has more than one {found_names(repeated_names[:1])} column (column names ignore case and spaces)",
-            path=str(path), fix="Keep one of them",
+            path=str(path),
+            fix="Keep one of them",
         )
-    raw = raw.rename(dict(zip(raw.columns, names)))
+    raw = raw.rename(dict(zip(raw.columns, names, strict=False)))
     if "message_id" not in raw.columns or not {"message_type", "template_name", "template_category"} & set(raw.columns):
         raise InputError(
-            "the send log needs message_id and one of message_type, template_name, template_category; "
-            f"found {found_names(raw.columns)}",
+            f"the send log needs message_id and one of message_type, template_name, template_category; found {found_names(raw.columns)}",
             path=str(path),
         )
     log = _normalised_send_log(raw).with_row_index("row", offset=2)  # row 1 is the header
@@ -754,6 +728,7 @@ def _normalised_templates(templates: pl.DataFrame) -> pl.DataFrame:
 
 def _texts(frame: pl.DataFrame, columns: tuple[str, ...], *, lower: tuple[str, ...]) -> pl.DataFrame:
     """`columns` as stripped text (empty is null, missing columns null), `lower` ones lower-cased."""
+
     def text(column: str) -> pl.Expr:
         value = pl.col(column).cast(pl.String).str.strip_chars() if column in frame.columns else pl.lit(None, pl.String)
         value = value.str.to_lowercase() if column in lower else value

@@ -12,11 +12,11 @@ import duckdb
 import polars as pl
 
 from analytics.core import schema
-from analytics.core.times import local_time
-from analytics.core.resources import ArrowStream, query
 from analytics.core.money import HALF_AWAY_FROM_ZERO
+from analytics.core.resources import ArrowStream, query
 from analytics.core.text import plural
-from analytics.reconcile.explanations import explained, explain_aggregate
+from analytics.core.times import local_time
+from analytics.reconcile.explanations import explain_aggregate, explained
 from analytics.reconcile.meta_reports import (
     COST_DTYPE,
     COST_SCALE,
@@ -46,8 +46,8 @@ from analytics.reconcile.outcomes import (
     VOLUME_DIFFERS,
     finished,
 )
-from analytics.terms import markets, rules
 from analytics.settings import Settings
+from analytics.terms import markets, rules
 
 _DIMENSIONS = ("phone_number", "country", "category", "pricing_type")
 _EXACT_COST = pl.Decimal(38, 12)  # pricing.COST_SCALE: summed exactly, rounded once
@@ -68,8 +68,11 @@ def reconcile_aggregates(
     """
     settings = settings or Settings()
     unreadable = analytics.filter(pl.col("problem").is_not_null()).select(
-        meta_source="report", source_file="source_file", source_row="source_row",
-        message_id=pl.lit(None, pl.String), problem="problem",
+        meta_source="report",
+        source_file="source_file",
+        source_row="source_row",
+        message_id=pl.lit(None, pl.String),
+        problem="problem",
     )
     points = analytics.filter(pl.col("problem").is_null()).with_columns(
         report_id=pl.format("{} {}", pl.col("source_file").fill_null("(response)"), "report")
@@ -107,22 +110,16 @@ def reconcile_aggregates(
 
 def _outside_every_report(charges: pl.DataFrame, points: pl.DataFrame) -> int:
     """How many charges no report covers: another pricing model, or outside every report's span."""
-    spans = points.group_by("report_id").agg(
-        pricing_model=pl.col("pricing_model").first(), first=pl.col("start").min(), last=pl.col("end").max()
-    )
+    spans = points.group_by("report_id").agg(pricing_model=pl.col("pricing_model").first(), first=pl.col("start").min(), last=pl.col("end").max())
     covered = pl.lit(False)
     for span in spans.iter_rows(named=True):
         covered = covered | (
-            (pl.col("pricing_model") == span["pricing_model"])
-            & (pl.col("started_at") >= span["first"])
-            & (pl.col("started_at") < span["last"])
+            (pl.col("pricing_model") == span["pricing_model"]) & (pl.col("started_at") >= span["first"]) & (pl.col("started_at") < span["last"])
         )
     return charges.filter(~covered).height
 
 
-def _report_buckets(
-    report_id: str, report: pl.DataFrame, charges: pl.DataFrame, settings: Settings
-) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+def _report_buckets(report_id: str, report: pl.DataFrame, charges: pl.DataFrame, settings: Settings) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
     """Our charges of one report's pricing model in its buckets and dimensions, and its points."""
     kind = report["report"][0]
     model = REPORT_PRICING_MODEL[kind]
@@ -131,9 +128,7 @@ def _report_buckets(
     ours = charges.filter(pl.col("pricing_model") == model).with_columns(
         phone_number=pl.col("business_phone"),
         country=pl.col("user_country"),
-        category=pl.col("category").replace(
-            {rules.FEP_CATEGORY: CBP_FREE_ENTRY_AS} if model == "CBP" else {}
-        ),
+        category=pl.col("category").replace({rules.FEP_CATEGORY: CBP_FREE_ENTRY_AS} if model == "CBP" else {}),
     )
     if model == "PMP":  # our pricing types in Meta's words of the charge's date (the table of the item level)
         day = local_time(settings, "started_at").dt.date()
@@ -151,9 +146,7 @@ def _report_buckets(
     ours = ours.filter(pl.col("started_at").is_between(span_start, span_end, closed="left"))
     intervals = report.select("start", "end").unique().sort("start")
     granularity = report["granularity"].drop_nulls().mode().sort().first() if report["granularity"].drop_nulls().len() else None
-    bucketed = ours.sort("started_at").join_asof(
-        intervals, left_on="started_at", right_on="start", strategy="backward", check_sortedness=False
-    )
+    bucketed = ours.sort("started_at").join_asof(intervals, left_on="started_at", right_on="start", strategy="backward", check_sortedness=False)
     inside = pl.col("start").is_not_null() & (pl.col("started_at") < pl.col("end"))
     calendar_start, calendar_end = _calendar_bucket(granularity, settings.timezone)
     bucketed = bucketed.with_columns(
@@ -196,8 +189,17 @@ def _report_buckets(
         cost="cost",
         currency="currency",
     ).select(
-        "report_id", "report", "pricing_model", "granularity", "period_start", "period_end", *_DIMENSIONS,
-        "meta_category", "volume", "cost", "currency",
+        "report_id",
+        "report",
+        "pricing_model",
+        "granularity",
+        "period_start",
+        "period_end",
+        *_DIMENSIONS,
+        "meta_category",
+        "volume",
+        "cost",
+        "currency",
     )
     return ours_rows, meta_rows, notes
 
@@ -223,8 +225,7 @@ def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, settings:
     # Meta's group and AI traffic (categories we do not bill, pricing types none of ours match): read, not compared.
     unmatched_types = pricing_type_meanings().filter(pl.col("ours_pricing_type").is_null())["meta_pricing_type"].unique()
     not_modelled = (
-        (pl.col("category").is_not_null() & ~pl.col("category").is_in(MODELLED_CATEGORIES))
-        | pl.col("pricing_type").is_in(unmatched_types.to_list())
+        (pl.col("category").is_not_null() & ~pl.col("category").is_in(MODELLED_CATEGORIES)) | pl.col("pricing_type").is_in(unmatched_types.to_list())
     ).fill_null(False)
     reason = (
         pl.when(not_modelled & ours_volume.is_null())
@@ -278,9 +279,7 @@ def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, settings:
     costs = " and so do costs." if compare_cost else "; costs not compared (no rate card)."
     agrees = pl.format("Volumes agree ({} {}{}){}", "meta_volume", unit, plural, pl.lit(costs))
     merged = (pl.col("meta_categories") != pl.col("category")).fill_null(False)  # written out in full
-    explanations = explained(
-        frame, lambda row: explain_aggregate(row, compare_cost), agrees, (pl.col("reason") != AGREES) | merged
-    )
+    explanations = explained(frame, lambda row: explain_aggregate(row, compare_cost), agrees, (pl.col("reason") != AGREES) | merged)
     return frame.select(
         level=pl.lit(AGGREGATE),
         meta_source="report",

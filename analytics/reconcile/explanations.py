@@ -37,8 +37,8 @@ from analytics.reconcile.outcomes import (
     VOLUME_DIFFERS,
     WINDOW_DIFFERS,
 )
-from analytics.terms import rules
 from analytics.settings import Settings
+from analytics.terms import rules
 
 
 def agrees_text() -> pl.Expr:
@@ -74,10 +74,7 @@ def explain_item(row: dict, settings: Settings) -> str:
         return _explain_not_modelled(row)
     if reason == QUARANTINED:
         wamid = row.get("_quarantined_wamid") or row["message_id"]
-        return (
-            f"Meta billed {what}; message {wamid} is in the input but was quarantined "
-            f"({row['_quarantine_reason']}): fix the input and run again."
-        )
+        return f"Meta billed {what}; message {wamid} is in the input but was quarantined ({row['_quarantine_reason']}): fix the input and run again."
     if reason == STATUS_MISSING:
         return _explain_status_missing(row, what)
     if reason == PRICING_NOT_REPORTED:
@@ -146,10 +143,7 @@ def _explain_category(row: dict) -> str:
             "check the message type in the send log."
         )
     if ours == SERVICE:
-        return (
-            f"Meta billed {subject} as {a(meta)} template, where the input has a non-template message: "
-            "check the message type in the send log."
-        )
+        return f"Meta billed {subject} as {a(meta)} template, where the input has a non-template message: check the message type in the send log."
     return (
         f"Meta billed {subject} as {meta}, where the input gives the template as {ours}: the template was probably "
         "recategorised (Meta bills the category at the time of sending; see template_category_update webhooks), "
@@ -227,10 +221,7 @@ def _explain_not_modelled(row: dict) -> str:
             "keeps but does not model yet (an AI provider's or group rate): not compared."
         )
     meaning = f" ({row['meaning']})" if row.get("meaning") else ""
-    return (
-        f"Meta's pricing type {pricing_type}{meaning} has no counterpart among our charges yet: category not modelled "
-        "yet, not compared."
-    )
+    return f"Meta's pricing type {pricing_type}{meaning} has no counterpart among our charges yet: category not modelled yet, not compared."
 
 
 def _explain_rule_model(row: dict, settings: Settings) -> str:
@@ -300,25 +291,20 @@ def _explain_rule_model(row: dict, settings: Settings) -> str:
     return f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: a rule modelled differently."
 
 
-
 def explain_aggregate(row: dict, compare_cost: bool) -> str:
     reason, ours, meta = row["reason"], row["ours_volume"], row["meta_volume"]
     unit = "conversation" if row["pricing_model"] == "CBP" else "message"
     if reason == NOT_MODELLED:
         what = ", ".join(v for v in (row.get("meta_categories") or row.get("category"), row.get("pricing_type")) if v)
         return (
-            f"Meta counts {plural(meta, unit)} ({what}) that this package reads but does not bill yet (group "
-            "messages, AI providers): not compared."
+            f"Meta counts {plural(meta, unit)} ({what}) that this package reads but does not bill yet (group messages, AI providers): not compared."
         )
     merged = ""
     if row.get("meta_categories") and row["meta_categories"] != row.get("category"):
         merged = f" (Meta's {row['meta_categories']} together, billed alike)"
     if reason == VOLUME_DIFFERS:
         if meta is None:
-            return (
-                f"Meta's report has no data point where we count {plural(ours, unit)}{merged}: is this period, number "
-                "or country in its request?"
-            )
+            return f"Meta's report has no data point where we count {plural(ours, unit)}{merged}: is this period, number or country in its request?"
         if ours is None:
             return f"Meta counts {plural(meta, unit)}{merged} where we have none: is this traffic in the input?"
         return (

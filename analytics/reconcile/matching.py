@@ -90,11 +90,10 @@ from decimal import Decimal
 import duckdb
 import polars as pl
 
-from analytics.terms import rules
-from analytics.price import pricing
 from analytics.core import schema
-from analytics.core.times import local_time
 from analytics.core.errors import UsageError
+from analytics.core.times import local_time
+from analytics.price import pricing
 from analytics.reconcile.aggregates import reconcile_aggregates
 from analytics.reconcile.explanations import agrees_text, explain_item, explained
 from analytics.reconcile.meta_reports import with_pricing_type_meaning
@@ -111,16 +110,15 @@ from analytics.reconcile.outcomes import (
     MISSING_META,
     MISSING_OURS,
     MODELLED_CATEGORIES,
+    NO_PRICING_MODEL,
     NOT_MODELLED,
     NOT_MODELLED_NBP,
-    NO_PRICING_MODEL,
     PAID_EXEMPT,
     PRICING_NOT_REPORTED,
     PRICING_TYPE_DIFFERS,
     QUARANTINED,
     RECONCILIATION_SCHEMA,
     RULE_MODEL_DIFFERS,
-    Reconciliation,
     SERVICE,
     STATUS_MISSING,
     STATUS_PRECEDENCE,
@@ -128,9 +126,11 @@ from analytics.reconcile.outcomes import (
     UNREADABLE_SCHEMA,
     WINDOW_DIFFERS,
     WINDOW_TOLERANCE,
+    Reconciliation,
     finished,
 )
 from analytics.settings import Settings
+from analytics.terms import rules
 
 
 def reconcile(
@@ -176,9 +176,7 @@ def reconcile(
     return Reconciliation(rows=rows, unreadable=unreadable_rows, notes=tuple(notes))
 
 
-def priced_at_list_rates(
-    charges: pl.DataFrame, analytics: pl.DataFrame, settings: Settings
-) -> tuple[pl.DataFrame | None, str | None]:
+def priced_at_list_rates(charges: pl.DataFrame, analytics: pl.DataFrame, settings: Settings) -> tuple[pl.DataFrame | None, str | None]:
     """Our charges priced at Meta's list rates (no markup), in the analytics' currency unless
     `settings` names one, for the aggregate level; (None, why) when there are no analytics or
     no currency fits, and reconciliation compares volumes only."""
@@ -222,9 +220,7 @@ def conversation_of_messages(charges: pl.DataFrame, messages: pl.DataFrame, sett
     belong to nothing and are not listed.
     """
     settings = settings or Settings()
-    outbound = messages.filter(
-        (pl.col("direction") == "outbound") & pl.col("status").ne_missing(FAILED)
-    ).select(
+    outbound = messages.filter((pl.col("direction") == "outbound") & pl.col("status").ne_missing(FAILED)).select(
         "message_id",
         "business_phone",
         "user_id",
@@ -318,9 +314,9 @@ def meta_items(meta_pricing: pl.DataFrame, settings: Settings | None = None) -> 
         .group_by("meta_source", "conversation_key", maintain_order=True)
         .agg(
             pl.col("conversation_id").first(),
-            message_ids=pl.col("message_id").sort_by("time", "message_id", nulls_last=True).unique(maintain_order=True),
             *[pl.col(c).drop_nulls().first() for c in ("business_phone", "user_id", "category", "pricing_type", "billable")],
             *[pl.col(c).drop_nulls().first() for c in ("pricing_subtype", "recipient_type", "recipient_participant_id")],
+            message_ids=pl.col("message_id").sort_by("time", "message_id", nulls_last=True).unique(maintain_order=True),
             expires_at=pl.col("conversation_expires_at").min(),
             first_time=pl.col("time").min(),
             last_time=pl.col("time").max(),
@@ -363,7 +359,14 @@ def reconcile_items(
     pmp, cbp, unreadable = meta_items(meta_pricing, settings)
     context = _MessageContext.of(charges, messages, quarantine, settings)
     ours = charges.select(
-        "opening_message_id", "rule_set", "expires_at", "business_phone", "user_id", "market", "user_country", "waba_id",
+        "opening_message_id",
+        "rule_set",
+        "expires_at",
+        "business_phone",
+        "user_id",
+        "market",
+        "user_country",
+        "waba_id",
         *[pl.col(c).alias(a) for c, a in _OURS.items()],
     )
     message_rows = _message_level(pmp, ours, context)
@@ -387,9 +390,7 @@ class _MessageContext:
     quarantined: pl.DataFrame  # message_id, _quarantine_reason
 
     @classmethod
-    def of(
-        cls, charges: pl.DataFrame, messages: pl.DataFrame, quarantine: pl.DataFrame | pl.LazyFrame | None, settings: Settings
-    ) -> _MessageContext:
+    def of(cls, charges: pl.DataFrame, messages: pl.DataFrame, quarantine: pl.DataFrame | pl.LazyFrame | None, settings: Settings) -> _MessageContext:
         known = messages.select(
             "message_id",
             _status="status",
@@ -398,17 +399,21 @@ class _MessageContext:
             .then(pl.col("template_category").replace(settings.rule_book.choices.billed_category))
             .otherwise(pl.when(pl.col("direction") == "outbound").then(pl.lit(SERVICE))),
         )
-        attributed = conversation_of_messages(charges, messages, settings).join(
-            charges.select(
-                "opening_message_id",
-                _absorbed_by_category="category",
-                _absorbed_by_started_at="started_at",
-                _absorbed_by_rule_set="rule_set",
-                _absorbed_by_model="pricing_model",
-            ),
-            on="opening_message_id",
-            how="left",
-        ).rename({"opening_message_id": "_absorbed_by"})
+        attributed = (
+            conversation_of_messages(charges, messages, settings)
+            .join(
+                charges.select(
+                    "opening_message_id",
+                    _absorbed_by_category="category",
+                    _absorbed_by_started_at="started_at",
+                    _absorbed_by_rule_set="rule_set",
+                    _absorbed_by_model="pricing_model",
+                ),
+                on="opening_message_id",
+                how="left",
+            )
+            .rename({"opening_message_id": "_absorbed_by"})
+        )
         if quarantine is None:
             quarantined = pl.DataFrame(schema={"message_id": pl.String, "_quarantine_reason": pl.String})
         else:
@@ -508,9 +513,7 @@ def _conversation_level(cbp: pl.DataFrame, ours: pl.DataFrame, context: _Message
             _explained=pl.col("message_id").filter(delivered).first(),
         )
     )
-    explained = context.describe(
-        wamids.select(*item, "_explained"), "_explained", quarantine=False
-    ).drop("_explained")
+    explained = context.describe(wamids.select(*item, "_explained"), "_explained", quarantine=False).drop("_explained")
     joined = (
         cbp.join(candidates, on=item, how="left", maintain_order="left")
         .join(ours, left_on="message_id", right_on="opening_message_id", how="left", maintain_order="left", suffix="_ours")
@@ -564,9 +567,7 @@ def _missing_meta(
             _meta_model=pl.col("pricing_model").drop_nulls().first(),
         )
     )
-    matched_to = cbp.select("conversation_id", _meta_conversation_matched_to=pl.col("message_ids")).filter(
-        pl.col("conversation_id").is_not_null()
-    )
+    matched_to = cbp.select("conversation_id", _meta_conversation_matched_to=pl.col("message_ids")).filter(pl.col("conversation_id").is_not_null())
     rows = (
         inside.join(mentioned, left_on="opening_message_id", right_on="message_id", how="left", maintain_order="left")
         .join(matched_to.unique("conversation_id"), left_on="_meta_conversation", right_on="conversation_id", how="left", maintain_order="left")
@@ -609,10 +610,18 @@ def _with_meta_meaning(rows: pl.DataFrame, settings: Settings) -> pl.DataFrame:
 def _classified(rows: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """`status`, `reason` and `explanation` of item rows (module docstring, Reasons)."""
     defaults = {
-        "_missing_meta": pl.Boolean, "_meta_conversation": pl.String, "_meta_model": pl.String,
-        "_explained": pl.String, "_quarantined_wamid": pl.String, "_missing_wamids": pl.List(pl.String),
-        "_meta_conversation_wamids": pl.List(pl.String), "_subtype": pl.String, "_recipient_type": pl.String,
-        "_participant": pl.String, "agreeing_types": pl.List(pl.String), "meaning": pl.String,
+        "_missing_meta": pl.Boolean,
+        "_meta_conversation": pl.String,
+        "_meta_model": pl.String,
+        "_explained": pl.String,
+        "_quarantined_wamid": pl.String,
+        "_missing_wamids": pl.List(pl.String),
+        "_meta_conversation_wamids": pl.List(pl.String),
+        "_subtype": pl.String,
+        "_recipient_type": pl.String,
+        "_participant": pl.String,
+        "agreeing_types": pl.List(pl.String),
+        "meaning": pl.String,
     }
     rows = rows.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in defaults.items() if c not in rows.columns)
     level_is = {level: pl.col("level") == level for level in (MESSAGE, CONVERSATION)}
@@ -726,7 +735,6 @@ def _classified(rows: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     )
     explanations = explained(rows, lambda row: explain_item(row, settings), agrees_text(), pl.col("reason") != AGREES)
     return rows.with_columns(explanation=explanations)
-
 
 
 def _category_is_the_input(ours: pl.Expr, meta: pl.Expr) -> pl.Expr:

@@ -41,15 +41,15 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from analytics.core.json_files import json_lines, not_valid_json, read_text
 from analytics.core.errors import InputError
+from analytics.core.json_files import json_lines, not_valid_json, read_text
 from analytics.core.resources import resource
 from analytics.core.schema import INSTANT
 from analytics.read.webhooks import category_of, looks_like_webhook
@@ -126,9 +126,7 @@ NOT_PRICING_ANALYTICS = (
     "is Meta's {} response, which carries no billing by category: request conversation_analytics "
     "(CBP, before 2025-07-01) or pricing_analytics (PMP) with metric_types COST and VOLUME or CONVERSATION"
 )
-NOTHING_READ = (
-    "holds no conversation_analytics or pricing_analytics response and no Gupshup message or billing event"
-)
+NOTHING_READ = "holds no conversation_analytics or pricing_analytics response and no Gupshup message or billing event"
 
 
 @dataclass(frozen=True)
@@ -266,9 +264,7 @@ def analytics_kind(document: Any) -> str | None:
     return None
 
 
-def read_analytics(
-    source: str | Path | dict, *, source_file: str | None = None, first_row: int = 1
-) -> pl.DataFrame:
+def read_analytics(source: str | Path | dict, *, source_file: str | None = None, first_row: int = 1) -> pl.DataFrame:
     """One `conversation_analytics` or `pricing_analytics` response (a file or its parsed JSON) as
     ANALYTICS_SCHEMA rows, one per data point in the response's order (module docstring)."""
     if not isinstance(source, dict):
@@ -301,9 +297,7 @@ def read_analytics(
     return pl.DataFrame(rows, schema=ANALYTICS_SCHEMA)
 
 
-def _data_point(
-    point: Any, kind: str, granularity: str | None, currency: str | None, source_file: str | None, position: int
-) -> dict:
+def _data_point(point: Any, kind: str, granularity: str | None, currency: str | None, source_file: str | None, position: int) -> dict:
     point = _object(point)
     problems = []
     start, end = _instant(point.get("start")), _instant(point.get("end"))
@@ -595,14 +589,16 @@ def with_pricing_type_meaning(frame: pl.DataFrame, *, local_date: pl.Expr, prici
         agreeing_types=pl.col("ours_pricing_type").drop_nulls(),
         meaning=pl.col("meaning").str.join("; or "),
     )
-    return frame.drop("meaning_from", "agreeing_types", "meaning", strict=False).with_columns(
-        meaning_from=meaning_from
-    ).join(
-        by_type,
-        left_on=["meaning_from", pricing_type],
-        right_on=["effective_from", "meta_pricing_type"],
-        how="left",
-        maintain_order="left",
+    return (
+        frame.drop("meaning_from", "agreeing_types", "meaning", strict=False)
+        .with_columns(meaning_from=meaning_from)
+        .join(
+            by_type,
+            left_on=["meaning_from", pricing_type],
+            right_on=["effective_from", "meta_pricing_type"],
+            how="left",
+            maintain_order="left",
+        )
     )
 
 
@@ -626,8 +622,11 @@ def in_metas_words(frame: pl.DataFrame, *, local_date: pl.Expr, pricing_type: st
     return (
         frame.with_columns(_meaning_from=meaning_from)
         .join(
-            words, left_on=["_meaning_from", pricing_type], right_on=["_meaning_from", "_ours_type"],
-            how="left", maintain_order="left",
+            words,
+            left_on=["_meaning_from", pricing_type],
+            right_on=["_meaning_from", "_ours_type"],
+            how="left",
+            maintain_order="left",
         )
         .with_columns(pl.coalesce("_metas_word", pricing_type).alias(pricing_type))
         .drop("_meaning_from", "_metas_word")

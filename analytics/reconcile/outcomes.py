@@ -134,16 +134,22 @@ class Reconciliation:
 
 
 ROW_ORDER = (
-    "_level", "meta_source", "period_start", "_started_at", "country", "business_phone", "_category", "pricing_type",
-    "message_id", "conversation_id",
+    "_level",
+    "meta_source",
+    "period_start",
+    "_started_at",
+    "country",
+    "business_phone",
+    "_category",
+    "pricing_type",
+    "message_id",
+    "conversation_id",
 )
 
 
 def finished(rows: pl.DataFrame) -> pl.DataFrame:
     """RECONCILIATION_SCHEMA, sorted one way: level, source, period or time, then the keys."""
-    frame = rows.select(
-        [(pl.col(c) if c in rows.columns else pl.lit(None)).cast(t).alias(c) for c, t in RECONCILIATION_SCHEMA.items()]
-    )
+    frame = rows.select([(pl.col(c) if c in rows.columns else pl.lit(None)).cast(t).alias(c) for c, t in RECONCILIATION_SCHEMA.items()])
     return (
         frame.with_columns(
             _level=pl.col("level").replace_strict({level: i for i, level in enumerate(LEVELS)}, return_dtype=pl.Int8),
@@ -159,11 +165,13 @@ def finished(rows: pl.DataFrame) -> pl.DataFrame:
 def agreement_by_category(rows: pl.DataFrame) -> pl.DataFrame:
     """Per level and category (ours, else Meta's): rows compared, matches, and the agreement rate."""
     return (
-        rows.with_columns(category=pl.coalesce(pl.col("ours_category").replace(rules.shipped().choices.billed_category), "meta_category").fill_null("(all)"))
+        rows.with_columns(
+            category=pl.coalesce(pl.col("ours_category").replace(rules.shipped().choices.billed_category), "meta_category").fill_null("(all)")
+        )
         .group_by("level", "category")
         .agg(compared=pl.len(), matched=(pl.col("status") == MATCH).sum())
         .with_columns(agreement=(pl.col("matched") / pl.col("compared")).round(4))
-        .with_columns(level_order=pl.col("level").replace_strict({l: i for i, l in enumerate(LEVELS)}, return_dtype=pl.Int8))
+        .with_columns(level_order=pl.col("level").replace_strict({level: i for i, level in enumerate(LEVELS)}, return_dtype=pl.Int8))
         .sort("level_order", "category")
         .drop("level_order")
     )

@@ -54,8 +54,8 @@ import pyarrow.parquet as pq
 
 from analytics.core import outputs
 from analytics.core.errors import UsageError
-from analytics.terms.rules import rule_sets
 from analytics.core.schema import MESSAGE_SCHEMA
+from analytics.terms.rules import rule_sets
 
 DAY = 86_400
 HOUR = 3_600
@@ -177,9 +177,7 @@ ENTRY_POINTS = ("ctwa", "page_cta")
 # --- Public API --------------------------------------------------------------------------------
 
 
-def generate_traffic(
-    *, users: int, start: dt.date, months: int, seed: int, chunk_users: int | None = None
-) -> pl.DataFrame:
+def generate_traffic(*, users: int, start: dt.date, months: int, seed: int, chunk_users: int | None = None) -> pl.DataFrame:
     """Canonical messages (schema.MESSAGE_SCHEMA) of `users` users from `start` (00:00 UTC) for
     `months` calendar months, sorted by timestamp and message id. Same arguments, same frame.
 
@@ -190,9 +188,7 @@ def generate_traffic(
     return frames[0] if len(frames) == 1 else pl.concat(frames).sort("timestamp", "message_id")
 
 
-def generate_to_parquet(
-    path: str | Path, *, users: int, start: dt.date, months: int, seed: int, chunk_users: int | None = None
-) -> int:
+def generate_to_parquet(path: str | Path, *, users: int, start: dt.date, months: int, seed: int, chunk_users: int | None = None) -> int:
     """Write the traffic of `generate_traffic` (same rows, same arguments) to Parquet one block of
     `chunk_users` users at a time, so memory stays bounded; rows are sorted within each block only.
     Returns the number of rows written."""
@@ -345,10 +341,7 @@ class _Period:
 
 
 def _periods(start: dt.date, months: int) -> list[_Period]:
-    return [
-        _Period(i, _epoch(_add_months(start, i)), _epoch(_add_months(start, i + 1)), _add_months(start, i).month)
-        for i in range(months)
-    ]
+    return [_Period(i, _epoch(_add_months(start, i)), _epoch(_add_months(start, i + 1)), _add_months(start, i).month) for i in range(months)]
 
 
 def _rule_set_switches(start: int, end: int) -> list[int]:
@@ -386,9 +379,7 @@ def _busy_instants(draws: _Draws, period: _Period, offsets: pl.Series, name: str
     instants = pl.Series(name, [0] * n, dtype=pl.Int64)
     for offset in offsets.unique().sort().to_list():  # one profile per time zone, a handful at most
         local = utc + offset * HOUR
-        weight = pl.Series(HOUR_ACTIVITY).gather((local // HOUR) % 24) * pl.Series(WEEKDAY_ACTIVITY).gather(
-            (local // DAY + 3) % 7
-        )
+        weight = pl.Series(HOUR_ACTIVITY).gather((local // HOUR) % 24) * pl.Series(WEEKDAY_ACTIVITY).gather((local // DAY + 3) % 7)
         cumulative = weight.cum_sum()
         where = (offsets == offset).arg_true()
         hour = cumulative.search_sorted(hour_u.gather(where) * cumulative[-1], side="right").clip(0, utc.len() - 1)
@@ -451,9 +442,7 @@ def _users(seed: int, first: int, n: int, draws: _Draws) -> pl.DataFrame:
         "opt_in",
         care=pl.when(pl.col("latam")).then(LATAM).otherwise(CARE).cast(pl.Int8),
         promo=pl.when(pl.col("latam")).then(LATAM).otherwise(PROMO).cast(pl.Int8),
-        user_id=pl.when(pl.col("bsuid"))
-        .then(pl.col("iso") + "." + (pl.col("index") + _BSUID_BASE).cast(pl.String))
-        .otherwise(pl.col("phone")),
+        user_id=pl.when(pl.col("bsuid")).then(pl.col("iso") + "." + (pl.col("index") + _BSUID_BASE).cast(pl.String)).otherwise(pl.col("phone")),
         user_phone=pl.when(pl.col("bsuid") & pl.col("bsuid_phone")).then("+" + pl.col("phone")),
         user_country=pl.when(pl.col("bsuid") & ~pl.col("bsuid_phone")).then(pl.col("iso")),
     )
@@ -588,14 +577,14 @@ def _sessions(draws: _Draws, users: pl.DataFrame, events: pl.DataFrame, *, no_re
             pl.when(pl.col("has_agent")).then(pl.col("agent_at")),
             pl.when(pl.col("r2")).then(pl.col("r2_at")),
             pl.when(pl.col("follow")).then(pl.col("follow_reply_at")),
-        ).floor().cast(pl.Int64),
+        )
+        .floor()
+        .cast(pl.Int64),
     )
     return pl.concat(rows), ends
 
 
-def _orders(
-    draws: _Draws, users: pl.DataFrame, events: pl.DataFrame, *, ship_after: tuple[float, float] = (DAY, 4 * DAY)
-) -> pl.DataFrame:
+def _orders(draws: _Draws, users: pl.DataFrame, events: pl.DataFrame, *, ship_after: tuple[float, float] = (DAY, 4 * DAY)) -> pl.DataFrame:
     """Order notifications (utility templates) for events `uid`, `phone`, `t0` (confirmation time):
     a shipping update `ship_after` later, often a delivery notice 1-3 days after that, and now and
     then a user who asks where the parcel is."""
@@ -613,9 +602,7 @@ def _orders(
         delivered_at=pl.col("ship_at") + pl.col("delivered_gap"),
         question_at=pl.col("ship_at") + pl.col("question_gap"),
     )
-    questions = e.filter(pl.col("question")).select(
-        "uid", "phone", t0=pl.col("question_at").floor().cast(pl.Int64), entry=pl.lit(None, pl.Int8)
-    )
+    questions = e.filter(pl.col("question")).select("uid", "phone", t0=pl.col("question_at").floor().cast(pl.Int64), entry=pl.lit(None, pl.Int8))
     question_rows, _ = _sessions(draws.child("parcel_questions"), users, questions)
     return pl.concat(
         [
@@ -745,9 +732,7 @@ def _campaigns(draws: _Draws, users: pl.DataFrame, calendar_: Sequence[_Campaign
         order=draws.chance(n, CAMPAIGN_ORDER, "order"),
         order_at=pl.col("ts") + 10 * MINUTE + draws.lognormal(n, 3 * HOUR, 1.0, "order_at"),
     )
-    replies = e.filter(pl.col("reply")).select(
-        "uid", "phone", t0=pl.col("reply_at").floor().cast(pl.Int64), entry=pl.lit(None, pl.Int8)
-    )
+    replies = e.filter(pl.col("reply")).select("uid", "phone", t0=pl.col("reply_at").floor().cast(pl.Int64), entry=pl.lit(None, pl.Int8))
     reply_rows, _ = _sessions(draws.child("replies"), users, replies)
     orders = e.filter(pl.col("order")).select("uid", phone=pl.col("care"), t0=pl.col("order_at").floor().cast(pl.Int64))
     templates = e.select(
@@ -769,9 +754,7 @@ def _campaigns(draws: _Draws, users: pl.DataFrame, calendar_: Sequence[_Campaign
     )
 
 
-def _start_events(
-    draws: _Draws, users: pl.DataFrame, period: _Period, rate: float, weights: pl.Series, phone: str, name: str
-) -> pl.DataFrame:
+def _start_events(draws: _Draws, users: pl.DataFrame, period: _Period, rate: float, weights: pl.Series, phone: str, name: str) -> pl.DataFrame:
     """Users picked for a pattern in one month (about `rate` per user, weighted), and when they start."""
     n = draws.count(rate * users.height * period.season, name + ".count")
     uid = draws.pick_users(n, weights, name + ".users")
@@ -792,14 +775,10 @@ def _month(draws: _Draws, users: pl.DataFrame, period: _Period) -> list[pl.DataF
     support_rows, ends = _sessions(draws.child("support"), users, support)
     bought = ends.with_columns(
         buys=draws.chance(ends.height, ORDER_AFTER_SUPPORT, "buys_after_support") & pl.col("has_reply"),
-        t0=(pl.col("end") + 60 + draws.lognormal(ends.height, 40 * MINUTE, 1.0, "confirm_delay")).clip(
-            upper_bound=pl.col("end") + 20 * HOUR
-        ),
+        t0=(pl.col("end") + 60 + draws.lognormal(ends.height, 40 * MINUTE, 1.0, "confirm_delay")).clip(upper_bound=pl.col("end") + 20 * HOUR),
     ).filter(pl.col("buys"))
     web = _start_events(draws, users, period, WEB_ORDERS, engagement, "care", "web_orders")
-    orders = pl.concat(
-        [bought.select("uid", "phone", pl.col("t0").floor().cast(pl.Int64)), web.select("uid", "phone", "t0")]
-    )
+    orders = pl.concat([bought.select("uid", "phone", pl.col("t0").floor().cast(pl.Int64)), web.select("uid", "phone", "t0")])
     otp = _start_events(draws, users, period, OTP_BURSTS, engagement * users["otp_weight"], "care", "otp")
     shoppers = engagement * (users["otp_weight"] == 1).cast(pl.Float64)  # ads run where the shop sells
     ads = _start_events(draws, users, period, CTWA_ENTRIES, shoppers, "care", "ctwa")
@@ -855,9 +834,7 @@ def _chunks(*, users: int, start: dt.date, months: int, seed: int, chunk_users: 
         yield chunk, _chunk(seed, chunk, first, min(chunk_users, users - first), periods, campaigns)
 
 
-def _chunk(
-    seed: int, chunk: int, first: int, n: int, periods: list[_Period], campaigns: list[_Campaign]
-) -> pl.DataFrame:
+def _chunk(seed: int, chunk: int, first: int, n: int, periods: list[_Period], campaigns: list[_Campaign]) -> pl.DataFrame:
     draws = _Draws(seed, "chunk", chunk)
     users = _users(seed, first, n, draws.child("users"))
     start, end = periods[0].start, periods[-1].end
@@ -904,9 +881,7 @@ def _canonical(draws: _Draws, users: pl.DataFrame, rows: pl.DataFrame, chunk: in
         user_phone=users["user_phone"].gather(rows["uid"]),
         user_country=users["user_country"].gather(rows["uid"]),
         message_type=pl.col("kind").replace_strict(dict(enumerate(MESSAGE_TYPES)), return_dtype=pl.String),
-        template_category=pl.col("category").replace_strict(
-            dict(enumerate(CATEGORIES)), default=None, return_dtype=pl.String
-        ),
+        template_category=pl.col("category").replace_strict(dict(enumerate(CATEGORIES)), default=None, return_dtype=pl.String),
         status=status,
         entry_point=pl.col("entry").replace_strict(dict(enumerate(ENTRY_POINTS)), default=None, return_dtype=pl.String),
         fep_expires_at=pl.lit(None),  # only Meta's status webhooks say where a window ends

@@ -46,8 +46,8 @@ from analytics.reconcile.outcomes import (
     STATUS_MISSING,
     WINDOW_DIFFERS,
 )
-from analytics.terms import rules
 from analytics.settings import Settings
+from analytics.terms import rules
 
 
 def conversation_id_of(opening_message_id: str) -> str:
@@ -67,28 +67,31 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, settings
     """
     settings = settings or Settings()
     attributed = conversation_of_messages(charges, messages, settings)
-    rows = (
-        messages.join(attributed, on="message_id", how="inner")
-        .join(
-            charges.select(
-                "opening_message_id", "pricing_model", "category", "pricing_type", "started_at",
-                charge_business_phone="business_phone",
-            ),
-            on="opening_message_id",
-            how="left",
-        )
+    rows = messages.join(attributed, on="message_id", how="inner").join(
+        charges.select(
+            "opening_message_id",
+            "pricing_model",
+            "category",
+            "pricing_type",
+            "started_at",
+            charge_business_phone="business_phone",
+        ),
+        on="opening_message_id",
+        how="left",
     )
     rows = in_metas_words(rows, local_date=local_time(settings, "started_at").dt.date(), pricing_type="pricing_type")
     cbp = pl.col("pricing_model") == "CBP"
     conversation_window, fep_window = settings.conversation_windows()
     window = pl.when(pl.col("category") == rules.FEP_CATEGORY).then(pl.lit(fep_window)).otherwise(pl.lit(conversation_window))
     nominal_end = pl.col("started_at") + window
-    rounded_end = nominal_end.dt.truncate("1m") + pl.when(nominal_end.dt.truncate("1m") == nominal_end).then(
-        pl.duration(minutes=0)
-    ).otherwise(pl.duration(minutes=1))
-    category = pl.when(
-        ~cbp & (pl.col("category") == "marketing") & (pl.col("template_category") == "marketing_lite")
-    ).then(pl.lit("marketing_lite")).otherwise(pl.col("category"))
+    rounded_end = nominal_end.dt.truncate("1m") + pl.when(nominal_end.dt.truncate("1m") == nominal_end).then(pl.duration(minutes=0)).otherwise(
+        pl.duration(minutes=1)
+    )
+    category = (
+        pl.when(~cbp & (pl.col("category") == "marketing") & (pl.col("template_category") == "marketing_lite"))
+        .then(pl.lit("marketing_lite"))
+        .otherwise(pl.col("category"))
+    )
     base = rows.select(
         meta_source=pl.lit(WEBHOOK),
         message_id="message_id",
@@ -99,17 +102,13 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, settings
         category=category,
         pricing_type=pl.when(cbp).then(None).otherwise(pl.col("pricing_type")),
         billable=pl.when(cbp).then(pl.col("pricing_type") != "free_entry_point").otherwise(pl.col("pricing_type") == "regular"),
-        conversation_id=pl.when(cbp).then(
-            pl.col("opening_message_id").map_elements(conversation_id_of, return_dtype=pl.String)
-        ),
+        conversation_id=pl.when(cbp).then(pl.col("opening_message_id").map_elements(conversation_id_of, return_dtype=pl.String)),
         conversation_origin=pl.when(cbp).then(pl.col("category")),
         _expires=pl.when(cbp).then(rounded_end),
         _status=pl.col("status").fill_null("delivered"),
     )
     sent = base.with_columns(status=pl.lit("sent"), conversation_expires_at=pl.col("_expires"))
-    later = base.filter(pl.col("_status") != "sent").with_columns(
-        status=pl.col("_status"), conversation_expires_at=pl.lit(None, schema.INSTANT)
-    )
+    later = base.filter(pl.col("_status") != "sent").with_columns(status=pl.col("_status"), conversation_expires_at=pl.lit(None, schema.INSTANT))
     frame = pl.concat([sent, later], how="diagonal_relaxed").sort("message_id", "status")
     frame = frame.with_columns(
         source_file=pl.lit("synthetic"),
@@ -120,9 +119,7 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, settings
     return frame.select([(pl.col(c) if c in columns else pl.lit(None)).cast(t).alias(c) for c, t in PRICING_SCHEMA.items()])
 
 
-def meta_analytics_response(
-    charges: pl.DataFrame, *, granularity: str = DAILY, timezone: str = "UTC", report: str = PRICING_ANALYTICS
-) -> dict:
+def meta_analytics_response(charges: pl.DataFrame, *, granularity: str = DAILY, timezone: str = "UTC", report: str = PRICING_ANALYTICS) -> dict:
     """What Meta's `pricing_analytics` (or `conversation_analytics`) would answer for our charges:
     one data point per bucket (WABA time zone), country, category and type, with `volume` (or
     `conversation`) and, when the charges are priced, `cost` as a number. `charges` need
@@ -136,8 +133,7 @@ def meta_analytics_response(
         day = pl.col("started_at").dt.convert_time_zone(timezone).dt.date()
         ours = in_metas_words(ours, local_date=day, pricing_type="pricing_type")
     points = (
-        ours
-        .with_columns(start=local.dt.epoch("s"), end=local.dt.offset_by(every).dt.epoch("s"))
+        ours.with_columns(start=local.dt.epoch("s"), end=local.dt.offset_by(every).dt.epoch("s"))
         .group_by("start", "end", "user_country", "category", "pricing_type")
         .agg(volume=pl.len(), **({"cost": pl.col("cost").sum()} if priced else {}))
         .sort("start", "user_country", "category", "pricing_type")
@@ -196,9 +192,7 @@ _EXPECTED = {
 _OTHER_CATEGORY = {"marketing": "utility", "utility": "marketing", "authentication": "marketing"}
 
 
-def perturb(
-    messages: pl.DataFrame, meta_pricing: pl.DataFrame, charges: pl.DataFrame, *, seed: int = 0, per_kind: int = 2
-) -> Perturbed:
+def perturb(messages: pl.DataFrame, meta_pricing: pl.DataFrame, charges: pl.DataFrame, *, seed: int = 0, per_kind: int = 2) -> Perturbed:
     """Change `per_kind` items of each kind, chosen by `seed` among those a change touches alone:
 
     - `recategorised`: Meta's category of a regular template message (PMP) or conversation (CBP)
@@ -220,16 +214,12 @@ def perturb(
     first, last = charges["started_at"].min(), charges["started_at"].max()
     inner = charges.filter((pl.col("started_at") > first) & (pl.col("started_at") < last))
     entry_keys = messages.filter(pl.col("entry_point").is_not_null()).select("business_phone", "user_id").unique()
-    regular_templates = inner.filter(
-        (pl.col("pricing_type") == "regular") & pl.col("category").is_in(list(_OTHER_CATEGORY))
-    )
+    regular_templates = inner.filter((pl.col("pricing_type") == "regular") & pl.col("category").is_in(list(_OTHER_CATEGORY)))
     chosen: set[str] = set()
     plan: list[Perturbation] = []
 
     def pick(kind: str, model: str, candidates: pl.DataFrame) -> list[str]:
-        pool = candidates.filter(
-            (pl.col("pricing_model") == model) & ~pl.col("opening_message_id").is_in(list(chosen))
-        ).sort("opening_message_id")
+        pool = candidates.filter((pl.col("pricing_model") == model) & ~pl.col("opening_message_id").is_in(list(chosen))).sort("opening_message_id")
         if pool.height == 0:
             return []
         taken = pool.sample(n=min(per_kind, pool.height), seed=seed + len(plan))["opening_message_id"].to_list()

@@ -54,8 +54,7 @@ NO_SUCH_CALLING_CODE = (
 )
 NON_GEOGRAPHIC_NUMBER = "the phone number is non-geographic (+800, +808, +870, +881, +882, +883, +979): give user_country"
 SCIENTIFIC_NOTATION = (
-    "the user id is a number in scientific notation (3.9333E+11), as a spreadsheet shows it, and lost digits: "
-    "export the column as text"
+    "the user id is a number in scientific notation (3.9333E+11), as a spreadsheet shows it, and lost digits: export the column as text"
 )
 _SCIENTIFIC = re.compile(r"^[+-]?\d(?:[.,]\d+)?[eE][+-]?\d+$")
 
@@ -345,7 +344,7 @@ def _market_periods() -> tuple[tuple[dt.date | None, dict[str, str]], ...]:
     """(until, country -> market) for each stretch of dates between two changes of the table."""
     starts = [dt.date.min, *_change_dates()]
     untils = [*starts[1:], None]
-    return tuple((until, {c: market_of(c, start) for c in _periods()}) for start, until in zip(starts, untils))
+    return tuple((until, {c: market_of(c, start) for c in _periods()}) for start, until in zip(starts, untils, strict=False))
 
 
 def market_expr(country: pl.Expr, on: pl.Expr) -> pl.Expr:

@@ -50,12 +50,12 @@ from typing import Any
 
 import polars as pl
 
-from analytics.core.money import decimal_places
 from analytics.core import outputs
-from analytics.terms import rules
 from analytics.core.errors import InputError, UsageError, excerpt, found_names
-from analytics.terms.markets import MARKETS
+from analytics.core.money import decimal_places
 from analytics.core.resources import resource
+from analytics.terms import rules
+from analytics.terms.markets import MARKETS
 
 CARD_COLUMNS = ("effective_from", "currency", "market", "category", "tier_from", "rate")
 PROVENANCE_COLUMNS = ("source", "note")
@@ -192,7 +192,7 @@ def _read_rows(name: str, text: str, problems: list[str]) -> list[dict[str, Any]
         if len(values) != len(header):
             problems.append(f"{name}, line {line}: {len(values)} fields, the header has {len(header)}")
             continue
-        raw = dict(zip(header, (v.strip() for v in values)))
+        raw = dict(zip(header, (v.strip() for v in values), strict=False))
         row = _typed_row(raw, f"{name}, line {line}", problems)
         if row is not None:
             rows.append(row)
@@ -276,9 +276,7 @@ def _table_problems(rows: Sequence[dict[str, Any]]) -> list[str]:
             earlier = seen[key]
             same = earlier["rate"] == row["rate"]
             what = "duplicate row" if same else "overlapping tiers: a second rate for the same tier"
-            problems.append(
-                f"{row['where']}: {what} ({_describe(row)}), already at {earlier['where']}"
-            )
+            problems.append(f"{row['where']}: {what} ({_describe(row)}), already at {earlier['where']}")
             continue
         seen[key] = row
         first_tiers.setdefault(key[:4], []).append(row)
@@ -424,10 +422,7 @@ def _check_title_date(path: Path, rows: Sequence[Sequence[str]], effective: dt.d
         if match:
             stated = dt.datetime.strptime(match.group(1), "%B %d, %Y").date()
             if stated != effective:
-                raise UsageError(
-                    f"{path}: the file says it is effective {stated.isoformat()}, not {effective.isoformat()}: "
-                    f"check --effective"
-                )
+                raise UsageError(f"{path}: the file says it is effective {stated.isoformat()}, not {effective.isoformat()}: check --effective")
             return
 
 
@@ -470,7 +465,7 @@ def _meta_list_rates(path: Path, effective: dt.date, currency: str | None) -> tu
         raise InputError("the header has no Marketing column: is this Meta's list-rate file?", path=str(path))
     out: list[dict[str, str]] = []
     seen_markets: set[str] = set()
-    for row, line in zip(rows[header_at + 1 :], lines[header_at + 1 :]):
+    for row, line in zip(rows[header_at + 1 :], lines[header_at + 1 :], strict=False):
         if not any(row):
             continue
         where = f"{path}, line {line}"
@@ -507,9 +502,7 @@ def _meta_count(text: str, where: str) -> int | None:
     return int(digits)
 
 
-def _card_row(
-    effective: dt.date, currency: str, market: str, category: str, tier_from: int, rate: str, where: str
-) -> dict[str, str]:
+def _card_row(effective: dt.date, currency: str, market: str, category: str, tier_from: int, rate: str, where: str) -> dict[str, str]:
     """A row of the card made from Meta's CSV; `where` is the input file and line it comes from."""
     return {
         "where": where,
@@ -552,9 +545,7 @@ def _tier_sections(path: Path, rows: Sequence[Sequence[str]], header_at: int) ->
     return sections
 
 
-def _meta_tier_rates(
-    path: Path, effective: dt.date, currency: str | None, list_rows: Sequence[dict[str, str]]
-) -> tuple[list[dict[str, str]], int]:
+def _meta_tier_rates(path: Path, effective: dt.date, currency: str | None, list_rows: Sequence[dict[str, str]]) -> tuple[list[dict[str, str]], int]:
     rows, lines = _read_meta_csv(path)
     _check_title_date(path, rows, effective)
     header_at = _header_row(path, rows)
@@ -565,7 +556,7 @@ def _meta_tier_rates(
     bands = 0
     market = ""
     previous_to: dict[tuple[str, str], int | None] = {}
-    for row, line in zip(rows[header_at + 1 :], lines[header_at + 1 :]):
+    for row, line in zip(rows[header_at + 1 :], lines[header_at + 1 :], strict=False):
         if not any(row):
             continue
         where = f"{path}, line {line}"
@@ -600,9 +591,7 @@ def _meta_tier_rates(
                     raise InputError(f"{where}: {market} {section.category} has a band after the open-ended one")
                 if band_from != expected + 1:
                     what = "overlaps" if band_from <= expected else "leaves a gap after"
-                    raise InputError(
-                        f"{where}: {market} {section.category} band from {band_from:,} {what} the band ending at {expected:,}"
-                    )
+                    raise InputError(f"{where}: {market} {section.category} band from {band_from:,} {what} the band ending at {expected:,}")
                 out.append(_card_row(effective, code, market, section.category, max(band_from, 1), rate, where))
             if band_to is not None and band_to < band_from:
                 raise InputError(f"{where}: {market} {section.category} band from {band_from:,} to {band_to:,}")

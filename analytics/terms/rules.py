@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from analytics.core.errors import excerpt
 from analytics.core.resources import resource
@@ -296,9 +295,7 @@ def _free_tier(table: object, where: str) -> FreeTier:
         raise RulesFileError(f"{where}: a free tier's size must be a whole number >= 0, not {excerpt(size)}")
     if scope not in SCOPES:
         raise RulesFileError(f"{where}: a free tier's scope must be one of {', '.join(SCOPES)}, not {excerpt(scope)}")
-    return FreeTier(
-        name=str(table.get("name", "")), size=size, scope=scope, categories=tuple(_strings(table.get("categories"), "categories", where))
-    )
+    return FreeTier(name=str(table.get("name", "")), size=size, scope=scope, categories=tuple(_strings(table.get("categories"), "categories", where)))
 
 
 @cache
@@ -356,4 +353,3 @@ class AuthenticationInternational:
             return False
         start = self.start_dates.get(user_country)
         return start is not None and local_date >= start
-

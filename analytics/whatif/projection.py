@@ -51,12 +51,11 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from analytics.core import progress
-from analytics.price import pricing
-from analytics.terms import rules
-from analytics.whatif import strategies
 from analytics.core.errors import UsageError
 from analytics.core.money import rounded
 from analytics.settings import Settings
+from analytics.terms import rules
+from analytics.whatif import strategies
 from analytics.whatif.scenarios import BASELINE, COMPARE_SCHEMA, Comparison, Scenario, compare, conform_messages, load_cards
 from analytics.whatif.strategies import KEY
 
@@ -118,7 +117,7 @@ class Replay:
 
 def _month_start(year: int, month: int, zone: ZoneInfo) -> dt.datetime:
     year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
-    return dt.datetime(year, month, 1, tzinfo=zone).astimezone(dt.timezone.utc)
+    return dt.datetime(year, month, 1, tzinfo=zone).astimezone(dt.UTC)
 
 
 def history_end(messages: pl.DataFrame, timezone: str) -> tuple[dt.datetime, tuple[str, ...]]:
@@ -230,10 +229,7 @@ def _month_from_history(
             f"weeks: a month of {days} days needs up to {days + 6} days of history before {history_end_:%Y-%m-%d}"
         )
     draw = pl.struct(*KEY).hash(seed) % len(shifts)
-    parts = [
-        _shifted(frame.filter(draw == j), first - weeks * WEEK, last - weeks * WEEK, weeks * WEEK)
-        for j, weeks in enumerate(shifts)
-    ]
+    parts = [_shifted(frame.filter(draw == j), first - weeks * WEEK, last - weeks * WEEK, weeks * WEEK) for j, weeks in enumerate(shifts)]
     windows = tuple((first - w * WEEK, last - w * WEEK) for w in shifts)
     return Source(label, windows, tuple(shifts), False, {}), pl.concat(parts, how="vertical")
 
@@ -252,11 +248,7 @@ def _recent_growth(frame: pl.DataFrame, history_start: dt.datetime, end: dt.date
         return None
     recent = strategies.volumes(frame.filter(pl.col("timestamp").is_between(recent_start, end, closed="left")))
     earlier = strategies.volumes(frame.filter(pl.col("timestamp").is_between(recent_start - year, end - year, closed="left")))
-    return {
-        c: round(recent.get(c, 0) / earlier[c], 4)
-        for c in strategies.GROWTH_CATEGORIES
-        if earlier.get(c) and recent.get(c, 0) != earlier[c]
-    }
+    return {c: round(recent.get(c, 0) / earlier[c], 4) for c in strategies.GROWTH_CATEGORIES if earlier.get(c) and recent.get(c, 0) != earlier[c]}
 
 
 # --- Back-test -------------------------------------------------------------------------------------
@@ -333,7 +325,12 @@ def backtest(
         ahead = min(horizon, month_count - k)
         try:
             projected = replay(
-                frame, months=ahead, timezone=settings.timezone, history_months=history_months, until=origin, seed=seed,
+                frame,
+                months=ahead,
+                timezone=settings.timezone,
+                history_months=history_months,
+                until=origin,
+                seed=seed,
                 seasonal=seasonal,
             )
         except UsageError:  # too little history before this origin for a month of whole weeks
@@ -352,9 +349,7 @@ def backtest(
                     "actual_cost": row["cost_actual"],
                     "projected_cost": row["cost"],
                     # a cost with unpriced charges on either side is incomplete: not compared, not zero
-                    "cost_error": None
-                    if row["unpriced_charges"] or row["unpriced_charges_actual"]
-                    else _relative(row["cost"], row["cost_actual"]),
+                    "cost_error": None if row["unpriced_charges"] or row["unpriced_charges_actual"] else _relative(row["cost"], row["cost_actual"]),
                 }
             )
     errors = pl.DataFrame(rows, schema=_ERRORS_SCHEMA).sort("origin", "horizon")
@@ -431,8 +426,13 @@ def project(
     checked = None
     if run_backtest:
         checked = backtest(
-            frame, horizon=months, settings=settings, history_months=history_months, seed=seed,
-            cards=cards, baseline=next(s for s in scenarios if s.name == BASELINE),
+            frame,
+            horizon=months,
+            settings=settings,
+            history_months=history_months,
+            seed=seed,
+            cards=cards,
+            baseline=next(s for s in scenarios if s.name == BASELINE),
         )
     return Projection(_with_band(comparison.table, projected, checked), comparison, projected, checked)
 
@@ -459,4 +459,3 @@ def _with_band(table: pl.DataFrame, projected: Replay, checked: BackTest | None)
 
 def _decimal(value: float) -> Decimal:
     return rounded(Decimal(str(value)), 6)
-

@@ -57,15 +57,15 @@ from pathlib import Path
 import polars as pl
 
 from analytics.bill import charges
-from analytics.price import pricing
-from analytics.terms import rules
 from analytics.core import progress, schema
-from analytics.whatif import strategies
 from analytics.core.errors import UsageError
 from analytics.core.money import money, rounded, signed_money
 from analytics.core.times import local_time
-from analytics.terms.ratecards import load_card
+from analytics.price import pricing
 from analytics.settings import Settings
+from analytics.terms import rules
+from analytics.terms.ratecards import load_card
+from analytics.whatif import strategies
 from analytics.whatif.strategies import CHANGE, KEY, OTHER_CHANNEL, StrategyEffect, StrategySpec
 
 BASELINE = "baseline"
@@ -282,9 +282,7 @@ class SharedWork:
         if rule_set not in self._candidates:
             return charges.finish(charges.apply_free_tiers(self._kernel(messages, rule_set)))
         changed = changed.select(*KEY).unique()
-        kept = self._candidates[rule_set].join(
-            changed.with_columns(pl.col("business_phone").cast(pl.Categorical)), on=list(KEY), how="anti"
-        )
+        kept = self._candidates[rule_set].join(changed.with_columns(pl.col("business_phone").cast(pl.Categorical)), on=list(KEY), how="anti")
         rebilled = self._kernel(messages.join(changed, on=list(KEY), how="semi"), rule_set)
         candidates = pl.concat([kept, rebilled], how="vertical") if rebilled.height else kept
         return charges.finish(charges.apply_free_tiers(candidates))
@@ -299,14 +297,12 @@ def conform_messages(messages: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     optional column that is absent is null)."""
     frame = messages.lazy()
     names = frame.collect_schema().names()
-    return frame.select(
-        [(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in schema.MESSAGE_SCHEMA.items()]
-    ).collect(engine="in-memory")
+    return frame.select([(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in schema.MESSAGE_SCHEMA.items()]).collect(
+        engine="in-memory"
+    )
 
 
-def load_cards(
-    scenarios: Sequence[Scenario], settings: Settings | None = None
-) -> dict[tuple[object, dt.date | None], pl.DataFrame]:
+def load_cards(scenarios: Sequence[Scenario], settings: Settings | None = None) -> dict[tuple[object, dt.date | None], pl.DataFrame]:
     """Every rate card the scenarios price with, read and checked once (`ratecards.load_card`),
     keyed by (card, `rates_on`): the default is `settings.rate_card`, else the shipped card."""
     default = (settings or Settings()).rate_card
@@ -329,15 +325,9 @@ def load_cards(
 def card_in_force_on(card: pl.DataFrame, on: dt.date) -> pl.DataFrame:
     """The card's rows in force on `on` (every tier, per currency, market and category), made to
     apply from the first supported date: every charge is priced at that day's rates."""
-    in_force = (
-        card.filter(pl.col("effective_from") <= on)
-        .group_by("currency", "market", "category")
-        .agg(pl.col("effective_from").max())
-    )
+    in_force = card.filter(pl.col("effective_from") <= on).group_by("currency", "market", "category").agg(pl.col("effective_from").max())
     rows = card.join(in_force, on=["currency", "market", "category", "effective_from"], how="semi")
-    return rows.with_columns(effective_from=pl.lit(rules.first_supported_date())).sort(
-        "currency", "market", "category", "tier_from"
-    )
+    return rows.with_columns(effective_from=pl.lit(rules.first_supported_date())).sort("currency", "market", "category", "tier_from")
 
 
 # --- Running scenarios -----------------------------------------------------------------------------
@@ -458,8 +448,8 @@ def _rule_sets_to_share(scenarios: Sequence[Scenario], settings: Settings) -> li
     """Rule sets under which billing the unchanged traffic once saves work: the baseline's, those
     of scenarios that do not change the traffic, and those two or more changing scenarios share."""
     rule_sets = [s.rules or settings.rules for s in scenarios]
-    changing = [r for r, s in zip(rule_sets, scenarios) if s.changes_traffic]
-    shared = [r for r, s in zip(rule_sets, scenarios) if not s.changes_traffic or s.name == BASELINE]
+    changing = [r for r, s in zip(rule_sets, scenarios, strict=False) if s.changes_traffic]
+    shared = [r for r, s in zip(rule_sets, scenarios, strict=False) if not s.changes_traffic or s.name == BASELINE]
     shared += [r for r in changing if changing.count(r) > 1]
     return list(dict.fromkeys(shared))
 
@@ -525,9 +515,7 @@ def _rollup(priced: pl.DataFrame, currency: str | None) -> pl.DataFrame:
     )
 
 
-def _other_channel_lines(
-    moved: pl.DataFrame, steps: Sequence[Step], settings: Settings, currency: str | None
-) -> pl.DataFrame:
+def _other_channel_lines(moved: pl.DataFrame, steps: Sequence[Step], settings: Settings, currency: str | None) -> pl.DataFrame:
     """Messages a strategy sent by another channel, at its `unit_cost` each (in the scenario's
     currency): one line a month, category `authentication_other_channel`, counted in the WABA's
     time zone like charges."""
@@ -599,10 +587,10 @@ def explanations(results: Sequence[ScenarioResult], settings: Settings) -> pl.Da
     for result in results:
         item, step = result.scenario, 0
 
-        def add(change: str, text: str, effect: StrategyEffect | None = None) -> None:
+        def add(change: str, text: str, effect: StrategyEffect | None = None, scenario: str = item.name) -> None:
             nonlocal step
             counts = {k: (effect.count(k) if effect else None) for k in ("moved", "converted", "dropped", "added", OTHER_CHANNEL)}
-            rows.append({"scenario": item.name, "step": step, "change": change, **counts, "explanation": text})
+            rows.append({"scenario": scenario, "step": step, "change": change, **counts, "explanation": text})
             step += 1
 
         if item.description:

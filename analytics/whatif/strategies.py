@@ -45,10 +45,10 @@ from types import MappingProxyType
 
 import polars as pl
 
-from analytics.terms import rules
 from analytics.core import schema
-from analytics.terms.markets import MARKETS, market_expr, missing_user_country
 from analytics.settings import Settings
+from analytics.terms import rules
+from analytics.terms.markets import MARKETS, market_expr, missing_user_country
 
 # The `change` column and its values (module docstring).
 CHANGE = "change"
@@ -107,9 +107,7 @@ def strategy(explain: str) -> Callable[[Callable[..., pl.LazyFrame]], Callable[.
     def register(function: Callable[..., pl.LazyFrame]) -> Callable[..., pl.LazyFrame]:
         hints = typing.get_type_hints(function)
         parameters = {
-            name: (hints[name], p.default)
-            for name, p in inspect.signature(function).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
+            name: (hints[name], p.default) for name, p in inspect.signature(function).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
         }
 
         @functools.wraps(function)
@@ -148,9 +146,7 @@ def build(name: str, params: Mapping[str, object]) -> tuple[StrategySpec, dict[s
         raise ValueError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGIES)}")
     unknown = sorted(set(params) - set(spec.parameters))
     if unknown:
-        raise ValueError(
-            f"strategy {name} has no parameter {', '.join(unknown)}: its parameters are {_described(spec)}"
-        )
+        raise ValueError(f"strategy {name} has no parameter {', '.join(unknown)}: its parameters are {_described(spec)}")
     missing = [p for p, (_, default) in spec.parameters.items() if default is REQUIRED and p not in params]
     if missing:
         raise ValueError(f"strategy {name} needs {', '.join(missing)}: its parameters are {_described(spec)}")
@@ -203,9 +199,7 @@ def _converted(strategy_name: str, parameter: str, value: object, annotation: ob
             fail("a list of strings")
         return tuple(value)
     if origin in (dict, Mapping) and args == (str, float):
-        if not isinstance(value, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
-        ):
+        if not isinstance(value, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
             fail("a table of numbers, such as { marketing = 1.2 }")
         return {str(k): float(v) for k, v in value.items()}
     raise TypeError(f"strategy {strategy_name}: parameter {parameter} has an unsupported type {annotation}")
@@ -249,11 +243,7 @@ def _with_csw_open(rows: pl.LazyFrame, inbound: pl.LazyFrame) -> pl.LazyFrame:
             allow_exact_matches=True,
             check_sortedness=False,
         )
-        .with_columns(
-            csw_open=(
-                pl.col("timestamp").dt.epoch("us") < pl.col("last_user_message").dt.epoch("us") + _CSW_US
-            ).fill_null(False)
-        )
+        .with_columns(csw_open=(pl.col("timestamp").dt.epoch("us") < pl.col("last_user_message").dt.epoch("us") + _CSW_US).fill_null(False))
         .drop("last_user_message")
     )
 
@@ -271,9 +261,9 @@ def _updated(frame: pl.LazyFrame, changes: pl.LazyFrame, columns: Sequence[str])
     the frame's order. Only the row numbers are joined (`_aligned`), not every column."""
     new = changes.select(_ROW, *[pl.col(c).alias(f"{c}_new") for c in (*columns, CHANGE)], _hit=pl.lit(True))
     joined = _aligned(frame, new, [_ROW])
-    return joined.with_columns(
-        [pl.when(pl.col("_hit")).then(pl.col(f"{c}_new")).otherwise(pl.col(c)).alias(c) for c in (*columns, CHANGE)]
-    ).drop(_ROW, "_hit", *[f"{c}_new" for c in (*columns, CHANGE)])
+    return joined.with_columns([pl.when(pl.col("_hit")).then(pl.col(f"{c}_new")).otherwise(pl.col(c)).alias(c) for c in (*columns, CHANGE)]).drop(
+        _ROW, "_hit", *[f"{c}_new" for c in (*columns, CHANGE)]
+    )
 
 
 def _aligned(frame: pl.LazyFrame, other: pl.LazyFrame, on: Sequence[str]) -> pl.LazyFrame:
@@ -320,13 +310,8 @@ def utility_into_window(messages: pl.LazyFrame, *, tolerance_hours: float = 4.0)
     return _updated(frame, moved, ["timestamp"])
 
 
-@strategy(
-    explain="{converted:,} templates ({categories_text}) sent inside an open customer service window were sent as "
-    "free-form messages instead"
-)
-def templates_to_free_form(
-    messages: pl.LazyFrame, *, categories: Sequence[str] = ("utility",), share: float = 1.0, seed: int = 0
-) -> pl.LazyFrame:
+@strategy(explain="{converted:,} templates ({categories_text}) sent inside an open customer service window were sent as free-form messages instead")
+def templates_to_free_form(messages: pl.LazyFrame, *, categories: Sequence[str] = ("utility",), share: float = 1.0, seed: int = 0) -> pl.LazyFrame:
     """Inside an open customer service window, templates of `categories` become free-form messages.
 
     Business behaviour: while the user's window is open the business may send any message
@@ -338,26 +323,18 @@ def templates_to_free_form(
     """
     unknown = [c for c in categories if c not in schema.TEMPLATE_CATEGORIES]
     if unknown or not categories:
-        raise ValueError(
-            f"categories = {list(categories)}: choose among {', '.join(schema.TEMPLATE_CATEGORIES)}"
-        )
+        raise ValueError(f"categories = {list(categories)}: choose among {', '.join(schema.TEMPLATE_CATEGORIES)}")
     _check_share("share", share)
     frame = messages.with_row_index(_ROW)
     inbound = frame.filter(pl.col("direction") == "inbound")
     templates = frame.filter(_delivered_outbound() & _template_of(categories) & _chosen("message_id", share, seed))
     inside = _with_csw_open(templates.select(_ROW, *KEY, "timestamp"), inbound).filter("csw_open")
-    converted = inside.select(
-        _ROW, message_type=pl.lit("text"), template_category=pl.lit(None, dtype=pl.String), change=pl.lit(CONVERTED)
-    )
+    converted = inside.select(_ROW, message_type=pl.lit("text"), template_category=pl.lit(None, dtype=pl.String), change=pl.lit(CONVERTED))
     return _updated(frame, converted, ["message_type", "template_category"])
 
 
-@strategy(
-    explain="{dropped:,} marketing templates beyond {per_user} per user per {period} were not sent"
-)
-def cap_marketing(
-    messages: pl.LazyFrame, *, per_user: int, period: str = "month", timezone: str = "UTC"
-) -> pl.LazyFrame:
+@strategy(explain="{dropped:,} marketing templates beyond {per_user} per user per {period} were not sent")
+def cap_marketing(messages: pl.LazyFrame, *, per_user: int, period: str = "month", timezone: str = "UTC") -> pl.LazyFrame:
     """At most `per_user` marketing templates per user per calendar `period`; the rest are not sent.
 
     Business behaviour: a frequency cap on campaigns. A user is a `user_id`, across all of the
@@ -385,12 +362,8 @@ def cap_marketing(
     return _updated(frame, dropped, [])
 
 
-@strategy(
-    explain="{converted:,} user-started sessions ({share:.0%} of them) began from {entry_point_text}"
-)
-def more_entry_points(
-    messages: pl.LazyFrame, *, share: float, entry_point: str = "ctwa", seed: int = 0
-) -> pl.LazyFrame:
+@strategy(explain="{converted:,} user-started sessions ({share:.0%} of them) began from {entry_point_text}")
+def more_entry_points(messages: pl.LazyFrame, *, share: float, entry_point: str = "ctwa", seed: int = 0) -> pl.LazyFrame:
     """A `share` of the sessions users start begins from a Click-to-WhatsApp ad (`entry_point`).
 
     Business behaviour: the business runs Click-to-WhatsApp ads (or Facebook Page buttons,
@@ -454,9 +427,11 @@ def growth(
     names = messages.collect_schema().names()
     frame = messages.with_columns(user_country=missing_user_country(names))
     outbound = frame.filter(_delivered_outbound())
-    kind = pl.when(pl.col("message_type") == schema.TEMPLATE).then(
-        pl.col("template_category").replace(rules.shipped().choices.billed_category)
-    ).otherwise(pl.lit(SERVICE))
+    kind = (
+        pl.when(pl.col("message_type") == schema.TEMPLATE)
+        .then(pl.col("template_category").replace(rules.shipped().choices.billed_category))
+        .otherwise(pl.lit(SERVICE))
+    )
     rank = {c: i for i, c in enumerate(GROWTH_CATEGORIES)}
     dominant = (
         outbound.group_by(*KEY, kind=kind)
@@ -479,14 +454,12 @@ def growth(
         market = market_expr(pl.col("user_country"), pl.col("first_date"))
         factor = factor * market.replace_strict(dict(markets), default=1.0, return_dtype=pl.Float64)
     draw = pl.struct(*KEY).hash(seed).cast(pl.Float64) / 2.0**64
-    copies = keys.select(
-        *KEY, copies=(factor.floor() + (draw < factor - factor.floor()).cast(pl.Float64)).cast(pl.Int64)
-    ).filter(pl.col("copies") != 1)
+    copies = keys.select(*KEY, copies=(factor.floor() + (draw < factor - factor.floor()).cast(pl.Float64)).cast(pl.Int64)).filter(
+        pl.col("copies") != 1
+    )
     joined = _aligned(frame, copies, KEY)
     _check_size(joined)
-    kept = joined.with_columns(
-        pl.when(pl.col("copies") == 0).then(pl.lit(DROPPED)).otherwise(pl.col(CHANGE)).alias(CHANGE)
-    )
+    kept = joined.with_columns(pl.when(pl.col("copies") == 0).then(pl.lit(DROPPED)).otherwise(pl.col(CHANGE)).alias(CHANGE))
     added = (
         joined.filter(pl.col("copies") > 1)
         .with_columns(copy=pl.int_ranges(1, pl.col("copies")))
@@ -530,13 +503,8 @@ def physical_memory() -> int | None:
         return None
 
 
-@strategy(
-    explain="{other_channel:,} authentication messages ({share:.0%}) were sent by {channel} at {unit_cost} each "
-    "instead of WhatsApp"
-)
-def channel_shift(
-    messages: pl.LazyFrame, *, share: float, unit_cost: Decimal, channel: str = "sms", seed: int = 0
-) -> pl.LazyFrame:
+@strategy(explain="{other_channel:,} authentication messages ({share:.0%}) were sent by {channel} at {unit_cost} each instead of WhatsApp")
+def channel_shift(messages: pl.LazyFrame, *, share: float, unit_cost: Decimal, channel: str = "sms", seed: int = 0) -> pl.LazyFrame:
     """A `share` of authentication templates goes through another channel at `unit_cost` each.
 
     Business behaviour: one-time passwords sent by SMS (or e-mail, voice) instead of WhatsApp for a
@@ -584,11 +552,7 @@ class StrategyEffect:
 
 def effect_of(name: str, params: Mapping[str, object], changed: pl.DataFrame) -> StrategyEffect:
     """The effect of one strategy from its output (a frame whose `change` was null before it ran)."""
-    counts = (
-        changed.filter(pl.col(CHANGE).is_not_null())
-        .group_by(CHANGE)
-        .agg(messages=pl.len(), users=pl.struct(*KEY).n_unique())
-    )
+    counts = changed.filter(pl.col(CHANGE).is_not_null()).group_by(CHANGE).agg(messages=pl.len(), users=pl.struct(*KEY).n_unique())
     return StrategyEffect(
         name,
         dict(params),
