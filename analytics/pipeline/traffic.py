@@ -240,19 +240,15 @@ class Traffic:
         reports = analytics if isinstance(analytics, meta_reports.MetaReports) else meta_reports.read_reports(list(analytics))
 
         def run() -> Reconciliation:
-            json_inputs = [p for p in self.paths if Path(p).suffix.lower() in ingest.JSON_SUFFIXES]
-            among_inputs = meta_reports.read_reports(json_inputs, strict=False)
-            meta_pricing = meta_reports.concat_pricing([meta_reports.webhook_pricing(self._ingested.billing), among_inputs.pricing, reports.pricing])
-            priced, why_not = matching.priced_at_list_rates(self.charges, reports.analytics, self.settings)
-            return matching.reconcile(
+            return matching.against_reports(
                 self.messages,
                 self.charges,
-                meta_pricing=meta_pricing,
-                analytics=reports.analytics,
+                input_paths=self.paths,
+                webhook_pricing=meta_reports.webhook_pricing(self._ingested.billing),
+                reports=reports,
                 quarantine=self.quarantine,
-                priced=priced,
                 settings=self.settings,
-                notes=[*([why_not] if why_not else []), *notes],
+                notes=notes,
             )
 
         given = id(analytics) if isinstance(analytics, meta_reports.MetaReports) else tuple(map(str, analytics))

@@ -416,17 +416,13 @@ def reconciliation(
         billed = charges.bill(perturbed.messages, settings)
         result = reconcile.reconcile(perturbed.messages, billed, meta_pricing=perturbed.meta_pricing, settings=settings)
         return Compared(result, SYNTHETIC, perturbed.perturbations)
-    reports = meta_reports.read_reports(analytics_paths)
-    among_inputs = meta_reports.read_reports([p for p in traffic.sources if Path(p).suffix.lower() in ingest.JSON_SUFFIXES], strict=False)
-    meta_pricing = meta_reports.concat_pricing([traffic.meta_pricing, among_inputs.pricing, reports.pricing])
-    priced, _ = reconcile.priced_at_list_rates(traffic.charges, reports.analytics, settings)
-    result = reconcile.reconcile(
+    result = reconcile.against_reports(
         traffic.messages,
         traffic.charges,
-        meta_pricing=meta_pricing,
-        analytics=reports.analytics,
+        input_paths=traffic.sources,
+        webhook_pricing=traffic.meta_pricing,
+        reports=meta_reports.read_reports(analytics_paths),
         quarantine=traffic.quarantine,
-        priced=priced,
         settings=settings,
     )
     return Compared(result, INPUT)

@@ -86,6 +86,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -94,6 +95,8 @@ from analytics.core import schema
 from analytics.core.errors import UsageError
 from analytics.core.times import local_time
 from analytics.price import pricing
+from analytics.read.ingest import JSON_SUFFIXES
+from analytics.reconcile import meta_reports
 from analytics.reconcile.aggregates import reconcile_aggregates
 from analytics.reconcile.explanations import agrees_text, explain_item, explained
 from analytics.reconcile.meta_reports import with_pricing_type_meaning
@@ -174,6 +177,37 @@ def reconcile(
     rows = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=RECONCILIATION_SCHEMA)
     unreadable_rows = pl.concat(unreadable) if unreadable else pl.DataFrame(schema=UNREADABLE_SCHEMA)
     return Reconciliation(rows=rows, unreadable=unreadable_rows, notes=tuple(notes))
+
+
+def against_reports(
+    messages: pl.DataFrame,
+    charges: pl.DataFrame,
+    *,
+    input_paths: Sequence[str | Path],
+    webhook_pricing: pl.DataFrame,
+    reports: meta_reports.MetaReports,
+    quarantine: pl.DataFrame | pl.LazyFrame | None,
+    settings: Settings,
+    notes: Sequence[str] = (),
+) -> Reconciliation:
+    """`reconcile` against everything Meta reported: the `pricing` objects of the webhook inputs
+    (`webhook_pricing`), provider billing events among the JSON inputs (`input_paths`), and the
+    analytics responses and events in `reports`. Our costs are compared at Meta's list rates where
+    the analytics' currency is on the card; the summary says why not otherwise."""
+    json_inputs = [p for p in input_paths if Path(p).suffix.lower() in JSON_SUFFIXES]
+    among_inputs = meta_reports.read_reports(json_inputs, strict=False)
+    meta_pricing = meta_reports.concat_pricing([webhook_pricing, among_inputs.pricing, reports.pricing])
+    priced, why_not = priced_at_list_rates(charges, reports.analytics, settings)
+    return reconcile(
+        messages,
+        charges,
+        meta_pricing=meta_pricing,
+        analytics=reports.analytics,
+        quarantine=quarantine,
+        priced=priced,
+        settings=settings,
+        notes=[*([why_not] if why_not else []), *notes],
+    )
 
 
 def priced_at_list_rates(charges: pl.DataFrame, analytics: pl.DataFrame, settings: Settings) -> tuple[pl.DataFrame | None, str | None]:
