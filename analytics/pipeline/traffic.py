@@ -101,10 +101,8 @@ def _settings(settings: Settings | str | Path | None, overrides: dict[str, Any])
     if unknown:
         known = ", ".join(Settings.__dataclass_fields__)
         raise UsageError(f"unknown setting {', '.join(unknown)}: the settings are {known}")
-    if settings is None:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    if isinstance(settings, Settings):
-        return settings.replace(**overrides)
+    if settings is None or isinstance(settings, Settings):
+        return (settings or Settings()).replace(**overrides)
     return Settings.from_toml(settings, **overrides)
 
 
@@ -216,8 +214,7 @@ class Traffic:
         `Scenario` objects; default: the shipped examples/scenarios.toml), beside the baseline."""
         from analytics.whatif import scenarios as whatif
 
-        chosen = self._scenarios(scenarios)
-        return self._answer(("compare", _key(scenarios)), lambda: whatif.compare(self.messages, chosen, self.settings))
+        return self._answer(("compare", scenarios), lambda: whatif.compare(self.messages, self._scenarios(scenarios), self.settings))
 
     def project(self, months: int = 3, scenarios: str | Path | Sequence[Any] | None = None, **options: Any) -> Projection:
         """The `months` months after the traffic, per scenario (default: the baseline alone), with
@@ -225,9 +222,11 @@ class Traffic:
         from analytics.whatif import projection
         from analytics.whatif import scenarios as whatif
 
-        chosen = self._scenarios(scenarios) if scenarios is not None else [whatif.Scenario(whatif.BASELINE)]
-        key = ("project", months, _key(scenarios), tuple(sorted(options.items())))
-        return self._answer(key, lambda: projection.project(self.messages, chosen, months=months, settings=self.settings, **options))
+        def run() -> Projection:
+            chosen = self._scenarios(scenarios) if scenarios is not None else [whatif.Scenario(whatif.BASELINE)]
+            return projection.project(self.messages, chosen, months=months, settings=self.settings, **options)
+
+        return self._answer(("project", months, scenarios, tuple(sorted(options.items()))), run)
 
     def reconcile(self, analytics: Sequence[str | Path] | MetaReports = (), *, notes: Sequence[str] = ()) -> Reconciliation:
         """Our charges against what Meta reported: the webhook `pricing` objects among the inputs,
@@ -251,13 +250,13 @@ class Traffic:
                 notes=notes,
             )
 
-        given = id(analytics) if isinstance(analytics, meta_reports.MetaReports) else tuple(map(str, analytics))
+        given = analytics if isinstance(analytics, meta_reports.MetaReports) else tuple(map(str, analytics))
         return self._answer(("reconcile", given, tuple(notes)), run)
 
     def with_settings(self, settings: Settings | str | Path | None = None, **overrides: Any) -> Traffic:
         """The same traffic under other settings (e.g. `t.with_settings(rules="pmp-2026-10")`): the
         messages already read are reused; billing and everything after it is computed again."""
-        chosen = _settings(settings, overrides) if settings is not None else self.settings.replace(**_checked(overrides))
+        chosen = _settings(self.settings if settings is None else settings, overrides)
         read = self._read if _reading_settings(chosen) == _reading_settings(self.settings) else {}
         return Traffic(self.paths, chosen, self.send_log, self.templates, _read=read)
 
@@ -293,6 +292,13 @@ class Traffic:
     # --- helpers ---
 
     def _answer(self, key: tuple, compute: Any) -> Any:
+        """`compute()`, kept under `key`; asked with what has no value to compare by (a list of
+        scenarios, reports read), it is computed again rather than kept under an identity that a
+        later object may reuse."""
+        try:
+            hash(key)
+        except TypeError:
+            return compute()
         if key not in self._answers:
             self._answers[key] = compute()
         return self._answers[key]
@@ -320,15 +326,6 @@ def _shown_path(path: str) -> str:
     except ValueError:  # another drive
         return path
     return relative if relative.count("..") <= 2 else path
-
-
-def _key(value: object) -> object:
-    return str(value) if isinstance(value, (str, Path)) or value is None else id(value)
-
-
-def _checked(overrides: dict[str, Any]) -> dict[str, Any]:
-    _settings(None, {k: None for k in overrides})  # unknown names refused with the list of known ones
-    return overrides
 
 
 def _reading_settings(settings: Settings) -> tuple:
