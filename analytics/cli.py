@@ -199,12 +199,13 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None, output: str | None = None) -> ingest.Ingested:
     """Read the INPUTs as `add_input_arguments` declared them; print the run summary to stderr.
     `output`: also write the canonical messages there, in the same pass (`ingest`)."""
+    timezone, waba_timezones = _zones(args)
     ingested = ingest.read_messages(
         args.inputs,
         send_log=args.send_log,
         templates=args.templates,
-        timezone=_timezone(args),
-        waba_timezones=settings_of(args).waba_timezones if getattr(args, "config", None) else None,
+        timezone=timezone,
+        waba_timezones=waba_timezones,
         pseudonymise_key=key_from_env() if args.pseudonymise else None,
         latest=args.latest_timestamp,
         output=output,
@@ -215,13 +216,13 @@ def read_inputs(args: argparse.Namespace, *, quarantine_path: str | None = None,
     return ingested
 
 
-def _timezone(args: argparse.Namespace) -> str:
-    """--timezone, else the config file's `[billing] timezone`, else UTC."""
-    if args.timezone:
-        return args.timezone
-    if getattr(args, "config", None):
-        return settings_of(args).timezone
-    return "UTC"
+def _zones(args: argparse.Namespace) -> tuple[str, dict[str, str] | None]:
+    """The time zone (--timezone, else the config file's `[billing] timezone`, else UTC) and the
+    config file's per-WABA zones, the file read once."""
+    if not getattr(args, "config", None):
+        return args.timezone or "UTC", None
+    settings = settings_of(args)
+    return settings.timezone, settings.waba_timezones
 
 
 # Options that name files the command reads: no output may be one of them.
@@ -355,7 +356,7 @@ def add_summary_command(subcommands: argparse._SubParsersAction) -> None:
 
 def run_summary(args: argparse.Namespace) -> int:
     ingested = read_inputs(args)
-    print(summaries.format_traffic(ingest.describe_traffic(ingested.messages, timezone=_timezone(args)), top_markets=args.top))
+    print(summaries.format_traffic(ingest.describe_traffic(ingested.messages, timezone=_zones(args)[0]), top_markets=args.top))
     return EXIT_OK
 
 
