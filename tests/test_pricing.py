@@ -76,7 +76,7 @@ def charge(
 
 
 def frame(*rows: dict[str, object]) -> pl.DataFrame:
-    return pl.DataFrame(list(rows), schema=schema.CHARGE_SCHEMA, orient="row")
+    return schema.with_charge_extensions(pl.DataFrame(list(rows), schema=schema.CHARGE_CONTRACT_SCHEMA, orient="row"))
 
 
 def burst(n: int, start: str = "2026-01-05T10:00:00Z", **kwargs: object) -> list[dict[str, object]]:

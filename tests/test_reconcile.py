@@ -463,7 +463,7 @@ def our_charges(*groups: tuple) -> pl.DataFrame:
                     "user_country": [country] * count,
                     "cost": [cost] * count,
                 },
-                schema={**schema.CHARGE_SCHEMA, "user_country": pl.String, "cost": pl.Decimal(38, 12)},
+                schema={**schema.CHARGE_CONTRACT_SCHEMA, "user_country": pl.String, "cost": pl.Decimal(38, 12)},
             )
         )
     return pl.concat(frames)

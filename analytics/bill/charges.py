@@ -954,7 +954,7 @@ def finish(decided: Frame) -> Frame:
     strings), then billing order (time, then opening message id), as the reference sorts."""
     columns = decided.lazy().collect_schema()
     return decided.select(
-        [_as(c, columns[c], t) for c, t in schema.CHARGE_SCHEMA.items() if c != "billable"],
+        [_as(c, columns[c], t) if c in columns else pl.lit(None, dtype=t).alias(c) for c, t in schema.CHARGE_SCHEMA.items() if c != "billable"],
         billable=pl.col("pricing_type") == "regular",
     ).select(list(schema.CHARGE_SCHEMA))
 

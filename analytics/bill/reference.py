@@ -544,4 +544,4 @@ def _finish(charges: list[Charge], settings: Settings) -> pl.DataFrame:
                 "opening_message_id": opening.message_id,
             }
         )
-    return schema.conform_charges(pl.DataFrame(rows, schema=schema.CHARGE_SCHEMA))
+    return schema.conform_charges(pl.DataFrame(rows, schema=schema.CHARGE_CONTRACT_SCHEMA))

@@ -173,7 +173,7 @@ def conform_messages(messages: DataFrame, *, where: str = "messages") -> DataFra
     """The canonical columns the kernel reads, optional ones filled with nulls; an InputError
     names what is missing or of the wrong type."""
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, TimestampType
+    from pyspark.sql.types import LongType, StringType, TimestampType
 
     types = dict(messages.dtypes)
     missing = [c for c in schema.REQUIRED_MESSAGE_COLUMNS if c not in types]
@@ -191,7 +191,9 @@ def conform_messages(messages: DataFrame, *, where: str = "messages") -> DataFra
         )
     return messages.select(
         [
-            (F.col(c) if c in types else F.lit(None)).cast(TimestampType() if t == schema.INSTANT else StringType()).alias(c)
+            (F.col(c) if c in types else F.lit(None))
+            .cast(TimestampType() if t == schema.INSTANT else LongType() if t == pl.Int64() else StringType())
+            .alias(c)
             for c, t in schema.MESSAGE_SCHEMA.items()
         ]
     )
@@ -268,7 +270,7 @@ def apply_free_tiers(candidates: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F
 
     spark = candidates.sparkSession
-    kept = [c for c in CHARGE_COLUMNS if c != "pricing_type"]
+    kept = [c for c in CHARGE_COLUMNS if c != "pricing_type" and c in candidates.columns]
     counted = candidates.filter(F.col("free_tier_counter").isNotNull()).select(
         "free_tier_counter",
         "free_tier_scope",
@@ -284,10 +286,14 @@ def apply_free_tiers(candidates: DataFrame) -> DataFrame:
     spark.catalog.dropTempView("counted_charges")
     uncounted = candidates.filter(F.col("free_tier_counter").isNull()).select(*kept, "pricing_type")
     billed = uncounted.unionByName(decided.select("charge.*", "pricing_type"))
+
+    def column(name: str):  # an extension column the kernel does not produce is null
+        return F.col(name) if name in billed.columns else F.lit(None).cast(spark_type(schema.CHARGE_SCHEMA[name])).alias(name)
+
     return billed.select(
-        *[F.col(c) for c in CHARGE_COLUMNS[: CHARGE_COLUMNS.index("pricing_type") + 1]],
+        *[column(c) for c in CHARGE_COLUMNS[: CHARGE_COLUMNS.index("pricing_type") + 1]],
         (F.col("pricing_type") == "regular").alias("billable"),
-        *[F.col(c) for c in CHARGE_COLUMNS[CHARGE_COLUMNS.index("pricing_type") + 1 :]],
+        *[column(c) for c in CHARGE_COLUMNS[CHARGE_COLUMNS.index("pricing_type") + 1 :]],
     )
 
 

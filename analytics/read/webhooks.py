@@ -231,7 +231,9 @@ def fold_files(files: Sequence[WebhookFile], *, send_log: pl.DataFrame | None = 
     if not files:
         return []
     statuses = pl.concat([f.statuses.with_columns(file_order=pl.lit(i, dtype=pl.Int32)) for i, f in enumerate(files)])
-    outbound = fill_message_types(fold_statuses(statuses), send_log=send_log, templates=templates).select(list(RAW_MESSAGE_SCHEMA))
+    outbound = fill_message_types(fold_statuses(statuses), send_log=send_log, templates=templates)
+    missing = [c for c in RAW_MESSAGE_SCHEMA if c not in outbound.columns]  # optional columns the statuses do not carry
+    outbound = outbound.with_columns([pl.lit(None, dtype=RAW_MESSAGE_SCHEMA[c]).alias(c) for c in missing]).select(list(RAW_MESSAGE_SCHEMA))
     billing = billing_rows(statuses)
     return [
         WebhookRows(

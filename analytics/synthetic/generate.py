@@ -886,7 +886,8 @@ def _canonical(draws: _Draws, users: pl.DataFrame, rows: pl.DataFrame, chunk: in
         entry_point=pl.col("entry").replace_strict(dict(enumerate(ENTRY_POINTS)), default=None, return_dtype=pl.String),
         fep_expires_at=pl.lit(None),  # only Meta's status webhooks say where a window ends
     )
-    return frame.select([pl.col(c).cast(t) for c, t in MESSAGE_SCHEMA.items()])
+    names = frame.collect_schema().names()
+    return frame.select([(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in MESSAGE_SCHEMA.items()])
 
 
 # --- Broken lines for the quarantine ------------------------------------------------------------
