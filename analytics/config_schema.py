@@ -138,6 +138,8 @@ SCHEMA = Table(
                 "service_exempt_until": Value(
                     "a TOML date such as 2026-10-01 (no quotes)", lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime)
                 ),
+                # changes-2026-h2.md §6: a general-purpose AI assistant, billed general_purpose_ai where listed
+                "ai_provider": Value("true or false", lambda v: isinstance(v, bool)),
                 "authentication_international": Table(
                     {
                         "home_country": COUNTRY,

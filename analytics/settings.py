@@ -54,6 +54,7 @@ BILLING_FIELDS = (
     "service_exempt_until",
     "authentication_international",
     "rule_book",
+    "ai_provider",
 )
 
 
@@ -74,6 +75,9 @@ class Settings:
       the free tier are `free_exempt` up to and including this date (Meta: 2027-12-31). Default off.
     - `authentication_international`: §4.5; default, no such setting.
     - `rule_book`: the rules (data/rules/rule_sets.toml, or a file of your own).
+    - `ai_provider`: the business is an "AI Provider" in WhatsApp's terms (a general-purpose AI
+      assistant): its non-template messages to users of the markets in data/rules/ai_providers.csv
+      are `general_purpose_ai` charges (changes-2026-h2.md §6). Default off.
 
     Pricing:
     - `rate_card`: a card CSV or a folder of them (default: the card shipped in data/rate_cards/).
@@ -92,6 +96,7 @@ class Settings:
     service_exempt_until: dt.date | None = None
     authentication_international: AuthenticationInternational = field(default_factory=AuthenticationInternational)
     rule_book: RuleBook = field(default_factory=shipped)
+    ai_provider: bool = False
     rate_card: str | Path | None = None
     currency: str | None = None
     portfolios: dict[str, str] = field(default_factory=dict)
@@ -172,6 +177,7 @@ class Settings:
         waba_timezones = { "104996122399160" = "America/Sao_Paulo" }
         fep_model = "fixed-72h"            # or "fixed-7d", "extend-24h-per-user-message"
         service_exempt_until = 2027-12-31  # an eligible government or non-profit
+        ai_provider = false                # true: a general-purpose AI assistant (Meta's "AI Providers")
         rules_file = "my-rules.toml"       # relative to this file; default: the shipped rules
         [billing.authentication_international]
         home_country = "IT"
@@ -197,6 +203,7 @@ class Settings:
             "rules": billing.get("rules"),
             "fep_model": billing.get("fep_model", FIXED_72H),
             "service_exempt_until": _date(billing["service_exempt_until"]) if "service_exempt_until" in billing else None,
+            "ai_provider": billing.get("ai_provider", False),
             "authentication_international": AuthenticationInternational(
                 home_country=auth.get("home_country"),
                 start_dates={k: _date(v) for k, v in auth.get("start_dates", {}).items()},
