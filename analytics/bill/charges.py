@@ -280,7 +280,7 @@ def _columns_used(frame: pl.LazyFrame, names: list[str]) -> dict[str, bool]:
     return {c: bool(found.get(c)) for c in (schema.FEP_EXPIRES_AT, *_EXTENSIONS, "sent_by")}
 
 
-def _key_columns(groups: bool) -> list[pl.Expr]:
+def key_columns(groups: bool) -> list[pl.Expr]:
     """§2 Key: (business_phone, user_id), and for a group message (business_phone, group_id)."""
     if not groups:
         return [pl.col("business_phone"), pl.col("user_id")]
@@ -292,7 +292,7 @@ def _key_hash(groups: bool = False, seed: int = 0) -> pl.Expr:
     `seed` 7 is the check hash)."""
     if not groups and seed == 7:  # the check hash as it always was: (user_id, business_phone)
         return pl.struct("user_id", "business_phone").hash(seed=7)
-    return pl.struct(*_key_columns(groups)).hash(seed=seed)
+    return pl.struct(*key_columns(groups)).hash(seed=seed)
 
 
 def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.DataFrame:
@@ -307,7 +307,7 @@ def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.Data
     collided = (pl.col("key_hash") == pl.col("key_hash").shift(1)) & (pl.col("key_check") != pl.col("key_check").shift(1))
     if ordered.select(collided.any()).item():  # one hash, two keys: the check hash differs inside its run
         groups = "group_id" in attributes.columns
-        keys = attributes.select(_key_columns(groups)).gather(narrow["orig"])
+        keys = attributes.select(key_columns(groups)).gather(narrow["orig"])
         ranks = keys.select(pl.struct(pl.col("business_phone").cast(pl.String), *keys.columns[1:]).rank("dense"))
         ordered = narrow.with_columns(key_hash=ranks.to_series().cast(pl.UInt64)).sort(["key_hash", "t", "direction_rank", "orig"])
     ordered = ordered.drop("key_check")
