@@ -11,6 +11,8 @@ import polars as pl
 import pytest
 from traffic import Group, Traffic, merge, rows
 
+from analytics.bill import reference
+from analytics.core.schema import conform_charges
 from analytics.settings import Settings
 
 PMP_2025_DAY = "2026-09-07T08:00:00Z"  # pmp-2025 with the Business Agent amendment: the group window frees utility
@@ -174,3 +176,35 @@ def test_group_message_under_conversation_based_pricing_is_refused_naming_the_me
 
     with pytest.raises(ValueError, match=r"g0001.*bills no groups"):
         bill(group.frame(), Settings(rules=what_if))
+
+
+def mixed_traffic() -> pl.DataFrame:
+    """Groups and one-to-one keys of the same users on two business numbers, in both pricing eras of 2026."""
+    keys = []
+    for n, (day, business_phone) in enumerate([(PMP_2025_DAY, "B1"), (PMP_2026_DAY, "B2"), (PMP_2026_DAY, "B1")]):
+        group = Group(day, PARTICIPANTS, group_id=f"G{n}", business_phone=business_phone, id_prefix=f"g{n}-")
+        group.user(0, GERMAN).template(1, "utility", failed=(ITALIAN,)).text(2).template(30, "marketing").user(31, ITALIAN).text(32)
+        keys.append(group)
+        for u, (user_id, country) in enumerate(PARTICIPANTS.items()):
+            t = Traffic(day, business_phone=business_phone, user_id=user_id, user_country=country, id_prefix=f"m{n}{u}-")
+            keys.append(t.user(0.5).text(1).agent(1.5, tokens=20_000).template(2, "utility", template_name="receipt").text(2))
+    return merge(*keys)
+
+
+def test_groups_bill_alike_in_memory_in_buckets_and_with_colliding_hashes(tmp_path, monkeypatch):
+    """A group's participants stay in one bucket (DuckDB's split and the rescan) and one key when
+    every key shares one hash."""
+    from analytics.bill import charges, partitioned  # noqa: PLC0415 - only this test reaches past `bill`
+
+    traffic = mixed_traffic()
+    expected = reference.bill(traffic)
+    assert set(expected["category"]) >= {"group_utility", "group_service", "group_marketing", "meta_business_agent"}
+    assert charges.bill(traffic).to_dicts() == expected.to_dicts()
+    source = tmp_path / "messages.parquet"
+    traffic.write_parquet(source)
+    for rows_per_bucket in (5, traffic.height // 2 + 1):  # split by DuckDB, then rescanned
+        run = partitioned.bill_parquet([source], tmp_path / "charges.parquet", rows_per_bucket=rows_per_bucket)
+        assert run.buckets > 1
+        assert conform_charges(pl.read_parquet(tmp_path / "charges.parquet")).to_dicts() == expected.to_dicts()
+    monkeypatch.setattr(charges, "_key_hash", lambda groups=False: pl.lit(42, dtype=pl.UInt64))
+    assert charges.bill(traffic).to_dicts() == expected.to_dicts()

@@ -214,16 +214,30 @@ def test_free_tier_query_decides_the_same_in_duckdb_and_spark(spark) -> None:
 
 def test_chunks_of_sorted_batches_never_split_a_key() -> None:
     keys = [("p1", "u1")] * 3 + [("p1", "u2")] * 4 + [("p2", "u1")] * 2 + [("p2", "u2")]
-    frame = pa.table({"business_phone": [k[0] for k in keys], "user_id": [k[1] for k in keys], "n": list(range(len(keys)))})
+    frame = pa.table({"business_phone": [k[0] for k in keys], "billing_key": [k[1] for k in keys], "n": list(range(len(keys)))})
     batches = frame.to_batches(max_chunksize=2)  # batch boundaries fall inside keys
     chunks = list(spark_engine.whole_key_chunks(iter(batches), rows=3))
     assert pl.concat(chunks)["n"].to_list() == list(range(len(keys)))
     seen: set[tuple[str, str]] = set()
     for chunk in chunks:
-        in_chunk = set(chunk.select("business_phone", "user_id").unique().iter_rows())
+        in_chunk = set(chunk.select("business_phone", "billing_key").unique().iter_rows())
         assert not in_chunk & seen
         seen |= in_chunk
     assert len(chunks) > 1
+
+
+def test_spark_bills_groups_agents_and_carried_columns_like_the_local_engine(spark) -> None:
+    """A group's participants are billed in one kernel call however Spark partitions; the kernel's
+    group_id, tokens and template_name pass through to the charges."""
+    from test_groups_agents_ai import mixed_traffic
+
+    traffic = mixed_traffic()
+    local = schema.conform_charges(charges.bill(traffic))
+    on_spark = spark_engine.to_polars(spark_engine.bill(spark.createDataFrame(traffic.to_arrow()), partitions=4))
+    assert_frame_equal(on_spark, local)
+    assert local["group_id"].drop_nulls().n_unique() == 3
+    assert set(local["tokens"].drop_nulls()) == {20_000}
+    assert set(local["template_name"].drop_nulls()) == {"receipt"}
 
 
 def test_charges_and_costs_commands_with_engine_spark(spark, traffic, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

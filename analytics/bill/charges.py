@@ -215,7 +215,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[
             *reported,
             *issue_17,
             key_hash=_key_hash(groups),
-            key_check=_key_hash(groups, seed=7),
+            key_check=_key_check(groups),
             t=pl.col("timestamp").dt.epoch("us"),
             direction_rank=looked_up(pl.col("direction"), choices.direction_rank, pl.UInt8),
             failed=(pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed"),
@@ -287,12 +287,16 @@ def key_columns(groups: bool) -> list[pl.Expr]:
     return [pl.col("business_phone"), pl.when(pl.col("group_id").is_null()).then(pl.col("user_id")).alias("user_id"), pl.col("group_id")]
 
 
-def _key_hash(groups: bool = False, seed: int = 0) -> pl.Expr:
-    """The 64-bit hash that groups a key's messages (`_in_billing_order` survives its collisions;
-    `seed` 7 is the check hash)."""
-    if not groups and seed == 7:  # the check hash as it always was: (user_id, business_phone)
+def _key_hash(groups: bool = False) -> pl.Expr:
+    """The 64-bit hash that groups a key's messages (`_in_billing_order` survives its collisions)."""
+    return pl.struct(*key_columns(groups)).hash()
+
+
+def _key_check(groups: bool) -> pl.Expr:
+    """A second, independent hash of the key, that tells keys sharing a `_key_hash` apart."""
+    if not groups:
         return pl.struct("user_id", "business_phone").hash(seed=7)
-    return pl.struct(*key_columns(groups)).hash(seed=seed)
+    return pl.struct(*reversed(key_columns(groups))).hash(seed=7)
 
 
 def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.DataFrame:
