@@ -7,13 +7,19 @@ Sources: Meta, "Groups API Pricing" (Updated May 21, 2026) and "Groups API" (Upd
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import polars as pl
 import pytest
 from traffic import Group, Traffic, merge, rows
 
 from analytics.bill import reference
+from analytics.core.errors import UsageError
+from analytics.core.resources import resource
 from analytics.core.schema import conform_charges
-from analytics.settings import Settings
+from analytics.settings import BILLING_FIELDS, Settings
+from analytics.terms import rules
 
 PMP_2025_DAY = "2026-09-07T08:00:00Z"  # pmp-2025 with the Business Agent amendment: the group window frees utility
 PMP_2026_DAY = "2026-10-05T08:00:00Z"
@@ -208,3 +214,45 @@ def test_groups_bill_alike_in_memory_in_buckets_and_with_colliding_hashes(tmp_pa
         assert conform_charges(pl.read_parquet(tmp_path / "charges.parquet")).to_dicts() == expected.to_dicts()
     monkeypatch.setattr(charges, "_key_hash", lambda groups=False: pl.lit(42, dtype=pl.UInt64))
     assert charges.bill(traffic).to_dicts() == expected.to_dicts()
+
+
+def test_the_ai_providers_list_is_metas_with_its_dates_and_source():
+    listed = rules.ai_provider_markets()
+    eu_eea = [m for m in listed if m.country not in ("IT", "BR")]
+    assert len(listed) == 31 and len(eu_eea) == 29 and len({m.country for m in listed}) == 31
+    assert {(m.effective_from, m.until) for m in eu_eea} == {(dt.date(2026, 3, 11), dt.date(2026, 5, 13))}
+    assert [(m.country, m.effective_from, m.until) for m in listed[:2]] == [
+        ("IT", dt.date(2026, 2, 16), dt.date(2026, 5, 13)),
+        ("BR", dt.date(2026, 3, 11), None),
+    ]
+    assert all("New pricing policy for AI Providers" in m.source and "May 21, 2026" in m.source for m in listed)
+    assert not rules.ai_provider_listed("GB", dt.date(2026, 4, 1)) and rules.ai_provider_listed("no", dt.date(2026, 4, 1))
+
+
+def test_ai_provider_is_a_billing_setting_read_from_the_config(tmp_path: Path):
+    config = tmp_path / "analytics.toml"
+    config.write_text("[billing]\nai_provider = true\n", encoding="utf-8")
+    assert Settings.from_toml(config).ai_provider is True
+    assert "ai_provider" in BILLING_FIELDS
+    config.write_text('[billing]\nai_provider = "yes"\n', encoding="utf-8")
+    with pytest.raises(UsageError, match=r"\[billing\] ai_provider: expected true or false"):
+        Settings.from_toml(config)
+
+
+def test_a_rules_file_names_only_known_issue_17_categories_and_bills_groups_only_per_message():
+    shipped = resource("data", "rules", "rule_sets.toml").read_text(encoding="utf-8")
+    with pytest.raises(rules.RulesFileError, match="meta_business_agent_category 'agent' is not one of"):
+        rules.RuleBook.from_toml(
+            shipped.replace('meta_business_agent_category = "meta_business_agent"', 'meta_business_agent_category = "agent"', 1), "r.toml"
+        )
+    with pytest.raises(rules.RulesFileError, match="rule set 'cbp-2022'.*per-message rules, not for a CBP rule set"):
+        rules.RuleBook.from_toml(shipped.replace('service_rate_from = ""', 'service_rate_from = ""\nbills_groups = true', 2), "r.toml")
+    # A rules file written before issue 17 (no new properties) bills none of its traffic: a group is refused.
+    older = "\n".join(
+        line for line in shipped.splitlines() if not line.startswith(("bills_groups", "meta_business_agent_", "ai_provider_", "never_free"))
+    )
+    book = rules.RuleBook.from_toml(older, "older.toml")
+    group = Group(PMP_2026_DAY, {ITALIAN: "IT"})
+    group.text(0)
+    with pytest.raises(ValueError, match="bills no groups"):
+        reference.bill(group.frame(), Settings(rule_book=book))
