@@ -256,12 +256,12 @@ def _check_tables(value: object, spec: Tables, where: tuple[str, ...], key: str)
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         return f"{_name(where, key)}: expected {spec.expected}, got {excerpt(value)}"
     for place, table in enumerate(value, start=1):
+        problem = check(table, spec.table, (*where, f"{key} number {place}"))  # first: a misspelt key is also a missing one
+        if problem:
+            return problem
         missing = [k for k in spec.required if k not in table]
         if missing:
             return f"{name} number {place}: missing {', '.join(missing)}: expected {spec.expected}"
-        problem = check(table, spec.table, (*where, f"{key} number {place}"))
-        if problem:
-            return problem
     return None
 
 
