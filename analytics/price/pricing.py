@@ -23,6 +23,16 @@ WABA and business number. The steps, for each charge:
    A billable charge without a rate is a `MissingRateError` naming currency, market, category and
    date, unless `report_unpriced`: then its rate and cost stay empty and `costs` reports it on a
    separate line (`priced` false).
+5. **Issue 17** (changes-2026-h2.md §2, §4-6): a group category without a row of its own pays
+   its base category's rate (`ratecards.priced_as`, data/rules/priced_as.csv, Meta's "Groups API
+   Pricing", Updated May 21, 2026) and counts toward no volume tier; a row whose `unit` is
+   `million_tokens` (Meta Business Agent) costs `rate × tokens / 1,000,000`, at
+   `Settings.agent_tokens_per_message` where the charge's tokens are not known (`estimated`); a
+   marketing max price (`Settings.max_prices`) prices the marketing and group marketing charges it
+   covers at min(list rate, max price) (`at_most`: an upper bound). `general_purpose_ai` has no
+   rate on the shipped card (Meta's AI Provider figures are not known): unpriced, never zero.
+   `costs` and `invoice` count such charges after the contract's columns (`tokens`,
+   `estimated_charges`, `at_most_charges`).
 
 Money is exact: rates are decimals with at most 6 places (`ratecards.RATE_SCALE`), the markup
 percent at most 4 and the fixed markup at most 6, so a charge's cost is an exact decimal of scale
