@@ -82,6 +82,7 @@ from analytics.terms.ratecards import (
     GENERAL_PURPOSE_AI,
     GROUP_MARKETING,
     PER_MILLION_TOKENS,
+    PER_TOKEN_CATEGORIES,
     RATE_SCALE,
     TIER_FAMILY,
     TOKENS_PER_UNIT,
@@ -666,9 +667,22 @@ GROUP_KEYS = (
     "business_phone",
     "waba_id",
     "market",
-    "tokens",  # a per-token charge's cost
-    "template_name",  # a marketing max price may name the template
+    "tokens",  # a per-token charge's cost (`_cost_keys`: null for the others)
+    "template_name",  # a marketing max price may name the template (`_cost_keys`: null where none does)
 )
+
+
+def _cost_keys(settings: Settings) -> dict[str, pl.Expr]:
+    """`tokens` and `template_name` where they can change a charge's cost, null elsewhere: so they
+    split the groups of `cost_partials_of_charges` only there (a template's name on every
+    template charge would otherwise multiply the groups, and the charges priced one by one)."""
+    names_template = any(cap.template is not None for cap in settings.max_prices)
+    return {
+        "tokens": pl.when(pl.col("category").is_in(PER_TOKEN_CATEGORIES)).then(pl.col("tokens")),
+        "template_name": pl.when(pl.col("category").is_in(MAX_PRICE_CATEGORIES)).then(pl.col("template_name"))
+        if names_template
+        else pl.lit(None, dtype=pl.String),
+    }
 
 
 def cost_partials_of_charges(
@@ -691,7 +705,7 @@ def cost_partials_of_charges(
     require_charge_columns(charges.columns)
     groups = (
         charges.lazy()
-        .group_by(*GROUP_KEYS, local_date=local_date(settings))
+        .group_by(*(k for k in GROUP_KEYS if k not in ("tokens", "template_name")), **_cost_keys(settings), local_date=local_date(settings))
         .agg(started_at=pl.col("started_at").min(), charges=pl.len().cast(pl.Int64))
         .collect(engine="streaming")
     )
