@@ -953,10 +953,14 @@ def test_cost_partials_of_charges_give_the_same_costs_and_invoice_with_tokens_an
         None,
         None,
     )
-    settings = max_price_settings(("W1", "40", "2026-10-01", "spring_sale"))
-    priced = price(charges_frame, settings)
-    partials = pricing.cost_partials_of_charges(charges_frame, settings)
-    assert_frame_equal(pricing.costs_from_partials(partials), costs(priced))
-    assert_frame_equal(pricing.invoice_from_partials(partials), invoice(priced))
+    # the template's cap: 1 charge capped; the WABA's: both marketing charges; none: no cap
+    for caps, capped in (((("W1", "40", "2026-10-01", "spring_sale"),), 1), ((("W1", "40", "2026-10-01", None),), 2), ((), 0)):
+        settings = max_price_settings(*caps)
+        priced = price(charges_frame, settings)
+        partials = pricing.cost_partials_of_charges(charges_frame, settings)
+        assert_frame_equal(pricing.costs_from_partials(partials), costs(priced))
+        assert_frame_equal(pricing.invoice_from_partials(partials), invoice(priced))
+        assert priced["at_most"].sum() == capped
+    priced = price(charges_frame, max_price_settings(("W1", "40", "2026-10-01", "spring_sale")))
     agent = costs(priced).filter(pl.col("category") == "meta_business_agent").row(0, named=True)
     assert (agent["tokens"], agent["estimated_charges"], agent["cost"]) == (71_000, 2, D("0.142"))  # 2.00 × 71,000 / 1 M
