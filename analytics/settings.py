@@ -72,9 +72,6 @@ class MaxPrice:
         """The most one message costs: exact, at most 6 decimals (a rate of the card)."""
         return self.per_1000 / 1000
 
-    def covers(self, waba_id: str, template_name: str | None, local_date: dt.date) -> bool:
-        return waba_id == self.waba_id and local_date >= self.from_date and self.template in (None, template_name)
-
 
 # The fields that decide the charges (the rest decide only what they cost): a charges file records
 # these, and is priced only under the same ones (analytics/core/stages.py).
