@@ -53,7 +53,16 @@ class Entries:
 
 @dataclass(frozen=True)
 class Table:
-    settings: Mapping[str, Value | Entries | Table]
+    settings: Mapping[str, Value | Entries | Table | Tables]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """An array of tables (`[[pricing.budget]]`), each checked against `table`; `required` keys
+    must be in every one."""
+
+    table: Table
+    required: tuple[str, ...] = ()
 
 
 def _is_text(value: object) -> bool:
@@ -99,6 +108,10 @@ def _is_amount(value: object) -> bool:
             return False
         return number.is_finite() and number >= 0
     return False
+
+
+def _is_month(value: object) -> bool:
+    return isinstance(value, str) and bool(re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value))
 
 
 def _rule_set_names() -> str:
@@ -160,6 +173,25 @@ SCHEMA = Table(
                 "markup_percent": Value("a number >= 0, such as 10", _is_amount),
                 "markup_per_charge": Value("a number >= 0, such as 0.002", _is_amount),
                 "report_unpriced": Value("true or false", lambda v: isinstance(v, bool)),
+                # analytics/present/budget.py: a budget per month, the whole traffic or one category or WABA of it
+                "budget": Tables(
+                    Table(
+                        {
+                            "amount": Value("a number >= 0, such as 1500 (in the priced currency)", _is_amount),
+                            "month": Value('a month such as "2026-11" (leave it out for every month)', _is_month),
+                            "category": Value(
+                                'a charge category in lower case, such as "marketing"',
+                                lambda v: isinstance(v, str) and bool(re.fullmatch(r"[a-z_]+", v)),
+                            ),
+                            "waba_id": Value("a WABA id (a string)", lambda v: isinstance(v, str) and bool(v.strip())),
+                            "currency": Value(
+                                'an ISO 4217 currency code such as "EUR"',
+                                lambda v: isinstance(v, str) and bool(re.fullmatch(r"[A-Za-z]{3}", v.strip())),
+                            ),
+                        }
+                    ),
+                    required=("amount",),
+                ),
             }
         ),
     }
@@ -196,6 +228,8 @@ def check(document: Mapping[str, object], schema: Table = SCHEMA, where: tuple[s
             problem = check(value, spec, (*where, key))
         elif isinstance(spec, Entries):
             problem = _check_entries(value, spec, where, key)
+        elif isinstance(spec, Tables):
+            problem = _check_tables(value, spec, where, key)
         else:
             problem = None if spec.valid(value) else f"{_name(where, key)}: expected {spec.describe()}, got {excerpt(value)}"
         if problem:
@@ -212,6 +246,20 @@ def _check_entries(value: object, spec: Entries, where: tuple[str, ...], key: st
             return f"{name}: expected the key to be {spec.key.describe()}"
         if not spec.value.valid(entry_value):
             return f"{name}: expected {spec.value.describe()}, got {excerpt(entry_value)}"
+    return None
+
+
+def _check_tables(value: object, spec: Tables, where: tuple[str, ...], key: str) -> str | None:
+    name = ".".join((*where, key))
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        return f"{_name(where, key)} must be an array of tables ([[{name}]]), not {_type(value)}"
+    for number, item in enumerate(value, start=1):
+        missing = [k for k in spec.required if k not in item]
+        if missing:
+            return f"[[{name}]] number {number}: {', '.join(missing)} is missing"
+        problem = check(item, spec.table, (name,))
+        if problem:
+            return f"[[{name}]] number {number}: " + problem.removeprefix(f"[{name}] ")
     return None
 
 

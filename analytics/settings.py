@@ -41,6 +41,7 @@ from analytics.terms.rules import (
 # Decimal places a markup may have: a charge's cost (rate scale 6) stays an exact decimal of scale 12.
 MARKUP_PERCENT_SCALE = 4
 MARKUP_PER_CHARGE_SCALE = 6
+BUDGET_SCALE = 2  # a budget is money: cents
 
 
 # The fields that decide the charges (the rest decide only what they cost): a charges file records
@@ -55,6 +56,30 @@ BILLING_FIELDS = (
     "authentication_international",
     "rule_book",
 )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A monthly budget (`[[pricing.budget]]`, analytics/present/budget.py): `amount` in the priced
+    currency (`currency`, when given, must be it) for `month` (YYYY-MM; None: every month), of the
+    whole traffic or only the charges of `category` and/or `waba_id`."""
+
+    amount: Decimal
+    month: str | None = None
+    category: str | None = None
+    waba_id: str | None = None
+    currency: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "amount", _amount(self.amount, "budget amount", BUDGET_SCALE))
+        if self.currency is not None:
+            object.__setattr__(self, "currency", self.currency.strip().upper())
+
+    @property
+    def scope(self) -> str:
+        """What the budget covers, in words: `all traffic`, `marketing`, `WABA 1049...`, or both."""
+        parts = [p for p in (self.category, f"WABA {self.waba_id}" if self.waba_id else None) if p]
+        return ", ".join(parts) or "all traffic"
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,8 @@ class Settings:
     - `portfolios`: WABA id -> business portfolio, for volume tiers; unlisted WABAs share one portfolio.
     - `markup_percent`, `markup_per_charge`: a provider's markup on every billable charge.
     - `report_unpriced`: a billable charge without a rate is reported as unpriced instead of failing.
+    - `budgets`: monthly budgets (`Budget`, `[[pricing.budget]]`), which `wa-analytics costs`,
+      `Traffic.budget()` and the report hold the month's spending and projection against.
     """
 
     timezone: str = "UTC"
@@ -98,6 +125,7 @@ class Settings:
     markup_percent: Decimal = Decimal(0)
     markup_per_charge: Decimal = Decimal(0)
     report_unpriced: bool = False
+    budgets: tuple[Budget, ...] = ()
 
     def __post_init__(self) -> None:
         for tz in (self.timezone, *self.waba_timezones.values()):
@@ -115,6 +143,7 @@ class Settings:
         object.__setattr__(self, "markup_per_charge", _amount(self.markup_per_charge, "markup_per_charge", MARKUP_PER_CHARGE_SCALE))
         if self.currency is not None:
             object.__setattr__(self, "currency", self.currency.strip().upper())
+        object.__setattr__(self, "budgets", tuple(b if isinstance(b, Budget) else Budget(**b) for b in self.budgets))  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Settings:
         """These settings with some fields changed, checked again; a value of None leaves a field as it is."""
@@ -184,6 +213,12 @@ class Settings:
         markup_percent = 10
         markup_per_charge = 0.002
         report_unpriced = false
+        [[pricing.budget]]                 # every month, the whole traffic
+        amount = 1500
+        [[pricing.budget]]                 # one month, one category (or waba_id = "...")
+        month = "2026-11"
+        category = "marketing"
+        amount = 600
         ```
         """
         config_schema.load(path)  # UsageError naming the file, key and what is expected
@@ -207,6 +242,7 @@ class Settings:
             "markup_percent": pricing.get("markup_percent", 0),
             "markup_per_charge": pricing.get("markup_per_charge", 0),
             "report_unpriced": bool(pricing.get("report_unpriced", False)),
+            "budgets": tuple(Budget(**budget) for budget in pricing.get("budget", [])),
         }
         if "fep_window_hours" in billing:
             values["fep_window"] = dt.timedelta(hours=billing["fep_window_hours"])
