@@ -215,18 +215,10 @@ class Traffic:
         written (its pricing objects among the inputs, `template_category_update` webhooks among
         the JSON inputs), with what the difference cost (analytics/present/templates.py)."""
         from analytics.present import templates
-        from analytics.read.template_updates import read_category_updates
 
         def run() -> TemplateCosts:
-            updates = read_category_updates(self.paths)
             compared = self.reconcile().rows if self._ingested.billing.height else None
-            billed = templates.billed_categories(self.messages, compared, updates.updates)
-            return templates.TemplateCosts(
-                by_month=templates.cost_by_template(self.priced, self.messages),
-                recategorised=templates.recategorised(self.messages, self.priced, billed, self.settings),
-                unnamed_charges=templates.unnamed_template_charges(self.priced, self.messages),
-                notes=tuple(f"template_category_update not read: {problem}" for problem in updates.unreadable),
-            )
+            return templates.template_costs(self.messages, self.priced, self.settings, reconciliation_rows=compared, sources=self.paths)
 
         return self._answer(("template_costs",), run)
 

@@ -34,8 +34,10 @@ contracts.md §2's extensions). Two answers come from that:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
 
@@ -43,6 +45,8 @@ from analytics.bill import charges as engine
 from analytics.core.schema import TEMPLATE, TEMPLATE_CATEGORIES
 from analytics.core.times import local_time
 from analytics.price import pricing
+from analytics.read.template_updates import read_category_updates
+from analytics.reconcile import matching
 from analytics.reconcile.outcomes import CATEGORY_CHANGED, MESSAGE
 from analytics.settings import Settings
 
@@ -234,6 +238,35 @@ def _family(category: pl.Expr) -> pl.Expr:
     return lower.replace(SAME_AS)
 
 
+def template_costs(
+    messages: pl.DataFrame,
+    priced: pl.DataFrame,
+    settings: Settings,
+    *,
+    reconciliation_rows: pl.DataFrame | None = None,
+    sources: Sequence[str | Path] = (),
+    card: pl.DataFrame | None = None,
+) -> TemplateCosts:
+    """Both answers of the module docstring: `priced` are the charges of `messages` priced,
+    `reconciliation_rows` what reconciliation found of Meta's pricing objects (`category_differences`),
+    `sources` the input files, whose JSON ones are searched for `template_category_update` webhooks."""
+    updates = read_category_updates(sources)
+    billed = billed_categories(messages, reconciliation_rows, updates.updates)
+    return TemplateCosts(
+        by_month=cost_by_template(priced, messages),
+        recategorised=recategorised(messages, priced, billed, settings, card=card),
+        unnamed_charges=unnamed_template_charges(priced, messages),
+        notes=tuple(f"template_category_update not read: {problem}" for problem in updates.unreadable),
+    )
+
+
+def category_differences(messages: pl.DataFrame, charges: pl.DataFrame, meta_pricing: pl.DataFrame | None, settings: Settings) -> pl.DataFrame | None:
+    """The reconciliation of `charges` with Meta's webhook pricing objects (None without any)."""
+    if meta_pricing is None or meta_pricing.height == 0:
+        return None
+    return matching.reconcile(messages, charges, meta_pricing=meta_pricing, settings=settings).rows
+
+
 # --- text ------------------------------------------------------------------------------------------
 
 
@@ -256,21 +289,26 @@ class TemplateCosts:
         return self.by_month["month"].max() if self.by_month.height else None  # type: ignore[return-value]
 
     def describe(self, month: str | None = None, top: int = 5) -> str:
-        """A few lines: the top templates of `month` (default: the latest), the recategorised ones."""
+        """A few lines: the top templates of `month` (default: the latest), the recategorised ones
+        (of `month` when given, else of every month)."""
+        recategorised = self.recategorised if month is None else self.recategorised.filter(pl.col("month") == month)
         month = month or self.latest_month()
-        if month is None:
+        top_rows = self.top(month, top) if month else self.by_month.head(0)
+        if self.by_month.is_empty():
             lines = ["Templates: the input names no template (give a template_name column, or --send-log with template_name)."]
+        elif top_rows.is_empty():
+            lines = [f"Templates by cost, {month}: no charge of the month names a template."]
         else:
             lines = [f"Templates by cost, {month}:"]
-            for row in self.top(month, top).iter_rows(named=True):
+            for row in top_rows.iter_rows(named=True):
                 lines.append(
                     f"  {row['template_name']}: {row['billable_charges']:,} billable of {row['charges']:,}, {_money(row['cost'], row['currency'])}"
                 )
         if self.unnamed_charges:
-            lines.append(f"  {self.unnamed_charges:,} template charges name no template (not in the table).")
-        if self.recategorised.height:
+            lines.append(f"  {self.unnamed_charges:,} template charges of all months name no template (not in the table).")
+        if recategorised.height:
             lines.append("Templates billed in another category than written:")
-            for row in self.recategorised.iter_rows(named=True):
+            for row in recategorised.iter_rows(named=True):
                 lines.append(
                     f"  {row['month']} {row['template_name'] or '(no name)'}: written {row['intended_category']}, billed {row['billed_category']} "
                     f"({row['evidence']}), {row['messages']:,} messages, {_money(row['cost_as_intended'], row['currency'])} as written, "
