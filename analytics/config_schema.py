@@ -2,8 +2,8 @@
 reads, checked before any value of it is used.
 
 The file holds what a business sets once: `[billing]` (with
-`[billing.authentication_international]`) and `[pricing]`, both read by
-`analytics.settings.Settings.from_toml`. `load` reads the file and refuses, with a `UsageError` (exit
+`[billing.authentication_international]`) and `[pricing]` (with its array of `[[pricing.budget]]`
+tables, `Tables`), both read by `analytics.settings.Settings.from_toml`. `load` reads the file and refuses, with a `UsageError` (exit
 status 2) naming the file, the key and what is expected, anything the schema does not allow: an
 unknown table or key (a misspelt `[biling]` is not silently ignored), a value of the wrong type,
 or one out of range (`fep_window_hours = -5`). Values are checked, never converted: the readers
