@@ -29,6 +29,7 @@ usage error (price in its currency, or give it in this one).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -207,7 +208,7 @@ def format_budget(status: pl.DataFrame) -> str:
             else "no band: no earlier month to back-test the run rate on"
         )
         lines.append(
-            f"{head} ({row['elapsed_share']:.0%} of the month); projected {money(row['projected'])} at month end ({band}): "
+            f"{head} ({math.floor(row['elapsed_share'] * 100)}% of the month); projected {money(row['projected'])} at month end ({band}): "
             f"{OUTCOME_WORDS[row['outcome']]}"
         )
     return "\n".join(lines)
