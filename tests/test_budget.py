@@ -103,7 +103,7 @@ def test_budget_projection_on_a_half_month_of_traffic():
     assert (whole["spent"], whole["projected"]) == (cents(spent), cents(projected))
     assert (whole["projected_low"], whole["projected_high"]) == (cents(low), cents(high))
     assert (whole["backtest_months"], whole["backtest_error"]) == (1, pytest.approx(error))
-    assert whole["outcome"] == budget.MAY_EXCEED
+    assert (whole["outcome"], whole["unpriced_charges"]) == (budget.MAY_EXCEED, 0)
     assert by_scope[("marketing", None)]["outcome"] == budget.WILL_EXCEED
     assert by_scope[(None, WABA)]["outcome"] == budget.EXCEEDED
     utility = by_scope[("utility", None)]
@@ -136,6 +136,19 @@ def test_without_an_earlier_month_the_band_is_unknown_and_said_so():
     assert row["projected"] == cents(140 * rate(dt.date(2026, 2, 1)) / Decimal(SHARE))
     assert (row["projected_low"], row["projected_high"], row["backtest_months"], row["outcome"]) == (None, None, 0, budget.WITHIN)
     assert "no band: no earlier month to back-test the run rate on" in budget.format_budget(status)
+
+
+def test_billable_charges_without_a_rate_are_counted_not_spent():
+    settings = settings_with(Budget(amount=Decimal(100))).replace(report_unpriced=True)
+    without_rate = priced(settings, january=False).with_columns(
+        cost=pl.when(pl.col("started_at").dt.day() == 14).then(None).otherwise(pl.col("cost")),
+        rate=pl.when(pl.col("started_at").dt.day() == 14).then(None).otherwise(pl.col("rate")),
+    )
+    row = budget.budget_status(without_rate, settings).row(0, named=True)
+    assert (row["spent"], row["unpriced_charges"]) == (cents(130 * rate(dt.date(2026, 2, 1))), 10)
+    assert "Budget 2026-02: 10 billable charges have no rate and are not in what is spent below" in budget.format_budget(
+        budget.budget_status(without_rate, settings)
+    )
 
 
 def test_a_budget_in_another_currency_is_a_usage_error():

@@ -21,6 +21,8 @@ written for that month, else one for every month of the same scope (the whole tr
   Without such a month the band is not known (null) and `outcome` rests on `projected` alone.
 - `outcome`: `exceeded` (spent is above the budget already), `will_exceed` (projected above it),
   `may_exceed` (only the band's top above it), `within`.
+- `unpriced_charges`: billable charges of the month so far without a rate (priced with
+  `report_unpriced`), which `spent` cannot include: the line says so, never a silent zero.
 
 Money is in the priced currency, rounded to cents; a budget that names another `currency` is a
 usage error (price in its currency, or give it in this one).
@@ -60,6 +62,7 @@ BUDGET_SCHEMA: dict[str, pl.DataType] = {
     "backtest_months": pl.Int64(),
     "backtest_error": pl.Float64(),
     "outcome": pl.String(),
+    "unpriced_charges": pl.Int64(),  # billable charges of `spent` without a rate (`report_unpriced`): not in it
 }
 
 
@@ -153,6 +156,9 @@ def _status(scope: pl.DataFrame, budget: Budget, month: str, as_of: dt.datetime,
         "backtest_months": months,
         "backtest_error": error,
         "outcome": _outcome(budget.amount, spent, projected, high),
+        "unpriced_charges": scope.filter(
+            (pl.col("month") == month) & (pl.col("started_at") <= as_of) & pl.col("billable") & pl.col("cost").is_null()
+        ).height,
     }
 
 
@@ -192,6 +198,8 @@ def format_budget(status: pl.DataFrame) -> str:
     """The budget lines `wa-analytics costs` prints: spent, projected with its band, budget, outcome."""
     lines = []
     for row in status.iter_rows(named=True):
+        if row["unpriced_charges"]:
+            lines.append(f"Budget {row['month']}: {row['unpriced_charges']:,} billable charges have no rate and are not in what is spent below")
         scope = ", ".join(p for p in (row["category"], f"WABA {row['waba_id']}" if row["waba_id"] else None) if p) or "all traffic"
         currency = row["currency"] or ""
         head = f"Budget {row['month']} ({scope}): {money(row['budget'])} {currency}; spent {money(row['spent'])} by {row['as_of']:%Y-%m-%d %H:%M} UTC"
