@@ -2,8 +2,8 @@
 reads, checked before any value of it is used.
 
 The file holds what a business sets once: `[billing]` (with
-`[billing.authentication_international]`) and `[pricing]`, both read by
-`analytics.settings.Settings.from_toml`. `load` reads the file and refuses, with a `UsageError` (exit
+`[billing.authentication_international]`) and `[pricing]` (with its array of `[[pricing.budget]]`
+tables, `Tables`), both read by `analytics.settings.Settings.from_toml`. `load` reads the file and refuses, with a `UsageError` (exit
 status 2) naming the file, the key and what is expected, anything the schema does not allow: an
 unknown table or key (a misspelt `[biling]` is not silently ignored), a value of the wrong type,
 or one out of range (`fep_window_hours = -5`). Values are checked, never converted: the readers
@@ -119,6 +119,10 @@ def _is_max_price(value: object) -> bool:
     return number > 0 and -number.as_tuple().exponent <= 3  # type: ignore[operator]
 
 
+def _is_month(value: object) -> bool:
+    return isinstance(value, str) and bool(re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value))
+
+
 def _rule_set_names() -> str:
     from analytics.terms.rules import rule_sets  # rules reads its config through this module
 
@@ -195,6 +199,26 @@ SCHEMA = Table(
                         }
                     ),
                     required=("waba_id", "per_1000", "from"),
+                ),
+                # analytics/present/budget.py: a budget per month, the whole traffic or one category or WABA of it
+                "budget": Tables(
+                    '[[pricing.budget]] tables, each with amount = 1500 and optionally month = "2026-11", category = "...", waba_id = "...", currency = "..."',
+                    Table(
+                        {
+                            "amount": Value("a number >= 0, such as 1500 (in the priced currency)", _is_amount),
+                            "month": Value('a month such as "2026-11" (leave it out for every month)', _is_month),
+                            "category": Value(
+                                'a charge category in lower case, such as "marketing"',
+                                lambda v: isinstance(v, str) and bool(re.fullmatch(r"[a-z_]+", v)),
+                            ),
+                            "waba_id": Value("a WABA id (a string)", lambda v: isinstance(v, str) and bool(v.strip())),
+                            "currency": Value(
+                                'an ISO 4217 currency code such as "EUR"',
+                                lambda v: isinstance(v, str) and bool(re.fullmatch(r"[A-Za-z]{3}", v.strip())),
+                            ),
+                        }
+                    ),
+                    required=("amount",),
                 ),
             }
         ),

@@ -73,6 +73,9 @@ class MaxPrice:
         return self.per_1000 / 1000
 
 
+BUDGET_SCALE = 2  # a budget is money: cents
+
+
 # The fields that decide the charges (the rest decide only what they cost): a charges file records
 # these, and is priced only under the same ones (analytics/core/stages.py).
 BILLING_FIELDS = (
@@ -86,6 +89,30 @@ BILLING_FIELDS = (
     "rule_book",
     "ai_provider",
 )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A monthly budget (`[[pricing.budget]]`, analytics/present/budget.py): `amount` in the priced
+    currency (`currency`, when given, must be it) for `month` (YYYY-MM; None: every month), of the
+    whole traffic or only the charges of `category` and/or `waba_id`."""
+
+    amount: Decimal
+    month: str | None = None
+    category: str | None = None
+    waba_id: str | None = None
+    currency: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "amount", _amount(self.amount, "budget amount", BUDGET_SCALE))
+        if self.currency is not None:
+            object.__setattr__(self, "currency", self.currency.strip().upper())
+
+    @property
+    def scope(self) -> str:
+        """What the budget covers, in words: `all traffic`, `marketing`, `WABA 1049...`, or both."""
+        parts = [p for p in (self.category, f"WABA {self.waba_id}" if self.waba_id else None) if p]
+        return ", ".join(parts) or "all traffic"
 
 
 @dataclass(frozen=True)
@@ -121,6 +148,8 @@ class Settings:
       marked as an estimate.
     - `max_prices`: marketing max prices (`MaxPrice`, config `[[pricing.max_price]]`): marketing and
       group marketing charges they cover are priced at min(list rate, max price), as "at most".
+    - `budgets`: monthly budgets (`Budget`, `[[pricing.budget]]`), which `wa-analytics costs`,
+      `Traffic.budget()` and the report hold the month's spending and projection against.
     """
 
     timezone: str = "UTC"
@@ -140,6 +169,7 @@ class Settings:
     report_unpriced: bool = False
     agent_tokens_per_message: int = AGENT_TOKENS_PER_MESSAGE
     max_prices: tuple[MaxPrice, ...] = ()
+    budgets: tuple[Budget, ...] = ()
 
     def __post_init__(self) -> None:
         for tz in (self.timezone, *self.waba_timezones.values()):
@@ -164,6 +194,7 @@ class Settings:
         ):
             raise UsageError(f"agent_tokens_per_message {self.agent_tokens_per_message!r} must be a whole number of tokens above 0, such as 25000")
         object.__setattr__(self, "max_prices", tuple(self.max_prices))
+        object.__setattr__(self, "budgets", tuple(b if isinstance(b, Budget) else Budget(**b) for b in self.budgets))  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Settings:
         """These settings with some fields changed, checked again; a value of None leaves a field as it is."""
@@ -241,6 +272,12 @@ class Settings:
         per_1000 = 45.5
         from = 2026-10-01
         template = "spring_sale"           # optional: only this template's messages
+        [[pricing.budget]]                 # every month, the whole traffic
+        amount = 1500
+        [[pricing.budget]]                 # one month, one category (or waba_id = "...")
+        month = "2026-11"
+        category = "marketing"
+        amount = 600
         ```
         """
         config_schema.load(path)  # UsageError naming the file, key and what is expected
@@ -275,6 +312,7 @@ class Settings:
                 )
                 for table in pricing.get("max_price", [])
             ),
+            "budgets": tuple(Budget(**budget) for budget in pricing.get("budget", [])),
         }
         if "fep_window_hours" in billing:
             values["fep_window"] = dt.timedelta(hours=billing["fep_window_hours"])
