@@ -1,0 +1,77 @@
+"""What `wa-analytics explain` prints, and the report's sentence: why one month cost more or less than another.
+
+Text for people, so it is in the presentation layer; `analytics.whatif.explain` computes the
+effects (`Explanation`), this module says them in a sentence.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from analytics.core.money import money, rounded, signed_money
+from analytics.core.text import plural
+from analytics.whatif.explain import CURRENCY, EFFECTS, RULES, Explanation
+
+# How each effect reads in a sentence.
+EFFECT_WORDS = {
+    "volume": "volume",
+    "mix": "mix of markets and categories",
+    "rates": "rates",
+    "rules": "rules",
+    "free_windows": "free windows",
+    "volume_tiers": "volume tiers",
+    "currency": "currency",
+}
+
+
+def sentence(explained: Explanation) -> str:
+    """One paragraph: the two months' costs, the difference, and each effect, largest first."""
+    unit = f" {explained.currency}" if explained.currency else ""
+    total = explained.total
+    share = f" ({total / _rounded(explained.cost_against):+.1%})" if _rounded(explained.cost_against) else ""
+    text = (
+        f"{explained.month} cost {money(explained.cost)}{unit} against {money(explained.cost_against)}{unit} in "
+        f"{explained.against}: {signed_money(total)}{unit}{share}."
+    )
+    moved = sorted(((e, v) for e, v in explained.effects.items() if v and e != CURRENCY), key=lambda item: (-abs(item[1]), EFFECTS.index(item[0])))
+    if not moved:
+        return text + " No effect moved it by a cent."
+    parts = [f"{EFFECT_WORDS[e]} {signed_money(v)}" + (_rules_words(explained) if e == RULES else "") for e, v in moved]
+    text += f" By effect, largest first: {', '.join(parts)}."
+    largest, value = moved[0]
+    direction = "raised" if value > 0 else "lowered"
+    text += f" The {EFFECT_WORDS[largest]} {direction} it most."
+    before, after = explained.charges
+    users_before, users_after = explained.users
+    text += f" Charges {before:,} → {after:,}, users with a charge {users_before:,} → {users_after:,}."
+    return text
+
+
+def format_explanation(explained: Explanation) -> str:
+    """What `wa-analytics explain` prints on stderr: the sentence, one line per effect, and notes."""
+    unit = f" {explained.currency}" if explained.currency else ""
+    lines = [sentence(explained)]
+    width = max(len(e) for e in EFFECTS)
+    lines += [f"  {e:<{width}}  {signed_money(explained.effects[e]):>12}{unit}" for e in EFFECTS]
+    lines.append(f"  {'total':<{width}}  {signed_money(explained.total):>12}{unit}")
+    lines.append(
+        f"  each effect is its Shapley value over {plural(explained.combinations, 'combination')} of the two months' "
+        "traffic, rules and card (README: explain); the rows add up to the total"
+    )
+    if explained.unpriced_in_replays:
+        lines.append(
+            f"  note: {explained.unpriced_in_replays:,} billable charges had no rate in a combination that prices a month at "
+            "the other month's card; they cost nothing there"
+        )
+    if any(explained.unpriced):
+        lines.append(f"  note: billable charges without a rate, left out of the cost: {explained.unpriced[0]:,} and {explained.unpriced[1]:,}")
+    return "\n".join(lines)
+
+
+def _rules_words(explained: Explanation) -> str:
+    before, after = explained.rule_sets
+    return f" ({before} → {after})" if before != after else ""
+
+
+def _rounded(value: Decimal) -> Decimal:
+    return rounded(value, 2)
