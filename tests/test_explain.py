@@ -13,7 +13,7 @@ from traffic import Traffic, merge
 
 from analytics import cli
 from analytics.bill import charges as engine
-from analytics.core.money import rounded
+from analytics.core.money import money, rounded
 from analytics.price import pricing
 from analytics.settings import Settings
 from analytics.terms.ratecards import RATE_DTYPE, load_card
@@ -196,3 +196,37 @@ def test_cli_bad_month_exits_2(tmp_path, capsys, options, says):
     assert cli.main(["explain", SAMPLE, *options, "-o", str(out)]) == 2
     assert says in capsys.readouterr().err
     assert not out.exists()
+
+
+# --- the entry object and the chart -------------------------------------------------------------------
+
+
+def test_traffic_explains_and_charts_the_waterfall():
+    import analytics as wa
+
+    traffic = wa.load(SAMPLE)
+    explained = traffic.explain("2026-10")
+    assert traffic.explain("2026-10") is explained  # kept
+    spec = traffic.chart.explanation("2026-10").to_dict()
+    bars, labels = spec["layer"]
+    assert bars["mark"]["type"] == "bar" and labels["mark"]["type"] == "text"
+    assert bars["encoding"]["y"]["field"] == "start" and bars["encoding"]["y2"]["field"] == "end"
+    assert bars["encoding"]["y"]["title"] == "Cost (USD)"
+    assert spec["title"]["text"] == "Why the cost changed: 2026-10 against 2026-09"
+    steps = [row["step"] for row in spec["datasets"][spec["data"]["name"]]]
+    assert steps == ["2026-09", *[e for e in explain.EFFECTS if e != explain.CURRENCY], "2026-10"]
+    rows = spec["datasets"][spec["data"]["name"]]
+    assert rows[-2]["end"] == pytest.approx(float(rounded(explained.cost, 2)))  # the effects end at the month's cost
+    assert rows[0]["end"] == pytest.approx(float(rounded(explained.cost_against, 2)))
+
+
+def test_the_sentence_names_each_month_and_effect():
+    from analytics.present import explain_text
+
+    card = steady_card()
+    messages = pl.concat([month_traffic("2026-09", 6), month_traffic("2026-10", 6)])
+    explained = explain.explain(messages, "2026-10", settings=Settings(), card=card)
+    text = explain_text.sentence(explained)
+    assert text.startswith(f"2026-10 cost {money(explained.cost)} USD against {money(explained.cost_against)} USD in 2026-09: +")
+    assert f"rules +{explained.total} (pmp-2025 → pmp-2026-10)" in text
+    assert "The rules raised it most." in text
