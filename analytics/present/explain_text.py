@@ -7,10 +7,17 @@ effects (`Explanation`), this module says them in a sentence.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
+from analytics.core.errors import UsageError
 from analytics.core.money import money, rounded, signed_money
 from analytics.core.text import plural
-from analytics.whatif.explain import CURRENCY, EFFECTS, RULES, Explanation
+from analytics.whatif.explain import CURRENCY, EFFECTS, RULES, Explanation, explain, previous_month
+
+if TYPE_CHECKING:
+    from analytics.present.report import NotShown
+    from analytics.present.report import Traffic as ReportTraffic
+    from analytics.settings import Settings
 
 # How each effect reads in a sentence.
 EFFECT_WORDS = {
@@ -75,3 +82,16 @@ def _rules_words(explained: Explanation) -> str:
 
 def _rounded(value: Decimal) -> Decimal:
     return rounded(value, 2)
+
+
+def for_report(traffic: ReportTraffic, settings: Settings) -> Explanation | NotShown:
+    """The report month against the month before (`explain.explain` of the report's prepared
+    traffic and charges, priced under `settings`), or `NotShown` saying why not: an input that
+    starts in the report month has nothing to compare it with, and that is a report, not a failure."""
+    from analytics.present.report import NotShown
+
+    month = traffic.period.month
+    try:
+        return explain(traffic.messages, month, previous_month(month), settings, charges=traffic.charges)
+    except UsageError as error:
+        return NotShown(f"No explanation of the change in cost: {error}.")
