@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import polars as pl
 import pytest
-from traffic import Traffic, merge
+from traffic import Traffic, low_tier_card, merge
 
 from analytics import cli
 from analytics.bill import charges as engine
@@ -104,6 +104,24 @@ def test_only_the_rule_set_switched_is_all_rules():
     assert found[explain.RULES] == explained.total
     assert all(found[e] == 0 for e in explain.EFFECTS if e != explain.RULES)
     assert explained.cost == actual_cost(messages, "2026-10", Settings(), card)
+    assert_adds_up(explained)
+
+
+def test_doubled_volume_past_volume_tiers_splits_into_volume_and_volume_tiers():
+    card = low_tier_card()  # authentication cheaper from a month's 3rd message and again from its 8th
+    messages = pl.concat([month_traffic("2026-05", 4), month_traffic("2026-06", 8)])
+    explained = explain.explain(messages, "2026-06", "2026-05", Settings(), card=card)
+    italy = card.filter(pl.col("market") == "Italy", pl.col("category") == "authentication", pl.col("effective_from") == dt.date(2026, 4, 1))
+    tiers = dict(italy.select("tier_from", "rate").iter_rows())
+
+    def discount(n: int) -> Fraction:  # the average tier discount of a month's n authentication messages
+        paid = sum(Fraction(tiers[max(t for t in tiers if t <= i)]) for i in range(1, n + 1))
+        return (n * Fraction(tiers[1]) - paid) / n
+
+    # Shapley over volume (4 or 8 messages) and tier positions: the discount's change, at the average volume
+    assert explained.exact[explain.VOLUME_TIERS] == -Fraction(4 + 8, 2) * (discount(8) - discount(4))
+    assert explained.exact[explain.VOLUME_TIERS] < 0
+    assert all(explained.exact[e] == 0 for e in (explain.MIX, explain.RATES, explain.RULES, explain.FREE_WINDOWS))
     assert_adds_up(explained)
 
 
@@ -230,3 +248,12 @@ def test_the_sentence_names_each_month_and_effect():
     assert text.startswith(f"2026-10 cost {money(explained.cost)} USD against {money(explained.cost_against)} USD in 2026-09: +")
     assert f"rules +{explained.total} (pmp-2025 → pmp-2026-10)" in text
     assert "The rules raised it most." in text
+
+
+def test_the_report_section_says_why_not_without_the_month_before():
+    from analytics.present import explain_text, report
+
+    traffic = report.load_traffic(month="2026-01")  # the sample's first month
+    shown = explain_text.for_report(traffic, traffic.settings)
+    assert not shown
+    assert shown.reason == "No explanation of the change in cost: the input has no messages in 2025-12, the month before 2026-01."

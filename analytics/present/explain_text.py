@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from analytics.core.errors import UsageError
 from analytics.core.money import money, rounded, signed_money
 from analytics.core.text import plural
-from analytics.whatif.explain import CURRENCY, EFFECTS, RULES, Explanation, explain, previous_month
+from analytics.whatif.explain import CURRENCY, EFFECTS, RULES, Explanation, explain, months_with_traffic, previous_month
 
 if TYPE_CHECKING:
     from analytics.present.report import NotShown
@@ -90,8 +90,10 @@ def for_report(traffic: ReportTraffic, settings: Settings) -> Explanation | NotS
     starts in the report month has nothing to compare it with, and that is a report, not a failure."""
     from analytics.present.report import NotShown
 
-    month = traffic.period.month
+    month, against = traffic.period.month, previous_month(traffic.period.month)
+    if against not in months_with_traffic(traffic.messages, settings):
+        return NotShown(f"No explanation of the change in cost: the input has no messages in {against}, the month before {month}.")
     try:
-        return explain(traffic.messages, month, previous_month(month), settings, charges=traffic.charges)
+        return explain(traffic.messages, month, against, settings, charges=traffic.charges)
     except UsageError as error:
         return NotShown(f"No explanation of the change in cost: {error}.")

@@ -402,8 +402,13 @@ def _in_month(charges: pl.DataFrame, month: str, settings: Settings) -> pl.DataF
     return near.filter(_local_month(settings, "started_at") == month)
 
 
+def months_with_traffic(messages: pl.DataFrame, settings: Settings) -> set[str]:
+    """The months (YYYY-MM, in each WABA's time zone) that `messages` have a message in."""
+    return set(messages.select(_local_month(settings, "timestamp").unique()).to_series().drop_nulls().to_list())
+
+
 def _require_traffic(messages: pl.DataFrame, months: Mapping[str, str], settings: Settings) -> None:
-    present = set(messages.select(_local_month(settings, "timestamp").unique()).to_series().drop_nulls().to_list())
+    present = months_with_traffic(messages, settings)
     for side, option in ((B, "--month"), (A, "--against")):
         if months[side] not in present:
             held = f"it holds {min(present)} to {max(present)}" if present else "it holds no messages"
