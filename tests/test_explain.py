@@ -256,4 +256,26 @@ def test_the_report_section_says_why_not_without_the_month_before():
     traffic = report.load_traffic(month="2026-01")  # the sample's first month
     shown = explain_text.for_report(traffic, traffic.settings)
     assert not shown
-    assert shown.reason == "No explanation of the change in cost: the input has no messages in 2025-12, the month before 2026-01."
+    assert shown.reason == "No comparison with 2025-12: the input has no messages in that month."
+
+
+def test_the_report_text_compares_with_the_month_before_and_a_year_earlier(tmp_path):
+    from types import SimpleNamespace
+
+    from analytics.present import explain_text, report
+    from analytics.terms.ratecards import write_card
+
+    write_card(steady_card(), tmp_path / "card.csv")
+    settings = Settings(rate_card=str(tmp_path / "card.csv"))
+    messages = pl.concat([month_traffic("2025-10", 2), month_traffic("2026-09", 3), month_traffic("2026-10", 4)])
+    traffic = SimpleNamespace(period=report.period("2026-10"), messages=messages, charges=engine.bill(messages, settings))
+    previous = explain_text.for_report(traffic, settings)
+    text = explain_text.report_text(traffic, settings, previous)
+    first, second = text.split("\n\n")
+    assert first == explain_text.sentence(previous)
+    assert second.startswith(f"2026-10 cost {money(previous.cost)} USD against ")
+    assert " in 2025-10: " in second
+    assert "rules +" in second  # pmp-2025 then, pmp-2026-10 now
+    without = SimpleNamespace(period=traffic.period, messages=messages.filter(pl.col("timestamp") >= dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))
+    without.charges = engine.bill(without.messages, settings)
+    assert explain_text.report_text(without, settings, previous).endswith("\n\nNo comparison with 2025-10: the input has no messages in that month.")

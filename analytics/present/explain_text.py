@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from analytics.core.errors import UsageError
 from analytics.core.money import money, rounded, signed_money
 from analytics.core.text import plural
-from analytics.whatif.explain import CURRENCY, EFFECTS, RULES, Explanation, explain, months_with_traffic, previous_month
+from analytics.whatif.explain import CURRENCY, EFFECTS, RULES, Explanation, explain, months_with_traffic, previous_month, year_before
 
 if TYPE_CHECKING:
     from analytics.present.report import NotShown
@@ -84,16 +84,26 @@ def _rounded(value: Decimal) -> Decimal:
     return rounded(value, 2)
 
 
-def for_report(traffic: ReportTraffic, settings: Settings) -> Explanation | NotShown:
-    """The report month against the month before (`explain.explain` of the report's prepared
-    traffic and charges, priced under `settings`), or `NotShown` saying why not: an input that
-    starts in the report month has nothing to compare it with, and that is a report, not a failure."""
+def for_report(traffic: ReportTraffic, settings: Settings, against: str | None = None) -> Explanation | NotShown:
+    """The report month against `against` (default: the month before; `explain.explain` of the
+    report's prepared traffic and charges, priced under `settings`), or `NotShown` saying why not:
+    an input that starts after that month has nothing to compare with, and that is a report, not a
+    failure."""
     from analytics.present.report import NotShown
 
-    month, against = traffic.period.month, previous_month(traffic.period.month)
+    month = traffic.period.month
+    against = against or previous_month(month)
     if against not in months_with_traffic(traffic.messages, settings):
-        return NotShown(f"No explanation of the change in cost: the input has no messages in {against}, the month before {month}.")
+        return NotShown(f"No comparison with {against}: the input has no messages in that month.")
     try:
         return explain(traffic.messages, month, against, settings, charges=traffic.charges)
     except UsageError as error:
-        return NotShown(f"No explanation of the change in cost: {error}.")
+        return NotShown(f"No comparison with {against}: {error}.")
+
+
+def report_text(traffic: ReportTraffic, settings: Settings, against_previous: Explanation | NotShown) -> str:
+    """What the report says under the waterfall: the report month against the month before
+    (`against_previous`, from `for_report`), then against the same month a year earlier where the
+    history has it (or why not)."""
+    a_year_before = for_report(traffic, settings, year_before(traffic.period.month))
+    return "\n\n".join(sentence(e) if isinstance(e, Explanation) else e.reason for e in (against_previous, a_year_before))
