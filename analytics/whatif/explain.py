@@ -184,33 +184,10 @@ def explain(
     own = {side: _in_month(charges, months[side], settings) for side in (A, B)}
     rule_sets = {side: settings.rules or _rule_set_of(months[side], settings) for side in (A, B)}
 
-    billed: dict[tuple[str, str], pl.DataFrame] = {}
-    for x, r in itertools.product((A, B), (A, B)):
-        if x == r or rule_sets[x] == rule_sets[r]:
-            billed[(x, r)] = own[x]
-        else:
-            billed[(x, r)] = _billed_under(messages, months[x], rule_sets[r], settings)
-
     currency = settings.currency or pricing.choose_currency(
         pl.concat([pricing.billable_keys(pricing.priceable(own[side], settings)) for side in (A, B)]).unique(), card
     )
-    pricing_settings = settings.replace(currency=currency).replace(report_unpriced=True)
-    cards = {side: card for side in (A, B)}
-    cells: dict[tuple[str, str, str], dict[tuple[str, str], _Cell]] = {}
-    unpriced_in_replays = 0
-    unpriced_own = {A: 0, B: 0}
-    for (x, r), frame in billed.items():
-        counts = _counts(frame)
-        for k in (A, B):
-            at_card = cards[k] if k == x else card_in_force_on(card, dt.date.fromisoformat(f"{months[k]}-01"))
-            full = _costs(frame, pricing_settings, at_card)
-            listed = _costs(frame, pricing_settings, at_card.filter(pl.col("tier_from") == 1))
-            unpriced = full["unpriced"]
-            if x == r == k:
-                unpriced_own[x] = unpriced
-            else:
-                unpriced_in_replays += unpriced
-            cells[(x, r, k)] = _cells(counts, full["by_cell"], listed["by_cell"])
+    cells, unpriced_own, unpriced_in_replays = _replays(messages, own, months, rule_sets, settings.replace(currency=currency), card)
     if not settings.report_unpriced:
         for side in (A, B):
             if unpriced_own[side]:
@@ -252,6 +229,38 @@ def explain(
         combinations=len(values),
         table=table,
     )
+
+
+def _replays(
+    messages: pl.DataFrame,
+    own: Mapping[str, pl.DataFrame],
+    months: Mapping[str, str],
+    rule_sets: Mapping[str, str],
+    settings: Settings,
+    card: pl.DataFrame,
+) -> tuple[dict[tuple[str, str, str], dict[tuple[str, str], _Cell]], dict[str, int], int]:
+    """Every month's traffic x billed under every month's rules r and priced at every month's card
+    k, as cells keyed by (x, r, k); the billable charges without a rate of each month as it was,
+    and of the other combinations. A month under a rule set equal to its own is not billed again,
+    nor priced again."""
+    cells: dict[tuple[str, str, str], dict[tuple[str, str], _Cell]] = {}  # per (market, category)
+    unpriced_own, unpriced_in_replays = {A: 0, B: 0}, 0
+    for x, r in ((A, A), (B, B), (A, B), (B, A)):  # each month under its own rules first
+        if r != x and rule_sets[r] == rule_sets[x]:
+            cells.update({(x, r, k): cells[(x, x, k)] for k in (A, B)})
+            continue
+        billed = own[x] if r == x else _billed_under(messages, months[x], rule_sets[r], settings)
+        counts = _counts(billed)
+        for k in (A, B):
+            at_card = card if k == x else card_in_force_on(card, dt.date.fromisoformat(f"{months[k]}-01"))
+            full = _costs(billed, settings.replace(report_unpriced=True), at_card)
+            listed = _costs(billed, settings.replace(report_unpriced=True), at_card.filter(pl.col("tier_from") == 1))
+            if x == r == k:
+                unpriced_own[x] = full["unpriced"]
+            else:
+                unpriced_in_replays += full["unpriced"]
+            cells[(x, r, k)] = _cells(counts, full["by_cell"], listed["by_cell"])
+    return cells, unpriced_own, unpriced_in_replays
 
 
 # --- Shapley values and rounding -----------------------------------------------------------------
