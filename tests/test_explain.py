@@ -279,3 +279,17 @@ def test_the_report_text_compares_with_the_month_before_and_a_year_earlier(tmp_p
     without = SimpleNamespace(period=traffic.period, messages=messages.filter(pl.col("timestamp") >= dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))
     without.charges = engine.bill(without.messages, settings)
     assert explain_text.report_text(without, settings, previous).endswith("\n\nNo comparison with 2025-10: the input has no messages in that month.")
+
+
+def test_a_billable_charge_without_a_rate_stops_unless_reported_unpriced():
+    card = steady_card().filter(~((pl.col("market") == "Italy") & (pl.col("category") == "authentication")))
+    messages = pl.concat([month_traffic("2026-05", 2), month_traffic("2026-06", 3)])
+    with pytest.raises(pricing.MissingRateError, match="no rate for USD Italy authentication"):
+        explain.explain(messages, "2026-06", settings=Settings(), card=card)
+    explained = explain.explain(messages, "2026-06", settings=Settings(report_unpriced=True), card=card)
+    assert explained.unpriced == (2, 3)
+    from analytics.present import explain_text
+
+    assert "left out of the cost: 2 in 2026-05, 3 in 2026-06" in explain_text.format_explanation(explained)
+    assert explained.cost_against == 2 * rate(card, "marketing")  # the unpriced charges are left out, not priced at zero silently
+    assert_adds_up(explained)

@@ -71,7 +71,11 @@ def format_explanation(explained: Explanation) -> str:
             "the other month's card; they cost nothing there"
         )
     if any(explained.unpriced):
-        lines.append(f"  note: billable charges without a rate, left out of the cost: {explained.unpriced[0]:,} and {explained.unpriced[1]:,}")
+        before, after = explained.unpriced
+        lines.append(
+            f"  note: billable charges without a rate in the card, left out of the cost: {before:,} in {explained.against}, "
+            f"{after:,} in {explained.month}"
+        )
     return "\n".join(lines)
 
 
