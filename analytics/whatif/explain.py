@@ -22,8 +22,8 @@ switch between A's and B's value of one thing that decides the cost:
   so a difference across currencies is never computed. The row is written so every output has the
   same seven effects.
 
-**The cost of a combination.** Each month's charges are billed under each rule set R (4 billing
-runs at most: A's and B's traffic under A's and B's rules) and priced with each card K, with its
+**The cost of a combination.** Each month's charges are billed under each rule set R (the months
+by date, and each month under the other's rule set: three billing runs at most) and priced with each card K, with its
 volume tiers and at list rates alone (the card's `tier_from` 1 rows). Per cell c (market and
 category) of the charges of traffic x under rules R they give: `n` charges, `nf` charges outside
 a free window, `list` their cost at list rates and `cost` their cost. For a set S of factors
