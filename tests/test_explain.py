@@ -163,6 +163,9 @@ def test_rounding_gives_the_missing_cents_to_the_values_rounded_furthest():
     exact = {"x": Fraction(-5, 1000), "y": Fraction(5, 1000)}  # half away from zero: -0.01 and +0.01
     assert explain.rounded_to_total(exact, Decimal("0.00")) == {"x": Decimal("-0.01"), "y": Decimal("0.01")}
     assert sum(explain.rounded_to_total({"x": Fraction(7, 1000), "y": Fraction(8, 1000)}, Decimal("0.01")).values()) == Decimal("0.01")
+    # the total's own rounding: 0.004 + 0.004 exactly, but the months' costs to the cent differ by 0.01
+    exact = {"zero": Fraction(0), "x": Fraction(4, 1000), "y": Fraction(4, 1000)}
+    assert explain.rounded_to_total(exact, Decimal("0.01")) == {"zero": Decimal("0.00"), "x": Decimal("0.01"), "y": Decimal("0.00")}
 
 
 @pytest.mark.parametrize("text", ["2026-13", "October", "2026-1", ""])

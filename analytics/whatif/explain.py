@@ -51,8 +51,8 @@ f(all) − f(∅) exactly: they are computed as exact fractions, so no residual 
 **Rounding.** The total is B's cost rounded to cents minus A's cost rounded to cents (what two
 invoices show), half away from zero. Each effect is rounded to cents half away from zero; the few
 cents by which these differ from the total (at most one per effect) go, one cent each, to the
-effects whose rounding moved them furthest the other way (ties: in `EFFECTS` order), so the rows
-sum to the total to the cent.
+effects whose rounding moved them furthest the other way (ties: in `EFFECTS` order; an effect that
+is exactly zero, as currency always is, takes none), so the rows sum to the total to the cent.
 
 **Billing a month under the other month's rules.** The messages from `lookback` before the month
 (the longest free entry point offer and window, or conversation, of the rule book, plus a day for
@@ -199,10 +199,10 @@ def explain(
 
     values = {frozenset(s): value(frozenset(s)) for size in range(len(FACTORS) + 1) for s in itertools.combinations(FACTORS, size)}
     exact = shapley(values, FACTORS)
-    exact[CURRENCY] = Fraction(0)
     cost_against, cost = _exact_cost(cells[(A, A, A)]), _exact_cost(cells[(B, B, B)])
     total = rounded(cost, CENTS) - rounded(cost_against, CENTS)
-    effects = rounded_to_total(exact, total)
+    effects = rounded_to_total(exact, total) | {CURRENCY: Decimal(0)}
+    exact[CURRENCY] = Fraction(0)
     table = pl.DataFrame(
         {
             "month": [month] * (len(EFFECTS) + 1),
@@ -289,13 +289,15 @@ def shapley(values: Mapping[frozenset[str], Fraction], factors: Sequence[str]) -
 def rounded_to_total(exact: Mapping[str, Fraction], total: Decimal) -> dict[str, Decimal]:
     """`exact` to cents, half away from zero, then the cents the rounded values miss of `total`
     (the rounded difference of the two months) given one each to the values whose rounding moved
-    them furthest the other way, ties in `exact`'s order: the result sums to `total`."""
+    them furthest the other way (a value that is exactly zero last), ties in `exact`'s order: the
+    result sums to `total`."""
     cent = Fraction(1, 10**CENTS)
     cents = {k: _half_away(v / cent) for k, v in exact.items()}
     missing = int(total.scaleb(CENTS)) - sum(cents.values())
     step = 1 if missing > 0 else -1
     # the rounding error each way: exact - rounded, in cents; a value rounded down has room to go up
-    order = sorted(exact, key=lambda k: -step * (exact[k] / cent - cents[k]))
+    # an effect that is exactly zero gets a cent only when no other can take it
+    order = sorted(exact, key=lambda k: (exact[k] == 0, -step * (exact[k] / cent - cents[k])))
     if abs(missing) > len(order):  # cannot happen when `exact` sums to the unrounded difference
         raise AssertionError(f"the effects miss the total by {missing} cents")
     for k in order[: abs(missing)]:
