@@ -296,3 +296,15 @@ def test_a_billable_charge_without_a_rate_stops_unless_reported_unpriced():
     assert "left out of the cost: 2 in 2026-05, 3 in 2026-06" in explain_text.format_explanation(explained)
     assert explained.cost_against == 2 * rate(card, "marketing")  # the unpriced charges are left out, not priced at zero silently
     assert_adds_up(explained)
+
+
+def test_months_are_those_of_the_waba_time_zone():
+    card = steady_card()
+    late = Traffic("2026-09-30T22:30:00Z", user_id="393339999999", id_prefix="late-").template(0, "marketing")  # 00:30 on 1 October in Rome
+    messages = pl.concat([month_traffic("2026-09", 2), month_traffic("2026-10", 2), late.frame()])
+    in_utc = explain.explain(messages, "2026-10", settings=Settings(), card=card)
+    in_rome = explain.explain(messages, "2026-10", settings=Settings(timezone="Europe/Rome"), card=card)
+    assert in_rome.charges == (in_utc.charges[0] - 1, in_utc.charges[1] + 1)
+    assert in_rome.cost - in_utc.cost == rate(card, "marketing")
+    assert in_rome.cost == actual_cost(messages, "2026-10", Settings(timezone="Europe/Rome"), card)
+    assert_adds_up(in_rome)
