@@ -75,7 +75,7 @@ import datetime as dt
 import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -325,38 +325,27 @@ def _value(cells: Mapping[tuple[str, str, str], Mapping[tuple[str, str], _Cell]]
     """f(S) of the module docstring, for the A/B choice of every factor."""
     rules, rates = chosen[RULES], chosen[RATES]
 
-    def table(traffic: str) -> Mapping[tuple[str, str], _Cell]:
-        return cells[(traffic, rules, rates)]
-
-    def other(traffic: str) -> str:
-        return B if traffic == A else A
-
-    volume = sum(c.charges for c in table(chosen[VOLUME]).values())
-    mixed = table(chosen[MIX])
-    size = sum(c.charges for c in mixed.values())
-    if not size:
+    def per_cell(factor: str, key: tuple[str, str], measure: Callable[[_Cell], Fraction], defined: Callable[[_Cell], bool]) -> Fraction:
+        """`measure` of the cell in the traffic `factor` chooses, else in the other traffic, else 0."""
+        for traffic in (chosen[factor], B if chosen[factor] == A else A):
+            cell = cells[(traffic, rules, rates)].get(key)
+            if cell is not None and defined(cell):
+                return measure(cell)
         return Fraction(0)
+
+    volume = sum(c.charges for c in cells[(chosen[VOLUME], rules, rates)].values())
+    mixed = cells[(chosen[MIX], rules, rates)]
+    size = sum(c.charges for c in mixed.values())
     total = Fraction(0)
     for key, cell in mixed.items():
         if not cell.charges:
             continue
         share = Fraction(cell.charges, size)
-        outside = _per_cell(table, chosen[FREE_WINDOWS], other, key, lambda c: Fraction(c.outside_windows, c.charges), lambda c: c.charges > 0)
-        list_cost = _per_cell(table, chosen[VOLUME], other, key, lambda c: c.list_cost / c.outside_windows, lambda c: c.outside_windows > 0)
-        discount = _per_cell(
-            table, chosen[VOLUME_TIERS], other, key, lambda c: (c.list_cost - c.cost) / c.outside_windows, lambda c: c.outside_windows > 0
-        )
+        outside = per_cell(FREE_WINDOWS, key, lambda c: Fraction(c.outside_windows, c.charges), lambda c: c.charges > 0)
+        list_cost = per_cell(VOLUME, key, lambda c: c.list_cost / c.outside_windows, lambda c: c.outside_windows > 0)
+        discount = per_cell(VOLUME_TIERS, key, lambda c: (c.list_cost - c.cost) / c.outside_windows, lambda c: c.outside_windows > 0)
         total += volume * share * outside * (list_cost - discount)
     return total
-
-
-def _per_cell(table, traffic, other, key, measure, defined) -> Fraction:  # noqa: ANN001 - local helper of `_value`
-    """`measure` of the cell `key` in the chosen traffic's table, else in the other traffic's, else 0."""
-    for side in (traffic, other(traffic)):
-        cell = table(side).get(key)
-        if cell is not None and defined(cell):
-            return measure(cell)
-    return Fraction(0)
 
 
 def _exact_cost(cells: Mapping[tuple[str, str], _Cell]) -> Decimal:
