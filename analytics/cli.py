@@ -46,14 +46,14 @@ from analytics.core import outputs, progress, stages  # noqa: E402
 from analytics.core.errors import InputError, UsageError, printable  # noqa: E402
 from analytics.core.schema import CHARGE_SCHEMA  # noqa: E402
 from analytics.pipeline.traffic import Traffic  # noqa: E402
-from analytics.present import budget, invoice_text, reconciliation_text, summaries, whatif_text  # noqa: E402
+from analytics.present import budget, explain_text, invoice_text, reconciliation_text, summaries, whatif_text  # noqa: E402
 from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
 from analytics.read.pseudonymise import key_from_env  # noqa: E402
 from analytics.reconcile import meta_reports  # noqa: E402
 from analytics.settings import BILLING_FIELDS, Settings  # noqa: E402
 from analytics.terms import ratecards, rules  # noqa: E402
-from analytics.whatif import projection, scenarios  # noqa: E402
+from analytics.whatif import explain, projection, scenarios  # noqa: E402
 
 PROG = "wa-analytics"
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
@@ -781,6 +781,55 @@ def run_project(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- explain ---------------------------------------------------------------------------------------
+
+
+def add_explain_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "explain",
+        parents=[_common_options()],
+        help="why one month cost more or less than another: volume, mix, rates, rules, free windows, volume tiers",
+        description="Read messages, bill and price the month and the month it is compared with, replay each month's "
+        "traffic under the other's rules and card, and split the difference in cost into effects that add up to "
+        "it to the cent (Shapley values; see the README). Write one row per effect and a total row; print the "
+        "same as a sentence.",
+    )
+    add_input_arguments(parser)
+    add_billing_arguments(parser)
+    parser.add_argument("--month", required=True, metavar="YYYY-MM", help="the month explained")
+    parser.add_argument("--against", metavar="YYYY-MM", help="the month it is compared with (default: the month before)")
+    parser.add_argument("--rate-card", metavar="CSV", help="a rate card CSV, or a folder of them (default: the card shipped in data/rate_cards/)")
+    parser.add_argument("--currency", metavar="CUR", help="the card's currency to price in (default: the one that prices both months)")
+    parser.add_argument(
+        "--report-unpriced",
+        action="store_true",
+        default=None,
+        help="leave billable charges without a rate out of the months' costs instead of failing",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="one row per effect and a total: .csv, .csv.gz or .parquet")
+    parser.add_argument("--quarantine", metavar="FILE", help="quarantined input rows, CSV (default: OUT's name with .quarantine.csv)")
+    parser.set_defaults(run=run_explain, markup_percent=None, markup_per_charge=None)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    ingest.output_suffix(args.output)
+    month = explain.checked_month(args.month, "--month")  # a bad month stops the run before the inputs are read
+    against = explain.checked_month(args.against, "--against") if args.against else None
+    if against == month:
+        raise UsageError(f"--against {against} is the month explained: give another month to compare it with")
+    settings = settings_of(args)
+    quarantine_path = args.quarantine or default_quarantine_path(args.output)
+    check_outputs(args, {f"-o {args.output}": args.output, **_quarantine_option(args, quarantine_path)}, inputs=[settings.rate_card])
+    card = ratecards.load_card(settings.rate_card)  # a bad card stops the run before the inputs are read
+    ingested = read_inputs(args, quarantine_path=quarantine_path)
+    with progress.stage(f"Explaining {month} against {against or explain.previous_month(month)}"):
+        explained = explain.explain(ingested.messages, month, against, settings, card=card)
+    ingest.write_frame(explained.table, args.output)
+    _say(explain_text.format_explanation(explained))
+    _say(f"Explanation: {args.output}")
+    return EXIT_OK
+
+
 # --- reconcile -------------------------------------------------------------------------------------
 
 
@@ -912,6 +961,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_generate_command,
     add_compare_command,
     add_project_command,
+    add_explain_command,
     add_reconcile_command,
     add_report_command,
 ]

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from analytics.present.templates import TemplateCosts
     from analytics.reconcile.matching import Reconciliation
     from analytics.reconcile.meta_reports import MetaReports
+    from analytics.whatif.explain import Explanation
     from analytics.whatif.projection import Projection
     from analytics.whatif.scenarios import Comparison
 
@@ -115,7 +116,7 @@ class Traffic:
     (rows set aside, with their file, line and reason), `ingest_summary` (what was read and set
     aside), `charges` (§2), `priced` (charges with their cost). Methods: `describe_reading`,
     `summary`, `describe_charges`, `costs`, `invoice`, `volumes`, `template_costs`, `budget`, `compare`,
-    `project`, `reconcile`, `with_settings`; charts under `chart`.
+    `project`, `explain`, `reconcile`, `with_settings`; charts under `chart`.
     """
 
     paths: tuple[str, ...]
@@ -249,6 +250,15 @@ class Traffic:
             return projection.project(self.messages, chosen, months=months, settings=self.settings, **options)
 
         return self._answer(("project", months, scenarios, tuple(sorted(options.items()))), run)
+
+    def explain(self, month: str, against: str | None = None) -> Explanation:
+        """Why `month` (YYYY-MM) cost more or less than `against` (default: the month before):
+        effects that add up to the difference to the cent (`analytics.whatif.explain`): `.table`
+        has one row per effect and the total; `analytics.present.explain_text.sentence` of it says
+        the same in words."""
+        from analytics.whatif import explain
+
+        return self._answer(("explain", month, against), lambda: explain.explain(self.messages, month, against, self.settings, charges=self.charges))
 
     def reconcile(self, analytics: Sequence[str | Path] | MetaReports = (), *, notes: Sequence[str] = ()) -> Reconciliation:
         """Our charges against what Meta reported: the webhook `pricing` objects among the inputs,
@@ -414,6 +424,12 @@ class Charts:
         from analytics.present import charts
 
         return charts.projection_chart(self.traffic.project(months, scenarios).table)
+
+    def explanation(self, month: str, against: str | None = None) -> alt.LayerChart:
+        """A waterfall from `against`'s cost to `month`'s, one bar per effect (`Traffic.explain`)."""
+        from analytics.present import charts
+
+        return charts.explanation_chart(self.traffic.explain(month, against))
 
     def reconciliation(self, analytics: Sequence[str | Path] = ()) -> alt.Chart:
         """Where our charges and Meta's figures agree and differ, per month."""

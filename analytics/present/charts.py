@@ -24,15 +24,18 @@ shown, empty ones too).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import altair as alt
 import polars as pl
 
 from analytics.core import schema
+from analytics.core.money import rounded
 from analytics.present import rollups
 from analytics.reconcile import outcomes
 from analytics.whatif import strategies
+from analytics.whatif.explain import CURRENCY, EFFECTS, Explanation
 from analytics.whatif.scenarios import BASELINE
 
 THEME = "wa-analytics"
@@ -65,6 +68,7 @@ PRICING_TYPE_COLOURS: dict[str, str] = dict(zip(schema.PRICING_TYPES, ("#4c78a8"
 SCENARIO_COLOURS = ("#333333", "#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d")  # baseline first
 SAVING_COLOUR, EXTRA_COST_COLOUR = "#54a24b", "#e45756"
 SWITCH_COLOUR = "#333333"
+MONTH_COST_COLOUR = "#4c78a8"  # a waterfall's first and last bar: what each month cost
 
 
 @alt.theme.register(THEME, enable=True)
@@ -292,6 +296,47 @@ def scenario_chart(comparison_table: pl.DataFrame) -> alt.HConcatChart:
     )
     return alt.hconcat(costs, saved).properties(
         title=alt.Title("Scenarios: cost and saving against the baseline", subtitle=_unpriced_subtitle(comparison_table))
+    )
+
+
+def explanation_chart(explained: Explanation) -> alt.LayerChart:
+    """A waterfall from `explained.against`'s cost to `explained.month`'s (`analytics.whatif.explain`):
+    the first and last bars are the months' costs to the cent, each bar between floats from where
+    the effects before it left the cost, green where an effect lowered it and red where it raised
+    it, labelled with its amount. The currency effect is shown only where it is not zero."""
+    shown = [e for e in EFFECTS if e != CURRENCY or explained.effects[e]]
+    before, after = rounded(explained.cost_against, 2), rounded(explained.cost, 2)
+    rows = [(explained.against, Decimal(0), before, f"{before:,.2f}", "month")]
+    level = before
+    for effect in shown:
+        amount = explained.effects[effect]
+        rows.append((effect, level, level + amount, f"{amount:+,.2f}", "raised" if amount > 0 else "lowered" if amount < 0 else "unchanged"))
+        level += amount
+    rows.append((explained.month, Decimal(0), after, f"{after:,.2f}", "month"))
+    data = pl.DataFrame(
+        [(step, float(start), float(end), float(max(start, end)), label, kind) for step, start, end, label, kind in rows],
+        schema=["step", "start", "end", "top", "label", "kind"],
+        orient="row",
+    ).with_columns(currency=pl.lit(explained.currency, dtype=pl.String))
+    order = data["step"].to_list()
+    kinds = alt.Scale(
+        domain=["month", "raised", "lowered", "unchanged"], range=[MONTH_COST_COLOUR, EXTRA_COST_COLOUR, SAVING_COLOUR, UNKNOWN_COLOURS[0]]
+    )
+    base = alt.Chart(data).encode(x=alt.X("step:N", title=None, sort=order, axis=alt.Axis(labelAngle=-30)))
+    bars = base.mark_bar().encode(
+        y=alt.Y("start:Q", title=_cost_title(data)),
+        y2="end:Q",
+        color=alt.Color("kind:N", title=None, scale=kinds, legend=None),
+        tooltip=["step:N", alt.Tooltip("label:N", title="amount"), "currency:N"],
+    )
+    labels = base.mark_text(dy=-6, fontSize=11, color="#333333").encode(y="top:Q", text="label:N")
+    unit = f" {explained.currency}" if explained.currency else ""
+    return alt.layer(bars, labels).properties(
+        width=WIDTH,
+        title=alt.Title(
+            f"Why the cost changed: {explained.month} against {explained.against}",
+            subtitle=f"{explained.total:+,.2f}{unit}, split into effects that add up to it (Shapley values)",
+        ),
     )
 
 
