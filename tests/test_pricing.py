@@ -964,3 +964,26 @@ def test_cost_partials_of_charges_give_the_same_costs_and_invoice_with_tokens_an
     priced = price(charges_frame, max_price_settings(("W1", "40", "2026-10-01", "spring_sale")))
     agent = costs(priced).filter(pl.col("category") == "meta_business_agent").row(0, named=True)
     assert (agent["tokens"], agent["estimated_charges"], agent["cost"]) == (71_000, 2, D("0.142"))  # 2.00 × 71,000 / 1 M
+
+
+def test_issue_17_traffic_billed_by_the_engine_and_priced():
+    """From messages: a group marketing_lite template capped by its template's max price, a free group
+    service reply, Meta Business Agent replies with and without tokens (shipped card, USD)."""
+    from traffic import Group
+
+    from analytics.settings import MaxPrice
+
+    group = Group("2026-10-05T08:00:00Z", {"393330000001": "IT", "5511987654321": "BR"}, waba_id="W1")
+    group.template(0, "marketing_lite", template_name="autumn_sale").text(1)
+    one_to_one = Traffic("2026-09-07T08:00:00Z").user(0).agent(0.1, tokens=21_000).agent(0.2)
+    messages = pl.concat([group.frame(), one_to_one.frame()], how="diagonal_relaxed")
+    settings = Settings(currency="USD", max_prices=(MaxPrice("W1", D("30"), dt.date(2026, 10, 1), "autumn_sale"),))
+    priced = price(charges.bill(messages, settings), settings).sort("started_at", "market")
+    assert priced.select("category", "pricing_type", "market", "rate", "cost", "estimated", "at_most").rows() == [
+        ("meta_business_agent", "regular", "Italy", D("2"), D("0.042"), False, False),  # 2.00 × 21,000 / 1 M
+        ("meta_business_agent", "regular", "Italy", D("2"), D("0.05"), True, False),  # 25,000 assumed
+        ("group_marketing", "regular", "Brazil", D("0.0625"), D("0.03"), False, True),  # list 0.0625, capped at 30 / 1,000
+        ("group_marketing", "regular", "Italy", D("0.0795"), D("0.03"), False, True),
+        ("group_service", "free_tier", "Brazil", None, D("0"), False, False),
+        ("group_service", "free_tier", "Italy", None, D("0"), False, False),
+    ]
