@@ -13,7 +13,7 @@ left to what needs no data: stacking, sorting.
 **One look.** Importing this module registers and enables the theme `wa-analytics` (Altair's
 theme API, `alt.theme.register(..., enable=True)`). Colours are fixed per category
 (`CATEGORY_COLOURS`: marketing, utility, authentication, authentication_international, service,
-then the CBP-2022 and other categories), per reconciliation status and per pricing type, and
+the group categories, Meta Business Agent and AI Providers, then the CBP-2022 and other categories), per reconciliation status and per pricing type, and
 every chart with a colour for them sets the scale's domain and range from those tables: marketing
 is the same colour in every chart, and stacks keep the same order (first at the bottom).
 Categories no table knows get greys, in name order. Money axes say the currency: `Cost (USD)`.
@@ -51,6 +51,12 @@ CATEGORY_COLOURS: dict[str, str] = {
     "authentication": "#54a24b",
     "authentication_international": "#88d27a",
     "service": "#b279a2",
+    # 2026: group deliveries in their base category's lighter shade, then Meta Business Agent and AI Providers
+    "group_marketing": "#9ecae9",
+    "group_utility": "#ffbf79",
+    "group_service": "#d6a5c9",
+    "meta_business_agent": "#17becf",
+    "general_purpose_ai": "#bcbd22",
     "referral_conversion": "#eeca3b",
     "user_initiated": "#9d755d",
     "business_initiated": "#72b7b2",
