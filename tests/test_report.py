@@ -212,7 +212,9 @@ def test_the_interactive_report_carries_every_chart_as_a_vega_spec_and_the_vega_
     assert code.endswith("\n</script>\n</body>\n</html>\n") and "</script" not in code.removesuffix("\n</script>\n</body>\n</html>\n")
     assert "<img" not in page
     assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", page + code)  # nothing fetched: no script or style from a CDN
-    assert re.findall(r"<script[^>]*>", page) == [f'<script type="application/json" id="chart-{i}-spec">' for i in range(1, 9)]
+    assert re.findall(r"<script[^>]*>", page) == [
+        f'<script type="application/json" id="chart-{i}-spec">' for i in range(1, 1 + sum(CHARTS_PER_NOTEBOOK.values()))
+    ]
     charts = re.findall(r'<div class="chart" id="(chart-\d+)"></div><script type="application/json" id="\1-spec">(.*?)</script>', page)
     assert len(charts) == sum(CHARTS_PER_NOTEBOOK.values())
     titles = []
@@ -253,6 +255,8 @@ def test_the_report_is_one_html_file_without_code_or_scripts_and_with_every_char
     assert "Report month 2026-10 (UTC)" in page
     assert f"<td{TEXT}>Italy</td>" in page and "&quot;" not in page  # table cells without Polars' quotes
     assert not re.search(r"<pre>[a-z_]+(,[a-z_]+)+\n", page)  # no table as CSV text
+    assert '<p class="printed">Report month 2026-10 (UTC), from the shipped synthetic sample: ' in page  # prose as prose
+    assert "<pre>Costs in USD:\n2026-10 " in page  # the invoice keeps its columns
     assert page.count('<table class="figures">') == 5  # the key figures of each notebook and the market table
 
 
@@ -618,6 +622,8 @@ def test_a_table_shows_numbers_right_aligned_with_separators_and_money_with_its_
     assert f"<td{TEXT}>utility &lt;b&gt;</td><td{NUMBER}>7</td><td{NUMBER}>EUR -0.01</td><td{NUMBER}></td>" in page
     with pytest.raises(ValueError, match="money column.*price"):
         tables.table(frame, money=["price"])
+    differences = tables.table(frame, signed=["cost"])._repr_html_()
+    assert f"<td{NUMBER}>+USD 1,234.57</td>" in differences and f"<td{NUMBER}>-EUR 0.01</td>" in differences
 
 
 def test_the_summary_names_the_biggest_driver_and_the_budget_when_given():

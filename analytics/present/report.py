@@ -38,6 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -365,13 +366,15 @@ def scenarios_path(scenarios_file: str | Path | None) -> Path:
     return Path(scenarios_file) if scenarios_file else Path(str(resource(*SCENARIOS)))
 
 
-def month_figures(frame: pl.DataFrame, month: str, by: Sequence[str], values: Sequence[str], *, money: Sequence[str] = ()) -> tables.Table:
+def month_figures(
+    frame: pl.DataFrame, month: str, by: Sequence[str], values: Sequence[str], *, money: Sequence[str] = (), signed: Sequence[str] = ()
+) -> tables.Table:
     """The report month's rows of a roll-up, summed `by` the given columns: the key totals a report
-    notebook shows as a table (`money`: the values that are amounts in the row's currency) and
-    nbval checks, exact, in its plain text (CSV)."""
+    notebook shows as a table (`money`: the values that are amounts in the row's currency, `signed`:
+    differences) and nbval checks, exact, in its plain text (CSV)."""
     month_value = frame.filter(pl.col("month") == month)
     summed = month_value.group_by(by).agg(pl.col(v).sum() for v in values).sort(by)
-    return tables.table(summed, money=money)
+    return tables.table(summed, money=money, signed=signed)
 
 
 @dataclass
@@ -523,6 +526,7 @@ def run_report(
     with outputs.scratch_folder(prefix="wa-analytics-report-") as scratch:
         state = Path(work_dir) if work_dir else Path(scratch) / "state"
         traffic = prepare(state, {name: chosen.get(name) for name in TRAFFIC_PARAMETERS}, month_option="--month")
+        # The explanation's `drivers=` (analytics.whatif.explain) and the settings' `budget=` go here, once they exist.
         summary = month_summary(traffic, rate_card=chosen.get("rate_card"), currency=chosen.get("currency"))  # type: ignore[arg-type]
         chosen["work_dir"] = str(state.resolve())
 
@@ -572,12 +576,20 @@ def run_report(
 INTERACTIVE_CHARTS = "wa-analytics-vega"
 
 
-def month_summary(traffic: Traffic, *, rate_card: str | Path | None = None, currency: str | None = None) -> str:
+def month_summary(
+    traffic: Traffic,
+    *,
+    rate_card: str | Path | None = None,
+    currency: str | None = None,
+    drivers: Mapping[str, Decimal] | None = None,
+    budget: Decimal | None = None,
+) -> str:
     """The paragraph at the top of the report (`summary_text.month_summary`): the report month and
     the month before priced with the report's card and currency, as notebook 02 prices them.
 
-    The explanation of the change (`drivers=`) and the budget (`budget=`) are the lead's to pass
-    here once `analytics.whatif.explain` and the settings' budgets exist (see summary_text)."""
+    `drivers` (the change against the previous month by effect, from `analytics.whatif.explain`)
+    and `budget` (the month's budget from the settings) add a sentence each; `run_report` passes
+    neither until those exist."""
     from analytics.present import summary_text
     from analytics.price import pricing
 
@@ -585,7 +597,7 @@ def month_summary(traffic: Traffic, *, rate_card: str | Path | None = None, curr
     since = period(summary_text.previous_month(month), traffic.period.timezone).start
     prices = traffic.settings.replace(rate_card=rate_card, currency=currency, report_unpriced=True)
     recent = traffic.charges.filter(pl.col("started_at") >= since)
-    return summary_text.month_summary(pricing.costs(pricing.price(recent, prices)), month)
+    return summary_text.month_summary(pricing.costs(pricing.price(recent, prices)), month, drivers=drivers, budget=budget)
 
 
 # What `wa-analytics report` imports besides the package's own dependencies: the `notebooks` extra.
@@ -723,6 +735,7 @@ th { background: #f0f4f8; }
 div.chart { margin: 1em 0; }
 img { max-width: 100%; height: auto; display: block; margin: 1em 0; }
 pre { background: #f7f9fb; padding: .6em; white-space: pre-wrap; font-size: .85em; }
+p.printed { color: #52606d; font-size: .92em; }
 nav li { margin: .2em 0; }
 """
 
@@ -793,12 +806,23 @@ def _cell_html(cell: dict, charts: Iterator[int] | None = None) -> str:
     return "\n".join(filter(None, (_output_html(o, charts) for o in cell.get("outputs", []))))
 
 
+def _printed_html(text: str) -> str:
+    """What a notebook printed: prose (no line indented or with a run of spaces, as columns have) as
+    paragraphs, one per block between blank lines; anything laid out in columns (the invoice, a
+    scenario's changes, the projection's method) as preformatted text."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and not any(line[:1].isspace() or "  " in line for line in lines):
+        blocks = re.split(r"\n\s*\n", text.strip())
+        return "\n".join(f'<p class="printed">{html.escape(" ".join(block.splitlines()))}</p>' for block in blocks)
+    return f"<pre>{html.escape(text)}</pre>"
+
+
 def _output_html(output: dict, charts: Iterator[int] | None = None) -> str:
     """One output as HTML. `charts` numbers the Vega charts of an interactive report (None: a
     static one, where a chart must be an image)."""
     kind = output.get("output_type")
     if kind == "stream":
-        return "" if output.get("name") == "stderr" else f"<pre>{html.escape(_text(output.get('text', '')))}</pre>"
+        return "" if output.get("name") == "stderr" else _printed_html(_text(output.get("text", "")))
     if kind == "error":
         return f"<pre>{html.escape(output.get('ename', ''))}: {html.escape(output.get('evalue', ''))}</pre>"
     data = output.get("data", {})

@@ -10,6 +10,7 @@ report page shows (the renderer prefers `text/html`).
 Named choices (README: "The monthly report"):
 - money is shown as the ISO code before the amount, `USD 1,234.57`, to the cent, half away from
   zero (`analytics.core.money`, as the invoice); the exact value stays in the plain text;
+- a `signed` money column (a difference) always shows its sign: `+USD 40.61`, `-USD 1.16`;
 - when money columns are given, the `currency` column is not shown (each amount carries it); a
   row without a currency shows the bare amount;
 - a null is shown as an empty cell; other floats with up to four decimals, trailing zeros dropped
@@ -30,20 +31,22 @@ from analytics.core import money as core_money
 CURRENCY = "currency"
 FLOAT_DECIMALS = 4
 # Words for column names that a title-cased name would get wrong.
-HEADINGS: dict[str, str] = {"rule_set": "Rule set", "len": "Items", "cost_difference": "Against baseline"}
+HEADINGS: dict[str, str] = {"rule_set": "Rule set", "len": "Items", "cost_difference": "Cost against baseline"}
 
 
 @dataclass(frozen=True)
 class Table:
-    """A frame to show: `money` names the columns that are amounts in the row's `currency`."""
+    """A frame to show: `money` names the columns that are amounts in the row's `currency`, `signed`
+    those of them that are differences."""
 
     frame: pl.DataFrame
     money: tuple[str, ...] = ()
+    signed: tuple[str, ...] = ()
     caption: str | None = None
     headings: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        missing = [c for c in self.money if c not in self.frame.columns]
+        missing = [c for c in (*self.money, *self.signed) if c not in self.frame.columns]
         if missing:
             raise ValueError(f"table: money column(s) {', '.join(missing)} not in the frame's columns {', '.join(self.frame.columns)}")
 
@@ -54,10 +57,18 @@ class Table:
         return to_html(self)
 
 
-def table(frame: pl.DataFrame, *, money: Sequence[str] = (), caption: str | None = None, headings: dict[str, str] | None = None) -> Table:
-    """`frame` as a table for people (see the module's docstring); `headings` overrides the words of
+def table(
+    frame: pl.DataFrame,
+    *,
+    money: Sequence[str] = (),
+    signed: Sequence[str] = (),
+    caption: str | None = None,
+    headings: dict[str, str] | None = None,
+) -> Table:
+    """`frame` as a table for people (see the module's docstring): `money` columns are amounts in
+    the row's currency, `signed` ones differences (money too); `headings` overrides the words of
     some column names."""
-    return Table(frame, tuple(money), caption, dict(headings or {}))
+    return Table(frame, tuple(dict.fromkeys((*money, *signed))), tuple(signed), caption, dict(headings or {}))
 
 
 def to_html(shown: Table) -> str:
@@ -73,7 +84,10 @@ def to_html(shown: Table) -> str:
     for row, currency in zip(frame.select(columns).iter_rows(), currencies, strict=True):
         cells = []
         for column, value in zip(columns, row, strict=True):
-            text = money(value, currency) if column in shown.money else number(value) if column in numeric else _plain(value)
+            if column in shown.money:
+                text = money(value, currency, signed=column in shown.signed)
+            else:
+                text = number(value) if column in numeric else _plain(value)
             cells.append(f"<td{_NUMBER if column in numeric else _TEXT}>{html.escape(text)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
     caption = f"<caption>{html.escape(shown.caption)}</caption>" if shown.caption else ""
@@ -102,13 +116,17 @@ def number(value: object) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def money(value: object, currency: str | None) -> str:
+def money(value: object, currency: str | None, *, signed: bool = False) -> str:
     """An amount with its currency, to the cent (`analytics.core.money`): `USD 1,234.57`,
-    `USD -1.16`; empty for null."""
+    `USD -1.16`, or `signed`: `+USD 1.50`, `-USD 1.16`, `USD 0.00`; empty for null."""
     if value is None:
         return ""
-    amount = core_money.money(decimal.Decimal(str(value)))
-    return f"{currency} {amount}" if currency else amount
+    exact = decimal.Decimal(str(value))
+    amount = core_money.money(abs(exact) if signed else exact)
+    shown = f"{currency} {amount}" if currency else amount
+    if not signed or amount == core_money.money(0):
+        return shown
+    return ("+" if exact > 0 else "-") + shown
 
 
 def _plain(value: object) -> str:
