@@ -509,6 +509,22 @@ CHROMIUM_FLAGS = [
 ]
 
 
+# Per image: loaded, natural width and height, width on the page, and the share of its pixels that
+# are inked, neither white nor transparent (drawn onto a canvas: a data URI does not taint it).
+INKED_IMAGES = """images => images.map(image => {
+    const canvas = document.createElement("canvas");
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0);
+    const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    let inked = 0;
+    for (let k = 0; k < pixels.length; k += 4) {
+        if (pixels[k + 3] > 16 && (pixels[k] < 240 || pixels[k + 1] < 240 || pixels[k + 2] < 240)) inked++;  // opaque and not white
+    }
+    return [image.complete, image.naturalWidth, image.naturalHeight, image.getBoundingClientRect().width, inked / (pixels.length / 4 || 1)];
+})"""
+
 # Screenshots of the report as Chromium shows it, kept as CI artifacts (README: "The monthly report").
 SCREENSHOTS = Path(os.environ.get("WA_ANALYTICS_SCREENSHOTS") or ROOT / "out" / "screenshots")
 
@@ -542,7 +558,7 @@ def test_every_chart_renders_in_headless_chromium_offline(variant, sample_report
         page.wait_for_load_state("load")
         if variant == "interactive":  # vega-embed draws asynchronously: wait for every chart's SVG
             page.wait_for_function("[...document.querySelectorAll('div.chart')].every(c => c.querySelector('svg'))", timeout=30_000)
-        images = page.eval_on_selector_all("img", "images => images.map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])")
+        images = page.eval_on_selector_all("img", INKED_IMAGES)
         drawn = page.eval_on_selector_all(
             "div.chart svg",
             "svgs => svgs.map(s => [s.getBoundingClientRect().width, s.getBoundingClientRect().height, s.querySelectorAll('path, rect, line, text').length])",
@@ -553,13 +569,17 @@ def test_every_chart_renders_in_headless_chromium_offline(variant, sample_report
         browser.close()
     assert asked_for == []
     assert errors == []
-    charts = sum(CHARTS_PER_NOTEBOOK.values())
+    # each chart at the size vl-convert drew it for the static report: the PNGs' own sizes
+    expected = [png_size(data) for data in re.findall(r'<img src="data:image/png;base64,([^"]+)"', sample_report.read_text())]
+    assert len(expected) == sum(CHARTS_PER_NOTEBOOK.values())
     if variant == "static":
-        assert drawn == [] and len(images) == charts
-        assert all(complete and natural > 200 and on_page > 200 for complete, natural, on_page in images)
+        assert drawn == []
+        assert [(width, height) for _, width, height, _, _ in images] == expected
+        assert all(complete and on_page > 200 and inked > 0.02 for complete, _, _, on_page, inked in images)  # loaded, shown, not blank
     else:
-        assert images == [] and len(drawn) == charts
-        assert all(width > 400 and height > 200 and marks > 20 for width, height, marks in drawn)
+        assert images == []
+        assert [(round(width), round(height)) for width, height, _ in drawn] == expected  # Vega in the page draws what vl-convert drew
+        assert all(marks > 20 for _, _, marks in drawn)
     assert screenshot.stat().st_size > 100_000
 
 
