@@ -12,7 +12,7 @@ Two halves, one module, because they share the notebooks' parameters:
   with the same parameters for all (`REPORT_NOTEBOOKS`), and renders them into one HTML
   file without code, charts embedded as PNG images made by vl-convert (`chart_format = "png"`), so
   the file renders offline and in a mail client, fetching nothing. With `interactive`, the charts
-  are Vega views instead (`chart_format = "default"`: the Vega-Lite spec of each chart), drawn by
+  are Vega views instead (`chart_format = INTERACTIVE_CHARTS`: the Vega-Lite spec of each chart), drawn by
   Vega, Vega-Lite and vega-embed inlined in the page from vl-convert's own bundle: for a browser,
   still fetching nothing. The page opens with a paragraph on the month (`summary_text`). A
   notebook that fails stops the run with its name, the failing cell and the error, and the
@@ -28,6 +28,7 @@ import base64
 import datetime as dt
 import html
 import importlib
+import itertools
 import json
 import os
 import re
@@ -750,7 +751,7 @@ def render_html(notebooks: Sequence[tuple[str, dict]], *, title: str, summary: s
     nothing is fetched. A chart that fails to draw is logged on the browser's console."""
     sections = []
     contents = []
-    charts = iter(range(1, 1_000_000))
+    charts = itertools.count(1)  # numbers the charts of the page: chart-1, chart-2, ...
     for name, notebook in notebooks:
         heading = _first_heading(notebook) or name
         contents.append(f'<li><a href="#{name}">{html.escape(heading)}</a></li>')
