@@ -665,5 +665,12 @@ def test_the_summary_names_the_biggest_driver_and_the_budget_when_given():
     over = summary_text.month_summary(costs, "2026-10", budget=Decimal("200"))
     assert "That is USD 30.00 over the month's budget of USD 200.00 (115% of it)." in over
     first = summary_text.month_summary(costs, "2026-09")
-    assert first == "In 2026-09 the traffic cost USD 200.00 (900 billable charges), and nothing was billed in USD in 2026-08 to compare it with."
+    assert first == "In 2026-09 the traffic cost USD 200.00 (900 billable charges), and nothing was billable in USD in 2026-08 to compare it with."
+    unpriced_before = pl.concat([costs, pl.DataFrame([rows("2026-08", "0", 40, False)])])
+    assert summary_text.month_summary(unpriced_before, "2026-09").endswith(
+        "and none of the billable charges of 2026-08 had a rate in the card to compare it with."
+    )
+    assert summary_text.month_summary(costs, "2026-11") == "No billable charges in 2026-11."
+    partly = pl.concat([costs, pl.DataFrame([rows("2026-09", "0", 5, False)])])
+    assert "(USD 200.00). The cost of 2026-09 leaves out 5 unpriced billable charges. 3 billable" in summary_text.month_summary(partly, "2026-10")
     assert summary_text.previous_month("2026-01") == "2025-12"

@@ -81,14 +81,20 @@ def _totals(costs: pl.DataFrame, month: str) -> dict[str, tuple[Decimal, int, in
 
 
 def _change(cost: Decimal, currency: str, before: tuple[Decimal, int, int] | None, month_before: str) -> str:
-    if before is None or before[0] == 0:
-        return f", and nothing was billed in {currency} in {month_before} to compare it with."
-    difference = cost - before[0]
+    """The change against the month before, or why there is none to give; a month before whose
+    cost leaves unpriced charges out says so."""
+    if before is None or before[1] == 0:
+        return f", and nothing was billable in {currency} in {month_before} to compare it with."
+    previous, _, unpriced = before
+    if previous == 0 and unpriced:
+        return f", and none of the billable charges of {month_before} had a rate in the card to compare it with."
+    left_out = f" The cost of {month_before} leaves out {plural(unpriced, 'unpriced billable charge')}." if unpriced else ""
+    difference = cost - previous
     if difference == 0:
-        return f", the same as in {month_before}."
-    share = abs(difference) / before[0]
+        return f", the same as in {month_before}.{left_out}"
+    share = f" ({abs(difference) / previous:.1%})" if previous else ""
     direction = "more" if difference > 0 else "less"
-    return f", {currency} {money(abs(difference))} ({share:.1%}) {direction} than in {month_before} ({currency} {money(before[0])})."
+    return f", {currency} {money(abs(difference))}{share} {direction} than in {month_before} ({currency} {money(previous)}).{left_out}"
 
 
 def _driver(drivers: Mapping[str, Decimal], currency: str) -> str:
