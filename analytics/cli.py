@@ -890,7 +890,8 @@ def add_report_command(subcommands: argparse._SubParsersAction) -> None:
         help="the monthly report: run the report notebooks and render one HTML file",
         description="Run the report notebooks (notebooks/reports: volumes, costs, strategies and projection, "
         "reconciliation) on the input for one month with papermill, and render them as one HTML file without "
-        "code, charts embedded as images: it renders offline and in a mail client. Without --input, the "
+        "code, charts embedded as images: it renders offline and in a mail client (--interactive: Vega charts "
+        "inlined with their JavaScript, for a browser, still fetching nothing). Without --input, the "
         "shipped synthetic sample. A failing notebook stops the run, names the notebook and cell, and keeps "
         "the executed notebook beside OUT.",
     )
@@ -909,6 +910,11 @@ def add_report_command(subcommands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="keep the prepared state (the input read and billed once for every notebook: Parquet files and run.json) "
         "in DIR; default: a temporary folder removed at the end",
+    )
+    parser.add_argument(
+        "--interactive",
+        action="store_true",
+        help="charts as interactive Vega views (tooltips), their JavaScript inlined in the page: for a browser, not a mail client",
     )
     parser.add_argument("-o", "--output", required=True, metavar="REPORT.html")
     parser.set_defaults(run=run_report_command)
@@ -943,6 +949,7 @@ def run_report_command(args: argparse.Namespace) -> int:
             keep_notebooks=args.keep_notebooks,
             parameters_file=args.params,
             work_dir=args.work_dir,
+            interactive=args.interactive,
         )
     except report.NotebookFailed as failure:
         _say(f"{PROG}: report failed: {failure}")

@@ -308,33 +308,49 @@ def test_scenario_chart_cost_by_category_beside_the_saving_against_baseline():
         ("today_rules", "marketing", 1.0),
         ("today_rules", "utility", 0.6),
     ]
-    assert [(r["scenario"], r["saving"], r["saving_share"]) for r in rows_of(spec, saved)] == [
-        ("fewer_campaigns", 0.5, 0.3571),
-        ("today_rules", -0.2, -0.1429),
+    assert [(r["scenario"], r["saving"], r["saving_share"], r["effect"]) for r in rows_of(spec, saved)] == [
+        ("fewer_campaigns", 0.5, 0.3571, "saves"),
+        ("today_rules", -0.2, -0.1429, "costs more"),
     ]
+    # coloured by sign, with its own legend and colours that are no category's
+    assert encoding(saved, "color") == ("effect", "nominal") and saved["encoding"]["color"]["title"] == "Against baseline"
+    assert saved["encoding"]["color"]["scale"] == {
+        "domain": ["saves", "no change", "costs more"],
+        "range": [charts.SAVING_COLOUR, charts.NO_CHANGE_COLOUR, charts.EXTRA_COST_COLOUR],
+    }
+    assert not {charts.SAVING_COLOUR, charts.EXTRA_COST_COLOUR} & set(charts.CATEGORY_COLOURS.values())
+    assert spec["resolve"] == {"scale": {"color": "independent"}}  # two legends, not one merged
 
 
-def test_projection_chart_lines_per_scenario_over_the_back_test_band():
+def test_projection_chart_one_panel_per_scenario_over_the_baseline_and_its_back_test_band():
     spec = charts.projection_chart(projection_frame()).to_dict()
-    band, lines = spec["layer"]
+    assert spec["facet"]["field"] == "panel" and spec["columns"] == charts.PROJECTION_COLUMNS
+    band, lines = spec["spec"]["layer"]
     assert band["mark"]["type"] == "area" and lines["mark"]["type"] == "line"
+    assert band["transform"] == [{"filter": "datum.banded"}]
     assert encoding(band, "y") == ("cost_low", "quantitative") and band["encoding"]["y2"]["field"] == "cost_high"
     assert encoding(lines, "y") == ("cost", "quantitative") and lines["encoding"]["y"]["title"] == "Cost (EUR)"
-    assert encoding(lines, "color") == ("scenario", "nominal")
+    assert encoding(lines, "color") == ("scenario", "nominal") and lines["encoding"]["color"]["legend"] is None  # the panel names it
     assert lines["encoding"]["color"]["scale"]["range"][0] == charts.SCENARIO_COLOURS[0]  # the baseline
-    assert [(r["scenario"], r["month"], r["cost"], r["cost_low"], r["cost_high"]) for r in rows_of(spec, band)] == [
-        ("baseline", "2026-12", 12.0, 10.8, 13.2),
-        ("baseline", "2027-01", 11.0, 9.9, 12.1),
-    ]  # the baseline's band only, by default: many overlapping bands blur into one
-    assert [r["scenario"] for r in rows_of(spec, lines)] == ["baseline", "baseline", "fewer_campaigns", "fewer_campaigns"]
+    assert encoding(lines, "strokeDash") == ("is_baseline", "nominal")
+    # the one other scenario gets a panel, with the baseline (and the baseline's band only, by default) repeated in it
+    assert [(r["panel"], r["scenario"], r["month"], r["cost"], r["banded"]) for r in rows_of(spec)] == [
+        ("fewer_campaigns", "baseline", "2026-12", 12.0, True),
+        ("fewer_campaigns", "baseline", "2027-01", 11.0, True),
+        ("fewer_campaigns", "fewer_campaigns", "2026-12", 6.0, False),
+        ("fewer_campaigns", "fewer_campaigns", "2027-01", 7.0, False),
+    ]
+    assert [(r["cost_low"], r["cost_high"]) for r in rows_of(spec) if r["banded"]] == [(10.8, 13.2), (9.9, 12.1)]
     assert spec["title"]["text"] == "Projected cost per month by scenario"
-    assert spec["title"]["subtitle"] == "Band (baseline): ± the back-test's error at each horizon"
+    assert spec["title"]["subtitle"] == [
+        "One panel per scenario; dashed grey: the baseline",
+        "Band (baseline): ± the back-test's error at each horizon",
+    ]
 
 
 def test_projection_chart_bands_of_every_scenario_when_asked():
     spec = charts.projection_chart(projection_frame(), band_for=None).to_dict()
-    band, _ = spec["layer"]
-    assert [(r["scenario"], r["cost_low"]) for r in rows_of(spec, band)] == [
+    assert [(r["scenario"], r["cost_low"]) for r in rows_of(spec) if r["banded"]] == [
         ("baseline", 10.8),
         ("baseline", 9.9),
         ("fewer_campaigns", 5.4),
@@ -342,10 +358,16 @@ def test_projection_chart_bands_of_every_scenario_when_asked():
     ]
 
 
+def test_projection_chart_of_the_baseline_alone_is_one_panel():
+    spec = charts.projection_chart(projection_frame().filter(pl.col("scenario") == "baseline")).to_dict()
+    assert {r["panel"] for r in rows_of(spec)} == {"baseline"} and len(rows_of(spec)) == 2
+    assert spec["title"]["subtitle"][0] == "The baseline: the traffic as it was, replayed forward"
+
+
 def test_projection_chart_without_a_back_test_has_no_band_and_says_so():
     spec = charts.projection_chart(projection_frame(band=False)).to_dict()
-    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["line"]
-    assert spec["title"]["subtitle"] == "No back-test: no band"
+    assert [layer["mark"]["type"] for layer in spec["spec"]["layer"]] == ["line"]
+    assert spec["title"]["subtitle"][1] == "No back-test: no band"
 
 
 def test_openings_heatmap_weekday_by_hour_every_cell():

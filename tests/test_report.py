@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import papermill
@@ -30,7 +31,8 @@ import pytest
 
 from analytics import cli
 from analytics.bill import charges
-from analytics.present import report, rollups
+from analytics.core.money import money
+from analytics.present import report, rollups, summary_text, tables
 from analytics.price import pricing
 from analytics.read import ingest
 from analytics.settings import Settings
@@ -104,28 +106,38 @@ def test_every_report_notebook_declares_the_shared_parameters():
 
 
 def run_notebook(name: str, tmp_path: Path, **parameters) -> list[str]:
-    """Execute a report notebook and return what its cells printed, one string per cell."""
+    """Execute a report notebook (into tmp_path/NAME.ipynb) and return what its cells printed and
+    the plain text of their results, one string per cell."""
     target = tmp_path / f"{name}.ipynb"
     papermill.execute_notebook(
         str(report.notebook_path(name)), str(target), parameters=parameters, kernel_name="python3", progress_bar=False, cwd=str(tmp_path)
     )
     notebook = json.loads(target.read_text())
-    return [
-        "".join("".join(o["text"]) for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stdout")
-        for cell in notebook["cells"]
-        if cell["cell_type"] == "code"
-    ]
+    return ["".join(_printed(o) for o in cell.get("outputs", [])) for cell in notebook["cells"] if cell["cell_type"] == "code"]
 
 
-def checked_output(printed: list[str]) -> pl.DataFrame:
-    """The figures a notebook prints as CSV (its nbval-checked cell)."""
-    (csv,) = [text for text in printed if re.fullmatch(r"[a-z_]+(,[a-z_]+)+", text.split("\n", 1)[0])]
-    return pl.read_csv(csv.strip().encode(), infer_schema_length=0)
+def _printed(output: dict) -> str:
+    """What an output says as text: a stdout stream, or a result's plain text (a table's exact CSV)."""
+    if output.get("output_type") == "stream" and output.get("name") == "stdout":
+        return "".join(output["text"])
+    if output.get("output_type") == "execute_result":
+        return "".join(output["data"].get("text/plain", ""))
+    return ""
+
+
+def checked_output(executed: Path) -> pl.DataFrame:
+    """The figures of an executed notebook's nbval-checked cell: a table (`tables.Table`) whose plain
+    text, what nbval compares, is the exact figures as CSV."""
+    notebook = json.loads(executed.read_text())
+    (cell,) = [c for c in notebook["cells"] if "NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
+    (result,) = [o for o in cell["outputs"] if o["output_type"] == "execute_result"]
+    assert "<table" in "".join(result["data"]["text/html"])
+    return pl.read_csv("".join(result["data"]["text/plain"]).encode(), infer_schema_length=0)
 
 
 def test_volumes_notebook_under_another_rule_set_month_and_time_zone(tmp_path):
-    printed = run_notebook("01_conversation_volumes", tmp_path, month="2026-03", timezone="Asia/Kolkata", rule_set="pmp-2026-10", chart_format="png")
-    got = checked_output(printed)
+    run_notebook("01_conversation_volumes", tmp_path, month="2026-03", timezone="Asia/Kolkata", rule_set="pmp-2026-10", chart_format="png")
+    got = checked_output(tmp_path / "01_conversation_volumes.ipynb")
     traffic = report.load_traffic(month="2026-03", timezone="Asia/Kolkata", rules_name="pmp-2026-10")
     month = rollups.volumes(traffic.charges, traffic.settings).filter(pl.col("month").cast(pl.String).str.slice(0, 7) == "2026-03")
     assert set(got["rule_set"]) == {"pmp-2026-10"}
@@ -137,8 +149,8 @@ def test_volumes_notebook_under_another_rule_set_month_and_time_zone(tmp_path):
 
 def test_costs_notebook_with_another_card_currency_and_month(tmp_path):
     card = FIXTURES / "pricing" / "card.csv"  # EUR, Italy only: the rest is unpriced
-    printed = run_notebook("02_costs", tmp_path, month="2026-05", rate_card=str(card), currency="EUR", timezone="Europe/Rome")
-    got = checked_output(printed)
+    run_notebook("02_costs", tmp_path, month="2026-05", rate_card=str(card), currency="EUR", timezone="Europe/Rome")
+    got = checked_output(tmp_path / "02_costs.ipynb")
     traffic = report.load_traffic(month="2026-05", timezone="Europe/Rome")
     priced = pricing.price(traffic.charges, traffic.settings.replace(rate_card=card, currency="EUR", report_unpriced=True))
     expected = pricing.costs(priced).filter(pl.col("month") == "2026-05").group_by("category").agg(pl.col("cost").sum()).sort("category")
@@ -151,7 +163,7 @@ def test_strategies_notebook_with_its_own_scenarios_and_horizon(tmp_path):
     scenarios = tmp_path / "scenarios.toml"
     scenarios.write_text('[scenario.baseline]\n[scenario.marketing_cap]\nstrategies = [{ name = "cap_marketing", per_user = 1, period = "month" }]\n')
     printed = run_notebook("03_strategies_and_projection", tmp_path, month="2026-08", scenarios_file=str(scenarios), months_ahead=1)
-    got = checked_output(printed)
+    got = checked_output(tmp_path / "03_strategies_and_projection.ipynb")
     assert got["scenario"].to_list() == ["baseline", "marketing_cap"]
     baseline, capped = (float(c) for c in got["cost"])
     assert capped < baseline
@@ -168,7 +180,7 @@ def test_reconciliation_notebook_on_meta_webhooks_from_the_input(tmp_path):
         input_paths=[str(RECONCILE / "webhooks_pmp.jsonl")],
         send_log=str(RECONCILE / "send_log_pmp.csv"),
     )
-    got = checked_output(printed)
+    got = checked_output(tmp_path / "04_reconciliation.ipynb")
     traffic = report.load_traffic([RECONCILE / "webhooks_pmp.jsonl"], month="2026-03", send_log=RECONCILE / "send_log_pmp.csv")
     expected = report.reconciliation(traffic, meta_source="input").result.rows.group_by("level", "status", "reason").len()
     assert got.height == expected.height > 0
@@ -191,6 +203,37 @@ def sample_report(tmp_path_factory) -> Path:
     finally:
         tempfile.tempdir = saved
     return output
+
+
+@pytest.fixture(scope="module")
+def interactive_report(tmp_path_factory) -> Path:
+    """The sample's report with --interactive."""
+    output = tmp_path_factory.mktemp("interactive") / "report.html"
+    assert cli.main(["report", "--month", "2026-10", "--interactive", "-o", str(output)]) == 0
+    return output
+
+
+def test_the_interactive_report_carries_every_chart_as_a_vega_spec_and_the_vega_code_inline(interactive_report, sample_report):
+    page, code = interactive_report.read_text().split('<script type="module">\n')
+    assert code.endswith("\n</script>\n</body>\n</html>\n") and "</script" not in code.removesuffix("\n</script>\n</body>\n</html>\n")
+    assert "<img" not in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", page + code)  # nothing fetched: no script or style from a CDN
+    assert re.findall(r"<script[^>]*>", page) == [
+        f'<script type="application/json" id="chart-{i}-spec">' for i in range(1, 1 + sum(CHARTS_PER_NOTEBOOK.values()))
+    ]
+    charts = re.findall(r'<div class="chart" id="(chart-\d+)"></div><script type="application/json" id="\1-spec">(.*?)</script>', page)
+    assert len(charts) == sum(CHARTS_PER_NOTEBOOK.values())
+    titles = []
+    for _, spec in charts:
+        spec = json.loads(spec)
+        assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/") and spec["datasets"]
+        titles.append(spec["title"] if isinstance(spec["title"], str) else spec["title"]["text"])
+    assert "Projected cost per month by scenario" in titles and "Scenarios: cost and saving against the baseline" in titles
+    assert 'document.querySelectorAll("div.chart")' in code and 'renderer:"svg"' in code  # _EMBED_ALL, minified in the bundle
+    # the same page otherwise: the summary and the tables of the static report
+    static = sample_report.read_text()
+    for part in (re.search(r'<p class="summary">.*?</p>', static).group(0), *re.findall(r'<table class="figures">.*?</table>', static)):
+        assert part in page
 
 
 def working_folders(folder: Path) -> list[str]:
@@ -216,7 +259,14 @@ def test_the_report_is_one_html_file_without_code_or_scripts_and_with_every_char
     for heading in ("Conversation volumes", "Costs", "Strategies and projection", "Reconciliation", "Templates and budget"):
         assert f">{heading}</h1>" in page or f">{heading}</a>" in page
     assert "Report month 2026-10 (UTC)" in page
-    assert "<td>Italy</td>" in page and "&quot;" not in page  # table cells without Polars' quotes
+    assert f"<td{TEXT}>Italy</td>" in page and "&quot;" not in page  # table cells without Polars' quotes
+    assert not re.search(r"<pre>[a-z_]+(,[a-z_]+)+\n", page)  # no table as CSV text
+    assert '<p class="printed">Report month 2026-10 (UTC), from the shipped synthetic sample: ' in page  # prose as prose
+    assert "<pre>Costs in USD:\n2026-10 " in page  # the invoice keeps its columns
+    assert page.count('<table class="figures">') == 5  # the key figures of each notebook and the market table
+
+
+TEXT, NUMBER = ' style="text-align: left"', ' class="num" style="text-align: right"'
 
 
 def test_the_report_shows_the_checked_key_totals(sample_report):
@@ -224,7 +274,25 @@ def test_the_report_shows_the_checked_key_totals(sample_report):
     traffic = report.load_traffic(month="2026-10")
     costs = pricing.costs(pricing.price(traffic.charges, traffic.settings.replace(report_unpriced=True)))
     marketing = costs.filter((pl.col("month") == "2026-10") & (pl.col("category") == "marketing"))
-    assert f"marketing,USD,{marketing['billable_charges'].sum()},{marketing['cost'].sum()}" in page
+    billable, cost = marketing["billable_charges"].sum(), marketing["cost"].sum()
+    assert billable > 1000  # so the thousands separator shows
+    row = f"<tr><td{TEXT}>marketing</td><td{NUMBER}>{billable:,}</td><td{NUMBER}>USD {money(cost)}</td></tr>"
+    assert row in page
+
+
+def test_the_report_opens_with_the_month_s_cost_and_its_change(sample_report):
+    page = sample_report.read_text()
+    traffic = report.load_traffic(month="2026-10")
+    costs = pricing.costs(pricing.price(traffic.charges, traffic.settings.replace(report_unpriced=True)))
+    october, september = (costs.filter((pl.col("month") == m) & pl.col("priced"))["cost"].sum() for m in ("2026-10", "2026-09"))
+    billable = costs.filter(pl.col("month") == "2026-10")["billable_charges"].sum()
+    change = "more" if october > september else "less"
+    share = f"{abs(october - september) / september:.1%}"
+    summary = (
+        f"In 2026-10 the traffic cost USD {money(october)} ({billable:,} billable charges), USD {money(abs(october - september))} "
+        f"({share}) {change} than in 2026-09 (USD {money(september)})."
+    )
+    assert f'<h1>WhatsApp Business traffic report, 2026-10</h1>\n<p class="summary">{html.escape(summary)}</p>' in page
 
 
 def test_the_report_shows_what_the_notebooks_print_when_run_alone(sample_report):
@@ -236,8 +304,8 @@ def test_the_report_shows_what_the_notebooks_print_when_run_alone(sample_report)
         checked = [c for c in stored["cells"] if "NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
         assert checked, name
         for cell in checked:
-            (printed,) = ["".join(o["text"]) for o in cell["outputs"] if o.get("output_type") == "stream"]
-            assert f"<pre>{html.escape(printed)}</pre>" in page, name
+            (shown,) = ["".join(o["data"]["text/html"]) for o in cell["outputs"] if o.get("output_type") == "execute_result"]
+            assert shown in page, name
 
 
 def test_the_working_folder_is_removed_after_the_report(sample_report):
@@ -287,7 +355,7 @@ def test_a_notebook_prints_the_same_from_the_prepared_state_as_alone(tmp_path):
     prepared = run_notebook("02_costs", tmp_path, **parameters, work_dir=str(tmp_path / "state"))
     assert prepared == alone
     assert any("Report month 2026-05 (Europe/Rome)" in text for text in alone)
-    assert checked_output(alone).height > 0
+    assert checked_output(tmp_path / "02_costs.ipynb").height > 0
 
 
 # Counts calls to the functions that read and bill traffic, in every Python process that imports this:
@@ -448,11 +516,36 @@ CHROMIUM_FLAGS = [
 ]
 
 
+# Per image: loaded, natural width and height, width on the page, and the share of its pixels that
+# are inked, neither white nor transparent (drawn onto a canvas: a data URI does not taint it).
+INKED_IMAGES = """images => images.map(image => {
+    const canvas = document.createElement("canvas");
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0);
+    const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    let inked = 0;
+    for (let k = 0; k < pixels.length; k += 4) {
+        if (pixels[k + 3] > 16 && (pixels[k] < 240 || pixels[k + 1] < 240 || pixels[k + 2] < 240)) inked++;  // opaque and not white
+    }
+    return [image.complete, image.naturalWidth, image.naturalHeight, image.getBoundingClientRect().width, inked / (pixels.length / 4 || 1)];
+})"""
+
+# Screenshots of the report as Chromium shows it, kept as CI artifacts (README: "The monthly report").
+SCREENSHOTS = Path(os.environ.get("WA_ANALYTICS_SCREENSHOTS") or ROOT / "out" / "screenshots")
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it")
-def test_every_chart_renders_in_headless_chromium_offline(sample_report):
+@pytest.mark.parametrize("variant", ["static", "interactive"])
+def test_every_chart_renders_in_headless_chromium_offline(variant, sample_report, interactive_report):
+    """Both variants opened with the network cut: nothing asked for, no console error, every chart
+    drawn at its size (an image loaded, or an SVG that Vega drew), and a screenshot kept."""
     from playwright.sync_api import sync_playwright
 
+    opened = {"static": sample_report, "interactive": interactive_report}[variant]
     asked_for: list[str] = []
+    errors: list[str] = []
 
     def offline(route):
         url = route.request.url
@@ -465,16 +558,35 @@ def test_every_chart_renders_in_headless_chromium_offline(sample_report):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
         page.route("**/*", offline)
-        page.goto(sample_report.as_uri())
+        page.goto(opened.as_uri())
         page.wait_for_load_state("load")
-        shown = page.eval_on_selector_all("img", "images => images.map(i => [i.complete, i.naturalWidth, i.getBoundingClientRect().width])")
-        screenshot = sample_report.with_suffix(".png")
+        if variant == "interactive":  # vega-embed draws asynchronously: wait for every chart's SVG
+            page.wait_for_function("[...document.querySelectorAll('div.chart')].every(c => c.querySelector('svg'))", timeout=30_000)
+        images = page.eval_on_selector_all("img", INKED_IMAGES)
+        drawn = page.eval_on_selector_all(
+            "div.chart svg",
+            "svgs => svgs.map(s => [s.getBoundingClientRect().width, s.getBoundingClientRect().height, s.querySelectorAll('path, rect, line, text').length])",
+        )
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        screenshot = SCREENSHOTS / f"report-{variant}.png"
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     assert asked_for == []
-    assert len(shown) == sum(CHARTS_PER_NOTEBOOK.values())
-    assert all(complete and natural > 200 and on_page > 200 for complete, natural, on_page in shown)
+    assert errors == []
+    # each chart at the size vl-convert drew it for the static report: the PNGs' own sizes
+    expected = [png_size(data) for data in re.findall(r'<img src="data:image/png;base64,([^"]+)"', sample_report.read_text())]
+    assert len(expected) == sum(CHARTS_PER_NOTEBOOK.values())
+    if variant == "static":
+        assert drawn == []
+        assert [(width, height) for _, width, height, _, _ in images] == expected
+        assert all(complete and on_page > 200 and inked > 0.02 for complete, _, _, on_page, inked in images)  # loaded, shown, not blank
+    else:
+        assert images == []
+        assert [(round(width), round(height)) for width, height, _ in drawn] == expected  # Vega in the page draws what vl-convert drew
+        assert all(marks > 20 for _, _, marks in drawn)
     assert screenshot.stat().st_size > 100_000
 
 
@@ -514,3 +626,58 @@ def test_nbval_fails_when_a_rate_in_the_card_changes(tmp_path):
         (folder.parent / f"02_costs_{folder.name}.ipynb").write_text(json.dumps(notebook))
     assert nbval(tmp_path / "02_costs_same.ipynb") == 0
     assert nbval(tmp_path / "02_costs_changed.ipynb") == 1
+
+
+# --- tables and the summary paragraph --------------------------------------------------------------------
+
+
+def test_a_table_shows_numbers_right_aligned_with_separators_and_money_with_its_currency():
+    frame = pl.DataFrame(
+        {
+            "category": ["marketing", "utility <b>"],
+            "currency": ["USD", "EUR"],
+            "billable_charges": [12345, 7],
+            "cost": [Decimal("1234.565000"), Decimal("-0.005000")],
+            "share": [0.0795, None],
+        }
+    )
+    shown = tables.table(frame, money=["cost"])
+    assert repr(shown) == frame.write_csv()  # exact figures for nbval
+    page = shown._repr_html_()
+    assert "<th" + TEXT + ' scope="col">Category</th>' in page and "Currency" not in page  # each amount carries its currency
+    assert f"<td{NUMBER}>12,345</td><td{NUMBER}>USD 1,234.57</td><td{NUMBER}>0.0795</td>" in page  # half away from zero
+    assert f"<td{TEXT}>utility &lt;b&gt;</td><td{NUMBER}>7</td><td{NUMBER}>EUR -0.01</td><td{NUMBER}></td>" in page
+    with pytest.raises(ValueError, match="money column.*price"):
+        tables.table(frame, money=["price"])
+    differences = tables.table(frame, signed=["cost"])._repr_html_()
+    assert f"<td{NUMBER}>+USD 1,234.57</td>" in differences and f"<td{NUMBER}>-EUR 0.01</td>" in differences
+
+
+def test_the_summary_names_the_biggest_driver_and_the_budget_when_given():
+    def rows(month, cost, billable, priced=True):
+        return {"month": month, "currency": "USD", "cost": Decimal(cost), "billable_charges": billable, "priced": priced}
+
+    costs = pl.DataFrame(
+        [rows("2026-09", "200.00", 900), rows("2026-10", "150.00", 1000), rows("2026-10", "80.00", 500), rows("2026-10", "0", 3, False)]
+    )
+    plain = summary_text.month_summary(costs, "2026-10")
+    assert plain == (
+        "In 2026-10 the traffic cost USD 230.00 (1,503 billable charges), USD 30.00 (15.0%) more than in 2026-09 (USD 200.00). "
+        "3 billable charges had no rate in the card and are not in the cost."
+    )
+    drivers = {"volume": Decimal("12.5"), "rates": Decimal("-3"), "rules": Decimal("20.5")}
+    full = summary_text.month_summary(costs, "2026-10", drivers=drivers, budget=Decimal("250"))
+    assert "The biggest driver of the change was rules (Meta's billing rules in force): +USD 20.50." in full
+    assert "That is 92% of the month's budget of USD 250.00, USD 20.00 left." in full
+    over = summary_text.month_summary(costs, "2026-10", budget=Decimal("200"))
+    assert "That is USD 30.00 over the month's budget of USD 200.00 (115% of it)." in over
+    first = summary_text.month_summary(costs, "2026-09")
+    assert first == "In 2026-09 the traffic cost USD 200.00 (900 billable charges), and nothing was billable in USD in 2026-08 to compare it with."
+    unpriced_before = pl.concat([costs, pl.DataFrame([rows("2026-08", "0", 40, False)])])
+    assert summary_text.month_summary(unpriced_before, "2026-09").endswith(
+        "and none of the billable charges of 2026-08 had a rate in the card to compare it with."
+    )
+    assert summary_text.month_summary(costs, "2026-11") == "No billable charges in 2026-11."
+    partly = pl.concat([costs, pl.DataFrame([rows("2026-09", "0", 5, False)])])
+    assert "(USD 200.00). The cost of 2026-09 leaves out 5 unpriced billable charges. 3 billable" in summary_text.month_summary(partly, "2026-10")
+    assert summary_text.previous_month("2026-01") == "2025-12"

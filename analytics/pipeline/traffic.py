@@ -419,8 +419,8 @@ class Charts:
 
         return charts.scenario_chart(self.traffic.compare(scenarios).table)
 
-    def projection(self, months: int = 3, scenarios: str | Path | Sequence[Any] | None = None) -> alt.LayerChart:
-        """The months ahead per scenario, with the back-tested band."""
+    def projection(self, months: int = 3, scenarios: str | Path | Sequence[Any] | None = None) -> alt.FacetChart:
+        """The months ahead per scenario, one panel each over the baseline, with the back-tested band."""
         from analytics.present import charts
 
         return charts.projection_chart(self.traffic.project(months, scenarios).table)

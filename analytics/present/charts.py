@@ -19,6 +19,9 @@ is the same colour in every chart, and stacks keep the same order (first at the 
 Categories no table knows get greys, in name order. Money axes say the currency: `Cost (USD)`.
 Months are the `YYYY-MM` strings of the billing time zone (ordinal axes, every month of the span
 shown, empty ones too).
+
+**Two renderings.** A notebook enables `png` for the mailed report, or `VEGA_RENDERER` (registered
+here) for the interactive one: each chart's Vega-Lite spec in the output, drawn by the page.
 """
 
 from __future__ import annotations
@@ -72,9 +75,28 @@ STATUS_COLOURS: dict[str, str] = {
 }
 PRICING_TYPE_COLOURS: dict[str, str] = dict(zip(schema.PRICING_TYPES, ("#4c78a8", "#9ecae9", "#eeca3b", "#b279a2", "#72b7b2"), strict=True))
 SCENARIO_COLOURS = ("#333333", "#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#9d755d")  # baseline first
-SAVING_COLOUR, EXTRA_COST_COLOUR = "#54a24b", "#e45756"
+# The saving chart's own two colours, by sign, with its own legend: neither is a category's colour
+# (a green saving read as "authentication" beside the category legend).
+SAVING, NO_CHANGE, EXTRA_COST = "saves", "no change", "costs more"
+SAVING_COLOUR, NO_CHANGE_COLOUR, EXTRA_COST_COLOUR = "#1f6f5c", "#888888", "#b2182b"
+PROJECTION_COLUMNS = 3  # small multiples of the projection: panels per row
+PROJECTION_PANEL_WIDTH, PROJECTION_PANEL_HEIGHT = 170, 120
 SWITCH_COLOUR = "#333333"
 MONTH_COST_COLOUR = "#4c78a8"  # a waterfall's first and last bar: what each month cost
+
+
+# The renderer of the interactive report (`wa-analytics report --interactive`): each chart's
+# Vega-Lite spec, data inlined, as a `+json` entry, which nbformat takes as JSON. Altair 6's own
+# `mimetype` renderer writes `application/vnd.vegalite.v6.json`, which nbformat refuses.
+VEGA_RENDERER = "wa-analytics-vega"
+VEGA_LITE_MIMETYPE = "application/vnd.vegalite.v6+json"
+
+
+def _vega_lite_bundle(spec: dict, **_: Any) -> dict[str, Any]:
+    return {VEGA_LITE_MIMETYPE: spec, "text/plain": "<a chart: Vega-Lite spec>"}
+
+
+alt.renderers.register(VEGA_RENDERER, _vega_lite_bundle)
 
 
 @alt.theme.register(THEME, enable=True)
@@ -261,7 +283,18 @@ def scenario_chart(comparison_table: pl.DataFrame) -> alt.HConcatChart:
     below zero: it costs more)."""
     by_category = rollups.scenario_costs(comparison_table)
     by_category = by_category.filter(pl.col("billable_charges") > 0).with_columns(category_rank=_category_rank(by_category["category"]))
-    savings = rollups.scenario_savings(comparison_table).filter(pl.col("scenario") != BASELINE)
+    savings = (
+        rollups.scenario_savings(comparison_table)
+        .filter(pl.col("scenario") != BASELINE)
+        .with_columns(
+            effect=pl.when(pl.col("saving") > 0)
+            .then(pl.lit(SAVING))
+            .when(pl.col("saving") < 0)
+            .then(pl.lit(EXTRA_COST))
+            .when(pl.col("saving") == 0)
+            .then(pl.lit(NO_CHANGE))
+        )
+    )
     names = comparison_table["scenario"].unique(maintain_order=True).to_list()
     cost_title = _cost_title(comparison_table)
     costs = (
@@ -289,7 +322,11 @@ def scenario_chart(comparison_table: pl.DataFrame) -> alt.HConcatChart:
         .encode(
             x=alt.X("scenario:N", title="Scenario", sort=[n for n in names if n != BASELINE], axis=alt.Axis(labelAngle=-30)),
             y=alt.Y("saving:Q", title=saving_title),
-            color=alt.condition("datum.saving >= 0", alt.value(SAVING_COLOUR), alt.value(EXTRA_COST_COLOUR)),
+            color=alt.Color(
+                "effect:N",
+                title="Against baseline",
+                scale=alt.Scale(domain=[SAVING, NO_CHANGE, EXTRA_COST], range=[SAVING_COLOUR, NO_CHANGE_COLOUR, EXTRA_COST_COLOUR]),
+            ),
             tooltip=[
                 "scenario:N",
                 alt.Tooltip("saving:Q", format="+,.2f"),
@@ -300,8 +337,10 @@ def scenario_chart(comparison_table: pl.DataFrame) -> alt.HConcatChart:
         )
         .properties(width=PANEL_WIDTH, title="Saving against baseline")
     )
-    return alt.hconcat(costs, saved).properties(
-        title=alt.Title("Scenarios: cost and saving against the baseline", subtitle=_unpriced_subtitle(comparison_table))
+    return (
+        alt.hconcat(costs, saved)
+        .resolve_scale(color="independent")  # two legends: categories, and saves / costs more
+        .properties(title=alt.Title("Scenarios: cost and saving against the baseline", subtitle=_unpriced_subtitle(comparison_table)))
     )
 
 
@@ -346,38 +385,48 @@ def explanation_chart(explained: Explanation) -> alt.LayerChart:
     )
 
 
-def projection_chart(projection_table: pl.DataFrame, *, band_for: Sequence[str] | None = (BASELINE,)) -> alt.LayerChart:
-    """Projected cost per month and scenario (`rollups.projected_costs` of `Projection.table`),
-    with the back-test band (the area between `cost_low` and `cost_high`) of the scenarios in
-    `band_for` (None: every scenario; bands of many scenarios overlap into one blur)."""
+def projection_chart(projection_table: pl.DataFrame, *, band_for: Sequence[str] | None = (BASELINE,)) -> alt.FacetChart:
+    """Projected cost per month and scenario (`rollups.projected_costs` of `Projection.table`), as
+    small multiples: one panel per scenario, its line over the baseline's (dark grey, dashed) for
+    reference, so lines a few cents apart are not read off one tangle of colours. With the back-test
+    band (the area between `cost_low` and `cost_high`) of the scenarios in `band_for` (None: every
+    scenario), drawn wherever that scenario's line is: the baseline's band in every panel by
+    default. A projection of the baseline alone is one panel. Panels share the cost axis."""
     data = rollups.projected_costs(projection_table)
     names = data["scenario"].unique(maintain_order=True).to_list()
     months = _month_span(data["month"])
-    x = alt.X("month:O", title="Projected month", scale=alt.Scale(domain=months))
-    colour = alt.Color("scenario:N", title="Scenario", sort=names, scale=scenario_scale(names))
-    band = data.filter(pl.col("cost_low").is_not_null() & pl.col("cost_high").is_not_null())
+    panels = [n for n in names if n != BASELINE] or names
+    banded = pl.col("cost_low").is_not_null() & pl.col("cost_high").is_not_null()
     if band_for is not None:
-        band = band.filter(pl.col("scenario").is_in(list(band_for)))
-    layers = []
-    if band.height:
-        layers.append(
-            alt.Chart(band)
-            .mark_area(opacity=0.18)
-            .encode(
-                x=x,
-                y=alt.Y("cost_low:Q"),
-                y2=alt.Y2("cost_high:Q"),
-                color=colour,
-                tooltip=["scenario:N", "month:O", alt.Tooltip("cost_low:Q", format=",.2f"), alt.Tooltip("cost_high:Q", format=",.2f")],
-            )
+        banded = banded & pl.col("scenario").is_in(list(band_for))
+    shown = pl.concat(
+        [
+            data.filter(pl.col("scenario").is_in([panel, BASELINE])).with_columns(panel=pl.lit(panel), panel_rank=pl.lit(rank))
+            for rank, panel in enumerate(panels)
+        ]
+    ).with_columns(banded=banded, is_baseline=pl.col("scenario") == BASELINE)
+    x = alt.X("month:O", title="Projected month", scale=alt.Scale(domain=months))
+    colour = alt.Color("scenario:N", title="Scenario", sort=names, scale=scenario_scale(names), legend=None)
+    band = (
+        alt.Chart()
+        .transform_filter("datum.banded")
+        .mark_area(opacity=0.18)
+        .encode(
+            x=x,
+            y=alt.Y("cost_low:Q"),
+            y2=alt.Y2("cost_high:Q"),
+            color=colour,
+            tooltip=["scenario:N", "month:O", alt.Tooltip("cost_low:Q", format=",.2f"), alt.Tooltip("cost_high:Q", format=",.2f")],
         )
-    layers.append(
-        alt.Chart(data)
+    )
+    lines = (
+        alt.Chart()
         .mark_line(point=True)
         .encode(
             x=x,
             y=alt.Y("cost:Q", title=_cost_title(data)),
             color=colour,
+            strokeDash=alt.StrokeDash("is_baseline:N", scale=alt.Scale(domain=[False, True], range=[[1, 0], [4, 3]]), legend=None),
             tooltip=[
                 "scenario:N",
                 "month:O",
@@ -388,12 +437,19 @@ def projection_chart(projection_table: pl.DataFrame, *, band_for: Sequence[str] 
             ],
         )
     )
-    subtitle = (
-        f"Band ({', '.join(band['scenario'].unique(maintain_order=True))}): ± the back-test's error at each horizon"
-        if band.height
-        else "No back-test: no band"
+    with_band = shown.filter("banded")
+    subtitle = [
+        "One panel per scenario; dashed grey: the baseline" if panels != [BASELINE] else "The baseline: the traffic as it was, replayed forward",
+        f"Band ({', '.join(with_band['scenario'].unique(maintain_order=True))}): ± the back-test's error at each horizon"
+        if with_band.height
+        else "No back-test: no band",
+    ]
+    layered = alt.layer(*([band] if with_band.height else []), lines, data=shown).properties(
+        width=PROJECTION_PANEL_WIDTH, height=PROJECTION_PANEL_HEIGHT
     )
-    return alt.layer(*layers).properties(width=WIDTH, title=alt.Title("Projected cost per month by scenario", subtitle=subtitle))
+    return layered.facet(
+        facet=alt.Facet("panel:N", title=None, sort=alt.EncodingSortField("panel_rank", op="min")), columns=PROJECTION_COLUMNS
+    ).properties(title=alt.Title("Projected cost per month by scenario", subtitle=subtitle))
 
 
 # --- Reconciliation ---------------------------------------------------------------------------------

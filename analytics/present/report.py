@@ -11,9 +11,12 @@ Two halves, one module, because they share the notebooks' parameters:
   working folder (`prepare`), executes each report notebook on it with papermill, two at a time,
   with the same parameters for all (`REPORT_NOTEBOOKS`), and renders them into one HTML
   file without code, charts embedded as PNG images made by vl-convert (`chart_format = "png"`), so
-  the file renders offline and in a mail client, fetching nothing. A notebook that fails stops the
-  run with its name, the failing cell and the error, and the executed notebook is kept beside the
-  output for a look.
+  the file renders offline and in a mail client, fetching nothing. With `interactive`, the charts
+  are Vega views instead (`chart_format = INTERACTIVE_CHARTS`: the Vega-Lite spec of each chart), drawn by
+  Vega, Vega-Lite and vega-embed inlined in the page from vl-convert's own bundle: for a browser,
+  still fetching nothing. The page opens with a paragraph on the month (`summary_text`). A
+  notebook that fails stops the run with its name, the failing cell and the error, and the
+  executed notebook is kept beside the output for a look.
 
 Parameters a notebook does not declare are refused, so a typo in `--params` is an error, not a
 silently ignored setting. Paths in a parameters file are relative to that file.
@@ -25,6 +28,7 @@ import base64
 import datetime as dt
 import html
 import importlib
+import itertools
 import json
 import os
 import re
@@ -35,6 +39,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,6 +52,7 @@ from analytics.core import outputs, progress
 from analytics.core.errors import InputError, UsageError
 from analytics.core.resources import resource
 from analytics.core.text import plural
+from analytics.present import tables
 from analytics.read import ingest
 from analytics.read.ingest import IngestSummary, InputFile, UnknownMarkets
 from analytics.reconcile import matching as reconcile
@@ -361,12 +367,15 @@ def scenarios_path(scenarios_file: str | Path | None) -> Path:
     return Path(scenarios_file) if scenarios_file else Path(str(resource(*SCENARIOS)))
 
 
-def month_figures(frame: pl.DataFrame, month: str, by: Sequence[str], values: Sequence[str]) -> str:
-    """The report month's rows of a roll-up, summed `by` the given columns, as CSV text: the key
-    totals a report notebook prints and nbval checks."""
+def month_figures(
+    frame: pl.DataFrame, month: str, by: Sequence[str], values: Sequence[str], *, money: Sequence[str] = (), signed: Sequence[str] = ()
+) -> tables.Table:
+    """The report month's rows of a roll-up, summed `by` the given columns: the key totals a report
+    notebook shows as a table (`money`: the values that are amounts in the row's currency, `signed`:
+    differences) and nbval checks, exact, in its plain text (CSV)."""
     month_value = frame.filter(pl.col("month") == month)
     summed = month_value.group_by(by).agg(pl.col(v).sum() for v in values).sort(by)
-    return summed.write_csv()
+    return tables.table(summed, money=money, signed=signed)
 
 
 @dataclass
@@ -483,6 +492,7 @@ def run_report(
     keep_notebooks: str | Path | None = None,
     parameters_file: str | Path | None = None,
     work_dir: str | Path | None = None,
+    interactive: bool = False,
 ) -> Path:
     """Run the report notebooks for `month` on `input_paths` and write one HTML file to `output`.
 
@@ -491,7 +501,8 @@ def run_report(
     parameters come from, for messages. Every parameter is checked before any notebook runs
     (`check_parameters`). The input is read and billed once (`prepare`), into `work_dir` if given
     (kept), else into a temporary folder removed at the end, and every notebook starts from that
-    prepared state (its `work_dir` parameter). Raises `NotebookFailed`.
+    prepared state (its `work_dir` parameter). `interactive`: Vega charts inlined with their
+    JavaScript instead of PNG images. Raises `NotebookFailed`.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -511,11 +522,13 @@ def run_report(
     check_parameters(chosen, parameters_file)
     timezone = str(chosen.get("timezone") or "UTC")
     chosen["month"] = report_month(month, timezone)
-    chosen["chart_format"] = "png"
+    chosen["chart_format"] = INTERACTIVE_CHARTS if interactive else "png"
     executed: list[tuple[str, dict]] = []
     with outputs.scratch_folder(prefix="wa-analytics-report-") as scratch:
         state = Path(work_dir) if work_dir else Path(scratch) / "state"
-        prepare(state, {name: chosen.get(name) for name in TRAFFIC_PARAMETERS}, month_option="--month")
+        traffic = prepare(state, {name: chosen.get(name) for name in TRAFFIC_PARAMETERS}, month_option="--month")
+        # The explanation's `drivers=` (analytics.whatif.explain) and the settings' `budget=` go here, once they exist.
+        summary = month_summary(traffic, rate_card=chosen.get("rate_card"), currency=chosen.get("currency"))  # type: ignore[arg-type]
         chosen["work_dir"] = str(state.resolve())
 
         def execute(name: str) -> Path:
@@ -554,8 +567,38 @@ def run_report(
             finally:
                 pool.shutdown(cancel_futures=True)  # a failure: the notebooks not started yet never start
     with outputs.atomic(output) as partial, progress.stage("Rendering the report"):
-        partial.write_text(render_html(executed, title=f"WhatsApp Business traffic report, {chosen['month']}"), encoding="utf-8")
+        page = render_html(executed, title=f"WhatsApp Business traffic report, {chosen['month']}", summary=summary, interactive=interactive)
+        partial.write_text(page, encoding="utf-8")
     return output
+
+
+# The notebooks' `chart_format` for Vega-Lite specs (`charts.VEGA_RENDERER`: the spec as JSON in
+# the output's VEGA_LITE entry, no HTML), which `render_html(interactive=True)` embeds.
+INTERACTIVE_CHARTS = "wa-analytics-vega"
+
+
+def month_summary(
+    traffic: Traffic,
+    *,
+    rate_card: str | Path | None = None,
+    currency: str | None = None,
+    drivers: Mapping[str, Decimal] | None = None,
+    budget: Decimal | None = None,
+) -> str:
+    """The paragraph at the top of the report (`summary_text.month_summary`): the report month and
+    the month before priced with the report's card and currency, as notebook 02 prices them.
+
+    `drivers` (the change against the previous month by effect, from `analytics.whatif.explain`)
+    and `budget` (the month's budget from the settings) add a sentence each; `run_report` passes
+    neither until those exist."""
+    from analytics.present import summary_text
+    from analytics.price import pricing
+
+    month = traffic.period.month
+    since = period(summary_text.previous_month(month), traffic.period.timezone).start
+    prices = traffic.settings.replace(rate_card=rate_card, currency=currency, report_unpriced=True)
+    recent = traffic.charges.filter(pl.col("started_at") >= since)
+    return summary_text.month_summary(pricing.costs(pricing.price(recent, prices)), month, drivers=drivers, budget=budget)
 
 
 # What `wa-analytics report` imports besides the package's own dependencies: the `notebooks` extra.
@@ -686,30 +729,60 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max
 h1 { font-size: 1.7em; border-bottom: 2px solid #1f6f5c; padding-bottom: .3em; }
 h2 { font-size: 1.35em; margin-top: 2em; }
 section.notebook { border-top: 1px solid #d9e2ec; margin-top: 2.5em; }
+p.summary { font-size: 1.05em; background: #f0f4f8; border-left: 4px solid #1f6f5c; padding: .6em .9em; }
 table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
-th, td { border: 1px solid #d9e2ec; padding: .25em .6em; text-align: right; }
+th, td { border: 1px solid #d9e2ec; padding: .25em .6em; text-align: left; }
+th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 th { background: #f0f4f8; }
+div.chart { margin: 1em 0; }
 img { max-width: 100%; height: auto; display: block; margin: 1em 0; }
 pre { background: #f7f9fb; padding: .6em; white-space: pre-wrap; font-size: .85em; }
+p.printed { color: #52606d; font-size: .92em; }
 nav li { margin: .2em 0; }
 """
 
 
-def render_html(notebooks: Sequence[tuple[str, dict]], *, title: str) -> str:
-    """Executed notebooks (name, nbformat JSON) as one self-contained HTML page: markdown and
-    outputs only, no code, no stderr, no script; images stay inline as data URIs."""
+def render_html(notebooks: Sequence[tuple[str, dict]], *, title: str, summary: str | None = None, interactive: bool = False) -> str:
+    """Executed notebooks (name, nbformat JSON) as one self-contained HTML page: the `summary`
+    paragraph, then markdown and outputs only, no code, no stderr; images stay inline as data URIs.
+
+    Without `interactive`, no script at all (a mail client). With it, each chart output's Vega-Lite
+    spec (VEGA_LITE) becomes a `<div class="chart">` with the spec beside it as JSON, and one inline
+    module script, vl-convert's bundle of Vega, Vega-Lite and vega-embed, draws them all as SVG:
+    nothing is fetched. A chart that fails to draw is logged on the browser's console."""
     sections = []
     contents = []
+    charts = itertools.count(1)  # numbers the charts of the page: chart-1, chart-2, ...
     for name, notebook in notebooks:
         heading = _first_heading(notebook) or name
         contents.append(f'<li><a href="#{name}">{html.escape(heading)}</a></li>')
-        cells = "\n".join(_cell_html(cell) for cell in notebook.get("cells", []))
+        cells = "\n".join(_cell_html(cell, charts if interactive else None) for cell in notebook.get("cells", []))
         sections.append(f'<section class="notebook" id="{name}">\n{cells}\n</section>')
+    opening = f'<p class="summary">{html.escape(summary)}</p>\n' if summary else ""
+    script = f'<script type="module">\n{_vega_bundle()}\n</script>\n' if interactive else ""
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
-        f"<h1>{html.escape(title)}</h1>\n<nav><ol>{''.join(contents)}</ol></nav>\n" + "\n".join(sections) + "\n</body>\n</html>\n"
+        f"<h1>{html.escape(title)}</h1>\n{opening}<nav><ol>{''.join(contents)}</ol></nav>\n" + "\n".join(sections) + f"\n{script}</body>\n</html>\n"
     )
+
+
+VEGA_LITE = re.compile(r"application/vnd\.vegalite\.v\d+[.+]json")  # Altair 6 writes `.v6.json`, 5 wrote `.v5+json`
+# Run inside vl-convert's bundle, where `vegaEmbed` is defined: draw every chart of the page.
+_EMBED_ALL = """
+for (const chart of document.querySelectorAll("div.chart")) {
+  const spec = JSON.parse(document.getElementById(chart.id + "-spec").textContent);
+  vegaEmbed(chart, spec, { actions: false, renderer: "svg" }).catch((error) => console.error(`chart ${chart.id}: ${error}`));
+}
+"""
+
+
+def _vega_bundle() -> str:
+    """vl-convert's ES module of Vega, Vega-Lite and vega-embed, with `_EMBED_ALL`, safe inside a
+    `<script>` element (no `</script` in it)."""
+    import vl_convert
+
+    return vl_convert.javascript_bundle(_EMBED_ALL).replace("</script", "<\\/script")
 
 
 def _first_heading(notebook: dict) -> str | None:
@@ -725,23 +798,41 @@ def _text(value: str | list[str]) -> str:
     return value if isinstance(value, str) else "".join(value)
 
 
-def _cell_html(cell: dict) -> str:
+def _cell_html(cell: dict, charts: Iterator[int] | None = None) -> str:
     if cell.get("cell_type") == "markdown":
         import mistune
 
         return str(mistune.html(_text(cell.get("source", ""))))
     if cell.get("cell_type") != "code":
         return ""
-    return "\n".join(filter(None, (_output_html(o) for o in cell.get("outputs", []))))
+    return "\n".join(filter(None, (_output_html(o, charts) for o in cell.get("outputs", []))))
 
 
-def _output_html(output: dict) -> str:
+def _printed_html(text: str) -> str:
+    """What a notebook printed: prose (no line indented or with a run of spaces, as columns have) as
+    paragraphs, one per block between blank lines; anything laid out in columns (the invoice, a
+    scenario's changes, the projection's method) as preformatted text."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines and not any(line[:1].isspace() or "  " in line for line in lines):
+        blocks = re.split(r"\n\s*\n", text.strip())
+        return "\n".join(f'<p class="printed">{html.escape(" ".join(block.splitlines()))}</p>' for block in blocks)
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def _output_html(output: dict, charts: Iterator[int] | None = None) -> str:
+    """One output as HTML. `charts` numbers the Vega charts of an interactive report (None: a
+    static one, where a chart must be an image)."""
     kind = output.get("output_type")
     if kind == "stream":
-        return "" if output.get("name") == "stderr" else f"<pre>{html.escape(_text(output.get('text', '')))}</pre>"
+        return "" if output.get("name") == "stderr" else _printed_html(_text(output.get("text", "")))
     if kind == "error":
         return f"<pre>{html.escape(output.get('ename', ''))}: {html.escape(output.get('evalue', ''))}</pre>"
     data = output.get("data", {})
+    spec = next((data[kind] for kind in data if VEGA_LITE.fullmatch(kind)), None)
+    if spec is not None and charts is not None:
+        chart = f"chart-{next(charts)}"
+        as_json = json.dumps(spec).replace("</", "<\\/")  # safe inside <script>
+        return f'<div class="chart" id="{chart}"></div><script type="application/json" id="{chart}-spec">{as_json}</script>'
     if "image/png" in data:
         encoded = _text(data["image/png"]).replace("\n", "")
         base64.b64decode(encoded, validate=True)  # a broken image is an error here, not a blank in the mail
