@@ -697,3 +697,15 @@ def test_webhook_group_messages_and_agent_replies_reach_the_canonical_messages()
     assert (summary.group_messages, summary.business_agent_messages, summary.business_agent_without_tokens) == (4, 2, 1)
     assert summary.rows_quarantined == 0
     assert_counts_add_up(summary)
+
+
+def test_a_stage_file_keeps_the_group_and_agent_counts_for_later_commands(tmp_path):
+    webhooks_dir = Path(__file__).parent / "fixtures" / "webhooks"
+    out = tmp_path / "messages.parquet"
+    inputs = [webhooks_dir / "group_messages.jsonl", webhooks_dir / "business_agent.jsonl"]
+    ingest.read_messages(inputs, send_log=webhooks_dir / "send_log_2026_11.csv", output=out)
+    reread = ingest.read_messages([out])
+    assert reread.stage_file == str(out)
+    summary = reread.summary
+    assert (summary.group_messages, summary.business_agent_messages, summary.business_agent_without_tokens) == (4, 2, 1)
+    assert reread.messages.collect().select("group_id").to_series().drop_nulls().to_list() == ["120363000000000020"] * 4

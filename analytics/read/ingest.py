@@ -1096,6 +1096,10 @@ def _iso(instant: object) -> str | None:
     return instant.isoformat() if isinstance(instant, dt.datetime) else None
 
 
+# The counts of IngestSummary a stage file's marker keeps for the run summary of a later command.
+STAGE_COUNTS = ("group_messages", "business_agent_messages", "business_agent_without_tokens")
+
+
 def stage_metadata(ingested: Ingested) -> dict[str, str]:
     """The marker of the canonical messages `ingested` holds (`analytics.core.stages`): what they were
     checked with, their row count and what the run summary of a later command repeats."""
@@ -1108,10 +1112,6 @@ def stage_metadata(ingested: Ingested) -> dict[str, str]:
         unknown_markets=[asdict(u) for u in summary.unknown_markets],
         **{name: getattr(summary, name) for name in STAGE_COUNTS},
     )
-
-
-# The counts of IngestSummary a stage file's marker keeps for the run summary of a later command.
-STAGE_COUNTS = ("group_messages", "business_agent_messages", "business_agent_without_tokens")
 
 
 def _stage_markers(paths: Sequence[str | Path]) -> list[dict[str, Any]]:

@@ -53,8 +53,8 @@ statuses of one message arrive in separate payloads and retries repeat (`fold_st
    `authentication_international`. PMP: `service` and `general_purpose_ai` (an AI provider's
    message, charged per non-template message) and `group_service` are a non-template (`text`, the
    type is not said); `marketing`, `utility`, `authentication`, `marketing_lite` a template of that
-   category, and `group_marketing`, `group_utility` too (the row is still set aside as a group
-   send); `authentication_international` an `authentication` template; `referral_conversion` (free
+   category, and `group_marketing`, `group_utility` a `marketing` / `utility` template (a group
+   delivery's category is its template's with `group_` in front); `authentication_international` an `authentication` template; `referral_conversion` (free
    entry point) and anything else, unknown. CBP, or no `pricing_model`: a `service` conversation
    (`pricing.category` or `conversation.origin.type`) is a non-template, since templates never ride
    a service conversation (§4.2); `marketing`, `utility`, `authentication` and the 2022 categories settle
@@ -72,8 +72,8 @@ one), so `sent_by` and `tokens` come only from the send log or the canonical fil
 or `conversation` object (the first seen), for reconciliation (§7): `pricing.type` (or its alias
 `pricing_type`), `billable` (deprecated by Meta; reconciliation reads it only where `type` is
 absent), category, `pricing.subtype` (e.g. `paid_exempt`), the conversation, and for group sends
-`recipient_type` and `recipient_participant_id`. Categories this package does not bill (`group_*`,
-`general_purpose_ai`) are kept as Meta writes them.
+`recipient_type` and `recipient_participant_id`. Categories are kept as Meta writes them (lower
+case): reconciliation reads `group_*` and `general_purpose_ai` as the categories of our charges.
 """
 
 from __future__ import annotations
