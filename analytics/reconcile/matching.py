@@ -497,7 +497,9 @@ class _MessageContext:
 def _message_level(pmp: pl.DataFrame, ours: pl.DataFrame, context: _MessageContext) -> pl.DataFrame:
     """PMP items against the charge each wamid opened (module docstring, level 1); a group send's
     item of one participant against our charge of that participant."""
-    pmp = pmp.with_columns(pl.when(pl.col("recipient_type") == GROUP).then(pl.col("recipient_participant_id")).alias(_PARTICIPANT))
+    # The participant as our user_id has it: the phone, else the BSUID the status gave (`webhooks.status_record`).
+    participant = pl.coalesce("recipient_participant_id", "user_id")
+    pmp = pmp.with_columns(pl.when(pl.col("recipient_type") == GROUP).then(participant).alias(_PARTICIPANT))
     joined = pmp.join(
         ours,
         left_on=["message_id", _PARTICIPANT],
