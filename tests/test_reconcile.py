@@ -1437,3 +1437,18 @@ def test_cli_reconciles_the_2026_10_webhooks_in_one_run(tmp_path, capsys):
         (RULE_MODEL_DIFFERS, 1),
     ]
     assert "not_modelled" not in err
+
+
+def test_group_webhooks_billed_by_the_engine_agree_with_meta_per_participant():
+    # Ingest -> the engine that bills groups (engine17) -> reconcile: one charge and one Meta item per
+    # delivered participant; the failed participant (…0503) has neither.
+    statuses = run([OCTOBER / "group_statuses.jsonl"])
+    messages = run([OCTOBER / "group_messages.jsonl"], send_log=OCTOBER / "send_log_2026_11.csv")
+    columns = ("message_id", "user_id", "ours_category", "ours_pricing_type", "meta_pricing_type", "status")
+    assert items(statuses, columns) + items(messages, columns) == [
+        ("wamid.G1", "393330000401", "group_marketing", "regular", "regular", MATCH),
+        ("wamid.G1", "393330000402", "group_marketing", "regular", "regular", MATCH),
+        ("wamid.G2", "393330000401", "group_service", "free_tier", "free_group_customer_service", MATCH),
+        ("wamid.G3", "393330000501", "group_utility", "regular", "regular", MATCH),
+        ("wamid.G3", "393330000502", "group_utility", "regular", "regular", MATCH),
+    ]
