@@ -568,3 +568,144 @@ def test_the_reference_engine_reads_messages_without_the_fep_column():
     without = messages.drop("fep_expires_at")
     assert reference.bill(without).equals(reference.bill(messages))
     assert reference.bill(without).height == charges.bill(messages).height > 0
+
+
+# --- the optional columns of 2026: groups, Meta Business Agent, template names ----------------------
+
+HEADER_2026 = f"{HEADER},group_id,sent_by,tokens,template_name"
+OUT = "2026-11-03T10:00:00Z,outbound,15550001111,waba-1"
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (f"wamid.S,{OUT},393330000001,text,,delivered,,,robot,,", ingest.UNKNOWN_SENDER),
+        (f"wamid.S,{OUT},393330000001,text,,delivered,,,meta_business_agent,-5,", ingest.BAD_TOKENS),
+        (f"wamid.S,{OUT},393330000001,text,,delivered,,,meta_business_agent,12.5,", ingest.BAD_TOKENS),
+        (f"wamid.S,{OUT},393330000001,text,,delivered,,,meta_business_agent,many,", ingest.BAD_TOKENS),
+        (f"wamid.S,{OUT},393330000001,template,authentication,delivered,,grp-1,,,otp", ingest.GROUP_AUTHENTICATION),
+        ("wamid.S,2026-11-03T10:00:00Z,inbound,15550001111,waba-1,393330000001,text,,received,ctwa,grp-1,,,", ingest.GROUP_ENTRY_POINT),
+        (f"wamid.S,{OUT},393330000001,text,,delivered,,grp-1,meta_business_agent,100,", ingest.GROUP_BUSINESS_AGENT),
+    ],
+    ids=["unknown sender", "negative tokens", "fractional tokens", "tokens not a number", "group authentication", "group entry point", "group agent"],
+)
+def test_the_2026_columns_quarantine_what_cannot_be_billed(tmp_path, row, reason):
+    messages, quarantine, summary = read(write_csv(tmp_path, row, header=HEADER_2026))
+    assert messages.height == 0
+    assert quarantined(quarantine) == [(2, reason)]
+    assert summary.quarantined == {reason: 1}
+
+
+def test_the_2026_columns_are_typed_and_counted(tmp_path):
+    path = write_csv(
+        tmp_path,
+        f"wamid.A,{OUT},393330000001,text,,delivered,,,META_BUSINESS_AGENT,21500.0,",
+        f"wamid.B,{OUT},393330000001,text,,delivered,,,meta_business_agent,,",
+        f"wamid.C,{OUT},393330000002,template,marketing,delivered,,,business,300,summer_sale",
+        f"wamid.G,{OUT},393330000003,template,utility,delivered,,grp-1,,,order_update",
+        f"wamid.G,{OUT},393330000004,template,utility,delivered,,grp-1,,,order_update",
+        header=HEADER_2026,
+    )
+    messages, quarantine, summary = read(path)
+    assert quarantine.height == 0
+    assert messages.select("message_id", "user_id", "group_id", "sent_by", "tokens", "template_name").rows() == [
+        ("wamid.A", "393330000001", None, "meta_business_agent", 21500, None),
+        ("wamid.B", "393330000001", None, "meta_business_agent", None, None),
+        ("wamid.C", "393330000002", None, "business", None, "summer_sale"),  # tokens of the business: ignored
+        ("wamid.G", "393330000003", "grp-1", None, None, "order_update"),
+        ("wamid.G", "393330000004", "grp-1", None, None, "order_update"),
+    ]
+    assert messages.schema["tokens"] == pl.Int64()
+    assert (summary.group_messages, summary.business_agent_messages, summary.business_agent_without_tokens) == (2, 2, 1)
+    assert "tokens ignored on 1 message not sent by Meta Business Agent: only its replies are charged per token" in summary.notes
+    text = format_ingest_summary(summary)
+    assert "2 group message rows (group_id: one row per participant of a message sent to a group)." in text
+    assert "2 messages sent by Meta Business Agent, 1 of them without tokens (costs estimate those)." in text
+
+
+def test_a_group_message_repeats_per_participant_not_per_message_id(tmp_path):
+    delivered = f"{OUT},393330000003,template,utility,delivered,,grp-1,,,"
+    path = write_csv(
+        tmp_path,
+        f"wamid.G,{delivered}",
+        f"wamid.G,{OUT},393330000004,template,utility,delivered,,grp-1,,,",  # another participant: its own row
+        f"wamid.G,{delivered}",  # the same participant again, identical: dropped
+        f"wamid.H,{OUT},393330000003,template,utility,delivered,,grp-1,,,",
+        f"wamid.H,{OUT},393330000003,template,marketing,delivered,,grp-1,,,",  # the same participant, conflicting
+        f"wamid.O,{OUT},393330000005,text,,delivered,,,,,",
+        f"wamid.O,{OUT},393330000006,text,,delivered,,,,,",  # one-to-one: the message_id alone is the key
+        header=HEADER_2026,
+    )
+    messages, quarantine, summary = read(path)
+    assert messages.select("message_id", "user_id").rows() == [("wamid.G", "393330000003"), ("wamid.G", "393330000004")]
+    assert summary.duplicates_dropped == 1
+    conflict = "conflicting duplicate of message_id {}: rows {}:{}, {}:{} hold different values; keep one version of the message"
+    group_conflict = conflict.format("wamid.H (the same group participant)", path, 5, path, 6)
+    one_to_one_conflict = conflict.format("wamid.O", path, 7, path, 8)
+    assert quarantined(quarantine) == [(5, group_conflict), (6, group_conflict), (7, one_to_one_conflict), (8, one_to_one_conflict)]
+    assert_counts_add_up(summary)
+
+
+def test_older_files_without_the_2026_columns_read_them_as_null(tmp_path):
+    messages, _, _ = read(write_csv(tmp_path, GOOD_ROW))
+    assert messages.select("group_id", "sent_by", "tokens", "template_name").rows() == [(None, None, None, None)]
+
+
+def test_the_2026_columns_from_parquet_and_canonical_json(tmp_path):
+    frame = pl.DataFrame(
+        {
+            "message_id": ["wamid.A", "wamid.G"],
+            "timestamp": ["2026-11-03T10:00:00Z"] * 2,
+            "direction": ["outbound"] * 2,
+            "business_phone": ["15550001111"] * 2,
+            "user_id": ["393330000001", "393330000003"],
+            "message_type": ["text", "text"],
+            "group_id": [None, "grp-1"],
+            "sent_by": ["meta_business_agent", None],
+            "tokens": [21500.0, None],  # a float column, as spreadsheets export it
+        }
+    )
+    parquet = tmp_path / "in.parquet"
+    frame.write_parquet(parquet)
+    records = tmp_path / "in.jsonl"
+    frame.with_columns(pl.col("tokens").cast(pl.Int64)).write_ndjson(records)
+    for path in (parquet, records):
+        messages, quarantine, _ = read(path)
+        assert quarantine.height == 0, path
+        assert messages.select("message_id", "group_id", "sent_by", "tokens").rows() == [
+            ("wamid.A", None, "meta_business_agent", 21500),
+            ("wamid.G", "grp-1", None, None),
+        ]
+
+
+def test_webhook_group_messages_and_agent_replies_reach_the_canonical_messages():
+    webhooks_dir = Path(__file__).parent / "fixtures" / "webhooks"
+    ingested = ingest.read_messages(
+        [webhooks_dir / "group_messages.jsonl", webhooks_dir / "business_agent.jsonl"], send_log=webhooks_dir / "send_log_2026_11.csv"
+    )
+    messages = ingested.messages.collect()
+    assert messages.select("message_id", "direction", "user_id", "group_id", "status", "sent_by", "tokens").rows() == [
+        ("wamid.G3in", "inbound", "393330000501", "120363000000000020", "received", None, None),
+        ("wamid.G3", "outbound", "393330000501", "120363000000000020", "read", None, None),
+        ("wamid.G3", "outbound", "393330000502", "120363000000000020", "delivered", None, None),
+        ("wamid.G3", "outbound", "393330000503", "120363000000000020", "failed", None, None),
+        ("wamid.B1in", "inbound", "393330000601", None, "received", None, None),
+        ("wamid.B1", "outbound", "393330000601", None, "delivered", "meta_business_agent", 21500),
+        ("wamid.B2", "outbound", "393330000601", None, "delivered", "meta_business_agent", None),
+    ]
+    summary = ingested.summary
+    assert (summary.group_messages, summary.business_agent_messages, summary.business_agent_without_tokens) == (4, 2, 1)
+    assert summary.rows_quarantined == 0
+    assert_counts_add_up(summary)
+
+
+def test_a_stage_file_keeps_the_group_and_agent_counts_for_later_commands(tmp_path):
+    webhooks_dir = Path(__file__).parent / "fixtures" / "webhooks"
+    out = tmp_path / "messages.parquet"
+    inputs = [webhooks_dir / "group_messages.jsonl", webhooks_dir / "business_agent.jsonl"]
+    ingest.read_messages(inputs, send_log=webhooks_dir / "send_log_2026_11.csv", output=out)
+    reread = ingest.read_messages([out])
+    assert reread.stage_file == str(out)
+    summary = reread.summary
+    assert (summary.group_messages, summary.business_agent_messages, summary.business_agent_without_tokens) == (4, 2, 1)
+    assert reread.messages.collect().select("group_id").to_series().drop_nulls().to_list() == ["120363000000000020"] * 4

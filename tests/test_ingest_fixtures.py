@@ -14,7 +14,11 @@ from meta_fixtures import FIXTURES
 
 from analytics import cli
 
-COLUMNS = "message_id,timestamp,direction,business_phone,waba_id,user_id,user_phone,user_country,message_type,template_category,status,entry_point,fep_expires_at"
+COLUMNS = (
+    "message_id,timestamp,direction,business_phone,waba_id,user_id,user_phone,user_country,message_type,template_category,status,"
+    "entry_point,fep_expires_at,group_id,sent_by,tokens,template_name"
+)
+NO_2026_VALUES = ",,,,"  # group_id, sent_by, tokens, template_name: not in these webhooks
 WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA="
 BSUID = "user.9373795779eb6441c8adb2eaee5b848e7dd174ddd302d7db62142f4722d574b6"
 
@@ -30,11 +34,11 @@ def ingest(tmp_path: Path, *arguments: str) -> tuple[list[str], pl.DataFrame]:
     [
         (
             "meta_docs_bsuid__status_delivered_pmp_marketing.json",
-            f"{WAMID},2025-06-15T23:27:53+00:00,outbound,106540352242922,102290129340398,16505551234,,US,template,marketing,delivered,,",
+            f"{WAMID},2025-06-15T23:27:53+00:00,outbound,106540352242922,102290129340398,16505551234,,US,template,marketing,delivered,,{NO_2026_VALUES}",
         ),
         (
             "meta_docs_bsuid__status_delivered_pmp_marketing_to_bsuid.json",
-            f"{WAMID},2025-06-15T23:27:53+00:00,outbound,106540352242922,102290129340398,{BSUID},,US,template,marketing,delivered,,",
+            f"{WAMID},2025-06-15T23:27:53+00:00,outbound,106540352242922,102290129340398,{BSUID},,US,template,marketing,delivered,,{NO_2026_VALUES}",
         ),
     ],
 )
@@ -66,7 +70,7 @@ def test_a_send_log_fills_what_the_status_does_not_say(tmp_path: Path) -> None:
     assert lines == [
         COLUMNS,
         # The placeholder wa_id 123456789 starts with calling code 1: Meta prices by calling code, so US.
-        "wamid.STATUSMSG,2023-07-22T04:26:40+00:00,outbound,999888777,WHATSAPP_BUSINESS_ACCOUNT_ID,123456789,,US,text,,sent,,",
+        f"wamid.STATUSMSG,2023-07-22T04:26:40+00:00,outbound,999888777,WHATSAPP_BUSINESS_ACCOUNT_ID,123456789,,US,text,,sent,,{NO_2026_VALUES}",
     ]
     assert quarantine.height == 0
 

@@ -95,3 +95,16 @@ def test_key_from_env_explains_what_to_set(monkeypatch, value):
 def test_a_short_key_is_refused():
     with pytest.raises(UsageError):
         pseudonymise(_messages(), b"short")
+
+
+def test_group_participants_are_users_and_the_group_id_is_pseudonymised_too():
+    # A group message: one row per participant, the participant as user_id; the group keeps one pseudonym.
+    group = (
+        _messages()
+        .head(2)
+        .with_columns(message_id=pl.lit("g1"), user_id=pl.Series(["393330000401", "393330000402"]), group_id=pl.lit("120363000000000010"))
+    )
+    result = pseudonymise(group, KEY)
+    assert result["user_id"].to_list() == [pseudonym("393330000401", KEY), pseudonym("393330000402", KEY)]
+    assert result["group_id"].to_list() == [pseudonym("120363000000000010", KEY)] * 2
+    assert result["user_country"].to_list() == ["IT", "IT"]

@@ -264,19 +264,20 @@ WAMID_AI = "wamid.HBgMOTE4ODcxNjAxMjk3FQIAERgSMTdCRE111UyRkNDNDc0RUU4MjA4AA=="
 
 def test_gupshup_general_purpose_ai_status_and_v3_billing_event(tmp_path):
     # general_purpose_ai: an AI provider's non-template message (changes-2026-h2.md §6). Ingest reads it as a
-    # non-template, we charge it as service, and reconciliation says Meta's category is not modelled yet.
+    # non-template; without [billing] ai_provider we charge it as service, and reconciliation compares the
+    # categories and says what to set.
     meta_status, v3_event = gupshup_general_purpose_ai()
     stream = jsonl(tmp_path, meta_status, v3_event)
     among_inputs = read_reports([stream], strict=False).pricing  # what the CLI finds among the INPUTs
     result = run([stream], events=[among_inputs])
     assert items(result) == [
-        ("message", "gupshup_billing_event", WAMID_AI, DIFFERENT, NOT_MODELLED),
-        ("message", "webhook", WAMID_AI, DIFFERENT, NOT_MODELLED),
+        ("message", "gupshup_billing_event", WAMID_AI, DIFFERENT, RULE_MODEL_DIFFERS),
+        ("message", "webhook", WAMID_AI, DIFFERENT, RULE_MODEL_DIFFERS),
     ]
     assert result.rows.select("ours_category", "meta_category").row(1) == ("service", "general_purpose_ai")
     assert result.rows["explanation"][1] == (
-        f"Meta billed message {WAMID_AI} as category general_purpose_ai (general_purpose_ai, regular), which this "
-        "package reads and keeps but does not model yet (an AI provider's or group rate): not compared."
+        "Meta billed general_purpose_ai (an AI provider's message, changes-2026-h2.md §6) where we computed service: set "
+        "[billing] ai_provider = true in the config file if the business is an AI provider, and check the user's country."
     )
     typed = run([stream], events=[among_inputs], send_log=send_log(tmp_path, (WAMID_AI, "text", "")))
     assert items(typed) == items(result)
@@ -1010,8 +1011,8 @@ def test_cli_finds_gupshup_v3_billing_events_among_the_inputs(tmp_path, capsys):
     assert cli.main(["reconcile", str(stream), "-o", str(out)]) == 0
     capsys.readouterr()
     assert pl.read_csv(out).select("meta_source", "status", "reason").rows() == [
-        ("gupshup_billing_event", DIFFERENT, NOT_MODELLED),
-        ("webhook", DIFFERENT, NOT_MODELLED),
+        ("gupshup_billing_event", DIFFERENT, RULE_MODEL_DIFFERS),
+        ("webhook", DIFFERENT, RULE_MODEL_DIFFERS),
     ]
 
 
@@ -1245,26 +1246,102 @@ def test_paid_exempt_is_a_service_message_meta_does_not_charge():
     )
 
 
-def test_group_statuses_are_classified_not_modelled_one_row_per_participant():
-    result = run([OCTOBER / "group_statuses.jsonl"])
-    assert items(result, ("message_id", "meta_category", "meta_pricing_type", "status", "reason")) == [
-        ("wamid.G1", "group_marketing", "regular", MISSING_OURS, NOT_MODELLED),
-        ("wamid.G1", "group_marketing", "regular", MISSING_OURS, NOT_MODELLED),
-        ("wamid.G2", "group_service", "free_group_customer_service", MISSING_OURS, NOT_MODELLED),
-    ]
-    assert sorted(result.rows["explanation"].to_list())[0] == (
-        "Meta billed group message wamid.G1 to participant 393330000401 (group_marketing, regular): group sends are "
-        "read and kept, but this package does not bill them yet (one charge per delivered participant, group "
-        "categories and windows): not compared."
+def group_charges(messages: pl.DataFrame, categories: dict[str, tuple[str, str]]) -> pl.DataFrame:
+    """Our charges of the group deliveries in `messages` as issue 17's design bills them (one per
+    delivered participant, the participant as user_id, opening_message_id the group message's id):
+    the engine that bills groups is built elsewhere, so these tests read and compare, not bill.
+    `categories`: wamid -> (category, pricing_type)."""
+    delivered = messages.filter(pl.col("group_id").is_not_null() & (pl.col("direction") == "outbound") & (pl.col("status") != "failed"))
+    return schema.with_charge_extensions(
+        delivered.select(
+            rule_set=pl.lit("pmp-2026-10"),
+            pricing_model=pl.lit("PMP"),
+            category=pl.col("message_id").replace_strict({k: v[0] for k, v in categories.items()}),
+            pricing_type=pl.col("message_id").replace_strict({k: v[1] for k, v in categories.items()}),
+            billable=pl.col("message_id").replace_strict({k: v[1] == "regular" for k, v in categories.items()}),
+            started_at="timestamp",
+            expires_at=pl.lit(None, schema.INSTANT),
+            business_phone="business_phone",
+            waba_id="waba_id",
+            user_id="user_id",
+            market=pl.lit("Italy"),
+            message_count=pl.lit(1, pl.Int64),
+            opening_message_id="message_id",
+        ).cast(schema.CHARGE_CONTRACT_SCHEMA)  # type: ignore[arg-type]
+    ).with_columns(group_id=pl.lit("120363000000000010"))
+
+
+def reconcile_groups(path: Path, categories: dict[str, tuple[str, str]], **options) -> outcomes.Reconciliation:
+    ingested = ingest.read_messages([str(path)], **options)
+    messages = ingested.messages.collect()
+    return reconcile.reconcile(
+        messages,
+        group_charges(messages, categories),
+        meta_pricing=webhook_pricing(ingested.billing),
+        quarantine=ingested.quarantine,
+        settings=Settings(),
     )
-    assert "not_modelled: Meta billed a category, pricing type or group send" in format_summary(result)
 
 
-def test_general_purpose_ai_is_not_modelled_yet():
-    result = run([OCTOBER / "general_purpose_ai.jsonl"])
-    assert items(result, ("message_id", "ours_category", "meta_category", "status", "reason")) == [
-        ("wamid.A1", "service", "general_purpose_ai", DIFFERENT, NOT_MODELLED)
+def test_group_statuses_are_compared_one_row_per_participant():
+    result = reconcile_groups(
+        OCTOBER / "group_statuses.jsonl",
+        {"wamid.G1": ("group_marketing", "regular"), "wamid.G2": ("group_service", "free_tier")},
+    )
+    columns = ("message_id", "user_id", "ours_category", "meta_category", "ours_pricing_type", "meta_pricing_type", "status", "reason")
+    assert items(result, columns) == [
+        ("wamid.G1", "393330000401", "group_marketing", "group_marketing", "regular", "regular", MATCH, AGREES),
+        ("wamid.G1", "393330000402", "group_marketing", "group_marketing", "regular", "regular", MATCH, AGREES),
+        # free_group_customer_service as of 2026-10-01: a group service delivery inside the free tier
+        ("wamid.G2", "393330000401", "group_service", "group_service", "free_tier", "free_group_customer_service", MATCH, AGREES),
     ]
+
+
+def test_a_group_participant_billed_otherwise_or_failed_is_its_own_row():
+    result = reconcile_groups(
+        OCTOBER / "group_messages.jsonl",
+        {"wamid.G3": ("group_utility", "free_tier")},  # ours wrongly free: Meta bills group utility regular
+        send_log=OCTOBER / "send_log_2026_11.csv",
+    )
+    columns = ("message_id", "user_id", "ours_pricing_type", "meta_pricing_type", "status", "reason")
+    assert items(result, columns) == [
+        ("wamid.G3", "393330000501", "free_tier", "regular", DIFFERENT, PRICING_TYPE_DIFFERS),
+        ("wamid.G3", "393330000502", "free_tier", "regular", DIFFERENT, PRICING_TYPE_DIFFERS),
+    ]  # …0503 failed: no charge of ours, no pricing of Meta's
+
+
+def test_general_purpose_ai_is_compared_with_our_category():
+    messages_path = OCTOBER / "general_purpose_ai.jsonl"
+    ingested = ingest.read_messages([str(messages_path)])
+    messages = ingested.messages.collect()
+    billed = charges.bill(messages, Settings())
+    as_ai = billed.with_columns(category=pl.lit("general_purpose_ai"), pricing_type=pl.lit("regular"), billable=pl.lit(True))
+    meta = webhook_pricing(ingested.billing)
+    result = reconcile.reconcile(messages, as_ai, meta_pricing=meta, settings=Settings())
+    assert items(result, ("message_id", "ours_category", "meta_category", "status", "reason")) == [
+        ("wamid.A1", "general_purpose_ai", "general_purpose_ai", MATCH, AGREES)
+    ]
+    # Without [billing] ai_provider we charge service: a difference that says what to set.
+    result = reconcile.reconcile(messages, billed, meta_pricing=meta, settings=Settings())
+    assert items(result, ("message_id", "ours_category", "meta_category", "status", "reason")) == [
+        ("wamid.A1", "service", "general_purpose_ai", DIFFERENT, RULE_MODEL_DIFFERS)
+    ]
+    assert "[billing] ai_provider = true" in result.rows["explanation"][0]
+
+
+def test_a_category_meta_adds_is_reported_not_dropped(tmp_path):
+    status = json.loads((OCTOBER / "general_purpose_ai.jsonl").read_text().splitlines()[2])
+    status["entry"][0]["changes"][0]["value"]["statuses"][0]["pricing"]["category"] = "quantum_marketing"
+    lines = (OCTOBER / "general_purpose_ai.jsonl").read_text().splitlines()[:2]
+    path = tmp_path / "new_category.jsonl"
+    path.write_text("\n".join([*lines, json.dumps(status)]) + "\n")
+    result = run([path], send_log=send_log(tmp_path, ("wamid.A1", "text", "")))
+    assert items(result, ("message_id", "meta_category", "status", "reason")) == [("wamid.A1", "quantum_marketing", DIFFERENT, NOT_MODELLED)]
+    assert result.rows["explanation"][0] == (
+        "Meta billed message wamid.A1 as category quantum_marketing (quantum_marketing, regular), which this package "
+        "does not know (a category Meta added?): reported, not compared."
+    )
+    assert "not_modelled: Meta billed a category or pricing type this package does not know" in format_summary(result)
 
 
 def test_pricing_analytics_after_the_switch_counts_our_free_tier_as_free_customer_service():
@@ -1303,10 +1380,14 @@ def test_pricing_analytics_after_the_switch_counts_our_free_tier_as_free_custome
     ]
 
 
-def test_pricing_analytics_group_and_ai_points_are_not_modelled():
+def test_pricing_analytics_group_ai_and_lite_points_are_compared_and_unknown_ones_reported():
     start = dt.datetime(2026, 11, 3, tzinfo=UTC)
     ours = our_charges(
+        (start + dt.timedelta(hours=9), "pmp-2026-10", "group_marketing", "regular", 6, "IT", "5550001", Decimal("0.05")),
+        (start + dt.timedelta(hours=10), "pmp-2026-10", "group_service", "free_tier", 3, "IT", "5550001", Decimal(0)),
         (start + dt.timedelta(hours=11), "pmp-2026-10", "utility", "regular", 2, "IT", "5550001", Decimal("0.03")),
+        (start + dt.timedelta(hours=12), "pmp-2026-10", "general_purpose_ai", "regular", 4, "IT", "5550001", Decimal(0)),
+        (start + dt.timedelta(hours=13), "pmp-2026-10", "marketing", "regular", 5, "IT", "5550001", Decimal("0.05")),
     ).drop("cost")
     day = int(start.timestamp())
     point = {"start": day, "end": day + 86400, "country": "IT"}
@@ -1315,36 +1396,59 @@ def test_pricing_analytics_group_and_ai_points_are_not_modelled():
             "data": [
                 {
                     "data_points": [
-                        {**point, "pricing_type": "REGULAR", "pricing_category": "GROUP_MARKETING", "volume": 6},
+                        {**point, "pricing_type": "REGULAR", "pricing_category": "GROUP_MARKETING", "volume": 4},
+                        {**point, "pricing_type": "REGULAR", "pricing_category": "GROUP_MARKETING_LITE", "volume": 2},
                         {**point, "pricing_type": "FREE_GROUP_CUSTOMER_SERVICE", "pricing_category": "GROUP_SERVICE", "volume": 3},
                         {**point, "pricing_type": "REGULAR", "pricing_category": "UTILITY", "volume": 2},
+                        {**point, "pricing_type": "REGULAR", "pricing_category": "AI_BOT", "volume": 4},
+                        {**point, "pricing_type": "REGULAR", "pricing_category": "MARKETING_LITE_DYNAMIC", "volume": 5},
+                        {**point, "pricing_type": "REGULAR", "pricing_category": "HOLOGRAM", "volume": 1},
                     ]
                 }
             ]
         }
     }
     rows, _, _ = aggregates.reconcile_aggregates(ours, read_analytics(response), settings=Settings())
-    assert rows.select("meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason").rows() == [
-        ("group_marketing", "regular", None, 6, MISSING_OURS, NOT_MODELLED),
-        ("group_service", "free_group_customer_service", None, 3, MISSING_OURS, NOT_MODELLED),
-        ("utility", "regular", 2, 2, MATCH, AGREES),
-    ]
-    assert rows["explanation"][0] == (
-        "Meta counts 6 messages (group_marketing, regular) that this package reads but does not bill yet (group "
-        "messages, AI providers): not compared."
+    columns = ("ours_category", "meta_category", "meta_pricing_type", "ours_volume", "meta_volume", "status", "reason")
+    assert sorted(rows.select(columns).rows(), key=str) == sorted(
+        [
+            ("general_purpose_ai", "ai_bot", "regular", 4, 4, MATCH, AGREES),
+            ("group_marketing", "group_marketing+group_marketing_lite", "regular", 6, 6, MATCH, AGREES),
+            ("group_service", "group_service", "free_group_customer_service", 3, 3, MATCH, AGREES),
+            ("hologram", "hologram", "regular", None, 1, MISSING_OURS, NOT_MODELLED),
+            ("marketing", "marketing_lite_dynamic", "regular", 5, 5, MATCH, AGREES),
+            ("utility", "utility", "regular", 2, 2, MATCH, AGREES),
+        ],
+        key=str,
     )
+    hologram = rows.filter(pl.col("meta_category") == "hologram")["explanation"][0]
+    assert hologram == "Meta counts 1 message (hologram, regular) of a category or pricing type this package does not know: reported, not compared."
 
 
 def test_cli_reconciles_the_2026_10_webhooks_in_one_run(tmp_path, capsys):
     out = tmp_path / "out.csv"
-    inputs = [str(OCTOBER / f) for f in ("statuses_2026_10.jsonl", "fep_2026_10.jsonl", "group_statuses.jsonl")]
+    inputs = [str(OCTOBER / f) for f in ("statuses_2026_10.jsonl", "fep_2026_10.jsonl")]  # groups: test_group_statuses_…
     assert cli.main(["reconcile", *inputs, "--send-log", str(OCTOBER / "send_log_2026_10.csv"), "-o", str(out)]) == 0
     err = capsys.readouterr().err
     rows = pl.read_csv(out)
     assert rows.group_by("reason").len().sort("reason").rows() == [
         (AGREES, 7),
-        (NOT_MODELLED, 3),
         (PRICING_TYPE_DIFFERS, 1),
         (RULE_MODEL_DIFFERS, 1),
     ]
-    assert "        3  not_modelled: Meta billed a category, pricing type or group send" in err
+    assert "not_modelled" not in err
+
+
+def test_group_webhooks_billed_by_the_engine_agree_with_meta_per_participant():
+    # Ingest -> the engine that bills groups (engine17) -> reconcile: one charge and one Meta item per
+    # delivered participant; the failed participant (…0503) has neither.
+    statuses = run([OCTOBER / "group_statuses.jsonl"])
+    messages = run([OCTOBER / "group_messages.jsonl"], send_log=OCTOBER / "send_log_2026_11.csv")
+    columns = ("message_id", "user_id", "ours_category", "ours_pricing_type", "meta_pricing_type", "status")
+    assert items(statuses, columns) + items(messages, columns) == [
+        ("wamid.G1", "393330000401", "group_marketing", "regular", "regular", MATCH),
+        ("wamid.G1", "393330000402", "group_marketing", "regular", "regular", MATCH),
+        ("wamid.G2", "393330000401", "group_service", "free_tier", "free_group_customer_service", MATCH),
+        ("wamid.G3", "393330000501", "group_utility", "regular", "regular", MATCH),
+        ("wamid.G3", "393330000502", "group_utility", "regular", "regular", MATCH),
+    ]

@@ -18,7 +18,7 @@ from analytics.core.schema import MESSAGE_SCHEMA
 from analytics.read import ingest
 from analytics.read.webhooks import (
     BILLING_SCHEMA,
-    GROUP_SEND,
+    GROUP_WITHOUT_PARTICIPANT,
     NO_TEMPLATE_NAMED,
     NO_TRAFFIC,
     RAW_MESSAGE_SCHEMA,
@@ -148,11 +148,12 @@ def test_pywa_message_status_folds_every_status_of_one_wamid(tmp_path):
             direction="outbound",
             business_phone="<BUSINESS_PHONE_NUMBER_ID>",
             waba_id="<WHATSAPP_BUSINESS_ACCOUNT_ID>",
-            user_id="fowefinoewcnw",
+            user_id="<GROUP_PARTICIPANT_USER_PHONE_NUMBER>",
             status="read",
+            group_id="fowefinoewcnw",
             source_file=str(path),
             source_row=7,
-            problem=f"{GROUP_SEND}; {UNKNOWN_TYPE}",
+            problem=UNKNOWN_TYPE,
         ),
     ]
     common = dict(
@@ -911,9 +912,9 @@ def test_send_log_given_as_a_frame_with_few_columns(tmp_path):
 
 def test_read_send_log_columns_and_errors(tmp_path, send_log):
     log = read_send_log(send_log)
-    assert log.columns == ["message_id", "message_type", "template_name", "language", "template_category"]
-    assert log.row(1) == ("wamid.T2", "template", "summer_sale", None, None)
-    assert log.row(3) == ("wamid.T4", None, None, None, "authentication")
+    assert log.columns == ["message_id", "message_type", "template_name", "language", "template_category", "sent_by", "tokens"]
+    assert log.row(1) == ("wamid.T2", "template", "summer_sale", None, None, None, None)
+    assert log.row(3) == ("wamid.T4", None, None, None, "authentication", None, None)
     no_type = tmp_path / "no_type.csv"
     no_type.write_text("message_id,body\nwamid.A,hi\n")
     with pytest.raises(InputError, match="no_type.csv: the send log needs message_id and one of"):
@@ -1084,18 +1085,60 @@ def test_a_reaction_takes_its_type_from_the_send_log():
     assert billing_of(result, "wamid.W5", "pricing_type", "pricing_category") == [("free_customer_service", "service")]
 
 
-def test_group_statuses_are_read_and_kept_per_participant():
+def test_group_statuses_are_one_row_per_participant():
     result = read_webhooks(OCTOBER / "group_statuses.jsonl")
-    assert result.messages.select("message_id", "user_id", "status", "problem").rows() == [
-        ("wamid.G1", "120363000000000010", "delivered", GROUP_SEND),
-        ("wamid.G2", "120363000000000010", "delivered", GROUP_SEND),
+    columns = ("message_id", "user_id", "group_id", "status", "message_type", "template_category", "problem")
+    assert result.messages.select(columns).rows() == [
+        ("wamid.G1", "393330000401", "120363000000000010", "delivered", "template", "marketing", None),
+        ("wamid.G1", "393330000402", "120363000000000010", "delivered", "template", "marketing", None),
+        ("wamid.G2", "393330000401", "120363000000000010", "delivered", "text", None, None),
     ]
-    columns = ("message_id", "status", "recipient_type", "recipient_participant_id", "pricing_category", "pricing_type")
+    columns = ("message_id", "status", "user_id", "recipient_type", "recipient_participant_id", "pricing_category", "pricing_type")
     assert result.billing.select(columns).rows() == [
-        ("wamid.G1", "sent", "group", "393330000401", "group_marketing", "regular"),
-        ("wamid.G1", "sent", "group", "393330000402", "group_marketing", "regular"),
-        ("wamid.G2", "delivered", "group", "393330000401", "group_service", "free_group_customer_service"),
+        ("wamid.G1", "sent", "393330000401", "group", "393330000401", "group_marketing", "regular"),
+        ("wamid.G1", "sent", "393330000402", "group", "393330000402", "group_marketing", "regular"),
+        ("wamid.G2", "delivered", "393330000401", "group", "393330000401", "group_service", "free_group_customer_service"),
     ]
+
+
+def test_a_group_message_inbound_and_per_participant_with_one_failed():
+    result = read_webhooks(OCTOBER / "group_messages.jsonl", send_log=read_send_log(OCTOBER / "send_log_2026_11.csv"))
+    columns = ("message_id", "direction", "user_id", "group_id", "status", "timestamp", "template_name", "problem")
+    assert result.messages.select(columns).rows() == [
+        ("wamid.G3in", "inbound", "393330000501", "120363000000000020", "received", "1793703600", None, None),
+        ("wamid.G3", "outbound", "393330000501", "120363000000000020", "read", "1793703662", "order_update", None),
+        ("wamid.G3", "outbound", "393330000502", "120363000000000020", "delivered", "1793703663", "order_update", None),
+        ("wamid.G3", "outbound", "393330000503", "120363000000000020", "failed", "1793703665", "order_update", None),
+    ]
+    assert billing_of(result, "wamid.G3", "status", "recipient_participant_id", "pricing_category") == [
+        ("sent", "393330000501", "group_utility"),
+        ("sent", "393330000502", "group_utility"),
+        ("delivered", "393330000501", "group_utility"),
+        ("delivered", "393330000502", "group_utility"),
+    ]
+
+
+def test_a_group_status_without_its_participant_is_a_problem(tmp_path):
+    group_status = {**status("wamid.GX", "delivered", "1793703662"), "recipient_type": "group", "recipient_id": "120363000000000030"}
+    [only] = messages_of(jsonl(tmp_path, payload(statuses=[group_status])))
+    assert (only["group_id"], only["user_id"]) == ("120363000000000030", None)
+    assert only["problem"].startswith(GROUP_WITHOUT_PARTICIPANT)
+
+
+def test_the_send_log_names_meta_business_agent_replies_and_their_tokens():
+    result = read_webhooks(OCTOBER / "business_agent.jsonl", send_log=read_send_log(OCTOBER / "send_log_2026_11.csv"))
+    columns = ("message_id", "direction", "message_type", "sent_by", "tokens", "problem")
+    assert result.messages.select(columns).rows() == [
+        ("wamid.B1in", "inbound", "text", None, None, None),
+        ("wamid.B1", "outbound", "text", "meta_business_agent", "21500", None),
+        ("wamid.B2", "outbound", "text", "meta_business_agent", None, None),
+    ]
+
+
+def test_a_send_log_of_senders_only_is_accepted(tmp_path):
+    log = tmp_path / "agents.csv"
+    log.write_text("message_id,Sent_By\nwamid.B1,Meta_Business_Agent\n")
+    assert read_send_log(log).select("message_id", "sent_by", "message_type").rows() == [("wamid.B1", "meta_business_agent", None)]
 
 
 def test_general_purpose_ai_is_a_non_template_with_its_category_kept():

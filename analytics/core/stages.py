@@ -31,7 +31,7 @@ from analytics.core.errors import InputError
 MARKER_KEY = "wa-analytics"
 # Bump when the canonical schema, what ingest checks, or what a charges marker's settings mean changes:
 # files of another version are refused, and the message says to write them again.
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: ingest checks sent_by, tokens and group rows (issue 17)
 MESSAGES, CHARGES = "messages", "charges"
 _WRITTEN_BY = {MESSAGES: "wa-analytics ingest", CHARGES: "wa-analytics charges"}
 

@@ -55,6 +55,12 @@ def format_ingest_summary(summary: IngestSummary, *, quarantine_path: str | Path
         lines += [f"  {plural(u.users, 'user')} ({plural(u.rows, 'row')}): {u.reason} (first: {u.first})" for u in summary.unknown_markets]
     if summary.unconfirmed_deliveries:
         lines.append(f"{plural(summary.unconfirmed_deliveries, 'outbound message')} with status sent (delivery not confirmed): billed as delivered.")
+    if summary.group_messages:
+        lines.append(f"{plural(summary.group_messages, 'group message row')} (group_id: one row per participant of a message sent to a group).")
+    if summary.business_agent_messages:
+        unknown = summary.business_agent_without_tokens
+        tokens = f", {unknown:,} of them without tokens (costs estimate those)" if unknown else ""
+        lines.append(f"{plural(summary.business_agent_messages, 'message')} sent by Meta Business Agent{tokens}.")
     if summary.notes:
         lines.append("Notes:")
         lines += [f"  - {note}" for note in summary.notes]

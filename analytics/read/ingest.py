@@ -29,14 +29,22 @@ Follow a file through this module in order:
       `fep_expires_at` given that is neither ISO 8601 with offset nor Unix seconds
    11. `UNKNOWN_COUNTRY`: `user_country` is not an ISO 3166-1 alpha-2 code (`XX`, `UK`, `Italy`):
        never priced as `Other`, whether or not a phone would have been used instead
+   11a. `UNKNOWN_SENDER`: `sent_by` is not one of `schema.SENDERS` (empty is the business);
+       11b. `BAD_TOKENS`: `tokens` is not a whole number >= 0 (`1200.0` from a float column is 1200);
+       11c. `GROUP_AUTHENTICATION`: an authentication template with a `group_id` (Meta, "Groups API",
+       Updated Jun 16, 2026: not supported in groups); 11d. `GROUP_ENTRY_POINT`: a group message
+       with an `entry_point` (no free entry points in groups); 11e. `GROUP_BUSINESS_AGENT` [choice]:
+       a group message `sent_by` `meta_business_agent` (Meta documents none)
    12. `after_latest()`: a timestamp later than the latest plausible one, by default the run's
        start plus `FUTURE_MARGIN` (`99999999999` is year 5138: milliseconds cut short, not a time
        to bill); `read_messages(latest=...)`, `--latest-timestamp` on the command line
    13. `CONFLICTING_DUPLICATE`: another row with the same message_id has different canonical
        values (all such rows go, since none can be trusted over the others; a row quarantined for
-       its own reason takes no part)
+       its own reason takes no part). A group row (`group_id` given) is one delivery to one
+       participant: its key is (`message_id`, `user_id`), so the participants of one group message
+       are not repeats of each other; a one-to-one row's key is `message_id` alone.
 
-   Rows that pass all of these and repeat a message_id with the same canonical values (webhook
+   Rows that pass all of these and repeat a key with the same canonical values (webhook
    retries; "2024-05-01T10:00:00+02:00" and "1714550400" are the same instant) are kept once, the
    first in input order, and counted in `duplicates_dropped`. Canonical form: timestamps as UTC
    instants (fractions kept to the microsecond), `direction`, `message_type`, `template_category`,
@@ -48,6 +56,10 @@ Follow a file through this module in order:
    `fep_expires_at` (the end Meta gave a free entry point window, README) is an instant like
    `timestamp`, kept on outbound rows only; files without the column read it as null. Rows with no value
    at all (blank lines, `,,,,`) are not messages: they are skipped and counted in the notes.
+   The optional columns of 2026 (absent: null): `group_id` and `template_name` as text, `sent_by`
+   lower-cased, `tokens` a whole number. [choice] `tokens` on a message not sent by Meta Business
+   Agent means nothing to billing (only Meta Business Agent replies are charged per token): like a
+   category on a non-template it is set to null and counted in the notes, not quarantined.
 3. **Locate and pseudonymise** (`read_messages`): `markets.with_user_country` fills `user_country`
    from the phone, the given country or a business-scoped id's country prefix. Users for whom none
    is known keep their rows (their free messages and windows still count) with market `Unknown`,
@@ -88,7 +100,9 @@ from analytics.core.schema import (
     ENTRY_POINTS,
     INSTANT,
     MESSAGE_SCHEMA,
+    META_BUSINESS_AGENT,
     REQUIRED_MESSAGE_COLUMNS,
+    SENDERS,
     STATUSES,
     TEMPLATE,
     TEMPLATE_CATEGORIES,
@@ -134,6 +148,25 @@ UNKNOWN_STATUS = f"unknown status: use {', '.join(STATUSES)}, or leave it empty"
 UNKNOWN_ENTRY_POINT = f"unknown entry_point: use {' or '.join(ENTRY_POINTS)}, or leave it empty"
 BAD_FEP_EXPIRY = "fep_expires_at is not a time: write ISO 8601 with an offset (2026-10-05T09:30:00Z) or Unix seconds, or leave it empty"
 UNKNOWN_COUNTRY = "user_country is not an ISO 3166-1 alpha-2 country code: write two letters such as IT or GB (not UK), or leave it empty"
+# The optional columns of 2026 (README, canonical messages): Meta Business Agent and groups.
+UNKNOWN_SENDER = f"unknown sent_by: use {' or '.join(SENDERS)}, or leave it empty (the business)"
+BAD_TOKENS = "tokens is not a whole number of 0 or more: write the tokens Meta billed (e.g. 21500), or leave it empty when not known"
+# Meta, "Groups API" (Updated Jun 16, 2026), https://developers.facebook.com/documentation/business-messaging/whatsapp/groups/ :
+# authentication templates are not supported in groups.
+GROUP_AUTHENTICATION = (
+    "authentication template in a group: Meta's Groups API does not support authentication templates in groups; "
+    "check template_category, or leave group_id empty if it was sent one-to-one"
+)
+# Meta, "Groups API Pricing" (Updated May 21, 2026): no free entry points in groups (issue 17's design).
+GROUP_ENTRY_POINT = (
+    "group message with an entry_point: free entry points (Click-to-WhatsApp, page buttons) do not apply to groups; "
+    "leave entry_point empty, or group_id empty if the message was one-to-one"
+)
+# [choice] Meta documents no Meta Business Agent replies in groups: such a row cannot be billed as either.
+GROUP_BUSINESS_AGENT = (
+    "group message sent by meta_business_agent: Meta documents Meta Business Agent replies one-to-one only; "
+    "leave sent_by empty if the business wrote it, or group_id empty if it was one-to-one"
+)
 FUTURE_MARGIN = dt.timedelta(days=1)  # a timestamp later than the run's start plus this is implausible (`after_latest`)
 CONFLICTING_DUPLICATE = "conflicting duplicate of message_id"  # the summary's key; rows get the details
 ROWS_NAMED_PER_CONFLICT = 5
@@ -149,6 +182,9 @@ _ISO_PARTS = "_iso_parts"
 _FEP_ISO_PARTS, _FEP_INSTANT = "_fep_iso_parts", "_fep_instant"
 _KIND, _OUTCOME, _BLANK = "_reason_kind", "_outcome", "_blank"
 _ENTRY_POINT_IGNORED, _CATEGORY_IGNORED = "_entry_point_ignored", "_category_ignored"
+_TOKENS, _TOKENS_IGNORED = "_tokens", "_tokens_ignored"
+# The key repeats are found by: message_id, and for a group row the participant too (docstring, step 2, 13).
+_KEY, _KEY_SEPARATOR = "_duplicate_key", "\x1f"
 _ROW_INDEX, _OVERFLOW = "_row_index", "_overflow"
 _ID_NORMALISED, _ID_AS_WRITTEN = "_user_id_normalised", "_user_id_as_written"
 USED, DUPLICATE, QUARANTINED, BLANK = "used", "duplicate", "quarantined", "blank"
@@ -555,11 +591,13 @@ def label(
         pl.coalesce(_TYPED["timestamp"], _iso_instant(pl.col(_ISO_PARTS)), _unix_instant(_untyped("timestamp"))).alias(_INSTANT),
         _has_no_zone(pl.col(_ISO_PARTS)).alias(_NO_ZONE),
         pl.coalesce(_TYPED["fep_expires_at"], _iso_instant(pl.col(_FEP_ISO_PARTS)), _unix_instant(_untyped("fep_expires_at"))).alias(_FEP_INSTANT),
-        *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point")],
+        *[pl.col(c).str.to_lowercase() for c in ("direction", "message_type", "template_category", "status", "entry_point", "sent_by")],
         pl.col("user_country").str.to_uppercase(),
+        _whole_number(pl.col("tokens")).alias(_TOKENS),
         pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
     ).with_columns(pl.coalesce(_row_reason(_first_supported_instants(timezone, waba_timezones or {})), _implausible_time(latest)).alias(_REASON))
-    checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT, *_TYPED.values())
+    checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT, _TOKENS, *_TYPED.values())
+    checked = checked.with_columns(_duplicate_key())
     repeats = repeated_messages(checked) if _any_repeated_id(raw) else pl.DataFrame(schema=_REPEATS_SCHEMA)
     return _resolve_duplicates(checked, repeats)
 
@@ -616,6 +654,12 @@ def _unix_instant(text: pl.Expr) -> pl.Expr:
     sign = pl.when(parts.struct["seconds"].str.starts_with("-")).then(-1).otherwise(1)
     total = seconds * 1_000_000 + sign * _micros(parts.struct["fraction"])
     return pl.from_epoch(total, time_unit="us").dt.replace_time_zone("UTC")
+
+
+def _whole_number(text: pl.Expr) -> pl.Expr:
+    """A whole number >= 0 written as digits (a trailing `.0`, as a float column writes it, is allowed); null otherwise."""
+    digits = text.str.extract(r"^\+?(\d+)(?:\.0*)?$", 1)
+    return digits.cast(pl.Int64, strict=False)
 
 
 def _micros(fraction: pl.Expr) -> pl.Expr:
@@ -689,6 +733,7 @@ def _row_reason(first_instant: pl.Expr) -> pl.Expr:
     category = pl.col("template_category")
     entry_point = pl.col("entry_point")
     country = pl.col("user_country")
+    group = pl.col("group_id").is_not_null()
     return (
         pl.when(pl.col("problem").is_not_null())
         .then(pl.col("problem"))
@@ -714,6 +759,16 @@ def _row_reason(first_instant: pl.Expr) -> pl.Expr:
         .then(pl.lit(BAD_FEP_EXPIRY))
         .when(country.is_not_null() & ~country.is_in(sorted(markets.iso_countries())))
         .then(pl.lit(UNKNOWN_COUNTRY))
+        .when(pl.col("sent_by").is_not_null() & ~pl.col("sent_by").is_in(SENDERS))
+        .then(pl.lit(UNKNOWN_SENDER))
+        .when(pl.col("tokens").is_not_null() & pl.col(_TOKENS).is_null())
+        .then(pl.lit(BAD_TOKENS))
+        .when(group & template & (category == "authentication"))
+        .then(pl.lit(GROUP_AUTHENTICATION))
+        .when(group & entry_point.is_not_null())
+        .then(pl.lit(GROUP_ENTRY_POINT))
+        .when(group & (pl.col("sent_by") == META_BUSINESS_AGENT))
+        .then(pl.lit(GROUP_BUSINESS_AGENT))
     )
 
 
@@ -727,6 +782,7 @@ def _canonical_values() -> list[pl.Expr]:
     """
     template = pl.col("message_type") == TEMPLATE
     outbound = pl.col("direction") == "outbound"
+    by_agent = (pl.col("sent_by") == META_BUSINESS_AGENT).fill_null(False)
     digits = markets.phone_digits_expr(pl.col("user_id"))
     respelled = (digits != pl.col("user_id")).fill_null(False)
     return [
@@ -740,12 +796,21 @@ def _canonical_values() -> list[pl.Expr]:
         pl.when(outbound).then(pl.col(_FEP_INSTANT)).alias("fep_expires_at"),
         (outbound & pl.col("entry_point").is_not_null()).fill_null(False).alias(_ENTRY_POINT_IGNORED),
         (~template & pl.col("template_category").is_not_null()).fill_null(False).alias(_CATEGORY_IGNORED),
+        pl.when(by_agent).then(pl.col(_TOKENS)).alias("tokens"),
+        (~by_agent & pl.col(_TOKENS).is_not_null()).alias(_TOKENS_IGNORED),
     ]
+
+
+def _duplicate_key() -> pl.Expr:
+    """What makes a row one message (docstring, step 2, 13): its message_id, and for a group row the
+    participant as well (one row per delivered participant shares the group message's id)."""
+    participant = pl.concat_str(pl.col("message_id"), pl.lit(_KEY_SEPARATOR), pl.col("user_id"))
+    return pl.when(pl.col("group_id").is_not_null()).then(participant).otherwise(pl.col("message_id")).alias(_KEY)
 
 
 _USABLE = pl.col(_REASON).is_null() & ~pl.col(_BLANK)
 _REPEATS_SCHEMA = {
-    "message_id": pl.String(),
+    _KEY: pl.String(),
     "_versions": pl.UInt32(),  # distinct canonical values among its usable rows
     "_first": pl.UInt32(),  # _POSITION of the copy kept
     "_copies": pl.UInt32(),
@@ -754,25 +819,26 @@ _REPEATS_SCHEMA = {
 
 
 def repeated_messages(checked: pl.LazyFrame) -> pl.DataFrame:
-    """The message_ids that usable rows repeat, with how many versions, copies and which rows.
+    """The keys (`_duplicate_key`: message_id, and a group row's participant) that usable rows
+    repeat, with how many versions, copies and which rows.
 
     Collected now (one streaming pass to find the ids, one to fetch their rows, only if there are
     any), so later plans join a small table instead of grouping every row again.
     """
     usable = checked.filter(_USABLE)
-    ids = usable.group_by("message_id").agg(pl.len()).filter(pl.col("len") > 1).select("message_id")
+    ids = usable.group_by(_KEY).agg(pl.len()).filter(pl.col("len") > 1).select(_KEY)
     ids = ids.collect(engine="streaming")
     if ids.is_empty():
         return pl.DataFrame(schema=_REPEATS_SCHEMA)
-    rows = usable.join(ids.lazy(), on="message_id", how="semi").select(
-        "message_id",
+    rows = usable.join(ids.lazy(), on=_KEY, how="semi").select(
+        _KEY,
         _POSITION,
         pl.format("{}:{}", "source_file", "source_row").alias("_row"),
         pl.struct(MESSAGE_COLUMNS).alias("_values"),
     )
     return (
         rows.collect(engine="streaming")
-        .group_by("message_id")
+        .group_by(_KEY)
         .agg(
             _versions=pl.col("_values").n_unique(),
             _first=pl.col(_POSITION).min(),
@@ -784,12 +850,13 @@ def repeated_messages(checked: pl.LazyFrame) -> pl.DataFrame:
 
 
 def _resolve_duplicates(checked: pl.LazyFrame, repeats: pl.DataFrame) -> pl.LazyFrame:
-    """Outcome of each row: repeats of a message_id are one message if equal, all quarantined if not."""
+    """Outcome of each row: repeats of a key are one message if equal, all quarantined if not."""
     conflicting = _USABLE & (pl.col("_versions") > 1)
     more = pl.when(pl.col("_copies") > ROWS_NAMED_PER_CONFLICT).then(pl.format(" and {} more", pl.col("_copies") - ROWS_NAMED_PER_CONFLICT))
     conflict_reason = pl.concat_str(
         pl.lit(f"{CONFLICTING_DUPLICATE} "),
         pl.col("message_id"),
+        pl.when(pl.col("group_id").is_not_null()).then(pl.lit(" (the same group participant)")).otherwise(pl.lit("")),
         pl.lit(": rows "),
         pl.col("_rows"),
         more.fill_null(""),
@@ -797,7 +864,7 @@ def _resolve_duplicates(checked: pl.LazyFrame, repeats: pl.DataFrame) -> pl.Lazy
     )
     later_copy = _USABLE & (pl.col(_POSITION) != pl.col("_first")).fill_null(False)
     return (
-        checked.join(repeats.lazy(), on="message_id", how="left", maintain_order="left")
+        checked.join(repeats.lazy(), on=_KEY, how="left", maintain_order="left")
         .with_columns(
             pl.when(pl.col(_BLANK))
             .then(pl.lit(BLANK))
@@ -810,7 +877,7 @@ def _resolve_duplicates(checked: pl.LazyFrame, repeats: pl.DataFrame) -> pl.Lazy
             pl.when(conflicting).then(pl.lit(CONFLICTING_DUPLICATE)).otherwise(pl.col(_REASON)).alias(_KIND),
             pl.when(conflicting).then(conflict_reason).otherwise(pl.col(_REASON)).alias(_REASON),
         )
-        .drop(*[c for c in _REPEATS_SCHEMA if c != "message_id"])
+        .drop(*_REPEATS_SCHEMA)
     )
 
 
@@ -864,6 +931,9 @@ class IngestSummary:
     notes: tuple[str, ...] = ()
     files: tuple[InputFile, ...] = ()
     statuses_folded: int = 0  # webhook statuses folded into their message's row
+    group_messages: int = 0  # used rows with a group_id: one per participant of an outbound group message
+    business_agent_messages: int = 0  # used rows sent by Meta Business Agent
+    business_agent_without_tokens: int = 0  # ... of which the tokens are not known (pricing estimates them)
 
     @property
     def rows_quarantined(self) -> int:
@@ -902,7 +972,8 @@ VALIDATED = (
     "entry points",
     "fep_expires_at",
     "user_country",
-    "repeated message_ids (identical dropped, conflicting quarantined)",
+    "sent_by, tokens, group messages",
+    "repeated message_ids, per participant for group rows (identical dropped, conflicting quarantined)",
 )
 
 
@@ -1025,6 +1096,10 @@ def _iso(instant: object) -> str | None:
     return instant.isoformat() if isinstance(instant, dt.datetime) else None
 
 
+# The counts of IngestSummary a stage file's marker keeps for the run summary of a later command.
+STAGE_COUNTS = ("group_messages", "business_agent_messages", "business_agent_without_tokens")
+
+
 def stage_metadata(ingested: Ingested) -> dict[str, str]:
     """The marker of the canonical messages `ingested` holds (`analytics.core.stages`): what they were
     checked with, their row count and what the run summary of a later command repeats."""
@@ -1035,6 +1110,7 @@ def stage_metadata(ingested: Ingested) -> dict[str, str]:
         **ingested.checked,
         unconfirmed_deliveries=summary.unconfirmed_deliveries,
         unknown_markets=[asdict(u) for u in summary.unknown_markets],
+        **{name: getattr(summary, name) for name in STAGE_COUNTS},
     )
 
 
@@ -1078,6 +1154,7 @@ def read_stage_file(
         duplicates_dropped=0,
         unconfirmed_deliveries=int(marker.get("unconfirmed_deliveries", 0)),
         unknown_markets=tuple(UnknownMarkets(**u) for u in marker.get("unknown_markets", [])),
+        **{name: int(marker.get(name, 0)) for name in STAGE_COUNTS},
         notes=(f"{path}: canonical messages written by wa-analytics ingest, used as they are (validated when written)",),
         files=(InputFile(str(path), "Parquet from wa-analytics ingest", rows),),
     )
@@ -1094,7 +1171,17 @@ def read_stage_file(
 
 
 _USER = ("user_id", "user_phone", "user_country")
-_COUNTED = ("rows", "unconfirmed", "entry_points_ignored", "categories_ignored", "user_ids_normalised")
+_COUNTED = (
+    "rows",
+    "unconfirmed",
+    "entry_points_ignored",
+    "categories_ignored",
+    "user_ids_normalised",
+    "tokens_ignored",
+    "group_rows",
+    "agent_rows",
+    "agent_rows_without_tokens",
+)
 
 
 def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
@@ -1109,6 +1196,10 @@ def _outcome_counts(labelled: pl.LazyFrame) -> pl.LazyFrame:
         entry_points_ignored=pl.col(_ENTRY_POINT_IGNORED).sum(),
         categories_ignored=pl.col(_CATEGORY_IGNORED).sum(),
         user_ids_normalised=pl.col(_ID_NORMALISED).sum(),
+        tokens_ignored=pl.col(_TOKENS_IGNORED).sum(),
+        group_rows=pl.col("group_id").is_not_null().sum(),
+        agent_rows=(pl.col("sent_by") == META_BUSINESS_AGENT).sum(),
+        agent_rows_without_tokens=((pl.col("sent_by") == META_BUSINESS_AGENT) & pl.col("tokens").is_null()).sum(),
         first_timestamp=pl.col("timestamp").min(),
         last_timestamp=pl.col("timestamp").max(),
     )
@@ -1212,6 +1303,8 @@ def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequenc
         notes.append(f"entry_point ignored on {plural(entry_points, 'outbound message')}: it only means something inbound")
     if categories := total(used, "categories_ignored"):
         notes.append(f"template_category ignored on {plural(categories, 'non-template message')}")
+    if tokens := total(used, "tokens_ignored"):
+        notes.append(f"tokens ignored on {plural(tokens, 'message')} not sent by Meta Business Agent: only its replies are charged per token")
     if normalised := total(used, "user_ids_normalised"):
         notes.append(
             f"user_id written as a phone number with +, 00, spaces, dashes, parentheses or a trailing .0 on "
@@ -1224,6 +1317,9 @@ def summarise(outcomes: pl.DataFrame, inputs: Sequence[RawInput], notes: Sequenc
         statuses_folded=folded,
         quarantined=dict(quarantined.iter_rows()),
         unconfirmed_deliveries=total(used, "unconfirmed"),
+        group_messages=total(used, "group_rows"),
+        business_agent_messages=total(used, "agent_rows"),
+        business_agent_without_tokens=total(used, "agent_rows_without_tokens"),
         notes=tuple(notes),
         files=tuple(InputFile(i.path, i.kind, int(rows_per_file.get(i.path, 0))) for i in _unique_paths(inputs)),
     )

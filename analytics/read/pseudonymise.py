@@ -6,7 +6,11 @@ they cannot be reversed or confirmed by hashing guessed numbers (a plain hash of
 there are few enough numbers to try them all). With the same key the same user gets the same
 pseudonym in every file and month, so conversations, windows and joins still work; another key gives
 unrelated pseudonyms. A phone is hashed as its digits, so `+39 333…` in `user_phone` and `39333…` as
-a wa_id in `user_id` stay the same user.
+a wa_id in `user_id` stay the same user. The participants of a group message are users like any
+other (one row each, the participant as `user_id`). [choice] `group_id` is not a phone number, but
+it names a group of the business's customers that the business's own records could be matched
+against, so it is pseudonymised too, by the same key: the same group keeps one pseudonym, and
+billing, which only needs to tell groups apart, is unchanged.
 
 What it does not protect: the user's country (`user_country` is derived from the phone first, so
 the market, billing-rules.md §2, survives), message timing, directions, templates and business
@@ -35,7 +39,7 @@ KEY_VARIABLE = "WA_ANALYTICS_PSEUDONYM_KEY"
 MIN_KEY_LENGTH = 16
 PSEUDONYM_PREFIX = "p_"
 PSEUDONYM_HEX_CHARS = 32  # 128 bits: no collisions among billions of users
-PSEUDONYMISED_COLUMNS = ("user_id", "user_phone")
+PSEUDONYMISED_COLUMNS = ("user_id", "user_phone", "group_id")
 
 
 def key_from_env(var: str = KEY_VARIABLE) -> bytes:

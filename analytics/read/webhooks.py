@@ -7,7 +7,10 @@ and quarantines every row whose `problem` is set. Nothing is dropped silently: a
 JSON, or not a webhook, becomes a row that says so; changes of other fields are counted in
 `WebhookRows.skipped`. Shapes and eras: ../shared/domain/formats-research.md §1.1, §1.2.
 
-Inbound (`value.messages[]`): one row each, status `received`.
+Inbound (`value.messages[]`): one row each, status `received`. A message received in a group
+carries `group_id` (Meta, "Group messages webhook reference", Updated Jun 17, 2026,
+https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/group/):
+it is an inbound row of its sender (`from`, the participant) with the group's id in `group_id`.
 - `user_id` is `from`, else the BSUID (`from_user_id`, else the contact's `user_id`); `wa_id`,
   `from` and `recipient_id` may be empty strings, read as missing.
 - `user_phone` is the contact's `wa_id`, as E.164 (`+` and the digits), only when `user_id` is a
@@ -18,7 +21,8 @@ Inbound (`value.messages[]`): one row each, status `received`.
 - `type: system` [choice]: Meta's notice that the user changed number or BSUID is not a message
   from the user, so it must not open a customer service window (§2): its row carries a problem.
 
-Outbound (`value.statuses[]`) are folded into one row per wamid across the whole file, and across
+Outbound (`value.statuses[]`) are folded into one row per wamid (per wamid and participant for a
+group message) across the whole file, and across
 all the files of one run (`fold_files`: daily dumps split one message's statuses), since the
 statuses of one message arrive in separate payloads and retries repeat (`fold_statuses`):
 - `status`: the best reached, failed > read > delivered > sent (`played` counts as read; `deleted`
@@ -27,8 +31,12 @@ statuses of one message arrive in separate payloads and retries repeat (`fold_st
   message that only failed keeps its failure time; it is never billed). Among repeats of one status,
   the earliest. `source_row` is the row of the status that gave the timestamp.
 - `user_id` is `recipient_id`, else `recipient_user_id` (BSUID); phone and country as inbound.
-- Group sends (`recipient_type: group`) carry a problem: the rules here bill one user per key.
-  Their billing rows are kept, one per participant (`recipient_participant_id`), for reconciliation.
+- Group sends (`recipient_type: group`; Meta, "Status messages webhook reference", Updated Sep 14,
+  2026: `recipient_id` is the group's id, `recipient_participant_id` the participant): one row per
+  participant, the participant as `user_id`, the group's id as `group_id`, the status that
+  participant reached (one participant's `failed` is that participant's row only); a participant
+  known only by BSUID is `recipient_participant_user_id` (pywa's fixture of P3). A group status
+  without `recipient_participant_id` carries a problem: no participant can be billed for it.
 - `fep_expires_at`: the end Meta gave the free entry point window the message was delivered in,
   `conversation.expiration_timestamp` (on `sent`, Unix seconds as found), when some status of the
   message says it is inside one (`pricing.type` `free_entry_point`, or category or
@@ -36,7 +44,7 @@ statuses of one message arrive in separate payloads and retries repeat (`fold_st
   object is omitted except inside such a window (P3 of changes-2026-h2.md), so its absence is normal.
 
 `message_type` / `template_category` of an outbound row, first source that settles it:
-1. The send log (`read_send_log`), joined on message_id: its `message_type` (a row naming a
+1. The send log (`read_send_log`), joined on message_id (every participant of a group message): its `message_type` (a row naming a
    template_name or template_category without a type is a template). The category is its
    `template_category`, else its `template_name` (and `language`, when given) looked up in the
    template list (`read_templates`); a name whose languages disagree settles nothing.
@@ -45,8 +53,8 @@ statuses of one message arrive in separate payloads and retries repeat (`fold_st
    `authentication_international`. PMP: `service` and `general_purpose_ai` (an AI provider's
    message, charged per non-template message) and `group_service` are a non-template (`text`, the
    type is not said); `marketing`, `utility`, `authentication`, `marketing_lite` a template of that
-   category, and `group_marketing`, `group_utility` too (the row is still set aside as a group
-   send); `authentication_international` an `authentication` template; `referral_conversion` (free
+   category, and `group_marketing`, `group_utility` a `marketing` / `utility` template (a group
+   delivery's category is its template's with `group_` in front); `authentication_international` an `authentication` template; `referral_conversion` (free
    entry point) and anything else, unknown. CBP, or no `pricing_model`: a `service` conversation
    (`pricing.category` or `conversation.origin.type`) is a non-template, since templates never ride
    a service conversation (§4.2); `marketing`, `utility`, `authentication` and the 2022 categories settle
@@ -55,12 +63,17 @@ statuses of one message arrive in separate payloads and retries repeat (`fold_st
 3. Still unknown: `problem` says which file would settle it (`UNKNOWN_TYPE`, or what the template
    list lacks).
 
+The send log also fills, for the statuses it names, `template_name`, `sent_by` and `tokens`.
+Meta documents no webhook field that marks a Meta Business Agent reply or its tokens (neither the
+status webhook reference of Sep 14, 2026 nor the group messages reference of Jun 17, 2026 names
+one), so `sent_by` and `tokens` come only from the send log or the canonical file.
+
 `billing` keeps Meta's own figures, one row per (wamid, status, group participant) with a `pricing`
 or `conversation` object (the first seen), for reconciliation (§7): `pricing.type` (or its alias
 `pricing_type`), `billable` (deprecated by Meta; reconciliation reads it only where `type` is
 absent), category, `pricing.subtype` (e.g. `paid_exempt`), the conversation, and for group sends
-`recipient_type` and `recipient_participant_id`. Categories this package does not bill (`group_*`,
-`general_purpose_ai`) are kept as Meta writes them.
+`recipient_type` and `recipient_participant_id`. Categories are kept as Meta writes them (lower
+case): reconciliation reads `group_*` and `general_purpose_ai` as the categories of our charges.
 """
 
 from __future__ import annotations
@@ -117,7 +130,11 @@ UNKNOWN_TYPE = (
 NO_TEMPLATE_NAMED = (
     "template category unknown: the send log marks it a template but names none; give template_name or template_category in the send log"
 )
-GROUP_SEND = "group message (recipient_type group): group sends are not billed by the rules this package implements"
+GROUP_WITHOUT_PARTICIPANT = (
+    "group status without recipient_participant_id: no participant it was delivered to can be billed; "
+    "give the statuses as Meta sends them (one per participant)"
+)
+GROUP = "group"
 SYSTEM_NOTICE = (
     "inbound system notice (user changed number or BSUID), not a message from the user: left out so that it opens no customer service window"
 )
@@ -157,12 +174,14 @@ BILLING_SCHEMA: dict[str, pl.DataType] = {
 }
 _STATUS_SCHEMA: dict[str, pl.DataType] = {
     **{c: pl.String() for c in ("message_id", "status", "timestamp", "business_phone", "waba_id", "user_id")},
-    **{c: pl.String() for c in ("user_phone", "user_country")},
+    **{c: pl.String() for c in ("user_phone", "user_country", "group_id")},
     **{c: t for c, t in BILLING_SCHEMA.items() if c.startswith(("pricing", "billable", "conversation", "recipient"))},
     "has_billing": pl.Boolean(),
     "source_row": pl.Int64(),
 }
-SEND_LOG_COLUMNS = ("message_id", "message_type", "template_name", "language", "template_category")
+SEND_LOG_COLUMNS = ("message_id", "message_type", "template_name", "language", "template_category", "sent_by", "tokens")
+# What a send log must give besides message_id: at least one of these.
+SEND_LOG_FACTS = ("message_type", "template_name", "template_category", "sent_by", "tokens")
 TEMPLATE_COLUMNS = ("template_name", "language", "template_category")
 
 
@@ -402,6 +421,7 @@ def inbound_row(message: dict, envelope: _Envelope) -> dict:
         "template_category": None,
         "status": "received",
         "entry_point": entry_point(message.get("referral")),
+        "group_id": _text(message.get("group_id")),
         "problem": SYSTEM_NOTICE if message_type == "system" else None,
     }
 
@@ -417,7 +437,16 @@ def status_record(status: dict, envelope: _Envelope) -> dict:
     """One `value.statuses[]` item, with Meta's billing fields, before folding."""
     pricing = _object(status.get("pricing"))
     conversation = _object(status.get("conversation"))
-    user_id, user_phone, user_country = user_identity(_text(status.get("recipient_id")), _text(status.get("recipient_user_id")), envelope.contacts)
+    recipient_type = _lower(status.get("recipient_type"))
+    participant = _text(status.get("recipient_participant_id"))
+    if recipient_type == GROUP:  # the group is the recipient, the participant the user
+        group_id = _text(status.get("recipient_id"))
+        user_id, user_phone, user_country = user_identity(participant, _text(status.get("recipient_participant_user_id")), envelope.contacts)
+    else:
+        group_id = None
+        user_id, user_phone, user_country = user_identity(
+            _text(status.get("recipient_id")), _text(status.get("recipient_user_id")), envelope.contacts
+        )
     pricing_type = pricing.get("type") if pricing.get("type") is not None else pricing.get("pricing_type")
     return {
         "message_id": _text(status.get("id")),
@@ -428,8 +457,9 @@ def status_record(status: dict, envelope: _Envelope) -> dict:
         "user_id": user_id,
         "user_phone": user_phone,
         "user_country": user_country,
-        "recipient_type": _lower(status.get("recipient_type")),
-        "recipient_participant_id": _text(status.get("recipient_participant_id")),
+        "group_id": group_id,
+        "recipient_type": recipient_type,
+        "recipient_participant_id": participant,
         "pricing_model": _text(pricing.get("pricing_model")),
         "pricing_category": category_of(pricing.get("category")),
         "pricing_type": _lower(pricing_type),
@@ -479,25 +509,29 @@ def _contact_of(phone: str | None, bsuid: str | None, contacts: tuple[dict, ...]
 
 
 def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
-    """One outbound row per wamid from all its statuses (module docstring), with its billed category fields."""
+    """One outbound row per wamid (and group participant) from all its statuses (module docstring),
+    with its billed category fields."""
     identity = ("business_phone", "waba_id", "user_id")
+    is_group = pl.col("recipient_type") == GROUP
     ranked = (
-        statuses.with_columns(reached=pl.col("status").replace(STATUS_ALIASES))
+        statuses.with_columns(
+            reached=pl.col("status").replace(STATUS_ALIASES), _participant=pl.when(is_group).then(pl.col("recipient_participant_id"))
+        )
         .with_columns(
             rank=pl.col("reached").replace_strict(STATUS_RANK, default=None, return_dtype=pl.Int8),
             time_source=pl.col("reached").replace_strict(TIME_SOURCES, default=None, return_dtype=pl.Int8),
             seconds=pl.col("timestamp").cast(pl.Int64, strict=False),
         )
-        .sort(["message_id", "time_source", "seconds", "file_order", "source_row"], nulls_last=True, maintain_order=True)
+        .sort(["message_id", "_participant", "time_source", "seconds", "file_order", "source_row"], nulls_last=True, maintain_order=True)
     )
-    folded = ranked.group_by("message_id", maintain_order=True).agg(
+    folded = ranked.group_by("message_id", "_participant", maintain_order=True).agg(
         pl.col("timestamp", "source_row", "source_file").first(),
         pl.col("rank").max(),
-        *[pl.col(c).drop_nulls().first() for c in (*identity, "user_phone", "user_country")],
+        *[pl.col(c).drop_nulls().first() for c in (*identity, "user_phone", "user_country", "group_id")],
         *[pl.col(c).drop_nulls().first() for c in ("pricing_model", "pricing_category", "conversation_origin")],
         *[pl.col(c).drop_nulls().unique(maintain_order=True).alias(f"{c}_seen") for c in identity],
         pl.col("status").drop_nulls().unique(maintain_order=True).alias("statuses_seen"),
-        is_group=(pl.col("recipient_type") == "group").any(),
+        is_group=is_group.any(),
         in_fep_window=(
             (pl.col("pricing_type") == FREE_ENTRY_POINT)
             | (pl.col("pricing_category") == FEP_CATEGORY)
@@ -513,7 +547,7 @@ def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
             pl.when(pl.col(f"{c}_seen").list.len() > 1).then(pl.format(f"statuses of this message disagree on {c}: {{}}", _joined(f"{c}_seen")))
             for c in identity
         ],
-        pl.when(pl.col("is_group")).then(pl.lit(GROUP_SEND)),
+        pl.when(pl.col("is_group") & pl.col("_participant").is_null()).then(pl.lit(GROUP_WITHOUT_PARTICIPANT)),
     ]
     return folded.select(
         "message_id",
@@ -527,6 +561,7 @@ def fold_statuses(statuses: pl.DataFrame) -> pl.DataFrame:
         pl.col("rank").replace_strict(RANK_STATUS, default=None, return_dtype=pl.String).alias("status"),
         pl.lit(None, pl.String).alias("entry_point"),
         pl.when(pl.col("in_fep_window")).then(pl.col("window_end")).alias("fep_expires_at"),
+        "group_id",
         "pricing_model",
         "pricing_category",
         "conversation_origin",
@@ -565,11 +600,14 @@ def fill_message_types(outbound: pl.DataFrame, *, send_log: pl.DataFrame | None 
     )
     category_unknown = (pl.col("message_type") == TEMPLATE) & pl.col("template_category").is_null()
     return frame.with_columns(
+        template_name=pl.when(pl.col("message_type") == TEMPLATE).then(pl.col("log_template")),
+        sent_by=pl.col("log_sent_by"),
+        tokens=pl.col("log_tokens"),
         problem=_problems(
             pl.col("problem"),
             pl.when(pl.col("message_type").is_null()).then(pl.lit(UNKNOWN_TYPE)),
             pl.when(category_unknown).then(pl.coalesce("listing_problem", pl.lit(NO_TEMPLATE_NAMED))),
-        )
+        ),
     )
 
 
@@ -600,6 +638,8 @@ def _logged(send_log: pl.DataFrame | None) -> pl.DataFrame:
             log_template="template_name",
             log_language="language",
             log_category="template_category",
+            log_sent_by="sent_by",
+            log_tokens="tokens",
         )
     )
 
@@ -653,7 +693,9 @@ def _joined(list_column: str) -> pl.Expr:
 
 def read_send_log(path: str | Path) -> pl.DataFrame:
     """The business's own send log, CSV: `message_id` plus `message_type`, `template_name` and/or
-    `template_category`, optionally `language`. Returns SEND_LOG_COLUMNS as text, one row per message_id."""
+    `template_category`, optionally `language`, and optionally `sent_by` (empty, `business` or
+    `meta_business_agent`) and `tokens` (what Meta billed a Meta Business Agent reply), which ingest
+    checks as it checks the canonical columns. Returns SEND_LOG_COLUMNS as text, one row per message_id."""
     try:
         raw = pl.read_csv(path, infer_schema=False)
     except (OSError, pl.exceptions.PolarsError) as error:
@@ -667,9 +709,9 @@ def read_send_log(path: str | Path) -> pl.DataFrame:
             fix="Keep one of them",
         )
     raw = raw.rename(dict(zip(raw.columns, names, strict=False)))
-    if "message_id" not in raw.columns or not {"message_type", "template_name", "template_category"} & set(raw.columns):
+    if "message_id" not in raw.columns or not set(SEND_LOG_FACTS) & set(raw.columns):
         raise InputError(
-            f"the send log needs message_id and one of message_type, template_name, template_category; found {found_names(raw.columns)}",
+            f"the send log needs message_id and one of {', '.join(SEND_LOG_FACTS)}; found {found_names(raw.columns)}",
             path=str(path),
         )
     log = _normalised_send_log(raw).with_row_index("row", offset=2)  # row 1 is the header
@@ -689,7 +731,7 @@ def read_send_log(path: str | Path) -> pl.DataFrame:
 def _normalised_send_log(log: pl.DataFrame) -> pl.DataFrame:
     if "language" not in log.columns and "template_language" in log.columns:
         log = log.rename({"template_language": "language"})
-    return _texts(log, SEND_LOG_COLUMNS, lower=("message_type", "template_category"))
+    return _texts(log, SEND_LOG_COLUMNS, lower=("message_type", "template_category", "sent_by"))
 
 
 def read_templates(path: str | Path) -> pl.DataFrame:

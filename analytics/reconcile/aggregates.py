@@ -35,7 +35,10 @@ from analytics.reconcile.outcomes import (
     COST_NOT_AVAILABLE,
     COST_TOLERANCE,
     DIFFERENT,
+    FREE_GROUP_CUSTOMER_SERVICE,
+    GROUP_CATEGORIES,
     MATCH,
+    METAS_CATEGORIES,
     MISSING_META,
     MISSING_OURS,
     MODELLED_CATEGORIES,
@@ -133,6 +136,9 @@ def _report_buckets(report_id: str, report: pl.DataFrame, charges: pl.DataFrame,
     if model == "PMP":  # our pricing types in Meta's words of the charge's date (the table of the item level)
         day = local_time(settings, "started_at").dt.date()
         ours = in_metas_words(ours, local_date=day, pricing_type="pricing_type")
+        # A free group delivery is Meta's free_group_customer_service, whichever free type of ours it is.
+        free_group = pl.col("category").is_in(GROUP_CATEGORIES) & pl.col("pricing_type").is_in(["free_customer_service", "free_tier"])
+        ours = ours.with_columns(pricing_type=pl.when(free_group).then(pl.lit(FREE_GROUP_CUSTOMER_SERVICE)).otherwise(pl.col("pricing_type")))
     if "phone_number" in present:
         theirs = set(report["phone_number"].drop_nulls().to_list())
         if not theirs <= set(ours["phone_number"].drop_nulls().to_list()):
@@ -183,7 +189,9 @@ def _report_buckets(report_id: str, report: pl.DataFrame, charges: pl.DataFrame,
         period_start=pl.col("start").dt.epoch("us"),
         period_end=pl.col("end").dt.epoch("us"),
         **{d: (pl.lit(None, pl.String) if d in absent else pl.col(d)) for d in _DIMENSIONS if d != "category"},
-        category=pl.lit(None, pl.String) if "category" in absent else pl.col("category").replace(settings.rule_book.choices.billed_category),
+        category=pl.lit(None, pl.String)
+        if "category" in absent
+        else pl.col("category").replace(METAS_CATEGORIES).replace(settings.rule_book.choices.billed_category),
         meta_category="category",
         volume="volume",
         cost="cost",
@@ -222,7 +230,7 @@ def _classified_aggregates(compared: pl.DataFrame, compare_cost: bool, settings:
     ours_volume, meta_volume = pl.col("ours_volume"), pl.col("meta_volume")
     cost_difference = pl.col("ours_cost") - pl.col("meta_cost")
     tolerance = pl.lit(COST_TOLERANCE, dtype=COST_DTYPE)
-    # Meta's group and AI traffic (categories we do not bill, pricing types none of ours match): read, not compared.
+    # Categories and pricing types of Meta's that we do not know: reported with Meta's words, not compared.
     unmatched_types = pricing_type_meanings().filter(pl.col("ours_pricing_type").is_null())["meta_pricing_type"].unique()
     not_modelled = (
         (pl.col("category").is_not_null() & ~pl.col("category").is_in(MODELLED_CATEGORIES)) | pl.col("pricing_type").is_in(unmatched_types.to_list())

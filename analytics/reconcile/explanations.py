@@ -208,20 +208,14 @@ def _rule_set_status(name: str | None) -> str | None:
 def _explain_not_modelled(row: dict) -> str:
     category, pricing_type = row.get("meta_category"), row.get("meta_pricing_type")
     billed = ", ".join(v for v in (category, pricing_type) if v) or "no category"
-    if row.get("_recipient_type") == GROUP:
-        to = f" to participant {row['_participant']}" if row.get("_participant") else ""
-        return (
-            f"Meta billed group message {row['message_id']}{to} ({billed}): group sends are read and kept, but this "
-            "package does not bill them yet (one charge per delivered participant, group categories and windows): "
-            "not compared."
-        )
+    to = f" to group participant {row['_participant']}" if row.get("_recipient_type") == GROUP and row.get("_participant") else ""
     if category is not None and category not in MODELLED_CATEGORIES:
         return (
-            f"Meta billed message {row['message_id']} as category {category} ({billed}), which this package reads and "
-            "keeps but does not model yet (an AI provider's or group rate): not compared."
+            f"Meta billed message {row['message_id']}{to} as category {category} ({billed}), which this package does not "
+            "know (a category Meta added?): reported, not compared."
         )
     meaning = f" ({row['meaning']})" if row.get("meaning") else ""
-    return f"Meta's pricing type {pricing_type}{meaning} has no counterpart among our charges yet: category not modelled yet, not compared."
+    return f"Meta's pricing type {pricing_type}{meaning} has no counterpart among our charges: reported, not compared."
 
 
 def _explain_rule_model(row: dict, settings: Settings) -> str:
@@ -287,7 +281,17 @@ def _explain_rule_model(row: dict, settings: Settings) -> str:
             "user's message that opened it may be missing from the input."
         )
     if meta not in MODELLED_CATEGORIES:
-        return f"Meta billed category {meta}, which this package does not model (e.g. an AI provider's or group rate)."
+        return f"Meta billed category {meta}, which this package does not know (a category Meta added?)."
+    if meta == "general_purpose_ai":
+        return (
+            f"Meta billed {meta} (an AI provider's message, changes-2026-h2.md §6) where we computed {ours}: set "
+            "[billing] ai_provider = true in the config file if the business is an AI provider, and check the user's country."
+        )
+    if meta == "meta_business_agent" or ours == "meta_business_agent":
+        return (
+            f"Meta billed {meta} where we computed {ours}: who wrote the reply differs — give sent_by "
+            "(meta_business_agent) in the send log or the canonical file for Meta Business Agent's replies."
+        )
     return f"Meta billed {meta} where we computed {ours} under {row['_rule_set']}: a rule modelled differently."
 
 
@@ -296,9 +300,7 @@ def explain_aggregate(row: dict, compare_cost: bool) -> str:
     unit = "conversation" if row["pricing_model"] == "CBP" else "message"
     if reason == NOT_MODELLED:
         what = ", ".join(v for v in (row.get("meta_categories") or row.get("category"), row.get("pricing_type")) if v)
-        return (
-            f"Meta counts {plural(meta, unit)} ({what}) that this package reads but does not bill yet (group messages, AI providers): not compared."
-        )
+        return f"Meta counts {plural(meta, unit)} ({what}) of a category or pricing type this package does not know: reported, not compared."
     merged = ""
     if row.get("meta_categories") and row["meta_categories"] != row.get("category"):
         merged = f" (Meta's {row['meta_categories']} together, billed alike)"

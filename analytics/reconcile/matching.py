@@ -14,7 +14,13 @@ a `reason` (one of `REASONS`) and an `explanation` in plain language with the fi
 
 **Levels.**
 1. `message` (PMP, per message): Meta's item is a wamid with `pricing_model: PMP`; it is matched
-   to our charge whose `opening_message_id` is that wamid (a group send: an item per participant).
+   to our charge whose `opening_message_id` is that wamid (a group send, `recipient_type: group`:
+   an item per participant, matched to our charge of that wamid whose `user_id` is the participant,
+   `recipient_participant_id`; Meta's `free_group_customer_service` agrees with our free types as
+   the table below says). Meta's names for the categories of 2026 (`group_marketing`,
+   `group_utility`, `group_service`, `general_purpose_ai`, and `pricing_analytics`'
+   `GROUP_MARKETING_LITE`, `MARKETING_LITE_DYNAMIC`, `AI_BOT`: `outcomes.METAS_CATEGORIES`) are
+   compared with ours like the others.
    Category (`marketing_lite` is billed as marketing, the choice `marketing_lite_billed_as`, so
    the two are the same), pricing type and billing are compared. Meta's `type` is read with the meaning in force at
    the message's date in its WABA's time zone (data/rules/webhook_pricing_types.csv, from Meta's
@@ -48,11 +54,10 @@ source matches are `missing_meta`, but only inside the period Meta's items cover
 latest); the rest is not compared and the summary says how many.
 
 **Reasons** (constants below; `REASONS` holds the one-line text of each). Any item of Meta's that
-this package reads and keeps but does not bill yet — a group send (`recipient_type: group`), a
-category outside `MODELLED_CATEGORIES` (`group_*`, `general_purpose_ai`), a pricing type none of
-ours corresponds to (`free_group_customer_service`) — is `not_modelled`, matched or not (unless the
-input lacks the message altogether: `status_missing`); so is an analytics data point of such
-traffic that we have no charge for. Otherwise a matched item gets the first that
+this package does not know — a category outside `MODELLED_CATEGORIES` (a new one of Meta's), a
+pricing type none of ours corresponds to — is `not_modelled`: reported with Meta's own words,
+never dropped, matched or not (unless the input lacks the message altogether: `status_missing`);
+so is an analytics data point of such traffic that we have no charge for. Otherwise a matched item gets the first that
 applies in this order:
 - `rule_model_differs`: another pricing model (per message against per conversation: --timezone,
   the crossover of §5), or a category difference the rules decide (authentication-international,
@@ -110,6 +115,7 @@ from analytics.reconcile.outcomes import (
     GROUP,
     MATCH,
     MESSAGE,
+    METAS_CATEGORIES,
     MISSING_META,
     MISSING_OURS,
     MODELLED_CATEGORIES,
@@ -230,13 +236,15 @@ def with_user_country(charges: pl.DataFrame, messages: pl.DataFrame) -> pl.DataF
     """Charges with `user_country`: the country of the message that opened the charge."""
     if "user_country" in charges.columns:
         return charges
-    countries = messages.select("message_id", "user_country").unique("message_id", keep="first")
-    return charges.join(countries, left_on="opening_message_id", right_on="message_id", how="left", maintain_order="left")
+    # The opening message's user is the charge's: a group message's participants share its message_id.
+    countries = messages.select("message_id", "user_id", "user_country").unique(["message_id", "user_id"], keep="first")
+    return charges.join(countries, left_on=["opening_message_id", "user_id"], right_on=["message_id", "user_id"], how="left", maintain_order="left")
 
 
 def _with_costs(charges: pl.DataFrame, priced: pl.DataFrame) -> pl.DataFrame:
-    costs = priced.select("opening_message_id", "cost", "currency").unique("opening_message_id", keep="first")
-    return charges.drop("cost", "currency", strict=False).join(costs, on="opening_message_id", how="left", maintain_order="left")
+    key = ["opening_message_id", "user_id"]  # one charge per participant of a group message
+    costs = priced.select(*key, "cost", "currency").unique(key, keep="first")
+    return charges.drop("cost", "currency", strict=False).join(costs, on=key, how="left", maintain_order="left")
 
 
 # --- Our side: which charge each message belongs to ---------------------------------------------------
@@ -369,6 +377,9 @@ def meta_items(meta_pricing: pl.DataFrame, settings: Settings | None = None) -> 
 
 # --- Item level: messages and conversations -------------------------------------------------------------
 
+# A group delivery's participant (module docstring, level 1), null one-to-one: the `user_id` of a charge whose
+# opening message is a group message of the input (`group_id` given), and Meta's `recipient_participant_id`.
+_PARTICIPANT = "_participant_key"
 _OURS = {
     "pricing_model": "ours_pricing_model",
     "category": "ours_category",
@@ -392,8 +403,10 @@ def reconcile_items(
     charges = with_user_country(charges, messages)
     pmp, cbp, unreadable = meta_items(meta_pricing, settings)
     context = _MessageContext.of(charges, messages, quarantine, settings)
+    group_wamids = messages.filter(pl.col("group_id").is_not_null())["message_id"].unique().to_list() if "group_id" in messages.columns else []
     ours = charges.select(
         "opening_message_id",
+        pl.when(pl.col("opening_message_id").is_in(group_wamids)).then(pl.col("user_id")).alias(_PARTICIPANT),
         "rule_set",
         "expires_at",
         "business_phone",
@@ -405,7 +418,9 @@ def reconcile_items(
     )
     message_rows = _message_level(pmp, ours, context)
     conversation_rows, candidates = _conversation_level(cbp, ours, context)
-    paired = pl.concat([message_rows.select("message_id"), candidates.select("message_id")]).unique()
+    paired = pl.concat(
+        [message_rows.select("message_id", _PARTICIPANT), candidates.select("message_id", pl.lit(None, pl.String).alias(_PARTICIPANT))]
+    ).unique()
     missing, notes = _missing_meta(ours, paired, pmp, cbp, meta_pricing)
     parts = [message_rows, conversation_rows, *([missing] if missing is not None else [])]
     rows = pl.concat(parts, how="diagonal_relaxed")
@@ -427,6 +442,9 @@ class _MessageContext:
     def of(cls, charges: pl.DataFrame, messages: pl.DataFrame, quarantine: pl.DataFrame | pl.LazyFrame | None, settings: Settings) -> _MessageContext:
         known = messages.select(
             "message_id",
+            (pl.when(pl.col("group_id").is_not_null()).then(pl.col("user_id")) if "group_id" in messages.columns else pl.lit(None, pl.String)).alias(
+                _PARTICIPANT
+            ),
             _status="status",
             _direction="direction",
             _ours_message_category=pl.when(pl.col("message_type") == schema.TEMPLATE)
@@ -442,10 +460,11 @@ class _MessageContext:
                     _absorbed_by_started_at="started_at",
                     _absorbed_by_rule_set="rule_set",
                     _absorbed_by_model="pricing_model",
-                ),
+                ).unique("opening_message_id", keep="first", maintain_order=True),  # a group message: one charge per participant
                 on="opening_message_id",
                 how="left",
             )
+            .unique("message_id", keep="first", maintain_order=True)
             .rename({"opening_message_id": "_absorbed_by"})
         )
         if quarantine is None:
@@ -461,21 +480,41 @@ class _MessageContext:
         return cls(known, attributed, quarantined)
 
     def describe(self, frame: pl.DataFrame, on: str, *, quarantine: bool = True) -> pl.DataFrame:
-        """`frame` with what the input says about the message in column `on`."""
-        tables = (self.messages, self.attributed, self.quarantined) if quarantine else (self.messages, self.attributed)
+        """`frame` with what the input says about the message in column `on` (and, for a group
+        message, the participant in `_PARTICIPANT`: each has its own row and status)."""
+        added = _PARTICIPANT not in frame.columns
+        if added:
+            frame = frame.with_columns(pl.lit(None, pl.String).alias(_PARTICIPANT))
+        frame = frame.join(
+            self.messages, left_on=[on, _PARTICIPANT], right_on=["message_id", _PARTICIPANT], how="left", maintain_order="left", nulls_equal=True
+        )
+        tables = (self.attributed, self.quarantined) if quarantine else (self.attributed,)
         for table in tables:
             frame = frame.join(table, left_on=on, right_on="message_id", how="left", maintain_order="left")
-        return frame
+        return frame.drop(_PARTICIPANT) if added else frame
 
 
 def _message_level(pmp: pl.DataFrame, ours: pl.DataFrame, context: _MessageContext) -> pl.DataFrame:
-    """PMP items against the charge each wamid opened (module docstring, level 1)."""
-    joined = pmp.join(ours, left_on="message_id", right_on="opening_message_id", how="left", maintain_order="left", suffix="_ours")
+    """PMP items against the charge each wamid opened (module docstring, level 1); a group send's
+    item of one participant against our charge of that participant."""
+    # The participant as our user_id has it: the phone, else the BSUID the status gave (`webhooks.status_record`).
+    participant = pl.coalesce("recipient_participant_id", "user_id")
+    pmp = pmp.with_columns(pl.when(pl.col("recipient_type") == GROUP).then(participant).alias(_PARTICIPANT))
+    joined = pmp.join(
+        ours,
+        left_on=["message_id", _PARTICIPANT],
+        right_on=["opening_message_id", _PARTICIPANT],
+        how="left",
+        maintain_order="left",
+        suffix="_ours",
+        nulls_equal=True,
+    )
     joined = context.describe(joined, "message_id")
     return joined.select(
         level=pl.lit(MESSAGE),
         meta_source="meta_source",
         message_id="message_id",
+        **{_PARTICIPANT: _PARTICIPANT},
         conversation_id=pl.lit(None, pl.String),
         meta_started_at="time",
         meta_volume=pl.lit(1, pl.Int64),
@@ -584,7 +623,7 @@ def _missing_meta(
     if times.is_empty():
         return None, []
     first, last = times.min(), times.max()
-    unpaired = ours.join(paired, left_on="opening_message_id", right_on="message_id", how="anti")
+    unpaired = ours.join(paired, left_on=["opening_message_id", _PARTICIPANT], right_on=["message_id", _PARTICIPANT], how="anti", nulls_equal=True)
     inside = unpaired.filter(pl.col("ours_started_at").is_between(first, last))
     notes = []
     if outside := unpaired.height - inside.height:
@@ -661,7 +700,7 @@ def _classified(rows: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     level_is = {level: pl.col("level") == level for level in (MESSAGE, CONVERSATION)}
     billed_as = settings.rule_book.choices.billed_category
     ours_category = pl.col("ours_category").replace(billed_as)
-    meta_category = pl.col("meta_category").replace(billed_as)
+    meta_category = pl.col("meta_category").replace(METAS_CATEGORIES).replace(billed_as)
     is_cbp = pl.col("meta_pricing_model") == "CBP"
     # [choice] Under PMP a free entry point message may come as category referral_conversion (Gupshup lists
     # it among PMP categories); we give it the message's own category (billing-rules.md §2): the same thing.
@@ -700,11 +739,9 @@ def _classified(rows: pl.DataFrame, settings: Settings) -> pl.DataFrame:
         .then(pl.col("meta_billable") != pl.col("ours_billable"))
         .otherwise(False)
     )
-    # Read and kept, not billed here yet: a group send, a category we do not bill, a pricing type none of ours matches.
+    # Reported, not compared: a category of Meta's we do not know, a pricing type none of ours matches.
     not_modelled = (
-        (pl.col("_recipient_type") == GROUP)
-        | (pl.col("meta_category").is_not_null() & ~pl.col("meta_category").is_in(MODELLED_CATEGORIES))
-        | (pl.col("agreeing_types").list.len() == 0)
+        (pl.col("meta_category").is_not_null() & ~pl.col("meta_category").is_in(MODELLED_CATEGORIES)) | (pl.col("agreeing_types").list.len() == 0)
     ).fill_null(False)
     gap = (pl.col("ours_started_at") - pl.col("meta_started_at")).dt.total_microseconds().abs()
     window_differs = is_cbp & (gap > WINDOW_TOLERANCE // dt.timedelta(microseconds=1)).fill_null(False)

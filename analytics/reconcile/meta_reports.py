@@ -569,7 +569,7 @@ def pricing_type_meanings() -> pl.DataFrame:
     next date of the table, Meta's `pricing.type` means `meaning` (source: Meta's status webhook
     reference, P3 of changes-2026-h2.md; on 2026-10-01 `free_customer_service` changed from "inside
     the customer service window" to "inside the free tier"). An empty `ours_pricing_type` is a type
-    none of our charges corresponds to (group messages: not modelled yet)."""
+    none of our charges corresponds to (reported by reconciliation as not_modelled)."""
     text = resource("data", "rules", "webhook_pricing_types.csv").read_text(encoding="utf-8")
     return pl.read_csv(io.StringIO(text), schema=PRICING_TYPE_MEANINGS_SCHEMA)
 

@@ -58,10 +58,7 @@ REASONS: dict[str, str] = {
     RATE_CARD_GAP: "aggregate: cost differs where our rate is unknown (the card has no rate)",
     COST_NOT_AVAILABLE: "aggregate: Meta gives no cost (a WABA on a partner's credit line)",
     ROUNDING: "aggregate: volumes agree, costs differ by no more than rounding",
-    NOT_MODELLED: (
-        "Meta billed a category, pricing type or group send this package reads and keeps but does not bill yet "
-        "(group messages, AI providers): not compared"
-    ),
+    NOT_MODELLED: ("Meta billed a category or pricing type this package does not know (a new one of Meta's): reported, not compared"),
 }
 
 WINDOW_TOLERANCE = dt.timedelta(seconds=60)  # §7: expiration_timestamp is rounded up to the minute
@@ -70,10 +67,32 @@ TEMPLATE_FAMILY = ("marketing", "utility", "authentication")
 SERVICE = "service"
 CBP_FREE_ENTRY_AS = SERVICE  # [choice] a CBP FEP conversation in conversation_analytics, as in Meta's example
 FAILED = "failed"
-# Categories our charges can carry (contracts.md §2) and Meta's marketing_lite, which we bill as marketing;
-# any other category of Meta's (group_*, general_purpose_ai, ...) is `NOT_MODELLED`.
-MODELLED_CATEGORIES = (*rules.INITIATOR_CATEGORIES, *rules.CATEGORY_SLOTS, rules.AUTH_INTERNATIONAL, "marketing_lite")
+# The categories of 2026 (issue 17's design; changes-2026-h2.md §4-§6): a group delivery's, Meta Business
+# Agent's, and an AI provider's message (Meta's webhook `pricing.category` names them alike).
+GROUP_CATEGORIES = ("group_marketing", "group_utility", "group_service")
+CATEGORIES_2026 = (*GROUP_CATEGORIES, "meta_business_agent", "general_purpose_ai")
+# Meta's other names (lower case) for categories we bill as one of ours [choice: marketing_lite is billed as
+# marketing, billing-rules.md §2, so its group and dynamic variants are too]: `pricing_analytics`
+# `pricing_category` values (changes-2026-h2.md §4, Meta's business SDK enums; §6 for AI_BOT).
+METAS_CATEGORIES = {
+    "group_marketing_lite": "group_marketing",
+    "marketing_lite_dynamic": "marketing",
+    "ai_bot": "general_purpose_ai",
+}
+# Categories our charges can carry (contracts.md §2, and those of 2026), Meta's marketing_lite, which we bill as
+# marketing, and Meta's names of METAS_CATEGORIES; any other category of Meta's is `NOT_MODELLED`: reported.
+MODELLED_CATEGORIES = (
+    *rules.INITIATOR_CATEGORIES,
+    *rules.CATEGORY_SLOTS,
+    rules.AUTH_INTERNATIONAL,
+    "marketing_lite",
+    *CATEGORIES_2026,
+    *METAS_CATEGORIES,
+)
 GROUP = "group"
+# Meta's pricing type of a free group delivery (webhooks, pricing_analytics): ours are the one-to-one
+# types (data/rules/webhook_pricing_types.csv), so a group charge's free type is this in Meta's words.
+FREE_GROUP_CUSTOMER_SERVICE = "free_group_customer_service"
 PAID_EXEMPT = "paid_exempt"  # webhook pricing.subtype: an exempt government or non-profit's service message
 # Which status's pricing object stands for a message when several carry one: the one that bills it.
 STATUS_PRECEDENCE = {"delivered": 0, "read": 1, "played": 1, "sent": 2}
