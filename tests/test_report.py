@@ -32,7 +32,7 @@ import pytest
 from analytics import cli
 from analytics.bill import charges
 from analytics.core.money import money
-from analytics.present import report, rollups, summary_text, tables
+from analytics.present import explain_text, report, rollups, summary_text, tables
 from analytics.price import pricing
 from analytics.read import ingest
 from analytics.settings import Settings
@@ -292,7 +292,10 @@ def test_the_report_opens_with_the_month_s_cost_and_its_change(sample_report):
         f"In 2026-10 the traffic cost USD {money(october)} ({billable:,} billable charges), USD {money(abs(october - september))} "
         f"({share}) {change} than in 2026-09 (USD {money(september)})."
     )
-    assert f'<h1>WhatsApp Business traffic report, 2026-10</h1>\n<p class="summary">{html.escape(summary)}</p>' in page
+    explained = explain_text.for_report(traffic, traffic.settings.replace(report_unpriced=True))
+    effect, amount = max(explained.effects.items(), key=lambda item: (abs(item[1]), item[0]))
+    driver = f"The biggest driver of the change was {summary_text.EFFECT_WORDS[effect]}: {'+' if amount >= 0 else '-'}USD {money(abs(amount))}."
+    assert f'<h1>WhatsApp Business traffic report, 2026-10</h1>\n<p class="summary">{html.escape(summary)} {html.escape(driver)}</p>' in page
 
 
 def test_the_report_shows_what_the_notebooks_print_when_run_alone(sample_report):
@@ -397,7 +400,8 @@ def test_a_report_reads_and_bills_the_input_once_and_keeps_the_prepared_state_in
     # (the sample's traffic perturbed in known ways), which no other notebook needs, and the replays
     # of 02's explanation: each of the two months under the other's rule set (analytics/whatif/explain.py).
     assert made.count("read_messages read_and_bill") == 1 and made.count("bill read_and_bill") == 1
-    assert sorted(made) == ["bill _billed_under", "bill _billed_under", "bill read_and_bill", "bill reconciliation", "read_messages read_and_bill"]
+    # the explanation's replays (the other month's rules), once for the summary at the top and once in notebook 02
+    assert sorted(made) == [*["bill _billed_under"] * 4, "bill read_and_bill", "bill reconciliation", "read_messages read_and_bill"]
     run = json.loads((work_dir / "run.json").read_text())
     assert run["parameters"]["month"] == run["month"] == "2026-10" and run["is_sample"]
     kept = report.load_traffic(month="2026-10", work_dir=work_dir)

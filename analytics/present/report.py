@@ -527,8 +527,13 @@ def run_report(
     with outputs.scratch_folder(prefix="wa-analytics-report-") as scratch:
         state = Path(work_dir) if work_dir else Path(scratch) / "state"
         traffic = prepare(state, {name: chosen.get(name) for name in TRAFFIC_PARAMETERS}, month_option="--month")
-        # The explanation's `drivers=` (analytics.whatif.explain) and the settings' `budget=` go here, once they exist.
-        summary = month_summary(traffic, rate_card=chosen.get("rate_card"), currency=chosen.get("currency"))  # type: ignore[arg-type]
+        summary = month_summary(
+            traffic,
+            rate_card=chosen.get("rate_card"),  # type: ignore[arg-type]
+            currency=chosen.get("currency"),  # type: ignore[arg-type]
+            explained=True,
+            monthly_budget=chosen.get("monthly_budget"),  # type: ignore[arg-type]
+        )
         chosen["work_dir"] = str(state.resolve())
 
         def execute(name: str) -> Path:
@@ -584,19 +589,31 @@ def month_summary(
     currency: str | None = None,
     drivers: Mapping[str, Decimal] | None = None,
     budget: Decimal | None = None,
+    explained: bool = False,
+    monthly_budget: Decimal | float | int | None = None,
 ) -> str:
     """The paragraph at the top of the report (`summary_text.month_summary`): the report month and
     the month before priced with the report's card and currency, as notebook 02 prices them.
 
     `drivers` (the change against the previous month by effect, from `analytics.whatif.explain`)
-    and `budget` (the month's budget from the settings) add a sentence each; `run_report` passes
-    neither until those exist."""
-    from analytics.present import summary_text
+    and `budget` (the month's budget) add a sentence each. With `explained`, the drivers are those
+    notebook 02's waterfall shows (`explain_text.for_report`; none when the input has no month
+    before), and the budget is the month's budget of the whole traffic from the settings
+    (`[[pricing.budget]]` without category or WABA), else `monthly_budget` as notebook 05 takes it."""
+    from analytics.present import budget as budgets
+    from analytics.present import explain_text, summary_text
     from analytics.price import pricing
+    from analytics.whatif.explain import Explanation
 
     month = traffic.period.month
     since = period(summary_text.previous_month(month), traffic.period.timezone).start
     prices = traffic.settings.replace(rate_card=rate_card, currency=currency, report_unpriced=True)
+    if explained and drivers is None:
+        explanation = explain_text.for_report(traffic, prices)
+        drivers = explanation.effects if isinstance(explanation, Explanation) else None
+    if explained and budget is None:
+        whole = [b for b in budgets.applying(prices.budgets, month) if b.category is None and b.waba_id is None]
+        budget = whole[0].amount if whole else (Decimal(str(monthly_budget)) if monthly_budget is not None else None)
     recent = traffic.charges.filter(pl.col("started_at") >= since)
     return summary_text.month_summary(pricing.costs(pricing.price(recent, prices)), month, drivers=drivers, budget=budget)
 
