@@ -599,6 +599,42 @@ def comparison_table(results: Sequence[ScenarioResult]) -> pl.DataFrame:
     return pl.concat(parts).cast(COMPARE_SCHEMA)  # type: ignore[arg-type]
 
 
+def side_by_side(table: pl.DataFrame, names: Sequence[str], month: str | None = None) -> pl.DataFrame:
+    """The scenarios `names` of a `COMPARE_SCHEMA` table (in that order; those it has), for one
+    `month` or all: what Meta bills (`meta_cost`, its `billable_charges` and `unpriced_charges`,
+    which are not in the cost), what the business pays itself (`own_cost`: the strategies'
+    `unit_cost` lines, `strategies.OWN_COST_CATEGORIES`), `total`, and `total_difference` against
+    the first of `names` present. "People, our own AI, or Meta's agent?" is
+    `side_by_side(table, ["people", "own_ai", "meta_agent"], month)`."""
+    rows = table.filter(pl.col("scenario").is_in(list(names)))
+    if month is not None:
+        rows = rows.filter(pl.col("month") == month)
+    own = pl.col("category").is_in(strategies.OWN_COST_CATEGORIES)
+    zero = pl.lit(Decimal(0), dtype=COST_DTYPE)
+    summed = rows.group_by("scenario").agg(
+        meta_cost=pl.col("cost").filter(~own).sum().cast(COST_DTYPE),
+        own_cost=pl.col("cost").filter(own).sum().cast(COST_DTYPE),
+        currency=pl.col("currency").drop_nulls().first(),
+        billable_charges=pl.col("billable_charges").filter(~own).sum().cast(pl.Int64),
+        unpriced_charges=pl.col("unpriced_charges").sum().cast(pl.Int64),
+    )
+    order = {name: i for i, name in enumerate(names)}
+    ordered = summed.with_columns(total=(pl.col("meta_cost").fill_null(zero) + pl.col("own_cost").fill_null(zero)).cast(COST_DTYPE)).sort(
+        pl.col("scenario").replace_strict(order, return_dtype=pl.Int64)
+    )
+    first = ordered["total"][0] if ordered.height else None
+    return ordered.select(
+        "scenario",
+        "meta_cost",
+        "own_cost",
+        "total",
+        total_difference=(pl.col("total") - pl.lit(first, dtype=COST_DTYPE)).cast(COST_DTYPE),
+        currency="currency",
+        billable_charges="billable_charges",
+        unpriced_charges="unpriced_charges",
+    )
+
+
 # --- Explanations ---------------------------------------------------------------------------------
 
 

@@ -71,6 +71,7 @@ PERIODS = {"day": "1d", "week": "1w", "month": "1mo"}  # calendar periods (weeks
 OTHER_CHANNEL_CATEGORY = "authentication_other_channel"  # the cost line of `channel_shift`
 OWN_AI_CATEGORY = "own_ai"  # the cost line of `service_by_own_ai`: the business's own AI per reply
 AGENT_OWN_COST_CATEGORY = "meta_business_agent_own_cost"  # `service_by_business_agent`'s optional line
+OWN_COST_CATEGORIES = (OTHER_CHANNEL_CATEGORY, OWN_AI_CATEGORY, AGENT_OWN_COST_CATEGORY)  # lines Meta does not bill
 # Tokens of a Meta Business Agent reply when not given: the design's `agent_tokens_per_message`, the
 # top of Meta's 20,000-25,000 a reply (changes-2026-h2.md §5), so that costs are not understated.
 AGENT_TOKENS_PER_REPLY = 25_000
