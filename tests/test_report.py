@@ -38,7 +38,7 @@ from analytics.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 RECONCILE = FIXTURES / "reconcile"
-CHARTS_PER_NOTEBOOK = {"01_conversation_volumes": 2, "02_costs": 3, "03_strategies_and_projection": 2, "04_reconciliation": 1}
+CHARTS_PER_NOTEBOOK = {"01_conversation_volumes": 2, "02_costs": 3, "03_strategies_and_projection": 3, "04_reconciliation": 1}
 
 
 # --- the report month ------------------------------------------------------------------------------
