@@ -211,7 +211,7 @@ def test_compare_on_the_sample_has_a_baseline_equal_to_costs(sample_comparison):
 
 
 def test_on_the_sample_each_example_scenario_moves_the_cost_the_way_its_strategy_should(sample_comparison):
-    table = pl.read_csv(sample_comparison / "compare.csv", schema_overrides={"cost_difference": pl.Decimal(38, 6)})
+    table = pl.read_csv(sample_comparison / "compare.csv", schema_overrides={"cost_difference": pl.Decimal(38, 6), "cost": pl.Decimal(38, 6)})
     difference = dict(table.group_by("scenario").agg(pl.col("cost_difference").sum()).iter_rows())
     assert difference["baseline"] == 0
     for saving in ("orders_wait_for_the_customer", "replies_instead_of_templates", "marketing_cap", "click_to_whatsapp_ads"):
