@@ -46,7 +46,7 @@ from analytics.core import outputs, progress, stages  # noqa: E402
 from analytics.core.errors import InputError, UsageError, printable  # noqa: E402
 from analytics.core.schema import CHARGE_SCHEMA  # noqa: E402
 from analytics.pipeline.traffic import Traffic  # noqa: E402
-from analytics.present import invoice_text, reconciliation_text, summaries, whatif_text  # noqa: E402
+from analytics.present import budget, invoice_text, reconciliation_text, summaries, whatif_text  # noqa: E402
 from analytics.price import pricing  # noqa: E402
 from analytics.read import ingest  # noqa: E402
 from analytics.read.pseudonymise import key_from_env  # noqa: E402
@@ -556,13 +556,75 @@ def run_costs(args: argparse.Namespace) -> int:
             with progress.stage(f"Billing {ingested.summary.rows_used:,} messages"):
                 billed = charges.bill(ingested.messages, settings)
         with progress.stage(f"Pricing {billed.height:,} charges"):
-            partials = pricing.cost_partials_of_charges(billed, settings, card=card)
+            if settings.budgets:  # the budget's projection needs every charge's cost and time
+                priced = pricing.price(billed, settings, card=card)
+                partials = pricing.cost_partials(priced)
+            else:
+                partials = pricing.cost_partials_of_charges(billed, settings, card=card)
     ingest.write_frame(pricing.costs_from_partials(partials), args.output)
     if args.invoice:
         ingest.write_frame(pricing.invoice_from_partials(partials), args.invoice, for_people=True)
     card_name = str(settings.rate_card) if settings.rate_card else "the shipped card (data/rate_cards/)"
     _say(invoice_text.format_invoice_from_partials(partials, settings, card_name=card_name))
+    if settings.budgets and args.engine == "spark":
+        _say("Budgets: not checked with --engine spark (run costs on this machine, or Traffic.budget(), for the projection)")
+    elif settings.budgets:
+        _say(budget.format_budget(budget.budget_status(priced, settings)) or "Budgets: none applies to the month of the last charge")
     _say(f"Costs: {args.output}" + (f"; invoice lines: {args.invoice}" if args.invoice else ""))
+    return EXIT_OK
+
+
+# --- templates -------------------------------------------------------------------------------------
+
+
+def add_templates_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "templates",
+        parents=[_common_options()],
+        help="cost by template and month, and the templates Meta billed in another category than written",
+        description="Read messages (templates named by a template_name column, or --send-log / --templates with "
+        "webhooks), bill and price them like `costs`, and write one row per month, template and category with "
+        "charges, billable charges and cost; write the templates billed in another category than the one written "
+        "(Meta's pricing objects, template_category_update webhooks among the inputs) with what the difference "
+        "cost to --recategorised.",
+    )
+    add_input_arguments(parser)
+    add_billing_arguments(parser)
+    parser.add_argument("--rate-card", metavar="CSV", help="a rate card CSV, or a folder of them (default: the card shipped in data/rate_cards/)")
+    parser.add_argument("--currency", metavar="CUR", help="the card's currency to price in (default: the one that prices everything)")
+    parser.add_argument("--markup-percent", metavar="P", help="a provider's markup on every billable charge, in percent")
+    parser.add_argument("--markup-per-charge", metavar="AMOUNT", help="a provider's fixed amount per billable charge")
+    parser.add_argument(
+        "--report-unpriced", action="store_true", default=None, help="count billable charges without a rate, without a cost, instead of failing"
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="cost by month, template and category: .csv, .csv.gz or .parquet")
+    parser.add_argument(
+        "--recategorised",
+        metavar="FILE",
+        help="templates billed in another category, with the cost difference (default: OUT's name with .recategorised.csv)",
+    )
+    parser.add_argument("--quarantine", metavar="FILE", help="quarantined input rows, CSV (default: OUT's name with .quarantine.csv)")
+    parser.set_defaults(run=run_templates)
+
+
+def run_templates(args: argparse.Namespace) -> int:
+    ingest.output_suffix(args.output)
+    recategorised = args.recategorised or _beside(args.output, "recategorised")
+    ingest.output_suffix(recategorised)
+    settings = settings_of(args)
+    quarantine_path = args.quarantine or default_quarantine_path(args.output)
+    given = f"--recategorised {recategorised}" if args.recategorised else f"the recategorised templates {recategorised} (beside -o)"
+    check_outputs(
+        args, {f"-o {args.output}": args.output, given: recategorised, **_quarantine_option(args, quarantine_path)}, inputs=[settings.rate_card]
+    )
+    ratecards.load_card(settings.rate_card)  # a bad card stops the run before the inputs are read
+    traffic = Traffic.from_ingested(args.inputs, read_inputs(args, quarantine_path=quarantine_path), settings)
+    with progress.stage("Pricing by template"):
+        answer = traffic.template_costs()
+    ingest.write_frame(answer.by_month, args.output)
+    ingest.write_frame(answer.recategorised, recategorised, for_people=True)
+    _say(answer.describe())
+    _say(f"Cost by template: {args.output}; recategorised templates: {recategorised}")
     return EXIT_OK
 
 
@@ -845,6 +907,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_summary_command,
     add_charges_command,
     add_costs_command,
+    add_templates_command,
     add_rate_card_command,
     add_generate_command,
     add_compare_command,

@@ -2,8 +2,8 @@
 reads, checked before any value of it is used.
 
 The file holds what a business sets once: `[billing]` (with
-`[billing.authentication_international]`) and `[pricing]`, both read by
-`analytics.settings.Settings.from_toml`. `load` reads the file and refuses, with a `UsageError` (exit
+`[billing.authentication_international]`) and `[pricing]` (with its array of `[[pricing.budget]]`
+tables, `Tables`), both read by `analytics.settings.Settings.from_toml`. `load` reads the file and refuses, with a `UsageError` (exit
 status 2) naming the file, the key and what is expected, anything the schema does not allow: an
 unknown table or key (a misspelt `[biling]` is not silently ignored), a value of the wrong type,
 or one out of range (`fep_window_hours = -5`). Values are checked, never converted: the readers
@@ -53,7 +53,17 @@ class Entries:
 
 @dataclass(frozen=True)
 class Table:
-    settings: Mapping[str, Value | Entries | Table]
+    settings: Mapping[str, Value | Entries | Table | Tables]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """An array of tables (`[[pricing.max_price]]`): each table checked against `table`, with the
+    `required` keys present."""
+
+    expected: str
+    table: Table
+    required: tuple[str, ...]
 
 
 def _is_text(value: object) -> bool:
@@ -101,6 +111,18 @@ def _is_amount(value: object) -> bool:
     return False
 
 
+def _is_max_price(value: object) -> bool:
+    """A price per 1,000 messages above 0 with at most 3 decimals (so a price per message is a rate of 6)."""
+    if not _is_amount(value):
+        return False
+    number = Decimal(str(value))
+    return number > 0 and -number.as_tuple().exponent <= 3  # type: ignore[operator]
+
+
+def _is_month(value: object) -> bool:
+    return isinstance(value, str) and bool(re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value))
+
+
 def _rule_set_names() -> str:
     from analytics.terms.rules import rule_sets  # rules reads its config through this module
 
@@ -138,6 +160,8 @@ SCHEMA = Table(
                 "service_exempt_until": Value(
                     "a TOML date such as 2026-10-01 (no quotes)", lambda v: isinstance(v, dt.date) and not isinstance(v, dt.datetime)
                 ),
+                # changes-2026-h2.md §6: a general-purpose AI assistant, billed general_purpose_ai where listed
+                "ai_provider": Value("true or false", lambda v: isinstance(v, bool)),
                 "authentication_international": Table(
                     {
                         "home_country": COUNTRY,
@@ -160,6 +184,42 @@ SCHEMA = Table(
                 "markup_percent": Value("a number >= 0, such as 10", _is_amount),
                 "markup_per_charge": Value("a number >= 0, such as 0.002", _is_amount),
                 "report_unpriced": Value("true or false", lambda v: isinstance(v, bool)),
+                "agent_tokens_per_message": Value(
+                    "a whole number of tokens above 0, such as 25000",
+                    lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                ),
+                "max_price": Tables(
+                    '[[pricing.max_price]] tables, each with waba_id = "...", per_1000 = 45.5, from = 2026-10-01 and optionally template = "..."',
+                    Table(
+                        {
+                            "waba_id": Value('a WABA id (a string), such as "104996122399150"', lambda v: isinstance(v, str) and bool(v.strip())),
+                            "per_1000": Value("a price per 1,000 marketing messages above 0, at most 3 decimals, such as 45.5", _is_max_price),
+                            "from": Value("a date such as 2026-10-01", _is_date),
+                            "template": Value("a template name (a string)", lambda v: isinstance(v, str) and bool(v.strip())),
+                        }
+                    ),
+                    required=("waba_id", "per_1000", "from"),
+                ),
+                # analytics/present/budget.py: a budget per month, the whole traffic or one category or WABA of it
+                "budget": Tables(
+                    '[[pricing.budget]] tables, each with amount = 1500 and optionally month = "2026-11", category = "...", waba_id = "...", currency = "..."',
+                    Table(
+                        {
+                            "amount": Value("a number >= 0, such as 1500 (in the priced currency)", _is_amount),
+                            "month": Value('a month such as "2026-11" (leave it out for every month)', _is_month),
+                            "category": Value(
+                                'a charge category in lower case, such as "marketing"',
+                                lambda v: isinstance(v, str) and bool(re.fullmatch(r"[a-z_]+", v)),
+                            ),
+                            "waba_id": Value("a WABA id (a string)", lambda v: isinstance(v, str) and bool(v.strip())),
+                            "currency": Value(
+                                'an ISO 4217 currency code such as "EUR"',
+                                lambda v: isinstance(v, str) and bool(re.fullmatch(r"[A-Za-z]{3}", v.strip())),
+                            ),
+                        }
+                    ),
+                    required=("amount",),
+                ),
             }
         ),
     }
@@ -196,6 +256,8 @@ def check(document: Mapping[str, object], schema: Table = SCHEMA, where: tuple[s
             problem = check(value, spec, (*where, key))
         elif isinstance(spec, Entries):
             problem = _check_entries(value, spec, where, key)
+        elif isinstance(spec, Tables):
+            problem = _check_tables(value, spec, where, key)
         else:
             problem = None if spec.valid(value) else f"{_name(where, key)}: expected {spec.describe()}, got {excerpt(value)}"
         if problem:
@@ -212,6 +274,20 @@ def _check_entries(value: object, spec: Entries, where: tuple[str, ...], key: st
             return f"{name}: expected the key to be {spec.key.describe()}"
         if not spec.value.valid(entry_value):
             return f"{name}: expected {spec.value.describe()}, got {excerpt(entry_value)}"
+    return None
+
+
+def _check_tables(value: object, spec: Tables, where: tuple[str, ...], key: str) -> str | None:
+    name = f"[[{'.'.join((*where, key))}]]"
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        return f"{_name(where, key)}: expected {spec.expected}, got {excerpt(value)}"
+    for place, table in enumerate(value, start=1):
+        problem = check(table, spec.table, (*where, f"{key} number {place}"))  # first: a misspelt key is also a missing one
+        if problem:
+            return problem
+        missing = [k for k in spec.required if k not in table]
+        if missing:
+            return f"{name} number {place}: missing {', '.join(missing)}: expected {spec.expected}"
     return None
 
 

@@ -41,6 +41,39 @@ from analytics.terms.rules import (
 # Decimal places a markup may have: a charge's cost (rate scale 6) stays an exact decimal of scale 12.
 MARKUP_PERCENT_SCALE = 4
 MARKUP_PER_CHARGE_SCALE = 6
+# A max price per 1,000 with at most 3 decimals is a price per message with at most 6: a rate (RATE_SCALE).
+MAX_PRICE_SCALE = 3
+# Meta Business Agent: "One message typically consumes about 20,000-25,000 tokens" (Meta, "Upcoming
+# pricing updates for Meta Business Agent, service and utility messages", Updated: Jul 1, 2026): the
+# top of that range, so a cost estimated for a message whose tokens are not known is not understated.
+AGENT_TOKENS_PER_MESSAGE = 25_000
+
+
+@dataclass(frozen=True)
+class MaxPrice:
+    """A marketing max price (Marketing Messages API, changes-2026-h2.md §6, CL#448): from `from_date`
+    (in the WABA's time zone) Meta charges the marketing messages of `waba_id` (of `template`
+    only, when given) at most `per_1000` / 1,000 each, in the currency the run prices in."""
+
+    waba_id: str
+    per_1000: Decimal
+    from_date: dt.date
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"max price of WABA {self.waba_id}" + (f", template {self.template}" if self.template else "")
+        per_1000 = _amount(self.per_1000, f"{where}: per_1000", MAX_PRICE_SCALE)
+        if per_1000 == 0:
+            raise UsageError(f"{where}: per_1000 must be above 0 (a price per 1,000 marketing messages, such as 45.5)")
+        object.__setattr__(self, "per_1000", per_1000)
+
+    @property
+    def per_message(self) -> Decimal:
+        """The most one message costs: exact, at most 6 decimals (a rate of the card)."""
+        return self.per_1000 / 1000
+
+
+BUDGET_SCALE = 2  # a budget is money: cents
 
 
 # The fields that decide the charges (the rest decide only what they cost): a charges file records
@@ -54,7 +87,32 @@ BILLING_FIELDS = (
     "service_exempt_until",
     "authentication_international",
     "rule_book",
+    "ai_provider",
 )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A monthly budget (`[[pricing.budget]]`, analytics/present/budget.py): `amount` in the priced
+    currency (`currency`, when given, must be it) for `month` (YYYY-MM; None: every month), of the
+    whole traffic or only the charges of `category` and/or `waba_id`."""
+
+    amount: Decimal
+    month: str | None = None
+    category: str | None = None
+    waba_id: str | None = None
+    currency: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "amount", _amount(self.amount, "budget amount", BUDGET_SCALE))
+        if self.currency is not None:
+            object.__setattr__(self, "currency", self.currency.strip().upper())
+
+    @property
+    def scope(self) -> str:
+        """What the budget covers, in words: `all traffic`, `marketing`, `WABA 1049...`, or both."""
+        parts = [p for p in (self.category, f"WABA {self.waba_id}" if self.waba_id else None) if p]
+        return ", ".join(parts) or "all traffic"
 
 
 @dataclass(frozen=True)
@@ -74,6 +132,9 @@ class Settings:
       the free tier are `free_exempt` up to and including this date (Meta: 2027-12-31). Default off.
     - `authentication_international`: §4.5; default, no such setting.
     - `rule_book`: the rules (data/rules/rule_sets.toml, or a file of your own).
+    - `ai_provider`: the business is an "AI Provider" in WhatsApp's terms (a general-purpose AI
+      assistant): its non-template messages to users of the markets in data/rules/ai_providers.csv
+      are `general_purpose_ai` charges (changes-2026-h2.md §6). Default off.
 
     Pricing:
     - `rate_card`: a card CSV or a folder of them (default: the card shipped in data/rate_cards/).
@@ -82,6 +143,13 @@ class Settings:
     - `portfolios`: WABA id -> business portfolio, for volume tiers; unlisted WABAs share one portfolio.
     - `markup_percent`, `markup_per_charge`: a provider's markup on every billable charge.
     - `report_unpriced`: a billable charge without a rate is reported as unpriced instead of failing.
+    - `agent_tokens_per_message`: the tokens a Meta Business Agent charge whose tokens are not
+      known is priced at (default 25,000, the top of Meta's "about 20,000-25,000"); its cost is
+      marked as an estimate.
+    - `max_prices`: marketing max prices (`MaxPrice`, config `[[pricing.max_price]]`): marketing and
+      group marketing charges they cover are priced at min(list rate, max price), as "at most".
+    - `budgets`: monthly budgets (`Budget`, `[[pricing.budget]]`), which `wa-analytics costs`,
+      `Traffic.budget()` and the report hold the month's spending and projection against.
     """
 
     timezone: str = "UTC"
@@ -92,12 +160,16 @@ class Settings:
     service_exempt_until: dt.date | None = None
     authentication_international: AuthenticationInternational = field(default_factory=AuthenticationInternational)
     rule_book: RuleBook = field(default_factory=shipped)
+    ai_provider: bool = False
     rate_card: str | Path | None = None
     currency: str | None = None
     portfolios: dict[str, str] = field(default_factory=dict)
     markup_percent: Decimal = Decimal(0)
     markup_per_charge: Decimal = Decimal(0)
     report_unpriced: bool = False
+    agent_tokens_per_message: int = AGENT_TOKENS_PER_MESSAGE
+    max_prices: tuple[MaxPrice, ...] = ()
+    budgets: tuple[Budget, ...] = ()
 
     def __post_init__(self) -> None:
         for tz in (self.timezone, *self.waba_timezones.values()):
@@ -115,6 +187,14 @@ class Settings:
         object.__setattr__(self, "markup_per_charge", _amount(self.markup_per_charge, "markup_per_charge", MARKUP_PER_CHARGE_SCALE))
         if self.currency is not None:
             object.__setattr__(self, "currency", self.currency.strip().upper())
+        if (
+            isinstance(self.agent_tokens_per_message, bool)
+            or not isinstance(self.agent_tokens_per_message, int)
+            or self.agent_tokens_per_message <= 0
+        ):
+            raise UsageError(f"agent_tokens_per_message {self.agent_tokens_per_message!r} must be a whole number of tokens above 0, such as 25000")
+        object.__setattr__(self, "max_prices", tuple(self.max_prices))
+        object.__setattr__(self, "budgets", tuple(b if isinstance(b, Budget) else Budget(**b) for b in self.budgets))  # type: ignore[arg-type]
 
     def replace(self, **changes: object) -> Settings:
         """These settings with some fields changed, checked again; a value of None leaves a field as it is."""
@@ -172,6 +252,7 @@ class Settings:
         waba_timezones = { "104996122399160" = "America/Sao_Paulo" }
         fep_model = "fixed-72h"            # or "fixed-7d", "extend-24h-per-user-message"
         service_exempt_until = 2027-12-31  # an eligible government or non-profit
+        ai_provider = false                # true: a general-purpose AI assistant (Meta's "AI Providers")
         rules_file = "my-rules.toml"       # relative to this file; default: the shipped rules
         [billing.authentication_international]
         home_country = "IT"
@@ -184,6 +265,19 @@ class Settings:
         markup_percent = 10
         markup_per_charge = 0.002
         report_unpriced = false
+        agent_tokens_per_message = 25000   # Meta Business Agent charges without tokens: an estimate
+
+        [[pricing.max_price]]              # a marketing max price, in the card's currency
+        waba_id = "104996122399150"
+        per_1000 = 45.5
+        from = 2026-10-01
+        template = "spring_sale"           # optional: only this template's messages
+        [[pricing.budget]]                 # every month, the whole traffic
+        amount = 1500
+        [[pricing.budget]]                 # one month, one category (or waba_id = "...")
+        month = "2026-11"
+        category = "marketing"
+        amount = 600
         ```
         """
         config_schema.load(path)  # UsageError naming the file, key and what is expected
@@ -197,6 +291,7 @@ class Settings:
             "rules": billing.get("rules"),
             "fep_model": billing.get("fep_model", FIXED_72H),
             "service_exempt_until": _date(billing["service_exempt_until"]) if "service_exempt_until" in billing else None,
+            "ai_provider": billing.get("ai_provider", False),
             "authentication_international": AuthenticationInternational(
                 home_country=auth.get("home_country"),
                 start_dates={k: _date(v) for k, v in auth.get("start_dates", {}).items()},
@@ -207,6 +302,17 @@ class Settings:
             "markup_percent": pricing.get("markup_percent", 0),
             "markup_per_charge": pricing.get("markup_per_charge", 0),
             "report_unpriced": bool(pricing.get("report_unpriced", False)),
+            "agent_tokens_per_message": pricing.get("agent_tokens_per_message", AGENT_TOKENS_PER_MESSAGE),
+            "max_prices": tuple(
+                MaxPrice(
+                    waba_id=str(table["waba_id"]),
+                    per_1000=_exact(table["per_1000"]),
+                    from_date=_date(table["from"]),
+                    template=table.get("template"),
+                )
+                for table in pricing.get("max_price", [])
+            ),
+            "budgets": tuple(Budget(**budget) for budget in pricing.get("budget", [])),
         }
         if "fep_window_hours" in billing:
             values["fep_window"] = dt.timedelta(hours=billing["fep_window_hours"])
@@ -218,6 +324,11 @@ class Settings:
 
 def _date(value: object) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+
+def _exact(value: object) -> object:
+    """A TOML number as the decimal it was written as (a float's repr: 45.5 stays 45.5)."""
+    return Decimal(str(value)) if isinstance(value, float) else value
 
 
 def _amount(value: object, name: str, places: int) -> Decimal:

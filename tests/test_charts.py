@@ -423,6 +423,7 @@ def test_every_chart_of_the_shipped_sample_renders_from_the_real_pipeline(sample
         assert render(chart).startswith(PNG_SIGNATURE), name
     volumes = sample_charts["volumes"].to_dict()
     switch_rows = rows_of(volumes, volumes["layer"][1])
-    # the sample spans pmp-2025, its amendment of 2026-09-28 (ad windows up to 7 days) and pmp-2026-10
-    assert [r["date"] for r in switch_rows] == ["2026-09-28", "2026-10-01"]
+    # the sample spans pmp-2025, its amendments of 2026-08-01 (Meta Business Agent) and 2026-09-28
+    # (ad windows up to 7 days), and pmp-2026-10
+    assert [r["date"] for r in switch_rows] == ["2026-08-01", "2026-09-28", "2026-10-01"]
     assert title_text(volumes) == "Billable messages per month by category"

@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,53 @@ def test_check_returns_none_for_an_empty_file_and_the_first_problem_otherwise():
         "[billing] fep_window_hours: expected a number of hours above 0 and at most 168, such as 72, got 0"
     )
     assert config_schema.check({"pricing": {}, "x": {}}) == ("unknown table [x]: the config file holds [billing] and [pricing] (see the README)")
+
+
+MAX_PRICE = '[[pricing.max_price]]\nwaba_id = "104996122399150"\nper_1000 = 45.5\nfrom = 2026-10-01\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[pricing]\nagent_tokens_per_message = 0\n",
+            "[pricing] agent_tokens_per_message: expected a whole number of tokens above 0, such as 25000, got 0",
+        ),
+        ("[pricing]\nagent_tokens_per_message = 2.5e4\n", "[pricing] agent_tokens_per_message: expected a whole number of tokens above 0"),
+        (
+            MAX_PRICE.replace("per_1000 = 45.5", "per_1000 = 45.5001"),
+            "[pricing.max_price number 1] per_1000: expected a price per 1,000 marketing messages above 0, at most 3 decimals",
+        ),
+        (
+            MAX_PRICE.replace("per_1000 = 45.5", "per_1000 = 0"),
+            "[pricing.max_price number 1] per_1000: expected a price per 1,000 marketing messages above 0",
+        ),
+        (
+            MAX_PRICE.replace("from = 2026-10-01", 'from = "October"'),
+            "[pricing.max_price number 1] from: expected a date such as 2026-10-01, got 'October'",
+        ),
+        (MAX_PRICE.replace("from = 2026-10-01\n", ""), "[[pricing.max_price]] number 1: missing from: expected [[pricing.max_price]] tables"),
+        (MAX_PRICE + MAX_PRICE.replace("waba_id", "waba"), "unknown key waba in [pricing.max_price number 2]: did you mean waba_id?"),
+        (MAX_PRICE + 'template = ""\n', "[pricing.max_price number 1] template: expected a template name (a string)"),
+        ('[pricing]\nmax_price = { waba_id = "1" }\n', "[pricing] max_price: expected [[pricing.max_price]] tables, each with waba_id"),
+    ],
+)
+def test_agent_tokens_and_max_prices_the_schema_refuses_exit_2_naming_the_table_and_key(tmp_path, text, expected):
+    message = refused(tmp_path, text.encode(), command="costs")
+    assert expected in message
+
+
+def test_max_prices_and_agent_tokens_reach_the_settings(tmp_path):
+    from analytics.settings import Settings
+
+    config = tmp_path / "analytics.toml"
+    config.write_text(
+        "[pricing]\nagent_tokens_per_message = 20000\n" + MAX_PRICE + MAX_PRICE.replace("45.5", '"40.125"') + 'template = "spring_sale"\n'
+    )
+    settings = Settings.from_toml(config)
+    assert settings.agent_tokens_per_message == 20_000
+    assert [(m.waba_id, m.per_message, m.from_date, m.template) for m in settings.max_prices] == [
+        ("104996122399150", Decimal("0.0455"), dt.date(2026, 10, 1), None),
+        ("104996122399150", Decimal("0.040125"), dt.date(2026, 10, 1), "spring_sale"),
+    ]
+    assert Settings().agent_tokens_per_message == 25_000 and Settings().max_prices == ()

@@ -173,3 +173,60 @@ def test_rate_card_import_refuses_a_contradicting_date_and_a_missing_file(capsys
     status, err = run(capsys, "rate-card", "import", str(META_2026_04 / "USD_rates.csv"), "-o", str(tmp_path / "c.csv"))
     assert status == 2 and "--effective" in err
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_costs_of_a_charges_file_mark_estimates_and_caps_as_the_python_api_does(capsys, tmp_path):
+    """Issue 17: a charges file (as `charges -o x.parquet` writes it) with Meta Business Agent charges
+    with and without tokens, capped marketing and a group delivery; `costs` on it, and
+    `analytics.load(...).costs()/invoice()` on the same charges, give the same tables."""
+    import datetime as dt
+
+    import analytics
+    from analytics.core import schema
+    from analytics.read import ingest
+    from analytics.settings import Settings
+
+    def charge(at: str, category: str, user: str, tokens: int | None = None, template: str | None = None) -> dict[str, object]:
+        started = dt.datetime.fromisoformat(at).replace(tzinfo=dt.UTC)
+        return {
+            **dict.fromkeys(schema.CHARGE_SCHEMA),
+            **{"rule_set": "pmp-2026-10", "pricing_model": "PMP", "category": category, "pricing_type": "regular", "billable": True},
+            **{"started_at": started, "business_phone": "P1", "waba_id": "W1", "user_id": user, "market": "Italy", "message_count": 1},
+            **{"opening_message_id": f"m-{user}", "tokens": tokens, "template_name": template},
+        }
+
+    charges_frame = pl.DataFrame(
+        [
+            charge("2026-10-05T09:00:00", "marketing", "U1", template="spring_sale"),
+            charge("2026-10-05T09:01:00", "marketing", "U2"),
+            charge("2026-10-05T09:02:00", "meta_business_agent", "U1", tokens=21_000),
+            charge("2026-10-05T09:03:00", "meta_business_agent", "U2"),
+            charge("2026-10-05T09:04:00", "group_marketing", "U3", template="spring_sale"),
+        ],
+        schema=schema.CHARGE_SCHEMA,
+    )
+    config = tmp_path / "analytics.toml"
+    config.write_text(
+        '[pricing]\ncurrency = "USD"\n[[pricing.max_price]]\nwaba_id = "W1"\nper_1000 = 40\nfrom = 2026-10-01\ntemplate = "spring_sale"\n'
+    )
+    settings = Settings.from_toml(config)
+    billed = tmp_path / "charges.parquet"
+    ingest.write_frame(charges_frame, str(billed), metadata=cli._charges_marker(charges_frame.height, settings))
+    out, lines = tmp_path / "costs.parquet", tmp_path / "invoice.parquet"
+    status, err = run(capsys, "costs", str(billed), "--config", str(config), "-o", str(out), "--invoice", str(lines))
+    assert status == 0, err
+    rollup = pl.read_parquet(out)
+    assert rollup.columns[:9] == ["month", "market", "category", "pricing_type", "charges", "billable_charges", "cost", "currency", "priced"]
+    assert rollup.columns[9:] == ["tokens", "estimated_charges", "at_most_charges"]
+    by_category = {r["category"]: r for r in rollup.iter_rows(named=True)}
+    # shipped card, Italy 2026-10: marketing 0.0795; max price 40 per 1,000 for spring_sale: 0.04
+    assert (by_category["marketing"]["cost"], by_category["marketing"]["at_most_charges"]) == (Decimal("0.1195"), 1)
+    assert (by_category["group_marketing"]["cost"], by_category["group_marketing"]["at_most_charges"]) == (Decimal("0.04"), 1)
+    # 2.00 per 1 M tokens: 21,000 given + 25,000 assumed = 46,000 tokens, 0.092
+    agent = by_category["meta_business_agent"]
+    assert (agent["cost"], agent["tokens"], agent["estimated_charges"]) == (Decimal("0.092"), 46_000, 1)
+    assert "~0.09" in err and "Estimated: 1 per-token charges" in err and "At most: 2 marketing charges" in err
+    traffic = analytics.load(str(SAMPLE), settings=settings)
+    traffic.__dict__["charges"] = charges_frame  # the charges the file holds, without billing the sample
+    assert rollup.equals(traffic.costs())
+    assert pl.read_parquet(lines).equals(traffic.invoice())

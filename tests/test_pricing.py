@@ -718,3 +718,249 @@ def test_partials_priced_by_group_report_a_missing_rate_as_price_does(billed_acr
 def test_no_charges_give_empty_partials_by_group():
     partials = pricing.cost_partials_of_charges(schema.empty_charges())
     assert partials.schema == pl.Schema(pricing.PARTIAL_SCHEMA) and partials.height == 0
+
+
+# --- Issue 17: groups, Meta Business Agent, AI Providers, marketing max prices ----------------------
+
+
+def with_tokens(charges_frame: pl.DataFrame, *tokens: int | None) -> pl.DataFrame:
+    return charges_frame.with_columns(tokens=pl.Series(tokens, dtype=pl.Int64))
+
+
+def with_templates(charges_frame: pl.DataFrame, *names: str | None) -> pl.DataFrame:
+    return charges_frame.with_columns(template_name=pl.Series(names, dtype=pl.String))
+
+
+def test_meta_business_agent_is_priced_per_token_at_the_shipped_global_rate():
+    # data/rate_cards/meta-business-agent.csv: USD 2.00 per 1 M tokens from 2026-08-01, every market.
+    charges_frame = with_tokens(
+        frame(
+            charge("2026-08-01T00:00:00Z", "meta_business_agent", market="Italy", user="U1"),
+            charge("2026-08-02T09:00:00Z", "meta_business_agent", market="Brazil", user="U2"),
+            charge("2026-08-02T09:00:00Z", "meta_business_agent", market="Unknown", user="U3"),
+        ),
+        23_457,
+        1_000_000,
+        1,
+    )
+    priced = price(charges_frame)
+    assert priced["rate"].to_list() == [D("2"), D("2"), D("2")] and priced["rate_unit"].to_list() == ["million_tokens"] * 3
+    # 2.00 × 23,457 / 1,000,000 = 0.046914; 2.00 × 1,000,000 / 1,000,000 = 2; 2.00 × 1 / 1,000,000 = 0.000002
+    assert priced["cost"].to_list() == [D("0.046914"), D("2"), D("0.000002")]
+    assert priced["billed_tokens"].to_list() == [23_457, 1_000_000, 1] and not priced["estimated"].any()
+    assert "Meta Business Agent" in priced["rate_source"][0] and "Updated: Jul 1, 2026" in priced["rate_source"][0]
+    rollup = costs(priced)
+    italy = rollup.filter(pl.col("market") == "Italy").row(0, named=True)
+    assert (italy["cost"], italy["tokens"], italy["estimated_charges"]) == (D("0.046914"), 23_457, 0)
+    # Before 2026-08-01 the card has no such rate: unpriced, never zero.
+    early = with_tokens(frame(charge("2026-07-31T23:59:00Z", "meta_business_agent")), 20_000)
+    with pytest.raises(MissingRateError, match="USD Italy meta_business_agent on 2026-07-31"):
+        price(early, Settings(currency="USD"))
+
+
+def test_meta_business_agent_without_tokens_is_priced_at_agent_tokens_per_message_and_marked_an_estimate():
+    charges_frame = with_tokens(
+        frame(charge("2026-09-01T10:00:00Z", "meta_business_agent", user="U1"), charge("2026-09-01T11:00:00Z", "meta_business_agent", user="U2")),
+        None,
+        10_000,
+    )
+    priced = price(charges_frame)
+    assert priced["estimated"].to_list() == [True, False]
+    assert priced["billed_tokens"].to_list() == [25_000, 10_000]  # Settings' default: the top of Meta's 20,000-25,000
+    assert priced["cost"].to_list() == [D("0.05"), D("0.02")]  # 2.00 × 25,000 / 1 M; 2.00 × 10,000 / 1 M
+    fewer = price(charges_frame, Settings(agent_tokens_per_message=20_000))
+    assert fewer["cost"].to_list() == [D("0.04"), D("0.02")]
+    row = costs(priced).row(0, named=True)
+    assert (row["cost"], row["tokens"], row["estimated_charges"], row["at_most_charges"]) == (D("0.07"), 35_000, 1, 0)
+    lines = invoice(priced).row(0, named=True)
+    assert (lines["cost"], lines["tokens"], lines["estimated_charges"]) == (D("0.07"), 35_000, 1)
+    text = format_invoice(priced)
+    assert "~0.07" in text
+    assert "Estimated: 1 per-token charges (Meta Business Agent) without their tokens are priced at 25,000 tokens each" in text
+    assert "0.05 USD of the total is an estimate" in text
+
+
+def test_a_percent_markup_on_a_per_token_cost_is_rounded_once_to_twelve_decimals():
+    charges_frame = with_tokens(frame(charge("2026-09-01T10:00:00Z", "meta_business_agent")), 7)
+    priced = price(charges_frame, Settings(markup_percent=D("12.3457"), markup_per_charge=D("0.001")))
+    # card 2.00 × 7 / 1 M = 0.000014; markup 0.000014 × 0.123457 = 0.000001728398 (exact: 12 places) + 0.001
+    assert priced["markup"][0] == D("0.001001728398") and priced["cost"][0] == D("0.001015728398")
+
+
+def test_a_market_row_wins_over_a_global_row_and_a_global_rate_is_per_currency(tmp_path):
+    path = tmp_path / "card.csv"
+    path.write_text(
+        "effective_from,currency,market,category,tier_from,rate,source,note,unit\n"
+        "2026-08-01,USD,global,meta_business_agent,1,2.00,test,trust B,million_tokens\n"
+        "2026-08-01,USD,Italy,meta_business_agent,1,3.00,test,trust C,million_tokens\n"
+        "2026-08-01,EUR,Italy,marketing,1,0.06,test,trust C,\n",
+        encoding="utf-8",
+    )
+    card = load_card(path)
+    charges_frame = with_tokens(
+        frame(
+            charge("2026-09-01T10:00:00Z", "meta_business_agent", market="Italy"),
+            charge("2026-09-01T10:00:00Z", "meta_business_agent", market="Spain", user="U2"),
+        ),
+        100_000,
+        100_000,
+    )
+    priced = price(charges_frame, Settings(currency="USD"), card=card)
+    assert priced["cost"].to_list() == [D("0.3"), D("0.2")]  # Italy's own 3.00, Spain the global 2.00, per 1 M tokens
+    assert priced["rate_trust"].to_list() == ["C", "B"]
+    in_euros = price(charges_frame, Settings(currency="EUR", report_unpriced=True), card=card)
+    assert in_euros["cost"].is_null().all()  # no EUR rate known: unpriced, never zero
+    assert costs(in_euros)["priced"].to_list() == [False, False]
+
+
+def test_a_per_token_unit_is_refused_for_per_message_categories_and_an_unknown_unit_is_named(tmp_path):
+    path = tmp_path / "card.csv"
+    path.write_text(
+        "effective_from,currency,market,category,tier_from,rate,source,note,unit\n"
+        "2026-08-01,USD,Italy,marketing,1,2.00,test,trust B,million_tokens\n"
+        "2026-08-01,USD,Italy,utility,1,0.03,test,trust B,per_token\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(Exception, match=r"line 2: unit million_tokens for marketing: only meta_business_agent.*line 3: unknown unit 'per_token'"):
+        load_card(path)
+
+
+GROUP_CARD = (
+    "2026-10-01,USD,Italy,marketing,1,0.07,test,trust B\n"
+    "2026-10-01,USD,Italy,utility,1,0.03,test,trust B\n"
+    "2026-10-01,USD,Italy,utility,2,0.02,test,trust B\n"
+    "2026-10-01,USD,Spain,marketing,1,0.06,test,trust B\n"
+    "2026-10-01,USD,Spain,group_marketing,1,0.05,test,trust C\n"
+    "2026-10-01,USD,Spain,utility,1,0.01,test,trust B\n"
+)
+
+
+def test_group_categories_are_priced_at_their_base_category_rate_unless_the_card_has_their_own(tmp_path):
+    card = card_of(tmp_path, GROUP_CARD)
+    charges_frame = frame(
+        charge("2026-10-05T10:00:00Z", "group_marketing", rule_set="pmp-2026-10", user="U1"),
+        charge("2026-10-05T10:00:00Z", "group_utility", rule_set="pmp-2026-10", user="U2"),
+        # group_service: at service's rate; the card has no service row, so pmp-2026-10's service_rate_from (utility)
+        charge("2026-10-05T10:00:00Z", "group_service", rule_set="pmp-2026-10", user="U3"),
+        charge("2026-10-05T10:00:00Z", "group_marketing", rule_set="pmp-2026-10", market="Spain", user="U4"),
+        charge("2026-10-05T10:00:00Z", "group_service", rule_set="pmp-2026-10", market="Spain", user="U5"),
+    )
+    priced = price(charges_frame, card=card)
+    assert priced["cost"].to_list() == [D("0.07"), D("0.03"), D("0.03"), D("0.05"), D("0.01")]
+    assert priced["rate_trust"].to_list() == ["B", "B", "B", "C", "B"]  # Spain's own group_marketing row (C) wins
+
+
+def test_group_deliveries_count_toward_no_volume_tier(tmp_path):
+    # Italy utility: 0.03 for the 1st message of the month, 0.02 from the 2nd (GROUP_CARD).
+    card = card_of(tmp_path, GROUP_CARD)
+    charges_frame = frame(
+        charge("2026-10-05T10:00:00Z", "group_utility", rule_set="pmp-2026-10", user="U1"),
+        charge("2026-10-05T10:01:00Z", "group_utility", rule_set="pmp-2026-10", user="U2"),
+        charge("2026-10-05T10:02:00Z", "utility", rule_set="pmp-2026-10", user="U3"),
+        charge("2026-10-05T10:03:00Z", "utility", rule_set="pmp-2026-10", user="U4"),
+    )
+    priced = price(charges_frame, card=card)
+    assert priced["tier_position"].to_list() == [None, None, 1, 2]
+    assert priced["cost"].to_list() == [D("0.03"), D("0.03"), D("0.03"), D("0.02")]  # groups at the list rate, uncounted
+
+
+def test_general_purpose_ai_is_unpriced_never_zero():
+    charges_frame = frame(
+        charge("2026-03-20T10:00:00Z", "general_purpose_ai", market="Brazil", user="U1"),
+        charge("2026-03-20T10:00:00Z", "marketing", market="Brazil", user="U2"),
+    )
+    with pytest.raises(MissingRateError, match="general_purpose_ai.*Meta's AI Provider rate card is not known"):
+        price(charges_frame)  # the shipped card has several currencies: USD prices the marketing charge
+    priced = price(charges_frame, Settings(report_unpriced=True))
+    assert priced["currency"].to_list() == ["USD", "USD"]
+    assert priced.filter(pl.col("category") == "general_purpose_ai")["cost"].to_list() == [None]
+    rollup = costs(priced).filter(pl.col("category") == "general_purpose_ai").row(0, named=True)
+    assert (rollup["priced"], rollup["cost"], rollup["billable_charges"]) == (False, None, 1)
+    assert "Unpriced: 1 billable charges have no rate" in format_invoice(priced, Settings(report_unpriced=True))
+
+
+def max_price_settings(*caps: tuple[str, str, str, str | None]) -> Settings:
+    from analytics.settings import MaxPrice
+
+    return Settings(max_prices=tuple(MaxPrice(waba, D(per_1000), dt.date.fromisoformat(start), template) for waba, per_1000, start, template in caps))
+
+
+def test_a_max_price_caps_marketing_of_its_waba_from_its_date(tmp_path):
+    card = card_of(tmp_path, GROUP_CARD)
+    charges_frame = frame(
+        charge("2026-10-01T09:00:00Z", "marketing", rule_set="pmp-2026-10", waba="W1", user="U1"),
+        charge("2026-10-02T09:00:00Z", "marketing", rule_set="pmp-2026-10", waba="W1", user="U2"),
+        charge("2026-10-02T09:00:00Z", "group_marketing", rule_set="pmp-2026-10", waba="W1", user="U3"),
+        charge("2026-10-02T09:00:00Z", "utility", rule_set="pmp-2026-10", waba="W1", user="U4"),
+        charge("2026-10-02T09:00:00Z", "marketing", rule_set="pmp-2026-10", waba="W2", user="U5"),
+        charge("2026-10-02T09:00:00Z", "marketing", rule_set="pmp-2026-10", waba="W1", user="U6", market="Spain"),
+    )
+    # 45.5 per 1,000 = 0.0455 a message, from 2026-10-02 (UTC), WABA W1 only
+    priced = price(charges_frame, max_price_settings(("W1", "45.5", "2026-10-02", None)), card=card)
+    assert priced["cost"].to_list() == [D("0.07"), D("0.0455"), D("0.0455"), D("0.03"), D("0.07"), D("0.0455")]
+    assert priced["at_most"].to_list() == [False, True, True, False, False, True]
+    # A max price above the list rate: the list rate, still an upper bound.
+    above = price(charges_frame, max_price_settings(("W1", "80", "2026-10-02", None)), card=card)
+    assert above["cost"].to_list() == [D("0.07"), D("0.07"), D("0.07"), D("0.03"), D("0.07"), D("0.06")]
+    assert above["at_most"].to_list() == [False, True, True, False, False, True]
+    rollup = costs(priced).filter(pl.col("category") == "marketing", pl.col("market") == "Italy").row(0, named=True)
+    assert (rollup["cost"], rollup["at_most_charges"]) == (D("0.185500"), 1)  # 0.07 + 0.0455 (W1, capped) + 0.07 (W2)
+    text = format_invoice(priced)
+    assert "At most: 3 marketing charges under a max price are priced at min(list rate, max price): 0.14 USD" in text  # 3 × 0.0455
+    assert "≤" in text
+
+
+def test_a_max_price_for_a_template_caps_only_that_template_and_wins_over_the_wabas(tmp_path):
+    card = card_of(tmp_path, GROUP_CARD)
+    charges_frame = with_templates(
+        frame(
+            charge("2026-10-05T09:00:00Z", "marketing", rule_set="pmp-2026-10", user="U1"),
+            charge("2026-10-05T09:00:00Z", "marketing", rule_set="pmp-2026-10", user="U2"),
+            charge("2026-10-05T09:00:00Z", "marketing", rule_set="pmp-2026-10", user="U3"),
+        ),
+        "spring_sale",
+        "newsletter",
+        None,
+    )
+    only_template = price(charges_frame, max_price_settings(("W1", "40", "2026-10-01", "spring_sale")), card=card)
+    assert only_template["cost"].to_list() == [D("0.04"), D("0.07"), D("0.07")]
+    both = price(charges_frame, max_price_settings(("W1", "50", "2026-10-01", None), ("W1", "40", "2026-10-01", "spring_sale")), card=card)
+    assert both["cost"].to_list() == [D("0.04"), D("0.05"), D("0.05")]
+
+
+def test_cost_partials_of_charges_give_the_same_costs_and_invoice_with_tokens_and_caps(tmp_path):
+    charges_frame = with_templates(
+        with_tokens(
+            frame(
+                charge("2026-10-05T09:00:00Z", "marketing", rule_set="pmp-2026-10", user="U1"),
+                charge("2026-10-05T09:05:00Z", "marketing", rule_set="pmp-2026-10", user="U2"),
+                charge("2026-10-05T09:10:00Z", "meta_business_agent", rule_set="pmp-2026-10", user="U1"),
+                charge("2026-10-05T09:20:00Z", "meta_business_agent", rule_set="pmp-2026-10", user="U2"),
+                charge("2026-10-05T09:30:00Z", "meta_business_agent", rule_set="pmp-2026-10", user="U3"),
+                charge("2026-10-05T09:40:00Z", "group_utility", rule_set="pmp-2026-10", user="U4"),
+            ),
+            None,
+            None,
+            21_000,
+            None,
+            None,
+            None,
+        ),
+        "spring_sale",
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    # the template's cap: 1 charge capped; the WABA's: both marketing charges; none: no cap
+    for caps, capped in (((("W1", "40", "2026-10-01", "spring_sale"),), 1), ((("W1", "40", "2026-10-01", None),), 2), ((), 0)):
+        settings = max_price_settings(*caps)
+        priced = price(charges_frame, settings)
+        partials = pricing.cost_partials_of_charges(charges_frame, settings)
+        assert_frame_equal(pricing.costs_from_partials(partials), costs(priced))
+        assert_frame_equal(pricing.invoice_from_partials(partials), invoice(priced))
+        assert priced["at_most"].sum() == capped
+    priced = price(charges_frame, max_price_settings(("W1", "40", "2026-10-01", "spring_sale")))
+    agent = costs(priced).filter(pl.col("category") == "meta_business_agent").row(0, named=True)
+    assert (agent["tokens"], agent["estimated_charges"], agent["cost"]) == (71_000, 2, D("0.142"))  # 2.00 × 71,000 / 1 M

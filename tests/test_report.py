@@ -38,7 +38,13 @@ from analytics.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 RECONCILE = FIXTURES / "reconcile"
-CHARTS_PER_NOTEBOOK = {"01_conversation_volumes": 2, "02_costs": 3, "03_strategies_and_projection": 3, "04_reconciliation": 1}
+CHARTS_PER_NOTEBOOK = {
+    "01_conversation_volumes": 2,
+    "02_costs": 3,
+    "03_strategies_and_projection": 3,
+    "04_reconciliation": 1,
+    "05_templates_and_budget": 0,
+}
 
 
 # --- the report month ------------------------------------------------------------------------------
@@ -207,7 +213,7 @@ def test_the_report_is_one_html_file_without_code_or_scripts_and_with_every_char
     for data in images:
         width, height = png_size(data)
         assert width > 200 and height > 100
-    for heading in ("Conversation volumes", "Costs", "Strategies and projection", "Reconciliation"):
+    for heading in ("Conversation volumes", "Costs", "Strategies and projection", "Reconciliation", "Templates and budget"):
         assert f">{heading}</h1>" in page or f">{heading}</a>" in page
     assert "Report month 2026-10 (UTC)" in page
     assert "<td>Italy</td>" in page and "&quot;" not in page  # table cells without Polars' quotes

@@ -121,14 +121,15 @@ def test_rule_set_switches_include_the_free_service_change_and_both_ends():
     assert switches.select("date", "rule_set").rows() == [
         (dt.date(2024, 11, 1), "cbp-2023"),
         (dt.date(2025, 7, 1), "pmp-2025"),
+        (dt.date(2026, 8, 1), "pmp-2025"),
         (dt.date(2026, 9, 28), "pmp-2025"),
         (dt.date(2026, 10, 1), "pmp-2026-10"),
     ]
-    assert switches["label"].to_list() == ["service free", "pmp-2025", "ad windows up to 7 d", "pmp-2026-10"]
+    assert switches["label"].to_list() == ["service free", "pmp-2025", "Business Agent", "ad windows up to 7 d", "pmp-2026-10"]
 
 
 def test_rule_set_switches_outside_every_change_is_empty():
-    switches = rollups.rule_set_switches(dt.date(2026, 1, 1), dt.date(2026, 9, 27))
+    switches = rollups.rule_set_switches(dt.date(2026, 1, 1), dt.date(2026, 7, 31))
     assert switches.height == 0 and switches.schema == pl.Schema(rollups.SWITCHES_SCHEMA)
 
 

@@ -550,7 +550,7 @@ def test_cbp_2022_free_tier_counts_both_types_but_not_fep_conversations(bill):
 
 
 def test_pmp_2026_10_free_tier_is_1000_service_messages_per_business_phone_month_reactions_not_counted(bill):
-    assert rules.rule_set("pmp-2026-10").free_tier_of("service") == rules.FreeTier("service", 1_000, "business_phone", ("service",))
+    assert rules.rule_set("pmp-2026-10").free_tier_of("service") == rules.FreeTier("service", 1_000, "business_phone", ("service", "group_service"))
     busy = Traffic(PMP_2026_DAY, business_phone="B1")
     busy.user(0)
     for n in range(1_001):
@@ -693,4 +693,5 @@ def test_no_messages_no_charges(bill):
     assert list(charges.columns) == [
         "rule_set", "pricing_model", "category", "pricing_type", "billable", "started_at", "expires_at",
         "business_phone", "waba_id", "user_id", "market", "message_count", "opening_message_id",
+        "group_id", "tokens", "template_name",  # the optional extensions of 2026, null here
     ]  # fmt: skip

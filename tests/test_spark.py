@@ -214,16 +214,30 @@ def test_free_tier_query_decides_the_same_in_duckdb_and_spark(spark) -> None:
 
 def test_chunks_of_sorted_batches_never_split_a_key() -> None:
     keys = [("p1", "u1")] * 3 + [("p1", "u2")] * 4 + [("p2", "u1")] * 2 + [("p2", "u2")]
-    frame = pa.table({"business_phone": [k[0] for k in keys], "user_id": [k[1] for k in keys], "n": list(range(len(keys)))})
+    frame = pa.table({"business_phone": [k[0] for k in keys], "billing_key": [k[1] for k in keys], "n": list(range(len(keys)))})
     batches = frame.to_batches(max_chunksize=2)  # batch boundaries fall inside keys
     chunks = list(spark_engine.whole_key_chunks(iter(batches), rows=3))
     assert pl.concat(chunks)["n"].to_list() == list(range(len(keys)))
     seen: set[tuple[str, str]] = set()
     for chunk in chunks:
-        in_chunk = set(chunk.select("business_phone", "user_id").unique().iter_rows())
+        in_chunk = set(chunk.select("business_phone", "billing_key").unique().iter_rows())
         assert not in_chunk & seen
         seen |= in_chunk
     assert len(chunks) > 1
+
+
+def test_spark_bills_groups_agents_and_carried_columns_like_the_local_engine(spark) -> None:
+    """A group's participants are billed in one kernel call however Spark partitions; the kernel's
+    group_id, tokens and template_name pass through to the charges."""
+    from test_groups_agents_ai import mixed_traffic
+
+    traffic = mixed_traffic()
+    local = schema.conform_charges(charges.bill(traffic))
+    on_spark = spark_engine.to_polars(spark_engine.bill(spark.createDataFrame(traffic.to_arrow()), partitions=4))
+    assert_frame_equal(on_spark, local)
+    assert local["group_id"].drop_nulls().n_unique() == 3
+    assert set(local["tokens"].drop_nulls()) == {20_000}
+    assert set(local["template_name"].drop_nulls()) == {"receipt"}
 
 
 def test_charges_and_costs_commands_with_engine_spark(spark, traffic, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -310,3 +324,43 @@ def test_one_million_messages_on_spark_equal_the_local_engine(tmp_path: Path) ->
     assert cli.main(["costs", str(messages), *card, "-o", str(costs["local"])]) == 0
     assert cli.main(["costs", "--engine", "spark", "--spark-master", "local[2]", str(messages), *card, "-o", str(costs["spark"])]) == 0
     assert costs["spark"].read_text() == costs["local"].read_text()
+
+
+def test_spark_prices_issue_17_charges_as_the_local_engine(spark) -> None:
+    """Per-token Meta Business Agent charges (with and without tokens), group deliveries at their
+    base rates and marketing under a max price: the same priced rows, costs and invoice on Spark."""
+    from analytics.settings import MaxPrice
+
+    def charge(minute: int, category: str, tokens: int | None = None, template: str | None = None) -> dict[str, object]:
+        return {
+            **dict.fromkeys(schema.CHARGE_SCHEMA),
+            **{"rule_set": "pmp-2026-10", "pricing_model": "PMP", "category": category, "pricing_type": "regular", "billable": True},
+            **{"started_at": dt.datetime(2026, 10, 5, 9, minute, tzinfo=dt.UTC), "business_phone": "P1", "waba_id": "W1"},
+            **{"user_id": f"U{minute}", "market": "Italy", "message_count": 1, "opening_message_id": f"m{minute}"},
+            **{"tokens": tokens, "template_name": template},
+        }
+
+    local_charges = pl.DataFrame(
+        [
+            charge(1, "meta_business_agent", tokens=23_457),
+            charge(2, "meta_business_agent"),
+            charge(3, "marketing", template="spring_sale"),
+            charge(4, "marketing"),
+            charge(5, "group_marketing", template="spring_sale"),
+            charge(6, "group_utility"),
+            charge(7, "group_service"),
+        ],
+        schema=schema.CHARGE_SCHEMA,
+    )
+    settings = Settings(
+        currency="USD",
+        markup_percent=Decimal("12.5"),
+        max_prices=(MaxPrice("W1", Decimal("40"), dt.date(2026, 10, 1), "spring_sale"),),
+    )
+    local = pricing.price(local_charges, settings).sort(schema.CHARGE_ORDER)
+    frame = spark.createDataFrame(local_charges.to_arrow())
+    assert_frame_equal(priced_to_polars(spark_engine.price(frame, settings)), local)
+    partials = spark_engine.cost_partials(frame, settings)
+    assert_frame_equal(pricing.costs_from_partials(partials), pricing.costs(local))
+    assert_frame_equal(pricing.invoice_from_partials(partials), pricing.invoice(local))
+    assert local["estimated"].sum() == 1 and local["at_most"].sum() == 2

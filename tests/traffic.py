@@ -10,6 +10,9 @@ assert rows(charges)[0] == ("marketing", "regular", True, traffic.at(0), traffic
 Message ids default to `<id_prefix><counter>` zero-padded in insertion order, so their byte-wise
 order (billing-rules.md §2 Order) is the order they were written in. Give keys that are billed
 together different `id_prefix`es (`merge` refuses repeated ids).
+
+`Group` writes one group's messages the same way: an outbound message is one row per participant
+(README, "How billing works": groups), with the same id.
 """
 
 from __future__ import annotations
@@ -71,13 +74,17 @@ class Traffic:
         """An inbound message; `entry_point` `ctwa` or `page_cta` makes a free entry point offer."""
         return self._add(h, message_id, direction="inbound", message_type="text", status="received", entry_point=entry_point)
 
-    def template(self, h: Hours, category: str, message_id: str | None = None) -> Traffic:
+    def template(self, h: Hours, category: str, message_id: str | None = None, template_name: str | None = None) -> Traffic:
         """A delivered template of `category` (marketing, utility, authentication, marketing_lite)."""
-        return self._add(h, message_id, direction="outbound", message_type=schema.TEMPLATE, template_category=category)
+        return self._add(h, message_id, direction="outbound", message_type=schema.TEMPLATE, template_category=category, template_name=template_name)
 
     def text(self, h: Hours, message_id: str | None = None) -> Traffic:
         """A delivered non-template message."""
         return self._add(h, message_id, direction="outbound", message_type="text")
+
+    def agent(self, h: Hours, tokens: int | None = None, message_id: str | None = None) -> Traffic:
+        """A delivered Meta Business Agent reply (`sent_by` meta_business_agent), with the tokens Meta billed."""
+        return self._add(h, message_id, direction="outbound", message_type="text", sent_by=schema.META_BUSINESS_AGENT, tokens=tokens)
 
     def reaction(self, h: Hours, message_id: str | None = None) -> Traffic:
         """A delivered reaction (a non-template message, §5)."""
@@ -101,6 +108,7 @@ class Traffic:
         template_category: str | None = None,
         status: str = "delivered",
         entry_point: str | None = None,
+        **extensions: object,
     ) -> Traffic:
         self.rows.append(
             {
@@ -116,15 +124,86 @@ class Traffic:
                 "template_category": template_category,
                 "status": status,
                 "entry_point": entry_point,
+                **extensions,
             }
         )
         return self
 
 
-def merge(*traffics: Traffic) -> pl.DataFrame:
-    """Several keys' traffic as one canonical frame; message ids must not repeat across keys."""
+class Group:
+    """The messages of one group of a business number: `participants` maps user_id to country."""
+
+    def __init__(
+        self,
+        start: str,
+        participants: dict[str, str],
+        group_id: str = "G1",
+        business_phone: str = "B1",
+        *,
+        waba_id: str = schema.DEFAULT_WABA,
+        id_prefix: str = "g",
+    ):
+        self.start = instant(start)
+        self.participants = participants
+        self.group_id = group_id
+        self.business_phone = business_phone
+        self.waba_id = waba_id
+        self.id_prefix = id_prefix
+        self.rows: list[dict[str, object]] = []
+        self.sent = 0
+
+    def at(self, h: Hours) -> dt.datetime:
+        return self.start + (h if isinstance(h, dt.timedelta) else dt.timedelta(hours=h))
+
+    def user(self, h: Hours, participant: str, entry_point: str | None = None) -> Group:
+        """A participant's message to the group: it opens or refreshes the group's customer service window."""
+        return self._add(h, [participant], (), direction="inbound", message_type="text", status="received", entry_point=entry_point)
+
+    def template(self, h: Hours, category: str, failed: tuple[str, ...] = (), template_name: str | None = None) -> Group:
+        """A template to every participant, delivered but to those in `failed`."""
+        return self._add(
+            h,
+            list(self.participants),
+            failed,
+            direction="outbound",
+            message_type=schema.TEMPLATE,
+            template_category=category,
+            template_name=template_name,
+        )
+
+    def text(self, h: Hours, failed: tuple[str, ...] = ()) -> Group:
+        """A non-template message to every participant, delivered but to those in `failed`."""
+        return self._add(h, list(self.participants), failed, direction="outbound", message_type="text")
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.rows, schema=schema.MESSAGE_SCHEMA)
+
+    def _add(self, h: Hours, to: list[str], failed: tuple[str, ...], *, direction: str, status: str = "delivered", **values: object) -> Group:
+        self.sent += 1
+        for participant in to:
+            self.rows.append(
+                {
+                    "message_id": f"{self.id_prefix}{self.sent:04d}",
+                    "timestamp": self.at(h),
+                    "direction": direction,
+                    "business_phone": self.business_phone,
+                    "waba_id": self.waba_id,
+                    "user_id": participant,
+                    "user_country": self.participants[participant],
+                    "status": "failed" if participant in failed else status,
+                    "group_id": self.group_id,
+                    **values,
+                }
+            )
+        return self
+
+
+def merge(*traffics: Traffic | Group) -> pl.DataFrame:
+    """Several keys' traffic as one canonical frame; message ids must not repeat across keys (a
+    group's rows share their message's id)."""
     frame = pl.concat([t.frame() for t in traffics]) if traffics else schema.empty_messages()
-    repeated = frame["message_id"].filter(frame["message_id"].is_duplicated()).unique().to_list()
+    ids = pl.concat([t.frame()["message_id"].unique() for t in traffics]) if traffics else frame["message_id"]
+    repeated = ids.filter(ids.is_duplicated()).unique().to_list()
     if repeated:
         raise ValueError(f"message ids repeat across keys: {sorted(repeated)[:5]}; give each Traffic its own id_prefix")
     return frame

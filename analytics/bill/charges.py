@@ -32,6 +32,11 @@ What the speed rests on, measured on 10 M messages (benchmarks/README.md):
 - One filter for all charge rows, in billing order, with Enum codes for the few-valued columns;
   keys then move to their string order as whole blocks, never a sort of the rows.
 - Codes from strings by chains of comparisons: Polars' `replace` holds whole string columns.
+
+Issue 17's traffic (groups, Meta Business Agent, AI Providers; `analytics.bill.reference` says
+the rules) costs nothing where the input has none: its columns are read only when some row uses
+them. A group's rows are one key (business_phone, group_id), so the per-key passes need nothing
+new; its charges then take their place among the one-to-one charges by one sort of the rows.
 """
 
 from __future__ import annotations
@@ -55,7 +60,17 @@ Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 _SLOT_CODES = {"marketing": 1, "utility": 2, "authentication": 3}
 # The few-valued charge columns are Enum codes inside the kernel, strings in its output (`finish`).
-CATEGORY = pl.Enum([*rules.INITIATOR_CATEGORIES, rules.SERVICE, *_SLOT_CODES, rules.AUTH_INTERNATIONAL])
+CATEGORY = pl.Enum(
+    [
+        *rules.INITIATOR_CATEGORIES,
+        rules.SERVICE,
+        *_SLOT_CODES,
+        rules.AUTH_INTERNATIONAL,
+        *rules.GROUP_CATEGORIES,
+        rules.META_BUSINESS_AGENT,
+        rules.GENERAL_PURPOSE_AI,
+    ]
+)
 PRICING_TYPE = pl.Enum(schema.PRICING_TYPES)
 PRICING_MODEL = pl.Enum([rules.CBP, rules.PMP])
 _PERIOD = pl.UInt8  # a message's rule-set period: its place in `Settings.periods()`
@@ -125,6 +140,8 @@ _FEW_VALUES = pl.Categorical()  # business numbers, WABAs and countries: few val
 # What a charge shows of its message, kept by input row (`orig`) and gathered for charge rows alone:
 # only what orders and windows the messages is sorted.
 _ATTRIBUTES = ["message_id", "user_id", "local_date", "business_phone", "waba_id", "user_country"]
+# What a charge carries of its opening message when the input gives any (issue 17), null otherwise.
+_EXTENSIONS = {"group_id": pl.String(), "tokens": pl.Int64(), "template_name": pl.String()}
 
 
 def candidate_schema(settings: Settings) -> dict[str, pl.DataType]:
@@ -150,6 +167,7 @@ def candidate_schema(settings: Settings) -> dict[str, pl.DataType]:
         "local_month": pl.Date(),
         "free_units": pl.Int64(),
         "beyond_free_tier": PRICING_TYPE,
+        **_EXTENSIONS,
     }
 
 
@@ -171,12 +189,21 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[
     is_template = pl.col("message_type") == schema.TEMPLATE
     choices = settings.rule_book.choices
     slot_codes = _SLOT_CODES | {alias: _SLOT_CODES[billed] for alias, billed in choices.billed_category.items()}
-    # §9: the end Meta gave a free entry point window, where the input has any (`fep_expires_at`)
-    reported = (
-        [pl.col(schema.FEP_EXPIRES_AT).cast(schema.INSTANT).dt.epoch("us").alias("fep_reported")]
-        if schema.FEP_EXPIRES_AT in names and frame.select(pl.col(schema.FEP_EXPIRES_AT).is_not_null().any()).collect().item()
-        else []
-    )
+    # Optional columns are read only where some row uses them: §9 the end Meta gave a free entry
+    # point window (`fep_expires_at`), and issue 17's groups, senders and carried values.
+    used = _columns_used(frame, names)
+    reported = [pl.col(schema.FEP_EXPIRES_AT).cast(schema.INSTANT).dt.epoch("us").alias("fep_reported")] if used[schema.FEP_EXPIRES_AT] else []
+    groups = used["group_id"]
+    in_group = pl.col("group_id").is_not_null() if groups else pl.lit(False)
+    one_to_one_outbound = (pl.col("direction") == "outbound") & ~in_group
+    agent = one_to_one_outbound & (pl.col("sent_by") == schema.META_BUSINESS_AGENT).fill_null(False) if used["sent_by"] else pl.lit(False)
+    issue_17 = [pl.col(c) for c in _EXTENSIONS if used[c]]
+    if groups:
+        issue_17 += [in_group.alias("group"), (is_template & (pl.col("template_category") == rules.AUTH).fill_null(False)).alias("group_auth")]
+    if used["sent_by"]:
+        issue_17.append(agent.alias("agent"))
+    if settings.ai_provider:  # changes-2026-h2.md §6: listed on the message's local date
+        issue_17.append((one_to_one_outbound & ~is_template & (pl.col("message_type") != schema.REACTION) & ~agent).alias("ai_eligible"))
     slot = looked_up(pl.col("template_category"), slot_codes, pl.UInt8)
     query = (
         frame.with_columns(user_country=markets.missing_user_country(names), waba_id=pl.col("waba_id").fill_null(schema.DEFAULT_WABA))
@@ -186,8 +213,9 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[
             "user_id",
             "orig",
             *reported,
-            key_hash=_key_hash(),
-            key_check=pl.struct("user_id", "business_phone").hash(seed=7),
+            *issue_17,
+            key_hash=_key_hash(groups),
+            key_check=_key_check(groups),
             t=pl.col("timestamp").dt.epoch("us"),
             direction_rank=looked_up(pl.col("direction"), choices.direction_rank, pl.UInt8),
             failed=(pl.col("direction") == "outbound") & pl.col("status").eq_missing("failed"),
@@ -196,7 +224,7 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[
             unknown_category=is_template & slot.is_null(),
             is_reaction=pl.col("message_type") == schema.REACTION,
             slot=pl.when(is_template).then(slot),
-            takes_entry_point=(pl.col("direction") == "inbound") & pl.col("entry_point").is_not_null(),
+            takes_entry_point=(pl.col("direction") == "inbound") & pl.col("entry_point").is_not_null() & ~in_group,  # none in groups
             from_ctwa=(pl.col("direction") == "inbound") & (pl.col("entry_point") == rules.CTWA).fill_null(False),
             business_phone=pl.col("business_phone").cast(_FEW_VALUES),
             waba_id=pl.col("waba_id").cast(_FEW_VALUES),
@@ -205,14 +233,21 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[
         .with_columns(period=_period_expr(settings))
         .with_columns(rule_set=_per_period(settings, lambda p: settings.rule_book.names.index(p.name), _PERIOD))
     )
+    if settings.ai_provider:
+        query = query.with_columns(ai_provider=pl.col("ai_eligible") & _ai_provider_listed(pl.col("user_country"), pl.col("local_date")))
+        query = query.drop("ai_eligible")
+    if groups:
+        query = query.with_columns(group_unbilled=pl.col("group") & ~_periods_where(settings, lambda p: p.bills_groups))
     rows = query.collect(engine="streaming")
     _refuse_what_cannot_be_billed(rows, frame, settings)
     # The attributes in one chunk (the reader returns ~100): gathers across chunks are 8× slower.
     # The narrow frame is copied by the filter of failed messages anyway. Parts are taken as
     # columns: the reader's columns are chunked differently, and a `select` or `drop` first
     # realigns every column's chunks (20 ms a million messages).
-    attributes = pl.DataFrame([rows.get_column(c).rechunk() for c in _ATTRIBUTES])
-    narrow = pl.DataFrame([rows.get_column(c) for c in rows.columns if c not in _ATTRIBUTES and c != "unknown_category"])
+    kept = _ATTRIBUTES + [c for c in _EXTENSIONS if used[c]]
+    attributes = pl.DataFrame([rows.get_column(c).rechunk() for c in kept])
+    refusals = ("unknown_category", "group_auth", "group_unbilled")
+    narrow = pl.DataFrame([rows.get_column(c) for c in rows.columns if c not in kept and c not in refusals])
     del rows
     m = _in_billing_order(narrow.filter(~pl.col("failed")).drop("failed"), attributes)
     return (
@@ -226,9 +261,42 @@ def prepare(messages: pl.DataFrame | pl.LazyFrame, settings: Settings) -> tuple[
     )
 
 
-def _key_hash() -> pl.Expr:
+def _ai_provider_listed(country: pl.Expr, on: pl.Expr) -> pl.Expr:
+    """`rules.ai_provider_listed` as an expression: a few dozen dated countries, compared in turn."""
+    code = country.cast(pl.String).str.strip_chars().str.to_uppercase()
+    listed = pl.lit(False)
+    for market in rules.ai_provider_markets():
+        inside = (code == market.country) & (on >= market.effective_from)
+        listed = listed | (inside & (on < market.until) if market.until is not None else inside)
+    return listed.fill_null(False)
+
+
+def _columns_used(frame: pl.LazyFrame, names: list[str]) -> dict[str, bool]:
+    """Which optional columns some row uses (one pass over them; False for an absent column)."""
+    probes = {c: pl.col(c).is_not_null().any() for c in (schema.FEP_EXPIRES_AT, *_EXTENSIONS) if c in names}
+    if "sent_by" in names:
+        probes["sent_by"] = (pl.col("sent_by") == schema.META_BUSINESS_AGENT).any()
+    found = frame.select(**probes).collect().row(0, named=True) if probes else {}
+    return {c: bool(found.get(c)) for c in (schema.FEP_EXPIRES_AT, *_EXTENSIONS, "sent_by")}
+
+
+def key_columns(groups: bool) -> list[pl.Expr]:
+    """§2 Key: (business_phone, user_id), and for a group message (business_phone, group_id)."""
+    if not groups:
+        return [pl.col("business_phone"), pl.col("user_id")]
+    return [pl.col("business_phone"), pl.when(pl.col("group_id").is_null()).then(pl.col("user_id")).alias("user_id"), pl.col("group_id")]
+
+
+def _key_hash(groups: bool = False) -> pl.Expr:
     """The 64-bit hash that groups a key's messages (`_in_billing_order` survives its collisions)."""
-    return pl.struct("business_phone", "user_id").hash()
+    return pl.struct(*key_columns(groups)).hash()
+
+
+def _key_check(groups: bool) -> pl.Expr:
+    """A second, independent hash of the key, that tells keys sharing a `_key_hash` apart."""
+    if not groups:
+        return pl.struct("user_id", "business_phone").hash(seed=7)
+    return pl.struct(*reversed(key_columns(groups))).hash(seed=7)
 
 
 def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.DataFrame:
@@ -242,8 +310,9 @@ def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.Data
     ordered = narrow.sort(["key_hash", "t", "direction_rank", "orig"])
     collided = (pl.col("key_hash") == pl.col("key_hash").shift(1)) & (pl.col("key_check") != pl.col("key_check").shift(1))
     if ordered.select(collided.any()).item():  # one hash, two keys: the check hash differs inside its run
-        keys = attributes.select("business_phone", "user_id").gather(narrow["orig"])
-        ranks = keys.select(pl.struct(pl.col("business_phone").cast(pl.String), "user_id").rank("dense"))
+        groups = "group_id" in attributes.columns
+        keys = attributes.select(key_columns(groups)).gather(narrow["orig"])
+        ranks = keys.select(pl.struct(pl.col("business_phone").cast(pl.String), *keys.columns[1:]).rank("dense"))
         ordered = narrow.with_columns(key_hash=ranks.to_series().cast(pl.UInt64)).sort(["key_hash", "t", "direction_rank", "orig"])
     ordered = ordered.drop("key_check")
     same_instant = (
@@ -259,7 +328,9 @@ def _in_billing_order(narrow: pl.DataFrame, attributes: pl.DataFrame) -> pl.Data
     ).filter("tied")
     if ties.height == 0:
         return ordered
-    by_message_id = ties.with_columns(message_id=attributes["message_id"].gather(ties["orig"])).sort("run", "message_id")
+    # §2 Order: message_id, then user_id (the participants of one group message share its id)
+    tied = attributes.select("message_id", "user_id").gather(ties["orig"])
+    by_message_id = ties.hstack(tied).sort("run", "message_id", "user_id")
     order = pl.int_range(ordered.height, dtype=pl.UInt32, eager=True).scatter(ties["position"], by_message_id["position"])
     return ordered[order]
 
@@ -303,6 +374,22 @@ def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, se
         raise ValueError(
             f"template message {first['message_id']} has category {first['template_category']!r}: expected one of "
             f"{', '.join(schema.TEMPLATE_CATEGORIES)} (analytics.read.ingest quarantines such rows)"
+        )
+    if "group" not in rows.columns:
+        return
+    unbilled, authentication = rows.select(pl.col("group_unbilled").arg_max(), (pl.col("group") & pl.col("group_auth")).arg_max()).row(0)
+    if rows["group_unbilled"][unbilled]:
+        first = message(unbilled)
+        raise ValueError(
+            f"message {first['message_id']} (user_id {first['user_id']}) is a group message of group {first['group_id']} at "
+            f"{first['timestamp']}, under a rule set that bills no groups (Meta: groups use per-message pricing); "
+            "analytics.read.ingest quarantines such rows"
+        )
+    if rows["group"][authentication] and rows["group_auth"][authentication]:
+        first = message(authentication)
+        raise ValueError(
+            f"message {first['message_id']} (user_id {first['user_id']}) is an authentication template in group "
+            f"{first['group_id']}, which Meta does not support (analytics.read.ingest quarantines such rows)"
         )
 
 
@@ -717,6 +804,7 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, settings: Sett
         "next_fep_t",
         "opens_2022",
         "opens_service",
+        *[c for c in ("group", "agent", "ai_provider") if c in m.columns],
         cbp=cbp,
     )
     del m
@@ -730,7 +818,7 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, settings: Sett
     window = _per_period(settings, lambda p: _us(p.conversation_window), pl.Int64)
     rows = rows.with_columns(
         category=pl.when(~pl.col("cbp"))
-        .then(pl.when(pl.col("is_template")).then(slot_category).otherwise(_category(rules.SERVICE)))
+        .then(_per_message_category(rows.columns, slot_category, settings))
         .when(pl.col("fep_open"))
         .then(_category(rules.FEP_CATEGORY))
         .when(pl.col("opens_2022"))
@@ -743,11 +831,13 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, settings: Sett
         ),
     )
     rows = rows.with_columns(_pricing(settings))
-    rows = rows[_key_order(rows["key"], _key_ranks(rows, attributes))]
+    groups = "group" in rows.columns
+    if not groups:  # with groups, one sort of the output below puts them among the one-to-one charges
+        rows = rows[_key_order(rows["key"], _key_ranks(rows, attributes))]
     rows = rows.hstack(attributes.select("business_phone", "waba_id", "user_country").gather(rows["orig"]))
     rows = rows.with_columns(category=_authentication_international(settings), market=markets.markets_of(rows["user_country"], rows["local_date"]))
     names = settings.rule_book.names
-    return rows.select(
+    candidates = rows.select(
         rule_set=looked_up(pl.col("rule_set"), dict(enumerate(names)), rule_set_dtype(settings)),
         pricing_model=pl.when(is_cbp).then(pl.lit(rules.CBP, dtype=PRICING_MODEL)).otherwise(pl.lit(rules.PMP, dtype=PRICING_MODEL)),
         category="category",
@@ -769,7 +859,32 @@ def _charge_candidates(m: pl.DataFrame, attributes: pl.DataFrame, settings: Sett
         local_month=_month_start("local_date"),
         free_units=looked_up(pl.col("free_tier_counter"), {name: t.size for name, t in settings.rule_book.counters()}, pl.Int64),
         beyond_free_tier="beyond_free_tier",
+        **{c: attributes[c].gather(rows["orig"]) if c in attributes.columns else pl.lit(None, dtype=t) for c, t in _EXTENSIONS.items()},
     )
+    if groups:  # the order of conform_charges: business number and user as strings, time, opening message
+        order = [pl.col("business_phone").cast(pl.String), "user_id", "started_at", "opening_message_id"]
+        candidates = candidates.sort(order)
+    return candidates
+
+
+def _per_message_category(columns: list[str], slot_category: pl.Expr, settings: Settings) -> pl.Expr:
+    """A PMP row's category: the template's billed category (with `group_` in front in a group),
+    or for a non-template `group_service` in a group, the period's Meta Business Agent category
+    for an agent's reply, its AI Provider category for an AI Provider's listed message, else
+    `service` (`analytics.bill.reference._non_template_category`)."""
+    template = slot_category
+    non_template = _category(rules.SERVICE)
+    if "ai_provider" in columns:
+        names_it = _periods_where(settings, lambda p: p.ai_provider_category == rules.GENERAL_PURPOSE_AI)
+        non_template = pl.when(pl.col("ai_provider") & names_it).then(_category(rules.GENERAL_PURPOSE_AI)).otherwise(non_template)
+    if "agent" in columns:
+        names_it = _periods_where(settings, lambda p: p.meta_business_agent_category == rules.META_BUSINESS_AGENT)
+        non_template = pl.when(pl.col("agent") & names_it).then(_category(rules.META_BUSINESS_AGENT)).otherwise(non_template)
+    if "group" in columns:
+        in_group = {code: rules.GROUP_PREFIX + name for name, code in _SLOT_CODES.items() if name != rules.AUTH}
+        template = pl.when(pl.col("group")).then(looked_up(pl.col("slot"), in_group, CATEGORY)).otherwise(template)
+        non_template = pl.when(pl.col("group")).then(_category(rules.GROUP_SERVICE)).otherwise(non_template)
+    return pl.when(pl.col("is_template")).then(template).otherwise(non_template)
 
 
 def _counters_where(settings: Settings, holds: Callable[[rules.FreeTier], bool]) -> list[str]:
@@ -806,21 +921,24 @@ def _pricing(settings: Settings) -> list[pl.Expr]:
     free_reaction = pl.col("is_reaction") & ~pl.col("cbp") & _periods_where(settings, lambda p: p.reactions_free and not p.is_cbp)
     fep = (pl.col("cbp") & pl.col("fep_open")) | (~pl.col("cbp") & pl.col("in_fep"))
     exempt_until = settings.service_exempt_until
-    exempt = (category == rules.SERVICE) & ~is_cbp & (pl.col("local_date") <= exempt_until) if exempt_until else pl.lit(False)
+    exempt = category.is_in(list(rules.SERVICE_CATEGORIES)) & ~is_cbp & (pl.col("local_date") <= exempt_until) if exempt_until else pl.lit(False)
     beyond = pl.when(exempt).then(_pricing_type("free_exempt")).otherwise(_pricing_type("regular"))
     free_cs = (
         free_reaction | category_in(lambda p: p.free_categories) | (category_in(lambda p: p.free_in_customer_service_window) & pl.col("csw_open"))
     )
     counts_fep = settings.rule_book.choices.fep_counts_toward_free_tier
+    never_free = category_in(lambda p: p.never_free)  # regular even inside an FEP window
     return [
-        pl.when(fep)
+        pl.when(never_free)
+        .then(_pricing_type("regular"))
+        .when(fep)
         .then(_pricing_type("free_entry_point"))
         .when(free_cs)
         .then(_pricing_type("free_customer_service"))
         .when(counter.is_null())
         .then(beyond)
         .alias("pricing_type"),
-        pl.when(fep & (pl.lit(counts_fep) & ~free_reaction) | ~fep & ~free_cs).then(counter).alias("free_tier_counter"),
+        pl.when(~never_free & (fep & (pl.lit(counts_fep) & ~free_reaction) | ~fep & ~free_cs)).then(counter).alias("free_tier_counter"),
         beyond.alias("beyond_free_tier"),
     ]
 

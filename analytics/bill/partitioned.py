@@ -3,7 +3,8 @@
 Keys are independent except for the monthly counters (billing-rules.md §2 Key), so a file of any
 size is billed in three passes, each with bounded memory:
 
-1. DuckDB splits the canonical messages into buckets by a hash of (business_phone, user_id),
+1. DuckDB splits the canonical messages into buckets by a hash of their key (business_phone,
+   user_id; business_phone, group_id for a group message, whose participants stay together),
    written as Parquet (`queries/bucket_messages.sql`); DuckDB spills to disk if it must. With
    only a few buckets, each is instead a filtered scan of the input, which costs less than
    writing the whole input out again.
@@ -85,7 +86,11 @@ def bill_parquet(
             return PartitionedRun(messages=messages, buckets=1, charges=result.height)
         if buckets > RESCAN_BUCKETS_AT_MOST:
             with progress.stage(f"Splitting {messages:,} messages into {buckets:,} buckets"):
-                con.sql(query("bucket_messages"), params={"files": files, "buckets": buckets}).write_parquet(
+                split = con.read_parquet(files)
+                if "group_id" not in split.columns:  # older canonical files: no group messages
+                    split = split.project("*, NULL::VARCHAR AS group_id")
+                split.create_view("messages_to_split")
+                con.sql(query("bucket_messages"), params={"buckets": buckets}).write_parquet(
                     str(scratch / "messages"), partition_by=["bucket"], write_partition_columns=False
                 )
         with progress.stage(f"Billing {messages:,} messages", total=buckets, unit="buckets") as step:
@@ -105,8 +110,9 @@ def _bucket_messages(scratch: Path, files: list[str], bucket: int, buckets: int)
     """A bucket's messages: a filtered scan of the input when there are few buckets, else the
     bucket's own files written by `queries/bucket_messages.sql` (None: no key fell into it)."""
     if buckets <= RESCAN_BUCKETS_AT_MOST:
-        key_hash = pl.struct("business_phone", "user_id").hash()
-        return pl.scan_parquet(files).filter(key_hash % buckets == bucket)
+        scan = pl.scan_parquet(files)
+        key_hash = pl.struct(charges.key_columns("group_id" in scan.collect_schema().names())).hash()
+        return scan.filter(key_hash % buckets == bucket)
     folder = scratch / "messages" / f"bucket={bucket}"
     return pl.scan_parquet(folder / "*.parquet") if folder.exists() else None
 

@@ -62,7 +62,32 @@ Decisions where billing-rules.md is silent (the fast engine implements the same)
   `fep_counts_toward_free_tier` says so, and stay `free_entry_point`; reactions never count where
   the rules make them free.
 - Service exemption (§9): a PMP service charge that would be `regular` (beyond the free tier, or
-  with no free tier) is `free_exempt` while `Settings.service_exempt_until` lasts.
+  with no free tier) is `free_exempt` while `Settings.service_exempt_until` lasts; a group service
+  delivery is a service message too (`rules.SERVICE_CATEGORIES`).
+
+Groups, Meta Business Agent and AI Providers (issue 17; README, "How billing works"; Meta, "Groups
+API Pricing", Updated May 21, 2026; changes-2026-h2.md §2, §6):
+
+- A row with a `group_id` is a group message. Its key is (business_phone, group_id): every
+  participant's inbound message opens or refreshes the group's customer service window, which one-
+  to-one windows never see, and vice versa. Each delivered outbound row (one per participant) is
+  one charge, with the participant as `user_id` and market; a failed row is none. Within a key,
+  rows at the same instant and direction are in message_id, then user_id order.
+- A group delivery's category is its billed template category with `group_` in front
+  (`marketing_lite` as `group_marketing`), `group_service` for a non-template, and it is priced
+  from the period's lists like any category. Groups open no free entry point offer and take none
+  up. A group row (any status) under a rule set without `bills_groups`, or a group authentication
+  template, raises ValueError naming the message: ingest quarantines both.
+- A delivered outbound one-to-one non-template with `sent_by = meta_business_agent` is of the
+  period's `meta_business_agent_category` (from 2026-08-01), else a service message. A group row
+  is a group message whoever sent it (our choice).
+- With `Settings.ai_provider`, a delivered outbound one-to-one non-template that is not a
+  reaction nor a Business Agent reply, to a user whose `user_country` is listed on the message's
+  local date (`rules.ai_provider_listed`), is of the period's `ai_provider_category`.
+- A category in the period's `never_free` is `regular` whatever else holds: inside a customer
+  service window, inside a free entry point window (the message still takes up an offer and
+  opens the window: it is a delivered outbound message), no free tier counts it.
+- `group_id`, `tokens` and `template_name` of a charge are its opening message's.
 """
 
 from __future__ import annotations
@@ -97,14 +122,16 @@ def bill(messages: pl.DataFrame, settings: Settings | None = None) -> pl.DataFra
     §1) or a template without a known category: ingest quarantines both, the engine never drops them.
     """
     settings = settings or Settings()
-    by_key: dict[tuple[str, str], list[Message]] = defaultdict(list)
+    by_key: dict[tuple[str, str | None, str | None], list[Message]] = defaultdict(list)
     for message in _read_messages(messages, settings):
-        by_key[(message.business_phone, message.user_id)].append(message)
+        by_key[message.key].append(message)
 
     rank = settings.rule_book.choices.direction_rank
     charges: list[Charge] = []
     for key_messages in by_key.values():
-        ordered = sorted(key_messages, key=lambda m: (m.timestamp, rank.get(m.direction, rank["outbound"]), m.message_id.encode()))
+        ordered = sorted(
+            key_messages, key=lambda m: (m.timestamp, rank.get(m.direction, rank["outbound"]), m.message_id.encode(), m.user_id.encode())
+        )
         charges.extend(_walk_key(ordered, settings))
 
     _apply_free_tiers(charges, settings)
@@ -133,6 +160,15 @@ class Message:
     local_date: dt.date  # in the WABA time zone (§1, §2 Months)
     rule_set: RuleSet  # the period in force at the message's local date, or of Settings.rules
     billed_as: dict[str, str]  # §2 [choice]: template categories billed as another
+    group_id: str | None = None
+    tokens: int | None = None
+    template_name: str | None = None
+    non_template_category: str = rules.SERVICE  # decided when read (`_non_template_category`)
+
+    @property
+    def key(self) -> tuple[str, str | None, str | None]:
+        """§2 Key: (business_phone, user_id) one-to-one, (business_phone, group_id) for a group."""
+        return (self.business_phone, None, self.group_id) if self.group_id is not None else (self.business_phone, self.user_id, None)
 
     @property
     def is_inbound(self) -> bool:
@@ -153,11 +189,14 @@ class Message:
 
     @property
     def billed_category(self) -> str:
-        """The category a template is billed as (§2: `marketing_lite` as `marketing`); `service` otherwise."""
+        """The category a template is billed as (§2: `marketing_lite` as `marketing`), with `group_`
+        in front for a group delivery; a non-template's category otherwise (`service` unless
+        issue 17's rules say another)."""
         if not self.is_template:
-            return rules.SERVICE
+            return self.non_template_category
         assert self.template_category is not None
-        return self.billed_as.get(self.template_category, self.template_category)
+        category = self.billed_as.get(self.template_category, self.template_category)
+        return rules.GROUP_PREFIX + category if self.group_id is not None else category
 
     def describe(self) -> str:
         return _describe(self.__dict__)
@@ -165,9 +204,10 @@ class Message:
 
 def _describe(row: dict) -> str:
     """A message as an error names it: id, direction, time and key."""
+    group = f", group_id {row['group_id']!r}" if row.get("group_id") is not None else ""
     return (
         f"message {row['message_id']!r} ({row['direction']}, {row['timestamp'].isoformat()}, "
-        f"business_phone {row['business_phone']!r}, user_id {row['user_id']!r})"
+        f"business_phone {row['business_phone']!r}, user_id {row['user_id']!r}{group})"
     )
 
 
@@ -193,6 +233,8 @@ def _read_messages(messages: pl.DataFrame, settings: Settings) -> Iterator[Messa
                 f"{described} is a template with category {row['template_category']!r}: expected one of "
                 f"{', '.join(schema.TEMPLATE_CATEGORIES)}. Ingest quarantines such rows."
             )
+        if row["group_id"] is not None:
+            _refuse_unbillable_group(row, period, described)
         yield Message(
             message_id=row["message_id"],
             timestamp=row["timestamp"],
@@ -209,7 +251,41 @@ def _read_messages(messages: pl.DataFrame, settings: Settings) -> Iterator[Messa
             local_date=local_date,
             rule_set=period,
             billed_as=book.choices.billed_category,
+            group_id=row["group_id"],
+            tokens=row["tokens"],
+            template_name=row["template_name"],
+            non_template_category=_non_template_category(row, period, local_date, settings),
         )
+
+
+def _refuse_unbillable_group(row: dict, period: RuleSet, described: str) -> None:
+    """Meta bills groups per message (`bills_groups`) and supports no authentication template in a
+    group ("Groups API", Updated Jun 16, 2026): either is an error, never a guess."""
+    if not period.bills_groups:
+        raise ValueError(
+            f"{described} is a group message under {period.name}, which bills no groups (Meta: groups use per-message "
+            "pricing). Ingest quarantines such rows; remove it or bill with a per-message rule set (--rules)."
+        )
+    if row["message_type"] == schema.TEMPLATE and row["template_category"] == rules.AUTH:
+        raise ValueError(f"{described} is an authentication template in a group, which Meta does not support. Ingest quarantines such rows.")
+
+
+def _non_template_category(row: dict, period: RuleSet, local_date: dt.date, settings: Settings) -> str:
+    """A non-template's category (issue 17): `group_service` in a group; a Meta Business Agent
+    reply's category where the period names one; an AI Provider's message to a listed market's
+    user (not a reaction); else `service`."""
+    if row["group_id"] is not None:
+        return rules.GROUP_SERVICE
+    if row["sent_by"] == schema.META_BUSINESS_AGENT:
+        return period.meta_business_agent_category or rules.SERVICE
+    if (
+        settings.ai_provider
+        and period.ai_provider_category
+        and row["message_type"] != schema.REACTION
+        and rules.ai_provider_listed(row["user_country"], local_date)
+    ):
+        return period.ai_provider_category
+    return rules.SERVICE
 
 
 @cache
@@ -302,7 +378,7 @@ class KeyState:
         window it moves the window's end."""
         t, period = message.timestamp, message.rule_set
         self.csw_until = t + period.customer_service_window
-        if message.entry_point:
+        if message.entry_point and message.group_id is None:  # no free entry points in groups
             self.offer_until = t + period.fep_offer_window
             self.offer_entry_point = message.entry_point
         if self.inside_fep_window(t) and self.fep_up_to is not None and self.fep_until is not None:
@@ -390,21 +466,24 @@ class KeyState:
             self.fep_conversation.message_count += 1
             return
         category = message.billed_category
+        never_free = category in message.rule_set.never_free  # a paid message inside the window
         self.charges.append(
             Charge(
                 rule_set=message.rule_set,
                 category=category,
-                pricing_type=FREE_ENTRY_POINT,
+                pricing_type=REGULAR if never_free else FREE_ENTRY_POINT,
                 opening=message,
                 expires_at=None,
-                counted=self._fep_counted(message.rule_set, category, message),
+                counted=not never_free and self._fep_counted(message.rule_set, category, message),
             )
         )
 
     def _pricing_type(self, period: RuleSet, category: str, message: Message) -> str | None:
         """§3-5 from the period's properties: free reactions, always-free categories, categories
         free inside the customer service window, then a free tier's counter (None: step 3
-        decides), else `regular` (or `free_exempt`, §9)."""
+        decides), else `regular` (or `free_exempt`, §9). A `never_free` category is `regular` first."""
+        if category in period.never_free:
+            return REGULAR
         if message.is_reaction and period.reactions_free and not period.is_cbp:
             return FREE_CUSTOMER_SERVICE
         if category in period.free_categories:
@@ -456,7 +535,7 @@ class KeyState:
 def _beyond_free_tier(period: RuleSet, category: str, local_date: dt.date, settings: Settings) -> str:
     """What a charge past every free unit pays: `regular`, or `free_exempt` for a PMP service message
     of an exempt business (§9)."""
-    if category == rules.SERVICE and not period.is_cbp and settings.exempt_on(local_date):
+    if category in rules.SERVICE_CATEGORIES and not period.is_cbp and settings.exempt_on(local_date):
         return FREE_EXEMPT
     return REGULAR
 
@@ -542,6 +621,9 @@ def _finish(charges: list[Charge], settings: Settings) -> pl.DataFrame:
                 "market": market_of(opening.user_country, opening.local_date),
                 "message_count": charge.message_count,
                 "opening_message_id": opening.message_id,
+                "group_id": opening.group_id,
+                "tokens": opening.tokens,
+                "template_name": opening.template_name,
             }
         )
-    return schema.conform_charges(pl.DataFrame(rows, schema=schema.CHARGE_CONTRACT_SCHEMA))
+    return schema.conform_charges(pl.DataFrame(rows, schema=schema.CHARGE_SCHEMA))

@@ -5,7 +5,7 @@ same rules run on the engine users already have, without a second implementation
 
 1. **Per key, the local kernel.** Keys are independent except for the monthly counters
    (billing-rules.md §2 Key), so the messages are hash-partitioned by (`business_phone`,
-   `user_id`), sorted by key inside each partition, and handed through Arrow (`mapInArrow`) to
+   `user_id`, or `group_id` for a group message), sorted by key inside each partition, and handed through Arrow (`mapInArrow`) to
    `charges.kernel`, the very function `charges.bill` and `analytics.bill.partitioned` call. It puts
    each chunk's messages in §2 order itself. A partition is cut into chunks of about
    `ROWS_PER_CHUNK` messages at key boundaries, so a Python worker holds one chunk, however large
@@ -79,7 +79,9 @@ if TYPE_CHECKING:
 INSTALL = "pip install 'wa-analytics[spark]'"
 DEFAULT_MASTER = "local[*]"
 DEFAULT_DRIVER_MEMORY = "4g"
-KEY = ("business_phone", "user_id")  # billing-rules.md §2 Key
+# billing-rules.md §2 Key: `billing_key` is the user, or the group of a group message (whose
+# participants must meet in one kernel call); a group and a user of the same id share a chunk, harmlessly.
+KEY = ("business_phone", "billing_key")
 # Messages handed to the kernel at once: its fixed cost per call is amortised well before 1 M, and
 # a worker then peaks near 300 MB (the kernel's ~260 bytes a message, analytics/bill/partitioned.py).
 ROWS_PER_CHUNK = 1_000_000
@@ -220,7 +222,9 @@ def charge_candidates(messages: DataFrame, settings: Settings | None = None, *, 
     partition, and billed chunk by chunk (module docstring). `free_tier_counter` names the monthly
     counter that still has to decide a candidate's pricing type."""
     settings = settings or Settings()
-    messages = conform_messages(messages)
+    from pyspark.sql import functions as F
+
+    messages = conform_messages(messages).withColumn(KEY[1], F.coalesce(F.col("group_id"), F.col("user_id")))
     if partitions is None:
         parallelism = messages.sparkSession.sparkContext.defaultParallelism
         partitions = max(parallelism, math.ceil(messages.count() / ROWS_PER_PARTITION))

@@ -46,6 +46,7 @@ from analytics.settings import Settings
 if TYPE_CHECKING:
     import altair as alt
 
+    from analytics.present.templates import TemplateCosts
     from analytics.reconcile.matching import Reconciliation
     from analytics.reconcile.meta_reports import MetaReports
     from analytics.whatif.projection import Projection
@@ -113,8 +114,8 @@ class Traffic:
     Attributes, computed when first read: `messages` (canonical, contracts.md §1), `quarantine`
     (rows set aside, with their file, line and reason), `ingest_summary` (what was read and set
     aside), `charges` (§2), `priced` (charges with their cost). Methods: `describe_reading`,
-    `summary`, `describe_charges`, `costs`, `invoice`, `volumes`, `compare`, `project`, `reconcile`,
-    `with_settings`; charts under `chart`.
+    `summary`, `describe_charges`, `costs`, `invoice`, `volumes`, `template_costs`, `budget`, `compare`,
+    `project`, `reconcile`, `with_settings`; charts under `chart`.
     """
 
     paths: tuple[str, ...]
@@ -208,6 +209,27 @@ class Traffic:
         from analytics.present import rollups
 
         return self._answer(("volumes",), lambda: rollups.volumes(self.charges, self.settings))
+
+    def template_costs(self) -> TemplateCosts:
+        """Cost by template and month, and the templates Meta billed in another category than
+        written (its pricing objects among the inputs, `template_category_update` webhooks among
+        the JSON inputs), with what the difference cost (analytics/present/templates.py)."""
+        from analytics.present import templates
+
+        def run() -> TemplateCosts:
+            compared = self.reconcile().rows if self._ingested.billing.height else None
+            return templates.template_costs(self.messages, self.priced, self.settings, reconciliation_rows=compared, sources=self.paths)
+
+        return self._answer(("template_costs",), run)
+
+    def budget(self, month: str | None = None, as_of: Any = None) -> pl.DataFrame:
+        """The budgets of the settings (`[[pricing.budget]]`) that apply to `month` (default: the
+        month of the last charge): spent by `as_of` (default: the last charge's start), projected
+        to month end with its back-tested band, and whether it will be exceeded
+        (analytics/present/budget.py; `budget.format_budget` is its text)."""
+        from analytics.present import budget
+
+        return self._answer(("budget", month, as_of), lambda: budget.budget_status(self.priced, self.settings, month=month, as_of=as_of))
 
     def compare(self, scenarios: str | Path | Sequence[Any] | None = None) -> Comparison:
         """What the traffic would have cost under each scenario (a scenarios TOML file, or

@@ -16,9 +16,22 @@ from analytics.core.money import money
 from analytics.core.text import aligned
 from analytics.price.pricing import cost_partials
 from analytics.settings import Settings
-from analytics.terms import rules
+from analytics.terms import ratecards, rules
 
-_CATEGORY_COLUMNS = ("marketing", "utility", rules.AUTH, rules.AUTH_INTERNATIONAL, "service")
+_CATEGORY_COLUMNS = (
+    "marketing",
+    "utility",
+    rules.AUTH,
+    rules.AUTH_INTERNATIONAL,
+    "service",
+    ratecards.GROUP_MARKETING,
+    ratecards.GROUP_UTILITY,
+    ratecards.GROUP_SERVICE,
+    ratecards.META_BUSINESS_AGENT,
+    ratecards.GENERAL_PURPOSE_AI,
+)
+ESTIMATED_MARK = "~"  # an amount that holds charges priced at assumed tokens
+AT_MOST_MARK = "≤"  # an amount that holds charges priced under a marketing max price
 
 
 def format_invoice(priced: pl.DataFrame, settings: Settings | None = None, *, card_name: str = "", rule_book: rules.RuleBook | None = None) -> str:
@@ -63,6 +76,7 @@ def format_invoice_from_partials(
         + (f" (markup {money(partials['markup'].sum())})" if settings.has_markup and charged else "")
     )
     lines += _trust_lines(partials, total)
+    lines += _estimate_lines(partials, unit, settings)
     lines += _unpriced_lines(partials)
     lines += _reported_rule_lines(with_cost, total, unit, rule_book or rules.shipped())
     lines.append("Amounts are exact sums rounded half away from zero to cents; a line may differ from a total by a cent.")
@@ -77,13 +91,43 @@ def _markup_text(settings: Settings) -> str:
 
 def _amounts(partials: pl.DataFrame, categories: Sequence[str]) -> list[str]:
     billable = partials.filter("billable")
-    by_category = dict(billable.group_by("category").agg(pl.col("cost").sum()).iter_rows())
+    by_category = {
+        category: (cost, estimated, at_most)
+        for category, cost, estimated, at_most in billable.group_by("category")
+        .agg(pl.col("cost").sum(), pl.col("estimated_charges").sum(), pl.col("at_most_charges").sum())
+        .iter_rows()
+    }
     return [
         f"{int(partials['charges'].sum()):,}",
         f"{int(billable['charges'].sum()):,}",
-        *(money(by_category.get(c, Decimal(0))) for c in categories),
-        money(billable["cost"].sum()),
+        *(_marked(*by_category.get(c, (Decimal(0), 0, 0))) for c in categories),
+        _marked(billable["cost"].sum(), int(billable["estimated_charges"].sum()), int(billable["at_most_charges"].sum())),
     ]
+
+
+def _marked(cost: Decimal, estimated: int, at_most: int) -> str:
+    """An amount, with `ESTIMATED_MARK` if it holds an estimate and `AT_MOST_MARK` if an upper bound."""
+    return (ESTIMATED_MARK if estimated else "") + (AT_MOST_MARK if at_most else "") + money(cost)
+
+
+def _estimate_lines(partials: pl.DataFrame, unit: str, settings: Settings) -> list[str]:
+    """What of the total is an estimate (Meta Business Agent charges whose tokens are not known) and
+    what an upper bound (charges under a marketing max price)."""
+    lines = []
+    estimated = partials.filter(pl.col("estimated_charges") > 0)
+    if estimated.height:
+        lines.append(
+            f"{ESTIMATED_MARK} Estimated: {int(estimated['estimated_charges'].sum()):,} per-token charges (Meta Business Agent) "
+            f"without their tokens are priced at {settings.agent_tokens_per_message:,} tokens each (agent_tokens_per_message): "
+            f"{money(estimated['estimated_cost'].sum())} {unit} of the total is an estimate."
+        )
+    capped = partials.filter(pl.col("at_most_charges") > 0)
+    if capped.height:
+        lines.append(
+            f"{AT_MOST_MARK} At most: {int(capped['at_most_charges'].sum()):,} marketing charges under a max price are priced at "
+            f"min(list rate, max price): {money(capped['at_most_cost'].sum())} {unit} of the total is an upper bound (Meta may charge less)."
+        )
+    return lines
 
 
 def _trust_lines(partials: pl.DataFrame, total: Decimal) -> list[str]:

@@ -56,7 +56,7 @@ from analytics.synthetic import meta_billing
 from analytics.terms import ratecards
 
 # In the order the report shows them.
-REPORT_NOTEBOOKS = ("01_conversation_volumes", "02_costs", "03_strategies_and_projection", "04_reconciliation")
+REPORT_NOTEBOOKS = ("01_conversation_volumes", "02_costs", "03_strategies_and_projection", "04_reconciliation", "05_templates_and_budget")
 SAMPLE = ("data", "sample", "messages.csv.gz")
 SCENARIOS = ("examples", "scenarios.toml")
 # Parameters that name files: relative to the parameters file they are written in.
@@ -574,6 +574,7 @@ PARAMETER_SCHEMA: dict[str, Value] = {
     "input_paths": PATHS,
     "analytics_paths": PATHS,
     **{name: PATH for name in ("config_file", "rate_card", "scenarios_file", "send_log", "templates")},
+    "monthly_budget": Value("a number >= 0, such as 1500: the report month's budget when the config file sets none", config_schema._is_amount),
 }
 
 

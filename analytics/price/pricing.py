@@ -23,6 +23,16 @@ WABA and business number. The steps, for each charge:
    A billable charge without a rate is a `MissingRateError` naming currency, market, category and
    date, unless `report_unpriced`: then its rate and cost stay empty and `costs` reports it on a
    separate line (`priced` false).
+5. **Issue 17** (changes-2026-h2.md §2, §4-6): a group category without a row of its own pays
+   its base category's rate (`ratecards.priced_as`, data/rules/priced_as.csv, Meta's "Groups API
+   Pricing", Updated May 21, 2026) and counts toward no volume tier; a row whose `unit` is
+   `million_tokens` (Meta Business Agent) costs `rate × tokens / 1,000,000`, at
+   `Settings.agent_tokens_per_message` where the charge's tokens are not known (`estimated`); a
+   marketing max price (`Settings.max_prices`) prices the marketing and group marketing charges it
+   covers at min(list rate, max price) (`at_most`: an upper bound). `general_purpose_ai` has no
+   rate on the shipped card (Meta's AI Provider figures are not known): unpriced, never zero.
+   `costs` and `invoice` count such charges after the contract's columns (`tokens`,
+   `estimated_charges`, `at_most_charges`).
 
 Money is exact: rates are decimals with at most 6 places (`ratecards.RATE_SCALE`), the markup
 percent at most 4 and the fixed markup at most 6, so a charge's cost is an exact decimal of scale
@@ -54,7 +64,7 @@ messages (tests hold the two equal across tier boundaries).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import polars as pl
@@ -68,7 +78,17 @@ from analytics.core.times import local_time
 from analytics.settings import Settings
 from analytics.terms import rules
 from analytics.terms.markets import UNKNOWN_MARKET, unknown_market_reason
-from analytics.terms.ratecards import RATE_SCALE, TIER_FAMILY, load_card
+from analytics.terms.ratecards import (
+    GENERAL_PURPOSE_AI,
+    GROUP_MARKETING,
+    PER_MILLION_TOKENS,
+    PER_TOKEN_CATEGORIES,
+    RATE_SCALE,
+    TIER_FAMILY,
+    TOKENS_PER_UNIT,
+    load_card,
+    priced_as,
+)
 
 DEFAULT_PORTFOLIO = "default"
 COST_SCALE = 12  # rate (6 places) × markup factor (6 places): exact
@@ -79,6 +99,8 @@ INVOICE_DECIMALS = 2
 # Delivery order inside a tier counter (pricing-research.md P-8; the free-tier order of charges.py).
 DELIVERY_ORDER = ("started_at", "business_phone", "user_id", "opening_message_id")
 TIER_COUNTER = ("portfolio", "market", "family", "month")  # one volume-tier counter
+# The categories a marketing max price caps (changes-2026-h2.md §6): marketing, and its group deliveries.
+MAX_PRICE_CATEGORIES = ("marketing", GROUP_MARKETING)
 
 PRICED_SCHEMA: dict[str, pl.DataType] = {
     **schema.CHARGE_SCHEMA,
@@ -93,6 +115,12 @@ PRICED_SCHEMA: dict[str, pl.DataType] = {
     "rate_trust": pl.String(),
     "markup": COST_DTYPE,
     "cost": COST_DTYPE,
+    # Issue 17: what a cost rests on beyond the card's rate per message.
+    "rate_unit": pl.String(),  # the card row's unit: message or million_tokens (null: no row)
+    "billed_tokens": pl.Int64(),  # per-token charges: the tokens priced (given, or agent_tokens_per_message)
+    "estimated": pl.Boolean(),  # priced at agent_tokens_per_message: the charge's tokens are not known
+    "max_price": pl.Decimal(38, RATE_SCALE),  # the marketing max price per message that covers the charge
+    "at_most": pl.Boolean(),  # priced at min(list rate, max price): Meta may charge less
 }
 ROLLUP_SCHEMA: dict[str, pl.DataType] = {
     "month": pl.String(),
@@ -104,6 +132,11 @@ ROLLUP_SCHEMA: dict[str, pl.DataType] = {
     "cost": pl.Decimal(38, ROLLUP_DECIMALS),
     "currency": pl.String(),
     "priced": pl.Boolean(),
+    # Issue 17, after the contract's columns: tokens priced (null: no per-token charge), and how many
+    # charges of the row have an estimated cost (tokens not known) or a cost that is an upper bound.
+    "tokens": pl.Int64(),
+    "estimated_charges": pl.Int64(),
+    "at_most_charges": pl.Int64(),
 }
 
 
@@ -151,6 +184,7 @@ PRICEABLE_SCHEMA: dict[str, pl.DataType] = {
     "portfolio": pl.String(),
     "family": pl.String(),
     "rate_fallback": pl.String(),
+    "then_fallback": pl.String(),
 }
 PRICED_ROW_SCHEMA: dict[str, pl.DataType] = {**PRICED_SCHEMA, "local_date": pl.Date(), "rate_note": pl.String()}
 
@@ -160,9 +194,15 @@ def priceable(charges: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     portfolio, tier family and rate fallback (`PRICEABLE_SCHEMA`), in their order.
 
     The rules of each charge's rule-set period (data/rules/rule_sets.toml) decide two things here:
-    only `volume_tier_categories` have a tier family (service never does), and a service message
-    of a period with `service_rate_from` pays that category's list rate where the card has no
-    service rate in force (`rate_fallback`; billing-rules.md §9)."""
+    only `volume_tier_categories` have a tier family (service never does, nor a group category:
+    a group delivery counts toward no volume tier, a named choice, as Meta's "Groups API Pricing"
+    page names no tiers), and a service message of a period with `service_rate_from` pays that
+    category's list rate where the card has no service rate in force (`rate_fallback`;
+    billing-rules.md §9). A group category pays its base category's rate where the card has no row
+    of its own in force (`ratecards.priced_as`, data/rules/priced_as.csv: Meta, "Groups API
+    Pricing", Updated May 21, 2026, "at the going marketing message rate for each recipient's
+    country calling code"); group_service's base is service, which then falls back as service does
+    (`then_fallback`)."""
     require_charge_columns(charges.columns)
     # One chunk: the columns added here and later come in one, and a frame whose columns are chunked
     # differently is realigned (copied whole) by every later operation. Column by column, since a
@@ -172,9 +212,11 @@ def priceable(charges: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     book = settings.rule_book
     tiered = _rule_property(book, lambda p: p.volume_tier_categories, lambda categories: pl.col("category").is_in(categories), False)
     fallback = _rule_property(book, lambda p: p.service_rate_from, lambda name: pl.lit(name or None, dtype=pl.String), None)
+    base = looked_up(pl.col("category"), priced_as(), pl.String())
     frame = frame.with_columns(
         tiered=tiered.fill_null(False),
-        rate_fallback=pl.when(pl.col("category") == rules.SERVICE).then(fallback),
+        rate_fallback=pl.when(pl.col("category") == rules.SERVICE).then(fallback).otherwise(base),
+        then_fallback=pl.when(base == rules.SERVICE).then(fallback),
     )
     frame = frame.with_columns(family=pl.when("tiered").then(_tier_family(pl.col("category")))).drop("tiered")
     return frame.with_columns(
@@ -279,7 +321,15 @@ def tier_positions(frame: pl.DataFrame, rates: pl.DataFrame) -> pl.Series:
 def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, settings: Settings, currency: str | None) -> pl.DataFrame:
     """Stage 3, row by row: a `priceable` frame with `tier_position`, priced with `rates` (the card's
     rows in `currency`): the rate in force, markup and cost (`PRICED_ROW_SCHEMA`), in its order.
-    A billable charge without a rate keeps a null rate and cost: `missing_rate_error` says why."""
+    A billable charge without a rate keeps a null rate and cost: `missing_rate_error` says why.
+
+    Most charges cost their card row's rate, computed once per row of the card. Two kinds of
+    charge cost something else (`_special_costs`): a charge whose row is per token (`unit`
+    `million_tokens`: Meta Business Agent) costs `rate x tokens / 1,000,000`, with the charge's
+    `tokens`, or where they are not known `settings.agent_tokens_per_message` (`estimated`); a
+    marketing or group marketing charge that a marketing max price covers (`settings.max_prices`)
+    costs min(list rate, max price) (`at_most`: Meta may charge less). A charge whose list rate is
+    not known stays unpriced even under a max price: the cap is no rate."""
     frame = frame.with_row_index("row")
     card_row = _card_rows(frame, billable_keys(frame), rates)
     # What a charge costs depends on its card row only: compute it once per row of the card.
@@ -293,10 +343,18 @@ def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, settings: Settings, cu
         rate_source="source",
         rate_trust="trust",
         rate_note="note",
+        rate_unit="unit",
         row_markup=markup.cast(COST_DTYPE),
         row_cost=(card_cost + markup).cast(COST_DTYPE),
     )[card_row]
     frame = pl.concat([frame, looked_up], how="horizontal")
+    per_token = pl.col("billable") & (pl.col("rate_unit") == PER_MILLION_TOKENS).fill_null(False)
+    frame = frame.with_columns(
+        billed_tokens=pl.when(per_token).then(pl.col("tokens").fill_null(settings.agent_tokens_per_message)),
+        estimated=per_token & pl.col("tokens").is_null(),
+        max_price=_max_price(settings),
+    )
+    frame = _special_costs(frame, settings)
     free = pl.lit(Decimal(0), dtype=COST_DTYPE)
     return frame.select(
         *schema.CHARGE_SCHEMA,
@@ -311,8 +369,61 @@ def priced_rows(frame: pl.DataFrame, rates: pl.DataFrame, settings: Settings, cu
         rate_trust="rate_trust",
         markup=pl.when(pl.col("billable")).then(pl.col("row_markup")).otherwise(free),
         cost=pl.when(pl.col("billable")).then(pl.col("row_cost")).otherwise(free),
+        rate_unit="rate_unit",
+        billed_tokens="billed_tokens",
+        estimated="estimated",
+        max_price="max_price",
+        at_most=pl.col("max_price").is_not_null() & pl.col("rate").is_not_null(),
         local_date="local_date",
         rate_note="rate_note",
+    )
+
+
+def _max_price(settings: Settings) -> pl.Expr:
+    """The marketing max price per message (`Settings.max_prices`) that covers each billable
+    marketing or group marketing charge, null for the others. Where several cover a charge, one
+    naming its template wins over one for the whole WABA, and a later `from` over an earlier (a
+    new bid replaces the old): a named choice, Meta's changelog (CL#448) says nothing of overlaps."""
+    found = pl.lit(None, dtype=PRICED_SCHEMA["max_price"])
+    eligible = pl.col("billable") & pl.col("category").is_in(MAX_PRICE_CATEGORIES)
+    # when/then chains: the last one added is tried first, so add the weakest first
+    for cap in sorted(settings.max_prices, key=lambda c: (c.template is not None, c.from_date)):
+        covers = eligible & (pl.col("waba_id") == cap.waba_id) & (pl.col("local_date") >= cap.from_date)
+        if cap.template is not None:
+            covers = covers & (pl.col("template_name") == cap.template)
+        found = pl.when(covers.fill_null(False)).then(pl.lit(cap.per_message, dtype=PRICED_SCHEMA["max_price"])).otherwise(found)
+    return found
+
+
+def _special_costs(frame: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """`row_cost` and `row_markup` of the charges priced per token or under a max price, in exact
+    decimals: computed once per distinct (rate, tokens, max price) and put back by row.
+
+    A per-token cost `rate x tokens / 1,000,000` is exact at 12 decimals (a rate has at most 6);
+    so is a capped rate (6). A percent markup on a per-token cost may need more than
+    `COST_SCALE` decimals: it is rounded half away from zero to `COST_SCALE` (1e-12, the one
+    rounding before the roll-ups')."""
+    special = frame.filter(
+        pl.col("billable") & pl.col("rate").is_not_null() & (pl.col("billed_tokens").is_not_null() | pl.col("max_price").is_not_null())
+    )
+    if special.height == 0:
+        return frame
+    percent = settings.markup_percent / Decimal(100)
+    quantum = Decimal(1).scaleb(-COST_SCALE)
+    keys = special.select("rate", "billed_tokens", "max_price").unique()
+    costs, markups = [], []
+    for rate, tokens, cap in keys.iter_rows():
+        card_cost = rate * tokens / TOKENS_PER_UNIT if tokens is not None else min(rate, cap)
+        markup = (card_cost * percent + settings.markup_per_charge).quantize(quantum, rounding=ROUND_HALF_UP)
+        costs.append(card_cost + markup)
+        markups.append(markup)
+    keys = keys.with_columns(special_cost=pl.Series(costs, dtype=COST_DTYPE), special_markup=pl.Series(markups, dtype=COST_DTYPE))
+    found = special.select("row", "rate", "billed_tokens", "max_price").join(
+        keys, on=["rate", "billed_tokens", "max_price"], how="left", nulls_equal=True
+    )
+    return frame.with_columns(
+        row_cost=frame["row_cost"].scatter(found["row"], found["special_cost"]),
+        row_markup=frame["row_markup"].scatter(found["row"], found["special_markup"]),
     )
 
 
@@ -327,18 +438,24 @@ def choose_currency(needed: pl.DataFrame, card: pl.DataFrame) -> str | None:
 
     None when nothing is billable and the card has several currencies (nothing to price). When
     none or several currencies price everything, an error says how far each one goes.
+
+    A group category counts as priced where its base category is (`ratecards.priced_as`). Categories
+    that no currency of the card has a row for, nor their base (general_purpose_ai on the shipped
+    card: Meta's AI Provider rates are not known), do not decide the currency: their charges are
+    unpriced in any of them.
     """
     available = sorted(card["currency"].unique().to_list())
     if len(available) == 1:
         return available[0]
+    carded = set(card["category"].unique().to_list())
+    decides = [c for c in needed["category"].unique().to_list() if c in carded or priced_as().get(c) in carded]
+    if needed.filter(pl.col("category").is_in(decides)).height:
+        needed = needed.filter(pl.col("category").is_in(decides))
     if needed.height == 0:
         return None
     coverage = {}
     for currency in available:
-        rates = card.filter(pl.col("currency") == currency)
-        effective = _effective_dates(needed, rates)
-        tier_one = rates.filter(pl.col("tier_from") == 1, pl.col("rate").is_not_null())
-        coverage[currency] = effective.join(tier_one, on=["market", "category", "effective_from"], how="semi").height
+        coverage[currency] = _priced_keys(needed, card.filter(pl.col("currency") == currency))
     complete = [c for c in available if coverage[c] == needed.height]
     if len(complete) == 1:
         return complete[0]
@@ -357,6 +474,17 @@ def choose_currency(needed: pl.DataFrame, card: pl.DataFrame) -> str | None:
         f"day combinations, each currency prices: {described}{no_market}): choose one with --currency (`costs` then needs "
         f"--report-unpriced to report the charges it has no rate for; `compare` and `project` count them as unpriced)"
     )
+
+
+def _priced_keys(needed: pl.DataFrame, rates: pl.DataFrame) -> int:
+    """How many (market, category, local date) keys of `needed` `rates` has a list rate for, or,
+    for a category priced as another (`ratecards.priced_as`), its base category has."""
+    tier_one = rates.filter(pl.col("tier_from") == 1, pl.col("rate").is_not_null())
+    own = _effective_dates(needed, rates).join(tier_one, on=["market", "category", "effective_from"], how="semi")
+    rest = needed.join(own.select(*RATE_KEYS), on=list(RATE_KEYS), how="anti")
+    base = rest.select("market", category=looked_up(pl.col("category"), priced_as(), pl.String()), local_date="local_date").drop_nulls("category")
+    by_base = _effective_dates(base.unique(), rates).join(tier_one, on=["market", "category", "effective_from"], how="semi")
+    return own.height + base.join(by_base.select(*RATE_KEYS), on=list(RATE_KEYS), how="semi").height
 
 
 def _effective_dates(keys: pl.DataFrame, rates: pl.DataFrame) -> pl.DataFrame:
@@ -381,18 +509,23 @@ def _card_rows(frame: pl.DataFrame, needed: pl.DataFrame, rates: pl.DataFrame) -
     indexed = rates.select("market", "category", "effective_from", "tier_from").with_row_index("card_row")
     effective = _effective_dates(needed, rates)
     list_rows = effective.join(indexed.filter(pl.col("tier_from") == 1).drop("tier_from"), on=["market", "category", "effective_from"], how="left")
-    billable = frame.lazy().filter("billable").select("row", *RATE_KEYS, "tier_position", "rate_fallback").collect()
+    billable = frame.lazy().filter("billable").select("row", *RATE_KEYS, "tier_position", "rate_fallback", "then_fallback").collect()
     by_list = billable.filter(pl.col("tier_position").is_null()).join(list_rows.select(*RATE_KEYS, "card_row"), on=list(RATE_KEYS), how="left")
     card_row = card_row.scatter(by_list["row"], by_list["card_row"])
-    # §9: no service rate in force at all: the list rate of the category the rules name.
-    falling_back = by_list.filter(pl.col("card_row").is_null() & pl.col("rate_fallback").is_not_null())
-    if falling_back.height:
-        fallback_keys = falling_back.select("row", "market", category="rate_fallback", local_date="local_date")
+    # No row of its own in force at all: the list rate of the category it is priced as (a group
+    # category's base, §9's service_rate_from for service), then that one's (group_service).
+    pending = by_list.filter(pl.col("card_row").is_null())
+    for fallback in ("rate_fallback", "then_fallback"):
+        pending = pending.filter(pl.col(fallback).is_not_null())
+        if pending.height == 0:
+            break
+        fallback_keys = pending.select("row", "market", category=fallback, local_date="local_date")
         effective_fallback = _effective_dates(fallback_keys.select(*RATE_KEYS).unique(), rates).join(
             indexed.filter(pl.col("tier_from") == 1).drop("tier_from"), on=["market", "category", "effective_from"], how="left"
         )
         by_fallback = fallback_keys.join(effective_fallback.select(*RATE_KEYS, "card_row"), on=list(RATE_KEYS), how="left")
         card_row = card_row.scatter(by_fallback["row"], by_fallback["card_row"])
+        pending = pending.join(by_fallback.filter(pl.col("card_row").is_null()).select("row"), on="row", how="semi")
     tiered = billable.filter(pl.col("tier_position").is_not_null())
     if tiered.height:
         # Graduated tiers: the row with the largest tier_from <= position, among the rows in force.
@@ -432,6 +565,8 @@ def missing_rate_error(unpriced: pl.DataFrame, groups: pl.DataFrame, currency: s
         why = f": the user's market is not known: {unknown_market_reason(first.get('user_id'))}"
     elif first["rate_note"]:
         why = f": the card says {first['rate_note']!r}"
+    elif first["category"] == GENERAL_PURPOSE_AI and first["rate_effective_from"] is None:
+        why = ": Meta's AI Provider rate card is not known (no figures in any source): give a card with general_purpose_ai rows"
     elif first["rate_effective_from"] is None:
         why = f": the card has no {currency} rate for {first['market']} {first['category']} on or before that date"
     else:
@@ -487,6 +622,11 @@ PARTIAL_SCHEMA: dict[str, pl.DataType] = {
     "card_cost": COST_DTYPE,  # what the card's rates come to
     "markup": COST_DTYPE,
     "cost": COST_DTYPE,
+    "tokens": pl.Int64(),  # tokens of per-token charges (null: none)
+    "estimated_charges": pl.Int64(),  # charges priced at agent_tokens_per_message
+    "estimated_cost": COST_DTYPE,
+    "at_most_charges": pl.Int64(),  # charges priced under a marketing max price: an upper bound
+    "at_most_cost": COST_DTYPE,
 }
 
 
@@ -504,6 +644,11 @@ def cost_partials(priced: pl.DataFrame) -> pl.DataFrame:
             card_cost=(pl.col("cost") - pl.col("markup")).sum().cast(COST_DTYPE),
             markup=pl.col("markup").sum().cast(COST_DTYPE),
             cost=pl.col("cost").sum().cast(COST_DTYPE),
+            tokens=pl.when(pl.col("billed_tokens").is_not_null().any()).then(pl.col("billed_tokens").sum()).cast(pl.Int64),
+            estimated_charges=pl.col("estimated").sum().cast(pl.Int64),
+            estimated_cost=pl.col("cost").filter("estimated").sum().cast(COST_DTYPE),
+            at_most_charges=pl.col("at_most").sum().cast(pl.Int64),
+            at_most_cost=pl.col("cost").filter("at_most").sum().cast(COST_DTYPE),
         )
         .select(*PARTIAL_SCHEMA)
         .collect(engine="streaming")  # twice as fast as the in-memory group-by on 7 M priced charges
@@ -513,7 +658,31 @@ def cost_partials(priced: pl.DataFrame) -> pl.DataFrame:
 # What a charge outside every tier counter costs depends on these columns and its local date alone
 # (`priceable` reads no other, `priced_rows` adds nothing else but the tier position): with the
 # other keys of `PARTIAL_KEYS`, one charge of each such group is priced for all of them.
-GROUP_KEYS = ("rule_set", "pricing_model", "category", "pricing_type", "billable", "business_phone", "waba_id", "market")
+GROUP_KEYS = (
+    "rule_set",
+    "pricing_model",
+    "category",
+    "pricing_type",
+    "billable",
+    "business_phone",
+    "waba_id",
+    "market",
+    "tokens",  # a per-token charge's cost (`_cost_keys`: null for the others)
+    "template_name",  # a marketing max price may name the template (`_cost_keys`: null where none does)
+)
+
+
+def _cost_keys(settings: Settings) -> dict[str, pl.Expr]:
+    """`tokens` and `template_name` where they can change a charge's cost, null elsewhere: so they
+    split the groups of `cost_partials_of_charges` only there (a template's name on every
+    template charge would otherwise multiply the groups, and the charges priced one by one)."""
+    names_template = any(cap.template is not None for cap in settings.max_prices)
+    return {
+        "tokens": pl.when(pl.col("category").is_in(PER_TOKEN_CATEGORIES)).then(pl.col("tokens")),
+        "template_name": pl.when(pl.col("category").is_in(MAX_PRICE_CATEGORIES)).then(pl.col("template_name"))
+        if names_template
+        else pl.lit(None, dtype=pl.String),
+    }
 
 
 def cost_partials_of_charges(
@@ -536,7 +705,7 @@ def cost_partials_of_charges(
     require_charge_columns(charges.columns)
     groups = (
         charges.lazy()
-        .group_by(*GROUP_KEYS, local_date=local_date(settings))
+        .group_by(*(k for k in GROUP_KEYS if k not in ("tokens", "template_name")), **_cost_keys(settings), local_date=local_date(settings))
         .agg(started_at=pl.col("started_at").min(), charges=pl.len().cast(pl.Int64))
         .collect(engine="streaming")
     )
@@ -582,6 +751,11 @@ def _weighted_partials(priced: pl.DataFrame) -> pl.DataFrame:
             card_cost=((pl.col("cost") - pl.col("markup")) * count).sum().cast(COST_DTYPE),
             markup=(pl.col("markup") * count).sum().cast(COST_DTYPE),
             cost=(pl.col("cost") * count).sum().cast(COST_DTYPE),
+            tokens=pl.when(pl.col("billed_tokens").is_not_null().any()).then((pl.col("billed_tokens") * pl.col("charges")).sum()).cast(pl.Int64),
+            estimated_charges=pl.col("charges").filter("estimated").sum().cast(pl.Int64),
+            estimated_cost=(pl.col("cost") * count).filter("estimated").sum().cast(COST_DTYPE),
+            at_most_charges=pl.col("charges").filter("at_most").sum().cast(pl.Int64),
+            at_most_cost=(pl.col("cost") * count).filter("at_most").sum().cast(COST_DTYPE),
         )
         .select(*PARTIAL_SCHEMA)
         .collect()
@@ -604,6 +778,7 @@ def costs_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
             charges=pl.col("charges").sum().cast(pl.Int64),
             billable_charges=pl.col("billable_charges").sum().cast(pl.Int64),
             cost=pl.when(pl.col("priced").first()).then(pl.col("cost").sum()),
+            **_marks(),
         )
         .select(
             "month",
@@ -615,6 +790,9 @@ def costs_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
             pl.col("cost").round(ROLLUP_DECIMALS, mode=HALF_AWAY_FROM_ZERO).cast(ROLLUP_SCHEMA["cost"]),
             "currency",
             "priced",
+            "tokens",
+            "estimated_charges",
+            "at_most_charges",
         )
         .sort("month", "market", "category", "pricing_type", pl.col("priced").not_())
     )
@@ -642,6 +820,7 @@ def invoice_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
             card_cost=pl.col("card_cost").filter(priced).sum(),
             markup=pl.col("markup").filter(priced).sum(),
             cost=pl.col("cost").filter(priced).sum(),
+            **_marks(),
         )
         .with_columns(pl.col(c).round(INVOICE_DECIMALS, mode=HALF_AWAY_FROM_ZERO).cast(cents) for c in ("card_cost", "markup", "cost"))
         .select(
@@ -657,6 +836,21 @@ def invoice_from_partials(partials: pl.DataFrame) -> pl.DataFrame:
             "markup",
             "cost",
             "currency",
+            "tokens",
+            "estimated_charges",
+            "at_most_charges",
         )
         .sort("month", "waba_id", "business_phone", "category", "market")
     )
+
+
+def _marks() -> dict[str, pl.Expr]:
+    """What marks a roll-up line's cost (issue 17): the tokens priced (null where the line has no
+    per-token charge), and how many of its charges have an estimated cost (Meta Business Agent
+    without tokens, at `agent_tokens_per_message`) or a cost that is an upper bound (a marketing
+    max price: "at most")."""
+    return {
+        "tokens": pl.when(pl.col("tokens").is_not_null().any()).then(pl.col("tokens").sum()).cast(pl.Int64),
+        "estimated_charges": pl.col("estimated_charges").sum().cast(pl.Int64),
+        "at_most_charges": pl.col("at_most_charges").sum().cast(pl.Int64),
+    }

@@ -20,6 +20,13 @@ effective_from,currency,market,category,tier_from,rate,source,note
 - `source` (URL or document) and `note` (optional): where the rate comes from. A note that starts
   with `trust A`..`trust D` gives the rate's trust rating (data/rate_cards/README.md); it becomes
   the `trust` column.
+- `unit` (optional, default `message`): what the rate is per. `message` (one billable unit of
+  contracts.md §2) or `million_tokens` (per 1,000,000 tokens: Meta Business Agent, charged per
+  token from 2026-08-01, changes-2026-h2.md §2); `million_tokens` only for `meta_business_agent`.
+- `market` `global` (`GLOBAL_MARKET`): the rate of every market, for Meta's one global rate (Meta
+  Business Agent). A card's own row for a market wins over the global row of the same date: the
+  global row stands for a row of every market (`MARKETS` and `Unknown`) that has none of its own
+  for that currency, category, date and tier, and is loaded as such.
 
 `load_card` reads a card (a CSV file, or a folder whose `*.csv` files together form one card; the
 default is the card shipped in data/rate_cards/) and validates it: required columns, dates,
@@ -55,10 +62,16 @@ from analytics.core.errors import InputError, UsageError, excerpt, found_names
 from analytics.core.money import decimal_places
 from analytics.core.resources import resource
 from analytics.terms import rules
-from analytics.terms.markets import MARKETS
+from analytics.terms.markets import MARKETS, UNKNOWN_MARKET
 
 CARD_COLUMNS = ("effective_from", "currency", "market", "category", "tier_from", "rate")
 PROVENANCE_COLUMNS = ("source", "note")
+UNIT_COLUMN = "unit"  # optional, after the contract's columns: what a rate is per
+PER_MESSAGE = "message"
+PER_MILLION_TOKENS = "million_tokens"
+UNITS = (PER_MESSAGE, PER_MILLION_TOKENS)
+TOKENS_PER_UNIT = 1_000_000  # a `million_tokens` rate is per this many tokens
+GLOBAL_MARKET = "global"  # a card row for every market: Meta's one global rate
 REQUIRED_COLUMNS = ("effective_from", "currency", "market", "category", "rate")
 
 RATE_SCALE = 6  # decimals a rate may have; costs are exact decimals (analytics.price.pricing)
@@ -76,8 +89,18 @@ CARD_SCHEMA: dict[str, pl.DataType] = {
     "rate": RATE_DTYPE,
     "source": pl.String(),
     "note": pl.String(),
+    "unit": pl.String(),
     "trust": pl.String(),
 }
+
+# Categories of 2026 (issue 17, changes-2026-h2.md §2, §4-6): group deliveries, Meta Business Agent
+# (per token) and AI Providers' general-purpose AI messages.
+GROUP_MARKETING = "group_marketing"
+GROUP_UTILITY = "group_utility"
+GROUP_SERVICE = "group_service"
+META_BUSINESS_AGENT = "meta_business_agent"
+GENERAL_PURPOSE_AI = "general_purpose_ai"
+PER_TOKEN_CATEGORIES = (META_BUSINESS_AGENT,)  # the categories a `million_tokens` rate may price
 
 # contracts.md §2: every category a charge can have, in the order cards list them.
 CATEGORIES = (
@@ -87,6 +110,11 @@ CATEGORIES = (
     rules.AUTH_INTERNATIONAL,
     "service",
     *rules.INITIATOR_CATEGORIES,
+    GROUP_MARKETING,
+    GROUP_UTILITY,
+    GROUP_SERVICE,
+    META_BUSINESS_AGENT,
+    GENERAL_PURPOSE_AI,
 )
 # contracts.md §3: volume tiers count utility, and authentication with authentication_international.
 TIER_FAMILY = {"utility": "utility", rules.AUTH: rules.AUTH, rules.AUTH_INTERNATIONAL: rules.AUTH}
@@ -151,14 +179,29 @@ def _load(files: Sequence[tuple[str, str]]) -> pl.DataFrame:
         {c: [r[c] for r in rows] for c in CARD_SCHEMA if c != "trust"},
         schema={c: t for c, t in CARD_SCHEMA.items() if c != "trust"},
     )
-    return frame.with_columns(trust=pl.col("note").str.extract(_TRUST.pattern, 1)).sort(
-        "currency", "market", "category", "effective_from", "tier_from"
-    )
+    frame = frame.with_columns(trust=pl.col("note").str.extract(_TRUST.pattern, 1))
+    return _for_every_market(frame).sort("currency", "market", "category", "effective_from", "tier_from")
+
+
+def _for_every_market(card: pl.DataFrame) -> pl.DataFrame:
+    """The card with each `global` row replaced by a row of every market (`MARKETS` and `Unknown`:
+    Meta's global rate does not depend on the user's market) that has no row of its own for the
+    same currency, category, date and tier. From then on a global rate is a market's rate like
+    any other: it applies until a later row of that market."""
+    is_global = pl.col("market") == GLOBAL_MARKET
+    global_rows = card.filter(is_global)
+    if global_rows.height == 0:
+        return card
+    own = card.filter(~is_global)
+    markets = pl.DataFrame({"market": [*MARKETS, UNKNOWN_MARKET]})
+    spread = global_rows.drop("market").join(markets, how="cross").select(own.columns)
+    spread = spread.join(own, on=["effective_from", "currency", "market", "category", "tier_from"], how="anti")
+    return pl.concat([own, spread])
 
 
 _CARD_FORMAT_HINT = (
     "A rate card is a CSV with columns effective_from,currency,market,category,tier_from,rate "
-    "(and optionally source,note): see contracts.md §3 and data/rate_cards/README.md"
+    "(and optionally source,note,unit): see contracts.md §3 and data/rate_cards/README.md"
 )
 
 
@@ -177,7 +220,7 @@ def _read_rows(name: str, text: str, problems: list[str]) -> list[dict[str, Any]
         return []
     header = [h.strip() for h in header]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    unexpected = [c for c in header if c not in (*CARD_COLUMNS, *PROVENANCE_COLUMNS)]
+    unexpected = [c for c in header if c not in (*CARD_COLUMNS, *PROVENANCE_COLUMNS, UNIT_COLUMN)]
     if missing or unexpected:
         if missing:
             problems.append(f"{name}, line 1: missing column {', '.join(missing)}")
@@ -210,7 +253,7 @@ def _typed_row(raw: dict[str, str], where: str, problems: list[str]) -> dict[str
     if not _CURRENCY.match(currency):
         found.append(f"currency {excerpt(currency)} is not an ISO 4217 code (three capital letters, e.g. USD)")
     market = raw["market"]
-    if market not in MARKETS:
+    if market not in MARKETS and market != GLOBAL_MARKET:
         found.append(f"unknown market {excerpt(market)}{_did_you_mean(market, MARKETS)}")
     category = raw["category"]
     if category not in CATEGORIES:
@@ -224,6 +267,11 @@ def _typed_row(raw: dict[str, str], where: str, problems: list[str]) -> dict[str
     rate, rate_problem = parse_rate(raw["rate"])
     if rate_problem:
         found.append(rate_problem)
+    unit = raw.get(UNIT_COLUMN, "") or PER_MESSAGE
+    if unit not in UNITS:
+        found.append(f"unknown unit {excerpt(unit)}: expected {' or '.join(UNITS)} (empty: {PER_MESSAGE})")
+    elif unit == PER_MILLION_TOKENS and category in CATEGORIES and category not in PER_TOKEN_CATEGORIES:
+        found.append(f"unit {unit} for {category}: only {', '.join(PER_TOKEN_CATEGORIES)} is charged per token")
     if found:
         problems.extend(f"{where}: {p}" for p in found)
         return None
@@ -236,6 +284,7 @@ def _typed_row(raw: dict[str, str], where: str, problems: list[str]) -> dict[str
         "rate": rate,
         "source": raw.get("source") or None,
         "note": raw.get("note") or None,
+        "unit": unit,
         "where": where,
     }
 
@@ -262,7 +311,7 @@ def parse_rate(text: str) -> tuple[Decimal | None, str | None]:
 def _did_you_mean(value: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     hint = f": did you mean {close[0]!r}?" if close else ""
-    return hint + " (markets are Meta's names, as in data/markets/regions.csv)"
+    return hint + f" (markets are Meta's names, as in data/markets/regions.csv, or {GLOBAL_MARKET} for every market)"
 
 
 def _table_problems(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -293,6 +342,25 @@ def _table_problems(rows: Sequence[dict[str, Any]]) -> list[str]:
 def _describe(row: dict[str, Any], *, tier: bool = True) -> str:
     text = f"{row['currency']} {row['market']} {row['category']} from {row['effective_from']}"
     return text + (f", tier_from {row['tier_from']}" if tier else "")
+
+
+# --- Categories priced at another's rate ------------------------------------------------------------
+
+
+@cache
+def priced_as() -> dict[str, str]:
+    """Category -> the category whose rate it pays where a card has no row of its own in force
+    (data/rules/priced_as.csv, each row with its source): the group categories at their base
+    category's rate (Meta, "Groups API Pricing", Updated May 21, 2026: "at the going marketing
+    message rate for each recipient's country calling code")."""
+    text = resource("data", "rules", "priced_as.csv").read_text(encoding="utf-8")
+    table: dict[str, str] = {}
+    for line, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        category, base = row["category"], row["priced_as"]
+        if category not in CATEGORIES or base not in CATEGORIES or not row.get("source"):
+            raise InputError(f"data/rules/priced_as.csv, line {line}: a known category, the category it is priced as, and a source")
+        table[category] = base
+    return table
 
 
 # --- Writing a card ---------------------------------------------------------------------------------

@@ -10,11 +10,16 @@ the book.
 
 A `RuleSet` here is one *period* of a rule set: the rule set's properties as amended up to a date.
 The charges say the rule set's `name`; the period only decides how a message is billed.
+
+The markets where an AI Provider's non-template messages are charged (changes-2026-h2.md §6) are
+data too: `data/rules/ai_providers.csv`, read by `ai_provider_listed` and `ai_provider_markets`.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -35,6 +40,15 @@ USER_INITIATED = "user_initiated"
 BUSINESS_INITIATED = "business_initiated"
 INITIATOR_CATEGORIES = (USER_INITIATED, BUSINESS_INITIATED, FEP_CATEGORY)  # one-slot conversations (§3)
 CATEGORY_SLOTS = ("marketing", "utility", AUTH, SERVICE)  # per-category conversations (§4.1)
+# Issue 17 (README, "How billing works"): a group delivery is billed as its base category with
+# `group_` in front (Meta, "Groups API Pricing", Updated May 21, 2026); Meta Business Agent
+# replies and AI Providers' messages are categories of their own (changes-2026-h2.md §2, §6).
+GROUP_PREFIX = "group_"
+GROUP_SERVICE = GROUP_PREFIX + SERVICE
+GROUP_CATEGORIES = tuple(GROUP_PREFIX + c for c in ("marketing", "utility", SERVICE))
+META_BUSINESS_AGENT = "meta_business_agent"
+GENERAL_PURPOSE_AI = "general_purpose_ai"
+SERVICE_CATEGORIES = (SERVICE, GROUP_SERVICE)  # §9 service exemption: both are service messages
 
 # Pricing models, conversation kinds and free-tier scopes as the rules file spells them.
 CBP, PMP = "CBP", "PMP"
@@ -107,6 +121,11 @@ class RuleSet:
     service_rate_from: str
     amended: bool = False  # a period an amendment starts, not the rule set's first
     label: str = ""  # an amendment's name on a chart
+    # Optional properties of issue 17 (data/rules/rule_sets.toml says what each means).
+    bills_groups: bool = False
+    meta_business_agent_category: str = ""
+    ai_provider_category: str = ""
+    never_free: tuple[str, ...] = ()
 
     @property
     def is_cbp(self) -> bool:
@@ -190,8 +209,11 @@ _WINDOWS = {
     "ctwa_fep_window_up_to_hours": "ctwa_fep_window_up_to",
     "ctwa_fep_extension_hours": "ctwa_fep_extension",
 }
-_LISTS = ("free_in_customer_service_window", "free_categories", "volume_tier_categories")
-_PROPERTIES = (*_WINDOWS, *_LISTS, "conversations", "reactions_free", "free_tiers", "service_rate_from")
+_LISTS = ("free_in_customer_service_window", "free_categories", "volume_tier_categories", "never_free")
+_PROPERTIES = (*_WINDOWS, *_LISTS[:3], "conversations", "reactions_free", "free_tiers", "service_rate_from")
+# Properties a rules file may leave out (older files): the RuleSet defaults bill none of their traffic.
+_OPTIONAL_PROPERTIES = ("bills_groups", "meta_business_agent_category", "ai_provider_category", "never_free")
+_CATEGORY_PROPERTIES = {"meta_business_agent_category": ("", META_BUSINESS_AGENT), "ai_provider_category": ("", GENERAL_PURPOSE_AI)}
 _DESCRIBED = ("status", "source", "note")
 MAX_WINDOW_HOURS = 24 * 366  # a window of the rules lasts at most a year
 _OPTIONAL = ("label",)
@@ -213,7 +235,7 @@ def _read_book(document: Mapping[str, object], source: str) -> RuleBook:
         if not isinstance(table, dict):
             raise RulesFileError(f"{source}: each [[rule_set]] must be a table")
         where = f"{source} rule set {excerpt(table.get('name'))}"
-        allowed = {"name", "effective_from", "pricing_model", "amendment", *_DESCRIBED, *_PROPERTIES}
+        allowed = {"name", "effective_from", "pricing_model", "amendment", *_DESCRIBED, *_PROPERTIES, *_OPTIONAL_PROPERTIES}
         _known(table, allowed, where)
         missing = [k for k in ("name", "effective_from", "pricing_model", *_DESCRIBED, *_PROPERTIES) if k not in table]
         if missing:
@@ -222,7 +244,7 @@ def _read_book(document: Mapping[str, object], source: str) -> RuleBook:
         periods.append(period)
         for amendment in _list(table.get("amendment", []), "amendment", where):
             at = f"{where} amendment of {excerpt(amendment.get('effective_from') if isinstance(amendment, dict) else amendment)}"
-            _known(amendment, {"effective_from", *_DESCRIBED, *_OPTIONAL, *_PROPERTIES}, at)
+            _known(amendment, {"effective_from", *_DESCRIBED, *_OPTIONAL, *_PROPERTIES, *_OPTIONAL_PROPERTIES}, at)
             period = _period({**amendment, "name": period.name, "pricing_model": period.pricing_model}, at, base=period)
             periods.append(period)
     periods.sort(key=lambda p: p.effective_from)
@@ -256,9 +278,9 @@ def _period(table: Mapping[str, object], where: str, base: RuleSet | None) -> Ru
             if not isinstance(value, dt.date):
                 raise RulesFileError(f"{where}: effective_from must be a TOML date (2027-01-01), not {excerpt(value)}")
             values[key] = value
-        elif key == "reactions_free":
+        elif key in ("reactions_free", "bills_groups"):
             if not isinstance(value, bool):
-                raise RulesFileError(f"{where}: reactions_free must be true or false")
+                raise RulesFileError(f"{where}: {key} must be true or false")
             values[key] = value
         else:
             values[key] = str(value)
@@ -267,10 +289,13 @@ def _period(table: Mapping[str, object], where: str, base: RuleSet | None) -> Ru
         "pricing_model": (period.pricing_model, (CBP, PMP)),
         "status": (period.status, STATUSES),
         "conversations": (period.conversations, (ONE_SLOT, PER_CATEGORY) if period.is_cbp else (NO_CONVERSATIONS,)),
+        **{key: (getattr(period, key), allowed) for key, allowed in _CATEGORY_PROPERTIES.items()},
     }
     for key, (value, allowed) in checks.items():
         if value not in allowed:
-            raise RulesFileError(f"{where}: {key} {excerpt(value)} is not one of {', '.join(allowed)}")
+            raise RulesFileError(f"{where}: {key} {excerpt(value)} is not one of {', '.join(repr(a) for a in allowed)}")
+    if period.is_cbp and (period.bills_groups or period.meta_business_agent_category or period.ai_provider_category):
+        raise RulesFileError(f"{where}: groups, Meta Business Agent and AI Provider categories are per-message rules, not for a CBP rule set")
     return period
 
 
@@ -331,6 +356,46 @@ def rule_set(name: str) -> RuleSet:
 
 def first_supported_date() -> dt.date:
     return shipped().first_supported_date()
+
+
+# --- AI Providers' markets (data/rules/ai_providers.csv) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class AiProviderMarket:
+    """A country where Meta charges an AI Provider's non-template messages, from `effective_from`
+    until `until` (exclusive; None: still charged), dates at 00:00 in the WABA time zone."""
+
+    country: str  # ISO 3166-1 alpha-2
+    effective_from: dt.date
+    until: dt.date | None
+    source: str
+
+
+@cache
+def ai_provider_markets() -> tuple[AiProviderMarket, ...]:
+    """The shipped list (data/rules/ai_providers.csv), checked: a bad row names its line."""
+    where = "data/rules/ai_providers.csv"
+    text = resource("data", "rules", "ai_providers.csv").read_text(encoding="utf-8")
+    markets = []
+    for line, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        try:
+            start = dt.date.fromisoformat(row["from"])
+            until = dt.date.fromisoformat(row["until"]) if row["until"] else None
+        except (KeyError, TypeError, ValueError):
+            raise RulesFileError(f"{where} line {line}: from and until must be dates (2026-03-11; until may be empty)") from None
+        country = (row.get("country") or "").strip().upper()
+        if len(country) != 2 or not country.isalpha() or not (row.get("source") or "").strip() or (until is not None and until <= start):
+            raise RulesFileError(f"{where} line {line}: expected an ISO country code, from before until, and a source")
+        markets.append(AiProviderMarket(country=country, effective_from=start, until=until, source=row["source"]))
+    return tuple(markets)
+
+
+def ai_provider_listed(country: str | None, on: dt.date) -> bool:
+    """Whether an AI Provider's non-template message to a user of `country` (ISO alpha-2, any
+    case) is charged on the local date `on` (changes-2026-h2.md §6)."""
+    code = (country or "").strip().upper()
+    return any(m.country == code and m.effective_from <= on and (m.until is None or on < m.until) for m in ai_provider_markets())
 
 
 # --- A business's settings ----------------------------------------------------------------------------
