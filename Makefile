@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 SAMPLE := data/sample/messages.csv.gz
+CONFIG := examples/analytics.toml
 OUT    := out
 REPORT_MONTH ?= 2026-10
 
@@ -18,15 +19,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job on the shipped sample: ingest, summarise, bill, price, and the HTML report of REPORT_MONTH.
+## The main job on the shipped sample: ingest, summarise, bill, price, and the HTML report of REPORT_MONTH,
+## with the sample's config (CONFIG: its marketing max price), also in the report (examples/sample-report.toml).
 ## Prints where the results are.
 report: $(STAMP)
 	@mkdir -p $(OUT)
 	$(BIN)/wa-analytics ingest $(SAMPLE) -o $(OUT)/messages.parquet --quarantine $(OUT)/quarantine.csv
 	$(BIN)/wa-analytics summary $(OUT)/messages.parquet
 	$(BIN)/wa-analytics charges $(OUT)/messages.parquet -o $(OUT)/charges.csv
-	$(BIN)/wa-analytics costs $(OUT)/messages.parquet -o $(OUT)/costs.csv --invoice $(OUT)/invoice.csv
-	$(BIN)/wa-analytics report --input $(SAMPLE) --month $(REPORT_MONTH) -o $(OUT)/report.html
+	$(BIN)/wa-analytics costs $(OUT)/messages.parquet --config $(CONFIG) -o $(OUT)/costs.csv --invoice $(OUT)/invoice.csv
+	$(BIN)/wa-analytics report --input $(SAMPLE) --month $(REPORT_MONTH) --params examples/sample-report.toml -o $(OUT)/report.html
 	@echo "Results: $(OUT)/messages.parquet (canonical messages), $(OUT)/quarantine.csv (rows set aside), $(OUT)/charges.csv (charges), $(OUT)/costs.csv and $(OUT)/invoice.csv (costs)"
 	@echo "Report: $(CURDIR)/$(OUT)/report.html"
 

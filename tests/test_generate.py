@@ -16,6 +16,7 @@ from analytics.synthetic.generate import (
     BUSINESS_NUMBERS,
     COUNTRIES,
     DEFECTS,
+    GROUPS_FROM,
     generate_to_parquet,
     generate_traffic,
     max_users,
@@ -349,4 +350,84 @@ def test_the_shipped_sample_validates_with_only_its_deliberate_defects_quarantin
     assert sorted(quarantine["message_id"].drop_nulls().to_list()) == sorted(i for d in DEFECTS for i in d.message_ids if i is not None)
     assert quarantine.height == sum(d.count for d in DEFECTS) == 6
     assert ingested.summary.duplicates_dropped == 199
-    assert ingested.summary.rows_used == 42_888
+    assert ingested.summary.rows_used == 44_130  # 1,242 of them group rows (one per participant)
+
+
+# --- The traffic of 2026: groups, Meta Business Agent, template names (issue 17) --------------------
+
+
+@pytest.fixture(scope="module")
+def traffic_2026() -> pl.DataFrame:
+    return generate_traffic(users=1200, start=dt.date(2026, 5, 1), months=4, seed=5).unique(maintain_order=True)
+
+
+def test_the_traffic_of_2026_is_deterministic_too():
+    first = generate_traffic(users=800, start=dt.date(2026, 7, 1), months=2, seed=3)
+    assert first["group_id"].drop_nulls().len() > 0 and first["sent_by"].drop_nulls().len() > 0
+    assert first.equals(generate_traffic(users=800, start=dt.date(2026, 7, 1), months=2, seed=3))
+
+
+def test_group_traffic_starts_in_june_2026_in_groups_of_at_most_eight_from_several_markets(traffic_2026):
+    groups = traffic_2026.filter(pl.col("group_id").is_not_null())
+    assert groups["timestamp"].min() >= dt.datetime.combine(GROUPS_FROM, dt.time(), dt.UTC)
+    assert groups["group_id"].n_unique() >= 3
+    participants = groups.group_by("group_id").agg(
+        n=pl.col("user_id").n_unique(),
+        numbers=pl.col("business_phone").n_unique(),
+        codes=pl.col("user_id").map_elements(_calling_code, return_dtype=pl.String).n_unique(),
+    )
+    assert participants["n"].max() <= 8 and participants["n"].min() >= 2 and participants["numbers"].max() == 1
+    assert participants["codes"].max() >= 2  # a group with participants in more than one market
+    outbound = groups.filter(pl.col("direction") == "outbound")
+    per_message = outbound.group_by("message_id").agg(pl.col("user_id").n_unique(), pl.len(), pl.col("group_id").first())
+    assert (per_message["user_id"] == per_message["len"]).all()  # one row per participant, the same message id
+    members = groups.group_by("group_id").agg(members=pl.col("user_id").n_unique())
+    assert per_message.join(members, on="group_id").select((pl.col("user_id") == pl.col("members")).all()).item()
+    assert {"failed", "delivered", "read"} <= set(outbound["status"])
+    assert set(outbound["template_category"].drop_nulls()) == {"marketing", "utility"}  # never authentication
+    assert set(outbound.filter(pl.col("message_type") == "template")["template_name"]) == {"group_offer", "group_update"}
+    inbound = groups.filter(pl.col("direction") == "inbound")
+    assert inbound.height > 0 and set(inbound["status"]) == {"received"}
+    # every free-form group message answers a participant's message of the same group within 24 h
+    replies = outbound.filter(pl.col("message_type") != "template").sort("timestamp")
+    last = replies.join_asof(
+        inbound.select("group_id", "timestamp", last_inbound="timestamp").sort("timestamp"),
+        on="timestamp",
+        by="group_id",
+        strategy="backward",
+        check_sortedness=False,
+    )
+    assert last["last_inbound"].null_count() == 0 and (last["timestamp"] - last["last_inbound"] < DAY).all()
+
+
+def _calling_code(user_id: str) -> str:
+    return next((c.calling_code for c in COUNTRIES if user_id.startswith(c.calling_code + c.mobile_prefix)), user_id[:2])
+
+
+def test_meta_business_agent_answers_from_august_2026_with_its_tokens(traffic_2026):
+    agent = traffic_2026.filter(pl.col("sent_by").is_not_null())
+    assert set(agent["sent_by"]) == {"meta_business_agent"}
+    assert agent["timestamp"].min() >= dt.datetime(2026, 8, 1, tzinfo=dt.UTC)
+    assert set(agent["direction"]) == {"outbound"} and not set(agent["message_type"]) & {"template", "reaction"}
+    assert agent["group_id"].null_count() == agent.height
+    assert agent["tokens"].min() >= 20_000 and agent["tokens"].max() <= 25_000 and agent["tokens"].null_count() == 0
+    replies = traffic_2026.filter(
+        (pl.col("timestamp") >= dt.datetime(2026, 8, 1, tzinfo=dt.UTC)),
+        pl.col("direction") == "outbound",
+        ~pl.col("message_type").is_in(["template", "reaction"]),
+        pl.col("business_phone") == BUSINESS_NUMBERS[0].phone_number_id,
+    )
+    assert 0.2 < agent.height / replies.height < 0.4  # AGENT_SHARE of the care number's replies
+    assert traffic_2026.filter(pl.col("sent_by").is_null())["tokens"].null_count() == traffic_2026.filter(pl.col("sent_by").is_null()).height
+
+
+def test_templates_have_names_and_a_campaign_one_name(traffic_2026):
+    templates = traffic_2026.filter(pl.col("message_type") == "template")
+    assert templates["template_name"].null_count() == 0
+    assert traffic_2026.filter(pl.col("message_type") != "template")["template_name"].null_count() == traffic_2026.height - templates.height
+    names = set(templates["template_name"])
+    assert {"order_update", "login_code", "whatsapp_offer"} <= names
+    campaigns = templates.filter(pl.col("template_name").str.starts_with("promo_"))
+    assert campaigns.height > 0
+    per_campaign = campaigns.group_by("template_name").agg(pl.col("timestamp").dt.date().n_unique(), pl.col("business_phone").n_unique(), pl.len())
+    assert (per_campaign["timestamp"] == 1).all() and (per_campaign["business_phone"] == 1).all() and per_campaign["len"].min() > 10

@@ -173,20 +173,21 @@ def sample_projection(tmp_path_factory):
     return folder
 
 
-def test_the_back_test_on_the_sample_misses_by_about_17_percent_a_month(sample_projection):
+def test_the_back_test_on_the_sample_misses_by_about_19_percent_a_month(sample_projection):
     # Measured (tests pin what was measured, to the tolerance of a seeded replay): origins 2026-04 to
     # 2026-11, each projected from the months before it, 3 months ahead at most. MAPE of the monthly
-    # cost 17.3%, of billable charges 16.7%; by horizon 16.8%, 17.2%, 18.0%. November's Black Friday
-    # campaigns are the largest miss (-66%): recent months cannot foresee them.
+    # cost 19.1%, of billable charges 18.5%; by horizon 17.5%, 18.2%, 22.3% (the sample with issue
+    # 17's groups and Meta Business Agent, ingest keying group rows by participant). November's
+    # Black Friday campaigns are the largest miss (-65%): recent months cannot foresee them.
     errors = pl.read_csv(sample_projection / "project.backtest.csv")
     assert errors["origin"].unique().sort().to_list() == [f"2026-{m:02d}" for m in range(4, 12)]
     assert errors.height == 8 + 7 + 6
-    assert errors["cost_error"].abs().mean() == pytest.approx(0.173, abs=0.01)
-    assert errors["billable_charges_error"].abs().mean() == pytest.approx(0.167, abs=0.01)
+    assert errors["cost_error"].abs().mean() == pytest.approx(0.191, abs=0.01)
+    assert errors["billable_charges_error"].abs().mean() == pytest.approx(0.185, abs=0.01)
     by_horizon = errors.group_by("horizon").agg(pl.col("cost_error").abs().mean()).sort("horizon")["cost_error"].to_list()
-    assert by_horizon == pytest.approx([0.168, 0.172, 0.180], abs=0.01)
+    assert by_horizon == pytest.approx([0.175, 0.182, 0.223], abs=0.01)
     worst = errors.sort(pl.col("cost_error").abs(), descending=True).row(0, named=True)
-    assert (worst["month"], round(worst["cost_error"], 2)) == ("2026-11", -0.66)
+    assert (worst["month"], round(worst["cost_error"], 2)) == ("2026-11", -0.65)
     # each error is the projected over the actual month, less one
     row = errors.row(0, named=True)
     assert row["cost_error"] == pytest.approx(row["projected_cost"] / row["actual_cost"] - 1)

@@ -43,7 +43,7 @@ RECONCILE = FIXTURES / "reconcile"
 CHARTS_PER_NOTEBOOK = {
     "01_conversation_volumes": 2,
     "02_costs": 4,
-    "03_strategies_and_projection": 2,
+    "03_strategies_and_projection": 3,
     "04_reconciliation": 1,
     "05_templates_and_budget": 0,
 }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from traffic import Traffic
 
 from analytics import cli
 from analytics.read import ingest
@@ -210,7 +211,7 @@ def test_compare_on_the_sample_has_a_baseline_equal_to_costs(sample_comparison):
 
 
 def test_on_the_sample_each_example_scenario_moves_the_cost_the_way_its_strategy_should(sample_comparison):
-    table = pl.read_csv(sample_comparison / "compare.csv", schema_overrides={"cost_difference": pl.Decimal(38, 6)})
+    table = pl.read_csv(sample_comparison / "compare.csv", schema_overrides={"cost_difference": pl.Decimal(38, 6), "cost": pl.Decimal(38, 6)})
     difference = dict(table.group_by("scenario").agg(pl.col("cost_difference").sum()).iter_rows())
     assert difference["baseline"] == 0
     for saving in ("orders_wait_for_the_customer", "replies_instead_of_templates", "marketing_cap", "click_to_whatsapp_ads"):
@@ -247,3 +248,24 @@ def test_a_scenario_without_a_card_of_its_own_is_priced_at_the_runs_card_whateve
     comparison = scenarios.compare(fixture_messages(), scenarios.load_scenarios(toml), settings=Settings(rate_card=CARD))
     currencies = {r.name: r.currency for r in comparison.results}
     assert currencies == {"baseline": "EUR", "dollars": "USD", "later": "EUR"}
+
+
+def test_people_own_ai_and_meta_agent_side_by_side():
+    # September 2025 (pmp-2025, test card): replies are free service messages; the marketing
+    # template costs Italy's 0.05 in every scenario. Before 2026-08-01 Meta bills the agent's
+    # replies as service, so only the own-cost lines differ: own AI 2 × 0.01, the agent 2 × 0.005.
+    traffic = Traffic(start="2025-09-01T00:00:00Z").user(0).text(1).text(2).template(30, "marketing").frame()
+    chosen = [
+        scenarios.Scenario(scenarios.BASELINE),
+        scenarios.scenario("people", strategies=[{"name": "service_by_people"}]),
+        scenarios.scenario("own_ai", strategies=[{"name": "service_by_people"}, {"name": "service_by_own_ai", "unit_cost": 0.01}]),
+        scenarios.scenario("meta_agent", strategies=[{"name": "service_by_business_agent", "unit_cost": 0.005}]),
+    ]
+    comparison = scenarios.compare(traffic, chosen, settings=Settings(rate_card=CARD))
+    table = scenarios.side_by_side(comparison.table, ["people", "own_ai", "meta_agent", "absent"], month="2025-09")
+    assert table.rows() == [
+        ("people", Decimal("0.05"), Decimal(0), Decimal("0.05"), Decimal(0), "EUR", 1, 0),
+        ("own_ai", Decimal("0.05"), Decimal("0.02"), Decimal("0.07"), Decimal("0.02"), "EUR", 1, 0),
+        ("meta_agent", Decimal("0.05"), Decimal("0.01"), Decimal("0.06"), Decimal("0.01"), "EUR", 1, 0),
+    ]
+    assert scenarios.side_by_side(comparison.table, ["people"], month="2024-01").height == 0

@@ -235,6 +235,138 @@ def test_channel_shift_moves_a_seeded_share():
     assert 60 <= len(moved) <= 120
 
 
+# --- service_by_business_agent and service_by_own_ai (issue 17) --------------------------------------
+
+
+def service_traffic() -> pl.DataFrame:
+    """h0 user; replies m0002 (h1), m0006 (h5); a reaction m0003, a utility template m0004, a failed
+    reply m0005, a reply already Meta Business Agent's m0007, and a group reply m0008."""
+    frame = Traffic(start=START).user(0).text(1).reaction(2).template(3, "utility").text(4).text(5).text(6).text(7).frame()
+    return frame.with_columns(
+        status=pl.when(pl.col("message_id") == "m0005").then(pl.lit("failed")).otherwise("status"),
+        sent_by=pl.when(pl.col("message_id") == "m0007").then(pl.lit("meta_business_agent")).otherwise("sent_by"),
+        tokens=pl.when(pl.col("message_id") == "m0007").then(pl.lit(21_000, dtype=pl.Int64)).otherwise("tokens"),
+        group_id=pl.when(pl.col("message_id") == "m0008").then(pl.lit("G1")).otherwise("group_id"),
+    )
+
+
+def test_service_replies_answered_by_meta_business_agent_carry_its_name_and_tokens():
+    result = strategies.service_by_business_agent(service_traffic().lazy()).collect().sort("message_id")
+    assert changed(result.lazy()) == [("m0002", "converted"), ("m0006", "converted")]
+    assert result.select("message_id", "sent_by", "tokens").rows() == [
+        ("m0001", None, None),
+        ("m0002", "meta_business_agent", 25_000),  # the design's default, the top of Meta's 20,000-25,000
+        ("m0003", None, None),
+        ("m0004", None, None),
+        ("m0005", None, None),
+        ("m0006", "meta_business_agent", 25_000),
+        ("m0007", "meta_business_agent", 21_000),
+        ("m0008", None, None),
+    ]
+    given = strategies.service_by_business_agent(service_traffic().lazy(), tokens_per_message=20_000).collect()
+    assert given.filter(pl.col("change") == "converted")["tokens"].to_list() == [20_000, 20_000]
+
+
+def test_the_agents_own_cost_is_on_its_own_line_only_when_given():
+    # September 2025: before 2026-08-01 the engine bills the agent's replies as service (free under
+    # pmp-2025), so Meta's bill does not move; the business's own 0.004 a reply is a line of its own.
+    messages = Traffic(start=START).user(0).text(1).text(2).frame()
+    comparison = run(messages, strategies=[{"name": "service_by_business_agent", "unit_cost": 0.004}])
+    line = comparison.table.filter(pl.col("scenario") == "s", pl.col("category") == "meta_business_agent_own_cost")
+    assert line.select("month", "charges", "billable_charges", "cost").rows() == [("2025-09", 2, 2, Decimal("0.008"))]
+    assert difference(comparison) == (2, Decimal("0.008"))
+    without = run(messages, strategies=[{"name": "service_by_business_agent"}])
+    assert "meta_business_agent_own_cost" not in without.table["category"].to_list()
+    assert comparison.results[1].effects[0].explain() == "2 service replies (100%) were answered by Meta Business Agent at 25,000 tokens each"
+
+
+def test_own_ai_leaves_metas_bill_and_prices_its_replies_on_their_own_line():
+    messages = merge(
+        Traffic(start=START, id_prefix="a").user(0).text(1).text(2).reaction(3),
+        Traffic(start=START, user_id="491520000001", user_country="DE", id_prefix="b").template(1, "utility").user(2).text(3),
+    )
+    result = strategies.service_by_own_ai(messages.lazy(), unit_cost=Decimal("0.002")).collect()
+    assert changed(result.lazy()) == [("a0002", "by_own_ai"), ("a0003", "by_own_ai"), ("b0003", "by_own_ai")]
+    assert result.drop("change").equals(messages)  # the messages Meta sees are the same
+    comparison = run(messages, strategies=[{"name": "service_by_own_ai", "unit_cost": 0.002}])
+    rows = comparison.table.filter(pl.col("scenario") == "s")
+    assert rows.filter(pl.col("category") != "own_ai")["cost_difference"].to_list() == [Decimal(0)] * (rows.height - 1)
+    assert rows.filter(pl.col("category") == "own_ai").select("billable_charges", "cost").rows() == [(3, Decimal("0.006"))]
+    changed_traffic = scenarios.apply_steps(
+        messages, scenarios.scenario("s", strategies=[{"name": "service_by_own_ai", "unit_cost": 0.002}]).steps, Settings()
+    )
+    assert changed_traffic.changed_keys.height == 0  # Meta bills the same messages: nothing to bill again
+
+
+def test_people_write_what_meta_business_agent_wrote_and_own_ai_then_takes_those_replies_too():
+    result = strategies.service_by_people(service_traffic().lazy()).collect().sort("message_id")
+    assert changed(result.lazy()) == [("m0007", "converted")]
+    assert result.filter(pl.col("message_id") == "m0007").select("sent_by", "tokens").row(0) == (None, None)
+    own = changed(strategies.service_by_own_ai(result.drop("change").lazy(), unit_cost=Decimal("0.01")))
+    assert own == [("m0002", "by_own_ai"), ("m0006", "by_own_ai"), ("m0007", "by_own_ai")]
+
+
+def test_own_ai_and_the_agent_choose_the_same_replies_for_the_same_share_and_seed():
+    traffic = Traffic(start=START).user(0)
+    for i in range(300):
+        traffic.text(1 + i / 100)
+    frame = traffic.frame().lazy()
+    agent = changed(strategies.service_by_business_agent(frame, share=0.4, seed=3))
+    own = changed(strategies.service_by_own_ai(frame, share=0.4, unit_cost=Decimal("0.01"), seed=3))
+    assert [m for m, _ in agent] == [m for m, _ in own] and 80 <= len(agent) <= 160
+
+
+# --- groups_instead_of_broadcast (issue 17) ---------------------------------------------------------
+
+
+def broadcast(users: int, hour: float = 10, prefix: str = "u") -> list[Traffic]:
+    return [Traffic(start=START, user_id=f"39333{i:07d}", id_prefix=f"{prefix}{i}-").template(hour + i / 60, "marketing") for i in range(users)]
+
+
+def test_a_campaign_goes_to_groups_of_n_users_with_the_same_deliveries():
+    # 10 users get the same campaign between 10:00 and 10:09; groups of 4: 4 + 4 + 2 participants.
+    users = broadcast(10)
+    users[3].failed_template(11, "utility")  # not marketing: untouched
+    messages = merge(*users).with_columns(status=pl.when(pl.col("message_id") == "u5-0001").then(pl.lit("failed")).otherwise("status"))
+    result = strategies.groups_instead_of_broadcast(messages.lazy(), size=4).collect()
+    grouped = result.filter(pl.col("change") == "converted")
+    assert grouped.height == 10 and result.height == messages.height
+    sizes = grouped.group_by("group_id").agg(n=pl.len(), messages=pl.col("message_id").n_unique(), at=pl.col("timestamp").n_unique())
+    assert sorted(sizes["n"].to_list()) == [2, 4, 4]
+    assert sizes["messages"].to_list() == [1, 1, 1] and sizes["at"].to_list() == [1, 1, 1]  # one group message, sent once
+    for row in grouped.iter_rows(named=True):  # the group message is its first copy's, at its time
+        first = messages.filter(pl.col("message_id") == row["group_id"].removesuffix("~group"))
+        assert row["message_id"] == row["group_id"].replace("~group", "~to-group")
+        assert row["timestamp"] == first["timestamp"].item()
+    assert grouped.filter(pl.col("user_id") == "393330000005")["status"].to_list() == ["failed"]  # a failed participant stays failed
+    assert sorted(grouped["user_id"].to_list()) == sorted(messages.filter(pl.col("template_category") == "marketing")["user_id"].to_list())
+    assert result.filter(pl.col("template_category") == "utility")["change"].to_list() == [None]
+
+
+def test_campaigns_are_split_by_day_template_and_round_and_groups_are_deterministic():
+    day1 = broadcast(3)
+    day2 = broadcast(3, hour=34, prefix="v")
+    again = [Traffic(start=START, user_id="393330000000", id_prefix="w").template(12, "marketing")]  # user 0 twice on day 1
+    messages = merge(*day1, *day2, *again)
+    result = strategies.groups_instead_of_broadcast(messages.lazy(), size=8, seed=1).collect()
+    groups = result.group_by("group_id").agg(pl.col("user_id").sort()).sort("group_id")
+    assert sorted(groups["user_id"].to_list()) == [
+        ["393330000000"],  # the second round of day 1
+        ["393330000000", "393330000001", "393330000002"],
+        ["393330000000", "393330000001", "393330000002"],
+    ]
+    assert result.filter(pl.col("message_id").str.ends_with("~to-group")).select("message_id", "user_id").is_unique().all()
+    assert strategies.groups_instead_of_broadcast(messages.lazy(), size=8, seed=1).collect().equals(result)
+
+
+def test_groups_take_a_seeded_share_of_users_and_leave_group_rows_and_other_templates():
+    messages = merge(*broadcast(200))
+    result = strategies.groups_instead_of_broadcast(messages.lazy(), size=5, share=0.5, seed=4).collect()
+    assert 70 <= result.filter(pl.col("change") == "converted").height <= 130
+    already = messages.with_columns(group_id=pl.lit("G"), template_category=pl.lit("marketing"))
+    assert strategies.groups_instead_of_broadcast(already.lazy()).collect()["change"].null_count() == already.height
+
+
 # --- Composition and the registry ------------------------------------------------------------------
 
 
@@ -261,8 +393,17 @@ def test_every_issue_strategy_is_registered_with_a_docstring_and_an_explanation(
         "more_entry_points",
         "growth",
         "channel_shift",
+        "service_by_business_agent",
+        "service_by_own_ai",
+        "service_by_people",
+        "groups_instead_of_broadcast",
     }
-    required = {"cap_marketing": {"per_user": 2}, "more_entry_points": {"share": 0.5}, "channel_shift": {"share": 0.5, "unit_cost": 0.05}}
+    required = {
+        "cap_marketing": {"per_user": 2},
+        "more_entry_points": {"share": 0.5},
+        "channel_shift": {"share": 0.5, "unit_cost": 0.05},
+        "service_by_own_ai": {"unit_cost": 0.01},
+    }
     for spec in strategies.STRATEGIES.values():
         assert "Business behaviour" in (spec.function.__doc__ or "") and "Assumptions" in (spec.function.__doc__ or "")
         _, params = strategies.build(spec.name, required.get(spec.name, {}))
@@ -284,6 +425,11 @@ def test_every_issue_strategy_is_registered_with_a_docstring_and_an_explanation(
         ("growth", {"markets": {"Narnia": 2}}, "growth market 'Narnia' is not one of Meta's markets"),
         ("utility_into_window", {"tolerance_hours": 0}, "tolerance_hours = 0.0 must be more than 0"),
         ("channel_shift", {"share": 0.5}, "strategy channel_shift needs unit_cost"),
+        ("service_by_own_ai", {}, "strategy service_by_own_ai needs unit_cost"),
+        ("service_by_business_agent", {"tokens_per_message": 0}, "tokens_per_message = 0 must be more than 0"),
+        ("service_by_business_agent", {"unit_cost": -1}, "unit_cost = -1 must be 0 or more"),
+        ("groups_instead_of_broadcast", {"size": 9}, "size = 9 must be between 1 and 8 (Meta's maximum of group participants)"),
+        ("groups_instead_of_broadcast", {"timezone": "Mars/Base"}, "Mars/Base"),
     ],
 )
 def test_bad_parameters_are_refused_with_what_is_expected(name, params, message):
@@ -306,3 +452,13 @@ def test_billing_only_the_changed_keys_gives_what_billing_everything_gives():
     assert changed.changed_keys.sort("user_id").equals(scenarios.changed_keys(shared.messages, changed.messages).sort("user_id"))
     incremental = shared.charges_of(changed.messages, changed.changed_keys, None)
     assert incremental.sort(incremental.columns).equals(charges.bill(changed.messages).sort(incremental.columns))
+
+
+def test_the_members_of_a_group_are_billed_again_together():
+    # Keys a and b share group G1, b and c share G2: changing a re-bills all three (a group's window
+    # is opened by any participant's message); d is in no group with them.
+    rows = [("B1", "a", "G1"), ("B1", "b", "G1"), ("B1", "b", "G2"), ("B1", "c", "G2"), ("B1", "d", "G3"), ("B2", "a", "G1")]
+    traffic = pl.DataFrame(rows, schema={"business_phone": pl.String, "user_id": pl.String, "group_id": pl.String}, orient="row")
+    changed_keys = pl.DataFrame({"business_phone": ["B1"], "user_id": ["a"]})
+    assert scenarios.with_group_members(changed_keys, traffic).sort("user_id").rows() == [("B1", "a"), ("B1", "b"), ("B1", "c")]
+    assert scenarios.with_group_members(changed_keys, traffic.filter(pl.col("group_id") == "G3")).rows() == [("B1", "a")]

@@ -22,8 +22,15 @@ inside and outside the 72 h free entry point window; reactions; 2% failed and 3%
 (`sent`) deliveries; 0.5% webhook-style duplicate rows; busier business hours and weekdays; and, on
 the evening before every rule-set switch inside the range (2025-07-01, 2026-10-01, ...), a campaign,
 order notifications and support sessions that keep conversations and service windows open across
-the switch. It comes to about 1.6 messages per user per month, close to half of them marketing templates
-(the shipped sample, 2,500 users over the eleven months from January 2026, has 43,087 rows).
+the switch. From 2026 (README, "New kinds of traffic"): every template has a `template_name`
+(`TEMPLATE_NAMES`; a campaign's names its date and region); from `GROUPS_FROM` (2026-06-01) a few
+Groups API groups of 3 to 8 participants from several markets get group templates (marketing and
+utility, never authentication), their participants' messages and the business's answers, one row
+per participant of an outbound group message, some participants failed; and from 2026-08-01 Meta
+Business Agent writes 30% of the customer-care number's replies (`sent_by`, 20,000-25,000
+`tokens`). It comes to about 1.6 messages per user per month, close to half of them marketing templates
+(the shipped sample, 2,500 users over the eleven months from January 2026, has 44,329 rows, 1,242
+of them group rows).
 `write_traffic(..., with_defects=True)` appends the six broken lines described in `DEFECTS`, which
 ingest must quarantine.
 
@@ -54,7 +61,7 @@ import pyarrow.parquet as pq
 
 from analytics.core import outputs
 from analytics.core.errors import UsageError
-from analytics.core.schema import MESSAGE_SCHEMA
+from analytics.core.schema import MESSAGE_SCHEMA, META_BUSINESS_AGENT
 from analytics.terms.rules import rule_sets
 
 DAY = 86_400
@@ -172,6 +179,25 @@ TEXT, IMAGE, INTERACTIVE, REACTION, TEMPLATE = range(5)
 CATEGORIES = ("marketing", "utility", "authentication", "marketing_lite")
 MARKETING, UTILITY, AUTHENTICATION, MARKETING_LITE = range(4)
 ENTRY_POINTS = ("ctwa", "page_cta")
+
+# The traffic of 2026 (README, "New kinds of traffic"). Groups from GROUPS_FROM: Meta bills Groups API
+# traffic per message ("Groups API Pricing", Updated: May 21, 2026), under every per-message rule set
+# (pmp-2025 from 2025-07-01), so any date after that would do; June 2026 leaves the first five
+# months of the sample as before. Meta Business Agent from 2026-08-01, the day Meta starts billing
+# it per token (changes-2026-h2.md §2).
+GROUPS_FROM = dt.date(2026, 6, 1)
+USERS_PER_GROUP = 250  # one group per this many users of a block
+GROUP_SIZES = (3, 8)  # participants of a group, at most Meta's 8 ("Groups API", Updated: Jun 16, 2026)
+GROUP_TEMPLATES = (("group_offer", MARKETING, 2), ("group_update", UTILITY, 1))  # name, category, per group and month
+GROUP_INBOUND = 4.0  # participants' messages per group and month, at most (uniform 0 .. this)
+GROUP_REPLY = 0.8  # share of participants' messages the business answers in the group
+GROUP_FAILED_SHARE = 0.05  # participants a group message is not delivered to
+AGENT_FROM = dt.date(2026, 8, 1)
+AGENT_SHARE = 0.3  # of the customer-care number's non-template replies, written by Meta Business Agent
+AGENT_TOKENS = (20_000, 25_000)  # tokens per Meta Business Agent reply (Meta: "about 20,000-25,000")
+# Template names (`template_name`) by category, for templates outside a campaign; campaigns' are
+# `promo_<local date>_<region>` (eu, latam), `_lite` for marketing_lite, `eve_of_switch_<date>`.
+TEMPLATE_NAMES = {"marketing": "whatsapp_offer", "marketing_lite": "whatsapp_offer_lite", "utility": "order_update", "authentication": "login_code"}
 
 
 # --- Public API --------------------------------------------------------------------------------
@@ -458,6 +484,7 @@ _ROW_SCHEMA = {
     "kind": pl.Int8,
     "category": pl.Int8,
     "entry": pl.Int8,
+    "campaign": pl.Int32,  # the campaign's index in the calendar, for its template's name; null elsewhere
 }
 
 
@@ -706,7 +733,7 @@ def _campaigns(draws: _Draws, users: pl.DataFrame, calendar_: Sequence[_Campaign
     """Marketing waves: each campaign reaches a share of its region's opted-in users within its
     delivery window; some recipients write back, react, or order."""
     waves: list[pl.DataFrame] = []
-    for campaign in calendar_:
+    for index, campaign in enumerate(calendar_):
         d = draws.child(campaign.name)
         chosen = d.chance(users.height, campaign.share, "audience") & users["opt_in"]
         chosen = chosen & (users["latam"] == campaign.latam)
@@ -719,9 +746,10 @@ def _campaigns(draws: _Draws, users: pl.DataFrame, calendar_: Sequence[_Campaign
                 care=pl.col("care"),
                 ts=campaign.start + (d.uniform(n, "delivery") * campaign.duration).floor().cast(pl.Int64),
                 category=pl.lit(campaign.category, pl.Int8),
+                campaign=pl.lit(index, pl.Int32),
             )
         )
-    no_waves = {"uid": pl.Int64, "phone": pl.Int8, "care": pl.Int8, "ts": pl.Int64, "category": pl.Int8}
+    no_waves = {"uid": pl.Int64, "phone": pl.Int8, "care": pl.Int8, "ts": pl.Int64, "category": pl.Int8, "campaign": pl.Int32}
     sent = pl.concat(waves) if waves else pl.DataFrame(schema=no_waves)
     n = sent.height
     e = sent.with_columns(
@@ -743,6 +771,7 @@ def _campaigns(draws: _Draws, users: pl.DataFrame, calendar_: Sequence[_Campaign
         kind=pl.lit(TEMPLATE, pl.Int8),
         category="category",
         entry=pl.lit(None, pl.Int8),
+        campaign="campaign",
     )
     return pl.concat(
         [
@@ -750,8 +779,22 @@ def _campaigns(draws: _Draws, users: pl.DataFrame, calendar_: Sequence[_Campaign
             _emit(e, "reaction_at", inbound=True, kind=REACTION, where="reaction"),
             reply_rows,
             _orders(draws.child("orders"), users, orders),
-        ]
+        ],
+        how="diagonal",
     )
+
+
+def _campaign_template_names(calendar_: Sequence[_Campaign]) -> list[str]:
+    """The template name of each campaign (`TEMPLATE_NAMES`): its local date and region."""
+    names = []
+    for campaign in calendar_:
+        offset = -3 if campaign.latam else 1  # the hours of `_campaign_calendar`
+        day = dt.datetime.fromtimestamp(campaign.start + offset * HOUR, dt.UTC).strftime("%Y%m%d")
+        if campaign.name.startswith("eve-"):
+            names.append(f"eve_of_switch_{day}")
+        else:
+            names.append(f"promo_{day}_{'latam' if campaign.latam else 'eu'}{'_lite' if campaign.category == MARKETING_LITE else ''}")
+    return names
 
 
 def _start_events(draws: _Draws, users: pl.DataFrame, period: _Period, rate: float, weights: pl.Series, phone: str, name: str) -> pl.DataFrame:
@@ -844,17 +887,22 @@ def _chunk(seed: int, chunk: int, first: int, n: int, periods: list[_Period], ca
     for switch in _rule_set_switches(start, end):
         parts.extend(_eve_of_switch(draws.child("switch", switch), users, switch))
     rows = (
-        pl.concat([p.select([pl.col(c).cast(t) for c, t in _ROW_SCHEMA.items()]) for p in parts])
+        pl.concat([p.select([(pl.col(c) if c in p.columns else pl.lit(None)).cast(t).alias(c) for c, t in _ROW_SCHEMA.items()]) for p in parts])
         .with_row_index("made")
         .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
         .sort("ts", "inbound", "uid", "phone", "made", descending=[False, True, False, False, False])
     )
-    return _canonical(draws.child("delivery"), users, rows, chunk)
+    frame = _canonical(draws.child("delivery"), users, rows, chunk, _campaign_template_names(campaigns))
+    frame = _business_agent(draws.child("business_agent"), frame)
+    groups = _groups(draws.child("groups"), users, periods, chunk)
+    if groups.height == 0:
+        return frame
+    return pl.concat([frame, groups]).sort("timestamp", "message_id", maintain_order=True)
 
 
-def _canonical(draws: _Draws, users: pl.DataFrame, rows: pl.DataFrame, chunk: int) -> pl.DataFrame:
+def _canonical(draws: _Draws, users: pl.DataFrame, rows: pl.DataFrame, chunk: int, campaign_names: Sequence[str]) -> pl.DataFrame:
     """Rows (sorted) in the contract's columns: ids in time order, delivery outcomes, duplicates
-    next to their original."""
+    next to their original, template names (`TEMPLATE_NAMES`, campaigns' from `campaign_names`)."""
     n = rows.height
     rows = rows.with_columns(seq=pl.int_range(n, dtype=pl.Int64), outcome=draws.uniform(n, "status"))
     rows = pl.concat([rows, rows.filter(draws.chance(n, DUPLICATE_SHARE, "duplicate"))]).sort("seq")
@@ -885,6 +933,149 @@ def _canonical(draws: _Draws, users: pl.DataFrame, rows: pl.DataFrame, chunk: in
         status=status,
         entry_point=pl.col("entry").replace_strict(dict(enumerate(ENTRY_POINTS)), default=None, return_dtype=pl.String),
         fep_expires_at=pl.lit(None),  # only Meta's status webhooks say where a window ends
+        template_name=pl.when(pl.col("kind") == TEMPLATE).then(
+            pl.col("campaign")
+            .replace_strict(dict(enumerate(campaign_names)), default=None, return_dtype=pl.String)
+            .fill_null(pl.col("category").replace_strict({CATEGORIES.index(c): n for c, n in TEMPLATE_NAMES.items()}, return_dtype=pl.String))
+        ),
+    )
+    names = frame.collect_schema().names()
+    return frame.select([(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in MESSAGE_SCHEMA.items()])
+
+
+# --- The traffic of 2026: Meta Business Agent and groups ----------------------------------------
+
+
+def _business_agent(draws: _Draws, frame: pl.DataFrame) -> pl.DataFrame:
+    """From `AGENT_FROM`, a share (`AGENT_SHARE`) of the customer-care number's non-template replies
+    (not reactions) is written by Meta Business Agent: `sent_by = meta_business_agent`, `tokens`
+    drawn in `AGENT_TOKENS`. A webhook duplicate is the same message: it gets its original's values."""
+    n = frame.height
+    reply = (
+        (pl.col("direction") == "outbound")
+        & ~pl.col("message_type").is_in(["template", "reaction"])
+        & (pl.col("business_phone") == BUSINESS_NUMBERS[CARE].phone_number_id)
+        & (pl.col("timestamp") >= dt.datetime.combine(AGENT_FROM, dt.time(), dt.UTC))
+    )
+    drawn = frame.with_columns(
+        _agent=draws.chance(n, AGENT_SHARE, "agent"),
+        _tokens=draws.between(n, *AGENT_TOKENS, "tokens").round().cast(pl.Int64),
+    )
+    chosen = reply & pl.col("_agent").first().over("message_id")
+    return drawn.with_columns(
+        sent_by=pl.when(chosen).then(pl.lit(META_BUSINESS_AGENT)).otherwise(pl.col("sent_by")),
+        tokens=pl.when(chosen).then(pl.col("_tokens").first().over("message_id")).otherwise(pl.col("tokens")),
+    ).drop("_agent", "_tokens")
+
+
+def _groups(draws: _Draws, users: pl.DataFrame, periods: Sequence[_Period], chunk: int) -> pl.DataFrame:
+    """Groups API traffic from `GROUPS_FROM` (canonical messages, README "New kinds of traffic"):
+    one group per `USERS_PER_GROUP` users, of 3 to 8 participants from one region (the care number
+    for Europe, the LatAm number for Latin America), so most groups mix markets. Each month each
+    group gets `GROUP_TEMPLATES` (marketing and utility, never authentication: Meta does not support
+    it in groups) at business hours, up to `GROUP_INBOUND` messages from participants, and the
+    business's answers to most of them within the hour. An outbound group message is one row per
+    participant with the same `message_id`; `GROUP_FAILED_SHARE` of participants are not delivered to."""
+    months = [p for p in periods if p.end > _epoch(GROUPS_FROM)]
+    n_groups = draws.count(users.height / USERS_PER_GROUP, "count")
+    if not months or n_groups == 0:
+        return pl.DataFrame(schema=MESSAGE_SCHEMA)
+    slots = GROUP_SIZES[1]
+    size = GROUP_SIZES[0] + (draws.uniform(n_groups, "size") * (GROUP_SIZES[1] - GROUP_SIZES[0] + 1)).floor().cast(pl.Int64)
+    group = pl.Series("group", [g for g in range(n_groups) for _ in range(slots)], dtype=pl.Int64)
+    slot = pl.Series("slot", list(range(slots)) * n_groups, dtype=pl.Int64)
+    members = pl.DataFrame({"group": group, "slot": slot, "uid": draws.pick_users(group.len(), pl.Series([1.0] * users.height), "members")})
+    members = members.with_columns(latam=users["latam"].gather(members["uid"]), offset=users["offset"].gather(members["uid"]).cast(pl.Int64))
+    region = members.filter(pl.col("slot") == 0).select("group", region="latam", offset="offset").with_columns(size=size)
+    members = (
+        members.join(region, on="group", maintain_order="left")
+        .filter((pl.col("latam") == pl.col("region")) & (pl.col("slot") < pl.col("size")))
+        .unique(["group", "uid"], keep="first", maintain_order=True)
+        .select("group", "uid")
+    )
+    region = region.join(members.group_by("group").len(), on="group", maintain_order="left").filter(pl.col("len") >= 2).drop("len", "size")
+    events: list[pl.DataFrame] = []
+    for period in months:
+        d = draws.child("month", period.index)
+        start = max(period.start, _epoch(GROUPS_FROM))
+        days = (period.end - start) // DAY
+        for name, category, count in GROUP_TEMPLATES:
+            for k in range(count):
+                m = region.height
+                local = (d.uniform(m, f"{name}.{k}.day") * days).floor().cast(pl.Int64) * DAY + (
+                    (9 + d.uniform(m, f"{name}.{k}.hour") * 9) * HOUR
+                ).floor().cast(pl.Int64)
+                events.append(
+                    region.select(
+                        "group",
+                        ts=start + local - pl.col("offset") * HOUR,
+                        inbound=pl.lit(False),
+                        category=pl.lit(category, pl.Int8),
+                        name=pl.lit(name),
+                    )
+                )
+        inbound = region.select("group", "offset", n=(d.uniform(region.height, "inbound.count") * (GROUP_INBOUND + 1)).floor().cast(pl.Int64))
+        inbound = inbound.with_columns(k=pl.int_ranges(0, "n")).explode("k").drop_nulls("k")
+        m = inbound.height
+        inbound = inbound.with_columns(
+            ts=(start + d.uniform(m, "inbound.at") * (period.end - start)).floor().cast(pl.Int64),
+            sender=d.uniform(m, "inbound.sender"),
+            reply=d.chance(m, GROUP_REPLY, "reply"),
+            reply_at=2 * MINUTE + d.exponential(m, 15 * MINUTE, "reply.at"),
+        )
+        events.append(inbound.select("group", "ts", "sender", inbound=pl.lit(True)))
+        replies = inbound.filter("reply").select("group", ts=(pl.col("ts") + pl.col("reply_at")).floor().cast(pl.Int64), inbound=pl.lit(False))
+        events.append(replies)
+    last = periods[-1].end
+    messages = (
+        pl.concat(events, how="diagonal")
+        .filter(pl.col("ts") < last)
+        .sort("ts", "group", "inbound", descending=[False, False, True], maintain_order=True)
+    )
+    messages = messages.with_columns(seq=pl.int_range(pl.len(), dtype=pl.Int64))
+    sizes = members.group_by("group").len()
+    inbound_rows = (
+        messages.filter("inbound")
+        .join(sizes, on="group", maintain_order="left")
+        .with_columns(pick=(pl.col("sender") * pl.col("len")).floor().cast(pl.Int64))
+        .join(members.with_columns(pick=pl.int_range(pl.len()).over("group")), on=["group", "pick"], maintain_order="left")
+    )
+    outbound_rows = messages.filter(~pl.col("inbound")).join(members, on="group", maintain_order="left_right")
+    rows = pl.concat(
+        [
+            inbound_rows.select("group", "seq", "ts", "inbound", "uid", "category", "name"),
+            outbound_rows.select("group", "seq", "ts", "inbound", "uid", "category", "name"),
+        ]
+    )
+    rows = rows.sort("seq", "uid")
+    outcome = draws.uniform(rows.height, "status")
+    status = (
+        pl.when(pl.col("inbound"))
+        .then(pl.lit("received"))
+        .when(outcome < GROUP_FAILED_SHARE)
+        .then(pl.lit("failed"))
+        .when(outcome < (1 + GROUP_FAILED_SHARE) / 2)
+        .then(pl.lit("delivered"))
+        .otherwise(pl.lit("read"))
+    )
+    rows = rows.join(region.select("group", latam="region"), on="group", maintain_order="left").sort("seq", "uid")
+    rows = rows.with_columns(phone=pl.when(pl.col("latam")).then(LATAM).otherwise(CARE).cast(pl.Int8))
+    phone_ids = {i: b.phone_number_id for i, b in enumerate(BUSINESS_NUMBERS)}
+    waba_ids = {i: b.waba_id for i, b in enumerate(BUSINESS_NUMBERS)}
+    frame = rows.select(
+        message_id=pl.lit(f"wamid.SYNG{chunk:05d}") + pl.col("seq").cast(pl.String).str.zfill(10),
+        timestamp=(pl.col("ts") * 1_000_000).cast(MESSAGE_SCHEMA["timestamp"]),
+        direction=pl.when(pl.col("inbound")).then(pl.lit("inbound")).otherwise(pl.lit("outbound")),
+        business_phone=pl.col("phone").replace_strict(phone_ids, return_dtype=pl.String),
+        waba_id=pl.col("phone").replace_strict(waba_ids, return_dtype=pl.String),
+        user_id=users["user_id"].gather(rows["uid"]),
+        user_phone=users["user_phone"].gather(rows["uid"]),
+        user_country=users["user_country"].gather(rows["uid"]),
+        message_type=pl.when(pl.col("name").is_not_null()).then(pl.lit("template")).otherwise(pl.lit("text")),
+        template_category=pl.col("category").replace_strict(dict(enumerate(CATEGORIES)), default=None, return_dtype=pl.String),
+        status=status,
+        group_id=pl.lit(f"GRP.SYN{chunk:05d}-") + pl.col("group").cast(pl.String).str.zfill(4),
+        template_name="name",
     )
     names = frame.collect_schema().names()
     return frame.select([(pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c) for c, t in MESSAGE_SCHEMA.items()])

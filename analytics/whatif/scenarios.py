@@ -32,7 +32,8 @@ difference from the scenario named `baseline`. The work they share is done once:
   Key), so the per-key charge candidates of every unchanged key are taken from the shared run, the
   changed keys go through `charges.kernel`, and the free tiers are decided again over all of them.
   The changed keys are those with a row a strategy marked (`change`: moved, converted, added,
-  dropped, sent by another channel); `changed_keys` finds them from the messages alone, exactly
+  dropped, sent by another channel; not `by_own_ai`, which Meta bills as before), and the keys
+  they share a group with (`with_group_members`); `changed_keys` finds them from the messages alone, exactly
   but slower, and the tests hold every strategy's marks to it.
 
 Costs follow `analytics.price.pricing`. Billable charges without a rate are never priced at zero: they
@@ -281,7 +282,7 @@ class SharedWork:
         the unchanged traffic has been billed under the same rules, only they are billed again."""
         if rule_set not in self._candidates:
             return charges.finish(charges.apply_free_tiers(self._kernel(messages, rule_set)))
-        changed = changed.select(*KEY).unique()
+        changed = with_group_members(changed.select(*KEY).unique(), self.messages, messages)
         kept = self._candidates[rule_set].join(changed.with_columns(pl.col("business_phone").cast(pl.Categorical)), on=list(KEY), how="anti")
         rebilled = self._kernel(messages.join(changed, on=list(KEY), how="semi"), rule_set)
         candidates = pl.concat([kept, rebilled], how="vertical") if rebilled.height else kept
@@ -290,6 +291,23 @@ class SharedWork:
     def _kernel(self, messages: pl.DataFrame, rule_set: str | None) -> pl.DataFrame:
         self.kernel_messages += messages.height
         return charges.kernel(messages, self.settings_for(rule_set))
+
+
+def with_group_members(changed: pl.DataFrame, *traffics: pl.DataFrame) -> pl.DataFrame:
+    """`changed` keys with every key that shares a group with one of them in any of `traffics`,
+    and so on (the keys of the groups they are connected through): a participant's message opens
+    the customer service window of the whole group (the design of issue 17, Meta's "Groups API
+    Pricing"), so the members of a group can only be billed together."""
+    groups = pl.concat([t.filter(pl.col("group_id").is_not_null()).select(*KEY, "group_id") for t in traffics]).unique()
+    if groups.height == 0:
+        return changed
+    while True:
+        touched = groups.join(changed, on=list(KEY), how="semi").select("business_phone", "group_id").unique()
+        members = groups.join(touched, on=["business_phone", "group_id"], how="semi").select(*KEY)
+        grown = pl.concat([changed, members]).unique()
+        if grown.height == changed.height:
+            return changed
+        changed = grown
 
 
 def conform_messages(messages: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
@@ -408,11 +426,11 @@ def compare(
             changed = apply_steps(shared.messages, item.steps, settings)
         except strategies.TrafficTooLarge as error:
             raise UsageError(f"scenario {item.name}: {error}") from None
-        traffic, effects, other_channel = changed.messages, changed.effects, changed.other_channel
+        traffic, effects, own_cost = changed.messages, changed.effects, changed.own_cost
         billed = shared.charges_of(traffic, changed.changed_keys, rule_set) if item.changes_traffic else shared.charges(rule_set)
         if keep_from is not None:
             billed = billed.filter(pl.col("started_at") >= keep_from)
-            other_channel = other_channel.filter(pl.col("timestamp") >= keep_from)
+            own_cost = own_cost.filter(pl.col("timestamp") >= keep_from)
         card_key = (item.rate_card or settings.rate_card, item.rates_on)
         currency = item.currency or settings.currency or (results[0].currency if results else None)
         priced_with = replace(shared.settings_for(rule_set), rate_card=card_key[0], currency=currency, report_unpriced=True)
@@ -421,7 +439,7 @@ def compare(
         rollup = _rollup(priced, currency)
         rule_sets = tuple(sorted(billed["rule_set"].unique().drop_nulls().to_list()))
         del priced, billed  # the largest frames of a scenario: gone before the next one
-        lines = _other_channel_lines(other_channel, item.steps, shared.settings_for(rule_set), currency)
+        lines = _own_cost_lines(own_cost, item.steps, shared.settings_for(rule_set), currency)
         if lines.height:
             rollup = pl.concat([rollup, lines]).sort("month", "category")
         results.append(
@@ -457,13 +475,14 @@ def _rule_sets_to_share(scenarios: Sequence[Scenario], settings: Settings) -> li
 @dataclass
 class ChangedTraffic:
     """The traffic after a scenario's strategies: the messages still sent through WhatsApp, the
-    keys whose messages changed, what each strategy did, and the messages sent by another channel
-    (`timestamp`, `waba_id` and the `step` that moved them)."""
+    keys whose messages changed, what each strategy did, and the messages that cost the business
+    something of its own (`StrategySpec.cost_line`: sent by another channel, written by its own AI;
+    `timestamp`, `waba_id` and the `step` whose `unit_cost` prices them)."""
 
     messages: pl.DataFrame
     changed_keys: pl.DataFrame  # business_phone, user_id
     effects: list[StrategyEffect]
-    other_channel: pl.DataFrame
+    own_cost: pl.DataFrame
 
 
 def apply_steps(messages: pl.DataFrame, steps: Sequence[Step], settings: Settings) -> ChangedTraffic:
@@ -478,9 +497,10 @@ def apply_steps(messages: pl.DataFrame, steps: Sequence[Step], settings: Setting
         changed = step.spec.core(traffic.lazy(), **params).collect(engine="in-memory")  # every row is still sent
         effect = strategies.effect_of(step.name, step.params, changed)
         effects.append(effect)
-        keys.append(changed.filter(pl.col(CHANGE).is_not_null()).select(*KEY).unique())
-        moved = changed.filter(pl.col(CHANGE) == OTHER_CHANNEL).select("timestamp", "waba_id", step=pl.lit(position))
-        elsewhere.append(moved.cast(_ELSEWHERE_SCHEMA))  # type: ignore[arg-type]
+        keys.append(changed.filter(pl.col(CHANGE).is_not_null() & ~pl.col(CHANGE).is_in(strategies.SAME_FOR_META)).select(*KEY).unique())
+        if step.spec.cost_line is not None and "unit_cost" in step.params:
+            counted = changed.filter(pl.col(CHANGE) == step.spec.cost_line[0]).select("timestamp", "waba_id", step=pl.lit(position))
+            elsewhere.append(counted.cast(_ELSEWHERE_SCHEMA))  # type: ignore[arg-type]
         if any(effect.count(kind) for kind in strategies.NOT_SENT):
             changed = changed.filter(~pl.col(CHANGE).is_in(strategies.NOT_SENT).fill_null(False))
         traffic = changed.with_columns(pl.lit(None, dtype=pl.String).alias(CHANGE))
@@ -515,19 +535,21 @@ def _rollup(priced: pl.DataFrame, currency: str | None) -> pl.DataFrame:
     )
 
 
-def _other_channel_lines(moved: pl.DataFrame, steps: Sequence[Step], settings: Settings, currency: str | None) -> pl.DataFrame:
-    """Messages a strategy sent by another channel, at its `unit_cost` each (in the scenario's
-    currency): one line a month, category `authentication_other_channel`, counted in the WABA's
-    time zone like charges."""
-    counted = moved.group_by(month=_local_month(settings), step="step").len().sort("month", "step")
-    totals: dict[str, tuple[int, Decimal]] = {}
-    for month, step, n in counted.iter_rows():
-        count, cost = totals.get(month, (0, Decimal(0)))
-        totals[month] = (count + n, cost + Decimal(str(steps[step].params["unit_cost"])) * n)
+def _own_cost_lines(counted: pl.DataFrame, steps: Sequence[Step], settings: Settings, currency: str | None) -> pl.DataFrame:
+    """Messages that cost the business something of its own (`ChangedTraffic.own_cost`), at their
+    step's `unit_cost` each (in the scenario's currency): one line a month and category (the
+    step's `cost_line`: `authentication_other_channel`, `own_ai`, ...), counted in the WABA's time
+    zone like charges."""
+    per_step = counted.group_by(month=_local_month(settings), step="step").len().sort("month", "step")
+    totals: dict[tuple[str, str], tuple[int, Decimal]] = {}
+    for month, step, n in per_step.iter_rows():
+        line = (month, steps[step].spec.cost_line[1])  # type: ignore[index]
+        count, cost = totals.get(line, (0, Decimal(0)))
+        totals[line] = (count + n, cost + Decimal(str(steps[step].params["unit_cost"])) * n)
     return pl.DataFrame(
         {
-            "month": list(totals),
-            "category": [strategies.OTHER_CHANNEL_CATEGORY] * len(totals),
+            "month": [month for month, _ in totals],
+            "category": [category for _, category in totals],
             "charges": [n for n, _ in totals.values()],
             "billable_charges": [n for n, _ in totals.values()],
             "cost": [rounded(c, pricing.ROLLUP_DECIMALS) for _, c in totals.values()],
@@ -535,7 +557,7 @@ def _other_channel_lines(moved: pl.DataFrame, steps: Sequence[Step], settings: S
             "unpriced_charges": [0] * len(totals),
         },
         schema=_rollup_schema(),
-    )
+    ).sort("month", "category")
 
 
 def _local_month(settings: Settings) -> pl.Expr:
@@ -575,6 +597,42 @@ def comparison_table(results: Sequence[ScenarioResult]) -> pl.DataFrame:
             ).sort("month", "category")
         )
     return pl.concat(parts).cast(COMPARE_SCHEMA)  # type: ignore[arg-type]
+
+
+def side_by_side(table: pl.DataFrame, names: Sequence[str], month: str | None = None) -> pl.DataFrame:
+    """The scenarios `names` of a `COMPARE_SCHEMA` table (in that order; those it has), for one
+    `month` or all: what Meta bills (`meta_cost`, its `billable_charges` and `unpriced_charges`,
+    which are not in the cost), what the business pays itself (`own_cost`: the strategies'
+    `unit_cost` lines, `strategies.OWN_COST_CATEGORIES`), `total`, and `total_difference` against
+    the first of `names` present. "People, our own AI, or Meta's agent?" is
+    `side_by_side(table, ["people", "own_ai", "meta_agent"], month)`."""
+    rows = table.filter(pl.col("scenario").is_in(list(names)))
+    if month is not None:
+        rows = rows.filter(pl.col("month") == month)
+    own = pl.col("category").is_in(strategies.OWN_COST_CATEGORIES)
+    zero = pl.lit(Decimal(0), dtype=COST_DTYPE)
+    summed = rows.group_by("scenario").agg(
+        meta_cost=pl.col("cost").filter(~own).sum().cast(COST_DTYPE),
+        own_cost=pl.col("cost").filter(own).sum().cast(COST_DTYPE),
+        currency=pl.col("currency").drop_nulls().first(),
+        billable_charges=pl.col("billable_charges").filter(~own).sum().cast(pl.Int64),
+        unpriced_charges=pl.col("unpriced_charges").sum().cast(pl.Int64),
+    )
+    order = {name: i for i, name in enumerate(names)}
+    ordered = summed.with_columns(total=(pl.col("meta_cost").fill_null(zero) + pl.col("own_cost").fill_null(zero)).cast(COST_DTYPE)).sort(
+        pl.col("scenario").replace_strict(order, return_dtype=pl.Int64)
+    )
+    first = ordered["total"][0] if ordered.height else None
+    return ordered.select(
+        "scenario",
+        "meta_cost",
+        "own_cost",
+        "total",
+        total_difference=(pl.col("total") - pl.lit(first, dtype=COST_DTYPE)).cast(COST_DTYPE),
+        currency="currency",
+        billable_charges="billable_charges",
+        unpriced_charges="unpriced_charges",
+    )
 
 
 # --- Explanations ---------------------------------------------------------------------------------

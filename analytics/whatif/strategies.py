@@ -15,7 +15,12 @@ can be traced to its cause:
   message now coming from an ad);
 - `added`: the message is new (the traffic of a new user, copied from an existing one);
 - `dropped`: the message is not sent;
-- `other_channel`: the message is sent through another channel (SMS, e-mail), at its own cost.
+- `other_channel`: the message is sent through another channel (SMS, e-mail), at its own cost;
+- `by_own_ai`: the message is the same for Meta, written by the business's own AI at its own cost.
+
+A strategy may give the business's own cost of what it changed (`unit_cost`, in the scenario's
+currency): `analytics.whatif.scenarios` puts it on a line of its own (`StrategySpec.cost_line`: the
+change kind counted and the line's category), beside what Meta bills, so totals compare fairly.
 
 Rows marked `dropped` or `other_channel` stay in the frame so that they can be counted and priced
 on their channel; `sent(frame)` is what goes to WhatsApp. Strategies compose: each one only sees
@@ -53,8 +58,10 @@ from analytics.terms.markets import MARKETS, market_expr, missing_user_country
 # The `change` column and its values (module docstring).
 CHANGE = "change"
 MOVED, CONVERTED, ADDED, DROPPED, OTHER_CHANNEL = "moved", "converted", "added", "dropped", "other_channel"
-CHANGE_KINDS = (MOVED, CONVERTED, ADDED, DROPPED, OTHER_CHANNEL)
+BY_OWN_AI = "by_own_ai"
+CHANGE_KINDS = (MOVED, CONVERTED, ADDED, DROPPED, OTHER_CHANNEL, BY_OWN_AI)
 NOT_SENT = (DROPPED, OTHER_CHANNEL)  # kept in the frame, not sent through WhatsApp
+SAME_FOR_META = (BY_OWN_AI,)  # marked for a cost line of its own, but billed by Meta as before: no key to bill again
 
 KEY = ("business_phone", "user_id")  # billing-rules.md §2 Key
 MARKETING = ("marketing", "marketing_lite")  # §2: marketing_lite is billed as marketing
@@ -62,6 +69,15 @@ SERVICE = "service"  # non-template messages, in both directions: what users sta
 GROWTH_CATEGORIES = ("marketing", "utility", "authentication", SERVICE)
 PERIODS = {"day": "1d", "week": "1w", "month": "1mo"}  # calendar periods (weeks start on Monday)
 OTHER_CHANNEL_CATEGORY = "authentication_other_channel"  # the cost line of `channel_shift`
+OWN_AI_CATEGORY = "own_ai"  # the cost line of `service_by_own_ai`: the business's own AI per reply
+AGENT_OWN_COST_CATEGORY = "meta_business_agent_own_cost"  # `service_by_business_agent`'s optional line
+OWN_COST_CATEGORIES = (OTHER_CHANNEL_CATEGORY, OWN_AI_CATEGORY, AGENT_OWN_COST_CATEGORY)  # lines Meta does not bill
+# Tokens of a Meta Business Agent reply when not given: the design's `agent_tokens_per_message`, the
+# top of Meta's 20,000-25,000 a reply (changes-2026-h2.md §5), so that costs are not understated.
+AGENT_TOKENS_PER_REPLY = 25_000
+# Meta's "Groups API" (Updated Jun 16, 2026): "Groups can have a maximum of 8 participants",
+# https://developers.facebook.com/documentation/business-messaging/whatsapp/groups/
+MAX_GROUP_PARTICIPANTS = 8
 ENTRY_POINT_NAMES = {"ctwa": "a Click-to-WhatsApp ad", "page_cta": "a Facebook Page call-to-action"}
 # The customer service window of the rules (data/rules/rule_sets.toml; every rule set's so far).
 _CSW_US = rules.shipped().longest("customer_service_window") // dt.timedelta(microseconds=1)
@@ -86,23 +102,26 @@ class StrategySpec:
     frame), `core` (the same on a frame whose rows are all still sent, as `analytics.whatif.scenarios`
     gives it: no rows to set aside), its parameters (name -> annotation, default or `REQUIRED`)
     and `explain`, a sentence with `{moved}`, `{converted}`, `{added}`, `{dropped}`,
-    `{other_channel}`, `{added_users}`, ... and the parameters as fields."""
+    `{other_channel}`, `{added_users}`, ... and the parameters as fields. `cost_line` is
+    (change kind, category) for a strategy whose `unit_cost`, when given, prices the rows it marked
+    with that kind on a line of that category (module docstring); None for the others."""
 
     name: str
     function: Callable[..., pl.LazyFrame]
     core: Callable[..., pl.LazyFrame]
     parameters: dict[str, tuple[object, object]]
     explain: str
+    cost_line: tuple[str, str] | None = None
 
 
 REQUIRED = inspect.Parameter.empty
 STRATEGIES: dict[str, StrategySpec] = {}
 
 
-def strategy(explain: str) -> Callable[[Callable[..., pl.LazyFrame]], Callable[..., pl.LazyFrame]]:
+def strategy(explain: str, cost_line: tuple[str, str] | None = None) -> Callable[[Callable[..., pl.LazyFrame]], Callable[..., pl.LazyFrame]]:
     """Register a strategy under its function's name. The wrapped function receives the rows still
     sent (with a `change` column, null where nothing happened yet) and returns them changed; rows
-    already not sent bypass it and are appended back unchanged."""
+    already not sent bypass it and are appended back unchanged. `cost_line`: `StrategySpec`."""
 
     def register(function: Callable[..., pl.LazyFrame]) -> Callable[..., pl.LazyFrame]:
         hints = typing.get_type_hints(function)
@@ -116,7 +135,7 @@ def strategy(explain: str) -> Callable[[Callable[..., pl.LazyFrame]], Callable[.
             gone = pl.col(CHANGE).is_in(NOT_SENT).fill_null(False)
             return pl.concat([function(frame.filter(~gone), **params), frame.filter(gone)], how="vertical")
 
-        STRATEGIES[function.__name__] = StrategySpec(function.__name__, wrapped, function, parameters, explain)
+        STRATEGIES[function.__name__] = StrategySpec(function.__name__, wrapped, function, parameters, explain, cost_line)
         return wrapped
 
     return register
@@ -503,7 +522,10 @@ def physical_memory() -> int | None:
         return None
 
 
-@strategy(explain="{other_channel:,} authentication messages ({share:.0%}) were sent by {channel} at {unit_cost} each instead of WhatsApp")
+@strategy(
+    explain="{other_channel:,} authentication messages ({share:.0%}) were sent by {channel} at {unit_cost} each instead of WhatsApp",
+    cost_line=(OTHER_CHANNEL, OTHER_CHANNEL_CATEGORY),
+)
 def channel_shift(messages: pl.LazyFrame, *, share: float, unit_cost: Decimal, channel: str = "sms", seed: int = 0) -> pl.LazyFrame:
     """A `share` of authentication templates goes through another channel at `unit_cost` each.
 
@@ -520,6 +542,159 @@ def channel_shift(messages: pl.LazyFrame, *, share: float, unit_cost: Decimal, c
         raise ValueError("channel must be named (e.g. sms)")
     chosen = _delivered_outbound() & _template_of([rules.AUTH]) & _chosen("message_id", share, seed)
     return messages.with_columns(pl.when(chosen).then(pl.lit(OTHER_CHANNEL)).otherwise(pl.col(CHANGE)).alias(CHANGE))
+
+
+@strategy(
+    explain="{converted:,} service replies ({share:.0%}) were answered by Meta Business Agent at {tokens_per_message:,} tokens each",
+    cost_line=(CONVERTED, AGENT_OWN_COST_CATEGORY),
+)
+def service_by_business_agent(
+    messages: pl.LazyFrame, *, share: float = 1.0, tokens_per_message: int = AGENT_TOKENS_PER_REPLY, unit_cost: Decimal = Decimal(0), seed: int = 0
+) -> pl.LazyFrame:
+    """A `share` of service replies is written by Meta Business Agent instead of the business's people.
+
+    Business behaviour: Meta's own AI agent answers customers (changes-2026-h2.md §2, Meta
+    "Upcoming pricing updates for Meta Business Agent, service and utility messages", Updated:
+    Jul 1, 2026, https://developers.facebook.com/documentation/business-messaging/whatsapp/pricing).
+    A service reply is a delivered outbound one-to-one (no `group_id`) non-template message that
+    is not a reaction and not already the agent's; a seeded `share` of them (chosen per message)
+    gets `sent_by = meta_business_agent` and `tokens = tokens_per_message` (default 25,000, the top
+    of Meta's 20,000-25,000 a reply, so costs are not understated). The engine bills them as
+    `meta_business_agent` per token from 2026-08-01, never free, and as service before that date
+    (the design of issue 17). `unit_cost`, when given, is what each such reply costs the business
+    besides Meta's bill (set-up, staff supervising it), in the scenario's currency, on a line of its
+    own (`meta_business_agent_own_cost`). Assumptions: the agent answers at the same moment and in
+    one message per reply the people sent; users behave as before; failed replies stay as they are.
+    """
+    _check_share("share", share)
+    if tokens_per_message <= 0:
+        raise ValueError(f"tokens_per_message = {tokens_per_message} must be more than 0 (Meta: about 20,000-25,000 a reply)")
+    if unit_cost < 0:
+        raise ValueError(f"unit_cost = {unit_cost} must be 0 or more")
+    frame = _with_extensions(messages).with_row_index(_ROW)
+    chosen = frame.filter(_service_replies() & _chosen("message_id", share, seed)).select(
+        _ROW,
+        sent_by=pl.lit(schema.META_BUSINESS_AGENT),
+        tokens=pl.lit(tokens_per_message, dtype=pl.Int64),
+        change=pl.lit(CONVERTED),
+    )
+    return _updated(frame, chosen, ["sent_by", "tokens"])
+
+
+@strategy(
+    explain="{by_own_ai:,} service replies ({share:.0%}) were written by the business's own AI at {unit_cost} each; Meta bills them as before",
+    cost_line=(BY_OWN_AI, OWN_AI_CATEGORY),
+)
+def service_by_own_ai(messages: pl.LazyFrame, *, unit_cost: Decimal, share: float = 1.0, seed: int = 0) -> pl.LazyFrame:
+    """A `share` of service replies is written by the business's own AI instead of its people.
+
+    Business behaviour: the business runs its own assistant (its model, its provider) behind its
+    WhatsApp number. For Meta nothing changes: the replies are still the business's messages
+    (`sent_by` unchanged), billed as service (free or metered as the rules say); Meta's AI Provider
+    charge is only for general-purpose AI assistants, "not for businesses that use AI for their own
+    support" (changes-2026-h2.md §6). What the AI costs, `unit_cost` a reply in the scenario's
+    currency (the business's figure: no rate of Meta's), goes on a line of its own, category
+    `own_ai`. The replies chosen are those of `service_by_business_agent` (the same seed and share
+    choose the same messages), marked `by_own_ai`: their keys are not billed again. Assumptions: one AI reply per reply the people
+    sent, at the same moment; failed replies cost nothing.
+    """
+    _check_share("share", share)
+    if unit_cost < 0:
+        raise ValueError(f"unit_cost = {unit_cost} must be 0 or more")
+    chosen = _service_replies() & _chosen("message_id", share, seed)
+    return _with_extensions(messages).with_columns(pl.when(chosen).then(pl.lit(BY_OWN_AI)).otherwise(pl.col(CHANGE)).alias(CHANGE))
+
+
+@strategy(explain="{converted:,} one-to-one marketing templates to {converted_users:,} users went to groups of up to {size} users instead")
+def groups_instead_of_broadcast(
+    messages: pl.LazyFrame, *, size: int = MAX_GROUP_PARTICIPANTS, share: float = 1.0, timezone: str = "UTC", seed: int = 0
+) -> pl.LazyFrame:
+    """Marketing templates sent one-to-one go to groups of `size` users instead (Groups API).
+
+    Business behaviour: instead of a broadcast to each user, the business puts its users in groups
+    of at most `size` (Meta's maximum is 8: "Groups API", Updated: Jun 16, 2026,
+    https://developers.facebook.com/documentation/business-messaging/whatsapp/groups/) and sends
+    each campaign once per group. A campaign is the marketing templates (marketing_lite too) of one
+    business number, one template (`template_name`, else the category) and one local day in
+    `timezone`; its recipients, in a seeded order, fill groups of `size` (the last one smaller; a
+    user sent the campaign twice is in two rounds). The deliveries are the same: each user's copy
+    becomes a row of the group message, `group_id` `<first message id>~group`, `message_id`
+    `<first message id>~to-group` (the group's first copy in time), at that copy's time, with its own status
+    (failed participants are not billed). Meta bills each delivered participant as
+    `group_marketing` at the rate of the participant's country ("Groups API Pricing", Updated: May
+    21, 2026, https://developers.facebook.com/documentation/business-messaging/whatsapp/groups/pricing/),
+    with no free entry point window in groups. `share` chooses the users (seeded) who agreed to
+    join groups; the others keep their one-to-one templates. Assumptions: users join the groups
+    and nobody writes in them (no group window opens); the campaign goes out in one go.
+    """
+    if not 1 <= size <= MAX_GROUP_PARTICIPANTS:
+        raise ValueError(f"size = {size} must be between 1 and {MAX_GROUP_PARTICIPANTS} (Meta's maximum of group participants)")
+    _check_share("share", share)
+    Settings(timezone=timezone)  # checks the time zone
+    frame = _with_extensions(messages).with_row_index(_ROW)
+    campaign = ["business_phone", "campaign", "day"]
+    broadcast = frame.filter(
+        (pl.col("direction") == "outbound") & _template_of(MARKETING) & pl.col("group_id").is_null() & _chosen("user_id", share, seed)
+    ).select(
+        _ROW,
+        "business_phone",
+        "user_id",
+        "timestamp",
+        "message_id",
+        campaign=pl.coalesce("template_name", "template_category"),
+        day=pl.col("timestamp").dt.convert_time_zone(timezone).dt.date(),
+    )
+    rounds = broadcast.sort(*campaign, "user_id", "timestamp", "message_id").with_columns(round=_position_in_run([*campaign, "user_id"]))
+    ordered = rounds.sort(*campaign, "round", pl.col("user_id").hash(seed), "user_id").with_columns(
+        group=(_position_in_run([*campaign, "round"]) - 1) // size
+    )
+    grouping = [*campaign, "round", "group"]
+    first = pl.col("message_id").sort_by("timestamp", "message_id").first().over(grouping)  # the group's first copy
+    converted = ordered.select(
+        _ROW,
+        message_id=first + "~to-group",
+        group_id=first + "~group",
+        timestamp=pl.col("timestamp").min().over(grouping),
+        change=pl.lit(CONVERTED),
+    )
+    return _updated(frame, converted, ["message_id", "group_id", "timestamp"])
+
+
+@strategy(explain="{converted:,} replies Meta Business Agent wrote were written by the business's people instead")
+def service_by_people(messages: pl.LazyFrame) -> pl.LazyFrame:
+    """Every reply Meta Business Agent wrote is written by the business's people instead.
+
+    Business behaviour: the business stops using Meta Business Agent (or never started): its
+    one-to-one replies with `sent_by = meta_business_agent` become the business's own (`sent_by`
+    and `tokens` null), billed as service messages, as every non-template message not powered by
+    the agent is (changes-2026-h2.md §2). With `service_by_own_ai` after it, the business's own AI
+    writes them. Assumptions: people answer at the same moment, in one message per reply; failed
+    replies are changed too (they cost nothing either way).
+    """
+    frame = _with_extensions(messages).with_row_index(_ROW)
+    agent = (pl.col("direction") == "outbound") & pl.col("group_id").is_null() & pl.col("sent_by").eq_missing(schema.META_BUSINESS_AGENT)
+    back = frame.filter(agent).select(_ROW, sent_by=pl.lit(None, dtype=pl.String), tokens=pl.lit(None, dtype=pl.Int64), change=pl.lit(CONVERTED))
+    return _updated(frame, back, ["sent_by", "tokens"])
+
+
+def _service_replies() -> pl.Expr:
+    """Delivered outbound one-to-one non-template messages that are not reactions and not Meta
+    Business Agent's: the replies people (or an AI) write."""
+    return (
+        _delivered_outbound()
+        & (pl.col("message_type") != schema.TEMPLATE)
+        & (pl.col("message_type") != schema.REACTION)
+        & pl.col("group_id").is_null()
+        & ~pl.col("sent_by").eq_missing(schema.META_BUSINESS_AGENT)
+    )
+
+
+def _with_extensions(messages: pl.LazyFrame) -> pl.LazyFrame:
+    """`messages` with the optional columns of 2026 (`group_id`, `sent_by`, `tokens`, `template_name`)
+    added as null where a frame predates them."""
+    names = messages.collect_schema().names()
+    missing = [c for c in ("group_id", "sent_by", "tokens", "template_name") if c not in names]
+    return messages.with_columns([pl.lit(None, dtype=schema.MESSAGE_SCHEMA[c]).alias(c) for c in missing]) if missing else messages
 
 
 # --- What a strategy did --------------------------------------------------------------------------
