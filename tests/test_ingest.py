@@ -586,8 +586,18 @@ OUT = "2026-11-03T10:00:00Z,outbound,15550001111,waba-1"
         (f"wamid.S,{OUT},393330000001,template,authentication,delivered,,grp-1,,,otp", ingest.GROUP_AUTHENTICATION),
         ("wamid.S,2026-11-03T10:00:00Z,inbound,15550001111,waba-1,393330000001,text,,received,ctwa,grp-1,,,", ingest.GROUP_ENTRY_POINT),
         (f"wamid.S,{OUT},393330000001,text,,delivered,,grp-1,meta_business_agent,100,", ingest.GROUP_BUSINESS_AGENT),
+        ("wamid.S,2025-06-30T21:59:59Z,outbound,15550001111,waba-1,393330000001,text,,delivered,,grp-1,,,", ingest.group_before_pricing()),
     ],
-    ids=["unknown sender", "negative tokens", "fractional tokens", "tokens not a number", "group authentication", "group entry point", "group agent"],
+    ids=[
+        "unknown sender",
+        "negative tokens",
+        "fractional tokens",
+        "tokens not a number",
+        "group authentication",
+        "group entry point",
+        "group agent",
+        "group before group pricing",
+    ],
 )
 def test_the_2026_columns_quarantine_what_cannot_be_billed(tmp_path, row, reason):
     messages, quarantine, summary = read(write_csv(tmp_path, row, header=HEADER_2026))

@@ -49,6 +49,7 @@ import duckdb
 import polars as pl
 
 from analytics.core import schema
+from analytics.core.errors import UsageError
 from analytics.core.lookups import looked_up
 from analytics.core.resources import ArrowStream, query
 from analytics.core.times import local_time
@@ -380,6 +381,11 @@ def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, se
     unbilled, authentication = rows.select(pl.col("group_unbilled").arg_max(), (pl.col("group") & pl.col("group_auth")).arg_max()).row(0)
     if rows["group_unbilled"][unbilled]:
         first = message(unbilled)
+        if settings.rules is not None:
+            raise UsageError(
+                f"--rules {settings.rules} bills no group messages (Meta bills groups per message only), and the input has "
+                f"some (group {first['group_id']}, message {first['message_id']}): bill under a per-message rule set, or without --rules"
+            )
         raise ValueError(
             f"message {first['message_id']} (user_id {first['user_id']}) is a group message of group {first['group_id']} at "
             f"{first['timestamp']}, under a rule set that bills no groups (Meta: groups use per-message pricing); "

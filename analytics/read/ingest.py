@@ -34,7 +34,9 @@ Follow a file through this module in order:
        11c. `GROUP_AUTHENTICATION`: an authentication template with a `group_id` (Meta, "Groups API",
        Updated Jun 16, 2026: not supported in groups); 11d. `GROUP_ENTRY_POINT`: a group message
        with an `entry_point` (no free entry points in groups); 11e. `GROUP_BUSINESS_AGENT` [choice]:
-       a group message `sent_by` `meta_business_agent` (Meta documents none)
+       a group message `sent_by` `meta_business_agent` (Meta documents none); 11f.
+       `group_before_pricing()`: a group message dated before the first rule set that bills groups
+       (`bills_groups`: 2025-07-01, per-message pricing), in the row's WABA time zone
    12. `after_latest()`: a timestamp later than the latest plausible one, by default the run's
        start plus `FUTURE_MARGIN` (`99999999999` is year 5138: milliseconds cut short, not a time
        to bill); `read_messages(latest=...)`, `--latest-timestamp` on the command line
@@ -111,7 +113,7 @@ from analytics.core.text import plural
 from analytics.read import webhooks
 from analytics.read.pseudonymise import pseudonymise
 from analytics.terms import markets
-from analytics.terms.rules import first_supported_date
+from analytics.terms.rules import first_group_date, first_supported_date
 
 MESSAGE_COLUMNS = tuple(MESSAGE_SCHEMA)
 SOURCE_COLUMNS = ("source_file", "source_row")
@@ -167,6 +169,18 @@ GROUP_BUSINESS_AGENT = (
     "group message sent by meta_business_agent: Meta documents Meta Business Agent replies one-to-one only; "
     "leave sent_by empty if the business wrote it, or group_id empty if it was one-to-one"
 )
+
+
+# Meta bills group messages per message only ("Groups API Pricing", Updated May 21, 2026): a group
+# row dated before the first rule set that bills groups (`bills_groups`) cannot be billed.
+def group_before_pricing() -> str:
+    first = first_group_date()
+    return (
+        f"group message before {first.isoformat() if first else 'any rule set that bills groups'}: Meta bills group messages "
+        "per message only (Groups API pricing); check the timestamp, or leave group_id empty if it was one-to-one"
+    )
+
+
 FUTURE_MARGIN = dt.timedelta(days=1)  # a timestamp later than the run's start plus this is implausible (`after_latest`)
 CONFLICTING_DUPLICATE = "conflicting duplicate of message_id"  # the summary's key; rows get the details
 ROWS_NAMED_PER_CONFLICT = 5
@@ -595,7 +609,14 @@ def label(
         pl.col("user_country").str.to_uppercase(),
         _whole_number(pl.col("tokens")).alias(_TOKENS),
         pl.all_horizontal(pl.col(MESSAGE_COLUMNS).is_null() & pl.col("problem").is_null()).alias(_BLANK),
-    ).with_columns(pl.coalesce(_row_reason(_first_supported_instants(timezone, waba_timezones or {})), _implausible_time(latest)).alias(_REASON))
+    ).with_columns(
+        pl.coalesce(
+            _row_reason(
+                _first_supported_instants(timezone, waba_timezones or {}), _first_supported_instants(timezone, waba_timezones or {}, groups=True)
+            ),
+            _implausible_time(latest),
+        ).alias(_REASON)
+    )
     checked = checked.with_columns(_canonical_values()).drop(_ISO_PARTS, _FEP_ISO_PARTS, _FEP_INSTANT, _TOKENS, *_TYPED.values())
     checked = checked.with_columns(_duplicate_key())
     repeats = repeated_messages(checked) if _any_repeated_id(raw) else pl.DataFrame(schema=_REPEATS_SCHEMA)
@@ -672,19 +693,24 @@ def _has_no_zone(parts: pl.Expr) -> pl.Expr:
     return (parts.struct["date"].is_not_null() & ~zone).fill_null(False)
 
 
-def _first_supported_instants(timezone: str, waba_timezones: Mapping[str, str]) -> pl.Expr:
+def _first_supported_instants(timezone: str, waba_timezones: Mapping[str, str], *, groups: bool = False) -> pl.Expr:
     """Each row's first supported instant: 00:00 of the first rule set's date in its WABA's time
-    zone (`waba_timezones`, else `timezone`), as the engines decide it (billing-rules.md §1)."""
-    first = pl.lit(_first_supported_instant(timezone))
+    zone (`waba_timezones`, else `timezone`), as the engines decide it (billing-rules.md §1). With
+    `groups`, of the first rule set that bills group messages."""
+    first = pl.lit(_first_supported_instant(timezone, groups=groups))
     waba_id = pl.col("waba_id").fill_null(DEFAULT_WABA)
     for waba, zone in waba_timezones.items():
-        first = pl.when(waba_id == waba).then(pl.lit(_first_supported_instant(zone))).otherwise(first)
+        first = pl.when(waba_id == waba).then(pl.lit(_first_supported_instant(zone, groups=groups))).otherwise(first)
     return first
 
 
-def _first_supported_instant(timezone: str) -> dt.datetime:
-    """00:00 of the first supported date in the WABA time zone, as a UTC instant (billing-rules.md §1)."""
-    midnight = dt.datetime.combine(first_supported_date(), dt.time(0), tzinfo=zone_info(timezone))
+def _first_supported_instant(timezone: str, *, groups: bool = False) -> dt.datetime:
+    """00:00 of the first supported date (with `groups`, of the first date that bills group messages)
+    in the WABA time zone, as a UTC instant (billing-rules.md §1)."""
+    date = (first_group_date() or dt.date.max) if groups else first_supported_date()
+    if date == dt.date.max:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
+    midnight = dt.datetime.combine(date, dt.time(0), tzinfo=zone_info(timezone))
     return midnight.astimezone(dt.UTC)
 
 
@@ -726,7 +752,7 @@ def zone_info(timezone: str) -> ZoneInfo:
         raise UsageError(f"unknown time zone {timezone!r}: use an IANA name such as 'Europe/Rome' or 'UTC'") from None
 
 
-def _row_reason(first_instant: pl.Expr) -> pl.Expr:
+def _row_reason(first_instant: pl.Expr, first_group_instant: pl.Expr) -> pl.Expr:
     """The first reason (docstring, step 2, 1–11) a row cannot be used, or null."""
     missing = pl.concat_str([pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in REQUIRED_MESSAGE_COLUMNS], separator=", ", ignore_nulls=True)
     template = pl.col("message_type") == TEMPLATE
@@ -769,6 +795,8 @@ def _row_reason(first_instant: pl.Expr) -> pl.Expr:
         .then(pl.lit(GROUP_ENTRY_POINT))
         .when(group & (pl.col("sent_by") == META_BUSINESS_AGENT))
         .then(pl.lit(GROUP_BUSINESS_AGENT))
+        .when(group & (pl.col(_INSTANT) < first_group_instant))
+        .then(pl.lit(group_before_pricing()))
     )
 
 

@@ -164,6 +164,10 @@ class RuleBook:
         """Traffic before this date was billed per notification, which this package does not model (§1)."""
         return self.periods[0].effective_from
 
+    def first_group_date(self) -> dt.date | None:
+        """The first date of a period that bills group messages (`bills_groups`), None if none does."""
+        return next((p.effective_from for p in self.periods if p.bills_groups), None)
+
     def period_on(self, local_date: dt.date, forced: str | None = None) -> RuleSet | None:
         """The period in force on a date of the WABA time zone (None before the first, §1). With
         `forced` (a what-if for all traffic), that rule set's period in force on the date, or its
@@ -356,6 +360,10 @@ def rule_set(name: str) -> RuleSet:
 
 def first_supported_date() -> dt.date:
     return shipped().first_supported_date()
+
+
+def first_group_date() -> dt.date | None:
+    return shipped().first_group_date()
 
 
 # --- AI Providers' markets (data/rules/ai_providers.csv) ----------------------------------------------
