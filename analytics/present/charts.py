@@ -64,6 +64,9 @@ CATEGORY_COLOURS: dict[str, str] = {
     "user_initiated": "#9d755d",
     "business_initiated": "#72b7b2",
     strategies.OTHER_CHANNEL_CATEGORY: "#ff9da6",
+    # the lines of a strategy's own cost, outside Meta's bill (strategies.OWN_COST_CATEGORIES)
+    strategies.OWN_AI_CATEGORY: "#e7ba52",
+    strategies.AGENT_OWN_COST_CATEGORY: "#ce6dbd",
 }
 CATEGORY_ORDER = tuple(CATEGORY_COLOURS)
 UNKNOWN_COLOURS = ("#7f7f7f", "#a5a5a5", "#c7c7c7", "#595959", "#d9d9d9")
