@@ -119,7 +119,8 @@ def bill(messages: pl.DataFrame, settings: Settings | None = None) -> pl.DataFra
     """The charges table (contracts.md §2) for canonical, deduplicated messages (contracts.md §1).
 
     Raises ValueError for a message that has no rule set (before 2022-02-01 in its WABA time zone,
-    §1) or a template without a known category: ingest quarantines both, the engine never drops them.
+    §1), a template without a known category, a group message under a rule set that bills no
+    groups or a group authentication template: ingest quarantines them, the engine never drops them.
     """
     settings = settings or Settings()
     by_key: dict[tuple[str, str | None, str | None], list[Message]] = defaultdict(list)
