@@ -14,8 +14,9 @@ from traffic import Traffic, low_tier_card, merge
 from analytics import cli
 from analytics.bill import charges as engine
 from analytics.core.money import money, rounded
+from analytics.core.schema import DEFAULT_WABA
 from analytics.price import pricing
-from analytics.settings import Settings
+from analytics.settings import MaxPrice, Settings
 from analytics.terms.ratecards import RATE_DTYPE, load_card
 from analytics.whatif import explain
 from analytics.whatif.scenarios import card_in_force_on
@@ -76,6 +77,22 @@ def test_only_the_card_changed_is_all_rates():
     assert all(found[e] == 0 for e in explain.EFFECTS if e != explain.RATES)
     assert explained.cost_against == actual_cost(messages, "2026-06", Settings(), card)
     assert explained.cost == actual_cost(messages, "2026-07", Settings(), card)
+    assert_adds_up(explained)
+
+
+def test_a_marketing_max_price_that_starts_is_part_of_the_rates_effect():
+    """A max price is a price: from its date Meta charges at most that, so the month it starts
+    differs from the one before by the rates effect alone, not by the traffic's."""
+    card = steady_card()
+    marketing = rate(card, "marketing")
+    cap = MaxPrice(waba_id=DEFAULT_WABA, per_1000=((marketing - Decimal("0.0125")) * 1000).quantize(Decimal("0.001")), from_date=dt.date(2026, 7, 1))
+    settings = Settings(max_prices=(cap,))
+    messages = pl.concat([month_traffic("2026-06", 5), month_traffic("2026-07", 5)])
+    explained = explain.explain(messages, "2026-07", settings=settings, card=card)
+    found = effects(explained)
+    assert explained.exact[explain.RATES] == Fraction(-5 * Decimal("0.0125"))
+    assert all(found[e] == 0 for e in explain.EFFECTS if e != explain.RATES)
+    assert explained.cost == actual_cost(messages, "2026-07", settings, card) == explained.cost_against - 5 * Decimal("0.0125")
     assert_adds_up(explained)
 
 

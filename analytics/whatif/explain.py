@@ -9,7 +9,8 @@ switch between A's and B's value of one thing that decides the cost:
   a month billed under its own rule set is billed by date, as it was);
 - **rates**: the card in force (contracts.md §3): the charges priced (`analytics.price.pricing`)
   at their own dates when the card is their own month's, else at the rates in force on the first
-  day of the other month (`scenarios.card_in_force_on`);
+  day of the other month (`scenarios.card_in_force_on`), and under the marketing max prices in
+  force that day (`max_prices_in_force_on`: a max price is a price, so one that starts is rates);
 - **volume**: how many charges the traffic makes (messages under per-message pricing,
   conversations before it), and so how far free tiers go;
 - **mix**: each market and category's share of those charges;
@@ -71,6 +72,7 @@ summary can say so.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import math
@@ -87,7 +89,8 @@ from analytics.core.errors import UsageError
 from analytics.core.money import rounded
 from analytics.core.times import local_time
 from analytics.price import pricing
-from analytics.settings import Settings
+from analytics.settings import MaxPrice, Settings
+from analytics.terms import rules
 from analytics.terms.ratecards import load_card
 from analytics.whatif.scenarios import card_in_force_on, conform_messages
 
@@ -252,15 +255,33 @@ def _replays(
         billed = own[x] if r == x else _billed_under(messages, months[x], rule_sets[r], settings)
         counts = _counts(billed)
         for k in (A, B):
-            at_card = card if k == x else card_in_force_on(card, dt.date.fromisoformat(f"{months[k]}-01"))
-            full = _costs(billed, settings.replace(report_unpriced=True), at_card)
-            listed = _costs(billed, settings.replace(report_unpriced=True), at_card.filter(pl.col("tier_from") == 1))
+            on = dt.date.fromisoformat(f"{months[k]}-01")
+            at_card = card if k == x else card_in_force_on(card, on)
+            # a marketing max price is a price too: at the other month's card, its caps as they stood then
+            prices = settings.replace(report_unpriced=True)
+            if k != x:
+                prices = dataclasses.replace(prices, max_prices=max_prices_in_force_on(settings.max_prices, on))
+            full = _costs(billed, prices, at_card)
+            listed = _costs(billed, prices, at_card.filter(pl.col("tier_from") == 1))
             if x == r == k:
                 unpriced_own[x] = full["unpriced"]
             else:
                 unpriced_in_replays += full["unpriced"]
             cells[(x, r, k)] = _cells(counts, full["by_cell"], listed["by_cell"])
     return cells, unpriced_own, unpriced_in_replays
+
+
+def max_prices_in_force_on(max_prices: Sequence[MaxPrice], on: dt.date) -> tuple[MaxPrice, ...]:
+    """The marketing max prices in force on `on` (per WABA and template, the latest `from` not after
+    it), made to apply from the first supported date, as `card_in_force_on` does with the card's
+    rates: pricing a month's charges "at the other month's card" prices them under the caps of that
+    month too, so a max price is part of the rates effect, not of the traffic's."""
+    latest: dict[tuple[str, str | None], MaxPrice] = {}
+    for cap in max_prices:
+        scope = (cap.waba_id, cap.template)
+        if cap.from_date <= on and (scope not in latest or cap.from_date >= latest[scope].from_date):
+            latest[scope] = cap
+    return tuple(dataclasses.replace(cap, from_date=rules.first_supported_date()) for cap in latest.values())
 
 
 # --- Shapley values and rounding -----------------------------------------------------------------
