@@ -183,7 +183,7 @@ def test_group_message_under_conversation_based_pricing_is_refused_naming_the_me
     # by date, an error of the data (ingest quarantines such rows); under --rules, of the what-if
     # asked, which the fast engine behind the command line refuses as a usage error (exit 2)
     refused = UsageError if what_if and bill is charges.bill else ValueError
-    with pytest.raises(refused, match=r"g0001.*bills no groups|bills no group messages.*g0001"):
+    with pytest.raises(refused, match=r"g0001.*bills no groups|bills no groups.*g0001"):
         bill(group.frame(), Settings(rules=what_if))
 
 

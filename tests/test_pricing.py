@@ -547,13 +547,21 @@ def reference_price(charges_: pl.DataFrame, card_path: Path) -> dict[tuple[str, 
         n = 1
         if family and c["pricing_model"] == "PMP":
             counters[(c["market"], family, month)] = n = counters.get((c["market"], family, month), 0) + 1
-        dates = sorted(by_key[(c["market"], c["category"])])
-        tiers = by_key[(c["market"], c["category"])][dates[bisect.bisect_right(dates, day) - 1]]
+        # 2026: a group delivery at its base category's rate (Meta's Groups API Pricing; service at the
+        # utility rate from pmp-2026-10), a Meta Business Agent reply per token at the global rate
+        per_token = c["category"] == "meta_business_agent"
+        rated = ("global", c["category"]) if per_token else (c["market"], REFERENCE_PRICED_AS.get(c["category"], c["category"]))
+        dates = sorted(by_key[rated])
+        tiers = by_key[rated][dates[bisect.bisect_right(dates, day) - 1]]
         rate = tiers[max(t for t in tiers if t <= n)]
         assert rate, (c["opening_message_id"], c["market"], c["category"], day, n)
         key = (month, c["market"], c["category"])
-        totals[key] = totals.get(key, D(0)) + D(rate)
+        cost = D(rate) * (c["tokens"] or 25_000) / 1_000_000 if per_token else D(rate)
+        totals[key] = totals.get(key, D(0)) + cost
     return totals
+
+
+REFERENCE_PRICED_AS = {"group_marketing": "marketing", "group_utility": "utility", "group_service": "utility"}
 
 
 def test_the_shipped_card_prices_every_billable_charge_of_the_sample(sample_charges, tmp_path):

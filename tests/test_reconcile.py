@@ -849,7 +849,9 @@ def test_synthetic_analytics_reconcile_to_exactly_their_perturbations(sample_mes
     config = Settings(timezone="Europe/Rome")
     billed = charges.bill(sample_messages, config)
     priced = pricing.price(billed, config.replace(currency="USD"))
-    with_costs = reconcile.with_user_country(billed, sample_messages).join(priced.select("opening_message_id", "cost"), on="opening_message_id")
+    with_costs = reconcile.with_user_country(billed, sample_messages).join(
+        priced.select("opening_message_id", "user_id", "cost"), on=["opening_message_id", "user_id"]
+    )
     response = meta_billing.meta_analytics_response(with_costs, granularity="DAILY", timezone="Europe/Rome")
     points = response["pricing_analytics"]["data"][0]["data_points"]
     clean = reconcile.reconcile(sample_messages, billed, analytics=read_analytics(response), priced=priced, settings=config)

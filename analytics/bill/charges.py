@@ -49,7 +49,7 @@ import duckdb
 import polars as pl
 
 from analytics.core import schema
-from analytics.core.errors import UsageError
+from analytics.core.errors import NotBillableUnder
 from analytics.core.lookups import looked_up
 from analytics.core.resources import ArrowStream, query
 from analytics.core.times import local_time
@@ -382,8 +382,8 @@ def _refuse_what_cannot_be_billed(rows: pl.DataFrame, messages: pl.LazyFrame, se
     if rows["group_unbilled"][unbilled]:
         first = message(unbilled)
         if settings.rules is not None:
-            raise UsageError(
-                f"--rules {settings.rules} bills no group messages (Meta bills groups per message only), and the input has "
+            raise NotBillableUnder(
+                f"--rules {settings.rules} bills no groups (Meta bills group messages per message only), and the input has "
                 f"some (group {first['group_id']}, message {first['message_id']}): bill under a per-message rule set, or without --rules"
             )
         raise ValueError(

@@ -21,6 +21,11 @@ class UsageError(Exception):
     """A command line or configuration that does not make sense: exit status 2."""
 
 
+class NotBillableUnder(UsageError, ValueError):
+    """Traffic a what-if rule set (`--rules`) cannot bill, such as group messages under conversation-based
+    pricing: a usage error on the command line (exit 2), and the engines' ValueError for what they refuse."""
+
+
 # --- Quoting a file in a message: the field at fault, short and clean, never more ---------------------
 # A file named by mistake (`rate_card = "/proc/self/environ"`, a `.env`) must not reach the terminal or
 # a log: a message quotes at most the one field at fault, cut short, without control characters.

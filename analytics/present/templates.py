@@ -200,6 +200,7 @@ def recategorised(
     as_billed = pricing.price(engine.bill(as_billed_messages, settings), settings.replace(currency=currency, report_unpriced=True), card=card)
     changed = messages.join(billed, on="message_id").select(
         "message_id",
+        "user_id",  # a group message: one row, and one charge, per participant
         "template_name",
         "billed_category",
         "evidence",
@@ -210,8 +211,8 @@ def recategorised(
     cost_as_billed = _cost_of_openings(as_billed, "billed")
     zero = pl.lit(Decimal(0), dtype=MONEY)
     return (
-        changed.join(cost_as_intended, left_on="message_id", right_on="opening_message_id", how="left")
-        .join(cost_as_billed, left_on="message_id", right_on="opening_message_id", how="left")
+        changed.join(cost_as_intended, left_on=["message_id", "user_id"], right_on=["opening_message_id", "user_id"], how="left")
+        .join(cost_as_billed, left_on=["message_id", "user_id"], right_on=["opening_message_id", "user_id"], how="left")
         .group_by("month", "template_name", "intended_category", "billed_category", "evidence")
         .agg(
             messages=pl.len().cast(pl.Int64),
@@ -226,8 +227,9 @@ def recategorised(
 
 
 def _cost_of_openings(priced: pl.DataFrame, side: str) -> pl.DataFrame:
-    """Per opening message: the cost of the charges it opened, and how many billable ones have no rate."""
-    return priced.group_by("opening_message_id").agg(
+    """Per opening message and user (a group message's participants share it): the cost of the charges
+    it opened, and how many billable ones have no rate."""
+    return priced.group_by("opening_message_id", "user_id").agg(
         pl.col("cost").sum().cast(MONEY).alias(f"cost_{side}"),
         (pl.col("billable") & pl.col("rate").is_null()).sum().cast(pl.Int64).alias(f"unpriced_{side}"),
     )

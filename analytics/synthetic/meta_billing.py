@@ -38,6 +38,8 @@ from analytics.reconcile.outcomes import (
     CATEGORY_CHANGED,
     CONVERSATION,
     DIFFERENT,
+    FREE_GROUP_CUSTOMER_SERVICE,
+    GROUP_CATEGORIES,
     MESSAGE,
     MISSING_META,
     MISSING_OURS,
@@ -66,19 +68,24 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, settings
     (opening + window, rounded up to the next whole minute, as Meta has been seen to do).
     """
     settings = settings or Settings()
-    attributed = conversation_of_messages(charges, messages, settings)
-    rows = messages.join(attributed, on="message_id", how="inner").join(
-        charges.select(
-            "opening_message_id",
-            "pricing_model",
-            "category",
-            "pricing_type",
-            "started_at",
-            charge_business_phone="business_phone",
-        ),
+    charge_columns = ["pricing_model", "category", "pricing_type", "started_at"]
+    # A group message is one status per participant (P3), each the charge of that participant.
+    in_group = pl.col("group_id").is_not_null() if "group_id" in messages.columns else pl.lit(False)
+    groups = messages.filter(in_group & (pl.col("direction") == "outbound") & pl.col("status").ne_missing("failed"))
+    one_to_one = messages.filter(~in_group)
+    attributed = conversation_of_messages(charges, one_to_one, settings)
+    rows = one_to_one.join(attributed, on="message_id", how="inner").join(
+        charges.select("opening_message_id", *charge_columns, charge_business_phone="business_phone"),
         on="opening_message_id",
         how="left",
     )
+    group_rows = groups.join(
+        charges.select("opening_message_id", "user_id", *charge_columns, charge_business_phone="business_phone"),
+        left_on=["message_id", "user_id"],
+        right_on=["opening_message_id", "user_id"],
+        how="inner",
+    ).with_columns(opening_message_id=pl.col("message_id"))
+    rows = pl.concat([rows, group_rows.select(rows.columns)])
     rows = in_metas_words(rows, local_date=local_time(settings, "started_at").dt.date(), pricing_type="pricing_type")
     cbp = pl.col("pricing_model") == "CBP"
     conversation_window, fep_window = settings.conversation_windows()
@@ -106,16 +113,20 @@ def meta_pricing_objects(charges: pl.DataFrame, messages: pl.DataFrame, settings
         conversation_origin=pl.when(cbp).then(pl.col("category")),
         _expires=pl.when(cbp).then(rounded_end),
         _status=pl.col("status").fill_null("delivered"),
+        recipient_type=pl.when(pl.col("group_id").is_not_null()).then(pl.lit("group")) if "group_id" in rows.columns else pl.lit(None, pl.String),
+        recipient_participant_id=pl.when(pl.col("group_id").is_not_null()).then(pl.col("user_id"))
+        if "group_id" in rows.columns
+        else pl.lit(None, pl.String),
     )
     sent = base.with_columns(status=pl.lit("sent"), conversation_expires_at=pl.col("_expires"))
     later = base.filter(pl.col("_status") != "sent").with_columns(status=pl.col("_status"), conversation_expires_at=pl.lit(None, schema.INSTANT))
-    frame = pl.concat([sent, later], how="diagonal_relaxed").sort("message_id", "status")
+    frame = pl.concat([sent, later], how="diagonal_relaxed").sort("message_id", "user_id", "status")
     frame = frame.with_columns(
         source_file=pl.lit("synthetic"),
         source_row=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
         problem=pl.lit(None, pl.String),
     )
-    columns = frame.columns  # subtype and group recipients: none in our own charges
+    columns = frame.columns  # subtype: none in our own charges
     return frame.select([(pl.col(c) if c in columns else pl.lit(None)).cast(t).alias(c) for c, t in PRICING_SCHEMA.items()])
 
 
@@ -131,6 +142,9 @@ def meta_analytics_response(charges: pl.DataFrame, *, granularity: str = DAILY, 
     ours = charges.filter(pl.col("pricing_model") == model)
     if model == "PMP":  # in Meta's words of the day (from 2026-10-01 our free_tier is FREE_CUSTOMER_SERVICE)
         day = pl.col("started_at").dt.convert_time_zone(timezone).dt.date()
+        # a free group delivery is Meta's free_group_customer_service (changes-2026-h2.md §4), whichever free type of ours
+        free_group = pl.col("category").is_in(GROUP_CATEGORIES) & pl.col("pricing_type").is_in(["free_customer_service", "free_tier"])
+        ours = ours.with_columns(pricing_type=pl.when(free_group).then(pl.lit(FREE_GROUP_CUSTOMER_SERVICE)).otherwise(pl.col("pricing_type")))
         ours = in_metas_words(ours, local_date=day, pricing_type="pricing_type")
     points = (
         ours.with_columns(start=local.dt.epoch("s"), end=local.dt.offset_by(every).dt.epoch("s"))
