@@ -31,7 +31,7 @@ import pytest
 
 from analytics import cli
 from analytics.bill import charges
-from analytics.core.money import money
+from analytics.core.money import money, rounded
 from analytics.present import explain_text, report, rollups, summary_text, tables
 from analytics.price import pricing
 from analytics.read import ingest
@@ -129,8 +129,9 @@ def checked_output(executed: Path) -> pl.DataFrame:
     """The figures of an executed notebook's nbval-checked cell: a table (`tables.Table`) whose plain
     text, what nbval compares, is the exact figures as CSV."""
     notebook = json.loads(executed.read_text())
-    (cell,) = [c for c in notebook["cells"] if "NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
-    (result,) = [o for o in cell["outputs"] if o["output_type"] == "execute_result"]
+    checked = [c for c in notebook["cells"] if "NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
+    results = [o for c in checked for o in c["outputs"] if o["output_type"] == "execute_result" and "text/html" in o["data"]]
+    result = results[0]  # the first checked table (later checked cells: the explanation's sentences, people / own AI / agent)
     assert "<table" in "".join(result["data"]["text/html"])
     return pl.read_csv("".join(result["data"]["text/plain"]).encode(), infer_schema_length=0)
 
@@ -287,9 +288,10 @@ def test_the_report_opens_with_the_month_s_cost_and_its_change(sample_report):
     october, september = (costs.filter((pl.col("month") == m) & pl.col("priced"))["cost"].sum() for m in ("2026-10", "2026-09"))
     billable = costs.filter(pl.col("month") == "2026-10")["billable_charges"].sum()
     change = "more" if october > september else "less"
-    share = f"{abs(october - september) / september:.1%}"
+    difference = rounded(october, 2) - rounded(september, 2)  # the two invoices' difference, as explain's total
+    share = f"{abs(difference) / september:.1%}"
     summary = (
-        f"In 2026-10 the traffic cost USD {money(october)} ({billable:,} billable charges), USD {money(abs(october - september))} "
+        f"In 2026-10 the traffic cost USD {money(october)} ({billable:,} billable charges), USD {money(abs(difference))} "
         f"({share}) {change} than in 2026-09 (USD {money(september)})."
     )
     explained = explain_text.for_report(traffic, traffic.settings.replace(report_unpriced=True))
@@ -307,8 +309,12 @@ def test_the_report_shows_what_the_notebooks_print_when_run_alone(sample_report)
         checked = [c for c in stored["cells"] if "NBVAL_CHECK_OUTPUT" in "".join(c["source"])]
         assert checked, name
         for cell in checked:
-            (shown,) = ["".join(o["data"]["text/html"]) for o in cell["outputs"] if o.get("output_type") == "execute_result"]
-            assert shown in page, name
+            tables = ["".join(o["data"]["text/html"]) for o in cell["outputs"] if o.get("output_type") == "execute_result"]
+            printed = ["".join(o["text"]) for o in cell["outputs"] if o.get("output_type") == "stream"]
+            assert tables or printed, name
+            assert all(shown in page for shown in tables), name
+            # printed text: every line of it, as the page escapes it (prose becomes paragraphs)
+            assert all(html.escape(line.strip()) in page for text in printed for line in text.splitlines() if line.strip()), name
 
 
 def test_the_working_folder_is_removed_after_the_report(sample_report):

@@ -23,7 +23,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from analytics.core.money import money
+from analytics.core.money import money, rounded
 from analytics.core.text import plural
 
 # How an effect of the explanation reads in a sentence: "the biggest driver was {words}".
@@ -89,7 +89,7 @@ def _change(cost: Decimal, currency: str, before: tuple[Decimal, int, int] | Non
     if previous == 0 and unpriced:
         return f", and none of the billable charges of {month_before} had a rate in the card to compare it with."
     left_out = f" The cost of {month_before} leaves out {plural(unpriced, 'unpriced billable charge')}." if unpriced else ""
-    difference = cost - previous
+    difference = rounded(cost, 2) - rounded(previous, 2)  # what the two invoices show, as `explain`'s total
     if difference == 0:
         return f", the same as in {month_before}.{left_out}"
     share = f" ({abs(difference) / previous:.1%})" if previous else ""
