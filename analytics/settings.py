@@ -339,8 +339,8 @@ def _amount(value: object, name: str, places: int) -> Decimal:
         raise UsageError(f"{name} {value!r} is not a number") from None
     if not number.is_finite() or number < 0:
         raise UsageError(f"{name} {value} must be a number >= 0")
-    if -number.as_tuple().exponent > places:  # type: ignore[operator]
-        raise UsageError(f"{name} {value} has more than {places} decimals")
     if number >= ratecards.RATE_LIMIT:  # a typo (1e308), and beyond what a cost's 38 digits hold
         raise UsageError(f"{name} {value} is implausibly large: give a number below {ratecards.RATE_LIMIT:,}")
+    if number != number.quantize(Decimal(1).scaleb(-places)):  # trailing zeros (56.600000) are no decimals
+        raise UsageError(f"{name} {value} has more than {places} decimals")
     return number

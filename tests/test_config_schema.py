@@ -202,3 +202,20 @@ def test_max_prices_and_agent_tokens_reach_the_settings(tmp_path):
         ("104996122399150", Decimal("0.040125"), dt.date(2026, 10, 1), "spring_sale"),
     ]
     assert Settings().agent_tokens_per_message == 25_000 and Settings().max_prices == ()
+
+
+def test_an_amount_with_trailing_zeros_has_only_its_significant_decimals():
+    """A max price or markup computed in Python (56.6 as Decimal("56.600000")) is 56.6: trailing zeros
+    are no decimals, and a sixth significant one still is."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from analytics.core.errors import UsageError
+    from analytics.settings import MaxPrice, Settings
+
+    assert MaxPrice(waba_id="w", per_1000=Decimal("56.600000"), from_date=dt.date(2026, 10, 1)).per_1000 == Decimal("56.6")
+    assert Settings(markup_percent=Decimal("12.50000000")).markup_percent == Decimal("12.5")
+    with pytest.raises(UsageError, match="per_1000 56.6001 has more than 3 decimals"):
+        MaxPrice(waba_id="w", per_1000=Decimal("56.6001"), from_date=dt.date(2026, 10, 1))
+    with pytest.raises(UsageError, match="markup_percent 12.50001 has more than 4 decimals"):
+        Settings(markup_percent=Decimal("12.50001"))
